@@ -1,0 +1,261 @@
+"""copra.attest.jwe against RFC 7520/7518 vectors, joserfc and a hand-made Trustee-style JWE."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from joserfc import jwe as jose_jwe
+from joserfc.jwk import ECKey
+
+from copra.attest.jwe import (
+    DecryptionFields,
+    EcPoint,
+    FlattenedJwe,
+    JweError,
+    b64url_decode,
+    b64url_encode,
+    concat_kdf,
+    decrypt,
+    encrypt,
+    unwrap_secret,
+)
+
+# RFC 7520 §5.4 (ietf-jose cookbook jwe/5_4): ECDH-ES+A128KW, A128GCM, P-384.
+RFC7520_54_KEY = {
+    "kty": "EC",
+    "crv": "P-384",
+    "x": "YU4rRUzdmVqmRtWOs2OpDE_T5fsNIodcG8G5FWPrTPMyxpzsSOGaQLpe2FpxBmu2",
+    "y": "A8-yxCHxkfBz3hKZfI1jUYMjUhsEveZ9THuwFjH2sCNdtksRJU7D5-SkgaFL1ETP",
+    "d": "iTx2pk7wW-GqJkHcEkFQb2EFyYcO7RugmaW3mRrQVAOUiPommT0IdnYK2xDlZh-j",
+}
+RFC7520_54_PLAINTEXT = (
+    "You can trust us to stick with you through thick and thin\u2013to the bitter end. "
+    "And you can trust us to keep any secret of yours\u2013closer than you keep it "
+    "yourself. But you cannot trust us to let you face trouble alone, and go off "
+    "without a word. We are your friends, Frodo."
+).encode()
+RFC7520_54_CEK = "Nou2ueKlP70ZXDbq9UrRwg"
+RFC7520_54_JSON_FLAT = {
+    "protected": (
+        "eyJhbGciOiJFQ0RILUVTK0ExMjhLVyIsImtpZCI6InBlcmVncmluLnRvb2tAdHVja2Jvcm91Z2guZXhhbX"
+        "BsZSIsImVwayI6eyJrdHkiOiJFQyIsImNydiI6IlAtMzg0IiwieCI6InVCbzRrSFB3Nmtiang1bDB4b3dy"
+        "ZF9vWXpCbWF6LUdLRlp1NHhBRkZrYllpV2d1dEVLNml1RURzUTZ3TmROZzMiLCJ5Ijoic3AzcDVTR2haVk"
+        "MyZmFYdW1JLWU5SlUyTW84S3BvWXJGRHI1eVBOVnRXNFBnRXdaT3lRVEEtSmRhWTh0YjdFMCJ9LCJlbmMi"
+        "OiJBMTI4R0NNIn0"
+    ),
+    "encrypted_key": "0DJjBXri_kBcC46IkU5_Jk9BqaQeHdv2",
+    "iv": "mH-G2zVqgztUtnW_",
+    "ciphertext": (
+        "tkZuOO9h95OgHJmkkrfLBisku8rGf6nzVxhRM3sVOhXgz5NJ76oID7lpnAi_cPWJRCjSpAaUZ5dOR3Spy7"
+        "QuEkmKx8-3RCMhSYMzsXaEwDdXta9Mn5B7cCBoJKB0IgEnj_qfo1hIi-uEkUpOZ8aLTZGHfpl05jMwbKkT"
+        "e2yK3mjF6SBAsgicQDVCkcY9BLluzx1RmC3ORXaM0JaHPB93YcdSDGgpgBWMVrNU1ErkjcMqMoT_wtCex3"
+        "w03XdLkjXIuEr2hWgeP-nkUZTPU9EoGSPj6fAS-bSz87RCPrxZdj_iVyC6QWcqAu07WNhjzJEPc4jVntRJ"
+        "6K53NgPQ5p99l3Z408OUqj4ioYezbS6vTPlQ"
+    ),
+    "tag": "WuGzxmcreYjpHGJoa17EBg",
+}
+
+# RFC 7518 Appendix C: ECDH-ES (direct) key agreement, P-256, apu "Alice", apv "Bob".
+RFC7518_C_BOB = {
+    "crv": "P-256",
+    "x": "weNJy2HscCSM6AEDTDg04biOvhFhyyWvOHQfeF_PxMQ",
+    "y": "e8lnCO-AlStT-NJVX-crhB7QRYhiix03illJOVAOyck",
+    "d": "VEmDZpDXXK8p8N0Cndsxs924q6nS1RXFASRl6BfUqdw",
+}
+RFC7518_C_ALICE_EPK = {
+    "crv": "P-256",
+    "x": "gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0",
+    "y": "SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps",
+}
+RFC7518_C_DERIVED_KEY = "VqqN6vgjbSBcIijNcacQGg"
+
+
+def _private_key(jwk: dict[str, str]) -> ec.EllipticCurvePrivateKey:
+    curve = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+    d = int.from_bytes(b64url_decode(jwk["d"]), "big")
+    return ec.derive_private_key(d, curve[jwk["crv"]])
+
+
+def _trustee_style_jwe(plaintext: bytes, recipient: ec.EllipticCurvePublicKey) -> FlattenedJwe:
+    """An independent encryptor shaped like Trustee's kbs/src/jwe (epk members sorted)."""
+    ephemeral = ec.generate_private_key(recipient.curve)
+    epk = EcPoint.from_public_key(ephemeral.public_key())
+    header = {
+        "alg": "ECDH-ES+A256KW",
+        "enc": "A256GCM",
+        "epk": {"crv": epk.crv, "kty": "EC", "x": b64url_encode(epk.x), "y": b64url_encode(epk.y)},
+    }
+    protected = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
+    z = ephemeral.exchange(ec.ECDH(), recipient)
+    kek = concat_kdf(z, "ECDH-ES+A256KW", 256)
+    cek, iv = os.urandom(32), os.urandom(12)
+    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode())
+    return FlattenedJwe(
+        protected=protected,
+        encrypted_key=b64url_encode(aes_key_wrap(kek, cek)),
+        iv=b64url_encode(iv),
+        ciphertext=b64url_encode(sealed[:-16]),
+        tag=b64url_encode(sealed[-16:]),
+    )
+
+
+def test_unwrap_secret_rfc7520_5_4_vector_returns_plaintext() -> None:
+    token = FlattenedJwe.from_json(RFC7520_54_JSON_FLAT)
+    fields, ciphertext = token.split(alg="ECDH-ES+A128KW", enc="A128GCM")
+    plaintext = unwrap_secret(
+        _private_key(RFC7520_54_KEY), fields, ciphertext, alg="ECDH-ES+A128KW", enc="A128GCM"
+    )
+    assert plaintext == RFC7520_54_PLAINTEXT
+
+
+def test_split_rfc7520_5_4_vector_keeps_protected_header_verbatim_as_aad() -> None:
+    fields, _ = FlattenedJwe.from_json(RFC7520_54_JSON_FLAT).split(
+        alg="ECDH-ES+A128KW", enc="A128GCM"
+    )
+    assert fields.aad == RFC7520_54_JSON_FLAT["protected"].encode()
+    assert len(fields.epk_x) == len(fields.epk_y) == 48
+    assert len(fields.wrapped_cek) == len(b64url_decode(RFC7520_54_CEK)) + 8
+
+
+def test_concat_kdf_rfc7518_appendix_c_derives_published_key() -> None:
+    bob = _private_key(RFC7518_C_BOB)
+    alice = EcPoint(
+        "P-256",
+        b64url_decode(RFC7518_C_ALICE_EPK["x"]),
+        b64url_decode(RFC7518_C_ALICE_EPK["y"]),
+    ).public_key()
+    z = bob.exchange(ec.ECDH(), alice)
+    key = concat_kdf(z, "A128GCM", 128, apu=b"Alice", apv=b"Bob")
+    assert b64url_encode(key) == RFC7518_C_DERIVED_KEY
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()])
+def test_encrypt_then_decrypt_on_each_curve_returns_plaintext(curve: ec.EllipticCurve) -> None:
+    key = ec.generate_private_key(curve)
+    assert decrypt(key, encrypt(b"persistent-state key", key.public_key())) == (
+        b"persistent-state key"
+    )
+
+
+def test_encrypt_puts_alg_enc_and_p521_epk_in_protected_header() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    header = encrypt(b"s", key.public_key()).header()
+    assert header["alg"] == "ECDH-ES+A256KW"
+    assert header["enc"] == "A256GCM"
+    assert header["epk"]["crv"] == "P-521"
+    assert len(b64url_decode(header["epk"]["x"])) == 66
+
+
+def test_joserfc_decrypts_output_of_encrypt_as_general_json() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    token = encrypt(b"cross-check", key.public_key())
+    jose_key = ECKey.import_key(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    result = jose_jwe.decrypt_json(
+        token.to_json(), jose_key, algorithms=["ECDH-ES+A256KW", "A256GCM"]
+    )
+    assert result.plaintext == b"cross-check"
+
+
+def test_unwrap_secret_trustee_style_jwe_with_reordered_epk_returns_plaintext() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _trustee_style_jwe(b"root key", key.public_key()).split()
+    assert unwrap_secret(key, fields, ciphertext) == b"root key"
+
+
+def _fields_for(key: ec.EllipticCurvePrivateKey) -> tuple[DecryptionFields, bytes]:
+    return encrypt(b"secret", key.public_key()).split()
+
+
+def test_unwrap_secret_wrong_private_key_raises_jwe_error() -> None:
+    fields, ciphertext = _fields_for(ec.generate_private_key(ec.SECP521R1()))
+    with pytest.raises(JweError, match="unwrap"):
+        unwrap_secret(ec.generate_private_key(ec.SECP521R1()), fields, ciphertext)
+
+
+def test_unwrap_secret_tampered_tag_raises_jwe_error() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _fields_for(key)
+    bad = replace(fields, tag=bytes([fields.tag[0] ^ 1]) + fields.tag[1:])
+    with pytest.raises(JweError, match="tag"):
+        unwrap_secret(key, bad, ciphertext)
+
+
+def test_unwrap_secret_tampered_aad_raises_jwe_error() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _fields_for(key)
+    with pytest.raises(JweError, match="tag"):
+        unwrap_secret(key, replace(fields, aad=fields.aad + b"x"), ciphertext)
+
+
+def test_unwrap_secret_tampered_ciphertext_raises_jwe_error() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _fields_for(key)
+    with pytest.raises(JweError):
+        unwrap_secret(key, fields, bytes([ciphertext[0] ^ 0x80]) + ciphertext[1:])
+
+
+def test_unwrap_secret_epk_off_curve_raises_jwe_error() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _fields_for(key)
+    with pytest.raises(JweError, match="not on"):
+        unwrap_secret(key, replace(fields, epk_y=bytes(66)), ciphertext)
+
+
+def test_unwrap_secret_short_epk_coordinates_raise_jwe_error() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _fields_for(key)
+    with pytest.raises(JweError, match="66 bytes"):
+        unwrap_secret(key, replace(fields, epk_x=fields.epk_x[1:]), ciphertext)
+
+
+def test_unwrap_secret_short_wrapped_cek_raises_jwe_error() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    fields, ciphertext = _fields_for(key)
+    with pytest.raises(JweError, match="40 bytes"):
+        unwrap_secret(key, replace(fields, wrapped_cek=fields.wrapped_cek[:32]), ciphertext)
+
+
+def test_split_header_with_other_alg_raises_jwe_error() -> None:
+    with pytest.raises(JweError, match="expected ECDH-ES\\+A256KW"):
+        FlattenedJwe.from_json(RFC7520_54_JSON_FLAT).split()
+
+
+def test_flattened_jwe_from_json_missing_member_raises_jwe_error() -> None:
+    broken = {k: v for k, v in RFC7520_54_JSON_FLAT.items() if k != "tag"}
+    with pytest.raises(JweError, match="tag"):
+        FlattenedJwe.from_json(broken)
+
+
+@pytest.mark.parametrize("text", ["AA==", "A", "A+/", "é", "AB"])
+def test_b64url_decode_padded_invalid_or_noncanonical_raises_jwe_error(text: str) -> None:
+    with pytest.raises(JweError):
+        b64url_decode(text)
+
+
+def test_ec_point_jwk_roundtrip_keeps_coordinates() -> None:
+    point = EcPoint.from_public_key(ec.generate_private_key(ec.SECP521R1()).public_key())
+    jwk = point.to_jwk()
+    assert jwk["alg"] == "ECDH-ES+A256KW"
+    assert EcPoint.from_jwk(jwk) == point
+
+
+def test_sha256_is_the_concat_kdf_hash() -> None:
+    # A guard against a silent change of hash: one Concat KDF round is SHA-256.
+    z = bytes(range(66))
+    other = b"\x00\x00\x00\x0eECDH-ES+A256KW" + bytes(8) + b"\x00\x00\x01\x00"
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(b"\x00\x00\x00\x01" + z + other)
+    assert concat_kdf(z, "ECDH-ES+A256KW", 256) == digest.finalize()
