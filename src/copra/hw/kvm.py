@@ -1,0 +1,584 @@
+"""A small typed binding over /dev/kvm, in pure Python (fcntl, ctypes, mmap).
+
+Ioctl numbers and structure layouts follow the KVM API documentation
+(Documentation/virt/kvm/api.rst, "4. API description") and the x86 uapi headers
+(include/uapi/linux/kvm.h, arch/x86/include/uapi/asm/kvm.h). Each constant names the
+section it comes from.
+
+What this binding does not do: in-kernel irqchip, dirty logging, nested state. Only
+what copra's machine uses is here.
+
+Ownership: a ``Kvm``/``Vm``/``Vcpu`` object owns its file descriptor and closes it in
+``close()``. A ``Vcpu`` must be run by one host thread at a time (KVM enforces this
+with the vcpu mutex; copra keeps one thread per vCPU). The ``kvm_run`` page is shared
+with the kernel module and is only read or written by the thread that runs the vCPU.
+
+Pitfalls handled here (measured on PVM hosts, see docs/architecture.md):
+- ``fcntl.ioctl`` passes an int argument as a C int, so arguments above 2**31 go
+  through libc ``ioctl`` via ctypes with an unsigned long;
+- ``fcntl.ioctl`` copies ``bytes`` arguments into a 1024-byte buffer; structures are
+  passed as ``bytearray`` or ctypes objects (by address, no size limit).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Final
+
+# --- ioctl encoding (include/uapi/asm-generic/ioctl.h) -------------------------------
+
+_IOC_NONE, _IOC_WRITE, _IOC_READ = 0, 1, 2
+KVMIO: Final = 0xAE
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (KVMIO << 8) | nr
+
+
+def _io(nr: int) -> int:
+    return _ioc(_IOC_NONE, nr, 0)
+
+
+def _iow(nr: int, size: int) -> int:
+    return _ioc(_IOC_WRITE, nr, size)
+
+
+def _ior(nr: int, size: int) -> int:
+    return _ioc(_IOC_READ, nr, size)
+
+
+def _iowr(nr: int, size: int) -> int:
+    return _ioc(_IOC_READ | _IOC_WRITE, nr, size)
+
+
+# --- structures (arch/x86/include/uapi/asm/kvm.h) ------------------------------------
+
+
+class KvmRegs(ctypes.Structure):
+    """struct kvm_regs (api.rst 4.11 KVM_GET_REGS): 18 u64."""
+
+    _fields_ = [
+        (n, ctypes.c_uint64)
+        for n in (
+            "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp",
+            "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+            "rip", "rflags",
+        )
+    ]  # fmt: skip
+
+    rax: int
+    rbx: int
+    rcx: int
+    rdx: int
+    rsi: int
+    rdi: int
+    rsp: int
+    rbp: int
+    r8: int
+    r9: int
+    r10: int
+    r11: int
+    r12: int
+    r13: int
+    r14: int
+    r15: int
+    rip: int
+    rflags: int
+
+
+class KvmSegment(ctypes.Structure):
+    """struct kvm_segment: 24 bytes."""
+
+    _fields_ = [
+        ("base", ctypes.c_uint64),
+        ("limit", ctypes.c_uint32),
+        ("selector", ctypes.c_uint16),
+        ("type", ctypes.c_uint8),
+        ("present", ctypes.c_uint8),
+        ("dpl", ctypes.c_uint8),
+        ("db", ctypes.c_uint8),
+        ("s", ctypes.c_uint8),
+        ("l", ctypes.c_uint8),
+        ("g", ctypes.c_uint8),
+        ("avl", ctypes.c_uint8),
+        ("unusable", ctypes.c_uint8),
+        ("padding", ctypes.c_uint8),
+    ]
+
+    base: int
+    limit: int
+    selector: int
+    type: int
+    present: int
+    dpl: int
+    db: int
+    s: int
+    l: int  # noqa: E741 - the kernel's field name
+    g: int
+    avl: int
+    unusable: int
+
+
+class KvmDtable(ctypes.Structure):
+    """struct kvm_dtable: 16 bytes."""
+
+    _fields_ = [
+        ("base", ctypes.c_uint64),
+        ("limit", ctypes.c_uint16),
+        ("padding", ctypes.c_uint16 * 3),
+    ]
+
+    base: int
+    limit: int
+
+
+class KvmSregs(ctypes.Structure):
+    """struct kvm_sregs (api.rst 4.13 KVM_GET_SREGS): 312 bytes."""
+
+    _fields_ = [
+        ("cs", KvmSegment),
+        ("ds", KvmSegment),
+        ("es", KvmSegment),
+        ("fs", KvmSegment),
+        ("gs", KvmSegment),
+        ("ss", KvmSegment),
+        ("tr", KvmSegment),
+        ("ldt", KvmSegment),
+        ("gdt", KvmDtable),
+        ("idt", KvmDtable),
+        ("cr0", ctypes.c_uint64),
+        ("cr2", ctypes.c_uint64),
+        ("cr3", ctypes.c_uint64),
+        ("cr4", ctypes.c_uint64),
+        ("cr8", ctypes.c_uint64),
+        ("efer", ctypes.c_uint64),
+        ("apic_base", ctypes.c_uint64),
+        ("interrupt_bitmap", ctypes.c_uint64 * 4),
+    ]
+
+    cs: KvmSegment
+    ds: KvmSegment
+    es: KvmSegment
+    fs: KvmSegment
+    gs: KvmSegment
+    ss: KvmSegment
+    tr: KvmSegment
+    ldt: KvmSegment
+    gdt: KvmDtable
+    idt: KvmDtable
+    cr0: int
+    cr2: int
+    cr3: int
+    cr4: int
+    cr8: int
+    efer: int
+    apic_base: int
+
+
+class KvmUserspaceMemoryRegion(ctypes.Structure):
+    """struct kvm_userspace_memory_region (api.rst 4.35): 32 bytes."""
+
+    _fields_ = [
+        ("slot", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("guest_phys_addr", ctypes.c_uint64),
+        ("memory_size", ctypes.c_uint64),
+        ("userspace_addr", ctypes.c_uint64),
+    ]
+
+
+class KvmEnableCap(ctypes.Structure):
+    """struct kvm_enable_cap (api.rst 4.37): 104 bytes."""
+
+    _fields_ = [
+        ("cap", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("args", ctypes.c_uint64 * 4),
+        ("pad", ctypes.c_uint8 * 64),
+    ]
+
+
+class KvmCpuidEntry2(ctypes.Structure):
+    """struct kvm_cpuid_entry2 (api.rst 4.46): 40 bytes."""
+
+    _fields_ = [
+        ("function", ctypes.c_uint32),
+        ("index", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("eax", ctypes.c_uint32),
+        ("ebx", ctypes.c_uint32),
+        ("ecx", ctypes.c_uint32),
+        ("edx", ctypes.c_uint32),
+        ("padding", ctypes.c_uint32 * 3),
+    ]
+
+
+CPUID_MAX_ENTRIES: Final = 256
+
+
+class KvmCpuid2(ctypes.Structure):
+    """struct kvm_cpuid2 with room for CPUID_MAX_ENTRIES entries."""
+
+    _fields_ = [
+        ("nent", ctypes.c_uint32),
+        ("padding", ctypes.c_uint32),
+        ("entries", KvmCpuidEntry2 * CPUID_MAX_ENTRIES),
+    ]
+
+
+# kvm_run: the exit-reason union is 256 bytes at offset 32; sync regs follow it.
+class KvmRunIo(ctypes.Structure):
+    _fields_ = [
+        ("direction", ctypes.c_uint8),
+        ("size", ctypes.c_uint8),
+        ("port", ctypes.c_uint16),
+        ("count", ctypes.c_uint32),
+        ("data_offset", ctypes.c_uint64),
+    ]
+
+
+class KvmRunMmio(ctypes.Structure):
+    _fields_ = [
+        ("phys_addr", ctypes.c_uint64),
+        ("data", ctypes.c_uint8 * 8),
+        ("len", ctypes.c_uint32),
+        ("is_write", ctypes.c_uint8),
+    ]
+
+
+class KvmRunInternal(ctypes.Structure):
+    _fields_ = [
+        ("suberror", ctypes.c_uint32),
+        ("ndata", ctypes.c_uint32),
+        ("data", ctypes.c_uint64 * 16),
+    ]
+
+
+class KvmRunMsr(ctypes.Structure):
+    _fields_ = [
+        ("error", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 7),
+        ("reason", ctypes.c_uint32),
+        ("index", ctypes.c_uint32),
+        ("data", ctypes.c_uint64),
+    ]
+
+
+class KvmRunExit(ctypes.Union):
+    _fields_ = [
+        ("io", KvmRunIo),
+        ("mmio", KvmRunMmio),
+        ("internal", KvmRunInternal),
+        ("msr", KvmRunMsr),
+        ("hw_reason", ctypes.c_uint64),
+        ("padding", ctypes.c_uint8 * 256),
+    ]
+
+
+class KvmVcpuEvents(ctypes.Structure):
+    """struct kvm_vcpu_events (api.rst 4.31): 64 bytes, kept opaque."""
+
+    _fields_ = [("raw", ctypes.c_uint8 * 64)]
+
+
+class KvmSyncRegs(ctypes.Structure):
+    """struct kvm_sync_regs (x86): regs, sregs, events."""
+
+    _fields_ = [("regs", KvmRegs), ("sregs", KvmSregs), ("events", KvmVcpuEvents)]
+
+    regs: KvmRegs
+    sregs: KvmSregs
+
+
+class KvmRun(ctypes.Structure):
+    """struct kvm_run (api.rst 5. The kvm_run structure), x86 layout."""
+
+    _fields_ = [
+        ("request_interrupt_window", ctypes.c_uint8),
+        ("immediate_exit", ctypes.c_uint8),
+        ("padding1", ctypes.c_uint8 * 6),
+        ("exit_reason", ctypes.c_uint32),
+        ("ready_for_interrupt_injection", ctypes.c_uint8),
+        ("if_flag", ctypes.c_uint8),
+        ("flags", ctypes.c_uint16),
+        ("cr8", ctypes.c_uint64),
+        ("apic_base", ctypes.c_uint64),
+        ("exit", KvmRunExit),
+        ("kvm_valid_regs", ctypes.c_uint64),
+        ("kvm_dirty_regs", ctypes.c_uint64),
+        ("s", KvmSyncRegs),
+    ]
+
+    request_interrupt_window: int
+    immediate_exit: int
+    exit_reason: int
+    exit: KvmRunExit
+    kvm_valid_regs: int
+    kvm_dirty_regs: int
+    s: KvmSyncRegs
+
+
+assert ctypes.sizeof(KvmRegs) == 144
+assert ctypes.sizeof(KvmSregs) == 312
+assert KvmRun.s.offset == 304  # type: ignore[attr-defined]
+
+# --- ioctl numbers (api.rst section 4, per ioctl) ------------------------------------
+
+KVM_GET_API_VERSION: Final = _io(0x00)  # 4.1
+KVM_CREATE_VM: Final = _io(0x01)  # 4.2
+KVM_CHECK_EXTENSION: Final = _io(0x03)  # 4.4
+KVM_GET_VCPU_MMAP_SIZE: Final = _io(0x04)  # 4.5
+KVM_GET_SUPPORTED_CPUID: Final = _iowr(0x05, 8)  # 4.46
+KVM_CREATE_VCPU: Final = _io(0x41)  # 4.7
+KVM_SET_USER_MEMORY_REGION: Final = _iow(0x46, ctypes.sizeof(KvmUserspaceMemoryRegion))  # 4.35
+KVM_SET_TSS_ADDR: Final = _io(0x47)  # 4.40
+KVM_SET_IDENTITY_MAP_ADDR: Final = _iow(0x48, 8)  # 4.58
+KVM_RUN: Final = _io(0x80)  # 4.10
+KVM_GET_REGS: Final = _ior(0x81, ctypes.sizeof(KvmRegs))  # 4.11
+KVM_SET_REGS: Final = _iow(0x82, ctypes.sizeof(KvmRegs))  # 4.12
+KVM_GET_SREGS: Final = _ior(0x83, ctypes.sizeof(KvmSregs))  # 4.13
+KVM_SET_SREGS: Final = _iow(0x84, ctypes.sizeof(KvmSregs))  # 4.14
+KVM_SET_CPUID2: Final = _iow(0x90, 8)  # 4.20
+KVM_ENABLE_CAP: Final = _iow(0xA3, ctypes.sizeof(KvmEnableCap))  # 4.37
+
+KVM_API_VERSION: Final = 12
+
+# Capabilities (include/uapi/linux/kvm.h).
+KVM_CAP_USER_MEMORY: Final = 3
+KVM_CAP_SYNC_REGS: Final = 74
+KVM_CAP_IMMEDIATE_EXIT: Final = 136
+KVM_CAP_X86_USER_SPACE_MSR: Final = 188
+
+# kvm_valid_regs / kvm_dirty_regs bits (arch/x86/include/uapi/asm/kvm.h).
+KVM_SYNC_X86_REGS: Final = 1 << 0
+KVM_SYNC_X86_SREGS: Final = 1 << 1
+KVM_SYNC_X86_EVENTS: Final = 1 << 2
+
+
+class ExitReason:
+    """KVM_EXIT_* (include/uapi/linux/kvm.h)."""
+
+    UNKNOWN: Final = 0
+    EXCEPTION: Final = 1
+    IO: Final = 2
+    HYPERCALL: Final = 3
+    DEBUG: Final = 4
+    HLT: Final = 5
+    MMIO: Final = 6
+    IRQ_WINDOW_OPEN: Final = 7
+    SHUTDOWN: Final = 8
+    FAIL_ENTRY: Final = 9
+    INTR: Final = 10
+    INTERNAL_ERROR: Final = 17
+    X86_RDMSR: Final = 29
+    X86_WRMSR: Final = 30
+
+
+KVM_EXIT_IO_IN: Final = 0
+KVM_EXIT_IO_OUT: Final = 1
+
+
+class KvmError(Exception):
+    """/dev/kvm is missing, unusable, or an ioctl failed."""
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc_ioctl = _libc.ioctl
+_libc_ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong]
+_libc_ioctl.restype = ctypes.c_int
+
+
+def _ioctl_ulong(fd: int, request: int, arg: int) -> int:
+    """ioctl with an unsigned long argument (fcntl.ioctl truncates to a C int)."""
+    ret = int(_libc_ioctl(fd, request, arg))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def _ioctl_struct(fd: int, request: int, obj: ctypes.Structure) -> int:
+    return _ioctl_ulong(fd, request, ctypes.addressof(obj))
+
+
+def kvm_unavailable_reason(path: str = "/dev/kvm") -> str | None:
+    """Why KVM cannot be used here, in one line, or None if it can."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return f"{path} does not exist (no KVM on this machine)"
+    except PermissionError:
+        return f"{path} is not accessible to this user (add yourself to the kvm group)"
+    except OSError as e:
+        return f"{path} cannot be opened: {e.strerror}"
+    try:
+        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+        if version != KVM_API_VERSION:
+            return f"{path} speaks KVM API version {version}, copra needs {KVM_API_VERSION}"
+        if fcntl.ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_USER_MEMORY) <= 0:
+            return f"{path} lacks KVM_CAP_USER_MEMORY"
+    except OSError as e:
+        return f"{path} does not answer KVM ioctls: {e.strerror}"
+    finally:
+        os.close(fd)
+    return None
+
+
+class Kvm:
+    """The /dev/kvm system handle."""
+
+    def __init__(self, path: str = "/dev/kvm") -> None:
+        reason = kvm_unavailable_reason(path)
+        if reason is not None:
+            raise KvmError(reason)
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.vcpu_mmap_size = fcntl.ioctl(self.fd, KVM_GET_VCPU_MMAP_SIZE)
+
+    def check_extension(self, cap: int) -> int:
+        return fcntl.ioctl(self.fd, KVM_CHECK_EXTENSION, cap)
+
+    def supported_cpuid(self) -> KvmCpuid2:
+        cpuid = KvmCpuid2()
+        cpuid.nent = CPUID_MAX_ENTRIES
+        _ioctl_struct(self.fd, KVM_GET_SUPPORTED_CPUID, cpuid)
+        return cpuid
+
+    def create_vm(self) -> Vm:
+        return Vm(self, fcntl.ioctl(self.fd, KVM_CREATE_VM, 0))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class MemorySlot:
+    slot: int
+    guest_phys_addr: int
+    memory: mmap.mmap
+
+
+class Vm:
+    """A KVM virtual machine (api.rst 4.2)."""
+
+    def __init__(self, kvm: Kvm, fd: int) -> None:
+        self.kvm = kvm
+        self.fd = fd
+        self.slots: list[MemorySlot] = []
+        self.vcpus: list[Vcpu] = []
+
+    def check_extension(self, cap: int) -> int:
+        return fcntl.ioctl(self.fd, KVM_CHECK_EXTENSION, cap)
+
+    def add_memory(self, guest_phys_addr: int, size: int) -> mmap.mmap:
+        """Back [guest_phys_addr, +size) with fresh anonymous host memory."""
+        mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buf = (ctypes.c_char * size).from_buffer(mem)
+        region = KvmUserspaceMemoryRegion(
+            slot=len(self.slots),
+            flags=0,
+            guest_phys_addr=guest_phys_addr,
+            memory_size=size,
+            userspace_addr=ctypes.addressof(buf),
+        )
+        del buf  # the address stays valid for the life of the mmap
+        _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+        self.slots.append(MemorySlot(region.slot, guest_phys_addr, mem))
+        return mem
+
+    def set_tss_addr(self, addr: int) -> None:
+        _ioctl_ulong(self.fd, KVM_SET_TSS_ADDR, addr)
+
+    def create_vcpu(self) -> Vcpu:
+        index = len(self.vcpus)
+        vcpu = Vcpu(self, fcntl.ioctl(self.fd, KVM_CREATE_VCPU, index), index)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def close(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu.close()
+        self.vcpus.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        # Guest memory is unmapped after the VM fd is gone: KVM no longer refers to it.
+        for slot in self.slots:
+            try:
+                slot.memory.close()
+            except BufferError:
+                pass  # a view is still exported; the mapping dies with its last view
+        self.slots.clear()
+
+
+class Vcpu:
+    """A virtual CPU (api.rst 4.7) with its mmapped kvm_run page.
+
+    With KVM_CAP_SYNC_REGS the general and segment registers travel in the kvm_run
+    page: ``run.s.regs``/``run.s.sregs`` are valid after every exit, and setting the
+    matching bit in ``run.kvm_dirty_regs`` makes KVM load them on the next KVM_RUN,
+    so an exit round trip needs no GET/SET_REGS ioctls.
+    """
+
+    def __init__(self, vm: Vm, fd: int, index: int) -> None:
+        self.vm = vm
+        self.fd = fd
+        self.index = index
+        self._map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self.run_page = KvmRun.from_buffer(self._map)
+        self.sync_regs = bool(vm.check_extension(KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_REGS)
+        self._run_request = KVM_RUN
+
+    def run(self) -> int:
+        """Enter the guest until the next exit; returns the exit reason.
+
+        Raises InterruptedError when a signal arrives (the caller's timer uses this).
+        """
+        fcntl.ioctl(self.fd, self._run_request, 0)
+        return int(self.run_page.exit_reason)
+
+    def get_regs(self) -> KvmRegs:
+        regs = KvmRegs()
+        _ioctl_struct(self.fd, KVM_GET_REGS, regs)
+        return regs
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        _ioctl_struct(self.fd, KVM_SET_REGS, regs)
+
+    def get_sregs(self) -> KvmSregs:
+        sregs = KvmSregs()
+        _ioctl_struct(self.fd, KVM_GET_SREGS, sregs)
+        return sregs
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        _ioctl_struct(self.fd, KVM_SET_SREGS, sregs)
+
+    def set_cpuid(self, cpuid: KvmCpuid2) -> None:
+        _ioctl_struct(self.fd, KVM_SET_CPUID2, cpuid)
+
+    def enable_sync_regs(self) -> None:
+        """Ask KVM to publish regs and sregs in kvm_run after every exit."""
+        if not self.sync_regs:
+            raise KvmError("KVM_CAP_SYNC_REGS is not available")
+        self.run_page.kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            del self.run_page
+            try:
+                self._map.close()
+            except BufferError:
+                pass
+            os.close(self.fd)
+            self.fd = -1
+
+
+def errno_name(err: int) -> str:
+    return errno.errorcode.get(err, str(err))

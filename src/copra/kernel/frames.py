@@ -1,0 +1,109 @@
+"""Physical memory of the SVSM VM and its page-frame allocator.
+
+The SVSM's "physical" memory is one block of host memory handed to KVM as memory
+slot 0; ``PhysicalMemory`` is the kernel's view of it (a writable buffer indexed by
+guest-physical address). ``FrameAllocator`` hands out 4 KiB frames from it.
+
+Invariants:
+- a frame is either free or allocated to exactly one owner tag; ``free`` of a frame
+  that is not allocated is a kernel bug and raises;
+- every allocated frame is zero-filled when handed out, so no data crosses owners;
+- ``used[tag]`` counts the frames each owner holds; the sum equals
+  ``total - free_count``. Tests read these counts to prove nothing leaks.
+
+Locking: one ``threading.Lock`` guards the free list and the counters; the memory
+buffer itself is not locked (each frame has one owner, who serialises its own use).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from enum import Enum
+
+from copra.abi.spec import PAGE_SIZE
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+class FrameOwner(Enum):
+    """Who holds a frame: the unit of page accounting."""
+
+    KERNEL = "kernel"  #: GDT, IDT, TSS, entry stubs, kernel stacks
+    PAGE_TABLE = "page-table"  #: a process's paging structures
+    USER = "user"  #: a process's private pages (segments, stack, anonymous memory)
+
+
+class OutOfMemory(Exception):
+    """No free frame is left."""
+
+
+class PhysicalMemory:
+    """Guest-physical memory [base, base + size) as one writable buffer."""
+
+    def __init__(self, buffer: memoryview, base: int = 0) -> None:
+        if len(buffer) % PAGE_SIZE:
+            raise ValueError("physical memory must be a whole number of pages")
+        self.view = buffer
+        self.base = base
+        self.size = len(buffer)
+
+    def read(self, pa: int, length: int) -> bytes:
+        off = pa - self.base
+        return bytes(self.view[off : off + length])
+
+    def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
+        off = pa - self.base
+        self.view[off : off + len(data)] = data
+
+    def zero(self, pa: int) -> None:
+        off = pa - self.base
+        self.view[off : off + PAGE_SIZE] = _ZERO_PAGE
+
+
+class FrameAllocator:
+    """Allocates zeroed 4 KiB frames of ``PhysicalMemory``."""
+
+    def __init__(self, memory: PhysicalMemory, first_free: int) -> None:
+        if first_free % PAGE_SIZE:
+            raise ValueError("first_free must be page-aligned")
+        self.memory = memory
+        self._lock = threading.Lock()
+        end = memory.base + memory.size
+        # Hand out low addresses first: pop() takes from the end of the list.
+        self._free: list[int] = list(range(end - PAGE_SIZE, first_free - 1, -PAGE_SIZE))
+        self._owner: dict[int, FrameOwner] = {}
+        self.total = len(self._free)
+        self.used: Counter[FrameOwner] = Counter()
+
+    @property
+    def free_count(self) -> int:
+        return len(self._free)
+
+    def alloc(self, owner: FrameOwner) -> int:
+        """A zeroed frame's physical address."""
+        with self._lock:
+            if not self._free:
+                raise OutOfMemory(f"no free frame for {owner.value}")
+            pa = self._free.pop()
+            self._owner[pa] = owner
+            self.used[owner] += 1
+        self.memory.zero(pa)
+        return pa
+
+    def free(self, pa: int) -> None:
+        with self._lock:
+            owner = self._owner.pop(pa, None)
+            if owner is None:
+                raise ValueError(f"free of frame {pa:#x}, which is not allocated")
+            self.used[owner] -= 1
+            self._free.append(pa)
+
+    def free_many(self, frames: Iterable[int]) -> None:
+        for pa in frames:
+            self.free(pa)
+
+    def owner_of(self, pa: int) -> FrameOwner | None:
+        with self._lock:
+            return self._owner.get(pa)

@@ -1,0 +1,123 @@
+"""x86-64 4-level page tables of one address space, kept in the SVSM's physical memory.
+
+Follows Intel SDM Vol. 3A 4.5 (4-level paging, 4 KiB pages only). The upper half
+(PML4 slots 256..511) belongs to the kernel: every address space shares the same
+kernel PML4 entries, which never carry the U bit, so kernel structures are never
+reachable from CPL3. The lower half is the process's; user leaves carry U.
+
+Invariants:
+- only 4 KiB leaves; intermediate entries are P|W|U (the leaf decides the access);
+- a user-half table frame belongs to this address space alone and is freed by
+  ``destroy``; kernel-half tables are shared and never freed here;
+- ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
+  never lost by overwriting.
+
+Locking: the owning process's memory lock serialises all calls; nothing here locks.
+TLB: callers that change a live mapping must reload CR3 (copra reloads it on every
+entry after a change; see kernel/process.py).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from copra.abi.spec import PAGE_SIZE
+from copra.hw.x86 import PTE_ADDR_MASK, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
+from copra.kernel.frames import FrameAllocator, FrameOwner
+
+_ENTRY = struct.Struct("<Q")
+KERNEL_HALF_FIRST_SLOT = 256
+_TABLE_FLAGS = PTE_P | PTE_W | PTE_U
+
+
+def _indices(va: int) -> tuple[int, int, int, int]:
+    return (va >> 39) & 0x1FF, (va >> 30) & 0x1FF, (va >> 21) & 0x1FF, (va >> 12) & 0x1FF
+
+
+class MappingError(Exception):
+    """A map/unmap request that contradicts the current page tables."""
+
+
+class AddressSpace:
+    """One PML4 and the user-half tables under it."""
+
+    def __init__(self, frames: FrameAllocator, kernel_entries: dict[int, int]) -> None:
+        self.frames = frames
+        self._view = frames.memory.view
+        self._base = frames.memory.base
+        self.pml4 = frames.alloc(FrameOwner.PAGE_TABLE)
+        self._tables: list[int] = [self.pml4]
+        for slot, entry in kernel_entries.items():
+            if slot < KERNEL_HALF_FIRST_SLOT:
+                raise ValueError("kernel entries live in the upper half")
+            self._set(self.pml4, slot, entry)
+
+    def _get(self, table: int, index: int) -> int:
+        return int(_ENTRY.unpack_from(self._view, table - self._base + index * 8)[0])
+
+    def _set(self, table: int, index: int, value: int) -> None:
+        _ENTRY.pack_into(self._view, table - self._base + index * 8, value)
+
+    def _walk(self, va: int, create: bool) -> int | None:
+        """The physical address of the page table (level 1) covering va."""
+        table = self.pml4
+        for index in _indices(va)[:3]:
+            entry = self._get(table, index)
+            if not entry & PTE_P:
+                if not create:
+                    return None
+                new = self.frames.alloc(FrameOwner.PAGE_TABLE)
+                self._tables.append(new)
+                self._set(table, index, new | _TABLE_FLAGS)
+                table = new
+            else:
+                table = entry & PTE_ADDR_MASK
+        return table
+
+    def map(self, va: int, pa: int, *, writable: bool, executable: bool, user: bool = True) -> None:
+        if va % PAGE_SIZE or pa % PAGE_SIZE:
+            raise MappingError(f"unaligned mapping {va:#x} -> {pa:#x}")
+        if not is_canonical(va) or (user and va >> 47):
+            raise MappingError(f"{va:#x} is not a user address")
+        table = self._walk(va, create=True)
+        assert table is not None
+        index = _indices(va)[3]
+        if self._get(table, index) & PTE_P:
+            raise MappingError(f"{va:#x} is already mapped")
+        entry = pa | PTE_P
+        if writable:
+            entry |= PTE_W
+        if user:
+            entry |= PTE_U
+        if not executable:
+            entry |= PTE_NX
+        self._set(table, index, entry)
+
+    def unmap(self, va: int) -> int | None:
+        """Remove the leaf for va; returns the frame it mapped, or None."""
+        table = self._walk(va, create=False)
+        if table is None:
+            return None
+        index = _indices(va)[3]
+        entry = self._get(table, index)
+        if not entry & PTE_P:
+            return None
+        self._set(table, index, 0)
+        return entry & PTE_ADDR_MASK
+
+    def lookup(self, va: int) -> int | None:
+        """The leaf entry for va (flags and frame), or None when nothing is mapped."""
+        if not is_canonical(va):
+            return None
+        table = self.pml4
+        for index in _indices(va):
+            entry = self._get(table, index)
+            if not entry & PTE_P:
+                return None
+            table = entry & PTE_ADDR_MASK
+        return entry
+
+    def destroy(self) -> None:
+        """Free every table frame of the user half (the leaves' frames are the caller's)."""
+        self.frames.free_many(self._tables)
+        self._tables.clear()
