@@ -1,4 +1,4 @@
-"""Path rules of the RAM fs, shared by the fs, the PackIt codec and the syscall copy-in.
+"""Path rules of the RAM fs, shared by the fs and the PackIt codec.
 
 Upstream's rules (``kernel/src/fs/filesystem.rs``): a path is split on ``/`` and
 empty components are dropped, so a leading, trailing or doubled ``/`` means nothing
@@ -21,22 +21,6 @@ from copra.kernel.errors import SyscallError
 
 #: The longest path, in UTF-8 bytes, without the terminating NUL.
 MAX_PATH_BYTES = PATH_MAX - 1
-
-
-def decode_path(raw: bytes) -> str:
-    """Turn the bytes copied in from user mode (NUL excluded) into a path string.
-
-    Raises EINVAL for invalid UTF-8 or an embedded NUL, ENAMETOOLONG beyond
-    ``PATH_MAX - 1`` bytes.
-    """
-    if len(raw) > MAX_PATH_BYTES:
-        raise SyscallError(Errno.ENAMETOOLONG, f"path is {len(raw)} bytes, limit {MAX_PATH_BYTES}")
-    if b"\0" in raw:
-        raise SyscallError(Errno.EINVAL, "path contains a NUL byte")
-    try:
-        return raw.decode("utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise SyscallError(Errno.EINVAL, f"path is not valid UTF-8: {exc.reason}") from None
 
 
 def split_path(path: str) -> tuple[str, ...]:
