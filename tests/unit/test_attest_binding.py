@@ -1,0 +1,83 @@
+"""copra.attest.binding: the COCONUT and Trustee REPORT_DATA rules and RFC 8785 JCS."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from copra.attest.binding import (
+    Binding,
+    BindingError,
+    expected_report_data,
+    jcs,
+    report_data,
+    trustee_runtime_data,
+)
+from copra.attest.jwe import EcPoint
+from copra.attest.protocol import NegotiationParam as P
+
+KEY = EcPoint("P-521", bytes(range(66)), bytes(range(66, 132)))
+NONCE = b"\x11" * 32
+
+
+def test_jcs_trustee_as_vector_hashes_to_published_sha384() -> None:
+    canonical = jcs({"c": {"d": "e"}, "b": 1, "a": "test"})
+    assert canonical == b'{"a":"test","b":1,"c":{"d":"e"}}'
+    digest = hashlib.sha384(canonical).hexdigest()
+    assert digest.startswith("e71ce8e7") and digest.endswith("78870c3")
+
+
+def test_jcs_sorts_members_by_utf16_code_units_as_rfc8785_example() -> None:
+    keys = ["\u20ac", "\r", "\ufb33", "1", "\U0001f600", "\u0080", "\u00f6"]
+    out = jcs(dict.fromkeys(keys, 0)).decode()
+    order = [out.index(f'"{k}"' if k != "\r" else '"\\r"') for k in keys]
+    expected = ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001f600", "\ufb33"]
+    assert [k for _, k in sorted(zip(order, keys, strict=True))] == expected
+
+
+def test_jcs_float_raises_binding_error() -> None:
+    with pytest.raises(BindingError):
+        jcs({"a": 1.5})
+
+
+def test_report_data_coconut_params_is_sha512_of_x_y_nonce() -> None:
+    data = report_data([P.EC_PUBLIC_KEY_BYTES, P.CHALLENGE], NONCE, KEY)
+    assert data == hashlib.sha512(KEY.x + KEY.y + NONCE).digest()
+
+
+def test_report_data_follows_param_order() -> None:
+    assert report_data([P.CHALLENGE, P.EC_PUBLIC_KEY_BYTES], NONCE, KEY) == (
+        hashlib.sha512(NONCE + KEY.x + KEY.y).digest()
+    )
+
+
+def test_report_data_empty_params_raises_binding_error() -> None:
+    with pytest.raises(BindingError, match="bind nothing"):
+        report_data([], NONCE, KEY)
+
+
+def test_report_data_trustee_mixed_with_challenge_raises_binding_error() -> None:
+    with pytest.raises(BindingError, match="only"):
+        report_data([P.TRUSTEE_RUNTIME_DATA, P.CHALLENGE], NONCE, KEY)
+
+
+def test_report_data_trustee_param_is_zero_padded_sha384_of_jcs_runtime_data() -> None:
+    data = report_data([P.TRUSTEE_RUNTIME_DATA], NONCE, KEY)
+    material = {**trustee_runtime_data(NONCE, KEY), "additional-evidence": ""}
+    assert data == hashlib.sha384(jcs(material)).digest() + bytes(16)
+
+
+def test_expected_report_data_matches_svsm_side_for_both_bindings() -> None:
+    assert expected_report_data(Binding.COCONUT, NONCE, KEY) == report_data(
+        [P.EC_PUBLIC_KEY_BYTES, P.CHALLENGE], NONCE, KEY
+    )
+    assert expected_report_data(Binding.TRUSTEE, NONCE, KEY) == report_data(
+        [P.TRUSTEE_RUNTIME_DATA], NONCE, KEY
+    )
+
+
+def test_trustee_runtime_data_jwk_has_upstream_members() -> None:
+    runtime = trustee_runtime_data(NONCE, KEY)
+    assert set(runtime["tee-pubkey"]) == {"kty", "crv", "alg", "x", "y"}
+    assert runtime["tee-pubkey"]["alg"] == "ECDH-ES+A256KW"

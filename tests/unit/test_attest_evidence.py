@@ -1,0 +1,134 @@
+"""copra.attest.evidence: Trustee (virtee serde) and aproxy evidence forms, cert tables."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from copra.attest.binding import Binding
+from copra.attest.evidence import (
+    CERT_GUIDS,
+    CertType,
+    EvidenceError,
+    build_cert_table,
+    coconut_evidence,
+    parse_cert_table,
+    parse_primary_evidence,
+    trustee_evidence,
+)
+
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+E2E = VECTORS / "trustee" / "e2e-evidence.json"
+needs_vectors = pytest.mark.skipif(not E2E.exists(), reason="shared vectors not present")
+
+
+@needs_vectors
+def test_parse_primary_evidence_trustee_e2e_vector_rebuilds_raw_report() -> None:
+    evidence = parse_primary_evidence(json.loads(E2E.read_text()))
+    raw = (VECTORS / "derived" / "genoa_v3_report_from_e2e-evidence.bin").read_bytes()
+    vcek = (VECTORS / "derived" / "genoa_vcek_from_e2e-evidence.der").read_bytes()
+    assert evidence.binding is Binding.TRUSTEE
+    assert evidence.report == raw
+    assert evidence.certificates == {CertType.VCEK: vcek}
+
+
+@needs_vectors
+def test_trustee_evidence_from_raw_report_equals_trustee_e2e_json() -> None:
+    raw = (VECTORS / "derived" / "genoa_v3_report_from_e2e-evidence.bin").read_bytes()
+    vcek = (VECTORS / "derived" / "genoa_vcek_from_e2e-evidence.der").read_bytes()
+    built = trustee_evidence(raw, build_cert_table({CertType.VCEK: vcek}))
+    assert built == json.loads(E2E.read_text())
+
+
+def test_parse_primary_evidence_aproxy_form_selects_coconut_binding() -> None:
+    table = build_cert_table({CertType.VCEK: b"vcek", CertType.ASK: b"ask"})
+    evidence = parse_primary_evidence(coconut_evidence(b"report", table))
+    assert evidence.binding is Binding.COCONUT
+    assert evidence.report == b"report"
+    assert evidence.certificates == {CertType.VCEK: b"vcek", CertType.ASK: b"ask"}
+
+
+def test_parse_primary_evidence_aproxy_form_without_certs_has_none() -> None:
+    assert parse_primary_evidence(coconut_evidence(b"r", None)).certificates == {}
+
+
+def test_parse_primary_evidence_unknown_form_raises_evidence_error() -> None:
+    with pytest.raises(EvidenceError, match="neither"):
+        parse_primary_evidence({"report": "AA=="})
+
+
+@needs_vectors
+def test_parse_primary_evidence_trustee_byte_out_of_range_raises_evidence_error() -> None:
+    doc = json.loads(E2E.read_text())
+    doc["attestation_report"]["measurement"][0] = 256
+    with pytest.raises(EvidenceError, match="measurement"):
+        parse_primary_evidence(doc)
+
+
+def test_parse_cert_table_unterminated_raises_evidence_error() -> None:
+    entry = CERT_GUIDS[CertType.VCEK].bytes + (0).to_bytes(4, "little") + (8).to_bytes(4, "little")
+    with pytest.raises(EvidenceError, match="terminated"):
+        parse_cert_table(entry)
+
+
+def test_parse_cert_table_entry_past_end_raises_evidence_error() -> None:
+    table = bytearray(build_cert_table({CertType.VCEK: b"xyz"}))
+    table[20:24] = (1000).to_bytes(4, "little")
+    with pytest.raises(EvidenceError, match="past"):
+        parse_cert_table(bytes(table))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_parse_cert_table_random_bytes_only_raise_evidence_error(data: bytes) -> None:
+    with contextlib.suppress(EvidenceError):
+        parse_cert_table(data)
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 300) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "snp-report",
+                    "certs-buf",
+                    "attestation_report",
+                    "cert_chain",
+                    "version",
+                    "signature",
+                    "r",
+                    "s",
+                    "cert_type",
+                    "data",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values)
+def test_parse_primary_evidence_random_json_only_raises_evidence_error(value: Any) -> None:
+    with contextlib.suppress(EvidenceError):
+        parse_primary_evidence(value)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=64))
+def test_parse_primary_evidence_random_certs_buf_only_raises_evidence_error(data: bytes) -> None:
+    doc = {"snp-report": "AA==", "certs-buf": base64.b64encode(data).decode()}
+    with contextlib.suppress(EvidenceError):
+        parse_primary_evidence(doc)
