@@ -1,16 +1,17 @@
 """Kernel objects: one module per kind, each a subclass of ``KernelObject``.
 
 Every object carries a ``kind`` tag; the handle table's one checked lookup compares
-it with the kind a syscall expects (no ``as_<kind>()`` downcasts). ``on_close`` runs
-when the last handle to the object goes away (CLOSE or process exit) and releases
-what the object holds.
+it with the kind a syscall expects (no ``as_<kind>()`` downcasts). An object counts
+the handles that refer to it; ``on_close`` runs once, when the last one goes away
+(CLOSE or process exit), and releases what the object holds.
 
-Locking: each object kind states its own rule at the top of its module; objects may
-be used by several threads of a process at once.
+Locking: the reference count is guarded by a per-object lock; each kind states its
+own rule for its state at the top of its module.
 """
 
 from __future__ import annotations
 
+import threading
 from enum import Enum
 
 
@@ -24,6 +25,21 @@ class KernelObject:
     """Base of every kernel object."""
 
     kind: ObjectKind
+
+    def __init__(self) -> None:
+        self._refs = 0
+        self._ref_lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._ref_lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        with self._ref_lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            self.on_close()
 
     def on_close(self) -> None:
         """Release what the object holds; called once, when its last handle goes."""

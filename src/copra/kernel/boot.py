@@ -1,0 +1,67 @@
+"""Booting copra: RAM fs from a PackIt archive, the SVSM machine, init, the exit loop.
+
+The boot log is printed through the console callable with the ``[kernel]`` prefix;
+user lines come through each task's log with ``[taskname]``. Boot fails with
+``BootError`` (one clear line) when KVM is unusable or /init cannot be started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from copra import __version__
+from copra.hw.kvm import KvmError
+from copra.kernel.errors import SyscallError
+from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.machine import DEFAULT_MEMORY, Machine
+from copra.kernel.packit import PackItError
+from copra.kernel.ramfs import RamFs
+
+INIT_PATH = "/init"
+
+
+class BootError(Exception):
+    """The system could not start: the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    archive: bytes  #: the PackIt archive the RAM fs is populated from
+    memory: int = DEFAULT_MEMORY
+    timeout: float | None = None
+
+
+def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
+    """Boot, run init and every process until they end (or the timeout); then shut down."""
+    fs = RamFs()
+    try:
+        files = fs.populate(config.archive)
+    except (PackItError, SyscallError) as e:
+        raise BootError(f"the boot archive is unusable: {e}") from e
+    try:
+        machine = Machine(config.memory)
+    except KvmError as e:
+        raise BootError(str(e)) from e
+    try:
+        kernel = Kernel(machine, fs, console)
+        kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
+                   f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
+        kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
+        try:
+            init = kernel.spawn(INIT_PATH, parent=0)
+        except SyscallError as e:
+            raise BootError(f"cannot start {INIT_PATH}: {e.errno.name}: {e.message}") from e
+        except Exception as e:
+            raise BootError(f"cannot start {INIT_PATH}: {e}") from e
+        kernel.log(f"started {INIT_PATH} as task {init.pid}")
+        result = kernel.run(init, config.timeout)
+        if result.timed_out:
+            kernel.log(f"timed out after {config.timeout:g} s; still running: "
+                       + ", ".join(result.still_running))
+        elif result.status is not None:
+            kernel.log(f"init {describe_status(result.status)}; "
+                       f"{machine.exits} exits to the kernel")
+        return result
+    finally:
+        machine.close()

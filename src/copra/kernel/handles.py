@@ -1,0 +1,78 @@
+"""A process's handle table: u32 ids to kernel objects, lowest free id first.
+
+Invariants (upstream COCONUT-SVSM's ``add_obj`` rule, plus a limit):
+- ids are allocated lowest-free-first starting at 0; id 0 is installed at process
+  creation with the task's log, so the first handle a program opens is 1;
+- at most ``spec.MAX_HANDLES`` entries; one more is EMFILE (upstream has no limit);
+- every entry holds one reference on its object (``KernelObject.acquire``); removing
+  the entry releases it, and ``close_all`` empties the table when the process ends.
+
+``get`` is the one checked lookup every syscall uses: a missing id is ENOTFOUND,
+an object of another kind is ENOTSUPP (upstream's codes).
+
+Locking: one lock guards the table; objects are returned with no lock held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from typing import TypeVar
+
+from copra.abi.spec import MAX_HANDLES, Errno
+from copra.kernel.errors import SyscallError
+from copra.kernel.objects import KernelObject
+
+T = TypeVar("T", bound=KernelObject)
+
+
+class HandleTable:
+    def __init__(self, limit: int = MAX_HANDLES) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._objects: dict[int, KernelObject] = {}
+        self._next = 0  # every id >= _next is free
+        self._holes: list[int] = []  # free ids below _next (a min-heap)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def install(self, obj: KernelObject) -> int:
+        with self._lock:
+            if len(self._objects) >= self.limit:
+                raise SyscallError(Errno.EMFILE, f"process holds {self.limit} handles")
+            if self._holes:
+                handle = heapq.heappop(self._holes)
+            else:
+                handle = self._next
+                self._next += 1
+            obj.acquire()
+            self._objects[handle] = obj
+            return handle
+
+    def get(self, handle: int, kind: type[T]) -> T:
+        obj = self._objects.get(handle & 0xFFFF_FFFF)
+        if obj is None:
+            raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
+        if not isinstance(obj, kind):
+            raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
+        return obj
+
+    def remove(self, handle: int) -> bool:
+        """Drop the entry and its reference; False if there was none."""
+        with self._lock:
+            obj = self._objects.pop(handle & 0xFFFF_FFFF, None)
+            if obj is None:
+                return False
+            heapq.heappush(self._holes, handle & 0xFFFF_FFFF)
+        obj.release()
+        return True
+
+    def close_all(self) -> None:
+        with self._lock:
+            objects = list(self._objects.values())
+            self._objects.clear()
+            self._holes.clear()
+            self._next = 0
+        for obj in objects:
+            obj.release()

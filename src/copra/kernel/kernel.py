@@ -1,0 +1,245 @@
+"""The copra kernel: processes, the scheduler and the exit loop of the SVSM vCPU.
+
+Every syscall, fault and preemption of a user process lands in ``Kernel.run``'s loop
+as a plain ``Exit`` value from the machine; syscalls go to the table in
+kernel/syscalls.py, faults end the offending process only.
+
+Invariants:
+- pid 1 is reserved (upstream's initial kernel task); user pids count up from 2;
+- a process is in ``processes`` from spawn until its parent reaps it with WAIT or
+  the parent ends; its frames and objects are released the moment it exits, so a
+  zombie holds nothing but its status;
+- a syscall handler either completes (rax is written, rip already points past the
+  entry instruction), blocks (the process is BLOCKED and the same syscall is
+  dispatched again when it is woken), or ends the process.
+
+Locking: one host thread drives the vCPU and owns the scheduler state
+(``processes``, ``runqueue``, each process's ``state``). Objects lock themselves.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Entry, Errno
+from copra.hw.x86 import Vector
+from copra.kernel.errors import SyscallError
+from copra.kernel.frames import FrameOwner
+from copra.kernel.loader import load_elf
+from copra.kernel.machine import FaultExit, Machine, MachineError, PreemptExit, SyscallExit
+from copra.kernel.objects.log import Log
+from copra.kernel.process import Process, State
+from copra.kernel.ramfs import Directory, RamFs
+from copra.kernel.usermem import UserPtr, copy_in
+
+TIME_SLICE = 0.01  # seconds between preemption ticks
+_INT80 = b"\xcd\x80"
+
+
+class WouldBlock(Exception):
+    """Raised by a handler whose process must wait; the syscall is retried on wake."""
+
+
+class ProcessExited(Exception):
+    """Raised by a handler that ended the calling process."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    status: int | None  #: init's packed exit status, None if it did not end
+    timed_out: bool
+    still_running: tuple[str, ...]
+
+
+def describe_status(status: int) -> str:
+    if status & 0xFFFF == KILLED_BY_EXCEPTION:
+        vector = (status >> 8) & 0xFF
+        name = Vector(vector).name if vector < 32 else str(vector)
+        return f"killed by #{name}"
+    return f"exited with {status >> EXIT_STATUS_SHIFT}"
+
+
+class Kernel:
+    def __init__(self, machine: Machine, fs: RamFs, console: Callable[[str], None]) -> None:
+        self.machine = machine
+        self.fs = fs
+        self.console = console
+        self.processes: dict[int, Process] = {}
+        self.runqueue: deque[Process] = deque()
+        self._next_pid = 2
+        self.counters: Counter[str] = Counter()
+        from copra.kernel.syscalls import SYSCALLS  # the table imports this module's types
+
+        self._table = SYSCALLS
+
+    def log(self, message: str) -> None:
+        self.console(f"[kernel] {message}")
+
+    # --- processes --------------------------------------------------------------------
+
+    def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
+        """Create a runnable process from an ELF file of the RAM fs.
+
+        Raises SyscallError: ENOTFOUND/ENOTDIR/EISDIR for the path, ENOEXEC when the
+        file is not a loadable image, ENOMEM when frames run out. Nothing is left
+        behind on failure.
+        """
+        image = self.fs.open(path).read(0, 1 << 62)
+        name = path.rstrip("/").rsplit("/", 1)[-1] or path
+        pid = self._next_pid
+        log = Log(name, self.console)
+        proc = Process(pid, name, parent, self.machine.frames,
+                       self.machine.kernel_pml4_entries(), log,
+                       root if root is not None else self.fs.root)
+        try:
+            entry = load_elf(proc, image)
+            proc.map_stack()
+        except BaseException:
+            proc.release()
+            raise
+        proc.start_at(entry)
+        self._next_pid += 1
+        self.processes[pid] = proc
+        self.runqueue.append(proc)
+        return proc
+
+    def exit_process(self, proc: Process, status: int) -> None:
+        proc.status = status
+        proc.state = State.EXITED
+        self.machine.forget(proc.context)
+        proc.release()
+        if proc in self.runqueue:
+            self.runqueue.remove(proc)
+        # Orphans are nobody's to reap: forget exited ones, detach live ones.
+        for child in list(self.processes.values()):
+            if child.parent == proc.pid:
+                child.parent = 0
+                if child.state is State.EXITED:
+                    del self.processes[child.pid]
+        parent = self.processes.get(proc.parent)
+        if parent is None:
+            self.processes.pop(proc.pid, None)  # nobody can reap it
+        elif parent.state is State.BLOCKED and parent.blocked_on == proc.pid:
+            parent.state = State.RUNNABLE
+            self.runqueue.append(parent)
+
+    def kill(self, proc: Process, why: str, status: int) -> None:
+        self.log(f"{proc.name} (pid {proc.pid}) killed: {why}")
+        self.counters["killed"] += 1
+        self.exit_process(proc, status)
+
+    # --- the exit loop ----------------------------------------------------------------
+
+    def run(self, init: Process, timeout: float | None = None) -> RunResult:
+        """Run until every process has ended or ``timeout`` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        armed = self.machine.arm_timer(TIME_SLICE)
+        timed_out = False
+        try:
+            while self.runqueue:
+                proc = self.runqueue[0]
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                if proc.blocked_on is not None:
+                    # Woken from a blocking syscall: dispatch it again.
+                    proc.blocked_on = None
+                    self.machine.load(proc.context)
+                    if not self._syscall(proc):
+                        continue
+                self._run_slice(proc, armed)
+        finally:
+            self.machine.disarm_timer()
+        live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
+                     if p.state is not State.EXITED)
+        return RunResult(init.status, timed_out, live)
+
+    def _run_slice(self, proc: Process, preemptible: bool) -> None:
+        """Run proc until it blocks, ends or its slice ends (then rotate the queue)."""
+        machine = self.machine
+        while True:
+            ex = machine.enter(proc.context)
+            if type(ex) is SyscallExit:
+                if self._syscall(proc):
+                    continue
+                return
+            if isinstance(ex, PreemptExit):
+                if len(self.runqueue) > 1:
+                    self.runqueue.rotate(-1)
+                return
+            if isinstance(ex, FaultExit):
+                if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
+                    machine.regs.rip = ex.rip + 2
+                    machine.mark_regs_dirty()
+                    if self._syscall(proc):
+                        continue
+                    return
+                self._fault(proc, ex)
+                return
+            assert isinstance(ex, MachineError)
+            self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION)
+            return
+
+    def _is_int80(self, proc: Process, rip: int) -> bool:
+        try:
+            with proc.mem_lock:
+                return copy_in(proc.space, UserPtr(rip), 2) == _INT80
+        except SyscallError:
+            return False
+
+    def _fault(self, proc: Process, ex: FaultExit) -> None:
+        name = Vector(ex.vector).name
+        what = f"#{name} (vector {ex.vector}) at rip {ex.rip:#x}"
+        if ex.vector == Vector.PF:
+            what += f", address {ex.address:#x}, error code {ex.error_code:#x}"
+        elif ex.vector in (Vector.GP, Vector.SS, Vector.NP, Vector.TS):
+            what += f", error code {ex.error_code:#x}"
+        self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION)
+
+    def _syscall(self, proc: Process) -> bool:
+        """Dispatch the syscall in proc's registers; True if proc may keep running."""
+        regs = self.machine.regs
+        number = regs.rax
+        proc.syscalls += 1
+        spec = self._table.get(number)
+        try:
+            if spec is None:
+                raise SyscallError(Errno.ENOSYS, f"no syscall {number:#x}")
+            result = spec.handler(self, proc, regs)
+        except SyscallError as e:
+            result = int(e.errno)
+        except WouldBlock:
+            proc.state = State.BLOCKED
+            self.runqueue.remove(proc)
+            return False
+        except ProcessExited:
+            return False
+        except Exception as e:  # a kernel bug: the caller gets UNKNOWN, the kernel goes on
+            self.counters["internal_errors"] += 1
+            self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}")
+            for line in traceback.format_exc().splitlines():
+                self.log(line)
+            result = int(Errno.UNKNOWN)
+        regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
+        self.machine.mark_regs_dirty()
+        return True
+
+    # --- accounting -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        frames = self.machine.frames
+        live = [p for p in self.processes.values() if p.state is not State.EXITED]
+        return {
+            "processes": len(live),
+            "handles": sum(len(p.handles) for p in live),
+            "user_frames": frames.used[FrameOwner.USER],
+            "page_table_frames": frames.used[FrameOwner.PAGE_TABLE],
+            "free_frames": frames.free_count,
+        }
+
+
+__all__ = ["Entry", "Kernel", "ProcessExited", "RunResult", "WouldBlock", "describe_status"]

@@ -1,0 +1,19 @@
+"""Shared test configuration: the KVM tiers skip, with the reason, where /dev/kvm is unusable."""
+
+from __future__ import annotations
+
+import pytest
+
+from copra.hw.kvm import kvm_unavailable_reason
+
+KVM_REASON = kvm_unavailable_reason()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason=f"needs a usable /dev/kvm: {KVM_REASON}")
+    for item in items:
+        tier = item.path.parent.name
+        if tier in ("kvm", "e2e"):
+            item.add_marker(pytest.mark.kvm)
+        if KVM_REASON is not None and "kvm" in item.keywords:
+            item.add_marker(skip)

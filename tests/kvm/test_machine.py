@@ -1,0 +1,141 @@
+"""KVM integration: CPL3 entry, the syscall registers and every exception path of the machine."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START, Entry
+from copra.hw import x86
+from copra.kernel.frames import FrameOwner
+from copra.kernel.machine import (
+    KERNEL_BASE,
+    FaultExit,
+    Machine,
+    MachineError,
+    SyscallExit,
+    UserContext,
+)
+from copra.kernel.pagetable import AddressSpace
+
+CODE = USER_START
+STACK_TOP = USER_START + 0x10000
+
+
+@pytest.fixture(scope="module")
+def machine() -> Iterator[Machine]:
+    m = Machine(32 << 20)
+    yield m
+    m.close()
+
+
+def user_program(machine: Machine, code: bytes) -> UserContext:
+    space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
+    text = machine.frames.alloc(FrameOwner.USER)
+    machine.memory.write(text, code)
+    space.map(CODE, text, writable=False, executable=True)
+    stack = machine.frames.alloc(FrameOwner.USER)
+    space.map(STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
+    return UserContext.initial(space.pml4, CODE, STACK_TOP - 8)
+
+
+def test_doorbell_exits_with_cpl3_registers(machine: Machine) -> None:
+    ctx = user_program(machine, bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe")
+    ctx.regs.rax, ctx.regs.rdi, ctx.regs.rsi = 0x3_0000_0000, 11, 22
+    ctx.regs.r8, ctx.regs.r9, ctx.regs.r10 = 33, 44, 55
+    ex = machine.enter(ctx)
+    assert ex == SyscallExit(Entry.DOORBELL)
+    r = machine.regs
+    assert (r.rax, r.rdi, r.rsi, r.r8, r.r9, r.r10) == (0x3_0000_0000, 11, 22, 33, 44, 55)
+    assert r.rip == CODE + 2
+    assert machine.run.s.sregs.cs.selector & 3 == 3
+
+
+def test_int80_is_reported_as_ud_or_gate_with_user_frame(machine: Machine) -> None:
+    ctx = user_program(machine, b"\xcd\x80\xeb\xfe")
+    ex = machine.enter(ctx)
+    # PVM delivers int 0x80 from CPL3 as #UD at the instruction; VMX/SVM use the gate.
+    assert ex in (SyscallExit(Entry.INT80), FaultExit(x86.Vector.UD, 0, CODE, 0))
+    assert machine.regs.rsp == STACK_TOP - 8
+
+
+def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
+    # out; mov rdi, rax; out; jmp $
+    code = bytes([0xE6, DOORBELL_PORT, 0x48, 0x89, 0xC7, 0xE6, DOORBELL_PORT, 0xEB, 0xFE])
+    ctx = user_program(machine, code)
+    assert isinstance(machine.enter(ctx), SyscallExit)
+    machine.regs.rax = 0xFFFF_FFFF_FFFF_FFFB
+    machine.mark_regs_dirty()
+    assert isinstance(machine.enter(ctx), SyscallExit)
+    assert machine.regs.rdi == 0xFFFF_FFFF_FFFF_FFFB
+
+
+@pytest.mark.parametrize(
+    ("code", "vector"),
+    [
+        (b"\x0f\x0b", x86.Vector.UD),  # ud2
+        (b"\x31\xc9\xf7\xf1", x86.Vector.DE),  # xor ecx, ecx; div ecx
+        (b"\xf4", x86.Vector.GP),  # hlt at CPL3
+        (b"\xfa", x86.Vector.GP),  # cli at CPL3 (IOPL 0)
+        (b"\xcc", x86.Vector.BP),  # int3
+        (b"\xe6\x70", x86.Vector.GP),  # out to a port the I/O bitmap denies
+    ],
+)
+def test_user_exception_reaches_kernel_with_vector(machine: Machine, code: bytes,
+                                                   vector: int) -> None:
+    ex = machine.enter(user_program(machine, code))
+    assert isinstance(ex, FaultExit)
+    assert ex.vector == vector
+
+
+def test_write_to_kernel_half_is_page_fault_with_address(machine: Machine) -> None:
+    target = KERNEL_BASE + 0x1000  # the GDT page: mapped, supervisor-only
+    code = b"\x48\xb8" + struct.pack("<Q", target) + b"\xc6\x00\x01"  # mov rax, imm; mov [rax], 1
+    ex = machine.enter(user_program(machine, code))
+    assert isinstance(ex, FaultExit)
+    assert ex.vector == x86.Vector.PF
+    assert ex.address == target
+    assert ex.error_code & (x86.PF_PRESENT | x86.PF_WRITE | x86.PF_USER) == (
+        x86.PF_PRESENT | x86.PF_WRITE | x86.PF_USER)
+
+
+def test_read_of_unmapped_user_page_is_page_fault(machine: Machine) -> None:
+    code = b"\x48\xb8" + struct.pack("<Q", 0xDEAD0000) + b"\x8a\x00"  # mov al, [rax]
+    ex = machine.enter(user_program(machine, code))
+    assert isinstance(ex, FaultExit)
+    assert (ex.vector, ex.address, ex.error_code & x86.PF_PRESENT) == (x86.Vector.PF, 0xDEAD0000, 0)
+
+
+def test_execute_of_nx_stack_is_page_fault(machine: Machine) -> None:
+    code = b"\x48\xb8" + struct.pack("<Q", STACK_TOP - PAGE_SIZE) + b"\xff\xe0"  # jmp rax
+    ex = machine.enter(user_program(machine, code))
+    assert isinstance(ex, FaultExit)
+    assert ex.vector == x86.Vector.PF
+    assert ex.error_code & x86.PF_FETCH
+
+
+def test_non_canonical_access_is_general_protection(machine: Machine) -> None:
+    code = b"\x48\xb8" + struct.pack("<Q", 0x0000_8000_0000_0000) + b"\x8a\x00"
+    ex = machine.enter(user_program(machine, code))
+    assert isinstance(ex, FaultExit)
+    assert ex.vector == x86.Vector.GP
+
+
+def test_sse_state_is_private_to_each_context(machine: Machine) -> None:
+    # movq xmm0, rdi; out; movq rax, xmm0; out
+    code = b"\x66\x48\x0f\x6e\xc7" + bytes([0xE6, DOORBELL_PORT]) + \
+        b"\x66\x48\x0f\x7e\xc0" + bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
+    a, b = user_program(machine, code), user_program(machine, code)
+    a.regs.rdi, b.regs.rdi = 0xAAAA, 0xBBBB
+    assert isinstance(machine.enter(a), SyscallExit)
+    assert isinstance(machine.enter(b), SyscallExit)
+    assert isinstance(machine.enter(a), SyscallExit)
+    assert machine.regs.rax == 0xAAAA
+    assert isinstance(machine.enter(b), SyscallExit)
+    assert machine.regs.rax == 0xBBBB
+
+
+def test_machine_error_is_plain_data() -> None:
+    assert MachineError("x").reason == "x"
