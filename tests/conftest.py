@@ -17,3 +17,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.kvm)
         if KVM_REASON is not None and "kvm" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    stats = terminalreporter.stats
+    ran = sum(len(stats.get(k, [])) for k in ("passed", "failed", "error"))
+    skipped = len(stats.get("skipped", []))
+    kvm = "usable" if KVM_REASON is None else f"unusable ({KVM_REASON})"
+    terminalreporter.write_line(f"copra: {ran} tests ran, {skipped} skipped; /dev/kvm {kvm}")
