@@ -1,0 +1,704 @@
+//! The copra ABI: syscall numbers, errors, flags, limits and shared structures.
+//!
+//! generated from src/copra/abi/spec.py by copra.abi.gen; do not edit
+//!
+//! Every name is spelled as in the spec, so `Errno::EINVAL` here is `Errno.EINVAL`
+//! there and `COPRA_ERRNO_EINVAL` in `include/copra/abi.h`.
+
+#![allow(non_camel_case_types, clippy::upper_case_acronyms, dead_code)]
+
+/// A syscall number: class in bits 63:32, index in bits 31:0 (upstream's scheme).
+pub const fn sysno(class: u32, index: u32) -> u64 {
+    ((class as u64) << 32) | index as u64
+}
+
+/// Status codes returned (negated, sign-extended to 64 bits) in rax.
+///
+/// The first twelve are upstream's values. copra produces each one for a specific,
+/// documented condition; docs/abi.md lists them per syscall.
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Errno {
+    /// an argument is malformed: unknown flag bits, bad mode, non-UTF-8 path
+    EINVAL = -1,
+    /// the syscall number is not implemented (upstream answers EINVAL)
+    ENOSYS = -2,
+    /// out of physical frames or address space
+    ENOMEM = -3,
+    /// the handle lacks the right the operation needs
+    EPERM = -4,
+    /// a user pointer range is unmapped, kernel-half, non-canonical or read-only
+    EFAULT = -5,
+    /// the object is exclusive and already held
+    EBUSY = -6,
+    /// no such file, directory, handle or capability index
+    ENOTFOUND = -7,
+    /// the handle's object kind does not support the operation
+    ENOTSUPP = -8,
+    /// create or mkdir of a name that exists
+    EEXIST = -9,
+    /// write or truncate through a handle opened without WRITE
+    ERDONLY = -10,
+    /// read through a handle opened without READ
+    EWRONLY = -11,
+    /// rmdir of a directory that still has entries
+    ENOTEMPTY = -12,
+    /// a file operation (unlink, open) named a directory
+    EISDIR = -13,
+    /// a directory operation (rmdir, opendir) named a file, or a path walks through a file
+    ENOTDIR = -14,
+    /// the process has reached its limit of open handles
+    EMFILE = -15,
+    /// EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image
+    ENOEXEC = -16,
+    /// a path is longer than PATH_MAX or a name longer than NAME_MAX
+    ENAMETOOLONG = -17,
+    /// an internal error with no better code (counted by the kernel)
+    UNKNOWN = -128,
+}
+
+impl Errno {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 18] = [
+        Self::EINVAL,
+        Self::ENOSYS,
+        Self::ENOMEM,
+        Self::EPERM,
+        Self::EFAULT,
+        Self::EBUSY,
+        Self::ENOTFOUND,
+        Self::ENOTSUPP,
+        Self::EEXIST,
+        Self::ERDONLY,
+        Self::EWRONLY,
+        Self::ENOTEMPTY,
+        Self::EISDIR,
+        Self::ENOTDIR,
+        Self::EMFILE,
+        Self::ENOEXEC,
+        Self::ENAMETOOLONG,
+        Self::UNKNOWN,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: i64) -> Option<Self> {
+        match value {
+            -1 => Some(Self::EINVAL),
+            -2 => Some(Self::ENOSYS),
+            -3 => Some(Self::ENOMEM),
+            -4 => Some(Self::EPERM),
+            -5 => Some(Self::EFAULT),
+            -6 => Some(Self::EBUSY),
+            -7 => Some(Self::ENOTFOUND),
+            -8 => Some(Self::ENOTSUPP),
+            -9 => Some(Self::EEXIST),
+            -10 => Some(Self::ERDONLY),
+            -11 => Some(Self::EWRONLY),
+            -12 => Some(Self::ENOTEMPTY),
+            -13 => Some(Self::EISDIR),
+            -14 => Some(Self::ENOTDIR),
+            -15 => Some(Self::EMFILE),
+            -16 => Some(Self::ENOEXEC),
+            -17 => Some(Self::ENAMETOOLONG),
+            -128 => Some(Self::UNKNOWN),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> i64 {
+        self as i64
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::EINVAL => "EINVAL",
+            Self::ENOSYS => "ENOSYS",
+            Self::ENOMEM => "ENOMEM",
+            Self::EPERM => "EPERM",
+            Self::EFAULT => "EFAULT",
+            Self::EBUSY => "EBUSY",
+            Self::ENOTFOUND => "ENOTFOUND",
+            Self::ENOTSUPP => "ENOTSUPP",
+            Self::EEXIST => "EEXIST",
+            Self::ERDONLY => "ERDONLY",
+            Self::EWRONLY => "EWRONLY",
+            Self::ENOTEMPTY => "ENOTEMPTY",
+            Self::EISDIR => "EISDIR",
+            Self::ENOTDIR => "ENOTDIR",
+            Self::EMFILE => "EMFILE",
+            Self::ENOEXEC => "ENOEXEC",
+            Self::ENAMETOOLONG => "ENAMETOOLONG",
+            Self::UNKNOWN => "UNKNOWN",
+        }
+    }
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyscallClass {
+    CORE = 0,
+    FILE = 1,
+    /// reserved: upstream never defined it
+    VMM = 2,
+    SYSINFO = 3,
+}
+
+impl SyscallClass {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 4] = [
+        Self::CORE,
+        Self::FILE,
+        Self::VMM,
+        Self::SYSINFO,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::CORE),
+            1 => Some(Self::FILE),
+            2 => Some(Self::VMM),
+            3 => Some(Self::SYSINFO),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::CORE => "CORE",
+            Self::FILE => "FILE",
+            Self::VMM => "VMM",
+            Self::SYSINFO => "SYSINFO",
+        }
+    }
+}
+
+/// Syscall numbers: (class << 32) | index.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sys {
+    EXIT = 0x0,
+    MMAP = 0x1,
+    MUNMAP = 0x2,
+    MRESIZE = 0x3,
+    EXEC = 0x4,
+    /// copra: wait for a child and read its status (upstream has none)
+    WAIT = 0x5,
+    CLOSE = 0xa,
+    OPEN = 0x1_0000_0000,
+    READ = 0x1_0000_0001,
+    WRITE = 0x1_0000_0002,
+    SEEK = 0x1_0000_0003,
+    TRUNCATE = 0x1_0000_0004,
+    UNLINK = 0x1_0000_0005,
+    OPENDIR = 0x1_0000_0006,
+    READDIR = 0x1_0000_0007,
+    MKDIR = 0x1_0000_0008,
+    RMDIR = 0x1_0000_0009,
+    CAPABILITIES = 0x3_0000_0000,
+}
+
+impl Sys {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 18] = [
+        Self::EXIT,
+        Self::MMAP,
+        Self::MUNMAP,
+        Self::MRESIZE,
+        Self::EXEC,
+        Self::WAIT,
+        Self::CLOSE,
+        Self::OPEN,
+        Self::READ,
+        Self::WRITE,
+        Self::SEEK,
+        Self::TRUNCATE,
+        Self::UNLINK,
+        Self::OPENDIR,
+        Self::READDIR,
+        Self::MKDIR,
+        Self::RMDIR,
+        Self::CAPABILITIES,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u64) -> Option<Self> {
+        match value {
+            0x0 => Some(Self::EXIT),
+            0x1 => Some(Self::MMAP),
+            0x2 => Some(Self::MUNMAP),
+            0x3 => Some(Self::MRESIZE),
+            0x4 => Some(Self::EXEC),
+            0x5 => Some(Self::WAIT),
+            0xa => Some(Self::CLOSE),
+            0x1_0000_0000 => Some(Self::OPEN),
+            0x1_0000_0001 => Some(Self::READ),
+            0x1_0000_0002 => Some(Self::WRITE),
+            0x1_0000_0003 => Some(Self::SEEK),
+            0x1_0000_0004 => Some(Self::TRUNCATE),
+            0x1_0000_0005 => Some(Self::UNLINK),
+            0x1_0000_0006 => Some(Self::OPENDIR),
+            0x1_0000_0007 => Some(Self::READDIR),
+            0x1_0000_0008 => Some(Self::MKDIR),
+            0x1_0000_0009 => Some(Self::RMDIR),
+            0x3_0000_0000 => Some(Self::CAPABILITIES),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u64 {
+        self as u64
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::EXIT => "EXIT",
+            Self::MMAP => "MMAP",
+            Self::MUNMAP => "MUNMAP",
+            Self::MRESIZE => "MRESIZE",
+            Self::EXEC => "EXEC",
+            Self::WAIT => "WAIT",
+            Self::CLOSE => "CLOSE",
+            Self::OPEN => "OPEN",
+            Self::READ => "READ",
+            Self::WRITE => "WRITE",
+            Self::SEEK => "SEEK",
+            Self::TRUNCATE => "TRUNCATE",
+            Self::UNLINK => "UNLINK",
+            Self::OPENDIR => "OPENDIR",
+            Self::READDIR => "READDIR",
+            Self::MKDIR => "MKDIR",
+            Self::RMDIR => "RMDIR",
+            Self::CAPABILITIES => "CAPABILITIES",
+        }
+    }
+}
+
+/// Indices accepted by CAPABILITIES (class 3, index 0).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// the number of capability indices, this one included
+    COUNT = 0,
+    /// bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
+    VM_BITMAP = 1,
+    /// platform feature bitmap; bits 2:0 are the platform type
+    FEATURES = 2,
+}
+
+impl Capability {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 3] = [
+        Self::COUNT,
+        Self::VM_BITMAP,
+        Self::FEATURES,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::COUNT),
+            1 => Some(Self::VM_BITMAP),
+            2 => Some(Self::FEATURES),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::COUNT => "COUNT",
+            Self::VM_BITMAP => "VM_BITMAP",
+            Self::FEATURES => "FEATURES",
+        }
+    }
+}
+
+/// Bits 2:0 of Capability.FEATURES (upstream: 0 native, 1 SNP, 2 TDX partitioning).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlatformType {
+    NATIVE = 0,
+    SNP = 1,
+    TDX = 2,
+    /// copra: the SVSM architecture emulated on ordinary KVM
+    COPRA_KVM = 3,
+}
+
+impl PlatformType {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 4] = [
+        Self::NATIVE,
+        Self::SNP,
+        Self::TDX,
+        Self::COPRA_KVM,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::NATIVE),
+            1 => Some(Self::SNP),
+            2 => Some(Self::TDX),
+            3 => Some(Self::COPRA_KVM),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NATIVE => "NATIVE",
+            Self::SNP => "SNP",
+            Self::TDX => "TDX",
+            Self::COPRA_KVM => "COPRA_KVM",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FileMode(u64);
+
+impl FileMode {
+    pub const READ: Self = Self(0x1);
+    pub const WRITE: Self = Self(0x2);
+    pub const APPEND: Self = Self(0x4);
+    pub const TRUNC: Self = Self(0x8);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0xf);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for FileMode {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for FileMode {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FileFlag(u64);
+
+impl FileFlag {
+    pub const CREATE: Self = Self(0x1);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x1);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for FileFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for FileFlag {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SeekMode {
+    ABSOLUTE = 0,
+    RELATIVE = 1,
+    END = 2,
+}
+
+impl SeekMode {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 3] = [
+        Self::ABSOLUTE,
+        Self::RELATIVE,
+        Self::END,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::ABSOLUTE),
+            1 => Some(Self::RELATIVE),
+            2 => Some(Self::END),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ABSOLUTE => "ABSOLUTE",
+            Self::RELATIVE => "RELATIVE",
+            Self::END => "END",
+        }
+    }
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    FILE = 0,
+    DIRECTORY = 1,
+}
+
+impl FileType {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 2] = [
+        Self::FILE,
+        Self::DIRECTORY,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::FILE),
+            1 => Some(Self::DIRECTORY),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::FILE => "FILE",
+            Self::DIRECTORY => "DIRECTORY",
+        }
+    }
+}
+
+/// MMAP flags (upstream's draft values; ANONYMOUS replaces "handle 0 means anonymous").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MapFlag(u64);
+
+impl MapFlag {
+    pub const READ: Self = Self(0x1);
+    pub const WRITE: Self = Self(0x2);
+    pub const EXEC: Self = Self(0x4);
+    pub const PRIVATE: Self = Self(0x8);
+    pub const ANONYMOUS: Self = Self(0x10);
+    pub const FIXED: Self = Self(0x20);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x3f);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for MapFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for MapFlag {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+/// How user mode enters the kernel. Both reach the same dispatcher with the same registers.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Entry {
+    /// ``int 0x80`` (CD 80): upstream's entry, through the IDT gate or a #UD trap
+    INT80 = 0,
+    /// ``out DOORBELL_PORT, al``: copra's fast path, the TSS I/O bitmap allows it
+    DOORBELL = 1,
+}
+
+impl Entry {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 2] = [
+        Self::INT80,
+        Self::DOORBELL,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::INT80),
+            1 => Some(Self::DOORBELL),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::INT80 => "INT80",
+            Self::DOORBELL => "DOORBELL",
+        }
+    }
+}
+
+pub const ARG_REGISTERS: [&str; 5] = ["rdi", "rsi", "r8", "r9", "r10"];
+pub const RESULT_REGISTER: &str = "rax";
+pub const CLOBBERED_REGISTERS: [&str; 2] = ["rcx", "r11"];
+/// The single I/O port user mode may write; the write is a syscall.
+pub const DOORBELL_PORT: u64 = 0xe0;
+/// The interrupt vector of the upstream entry.
+pub const SYSCALL_VECTOR: u64 = 0x80;
+/// Errors are returned as -errno; any rax above this value (as u64) is an error.
+pub const ERROR_THRESHOLD: u64 = 0xffff_ffff_ffff_f000;
+pub const PAGE_SIZE: u64 = 4096;
+/// bytes including the terminating NUL
+pub const PATH_MAX: u64 = 4096;
+/// bytes of one path component
+pub const NAME_MAX: u64 = 255;
+/// every task's log/stdout
+pub const HANDLE_LOG: u64 = 0;
+/// per-process limit on open handles (EMFILE beyond it)
+pub const MAX_HANDLES: u64 = 1024;
+/// User address space: [USER_START, USER_END). Everything above is the kernel's.
+pub const USER_START: u64 = 0x40_0000;
+pub const USER_END: u64 = 0x7fff_ffff_f000;
+pub const USER_STACK_SIZE: u64 = 0x1_0000;
+/// the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP)
+pub const USER_STACK_TOP: u64 = 0x7fff_ffff_f000;
+pub const USER_INITIAL_RSP: u64 = 0x7fff_ffff_eff8;
+pub const USER_INITIAL_RFLAGS: u64 = 0x202;
+/// Where MMAP places mappings when no hint is given (searching upward).
+pub const MMAP_BASE: u64 = 0x1000_0000_0000;
+/// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
+pub const EXIT_STATUS_SHIFT: u64 = 16;
+pub const KILLED_BY_EXCEPTION: u64 = 1;
+
+/// One entry filled by READDIR (upstream's layout).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DirEnt {
+    /// NUL-terminated UTF-8, cut at a character boundary to 255 bytes
+    pub name: [u8; 256],
+    /// FileType
+    pub file_type: u8,
+    /// zero
+    pub _pad: [u8; 7],
+    /// bytes; 0 for directories
+    pub size: u64,
+}
+
+impl DirEnt {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 272;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            name: [0; 256],
+            file_type: 0,
+            _pad: [0; 7],
+            size: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<DirEnt>() == 272);
+const _: () = assert!(core::mem::align_of::<DirEnt>() == 8);
+const _: () = assert!(core::mem::offset_of!(DirEnt, name) == 0);
+const _: () = assert!(core::mem::offset_of!(DirEnt, file_type) == 256);
+const _: () = assert!(core::mem::offset_of!(DirEnt, _pad) == 257);
+const _: () = assert!(core::mem::offset_of!(DirEnt, size) == 264);

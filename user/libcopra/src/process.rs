@@ -1,0 +1,117 @@
+//! Processes: EXIT, EXEC and WAIT (syscall class 0).
+//!
+//! | wrapper | syscall | registers |
+//! |---|---|---|
+//! | [`exit`] | EXIT (0, 0) | code (the kernel keeps the low 16 bits) |
+//! | [`exec`], [`exec_in`] | EXEC (0, 4) | path, root directory, flags (0) → task id |
+//! | [`wait`] | WAIT (0, 5), copra's | task id → packed exit status |
+//!
+//! EXEC spawns: the caller keeps running and the child gets a fresh address space and
+//! handle table (handle 0 its own log). WAIT does not exist upstream; copra's blocks
+//! until the child ends and returns its status packed as upstream stores it:
+//! exited with `c` is `c << 16`, killed by CPU exception `v` is `(v << 8) | 1`.
+
+use core::fmt;
+
+use crate::abi::{EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Sys};
+use crate::error::Result;
+use crate::path::CPath;
+use crate::syscall::call;
+
+/// EXIT: ends the process with `code` (low 16 bits kept). Never returns.
+pub fn exit(code: u32) -> ! {
+    let _ = call!(Sys::EXIT, code);
+    // EXIT does not return; if a kernel ever did, fault rather than run on.
+    // SAFETY: ud2 raises #UD, which ends the process.
+    unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+/// EXEC: starts the program at `path` as a new process under the same root.
+/// Returns its task id.
+pub fn exec(path: &str) -> Result<u64> {
+    exec_in(path, "/")
+}
+
+/// EXEC with `root` (relative to the caller's root) as the child's root directory.
+pub fn exec_in(path: &str, root: &str) -> Result<u64> {
+    let path = CPath::new(path)?;
+    let root = CPath::new(root)?;
+    call!(Sys::EXEC, path.addr(), root.addr(), 0u64)
+}
+
+/// WAIT: blocks until task `task` has ended and returns how it ended.
+pub fn wait(task: u64) -> Result<ExitStatus> {
+    call!(Sys::WAIT, task).map(ExitStatus::from_raw)
+}
+
+/// How a process ended, unpacked from WAIT's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called EXIT with this code (low 16 bits).
+    Exited(u16),
+    /// The kernel ended it on a CPU exception it could not resolve.
+    Killed {
+        /// The exception vector: 14 for #PF, 13 for #GP, 6 for #UD...
+        vector: u8,
+    },
+    /// A packing this library does not know.
+    Other(u64),
+}
+
+impl ExitStatus {
+    /// Unpacks a raw status.
+    pub const fn from_raw(raw: u64) -> Self {
+        if raw & 0xFF == KILLED_BY_EXCEPTION && raw >> 16 == 0 {
+            Self::Killed { vector: (raw >> 8) as u8 }
+        } else if raw & 0xFFFF == 0 && raw >> (EXIT_STATUS_SHIFT + 16) == 0 {
+            Self::Exited((raw >> EXIT_STATUS_SHIFT) as u16)
+        } else {
+            Self::Other(raw)
+        }
+    }
+
+    /// Whether the process exited with code 0.
+    pub const fn success(self) -> bool {
+        matches!(self, Self::Exited(0))
+    }
+}
+
+/// The mnemonic of an x86 exception vector (SDM vol. 3, table 6-1).
+pub const fn exception_name(vector: u8) -> &'static str {
+    match vector {
+        0 => "#DE",
+        1 => "#DB",
+        2 => "NMI",
+        3 => "#BP",
+        4 => "#OF",
+        5 => "#BR",
+        6 => "#UD",
+        7 => "#NM",
+        8 => "#DF",
+        10 => "#TS",
+        11 => "#NP",
+        12 => "#SS",
+        13 => "#GP",
+        14 => "#PF",
+        16 => "#MF",
+        17 => "#AC",
+        18 => "#MC",
+        19 => "#XM",
+        20 => "#VE",
+        21 => "#CP",
+        29 => "#VC",
+        _ => "exception",
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Exited(code) => write!(f, "exited with status {code}"),
+            Self::Killed { vector } => {
+                write!(f, "killed by {} (vector {vector})", exception_name(vector))
+            }
+            Self::Other(raw) => write!(f, "ended with raw status {raw:#x}"),
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The runtime: the entry point and the panic handler.
+//!
+//! The kernel starts a process at `e_entry` with every register zero except `rsp`
+//! (`USER_INITIAL_RSP`, 8 below the top of a 64 KiB stack) and `rflags` (0x202). There
+//! are no arguments, environment or auxiliary vector: the stack is empty. [`declare_main!`]
+//! defines `_start`, which aligns `rsp` to 16 bytes, clears `rbp` (the end of frame
+//! chains) and calls a Rust function that runs the program's `main() -> u32` and EXITs
+//! with its result.
+//!
+//! A panic prints `panicked at <file>:<line>:<column>: <message>` to handle 0 and
+//! EXITs with [`PANIC_EXIT_CODE`] (0xFFFF, what upstream's `exit(!0)` leaves after the
+//! kernel keeps the low 16 bits). A panic while panicking exits without printing.
+
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::process::exit;
+
+/// The exit code of a panicking program.
+pub const PANIC_EXIT_CODE: u32 = 0xFFFF;
+
+/// Defines the program's entry point `_start` to run `main` and EXIT with its result.
+///
+/// `main` must be a `fn() -> u32`. Use it once, in the binary crate.
+#[macro_export]
+macro_rules! declare_main {
+    ($main:path) => {
+        ::core::arch::global_asm!(
+            ".pushsection .text._start, \"ax\", @progbits",
+            ".globl _start",
+            ".type _start, @function",
+            "_start:",
+            // Entry rsp is 8 mod 16 (USER_INITIAL_RSP); the SysV ABI wants 16 at a call.
+            "and rsp, -16",
+            "xor ebp, ebp",
+            "call {entry}",
+            "ud2",
+            ".size _start, . - _start",
+            ".popsection",
+            entry = sym __copra_entry,
+        );
+
+        extern "C" fn __copra_entry() -> ! {
+            let main: fn() -> u32 = $main;
+            $crate::rt::run(main)
+        }
+    };
+}
+
+/// Runs `main` and EXITs with what it returns. Called by `_start`.
+pub fn run(main: fn() -> u32) -> ! {
+    exit(main())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    static PANICKING: AtomicBool = AtomicBool::new(false);
+    if PANICKING.swap(true, Ordering::Relaxed) {
+        exit(PANIC_EXIT_CODE);
+    }
+    match info.location() {
+        Some(at) => crate::println!(
+            "panicked at {}:{}:{}: {}",
+            at.file(),
+            at.line(),
+            at.column(),
+            info.message()
+        ),
+        None => crate::println!("panicked: {}", info.message()),
+    }
+    exit(PANIC_EXIT_CODE)
+}

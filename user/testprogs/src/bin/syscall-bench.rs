@@ -1,0 +1,72 @@
+//! syscall-bench: N round trips of the cheapest syscall, CAPABILITIES(0), through the
+//! doorbell and then N through `int 0x80`. Prints nothing on success; the host times
+//! the process.
+//!
+//! N is read from `/etc/bench.n` (one decimal integer) when that file exists, else
+//! 20000. Exits 0, or 1 if a call failed or the file is malformed.
+
+#![no_std]
+#![no_main]
+
+use libcopra::abi::{Errno, Sys};
+use libcopra::fs::{self, FileFlag, FileMode};
+use libcopra::syscall::{syscall1, syscall1_int80};
+use libcopra::{declare_main, println};
+
+declare_main!(main);
+
+const DEFAULT_N: u64 = 20_000;
+const N_FILE: &str = "/etc/bench.n";
+
+fn main() -> u32 {
+    let n = match iterations() {
+        Ok(n) => n,
+        Err(why) => {
+            println!("syscall-bench: {N_FILE}: {why}");
+            return 1;
+        }
+    };
+    let nr = Sys::CAPABILITIES as u64;
+    // SAFETY: CAPABILITIES reads no memory.
+    let expected = unsafe { syscall1(nr, 0) };
+    let mut failures = 0u64;
+    for _ in 0..n {
+        // SAFETY: as above.
+        failures += u64::from(unsafe { syscall1(nr, 0) } != expected);
+    }
+    for _ in 0..n {
+        // SAFETY: as above.
+        failures += u64::from(unsafe { syscall1_int80(nr, 0) } != expected);
+    }
+    if failures != 0 {
+        println!("syscall-bench: {failures} of {} calls answered differently", 2 * n);
+        return 1;
+    }
+    0
+}
+
+/// N from the file, or the default when there is no file.
+fn iterations() -> Result<u64, &'static str> {
+    let file = match fs::open(N_FILE, FileMode::READ, FileFlag::EMPTY) {
+        Ok(file) => file,
+        Err(e) if e.is(Errno::ENOTFOUND) => return Ok(DEFAULT_N),
+        Err(_) => return Err("cannot open"),
+    };
+    let mut buf = [0u8; 32];
+    let len = fs::read(&file, &mut buf).map_err(|_| "cannot read")?;
+    let text = buf[..len].trim_ascii();
+    if text.is_empty() {
+        return Err("empty");
+    }
+    let mut n: u64 = 0;
+    for &digit in text {
+        if !digit.is_ascii_digit() {
+            return Err("not a decimal integer");
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(digit - b'0')))
+            .ok_or("too large")?;
+    }
+    Ok(n)
+}
