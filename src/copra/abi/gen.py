@@ -158,8 +158,13 @@ def _read_source_docs(source: str) -> _SourceDocs:
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             comments[tok.start[0]] = tok.string
-        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
-                              tokenize.DEDENT, tokenize.ENDMARKER):
+        elif tok.type not in (
+            tokenize.NL,
+            tokenize.NEWLINE,
+            tokenize.INDENT,
+            tokenize.DEDENT,
+            tokenize.ENDMARKER,
+        ):
             code_lines.add(tok.start[0])
 
     def doc_for(line: int) -> str:
@@ -548,9 +553,7 @@ def _c_constant(c: Constant) -> str:
         return f"/* {c.name}: {_c_comment(doc)}{', '.join(c.value)} */"
     if isinstance(c.value, str):
         return _c_define(f"COPRA_{c.name}", f'"{c.value}"', c.doc)
-    return _c_define(
-        f"COPRA_{c.name}", _c_literal(c.value, c.hexadecimal, c.value < 0), c.doc
-    )
+    return _c_define(f"COPRA_{c.name}", _c_literal(c.value, c.hexadecimal, c.value < 0), c.doc)
 
 
 def _c_struct(s: StructLayout) -> list[str]:
