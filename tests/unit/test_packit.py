@@ -15,6 +15,7 @@ from copra.kernel.packit import (
     MAGIC,
     PackItEntry,
     PackItError,
+    check_paths,
     decode,
     encode,
 )
@@ -166,3 +167,12 @@ def test_decode_mutated_archive_raises_only_packiterror(
         blob[index] = value
     with contextlib.suppress(PackItError):
         decode(bytes(blob[:cut]))
+
+
+def test_check_paths_accepts_disjoint_paths() -> None:
+    check_paths(["/init", "/bin/hello", "/bin/other", "/etc/init.services"])
+
+
+def test_check_paths_file_used_as_directory_raises_packiterror() -> None:
+    with pytest.raises(PackItError, match="passes through the file '/bin'"):
+        check_paths(["/bin", "/bin/hello"])

@@ -78,6 +78,13 @@ class _PathChecker:
         self._dirs.update(components[:depth] for depth in range(1, len(components)))
 
 
+def check_paths(paths: Iterable[str]) -> None:
+    """Apply :func:`decode`'s path rules to ``paths`` (for tools that build archives)."""
+    checker = _PathChecker()
+    for index, path in enumerate(paths):
+        checker.add(path, f"entry {index}")
+
+
 def encode(entries: Iterable[PackItEntry]) -> bytes:
     """Pack ``entries`` in order into an archive that :func:`decode` accepts."""
     out = bytearray(HEADER.pack(MAGIC, HEADER_SIZE))
