@@ -53,7 +53,7 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         click.echo(f"copra: stopped after the {timeout:g}-second timeout", err=True)
         sys.exit(EXIT_TIMEOUT)
     status = result.status if result.status is not None else KILLED_BY_EXCEPTION
-    if status & 0xFFFF == KILLED_BY_EXCEPTION:
+    if status & 0xFF == KILLED_BY_EXCEPTION:
         sys.exit(128 + ((status >> 8) & 0x7F))
     sys.exit((status >> EXIT_STATUS_SHIFT) & 0xFF)
 

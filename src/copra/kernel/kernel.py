@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Entry, Errno
 from copra.hw.x86 import Vector
 from copra.kernel.errors import SyscallError
-from copra.kernel.frames import FrameOwner
+from copra.kernel.elf import ElfError
+from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.loader import load_elf
 from copra.kernel.machine import FaultExit, Machine, MachineError, PreemptExit, SyscallExit
 from copra.kernel.objects.log import Log
@@ -56,7 +57,7 @@ class RunResult:
 
 
 def describe_status(status: int) -> str:
-    if status & 0xFFFF == KILLED_BY_EXCEPTION:
+    if status & 0xFF == KILLED_BY_EXCEPTION:
         vector = (status >> 8) & 0xFF
         name = Vector(vector).name if vector < 32 else str(vector)
         return f"killed by #{name}"
@@ -98,6 +99,12 @@ class Kernel:
         try:
             entry = load_elf(proc, image)
             proc.map_stack()
+        except ElfError as e:
+            proc.release()
+            raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
+        except OutOfMemory as e:
+            proc.release()
+            raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
         except BaseException:
             proc.release()
             raise

@@ -25,8 +25,7 @@ def load_elf(proc: Process, image: bytes) -> int:
     """
     elf = parse_elf(image)
     for seg in elf.segments:
-        start = seg.vaddr - seg.vaddr % PAGE_SIZE
-        end = -(-(seg.vaddr + seg.memsz) // PAGE_SIZE) * PAGE_SIZE
+        start, end = seg.page_start, seg.page_end
         region = proc.map_anonymous(start, (end - start) // PAGE_SIZE,
                                     writable=seg.writable, executable=seg.executable)
         data = seg.data

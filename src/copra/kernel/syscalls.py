@@ -83,13 +83,7 @@ def sys_exec(k: Kernel, p: Process, r: KvmRegs) -> int:
     if not root_path:
         raise SyscallError(Errno.EINVAL, "EXEC root path is empty")
     root = k.fs.lookup_dir(root_path, root=p.root)
-    try:
-        child = k.spawn(path, parent=p.pid, root=root)
-    except SyscallError:
-        raise
-    except Exception as e:  # an ElfError and its kin: the image is not loadable
-        raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
-    return child.pid
+    return k.spawn(path, parent=p.pid, root=root).pid
 
 
 def sys_wait(k: Kernel, p: Process, r: KvmRegs) -> int:

@@ -1,0 +1,104 @@
+"""Benchmark: the round trip of a trivial syscall from a native process, per entry path.
+
+Reports each path as a ratio to a floor measured in the same run by the same Python:
+a bare ``KVM_RUN`` loop around a CPL3 ``out`` to the doorbell port (the cheapest way
+CPL3 code can leave the VM), with copra's machine set up exactly as for the kernel
+(sync regs on) but no decoding and no kernel work.
+
+The syscall paths run the shipped ``syscall-bench`` program under the full kernel:
+N calls of CAPABILITIES(0) through the doorbell (the user library's default), then N
+through ``int 0x80``. The harness timestamps every syscall dispatch; a path's round
+trip is the time between its first and last dispatch divided by the calls between
+them: user loop, VM exit, decode, table dispatch, handler, re-entry.
+
+Usage: python bench/syscall_roundtrip.py [N]   (prints a table; timings are never tests)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import platform
+import statistics
+import sys
+import time
+from importlib.resources import files
+
+from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
+from copra.hw import kvm
+from copra.kernel import packit
+from copra.kernel.frames import FrameOwner
+from copra.kernel.kernel import Kernel
+from copra.kernel.machine import Machine, UserContext
+from copra.kernel.pagetable import AddressSpace
+from copra.kernel.process import Process
+from copra.kernel.ramfs import RamFs
+
+
+def floor(n: int) -> float:
+    """Seconds per bare KVM_RUN round trip of a CPL3 doorbell write."""
+    machine = Machine(16 << 20)
+    try:
+        space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
+        text = machine.frames.alloc(FrameOwner.USER)
+        machine.memory.write(text, bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC]))  # out; jmp -4
+        space.map(USER_START, text, writable=False, executable=True)
+        ctx = UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
+        machine.enter(ctx)  # load the context once
+        fd, request, ioctl = machine.vcpu.fd, kvm.KVM_RUN, fcntl.ioctl
+        start = time.perf_counter()
+        for _ in range(n):
+            ioctl(fd, request, 0)
+        return (time.perf_counter() - start) / n
+    finally:
+        machine.close()
+
+
+def syscall_paths(n: int) -> tuple[float, float]:
+    """Seconds per syscall round trip through the doorbell and through int 0x80."""
+    image = files("copra.images").joinpath("syscall-bench.elf").read_bytes()
+    fs = RamFs()
+    fs.populate(packit.encode([packit.PackItEntry("/init", image),
+                               packit.PackItEntry("/etc/bench.n", str(n).encode())]))
+    machine = Machine(32 << 20)
+    stamps: list[float] = []
+    try:
+        kernel = Kernel(machine, fs, lambda line: None)
+        dispatch = kernel._syscall
+
+        def timed(proc: Process) -> bool:
+            stamps.append(time.perf_counter())
+            return dispatch(proc)
+
+        kernel._syscall = timed  # type: ignore[method-assign]
+        init = kernel.spawn("/init")
+        result = kernel.run(init)
+        if result.status != 0:
+            raise SystemExit(f"syscall-bench failed: status {result.status:#x}")
+    finally:
+        machine.close()
+    # Calls: open/read/close of /etc/bench.n and one reference call, then N + N, then exit.
+    doorbell = stamps[-2 * n - 1 : -n - 1]
+    int80 = stamps[-n - 1 : -1]
+    return ((doorbell[-1] - doorbell[0]) / (n - 1), (int80[-1] - int80[0]) / (n - 1))
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    rounds = 3
+    floors, doors, int80s = [], [], []
+    for _ in range(rounds):
+        floors.append(floor(n))
+        d, i = syscall_paths(n)
+        doors.append(d)
+        int80s.append(i)
+    f, d, i = statistics.median(floors), statistics.median(doors), statistics.median(int80s)
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, {n} calls per path, median of {rounds} rounds")
+    print(f"{'path':<40} {'us/call':>9} {'ratio':>7}")
+    print(f"{'floor: bare KVM_RUN, CPL3 out':<40} {f * 1e6:9.1f} {1.0:7.2f}")
+    print(f"{'syscall via doorbell (library default)':<40} {d * 1e6:9.1f} {d / f:7.2f}")
+    print(f"{'syscall via int 0x80 (#UD trap on PVM)':<40} {i * 1e6:9.1f} {i / f:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
