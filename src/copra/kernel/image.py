@@ -1,0 +1,291 @@
+"""Boot image configuration: which programs and files the RAM fs starts with.
+
+The counterpart of upstream's ``fs.modules`` in ``configs/*.json``: a JSON document
+names the user programs to pack and the path each gets in the RAM fs, plus extra
+files given inline or read from the host. :func:`build_archive` turns it into the
+PackIt archive the kernel populates the fs from. The format is in docs/images.md::
+
+    {"version": 1,
+     "fs": {"modules": {"init": {"path": "/init"}, "hello": {"path": "/bin/hello"}},
+            "files": [{"path": "/etc/init.services", "text": "/bin/hello\\n"},
+                      {"path": "/etc/blob", "source": "blob.bin"}]}}
+
+A module name is a program name: the default resolver reads the packaged
+``copra/images/<name>.elf`` (built by scripts/build-user-images; nothing here builds
+it) and checks it with the ELF validator, so a broken program fails the build of the
+image, not the boot. ``source`` paths are relative to the config file's directory.
+
+Invariants of :class:`ImageConfig`: every destination obeys the fs path rules; no
+two entries share a destination (compared after dropping empty components); no
+destination passes through another one. Unknown keys, wrong types and duplicate
+JSON keys are errors, never ignored. The archive lists modules in config order, then
+files in order, so the same config and programs always give the same bytes (and the
+same launch measurement).
+
+Locking: immutable values and pure functions; reading host files and packaged
+programs is the only I/O. No locking.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from copra.kernel.elf import ElfError, parse_elf
+from copra.kernel.errors import SyscallError
+from copra.kernel.packit import PackItEntry, PackItError, check_paths, encode
+from copra.kernel.paths import split_file_path
+
+CONFIG_VERSION = 1
+DEFAULT_CONFIG = "default.json"
+IMAGES_PACKAGE = "copra"
+IMAGES_DIR = "images"
+INIT_PATH = "/init"
+
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+ProgramResolver = Callable[[str], bytes]
+
+
+class ImageError(Exception):
+    """The image configuration or something it names is unusable; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """A user program ``name`` installed at ``path``."""
+
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """An extra file at ``path``: inline bytes, or a host file read when building."""
+
+    path: str
+    content: bytes | Path
+
+    def load(self) -> bytes:
+        if isinstance(self.content, bytes):
+            return self.content
+        try:
+            return self.content.read_bytes()
+        except OSError as exc:
+            raise ImageError(
+                f"cannot read {self.content} for {self.path}: {exc.strerror or exc}"
+            ) from None
+
+
+def _components(path: str) -> tuple[str, ...]:
+    try:
+        return split_file_path(path)
+    except SyscallError as exc:
+        raise ImageError(f"invalid destination {path!r}: {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What goes into the boot archive (see the module docstring for its invariants)."""
+
+    modules: tuple[ModuleSpec, ...] = ()
+    files: tuple[FileSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        for module in self.modules:
+            if not _MODULE_NAME.match(module.name):
+                raise ImageError(f"invalid program name {module.name!r}")
+        destinations = [m.path for m in self.modules] + [f.path for f in self.files]
+        for path in destinations:
+            _components(path)
+        try:
+            check_paths(destinations)
+        except PackItError as exc:
+            raise ImageError(f"conflicting destinations: {exc}") from None
+
+    def with_file(self, path: str, content: bytes | Path) -> ImageConfig:
+        """A copy with ``content`` at ``path``, replacing any module or file there."""
+        target = _components(path)
+        return replace(
+            self,
+            modules=tuple(m for m in self.modules if _components(m.path) != target),
+            files=(
+                *(f for f in self.files if _components(f.path) != target),
+                FileSpec(path, content),
+            ),
+        )
+
+    def with_files(self, extra: Iterable[tuple[str, bytes | Path]]) -> ImageConfig:
+        config = self
+        for path, content in extra:
+            config = config.with_file(path, content)
+        return config
+
+    @classmethod
+    def from_dict(cls, document: object, base_dir: Path) -> ImageConfig:
+        """Build from a parsed JSON document; relative sources resolve against base_dir."""
+        top = _object(document, "the configuration", {"version", "fs"})
+        version = top.get("version", CONFIG_VERSION)
+        if type(version) is not int or version != CONFIG_VERSION:
+            raise ImageError(
+                f"unsupported configuration version {version!r}, need {CONFIG_VERSION}"
+            )
+        fs = _object(top.get("fs", {}), "fs", {"modules", "files"})
+        modules = []
+        for name, spec in _object(fs.get("modules", {}), "fs.modules", None).items():
+            entry = _object(spec, f"fs.modules.{name}", {"path"})
+            modules.append(ModuleSpec(name, _string(entry, "path", f"fs.modules.{name}")))
+        files = []
+        raw_files = fs.get("files", [])
+        if not isinstance(raw_files, list):
+            raise ImageError("fs.files must be a list")
+        for index, raw in enumerate(raw_files):
+            where = f"fs.files[{index}]"
+            entry = _object(raw, where, {"path", "text", "source"})
+            path = _string(entry, "path", where)
+            if ("text" in entry) == ("source" in entry):
+                raise ImageError(f"{where} ({path}): give exactly one of 'text' and 'source'")
+            if "text" in entry:
+                content: bytes | Path = _string(entry, "text", where).encode("utf-8")
+            else:
+                content = base_dir / _string(entry, "source", where)
+            files.append(FileSpec(path, content))
+        return cls(tuple(modules), tuple(files))
+
+    @classmethod
+    def from_json(cls, text: str, base_dir: Path) -> ImageConfig:
+        try:
+            document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except json.JSONDecodeError as exc:
+            raise ImageError(f"not valid JSON: {exc}") from None
+        return cls.from_dict(document, base_dir)
+
+    @classmethod
+    def load(cls, path: Path) -> ImageConfig:
+        """Read a configuration file; its sources resolve against its directory."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImageError(f"cannot read image configuration {path}: {exc}") from None
+        try:
+            return cls.from_json(text, path.parent)
+        except ImageError as exc:
+            raise ImageError(f"{path}: {exc}") from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ImageError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _object(value: object, where: str, allowed: set[str] | None) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ImageError(f"{where} must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ImageError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+    return value
+
+
+def _string(entry: dict[str, object], key: str, where: str) -> str:
+    if key not in entry:
+        raise ImageError(f"{where}: missing {key!r}")
+    value = entry[key]
+    if not isinstance(value, str):
+        raise ImageError(f"{where}.{key} must be a string")
+    return value
+
+
+def _images() -> Path:
+    return Path(str(resources.files(IMAGES_PACKAGE) / IMAGES_DIR))
+
+
+def default_config() -> ImageConfig:
+    """The shipped configuration, ``copra/images/default.json``."""
+    return ImageConfig.load(_images() / DEFAULT_CONFIG)
+
+
+def packaged_program(name: str) -> bytes:
+    """The packaged ``copra/images/<name>.elf``; ImageError if it was not built."""
+    if not _MODULE_NAME.match(name):
+        raise ImageError(f"invalid program name {name!r}")
+    path = _images() / f"{name}.elf"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(
+            f"program {name!r} is not built: {IMAGES_PACKAGE}/{IMAGES_DIR}/{name}.elf is missing "
+            "(build the user programs with scripts/build-user-images)"
+        ) from None
+    except OSError as exc:
+        raise ImageError(f"cannot read program {name!r} from {path}: {exc}") from None
+
+
+def check_program(what: str, data: bytes) -> None:
+    """ImageError unless ``data`` is a loadable copra program."""
+    try:
+        parse_elf(data)
+    except ElfError as exc:
+        raise ImageError(f"{what} is not a loadable program: {exc}") from None
+
+
+def archive_entries(
+    config: ImageConfig, resolve_program: ProgramResolver = packaged_program
+) -> list[PackItEntry]:
+    """The archive's entries: modules (ELF-checked) in order, then files in order."""
+    entries = []
+    for module in config.modules:
+        data = resolve_program(module.name)
+        check_program(f"program {module.name!r} (for {module.path})", data)
+        entries.append(PackItEntry(module.path, data))
+    entries.extend(PackItEntry(f.path, f.load()) for f in config.files)
+    return entries
+
+
+def build_archive(
+    config: ImageConfig, resolve_program: ProgramResolver = packaged_program
+) -> bytes:
+    """The PackIt archive for ``config``; ``resolve_program`` maps a module name to its ELF."""
+    try:
+        return encode(archive_entries(config, resolve_program))
+    except PackItError as exc:  # unreachable: ImageConfig enforces the same rules
+        raise ImageError(str(exc)) from None
+
+
+def parse_file_option(option: str) -> tuple[Path, str]:
+    """``SRC=DEST`` (``copra run --file``) as (host path, fs path); split at the last '='."""
+    source, sep, dest = option.rpartition("=")
+    if not sep or not source or not dest:
+        raise ImageError(f"--file {option!r}: expected SRC=DEST")
+    _components(dest)
+    return Path(source), dest
+
+
+def build_boot_archive(
+    config_path: Path | None, init: Path | None, files: Sequence[str]
+) -> bytes:
+    """The archive ``copra run`` boots: a config (default if None), then overrides.
+
+    ``init`` replaces whatever is at /init (and must be a loadable program); each
+    ``SRC=DEST`` in ``files`` then adds or replaces one file.
+    """
+    config = ImageConfig.load(config_path) if config_path is not None else default_config()
+    if init is not None:
+        try:
+            data = init.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"cannot read --init {init}: {exc.strerror or exc}") from None
+        check_program(f"--init {init}", data)
+        config = config.with_file(INIT_PATH, data)
+    config = config.with_files((dest, source) for source, dest in map(parse_file_option, files))
+    return build_archive(config)
