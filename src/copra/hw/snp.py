@@ -66,9 +66,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-# The report codec is a dependency-free leaf module that lives with the attestation
-# code; the firmware is its only hw-layer user. See docs/attestation.md.
-from copra.attest.report import (
+from copra.hw.snp_report import (
     SIG_ALGO_ECDSA_P384_SHA384,
     AttestationReport,
     FirmwareVersion,
