@@ -1,0 +1,301 @@
+"""The host attestation proxy: SVSM (proxy protocol) <-> key broker (Trustee KBS protocol).
+
+Upstream's ``tools/aproxy`` with its ``kbs`` backend, in Python. It listens on a Unix
+socket (standing in for vsock port 1995, or for the COM3 serial line QEMU wires to a
+socket) and serves one SVSM connection at a time, any number in sequence. Per
+connection, with a fresh HTTP session (cookie jar) as upstream does:
+
+1. NegotiationRequest -> ``POST {url}/kbs/v0/auth`` ``{"version":"0.4.0","tee":"snp",
+   "extra-params":""}``; the base64 nonce becomes the challenge, and the parameters
+   are those of the binding (``coconut``: ``[EcPublicKeyBytes, Challenge]``;
+   ``trustee``: ``[TrusteeRuntimeData]``, a copra extension).
+2. AttestationRequest -> ``POST /kbs/v0/attest`` with ``runtime-data`` = {nonce,
+   tee-pubkey JWK} and the evidence in the binding's encoding (aproxy's
+   ``snp-report``/``certs-buf`` or Trustee's virtee form), then
+   ``GET /kbs/v0/resource/<repository>/<type>/<tag>``; the JWE is split into
+   COCONUT's decryption fields (AAD = the protected header exactly as received) and
+   sent back in the AttestationResponse, with the token as ``{"Jwt": ...}``.
+   Any refusal by the KBS becomes ``success: false``.
+3. Read until EOF, then close.
+
+A malformed frame, a failed negotiation or an I/O error closes that connection with
+a logged, counted reason; the proxy keeps serving. It never sees the secret: only
+the SVSM's private key opens the JWE.
+
+Locking: the accept loop is one thread; ``stats`` is only written by it.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import logging
+import os
+import socket
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import click
+import requests
+
+from copra.attest.binding import PARAMS, Binding, trustee_runtime_data
+from copra.attest.evidence import EvidenceError, coconut_evidence, trustee_evidence
+from copra.attest.jwe import CURVES, EcPoint, FlattenedJwe, JweError
+from copra.attest.protocol import (
+    MAX_FRAME_SIZE,
+    AttestationRequest,
+    AttestationResponse,
+    ConnectionClosed,
+    NegotiationRequest,
+    NegotiationResponse,
+    ProtocolError,
+    Token,
+    TokenKind,
+    receive_message,
+    send_message,
+)
+
+log = logging.getLogger("copra.aproxy")
+
+KBS_PROTOCOL_VERSION: Final = "0.4.0"
+DEFAULT_RESOURCE: Final = "default/sample/test"
+_DRAIN_LIMIT: Final = 1 << 20
+
+
+class KbsClientError(Exception):
+    """The key broker could not be reached or refused a step; the message says which."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    url: str
+    binding: Binding = Binding.COCONUT
+    resource: str = DEFAULT_RESOURCE
+    http_timeout: float = 30.0
+    io_timeout: float = 60.0
+    max_frame_size: int = MAX_FRAME_SIZE
+
+    def __post_init__(self) -> None:
+        parts = self.resource.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"resource {self.resource!r} is not REPOSITORY/TYPE/TAG")
+
+
+def tee_pubkey(x: bytes, y: bytes) -> EcPoint:
+    """The SVSM's key; the curve follows from the coordinate size (66 bytes: P-521)."""
+    for name, (_, size) in CURVES.items():
+        if len(x) == size:
+            return EcPoint(name, x, y)
+    raise JweError(f"no supported curve has {len(x)}-byte coordinates")
+
+
+def attestation_body(binding: Binding, request: AttestationRequest) -> dict[str, Any]:
+    """The ``/kbs/v0/attest`` body for an SVSM's request, in the binding's encoding."""
+    key = tee_pubkey(request.key.x, request.key.y)
+    evidence = request.evidence
+    primary = (
+        coconut_evidence(evidence.report, evidence.certs_buf)
+        if binding is Binding.COCONUT
+        else trustee_evidence(evidence.report, evidence.certs_buf)
+    )
+    return {
+        "init-data": None,
+        "runtime-data": trustee_runtime_data(request.challenge, key),
+        "tee-evidence": {"primary_evidence": primary, "additional_evidence": ""},
+    }
+
+
+def _reason(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("detail"), str):
+            return f"{response.status_code} {body['detail']}"
+    except ValueError:
+        pass
+    return f"{response.status_code} {response.reason}"
+
+
+class KbsBackend:
+    """One SVSM connection's conversation with the KBS (one cookie jar)."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self._config = config
+        self._http = requests.Session()
+        self._base = config.url.rstrip("/") + "/kbs/v0"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
+        try:
+            return self._http.request(
+                method, self._base + path, json=body, timeout=self._config.http_timeout
+            )
+        except requests.RequestException as exc:
+            raise KbsClientError(f"{method} {path}: {exc}") from exc
+
+    def negotiate(self, request: NegotiationRequest) -> NegotiationResponse:
+        body = {"version": KBS_PROTOCOL_VERSION, "tee": str(request.tee), "extra-params": ""}
+        response = self._call("POST", "/auth", body)
+        if response.status_code != 200:
+            raise KbsClientError(f"auth refused: {_reason(response)}")
+        try:
+            nonce_text = response.json()["nonce"]
+            nonce = base64.b64decode(nonce_text.encode("ascii"), validate=True)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KbsClientError(f"auth reply has no usable nonce: {exc}") from exc
+        return NegotiationResponse(nonce, PARAMS[self._config.binding])
+
+    def attest(self, request: AttestationRequest) -> AttestationResponse:
+        try:
+            body = attestation_body(self._config.binding, request)
+        except (EvidenceError, JweError) as exc:
+            log.warning("cannot forward the evidence: %s", exc)
+            return AttestationResponse.failure()
+        response = self._call("POST", "/attest", body)
+        if response.status_code != 200:
+            log.warning("attestation refused: %s", _reason(response))
+            return AttestationResponse.failure()
+        try:
+            token = response.json()["token"]
+            if not isinstance(token, str):
+                raise TypeError("token is not a string")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("attest reply has no token: %s", exc)
+            return AttestationResponse.failure()
+        response = self._call("GET", f"/resource/{self._config.resource}")
+        if response.status_code != 200:
+            log.warning("resource %s refused: %s", self._config.resource, _reason(response))
+            return AttestationResponse.failure()
+        try:
+            fields, ciphertext = FlattenedJwe.from_json(response.json()).split()
+        except (ValueError, JweError) as exc:
+            log.warning("resource reply is not a usable JWE: %s", exc)
+            return AttestationResponse.failure()
+        return AttestationResponse(True, ciphertext, fields, Token(TokenKind.JWT, token))
+
+
+class AttestationProxy:
+    """Serves SVSM connections one after another; never dies on a bad peer."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        #: connections, attested, refused, closed_protocol, closed_kbs, closed_io
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._stopping = threading.Event()
+
+    def handle(self, conn: socket.socket) -> None:
+        """Run one connection to its end; closes ``conn``."""
+        self.stats["connections"] += 1
+        backend: KbsBackend | None = None
+        try:
+            conn.settimeout(self.config.io_timeout)
+            limit = self.config.max_frame_size
+            hello = receive_message(conn, NegotiationRequest, limit)
+            backend = KbsBackend(self.config)
+            negotiation = backend.negotiate(hello)
+            send_message(conn, negotiation)
+            request = receive_message(conn, AttestationRequest, limit)
+            if request.challenge != negotiation.challenge:
+                log.warning("SVSM echoed a different challenge; refusing")
+                response = AttestationResponse.failure()
+            else:
+                response = backend.attest(request)
+            send_message(conn, response)
+            self.stats["attested" if response.success else "refused"] += 1
+            self._drain(conn)
+        except ProtocolError as exc:
+            self.stats["closed_protocol"] += 1
+            log.warning("closing SVSM connection: %s", exc)
+        except KbsClientError as exc:
+            self.stats["closed_kbs"] += 1
+            log.warning("closing SVSM connection: key broker: %s", exc)
+        except OSError as exc:
+            self.stats["closed_io"] += 1
+            log.warning("closing SVSM connection: I/O: %s", exc)
+        finally:
+            if backend is not None:
+                backend.close()
+            conn.close()
+
+    @staticmethod
+    def _drain(conn: socket.socket) -> None:
+        """Upstream reads until EOF after the exchange; bounded here."""
+        remaining = _DRAIN_LIMIT
+        while remaining > 0:
+            chunk = conn.recv(min(remaining, 4096))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+        raise ConnectionClosed("SVSM kept sending after the exchange")
+
+    def serve(self, listener: socket.socket) -> None:
+        """Accept and handle connections until :meth:`stop`."""
+        while not self._stopping.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                raise
+            self.handle(conn)
+
+    def stop(self, listener: socket.socket) -> None:
+        """Make :meth:`serve` return (wakes a blocked ``accept``)."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+
+
+def bind_unix(path: str | os.PathLike[str], *, force: bool = False) -> socket.socket:
+    """A listening Unix socket at ``path``; a stale socket file is replaced only with ``force``."""
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise FileExistsError(f"{target} exists (use --force to replace a stale socket)")
+        if not stat.S_ISSOCK(target.lstat().st_mode):
+            raise FileExistsError(f"{target} exists and is not a socket")
+        target.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(target))
+        listener.listen(4)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+@click.command("aproxy")
+@click.option("--socket", "socket_path", required=True, help="Unix socket the SVSM connects to.")
+@click.option("--url", required=True, help="Key broker base URL, e.g. http://127.0.0.1:8080.")
+@click.option(
+    "--binding",
+    type=click.Choice([b.value for b in Binding]),
+    default=Binding.COCONUT.value,
+    show_default=True,
+    help="REPORT_DATA binding and evidence encoding.",
+)
+@click.option("--resource", default=DEFAULT_RESOURCE, show_default=True, help="REPO/TYPE/TAG")
+@click.option("--force", is_flag=True, help="Replace a stale socket file.")
+def aproxy(socket_path: str, url: str, binding: str, resource: str, force: bool) -> None:
+    """Attestation proxy between an SVSM and a Trustee-protocol key broker."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = ProxyConfig(url=url, binding=Binding(binding), resource=resource)
+        listener = bind_unix(socket_path, force=force)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    proxy = AttestationProxy(config)
+    click.echo(f"copra aproxy: {socket_path} -> {url} (binding {binding})")
+    try:
+        proxy.serve(listener)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+        Path(socket_path).unlink(missing_ok=True)

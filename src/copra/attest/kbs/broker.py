@@ -1,0 +1,415 @@
+"""The key broker's logic, free of HTTP: sessions, evidence appraisal, tokens, resources.
+
+Protocol: Trustee's KBS protocol 0.4.0 (RCAR: Request, Challenge, Attestation,
+Response), the subset an SVSM needs (docs/attestation-protocol.md):
+
+* :meth:`KeyBroker.auth` opens a session with a fresh 32-byte nonce.
+* :meth:`KeyBroker.attest` appraises SNP evidence for that session: the runtime
+  data's nonce is the session's and is *consumed* by the first attempt, whatever its
+  outcome (a second attempt in the same session is refused as a replay; a new session
+  has a new nonce, so a recorded report never verifies again); the report is genuine
+  (chain to a configured root, signature, TCB and chip binding: :mod:`copra.attest.verify`);
+  REPORT_DATA binds the nonce and the tee-pubkey under the binding that the evidence
+  encoding implies (:mod:`copra.attest.evidence`); the reference values hold
+  (measurement allow-list, minimum TCB, no debug, VMPL, HOST_DATA). On success the
+  session is attested, remembers the tee-pubkey, and gets a signed token (ES256 JWT).
+* :meth:`KeyBroker.resource` releases a stored resource, JWE-encrypted
+  (ECDH-ES+A256KW, A256GCM) to the attested tee-pubkey, to an attested session or
+  to the bearer of a valid token.
+
+Every refusal raises :class:`KbsError` carrying an HTTP status, an error kind and a
+reason; nothing about the peer's input raises anything else. Secrets (resources,
+private keys, tokens, session ids beyond an 8-character prefix) are never logged.
+
+Locking: ``_lock`` guards the session table; a session's fields are only changed
+under it. The store, verifier and token key are immutable or thread-safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+from copra.attest.binding import (
+    Binding,
+    BindingError,
+    expected_report_data,
+    trustee_report_data,
+)
+from copra.attest.evidence import CertType, Evidence, EvidenceError, parse_primary_evidence
+from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
+from copra.attest.kbs.store import ResourcePath, Store, StoreError
+from copra.attest.report import (
+    AttestationReport,
+    ReportFormatError,
+    SigningKey,
+    VcekOid,
+    parse_hwid,
+)
+from copra.attest.verify import (
+    Policy,
+    VerificationError,
+    VerifiedReport,
+    Verifier,
+    load_certificates,
+)
+
+log = logging.getLogger("copra.kbs")
+
+PROTOCOL_VERSION: Final = "0.4.0"
+NONCE_SIZE: Final = 32
+SESSION_COOKIE: Final = "kbs-session-id"
+ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
+TOKEN_ISSUER: Final = "copra-kbs"
+
+
+class KbsError(Exception):
+    """A refused request: HTTP ``status``, error ``kind`` (Trustee style) and ``detail``."""
+
+    def __init__(self, status: int, kind: str, detail: str) -> None:
+        super().__init__(f"{status} {kind}: {detail}")
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": ERROR_TYPE_PREFIX + self.kind, "detail": self.detail}
+
+
+def _bad_request(detail: str) -> KbsError:
+    return KbsError(400, "InvalidRequest", detail)
+
+
+@dataclass
+class Session:
+    """One RCAR session. Mutated only under :attr:`KeyBroker._lock`."""
+
+    id: str
+    nonce: bytes
+    expires: float
+    nonce_used: bool = False
+    attested: bool = False
+    tee_pubkey: EcPoint | None = None
+    token: str | None = None
+
+    @property
+    def nonce_b64(self) -> str:
+        return base64.b64encode(self.nonce).decode("ascii")
+
+    @property
+    def tag(self) -> str:
+        return self.id[:8]
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    session_timeout: float = 300.0
+    token_lifetime: float = 300.0
+    max_sessions: int = 4096
+    bindings: frozenset[Binding] = field(default_factory=lambda: frozenset(Binding))
+
+
+def _load_or_create_token_key(store: Store) -> ec.EllipticCurvePrivateKey:
+    pem = store.token_key_pem()
+    if pem is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        store.set_token_key_pem(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return key
+    loaded = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise StoreError("stored token key is not an EC key")
+    return loaded
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _hwid(cert: x509.Certificate) -> bytes | None:
+    for ext in cert.extensions:
+        if ext.oid.dotted_string == VcekOid.HW_ID and isinstance(
+            ext.value, x509.UnrecognizedExtension
+        ):
+            try:
+                return parse_hwid(ext.value.value)
+            except ValueError:
+                return None
+    return None
+
+
+class KeyBroker:
+    """A development/test KBS: one store, one verifier, sessions in memory."""
+
+    def __init__(
+        self,
+        store: Store,
+        verifier: Verifier,
+        *,
+        config: BrokerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._verifier = verifier
+        self._config = config or BrokerConfig()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._token_key = _load_or_create_token_key(store)
+        self._jose_key = ECKey.import_key(self._token_key)
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def token_public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._token_key.public_key()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _evict_expired(self, now: float) -> None:
+        for sid in [s.id for s in self._sessions.values() if s.expires <= now]:
+            del self._sessions[sid]
+
+    def _session(self, session_id: str | None) -> Session:
+        if not session_id:
+            raise KbsError(401, "UnAuthenticated", f"no {SESSION_COOKIE} cookie: call /auth first")
+        session = self._sessions.get(session_id)
+        if session is None or session.expires <= self._clock():
+            raise KbsError(401, "UnAuthenticated", "unknown or expired session: call /auth again")
+        return session
+
+    def auth(self, body: object) -> Session:
+        """Open a session for a Trustee ``Request`` body."""
+        if not isinstance(body, dict):
+            raise _bad_request("the auth request must be a JSON object")
+        version = body.get("version")
+        if version != PROTOCOL_VERSION:
+            raise KbsError(
+                401, "ProtocolVersion", f"protocol version {version!r} != {PROTOCOL_VERSION}"
+            )
+        if body.get("tee") != "snp":
+            raise _bad_request(f"tee {body.get('tee')!r} is not supported (only 'snp')")
+        now = self._clock()
+        with self._lock:
+            self._evict_expired(now)
+            if len(self._sessions) >= self._config.max_sessions:
+                raise KbsError(503, "TooManySessions", "session table full; retry later")
+            session = Session(
+                id=secrets.token_hex(16),
+                nonce=secrets.token_bytes(NONCE_SIZE),
+                expires=now + self._config.session_timeout,
+            )
+            self._sessions[session.id] = session
+        log.info("session %s opened", session.tag)
+        return session
+
+    # -- attestation -------------------------------------------------------------------
+
+    def attest(self, session_id: str | None, body: object) -> Session:
+        """Appraise evidence; returns the attested session (its ``token`` is set)."""
+        with self._lock:
+            session = self._session(session_id)
+            if session.nonce_used:
+                raise KbsError(
+                    401, "ReplayedNonce", "this session's nonce was already used; call /auth again"
+                )
+            session.nonce_used = True
+        try:
+            claims, key = self._appraise(session, body)
+        except KbsError as exc:
+            log.warning("session %s refused: %s", session.tag, exc)
+            raise
+        token = jwt.encode({"alg": "ES256", "typ": "JWT"}, claims, self._jose_key)
+        with self._lock:
+            session.attested = True
+            session.tee_pubkey = key
+            session.token = token
+        log.info(
+            "session %s attested (binding %s, measurement %s)",
+            session.tag,
+            claims["binding"],
+            claims["measurement"],
+        )
+        return session
+
+    def _appraise(self, session: Session, body: object) -> tuple[dict[str, Any], EcPoint]:
+        if not isinstance(body, dict):
+            raise _bad_request("the attestation must be a JSON object")
+        if body.get("init-data") is not None:
+            raise _bad_request("init-data is not supported by this KBS")
+        runtime = body.get("runtime-data")
+        tee_evidence = body.get("tee-evidence")
+        if not isinstance(runtime, dict) or not isinstance(tee_evidence, dict):
+            raise _bad_request("runtime-data and tee-evidence must be JSON objects")
+        nonce = runtime.get("nonce")
+        if not isinstance(nonce, str):
+            raise _bad_request("runtime-data.nonce must be a string")
+        if not hmac.compare_digest(nonce.encode("utf-8", "replace"), session.nonce_b64.encode()):
+            raise KbsError(401, "InvalidNonce", "runtime-data.nonce is not this session's nonce")
+        key = self._tee_pubkey(runtime.get("tee-pubkey"))
+        additional = tee_evidence.get("additional_evidence", "")
+        if not isinstance(additional, str):
+            raise _bad_request("tee-evidence.additional_evidence must be a string")
+        try:
+            evidence = parse_primary_evidence(tee_evidence.get("primary_evidence"))
+        except EvidenceError as exc:
+            raise _bad_request(f"primary_evidence: {exc}") from exc
+        if evidence.binding not in self._config.bindings:
+            raise KbsError(401, "PolicyDeny", f"binding {evidence.binding} is not enabled")
+        try:
+            if evidence.binding is Binding.TRUSTEE:
+                expected = trustee_report_data(runtime, additional)
+            else:
+                expected = expected_report_data(Binding.COCONUT, session.nonce, key)
+        except BindingError as exc:
+            raise _bad_request(f"runtime-data: {exc}") from exc
+        verified = self._verify(evidence, expected)
+        report = verified.report
+        claims: dict[str, Any] = {
+            "iss": TOKEN_ISSUER,
+            "iat": int(self._clock()),
+            "exp": int(self._clock() + self._config.token_lifetime),
+            "tee": "snp",
+            "binding": str(evidence.binding),
+            "tee-pubkey": key.to_jwk(),
+            "measurement": report.measurement.hex(),
+            "reported_tcb": report.reported_tcb.components(),
+            "policy": report.policy.to_int(),
+            "chip_id": report.chip_id.hex(),
+            "report_data": report.report_data.hex(),
+        }
+        return claims, key
+
+    @staticmethod
+    def _tee_pubkey(jwk: object) -> EcPoint:
+        if not isinstance(jwk, dict):
+            raise _bad_request("runtime-data.tee-pubkey must be a JWK object")
+        if jwk.get("kty") != "EC" or jwk.get("alg", "ECDH-ES+A256KW") != "ECDH-ES+A256KW":
+            raise _bad_request("tee-pubkey must be an EC key for ECDH-ES+A256KW")
+        try:
+            point = EcPoint.from_jwk(jwk)
+            point.public_key()
+        except JweError as exc:
+            raise _bad_request(f"tee-pubkey: {exc}") from exc
+        return point
+
+    def _certificates(
+        self, evidence: Evidence, report: AttestationReport
+    ) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        """The leaf (VCEK/VLEK) and the rest of the chain: from the evidence, else the store."""
+        try:
+            sent = {kind: load_certificates(der)[0] for kind, der in evidence.certificates.items()}
+            stored = [c for der in self._store.certificates() for c in load_certificates(der)]
+        except (VerificationError, IndexError) as exc:
+            raise _bad_request(f"certificate: {exc}") from exc
+        chain = [sent[k] for k in (CertType.ASK, CertType.ARK) if k in sent]
+        chain += [c for c in stored if _is_ca(c)]
+        wanted = CertType.VLEK if report.key_info.signing_key is SigningKey.VLEK else CertType.VCEK
+        if wanted in sent:
+            return sent[wanted], chain
+        leaves = [c for c in stored if not _is_ca(c)]
+        matching = [
+            c for c in leaves if (h := _hwid(c)) is not None and report.chip_id[: len(h)] == h
+        ]
+        candidates = matching or leaves
+        if not candidates:
+            raise KbsError(
+                401, "AttestationFailed", f"no {wanted} certificate in the evidence or the store"
+            )
+        return candidates[0], chain
+
+    def _verify(self, evidence: Evidence, expected_report_data: bytes) -> VerifiedReport:
+        try:
+            report = AttestationReport.parse(evidence.report)
+        except ReportFormatError as exc:
+            raise KbsError(401, "AttestationFailed", f"MalformedReport: {exc}") from exc
+        values = self._store.reference_values()
+        if not values.measurements:
+            raise KbsError(401, "PolicyDeny", "no reference measurement is configured")
+        leaf, chain = self._certificates(evidence, report)
+        policy = Policy(
+            allow_debug=values.allow_debug,
+            vmpl=values.vmpl,
+            minimum_tcb=values.minimum_tcb,
+            report_data=expected_report_data,
+            host_data=values.host_data,
+        )
+        try:
+            verified = self._verifier.verify(evidence.report, leaf, chain, policy)
+        except VerificationError as exc:
+            raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # a layout the verifier's helpers refuse, e.g. in a cert
+            raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
+        if verified.report.measurement not in values.measurements:
+            raise KbsError(
+                401,
+                "AttestationFailed",
+                f"MeasurementMismatch: {verified.report.measurement.hex()} is not among "
+                f"the {len(values.measurements)} reference measurement(s)",
+            )
+        return verified
+
+    # -- resources ---------------------------------------------------------------------
+
+    def _key_from_token(self, token: str) -> EcPoint:
+        try:
+            decoded = jwt.decode(token, self._jose_key, algorithms=["ES256"])
+        except (JoseError, ValueError) as exc:
+            raise KbsError(401, "TokenVerification", f"bad token: {exc}") from exc
+        claims = decoded.claims
+        exp = claims.get("exp")
+        if claims.get("iss") != TOKEN_ISSUER or not isinstance(exp, int) or exp <= self._clock():
+            raise KbsError(401, "TokenVerification", "token expired or not issued by this KBS")
+        try:
+            return EcPoint.from_jwk(claims.get("tee-pubkey"))
+        except JweError as exc:
+            raise KbsError(401, "TokenVerification", f"token tee-pubkey: {exc}") from exc
+
+    def resource(
+        self, session_id: str | None, bearer: str | None, repository: str, type_: str, tag: str
+    ) -> FlattenedJwe:
+        """A stored resource encrypted to the attested key (401/403 before 404)."""
+        if bearer is not None:
+            key = self._key_from_token(bearer)
+        else:
+            with self._lock:
+                session = self._session(session_id)
+                if not session.attested or session.tee_pubkey is None:
+                    raise KbsError(403, "PolicyDeny", "the session is not attested")
+                key = session.tee_pubkey
+        try:
+            path = ResourcePath(repository, type_, tag)
+        except StoreError as exc:
+            raise KbsError(404, "ResourceNotFound", str(exc)) from exc
+        data = self._store.get_resource(path)
+        if data is None:
+            raise KbsError(404, "ResourceNotFound", f"no resource {path}")
+        try:
+            jwe = encrypt(data, key.public_key())
+        except JweError as exc:
+            raise KbsError(500, "JWEFailed", str(exc)) from exc
+        log.info("resource %s released (%d bytes, encrypted)", path, len(data))
+        return jwe

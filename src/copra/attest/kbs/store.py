@@ -1,0 +1,228 @@
+"""The key broker's embedded SQLite store: resources, reference values, certificates, key.
+
+Tables (schema version 1, ``PRAGMA user_version``)::
+
+    resources(repository, type, tag, data BLOB)   primary key (repository, type, tag)
+    settings(name PRIMARY KEY, value TEXT)         'reference_values' (JSON), 'token_key' (PEM)
+    certificates(fingerprint PRIMARY KEY, der BLOB) ASK/ARK/VCEK cache (a stand-in for AMD's KDS)
+
+Sessions are not stored: they live in the broker's memory and die with it (a KBS
+restart forces guests to authenticate again, which is always safe).
+
+Invariants: every resource path component matches ``[A-Za-z0-9._-]{1,64}`` and is not
+``.`` or ``..``; reference values are stored in the JSON form of
+:meth:`ReferenceValues.to_json` and always parse back. The database file is created
+with mode 0600 because it holds secrets (resources and the token-signing key).
+
+Locking: every operation opens its own connection (SQLite serialises writers), so a
+:class:`Store` may be shared by the server's threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from copra.attest.report import TcbVersion
+
+SCHEMA_VERSION: Final = 1
+_COMPONENT: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS resources (
+    repository TEXT NOT NULL, type TEXT NOT NULL, tag TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (repository, type, tag));
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (fingerprint TEXT PRIMARY KEY, der BLOB NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (bad path, corrupt contents, wrong schema)."""
+
+
+@dataclass(frozen=True)
+class ResourcePath:
+    repository: str
+    type: str
+    tag: str
+
+    def __post_init__(self) -> None:
+        for part in (self.repository, self.type, self.tag):
+            if not _COMPONENT.fullmatch(part) or part in (".", ".."):
+                raise StoreError(f"resource path component {part!r} is not [A-Za-z0-9._-]{{1,64}}")
+
+    @classmethod
+    def parse(cls, text: str) -> ResourcePath:
+        parts = text.split("/")
+        if len(parts) != 3:
+            raise StoreError(f"resource path {text!r} is not REPOSITORY/TYPE/TAG")
+        return cls(*parts)
+
+    def __str__(self) -> str:
+        return f"{self.repository}/{self.type}/{self.tag}"
+
+
+@dataclass(frozen=True)
+class ReferenceValues:
+    """What a report must show to be released secrets (fail closed: no measurement, no secret).
+
+    ``measurements`` is an allow-list of 48-byte launch digests; ``minimum_tcb`` applies
+    to REPORTED_TCB component by component; ``vmpl`` is the VMPL the report must come
+    from (COCONUT's SVSM asks for VMPL 0; None accepts any); ``host_data`` if set must
+    match exactly.
+    """
+
+    measurements: frozenset[bytes] = field(default_factory=frozenset)
+    minimum_tcb: TcbVersion | None = None
+    allow_debug: bool = False
+    vmpl: int | None = 0
+    host_data: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if any(len(m) != 48 for m in self.measurements):
+            raise StoreError("measurements are 48 bytes")
+        if self.host_data is not None and len(self.host_data) != 32:
+            raise StoreError("host_data is 32 bytes")
+        if self.vmpl is not None and not 0 <= self.vmpl <= 3:
+            raise StoreError("vmpl is 0..3")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "measurements": sorted(m.hex() for m in self.measurements),
+            "minimum_tcb": None if self.minimum_tcb is None else self.minimum_tcb.components(),
+            "allow_debug": self.allow_debug,
+            "vmpl": self.vmpl,
+            "host_data": None if self.host_data is None else self.host_data.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ReferenceValues:
+        try:
+            tcb = obj["minimum_tcb"]
+            host = obj["host_data"]
+            return cls(
+                measurements=frozenset(bytes.fromhex(m) for m in obj["measurements"]),
+                minimum_tcb=None if tcb is None else TcbVersion(**tcb),
+                allow_debug=bool(obj["allow_debug"]),
+                vmpl=obj["vmpl"],
+                host_data=None if host is None else bytes.fromhex(host),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"stored reference values are corrupt: {exc}") from exc
+
+
+class Store:
+    """One SQLite database file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        if not self._path.exists():
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        with self._connect() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(f"{self._path}: schema version {version}, expected 1")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self._path, timeout=10)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: {exc}") from exc
+        try:
+            with db:
+                yield db
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self._path}: {exc}") from exc
+        finally:
+            db.close()
+
+    # -- resources ---------------------------------------------------------------------
+
+    def set_resource(self, path: ResourcePath, data: bytes) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)",
+                (path.repository, path.type, path.tag, data),
+            )
+
+    def get_resource(self, path: ResourcePath) -> bytes | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT data FROM resources WHERE repository=? AND type=? AND tag=?",
+                (path.repository, path.type, path.tag),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def delete_resource(self, path: ResourcePath) -> bool:
+        with self._connect() as db:
+            cur = db.execute(
+                "DELETE FROM resources WHERE repository=? AND type=? AND tag=?",
+                (path.repository, path.type, path.tag),
+            )
+            return cur.rowcount > 0
+
+    def list_resources(self) -> list[tuple[ResourcePath, int]]:
+        """Paths and sizes (never contents)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT repository, type, tag, length(data) FROM resources ORDER BY 1, 2, 3"
+            ).fetchall()
+        return [(ResourcePath(r, t, g), n) for r, t, g, n in rows]
+
+    # -- settings ----------------------------------------------------------------------
+
+    def _get_setting(self, name: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_setting(self, name: str, value: str) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (name, value))
+
+    def reference_values(self) -> ReferenceValues:
+        text = self._get_setting("reference_values")
+        if text is None:
+            return ReferenceValues()
+        try:
+            return ReferenceValues.from_json(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"stored reference values are corrupt: {exc}") from exc
+
+    def set_reference_values(self, values: ReferenceValues) -> None:
+        self._set_setting("reference_values", json.dumps(values.to_json(), sort_keys=True))
+
+    def token_key_pem(self) -> bytes | None:
+        text = self._get_setting("token_key")
+        return None if text is None else text.encode("ascii")
+
+    def set_token_key_pem(self, pem: bytes) -> None:
+        self._set_setting("token_key", pem.decode("ascii"))
+
+    # -- certificates ------------------------------------------------------------------
+
+    def add_certificate(self, fingerprint: str, der: bytes) -> None:
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO certificates VALUES (?, ?)", (fingerprint, der))
+
+    def certificates(self) -> list[bytes]:
+        with self._connect() as db:
+            rows = db.execute("SELECT der FROM certificates ORDER BY fingerprint").fetchall()
+        return [bytes(r[0]) for r in rows]
