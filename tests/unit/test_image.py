@@ -1,0 +1,261 @@
+"""Boot image configuration: parsing, overrides and the archive it builds."""
+
+from __future__ import annotations
+
+import json
+import struct
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from copra.kernel.image import (
+    FileSpec,
+    ImageConfig,
+    ImageError,
+    ModuleSpec,
+    archive_entries,
+    build_archive,
+    build_boot_archive,
+    default_config,
+    packaged_program,
+    parse_file_option,
+)
+from copra.kernel.packit import PackItEntry, decode
+from copra.kernel.ramfs import RamFs
+
+HERE = Path(".")
+
+
+def tiny_elf(marker: bytes = b"") -> bytes:
+    """A minimal loadable ELF: one R+X PT_LOAD at 0x400000 + 0x78 holding ``marker``."""
+    body = b"\xcc" * 8 + marker
+    ident = b"\x7fELF\x02\x01\x01" + bytes(9)
+    header = struct.pack("<16sHHIQQQIHHHHHH", ident, 2, 62, 1, 0x400078, 64, 0, 0, 64, 56, 1,
+                         64, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0x78, 0x400078, 0x400078, len(body), len(body), 4096)
+    return header + phdr + body
+
+
+def fake_programs(name: str) -> bytes:
+    return tiny_elf(name.encode())
+
+
+def config_from(document: object, base_dir: Path = HERE) -> ImageConfig:
+    return ImageConfig.from_json(json.dumps(document), base_dir)
+
+
+def image_error(document: object) -> str:
+    with pytest.raises(ImageError) as info:
+        config_from(document)
+    return str(info.value)
+
+
+# -- the shipped default -------------------------------------------------------------------
+
+
+def test_default_config_installs_init_and_hello() -> None:
+    config = default_config()
+    assert config.modules == (ModuleSpec("init", "/init"), ModuleSpec("hello", "/bin/hello"))
+
+
+def test_default_config_lists_hello_in_init_services() -> None:
+    (services,) = default_config().files
+    assert services.path == "/etc/init.services"
+    assert isinstance(services.content, bytes)
+    lines = [line for line in services.content.decode().splitlines() if line.strip()]
+    assert [line for line in lines if not line.startswith("#")] == ["/bin/hello"]
+
+
+def test_default_config_builds_a_populatable_archive() -> None:
+    fs = RamFs()
+    assert fs.populate(build_archive(default_config(), fake_programs)) == 3
+    assert fs.open("/bin/hello").read(0, 4) == b"\x7fELF"
+    assert [entry.name for entry in fs.opendir("/")] == ["init", "bin", "etc"]
+
+
+def test_default_config_builds_with_packaged_programs() -> None:
+    images = resources.files("copra") / "images"
+    if not all((images / f"{n}.elf").is_file() for n in ("init", "hello")):
+        pytest.skip("user programs are not built into copra/images")
+    entries = decode(build_archive(default_config()))
+    assert [e.path for e in entries] == ["/init", "/bin/hello", "/etc/init.services"]
+
+
+# -- archive building -----------------------------------------------------------------------
+
+
+def test_archive_lists_modules_then_files_in_config_order() -> None:
+    config = config_from(
+        {
+            "fs": {
+                "modules": {"b": {"path": "/b"}, "a": {"path": "/a"}},
+                "files": [{"path": "/z", "text": "zz"}, {"path": "/y", "text": "é"}],
+            }
+        }
+    )
+    assert decode(build_archive(config, fake_programs)) == [
+        PackItEntry("/b", tiny_elf(b"b")),
+        PackItEntry("/a", tiny_elf(b"a")),
+        PackItEntry("/z", b"zz"),
+        PackItEntry("/y", "é".encode()),
+    ]
+
+
+def test_archive_is_deterministic() -> None:
+    config = default_config()
+    assert build_archive(config, fake_programs) == build_archive(config, fake_programs)
+
+
+def test_module_that_is_not_an_elf_raises_imageerror() -> None:
+    config = config_from({"fs": {"modules": {"init": {"path": "/init"}}}})
+    with pytest.raises(ImageError, match=r"program 'init' .* not a loadable program: bad magic"):
+        build_archive(config, lambda name: b"#!/bin/sh\n")
+
+
+def test_source_file_is_read_relative_to_config_dir(tmp_path: Path) -> None:
+    (tmp_path / "data.bin").write_bytes(b"\x00\x01")
+    config_file = tmp_path / "image.json"
+    config_file.write_text(json.dumps({"fs": {"files": [{"path": "/d", "source": "data.bin"}]}}))
+    config = ImageConfig.load(config_file)
+    assert archive_entries(config, fake_programs) == [PackItEntry("/d", b"\x00\x01")]
+
+
+def test_missing_source_file_raises_imageerror_at_build(tmp_path: Path) -> None:
+    config = config_from({"fs": {"files": [{"path": "/d", "source": "gone"}]}}, tmp_path)
+    with pytest.raises(ImageError, match=r"cannot read .*gone for /d"):
+        build_archive(config, fake_programs)
+
+
+def test_packaged_program_missing_names_the_build_script() -> None:
+    with pytest.raises(ImageError, match=r"not built: .*build-user-images"):
+        packaged_program("no-such-program")
+
+
+def test_packaged_program_rejects_path_like_names() -> None:
+    with pytest.raises(ImageError, match=r"invalid program name"):
+        packaged_program("../default")
+
+
+# -- configuration errors --------------------------------------------------------------------
+
+
+def test_empty_document_is_an_empty_image() -> None:
+    assert config_from({}) == ImageConfig()
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ([], "must be a JSON object"),
+        ({"version": 2}, "unsupported configuration version 2"),
+        ({"version": True}, "unsupported configuration version"),
+        ({"igvm": {}}, "unknown key"),
+        ({"fs": {"module": {}}}, "fs: unknown key"),
+        ({"fs": {"modules": []}}, "fs.modules must be a JSON object"),
+        ({"fs": {"modules": {"init": {}}}}, "missing 'path'"),
+        ({"fs": {"modules": {"init": {"path": 1}}}}, "path must be a string"),
+        ({"fs": {"modules": {"init": {"path": "/i", "type": "user"}}}}, "unknown key"),
+        ({"fs": {"modules": {"a/b": {"path": "/x"}}}}, "invalid program name"),
+        ({"fs": {"modules": {"": {"path": "/x"}}}}, "invalid program name"),
+        ({"fs": {"files": {}}}, "fs.files must be a list"),
+        ({"fs": {"files": [{"path": "/x"}]}}, "exactly one of 'text' and 'source'"),
+        ({"fs": {"files": [{"path": "/x", "text": "", "source": "y"}]}}, "exactly one"),
+        ({"fs": {"files": [{"path": "/x", "text": 3}]}}, "text must be a string"),
+        ({"fs": {"files": [{"text": "t"}]}}, "missing 'path'"),
+        ({"fs": {"files": [{"path": "/", "text": ""}]}}, "invalid destination '/'"),
+        ({"fs": {"files": [{"path": "/" + "x" * 256, "text": ""}]}}, "invalid destination"),
+        (
+            {"fs": {"modules": {"a": {"path": "/a"}}, "files": [{"path": "a/", "text": ""}]}},
+            "duplicate path",
+        ),
+        (
+            {"fs": {"modules": {"a": {"path": "/bin"}}, "files": [{"path": "/bin/x", "text": ""}]}},
+            "passes through the file '/bin'",
+        ),
+    ],
+)
+def test_malformed_config_raises_imageerror(document: object, message: str) -> None:
+    assert message in image_error(document)
+
+
+def test_duplicate_json_key_raises_imageerror() -> None:
+    text = '{"fs": {"modules": {"a": {"path": "/a"}, "a": {"path": "/b"}}}}'
+    with pytest.raises(ImageError, match=r"duplicate key 'a'"):
+        ImageConfig.from_json(text, HERE)
+
+
+def test_invalid_json_raises_imageerror() -> None:
+    with pytest.raises(ImageError, match=r"not valid JSON"):
+        ImageConfig.from_json("{", HERE)
+
+
+def test_load_error_names_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('{"version": 9}')
+    with pytest.raises(ImageError, match=r"bad.json: unsupported configuration version 9"):
+        ImageConfig.load(path)
+
+
+def test_load_missing_config_raises_imageerror(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"cannot read image configuration"):
+        ImageConfig.load(tmp_path / "none.json")
+
+
+# -- extra files and overrides ---------------------------------------------------------------
+
+
+def test_with_file_adds_a_file_at_the_end() -> None:
+    config = default_config().with_file("/etc/extra", b"x")
+    assert config.files[-1] == FileSpec("/etc/extra", b"x")
+    assert len(config.files) == 2
+
+
+def test_with_file_replaces_a_file_at_the_same_destination() -> None:
+    config = default_config().with_file("etc//init.services", b"/bin/other\n")
+    assert [f.content for f in config.files] == [b"/bin/other\n"]
+
+
+def test_with_file_replaces_a_module_at_the_same_destination() -> None:
+    config = default_config().with_file("/bin/hello", b"replacement")
+    assert [m.name for m in config.modules] == ["init"]
+    assert config.files[-1] == FileSpec("/bin/hello", b"replacement")
+
+
+def test_with_file_conflicting_destination_raises_imageerror() -> None:
+    with pytest.raises(ImageError, match=r"passes through the file '/init'"):
+        default_config().with_file("/init/x", b"")
+
+
+def test_parse_file_option_splits_at_last_equals() -> None:
+    assert parse_file_option("a=b.txt=/etc/b") == (Path("a=b.txt"), "/etc/b")
+
+
+@pytest.mark.parametrize("option", ["nodest", "=/x", "src=", "src=/"])
+def test_parse_file_option_malformed_raises_imageerror(option: str) -> None:
+    with pytest.raises(ImageError):
+        parse_file_option(option)
+
+
+def test_build_boot_archive_applies_init_and_files(tmp_path: Path) -> None:
+    config_file = tmp_path / "image.json"
+    config_file.write_text(json.dumps({"fs": {"files": [{"path": "/etc/a", "text": "old"}]}}))
+    init = tmp_path / "init.elf"
+    init.write_bytes(tiny_elf(b"mine"))
+    (tmp_path / "a.txt").write_text("new")
+    options = [f"{tmp_path / 'a.txt'}=/etc/a", f"{tmp_path / 'a.txt'}=/etc/b"]
+    entries = decode(build_boot_archive(config_file, init, options))
+    assert entries == [
+        PackItEntry("/init", tiny_elf(b"mine")),
+        PackItEntry("/etc/a", b"new"),
+        PackItEntry("/etc/b", b"new"),
+    ]
+
+
+def test_build_boot_archive_rejects_non_elf_init(tmp_path: Path) -> None:
+    config_file = tmp_path / "image.json"
+    config_file.write_text("{}")
+    init = tmp_path / "init"
+    init.write_bytes(b"\x7fELF" + bytes(60))
+    with pytest.raises(ImageError, match=r"--init .* not a loadable program: not ELF64"):
+        build_boot_archive(config_file, init, [])
