@@ -1,0 +1,182 @@
+"""The shipped user images: well-formed static ELF programs, reproducible from user/.
+
+Every image is checked with pyelftools against what the copra loader needs (ELF64
+x86-64 ET_EXEC, no interpreter or dynamic section, nothing to relocate, segments in
+the user range, entry in an executable segment). Where cargo is installed the
+workspace is rebuilt into a temporary directory with scripts/build-user-images and
+must give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from elftools.elf.constants import P_FLAGS
+from elftools.elf.elffile import ELFFile
+
+from copra.abi.spec import PAGE_SIZE, USER_START
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = REPO / "src" / "copra" / "images"
+MANIFEST = json.loads((IMAGES / "manifest.json").read_text(encoding="utf-8"))
+NAMES = sorted(MANIFEST["images"])
+#: Segments must end below the stack region's neighbourhood (the brief's bound).
+USER_IMAGE_END = 0x0000_7FFF_FFFF_0000
+#: Programs whose whole point is a privileged or faulting instruction.
+HOSTILE = {"fault-gp", "fault-ud", "fault-de", "fault-kernel-write"}
+EXPECTED = {
+    "init",
+    "hello",
+    "fault-wild-write",
+    "fault-kernel-write",
+    "fault-ud",
+    "fault-loop",
+    "fault-gp",
+    "fault-de",
+    "badsys",
+    "syscall-bench",
+}
+
+
+def _elf(name: str) -> ELFFile:
+    return ELFFile(io.BytesIO((IMAGES / f"{name}.elf").read_bytes()))
+
+
+def test_every_expected_program_is_shipped() -> None:
+    assert set(NAMES) >= EXPECTED
+
+
+def test_manifest_lists_exactly_the_shipped_files() -> None:
+    assert {p.stem for p in IMAGES.glob("*.elf")} == set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_manifest_hash_matches_image(name: str) -> None:
+    data = (IMAGES / f"{name}.elf").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == MANIFEST["images"][name]["sha256"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_image_is_elf64_x86_64_executable(name: str) -> None:
+    elf = _elf(name)
+    assert elf.elfclass == 64
+    assert elf.little_endian
+    assert elf["e_machine"] == "EM_X86_64"
+    assert elf["e_type"] == "ET_EXEC"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_image_is_statically_linked(name: str) -> None:
+    types = {seg["p_type"] for seg in _elf(name).iter_segments()}
+    assert "PT_INTERP" not in types
+    assert "PT_DYNAMIC" not in types
+    assert "PT_TLS" not in types
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_image_has_nothing_left_to_relocate(name: str) -> None:
+    kinds = {sec["sh_type"] for sec in _elf(name).iter_sections()}
+    assert not kinds & {"SHT_REL", "SHT_RELA", "SHT_DYNAMIC", "SHT_DYNSYM"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entry_is_inside_an_executable_load_segment(name: str) -> None:
+    elf = _elf(name)
+    entry = elf["e_entry"]
+    assert any(
+        seg["p_type"] == "PT_LOAD"
+        and seg["p_flags"] & P_FLAGS.PF_X
+        and seg["p_vaddr"] <= entry < seg["p_vaddr"] + seg["p_memsz"]
+        for seg in elf.iter_segments()
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_load_segments_lie_in_the_user_range(name: str) -> None:
+    loads = [s for s in _elf(name).iter_segments() if s["p_type"] == "PT_LOAD"]
+    assert loads
+    for seg in loads:
+        assert seg["p_vaddr"] >= USER_START
+        assert seg["p_vaddr"] + seg["p_memsz"] <= USER_IMAGE_END
+        assert seg["p_filesz"] <= seg["p_memsz"]
+        assert seg["p_vaddr"] % PAGE_SIZE == seg["p_offset"] % PAGE_SIZE
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_segment_is_both_writable_and_executable(name: str) -> None:
+    wx = P_FLAGS.PF_W | P_FLAGS.PF_X
+    assert all((s["p_flags"] & wx) != wx for s in _elf(name).iter_segments())
+
+
+def _instructions(name: str) -> list[str]:
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump not installed")
+    out = subprocess.run(
+        [objdump, "-d", "-M", "intel", "--no-show-raw-insn", str(IMAGES / f"{name}.elf")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [" ".join(line.split("\t", 1)[1].split()) for line in out.splitlines() if "\t" in line]
+
+
+PRIVILEGED = re.compile(
+    r"^(hlt|cli|sti|in|ins[bwd]?|outs[bwd]?|lgdt|lidt|lldt|ltr|wrmsr|rdmsr|invlpg|"
+    r"swapgs|sysret|iretq|wbinvd|mov cr\d|mov \w+,cr\d)\b"
+)
+
+
+@pytest.mark.parametrize("name", sorted(set(NAMES) - HOSTILE))
+def test_program_uses_no_privileged_instruction(name: str) -> None:
+    bad = [i for i in _instructions(name) if PRIVILEGED.match(i)]
+    assert bad == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_program_enters_the_kernel_only_through_the_two_entries(name: str) -> None:
+    instructions = _instructions(name)
+    outs = {i for i in instructions if i.startswith("out ")}
+    ints = {i for i in instructions if re.match(r"^int \w", i)}
+    assert outs <= {"out 0xe0,al"}
+    assert ints <= {"int 0x80"}
+    assert not any(i in ("syscall", "sysenter") for i in instructions)
+
+
+def test_images_are_reproducible_from_the_workspace(tmp_path: Path) -> None:
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo not installed")
+    rustc = subprocess.run(
+        ["rustc", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if rustc != MANIFEST["rustc"]:
+        pytest.skip(f"images were built by {MANIFEST['rustc']!r}, this is {rustc!r}")
+    out = tmp_path / "images"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "build-user-images"),
+            "--target-dir",
+            str(tmp_path / "target"),
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    built = sorted(p.stem for p in out.glob("*.elf"))
+    assert built == NAMES
+    differing = [
+        n for n in NAMES if (out / f"{n}.elf").read_bytes() != (IMAGES / f"{n}.elf").read_bytes()
+    ]
+    assert differing == [], "rebuild the images with scripts/build-user-images"
