@@ -32,7 +32,9 @@ fn main() -> u32 {
         (Ok(vms), Ok(features)) => println!(
             "capabilities: count {count}, VM bitmap {vms:#x}, features {features:#x} (platform {platform})"
         ),
-        (vms, features) => println!("capabilities: count {count}, VM bitmap {vms:?}, features {features:?}"),
+        (vms, features) => {
+            println!("capabilities: count {count}, VM bitmap {vms:?}, features {features:?}")
+        }
     }
     0
 }

@@ -85,7 +85,10 @@ fn main() -> u32 {
                 break;
             }
             Err(e) => {
-                println!("service {} (task {}): wait failed: {e}", service.path, service.task);
+                println!(
+                    "service {} (task {}): wait failed: {e}",
+                    service.path, service.task
+                );
                 failures += 1;
             }
         }
@@ -100,24 +103,34 @@ fn main() -> u32 {
     }
 }
 
+/// Why the configuration could not be read.
+enum ConfigError {
+    Kernel(libcopra::Error),
+    TooLarge,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Kernel(e) => write!(f, "{e}"),
+            Self::TooLarge => write!(f, "larger than {CONFIG_MAX} bytes"),
+        }
+    }
+}
+
 /// Reads the whole configuration file into `buf`.
-fn read_config(buf: &mut [u8; CONFIG_MAX]) -> Result<&[u8], &'static str> {
-    let file = fs::open(CONFIG, FileMode::READ, FileFlag::EMPTY).map_err(|e| e.errno().map_or("error", Errno::name))?;
+fn read_config(buf: &mut [u8; CONFIG_MAX]) -> Result<&[u8], ConfigError> {
+    let file = fs::open(CONFIG, FileMode::READ, FileFlag::EMPTY).map_err(ConfigError::Kernel)?;
     let mut len = 0;
-    loop {
-        if len == buf.len() {
-            // Full: anything more means the file is too large to trust as read.
-            let mut probe = [0u8; 1];
-            return match fs::read(&file, &mut probe) {
-                Ok(0) => Ok(&buf[..len]),
-                Ok(_) => Err("larger than 4096 bytes"),
-                Err(e) => Err(e.errno().map_or("error", Errno::name)),
-            };
+    while len < buf.len() {
+        match fs::read(&file, &mut buf[len..]).map_err(ConfigError::Kernel)? {
+            0 => return Ok(&buf[..len]),
+            n => len += n,
         }
-        match fs::read(&file, &mut buf[len..]) {
-            Ok(0) => return Ok(&buf[..len]),
-            Ok(n) => len += n,
-            Err(e) => return Err(e.errno().map_or("error", Errno::name)),
-        }
+    }
+    // Full: one more byte means the file is larger than init is willing to read.
+    match fs::read(&file, &mut [0u8; 1]).map_err(ConfigError::Kernel)? {
+        0 => Ok(&buf[..len]),
+        _ => Err(ConfigError::TooLarge),
     }
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | [`open`] | OPEN (1, 0) | path, [`FileMode`], [`FileFlag`] → handle |
 //! | [`read`] | READ (1, 1) | handle, buffer, length → bytes read, 0 at end of file |
-//! | [`write`] | WRITE (1, 2) | handle, buffer, length → bytes written |
+//! | [`write`](fn@write) | WRITE (1, 2) | handle, buffer, length → bytes written |
 //! | [`seek`] | SEEK (1, 3) | handle, offset (i64 bits), [`SeekMode`] → new position |
 //! | [`truncate`] | TRUNCATE (1, 4) | handle, length → new size (shrink only) |
 //! | [`unlink`] | UNLINK (1, 5) | path |
@@ -18,8 +18,8 @@
 //! knowing: a created file's handle is always read+write, APPEND moves to the end once
 //! at open, SEEK never goes past the end and `END` counts backwards from it.
 
-pub use crate::abi::{DirEnt, FileFlag, FileMode, FileType, SeekMode};
 use crate::abi::Sys;
+pub use crate::abi::{DirEnt, FileFlag, FileMode, FileType, SeekMode};
 use crate::error::Result;
 use crate::handle::{AsHandle, Handle};
 use crate::path::CPath;
@@ -103,7 +103,11 @@ pub fn rmdir(path: &str) -> Result<()> {
 impl DirEnt {
     /// The name's bytes, up to the NUL.
     pub fn name_bytes(&self) -> &[u8] {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(self.name.len());
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.name.len());
         &self.name[..end]
     }
 

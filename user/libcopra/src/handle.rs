@@ -70,7 +70,10 @@ impl HandleRef<'static> {
     /// # Safety
     /// `raw` must stay open, and mean the same object, while the reference is used.
     pub const unsafe fn borrow_raw(raw: u32) -> Self {
-        Self { raw, _owner: PhantomData }
+        Self {
+            raw,
+            _owner: PhantomData,
+        }
     }
 }
 
@@ -100,7 +103,10 @@ pub trait AsHandle {
 
 impl AsHandle for Handle {
     fn as_handle(&self) -> HandleRef<'_> {
-        HandleRef { raw: self.0, _owner: PhantomData }
+        HandleRef {
+            raw: self.0,
+            _owner: PhantomData,
+        }
     }
 }
 

@@ -22,7 +22,11 @@ pub struct BufferedWriter<'h, H: AsHandle> {
 impl<'h, H: AsHandle> BufferedWriter<'h, H> {
     /// A writer to `handle`; call [`Self::flush`] at the end.
     pub fn new(handle: &'h H) -> Self {
-        Self { handle, len: 0, buf: [0; BUF] }
+        Self {
+            handle,
+            len: 0,
+            buf: [0; BUF],
+        }
     }
 
     /// WRITEs what is buffered.

@@ -36,7 +36,14 @@ pub unsafe fn mmap(
     length: u64,
     flags: MapFlag,
 ) -> Result<u64> {
-    call!(Sys::MMAP, handle.as_handle().raw(), addr_hint, offset, length, flags.bits())
+    call!(
+        Sys::MMAP,
+        handle.as_handle().raw(),
+        addr_hint,
+        offset,
+        length,
+        flags.bits()
+    )
 }
 
 /// MMAP of `length` bytes of fresh zeroed memory.

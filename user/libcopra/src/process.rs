@@ -62,7 +62,9 @@ impl ExitStatus {
     /// Unpacks a raw status.
     pub const fn from_raw(raw: u64) -> Self {
         if raw & 0xFF == KILLED_BY_EXCEPTION && raw >> 16 == 0 {
-            Self::Killed { vector: (raw >> 8) as u8 }
+            Self::Killed {
+                vector: (raw >> 8) as u8,
+            }
         } else if raw & 0xFFFF == 0 && raw >> (EXIT_STATUS_SHIFT + 16) == 0 {
             Self::Exited((raw >> EXIT_STATUS_SHIFT) as u16)
         } else {

@@ -1,11 +1,11 @@
 //! The runtime: the entry point and the panic handler.
 //!
 //! The kernel starts a process at `e_entry` with every register zero except `rsp`
-//! (`USER_INITIAL_RSP`, 8 below the top of a 64 KiB stack) and `rflags` (0x202). There
-//! are no arguments, environment or auxiliary vector: the stack is empty. [`declare_main!`]
-//! defines `_start`, which aligns `rsp` to 16 bytes, clears `rbp` (the end of frame
-//! chains) and calls a Rust function that runs the program's `main() -> u32` and EXITs
-//! with its result.
+//! (`USER_INITIAL_RSP`, 8 below the top of a 64 KiB stack) and `rflags` (0x202).
+//! There are no arguments, environment or auxiliary vector: the stack is empty.
+//! [`declare_main!`](crate::declare_main) defines `_start`, which aligns `rsp` to 16
+//! bytes, clears `rbp` (the end of frame chains) and calls a Rust function that runs
+//! the program's `main() -> u32` and EXITs with its result.
 //!
 //! A panic prints `panicked at <file>:<line>:<column>: <message>` to handle 0 and
 //! EXITs with [`PANIC_EXIT_CODE`] (0xFFFF, what upstream's `exit(!0)` leaves after the

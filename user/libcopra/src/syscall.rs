@@ -7,7 +7,7 @@
 //! No entry touches the user stack.
 //!
 //! Two entries reach the same dispatcher with the same registers
-//! ([`Entry`](crate::abi::Entry)):
+//! ([`Entry`]):
 //!
 //! - [`Entry::DOORBELL`]: `out DOORBELL_PORT, al`. The TSS I/O bitmap allows user
 //!   mode this one port; the write leaves the VM and the kernel reads all registers.
@@ -26,8 +26,8 @@
 use core::arch::asm;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-pub use crate::abi::Entry;
 use crate::abi::DOORBELL_PORT;
+pub use crate::abi::Entry;
 
 static ENTRY: AtomicU8 = AtomicU8::new(Entry::DOORBELL as u8);
 

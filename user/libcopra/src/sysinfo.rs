@@ -4,8 +4,8 @@
 //! platform feature bitmap whose bits 2:0 are the [`PlatformType`]. Any other index is
 //! ENOTFOUND.
 
-pub use crate::abi::{Capability, PlatformType};
 use crate::abi::Sys;
+pub use crate::abi::{Capability, PlatformType};
 use crate::error::Result;
 use crate::syscall::call;
 

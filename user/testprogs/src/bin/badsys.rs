@@ -31,7 +31,10 @@ fn main() -> u32 {
                     wrong += 1;
                 }
                 Ok(v) => {
-                    println!("sys {nr:#x} via {}: ok {v:#x} (expected ENOSYS)", entry.name());
+                    println!(
+                        "sys {nr:#x} via {}: ok {v:#x} (expected ENOSYS)",
+                        entry.name()
+                    );
                     wrong += 1;
                 }
             }

@@ -15,8 +15,16 @@ declare_main!(main);
 
 const CASES: [(&str, u64, u64); 5] = [
     ("unmapped user address 0xdead0000", 0xdead_0000, 16),
-    ("kernel-half address 0xffff800000000000", 0xffff_8000_0000_0000, 16),
-    ("non-canonical address 0x0000800000000000", 0x0000_8000_0000_0000, 16),
+    (
+        "kernel-half address 0xffff800000000000",
+        0xffff_8000_0000_0000,
+        16,
+    ),
+    (
+        "non-canonical address 0x0000800000000000",
+        0x0000_8000_0000_0000,
+        16,
+    ),
     ("range straddling USER_END", USER_END - 8, 16),
     ("length wrapping the address space", 0x40_0000, u64::MAX),
 ];

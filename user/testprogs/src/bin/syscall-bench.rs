@@ -39,7 +39,10 @@ fn main() -> u32 {
         failures += u64::from(unsafe { syscall1_int80(nr, 0) } != expected);
     }
     if failures != 0 {
-        println!("syscall-bench: {failures} of {} calls answered differently", 2 * n);
+        println!(
+            "syscall-bench: {failures} of {} calls answered differently",
+            2 * n
+        );
         return 1;
     }
     0
