@@ -122,7 +122,7 @@ def test_encode_lone_surrogate_raises_packiterror() -> None:
 
 
 _component = st.text(
-    alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+    alphabet=st.characters(codec="utf-8", exclude_characters="/\0"),
     min_size=1,
     max_size=12,
 )
