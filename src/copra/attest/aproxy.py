@@ -205,8 +205,8 @@ class AttestationProxy:
                 response = AttestationResponse.failure()
             else:
                 response = backend.attest(request)
-            send_message(conn, response)
             self.stats["attested" if response.success else "refused"] += 1
+            send_message(conn, response)
             self._drain(conn)
         except ProtocolError as exc:
             self.stats["closed_protocol"] += 1

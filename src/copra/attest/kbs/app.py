@@ -107,7 +107,10 @@ class KbsServer:
     def __init__(self, broker: KeyBroker, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server: BaseWSGIServer = make_server(host, port, create_app(broker), threaded=True)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="copra-kbs", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="copra-kbs",
+            daemon=True,
         )
 
     @property

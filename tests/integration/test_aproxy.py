@@ -1,0 +1,220 @@
+"""The attestation proxy end to end: SVSM client -> Unix socket -> copra aproxy -> KBS on
+loopback, with reports from the emulated SNP firmware. Threads, no sleeps."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from copra.attest.aproxy import AttestationProxy, ProxyConfig, bind_unix
+from copra.attest.binding import Binding
+from copra.attest.client import AttestationFailed, attest
+from copra.attest.kbs.app import KbsServer
+from copra.attest.kbs.broker import KeyBroker
+from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
+from copra.attest.protocol import (
+    AttestationRequest,
+    NegotiationRequest,
+    NegotiationResponse,
+    PublicKeyBytes,
+    SnpEvidence,
+    Tee,
+    receive_message,
+    send_message,
+)
+from copra.attest.verify import Verifier
+from copra.hw.snp import SnpFirmware, SnpGuest
+
+SECRET = b"persistent state root key"
+
+
+@pytest.fixture(scope="module")
+def chip(tmp_path_factory: pytest.TempPathFactory) -> SnpFirmware:
+    return SnpFirmware.create(tmp_path_factory.mktemp("snp") / "chip", key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def guest(chip: SnpFirmware) -> SnpGuest:
+    guest = chip.launch_start()
+    guest.launch_update(0x100000, b"copra svsm image" * 512)
+    guest.launch_finish()
+    return guest
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, chip: SnpFirmware, guest: SnpGuest) -> Store:
+    store = Store(tmp_path_factory.mktemp("kbs") / "kbs.db")
+    store.set_resource(ResourcePath("default", "sample", "test"), SECRET)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    for cert in (chip.vcek, chip.ask):
+        store.add_certificate(cert.subject.rfc4514_string(), cert.public_bytes(Encoding.DER))
+    return store
+
+
+@pytest.fixture(scope="module")
+def kbs_server(store: Store, chip: SnpFirmware) -> Iterator[KbsServer]:
+    with KbsServer(KeyBroker(store, Verifier([chip.ark]))) as server:
+        yield server
+
+
+@pytest.fixture
+def kbs_url(kbs_server: KbsServer, store: Store, guest: SnpGuest) -> str:
+    store.set_reference_values(ReferenceValues(measurements=frozenset({guest.measurement})))
+    return kbs_server.url
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="aproxy-"))  # short: AF_UNIX paths are <108 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class RunningProxy:
+    def __init__(self, config: ProxyConfig, path: Path) -> None:
+        self.path = str(path)
+        self.proxy = AttestationProxy(config)
+        self.listener = bind_unix(path)
+        self.thread = threading.Thread(target=self.proxy.serve, args=(self.listener,))
+        self.thread.start()
+
+    def connect(self) -> socket.socket:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(10)
+        conn.connect(self.path)
+        return conn
+
+    def stop(self) -> None:
+        self.proxy.stop(self.listener)
+        self.thread.join()
+        self.listener.close()
+
+
+def _proxy(url: str, path: Path, binding: Binding = Binding.COCONUT) -> Iterator[RunningProxy]:
+    running = RunningProxy(ProxyConfig(url=url, binding=binding), path / "aproxy.sock")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def proxy(kbs_url: str, socket_dir: Path) -> Iterator[RunningProxy]:
+    yield from _proxy(kbs_url, socket_dir)
+
+
+@pytest.fixture
+def trustee_proxy(kbs_url: str, socket_dir: Path) -> Iterator[RunningProxy]:
+    yield from _proxy(kbs_url, socket_dir, Binding.TRUSTEE)
+
+
+def _svsm(proxy: RunningProxy, guest: SnpGuest) -> bytes:
+    with proxy.connect() as conn:
+        return attest(conn, lambda data: guest.get_report(data, 0)).secret
+
+
+def test_aproxy_coconut_binding_releases_secret_to_svsm(
+    proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    assert _svsm(proxy, guest) == SECRET
+    assert proxy.proxy.stats["attested"] == 1
+
+
+def test_aproxy_trustee_binding_releases_secret_to_svsm(
+    trustee_proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    assert _svsm(trustee_proxy, guest) == SECRET
+
+
+def test_aproxy_returns_jwt_token_to_svsm(proxy: RunningProxy, guest: SnpGuest) -> None:
+    with proxy.connect() as conn:
+        result = attest(conn, lambda data: guest.get_report(data, 0))
+    assert result.token is not None and result.token.value.count(".") == 2
+
+
+def test_aproxy_serves_sequential_connections(proxy: RunningProxy, guest: SnpGuest) -> None:
+    assert [_svsm(proxy, guest) for _ in range(3)] == [SECRET] * 3
+
+
+def test_aproxy_wrong_measurement_gives_svsm_attestation_failed(
+    proxy: RunningProxy, store: Store, guest: SnpGuest
+) -> None:
+    store.set_reference_values(ReferenceValues(measurements=frozenset({bytes(48)})))
+    with pytest.raises(AttestationFailed, match="refused"):
+        _svsm(proxy, guest)
+    assert proxy.proxy.stats["refused"] == 1
+
+
+def test_aproxy_oversized_frame_closes_connection_and_keeps_serving(
+    proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    with proxy.connect() as bad:
+        bad.sendall(struct.pack("<Q", 1 << 40))
+        assert bad.recv(1) == b""  # closed by the proxy
+    assert proxy.proxy.stats["closed_protocol"] == 1
+    assert _svsm(proxy, guest) == SECRET
+
+
+def test_aproxy_garbage_json_closes_connection_and_keeps_serving(
+    proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    with proxy.connect() as bad:
+        bad.sendall(struct.pack("<Q", 5) + b"{oops")
+        assert bad.recv(1) == b""
+    assert _svsm(proxy, guest) == SECRET
+
+
+def test_aproxy_peer_hanging_up_mid_exchange_keeps_serving(
+    proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    with proxy.connect() as early:
+        send_message(early, NegotiationRequest())
+        receive_message(early, NegotiationResponse)
+    assert _svsm(proxy, guest) == SECRET
+
+
+def test_aproxy_unsupported_version_closes_connection(proxy: RunningProxy) -> None:
+    with proxy.connect() as conn:
+        send_message(conn, NegotiationRequest())  # valid first frame is not needed here
+        receive_message(conn, NegotiationResponse)
+        conn.sendall(struct.pack("<Q", 2) + b"[]")
+        assert conn.recv(1) == b""
+    assert proxy.proxy.stats["closed_protocol"] == 1
+
+
+def test_aproxy_changed_challenge_gets_failure_response(
+    proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    numbers = key.public_key().public_numbers()
+    point = PublicKeyBytes(numbers.x.to_bytes(66, "big"), numbers.y.to_bytes(66, "big"))
+    with proxy.connect() as conn:
+        send_message(conn, NegotiationRequest())
+        negotiation = receive_message(conn, NegotiationResponse)
+        report = guest.get_report(bytes(64), 0)
+        other = bytes(b ^ 0xFF for b in negotiation.challenge)
+        send_message(conn, AttestationRequest(Tee.SNP, SnpEvidence(report), other, point))
+        from copra.attest.protocol import AttestationResponse
+
+        assert receive_message(conn, AttestationResponse).success is False
+
+
+def test_aproxy_unreachable_kbs_closes_connection_and_svsm_fails(
+    socket_dir: Path, guest: SnpGuest
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        for running in _proxy(url, socket_dir):
+            with pytest.raises(AttestationFailed, match="closed"):
+                _svsm(running, guest)
+            assert running.proxy.stats["closed_kbs"] == 1

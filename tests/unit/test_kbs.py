@@ -1,0 +1,531 @@
+"""The development KBS (copra.attest.kbs) through flask's test client, with evidence from
+the emulated SNP firmware: the RCAR flow, both bindings, and every refusal path."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from copra.attest.aproxy import attestation_body
+from copra.attest.binding import PARAMS, Binding
+from copra.attest.binding import report_data as svsm_report_data
+from copra.attest.evidence import CertType, build_cert_table
+from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
+from copra.attest.kbs.app import create_app
+from copra.attest.kbs.broker import BrokerConfig, KeyBroker
+from copra.attest.kbs.cli import kbs
+from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
+from copra.attest.protocol import (
+    AttestationRequest,
+    PublicKeyBytes,
+    SnpEvidence,
+    Tee,
+)
+from copra.attest.report import GuestPolicy, PolicyFlags, TcbVersion
+from copra.attest.verify import Verifier
+from copra.hw.snp import SnpFirmware, SnpGuest
+
+SECRET = b"cocoonfs root key: 0123456789abcdef"
+RESOURCE = "/kbs/v0/resource/default/sample/test"
+AUTH = {"version": "0.4.0", "tee": "snp", "extra-params": ""}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def chip(tmp_path_factory: pytest.TempPathFactory) -> SnpFirmware:
+    return SnpFirmware.create(tmp_path_factory.mktemp("snp") / "chip", key_size=2048)
+
+
+def _launch(chip: SnpFirmware, image: bytes, policy: GuestPolicy | None = None) -> SnpGuest:
+    guest = chip.launch_start(policy=policy)
+    guest.launch_update(0x100000, image)
+    guest.launch_finish()
+    return guest
+
+
+@pytest.fixture(scope="module")
+def guest(chip: SnpFirmware) -> SnpGuest:
+    return _launch(chip, b"\x90" * 8192)
+
+
+def _der(*certs: Any) -> dict[CertType, bytes]:
+    kinds = (CertType.VCEK, CertType.ASK, CertType.ARK)
+    return {k: c.public_bytes(Encoding.DER) for k, c in zip(kinds, certs, strict=False)}
+
+
+@pytest.fixture
+def store(tmp_path: Path, guest: SnpGuest) -> Store:
+    store = Store(tmp_path / "kbs.db")
+    store.set_reference_values(ReferenceValues(measurements=frozenset({guest.measurement})))
+    store.set_resource(ResourcePath("default", "sample", "test"), SECRET)
+    return store
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def broker(store: Store, chip: SnpFirmware, clock: FakeClock) -> KeyBroker:
+    return KeyBroker(store, Verifier([chip.ark]), clock=clock)
+
+
+@pytest.fixture
+def client(broker: KeyBroker) -> Iterator[FlaskClient]:
+    with create_app(broker).test_client() as client:
+        yield client
+
+
+@pytest.fixture
+def key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP521R1())
+
+
+def _auth(client: FlaskClient) -> bytes:
+    response = client.post("/kbs/v0/auth", json=AUTH)
+    assert response.status_code == 200, response.json
+    return base64.b64decode(response.json["nonce"])
+
+
+def _body(
+    chip: SnpFirmware,
+    guest: SnpGuest,
+    nonce: bytes,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    binding: Binding = Binding.COCONUT,
+    certs: bool = True,
+    bind_key: ec.EllipticCurvePrivateKey | None = None,
+) -> dict[str, Any]:
+    """What the proxy sends for an SVSM that did everything right (unless told otherwise)."""
+    sent = EcPoint.from_public_key(key.public_key())
+    bound = EcPoint.from_public_key((bind_key or key).public_key())
+    report = guest.get_report(svsm_report_data(PARAMS[binding], nonce, bound), 0)
+    table = build_cert_table(_der(chip.vcek, chip.ask)) if certs else None
+    request = AttestationRequest(
+        Tee.SNP, SnpEvidence(report, table), nonce, PublicKeyBytes(sent.x, sent.y)
+    )
+    return attestation_body(binding, request)
+
+
+def _attested(client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any) -> str:
+    nonce = _auth(client)
+    response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key))
+    assert response.status_code == 200, response.json
+    return str(response.json["token"])
+
+
+def _error(response: Any, status: int, kind: str) -> str:
+    assert response.status_code == status, response.json
+    assert response.json["type"].endswith("/" + kind)
+    return str(response.json["detail"])
+
+
+# --- auth ------------------------------------------------------------------------------
+
+
+def test_auth_valid_request_returns_32_byte_nonce_and_session_cookie(client: FlaskClient) -> None:
+    response = client.post("/kbs/v0/auth", json=AUTH)
+    assert response.status_code == 200
+    assert len(base64.b64decode(response.json["nonce"], validate=True)) == 32
+    assert response.json["extra-params"] == ""
+    assert client.get_cookie("kbs-session-id") is not None
+
+
+def test_auth_wrong_protocol_version_returns_401(client: FlaskClient) -> None:
+    response = client.post("/kbs/v0/auth", json={**AUTH, "version": "0.3.0"})
+    _error(response, 401, "ProtocolVersion")
+
+
+def test_auth_non_json_body_returns_400(client: FlaskClient) -> None:
+    response = client.post("/kbs/v0/auth", data=b"\xff{", content_type="application/json")
+    _error(response, 400, "InvalidRequest")
+
+
+def test_auth_unsupported_tee_returns_400(client: FlaskClient) -> None:
+    _error(client.post("/kbs/v0/auth", json={**AUTH, "tee": "tdx"}), 400, "InvalidRequest")
+
+
+# --- attest: success -----------------------------------------------------------------
+
+
+def test_attest_coconut_binding_returns_token_signed_by_kbs_key(
+    client: FlaskClient, broker: KeyBroker, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    token = _attested(client, chip, guest, key)
+    claims = jwt.decode(token, ECKey.import_key(broker.token_public_key)).claims
+    assert claims["binding"] == "coconut"
+    assert claims["measurement"] == guest.measurement.hex()
+    assert EcPoint.from_jwk(claims["tee-pubkey"]) == EcPoint.from_public_key(key.public_key())
+
+
+def test_resource_after_attest_decrypts_to_stored_secret(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    _attested(client, chip, guest, key)
+    response = client.get(RESOURCE)
+    assert response.status_code == 200
+    jwe = FlattenedJwe.from_json(response.json)
+    fields, ciphertext = jwe.split()
+    assert unwrap_secret(key, fields, ciphertext) == SECRET
+
+
+def test_attest_trustee_binding_then_resource_returns_secret(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    nonce = _auth(client)
+    body = _body(chip, guest, nonce, key, binding=Binding.TRUSTEE)
+    assert "attestation_report" in body["tee-evidence"]["primary_evidence"]
+    assert client.post("/kbs/v0/attest", json=body).status_code == 200
+    assert decrypt(key, FlattenedJwe.from_json(client.get(RESOURCE).json)) == SECRET
+
+
+def test_attest_without_certs_uses_certificates_from_store(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    for kind, der in _der(chip.vcek, chip.ask).items():
+        store.add_certificate(kind.value, der)
+    nonce = _auth(client)
+    response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key, certs=False))
+    assert response.status_code == 200, response.json
+
+
+def test_resource_with_bearer_token_and_no_cookie_returns_secret(
+    client: FlaskClient, broker: KeyBroker, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    token = _attested(client, chip, guest, key)
+    with create_app(broker).test_client() as fresh:
+        response = fresh.get(RESOURCE, headers={"Authorization": f"Bearer {token}"})
+    assert decrypt(key, FlattenedJwe.from_json(response.json)) == SECRET
+
+
+# --- attest: refusals ----------------------------------------------------------------
+
+
+def test_attest_wrong_measurement_returns_401_measurement_mismatch(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    store.set_reference_values(ReferenceValues(measurements=frozenset({bytes(48)})))
+    nonce = _auth(client)
+    response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key))
+    assert "MeasurementMismatch" in _error(response, 401, "AttestationFailed")
+
+
+def test_attest_no_reference_measurement_returns_401_policy_deny(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    store.set_reference_values(ReferenceValues())
+    nonce = _auth(client)
+    _error(client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key)), 401, "PolicyDeny")
+
+
+def test_attest_second_attempt_in_session_returns_401_replayed_nonce(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    nonce = _auth(client)
+    body = _body(chip, guest, nonce, key)
+    assert client.post("/kbs/v0/attest", json=body).status_code == 200
+    _error(client.post("/kbs/v0/attest", json=body), 401, "ReplayedNonce")
+
+
+def test_attest_failed_attempt_still_consumes_nonce(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    nonce = _auth(client)
+    good = _body(chip, guest, nonce, key)
+    bad = json.loads(json.dumps(good))
+    bad["runtime-data"]["nonce"] = base64.b64encode(bytes(32)).decode()
+    _error(client.post("/kbs/v0/attest", json=bad), 401, "InvalidNonce")
+    _error(client.post("/kbs/v0/attest", json=good), 401, "ReplayedNonce")
+
+
+def test_attest_recorded_evidence_in_new_session_returns_401_invalid_nonce(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    body = _body(chip, guest, _auth(client), key)
+    assert client.post("/kbs/v0/attest", json=body).status_code == 200
+    _auth(client)  # a new session, a new nonce
+    _error(client.post("/kbs/v0/attest", json=body), 401, "InvalidNonce")
+
+
+def test_attest_tampered_report_returns_401_signature_error(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    body = _body(chip, guest, _auth(client), key)
+    primary = body["tee-evidence"]["primary_evidence"]
+    report = bytearray(base64.b64decode(primary["snp-report"]))
+    report[0x90] ^= 1  # MEASUREMENT
+    primary["snp-report"] = base64.b64encode(bytes(report)).decode()
+    detail = _error(client.post("/kbs/v0/attest", json=body), 401, "AttestationFailed")
+    assert "SignatureError" in detail
+
+
+def test_attest_report_bound_to_other_key_returns_401_report_data_mismatch(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    other = ec.generate_private_key(ec.SECP521R1())
+    body = _body(chip, guest, _auth(client), key, bind_key=other)
+    detail = _error(client.post("/kbs/v0/attest", json=body), 401, "AttestationFailed")
+    assert "ReportDataMismatch" in detail
+
+
+def test_attest_report_from_untrusted_chip_returns_401(
+    store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    broker = KeyBroker(store, Verifier.with_amd_roots())
+    with create_app(broker).test_client() as client:
+        body = _body(chip, guest, _auth(client), key)
+        detail = _error(client.post("/kbs/v0/attest", json=body), 401, "AttestationFailed")
+    assert "Untrusted" in detail or "Chain" in detail
+
+
+def test_attest_debug_guest_returns_401_debug_not_allowed(
+    client: FlaskClient, store: Store, chip: SnpFirmware, key: Any
+) -> None:
+    debug = _launch(chip, b"\x90" * 8192, GuestPolicy(flags=PolicyFlags.SMT | PolicyFlags.DEBUG))
+    store.set_reference_values(ReferenceValues(measurements=frozenset({debug.measurement})))
+    detail = _error(
+        client.post("/kbs/v0/attest", json=_body(chip, debug, _auth(client), key)),
+        401,
+        "AttestationFailed",
+    )
+    assert "DebugNotAllowed" in detail
+
+
+def test_attest_below_minimum_tcb_returns_401_tcb_too_old(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    tcb = chip.tcb
+    store.set_reference_values(
+        ReferenceValues(
+            measurements=frozenset({guest.measurement}),
+            minimum_tcb=TcbVersion(
+                bootloader=tcb.bootloader, tee=tcb.tee, snp=tcb.snp + 1, microcode=tcb.microcode
+            ),
+        )
+    )
+    detail = _error(
+        client.post("/kbs/v0/attest", json=_body(chip, guest, _auth(client), key)),
+        401,
+        "AttestationFailed",
+    )
+    assert "TcbTooOld" in detail
+
+
+def test_attest_binding_disabled_returns_401_policy_deny(
+    store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    config = BrokerConfig(bindings=frozenset({Binding.COCONUT}))
+    with create_app(KeyBroker(store, Verifier([chip.ark]), config=config)).test_client() as c:
+        body = _body(chip, guest, _auth(c), key, binding=Binding.TRUSTEE)
+        _error(c.post("/kbs/v0/attest", json=body), 401, "PolicyDeny")
+
+
+def test_attest_without_session_returns_401(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    body = _body(chip, guest, bytes(32), key)
+    _error(client.post("/kbs/v0/attest", json=body), 401, "UnAuthenticated")
+
+
+def test_attest_after_session_timeout_returns_401(
+    client: FlaskClient, clock: FakeClock, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    nonce = _auth(client)
+    clock.now += 301
+    _error(
+        client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key)), 401, "UnAuthenticated"
+    )
+
+
+def test_attest_garbage_evidence_returns_400(client: FlaskClient, key: Any) -> None:
+    nonce = base64.b64encode(_auth(client)).decode()
+    jwk = EcPoint.from_public_key(key.public_key()).to_jwk()
+    body = {
+        "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+        "tee-evidence": {"primary_evidence": {"snp-report": "!!"}},
+    }
+    _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
+
+
+def test_attest_tee_pubkey_off_curve_returns_400(client: FlaskClient) -> None:
+    nonce = base64.b64encode(_auth(client)).decode()
+    bad = EcPoint("P-521", bytes(66), bytes(66)).to_jwk()
+    body = {"runtime-data": {"nonce": nonce, "tee-pubkey": bad}, "tee-evidence": {}}
+    assert "not on" in _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
+
+
+# --- resource ------------------------------------------------------------------------
+
+
+def test_resource_without_session_returns_401(client: FlaskClient) -> None:
+    _error(client.get(RESOURCE), 401, "UnAuthenticated")
+
+
+def test_resource_before_attest_returns_403(client: FlaskClient) -> None:
+    _auth(client)
+    _error(client.get(RESOURCE), 403, "PolicyDeny")
+
+
+def test_resource_unknown_after_attest_returns_404(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    _attested(client, chip, guest, key)
+    _error(client.get("/kbs/v0/resource/default/sample/missing"), 404, "ResourceNotFound")
+
+
+def test_resource_with_forged_bearer_token_returns_401(client: FlaskClient) -> None:
+    response = client.get(RESOURCE, headers={"Authorization": "Bearer a.b.c"})
+    _error(response, 401, "TokenVerification")
+
+
+def test_resource_with_token_after_expiry_returns_401(
+    client: FlaskClient, clock: FakeClock, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    token = _attested(client, chip, guest, key)
+    clock.now += 301
+    response = client.get(RESOURCE, headers={"Authorization": f"Bearer {token}"})
+    _error(response, 401, "TokenVerification")
+
+
+def test_unknown_route_and_wrong_method_return_json_errors(client: FlaskClient) -> None:
+    assert client.get("/kbs/v0/nothing").json["type"].endswith("/NotFound")
+    assert client.get("/kbs/v0/auth").status_code == 405
+
+
+def test_oversized_body_returns_413_json(client: FlaskClient) -> None:
+    response = client.post("/kbs/v0/auth", data=b"x" * (2 << 20))
+    assert response.status_code == 413 and "type" in response.json
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "runtime-data",
+                    "tee-evidence",
+                    "nonce",
+                    "tee-pubkey",
+                    "primary_evidence",
+                    "snp-report",
+                    "attestation_report",
+                    "kty",
+                    "crv",
+                    "x",
+                    "y",
+                    "init-data",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=15,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=_json)
+def test_attest_random_json_never_returns_500(client: FlaskClient, body: Any) -> None:
+    client.post("/kbs/v0/auth", json=AUTH)
+    status = client.post("/kbs/v0/attest", json=body).status_code
+    assert status in (400, 401)
+
+
+# --- store and CLI -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["a/b", "a/../c", "a/b/c/d", "a/b/c d", "./b/c"])
+def test_resource_path_parse_invalid_raises_store_error(text: str) -> None:
+    with pytest.raises(StoreError):
+        ResourcePath.parse(text)
+
+
+def test_store_reference_values_roundtrip(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    values = ReferenceValues(
+        measurements=frozenset({b"\x01" * 48}),
+        minimum_tcb=TcbVersion(bootloader=1, tee=0, snp=8, microcode=115),
+        vmpl=None,
+        host_data=b"\x02" * 32,
+    )
+    store.set_reference_values(values)
+    assert Store(tmp_path / "db").reference_values() == values
+
+
+def test_store_file_is_private(tmp_path: Path) -> None:
+    Store(tmp_path / "db")
+    assert (tmp_path / "db").stat().st_mode & 0o077 == 0
+
+
+def test_cli_set_resource_and_reference_are_visible_in_store(tmp_path: Path) -> None:
+    db = str(tmp_path / "kbs.db")
+    (tmp_path / "s.bin").write_bytes(SECRET)
+    runner = CliRunner()
+    result = runner.invoke(
+        kbs, ["--db", db, "set-resource", "default/sample/test", str(tmp_path / "s.bin")]
+    )
+    assert result.exit_code == 0, result.output
+    assert SECRET.decode() not in result.output
+    result = runner.invoke(
+        kbs,
+        [
+            "--db",
+            db,
+            "set-reference",
+            "--measurement",
+            "ab" * 48,
+            "--min-tcb",
+            "bootloader=4,tee=0,snp=24,microcode=219",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    store = Store(db)
+    assert store.get_resource(ResourcePath.parse("default/sample/test")) == SECRET
+    assert store.reference_values().measurements == {bytes.fromhex("ab" * 48)}
+    assert store.reference_values().minimum_tcb == TcbVersion(
+        bootloader=4, tee=0, snp=24, microcode=219
+    )
+
+
+def test_cli_set_reference_short_measurement_fails(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        kbs, ["--db", str(tmp_path / "db"), "set-reference", "--measurement", "abcd"]
+    )
+    assert result.exit_code != 0 and "48 bytes" in result.output
+
+
+def test_cli_add_cert_stores_chip_chain(tmp_path: Path, chip: SnpFirmware) -> None:
+    db = str(tmp_path / "db")
+    result = CliRunner().invoke(
+        kbs,
+        ["--db", db, "add-cert", str(chip.state_dir / "vcek.pem"), str(chip.state_dir / "ask.pem")],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(Store(db).certificates()) == 2
