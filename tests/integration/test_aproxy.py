@@ -218,3 +218,31 @@ def test_aproxy_unreachable_kbs_closes_connection_and_svsm_fails(
             with pytest.raises(AttestationFailed, match="closed"):
                 _svsm(running, guest)
             assert running.proxy.stats["closed_kbs"] == 1
+
+
+def test_bind_unix_existing_regular_file_is_refused_even_with_force(socket_dir: Path) -> None:
+    path = socket_dir / "not-a-socket"
+    path.write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a socket"):
+        bind_unix(path, force=True)
+    assert path.read_text() == "keep me"
+
+
+def test_bind_unix_stale_socket_needs_force(socket_dir: Path) -> None:
+    path = socket_dir / "stale.sock"
+    bind_unix(path).close()  # leaves the socket file behind
+    with pytest.raises(FileExistsError, match="--force"):
+        bind_unix(path)
+    bind_unix(path, force=True).close()
+
+
+def test_aproxy_cli_bad_resource_path_exits_with_error(socket_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from copra.attest.aproxy_cli import aproxy
+
+    result = CliRunner().invoke(
+        aproxy,
+        ["--socket", str(socket_dir / "s"), "--url", "http://127.0.0.1:1", "--resource", "a/b"],
+    )
+    assert result.exit_code != 0 and "REPOSITORY/TYPE/TAG" in result.output

@@ -81,3 +81,11 @@ def test_trustee_runtime_data_jwk_has_upstream_members() -> None:
     runtime = trustee_runtime_data(NONCE, KEY)
     assert set(runtime["tee-pubkey"]) == {"kty", "crv", "alg", "x", "y"}
     assert runtime["tee-pubkey"]["alg"] == "ECDH-ES+A256KW"
+
+
+def test_jcs_deeply_nested_value_raises_binding_error() -> None:
+    value: object = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(BindingError, match="deeply"):
+        jcs(value)

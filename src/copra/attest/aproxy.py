@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import click
 import requests
 
 from copra.attest.binding import PARAMS, Binding, trustee_runtime_data
@@ -268,34 +267,3 @@ def bind_unix(path: str | os.PathLike[str], *, force: bool = False) -> socket.so
         listener.close()
         raise
     return listener
-
-
-@click.command("aproxy")
-@click.option("--socket", "socket_path", required=True, help="Unix socket the SVSM connects to.")
-@click.option("--url", required=True, help="Key broker base URL, e.g. http://127.0.0.1:8080.")
-@click.option(
-    "--binding",
-    type=click.Choice([b.value for b in Binding]),
-    default=Binding.COCONUT.value,
-    show_default=True,
-    help="REPORT_DATA binding and evidence encoding.",
-)
-@click.option("--resource", default=DEFAULT_RESOURCE, show_default=True, help="REPO/TYPE/TAG")
-@click.option("--force", is_flag=True, help="Replace a stale socket file.")
-def aproxy(socket_path: str, url: str, binding: str, resource: str, force: bool) -> None:
-    """Attestation proxy between an SVSM and a Trustee-protocol key broker."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        config = ProxyConfig(url=url, binding=Binding(binding), resource=resource)
-        listener = bind_unix(socket_path, force=force)
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    proxy = AttestationProxy(config)
-    click.echo(f"copra aproxy: {socket_path} -> {url} (binding {binding})")
-    try:
-        proxy.serve(listener)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        listener.close()
-        Path(socket_path).unlink(missing_ok=True)

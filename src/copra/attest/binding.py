@@ -81,6 +81,8 @@ def jcs(value: Any) -> bytes:
         return enc(value).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise BindingError("JCS strings must be valid Unicode") from exc
+    except RecursionError as exc:
+        raise BindingError("JCS input is nested too deeply") from exc
 
 
 def trustee_runtime_data(challenge: bytes, key: EcPoint) -> dict[str, Any]:

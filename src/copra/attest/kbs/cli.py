@@ -12,6 +12,7 @@ Nothing here prints resource contents or keys.
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +22,11 @@ from copra.attest.binding import Binding
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
 from copra.attest.report import TcbVersion
 from copra.attest.verify import VerificationError, Verifier, fingerprint, load_certificates
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends the server like Ctrl-C, so cleanup runs."""
+    raise KeyboardInterrupt
 
 
 def _store(ctx: click.Context) -> Store:
@@ -121,6 +127,7 @@ def serve(
     broker = KeyBroker(store, _verifier(trust_root), config=config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     server = KbsServer(broker, host, port)
+    signal.signal(signal.SIGTERM, _interrupt)
     click.echo(f"copra kbs: serving {server.url} (store {store.path})")
     try:
         server.serve_forever()
