@@ -7,6 +7,7 @@ where a test needs its own.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,9 +19,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from copra.attest.report import (
     AttestationReport,
+    CertGuid,
+    CertTableError,
     Generation,
     GuestPolicy,
     PolicyFlags,
@@ -28,6 +33,8 @@ from copra.attest.report import (
     TcbLayout,
     TcbVersion,
     VcekOid,
+    build_cert_table,
+    parse_cert_table,
 )
 from copra.attest.verify import ChainError, Verifier
 from copra.hw.snp import (
@@ -429,3 +436,39 @@ def test_create_with_turin_tcb_for_milan_raises_value_error(tmp_path: Path) -> N
             tcb=TcbVersion(fmc=1, bootloader=1, tee=1, snp=1, microcode=1),
             key_size=KEY_SIZE,
         )
+
+
+# -- extended-request certificate table ---------------------------------------------------
+
+
+def test_cert_table_round_trips_chain_that_verifies_the_report(chip: SnpFirmware) -> None:
+    certs = parse_cert_table(chip.cert_table())
+    assert set(certs) == {CertGuid.VCEK, CertGuid.ASK, CertGuid.ARK}
+    raw = _running(chip).get_report(bytes(64), 0)
+    Verifier([certs[CertGuid.ARK]]).verify(raw, certs[CertGuid.VCEK], [certs[CertGuid.ASK]])
+
+
+def test_cert_table_entries_use_rfc4122_guid_bytes_and_absolute_offsets() -> None:
+    table = build_cert_table([(CertGuid.VCEK, b"abc")])
+    assert table[:16] == bytes.fromhex("63da758de6644564adc5f4b93be8accd")
+    assert int.from_bytes(table[16:20], "little") == 48
+    assert table[24:48] == bytes(24) and table[48:] == b"abc"
+
+
+def test_parse_cert_table_without_terminator_raises_cert_table_error() -> None:
+    with pytest.raises(CertTableError):
+        parse_cert_table(build_cert_table([(CertGuid.ARK, b"x")])[:24])
+
+
+def test_parse_cert_table_out_of_bounds_blob_raises_cert_table_error() -> None:
+    table = bytearray(build_cert_table([(CertGuid.ARK, b"x")]))
+    table[20:24] = (100).to_bytes(4, "little")
+    with pytest.raises(CertTableError):
+        parse_cert_table(bytes(table))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_parse_cert_table_random_bytes_raises_only_cert_table_error(data: bytes) -> None:
+    with contextlib.suppress(CertTableError):
+        parse_cert_table(data)

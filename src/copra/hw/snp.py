@@ -69,6 +69,7 @@ from cryptography.x509.oid import NameOID
 from copra.hw.snp_report import (
     SIG_ALGO_ECDSA_P384_SHA384,
     AttestationReport,
+    CertGuid,
     FirmwareVersion,
     Generation,
     GuestPolicy,
@@ -79,6 +80,7 @@ from copra.hw.snp_report import (
     TcbLayout,
     TcbVersion,
     VcekOid,
+    build_cert_table,
     der_ia5string,
     der_integer,
     parse_der_integer,
@@ -690,6 +692,17 @@ class SnpFirmware:
         """ASK then ARK, PEM, as AMD's KDS serves ``cert_chain``."""
         return self._ask.public_bytes(serialization.Encoding.PEM) + self._ark.public_bytes(
             serialization.Encoding.PEM
+        )
+
+    def cert_table(self) -> bytes:
+        """VCEK, ASK and ARK (DER) as the extended guest request returns them."""
+        der = serialization.Encoding.DER
+        return build_cert_table(
+            [
+                (CertGuid.VCEK, self._vcek.public_bytes(der)),
+                (CertGuid.ASK, self._ask.public_bytes(der)),
+                (CertGuid.ARK, self._ark.public_bytes(der)),
+            ]
         )
 
     def launch_start(

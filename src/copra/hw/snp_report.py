@@ -37,6 +37,7 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import enum
+import uuid
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
 from typing import ClassVar, Final
@@ -50,6 +51,8 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "TCB_COMPONENT_OIDS",
     "AttestationReport",
+    "CertGuid",
+    "CertTableError",
     "FirmwareVersion",
     "Generation",
     "GuestPolicy",
@@ -67,10 +70,12 @@ __all__ = [
     "TcbVersion",
     "UnknownGenerationError",
     "VcekOid",
+    "build_cert_table",
     "decode_report_file",
     "der_ia5string",
     "der_integer",
     "layout_for_family",
+    "parse_cert_table",
     "parse_der_ia5string",
     "parse_der_integer",
     "parse_hwid",
@@ -780,3 +785,63 @@ def parse_hwid(raw: bytes) -> bytes:
     if len(raw) in (10, 66) and raw[0] == 0x04 and raw[1] == len(raw) - 2:
         return bytes(raw[2:])
     raise ValueError(f"hwID extension of {len(raw)} bytes is neither 8 nor 64 bytes")
+
+
+# ---------------------------------------------------------------------------------------
+# Certificate table of the extended guest request (GHCB exit 0x8000_0012; GHCB spec)
+
+
+class CertTableError(ValueError):
+    """A certificate table is malformed: truncated, unterminated, or out of bounds."""
+
+
+class CertGuid(enum.Enum):
+    """Certificate GUIDs of the extended-request table (RFC 4122 byte order on the wire)."""
+
+    VCEK = "63da758d-e664-4564-adc5-f4b93be8accd"
+    VLEK = "a8074bc2-a25a-483e-aae6-39c045a0b8a1"
+    ASK = "4ab7b379-bbac-4fe4-a02f-05aef327c782"  #: also the ASVK
+    ARK = "c0b406a4-a803-4952-9743-3fb6014cd0ae"
+
+
+_CERT_ENTRY_SIZE: Final = 24
+
+
+def build_cert_table(certs: list[tuple[CertGuid, bytes]]) -> bytes:
+    """Entries (GUID, offset u32, length u32), an all-zero terminator, then the DER blobs.
+
+    Offsets count from the start of the buffer, as the extended request defines.
+    """
+    offset = (len(certs) + 1) * _CERT_ENTRY_SIZE
+    table, blobs = bytearray(), bytearray()
+    for guid, der in certs:
+        table += uuid.UUID(guid.value).bytes
+        table += offset.to_bytes(4, "little") + len(der).to_bytes(4, "little")
+        blobs += der
+        offset += len(der)
+    return bytes(table) + bytes(_CERT_ENTRY_SIZE) + bytes(blobs)
+
+
+def parse_cert_table(buf: bytes) -> dict[CertGuid, bytes]:
+    """The certificates of an extended-request table, by GUID. Unknown GUIDs are skipped;
+    a GUID that appears twice, a missing terminator or a blob out of bounds raise
+    :class:`CertTableError`."""
+    known = {uuid.UUID(g.value).bytes: g for g in CertGuid}
+    out: dict[CertGuid, bytes] = {}
+    pos = 0
+    while True:
+        entry = buf[pos : pos + _CERT_ENTRY_SIZE]
+        if len(entry) < _CERT_ENTRY_SIZE:
+            raise CertTableError("certificate table has no terminating all-zero entry")
+        if not any(entry):
+            return out
+        offset = int.from_bytes(entry[16:20], "little")
+        length = int.from_bytes(entry[20:24], "little")
+        if offset + length > len(buf) or length == 0:
+            raise CertTableError(f"certificate at {offset:#x}+{length:#x} is out of bounds")
+        guid = known.get(bytes(entry[:16]))
+        if guid is not None:
+            if guid in out:
+                raise CertTableError(f"certificate table lists {guid.name} twice")
+            out[guid] = bytes(buf[offset : offset + length])
+        pos += _CERT_ENTRY_SIZE
