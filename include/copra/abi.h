@@ -125,7 +125,7 @@
 
 /* One entry filled by READDIR (upstream's layout). */
 struct copra_dir_ent {
-	uint8_t name[256]; /* NUL-terminated UTF-8, cut at a character boundary to 255 bytes */
+	uint8_t name[256]; /* NUL-terminated UTF-8, cut at a character boundary (255 B) */
 	uint8_t file_type; /* FileType */
 	uint8_t _pad[7]; /* zero */
 	uint64_t size; /* bytes; 0 for directories */

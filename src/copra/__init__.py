@@ -1,3 +1,3 @@
-"""copra: a Secure VM Service Module in the style of COCONUT-SVSM, kernel in Python, hardware on KVM."""
+"""copra: a Secure VM Service Module in the style of COCONUT-SVSM, on Python and KVM."""
 
 __version__ = "0.1.0"

@@ -29,7 +29,8 @@ def main() -> None:
               help="Boot this static ELF as /init instead of the default image's init.")
 @click.option("--file", "files", multiple=True, metavar="SRC=DEST",
               help="Add a host file to the RAM fs at DEST (repeatable).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--config", "config_path",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An image configuration (JSON) instead of the default one.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="SECONDS", help="Stop the run after this many seconds.")

@@ -139,3 +139,28 @@ def test_sse_state_is_private_to_each_context(machine: Machine) -> None:
 
 def test_machine_error_is_plain_data() -> None:
     assert MachineError("x").reason == "x"
+
+
+def test_remapped_page_shows_new_frame_after_invalidate(machine: Machine) -> None:
+    # mov al, [0x401000]; out; jmp $  -- reads a data page, then rings the doorbell
+    code = b"\x8a\x04\x25" + (USER_START + PAGE_SIZE).to_bytes(4, "little") + \
+        bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
+    old = machine.frames.alloc(FrameOwner.USER)
+    machine.memory.write(old, b"\x11")
+    new = machine.frames.alloc(FrameOwner.USER)
+    machine.memory.write(new, b"\x22")
+    ctx_space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
+    text = machine.frames.alloc(FrameOwner.USER)
+    machine.memory.write(text, code)
+    ctx_space.map(USER_START, text, writable=False, executable=True)
+    ctx_space.map(USER_START + PAGE_SIZE, old, writable=False, executable=False)
+    ctx = UserContext.initial(ctx_space.pml4, USER_START, USER_START + PAGE_SIZE)
+    assert isinstance(machine.enter(ctx), SyscallExit)
+    assert machine.regs.rax & 0xFF == 0x11
+    ctx_space.unmap(USER_START + PAGE_SIZE)
+    ctx_space.map(USER_START + PAGE_SIZE, new, writable=False, executable=False)
+    machine.invalidate_mappings()
+    machine.regs.rip = USER_START
+    machine.mark_regs_dirty()
+    assert isinstance(machine.enter(ctx), SyscallExit)
+    assert machine.regs.rax & 0xFF == 0x22

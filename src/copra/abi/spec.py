@@ -46,7 +46,8 @@ class Errno(IntEnum):
     # copra additions (upstream answers UNKNOWN for these conditions).
     ENOTEMPTY = -12  #: rmdir of a directory that still has entries
     EISDIR = -13  #: a file operation (unlink, open) named a directory
-    ENOTDIR = -14  #: a directory operation (rmdir, opendir) named a file, or a path walks through a file
+    #: a directory operation (rmdir, opendir) named a file, or a path walks through a file
+    ENOTDIR = -14
     EMFILE = -15  #: the process has reached its limit of open handles
     ENOEXEC = -16  #: EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image
     ENAMETOOLONG = -17  #: a path is longer than PATH_MAX or a name longer than NAME_MAX
@@ -195,7 +196,7 @@ DIRENT = Struct(
     "DirEnt",
     272,
     (
-        Field("name", "u8[256]", 0, "NUL-terminated UTF-8, cut at a character boundary to 255 bytes"),
+        Field("name", "u8[256]", 0, "NUL-terminated UTF-8, cut at a character boundary (255 B)"),
         Field("file_type", "u8", 256, "FileType"),
         Field("_pad", "u8[7]", 257, "zero"),
         Field("size", "u64", 264, "bytes; 0 for directories"),

@@ -22,6 +22,7 @@ Pitfalls handled here (measured on PVM hosts, see docs/architecture.md):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -325,7 +326,7 @@ class KvmRun(ctypes.Structure):
 
 assert ctypes.sizeof(KvmRegs) == 144
 assert ctypes.sizeof(KvmSregs) == 312
-assert KvmRun.s.offset == 304  # type: ignore[attr-defined]
+assert KvmRun.s.offset == 304
 
 # --- ioctl numbers (api.rst section 4, per ioctl) ------------------------------------
 
@@ -492,6 +493,19 @@ class Vm:
         self.slots.append(MemorySlot(region.slot, guest_phys_addr, mem))
         return mem
 
+    def remap_memory(self, index: int) -> None:
+        """Delete and re-add memory slot ``index`` (same memory): KVM drops every
+        mapping it derived from the slot (shadow pages, TLBs)."""
+        slot = self.slots[index]
+        buf = (ctypes.c_char * len(slot.memory)).from_buffer(slot.memory)
+        region = KvmUserspaceMemoryRegion(slot=slot.slot, flags=0,
+                                          guest_phys_addr=slot.guest_phys_addr,
+                                          memory_size=0, userspace_addr=ctypes.addressof(buf))
+        _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+        region.memory_size = len(slot.memory)
+        _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+        del buf
+
     def set_tss_addr(self, addr: int) -> None:
         _ioctl_ulong(self.fd, KVM_SET_TSS_ADDR, addr)
 
@@ -510,10 +524,8 @@ class Vm:
             self.fd = -1
         # Guest memory is unmapped after the VM fd is gone: KVM no longer refers to it.
         for slot in self.slots:
-            try:
+            with contextlib.suppress(BufferError):  # a view still exported: dies with it
                 slot.memory.close()
-            except BufferError:
-                pass  # a view is still exported; the mapping dies with its last view
         self.slots.clear()
 
 
@@ -572,10 +584,8 @@ class Vcpu:
     def close(self) -> None:
         if self.fd >= 0:
             del self.run_page
-            try:
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                pass
             os.close(self.fd)
             self.fd = -1
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Entry, Errno
 from copra.hw.x86 import Vector
-from copra.kernel.errors import SyscallError
 from copra.kernel.elf import ElfError
+from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.loader import load_elf
 from copra.kernel.machine import FaultExit, Machine, MachineError, PreemptExit, SyscallExit
@@ -119,6 +119,7 @@ class Kernel:
         proc.state = State.EXITED
         self.machine.forget(proc.context)
         proc.release()
+        self.machine.invalidate_mappings()
         if proc in self.runqueue:
             self.runqueue.remove(proc)
         # Orphans are nobody's to reap: forget exited ones, detach live ones.

@@ -159,7 +159,7 @@ class Machine:
         self.kvm = kvm.Kvm()
         try:
             if not self.kvm.check_extension(kvm.KVM_CAP_SYNC_REGS):
-                raise kvm.KvmError("this KVM lacks KVM_CAP_SYNC_REGS, which copra's exit path needs")
+                raise kvm.KvmError("this KVM lacks KVM_CAP_SYNC_REGS (copra's exit path needs it)")
             self.vm = self.kvm.create_vm()
             self._mmap = self.vm.add_memory(0, memory_size)
         except BaseException:
@@ -182,6 +182,7 @@ class Machine:
         }
         self._port_vector = {_stub_port(v): v for v in _stub_vectors()}
         self.exits = 0
+        self.invalidations = 0
 
     # --- construction ----------------------------------------------------------------
 
@@ -226,7 +227,8 @@ class Machine:
         for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
             _set_segment(seg, x86.SEL_USER_DATA, code=False, dpl=3)
         tr = sregs.tr
-        tr.base, tr.limit, tr.selector, tr.type = KERNEL_BASE + TSS_PA, self.tss_limit, x86.SEL_TSS, 11
+        tr.base, tr.limit = KERNEL_BASE + TSS_PA, self.tss_limit
+        tr.selector, tr.type = x86.SEL_TSS, 11
         tr.present, tr.dpl, tr.db, tr.s, tr.l, tr.g, tr.avl, tr.unusable = 1, 0, 0, 0, 0, 0, 0, 0
         sregs.ldt.unusable = 1
         sregs.gdt.base, sregs.gdt.limit = KERNEL_BASE + GDT_PA, x86.GDT_ENTRIES * 8 - 1
@@ -269,6 +271,20 @@ class Machine:
         """The context's thread is gone: never save into it again."""
         if self._loaded is ctx:
             self._loaded = None
+
+    def invalidate_mappings(self) -> None:
+        """Make KVM forget every translation it derived from copra's page tables.
+
+        Call after a present page-table entry was removed or a page-table frame freed,
+        before the frames are handed out again. copra writes page tables from the host,
+        which KVM's shadow MMU (used on PVM hosts) does not see: it keeps shadow pages
+        built from the old contents, and would go on translating through them. Deleting
+        and re-adding the memory slot zaps every shadow page and flushes every TLB
+        (api.rst 4.35); it costs about a millisecond, so it runs on process exit and
+        unmap only, never on the syscall path.
+        """
+        self.vm.remap_memory(0)
+        self.invalidations += 1
 
     def reload_cr3(self) -> None:
         """Flush the TLB of the loaded context after its page tables changed."""
@@ -335,7 +351,8 @@ class Machine:
         if reason == ExitReason.FAIL_ENTRY:
             return MachineError(f"VM entry failed, reason {self.run.exit.hw_reason:#x}")
         if reason == ExitReason.MMIO:
-            return MachineError(f"access to unbacked guest memory {self.run.exit.mmio.phys_addr:#x}")
+            addr = self.run.exit.mmio.phys_addr
+            return MachineError(f"access to unbacked guest memory {addr:#x}")
         return MachineError(f"unexpected KVM exit reason {reason}")
 
     # --- preemption ----------------------------------------------------------------------

@@ -10,7 +10,9 @@ Invariants:
 - a user-half table frame belongs to this address space alone and is freed by
   ``destroy``; kernel-half tables are shared and never freed here;
 - ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
-  never lost by overwriting.
+  never lost by overwriting;
+- ``map`` and ``unmap`` touch only the lower half (below 2**47), never the shared
+  kernel tables; user leaves lie below ``spec.USER_END``.
 
 Locking: the owning process's memory lock serialises all calls; nothing here locks.
 TLB: callers that change a live mapping must reload CR3 (copra reloads it on every
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import struct
 
-from copra.abi.spec import PAGE_SIZE
+from copra.abi.spec import PAGE_SIZE, USER_END
 from copra.hw.x86 import PTE_ADDR_MASK, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
 from copra.kernel.frames import FrameAllocator, FrameOwner
 
@@ -35,7 +37,15 @@ def _indices(va: int) -> tuple[int, int, int, int]:
 
 
 class MappingError(Exception):
-    """A map/unmap request that contradicts the current page tables."""
+    """A map/unmap request that contradicts the current page tables or leaves the user half."""
+
+
+def _check_user_half(va: int) -> None:
+    # The upper half's tables are shared by every address space, and a non-canonical
+    # address would index them (bit 47 selects PML4 slot 256 and up): neither may be
+    # changed through one address space.
+    if va < 0 or va >> 47:
+        raise MappingError(f"{va:#x} is not in the user half")
 
 
 class AddressSpace:
@@ -45,11 +55,14 @@ class AddressSpace:
         self.frames = frames
         self._view = frames.memory.view
         self._base = frames.memory.base
-        self.pml4 = frames.alloc(FrameOwner.PAGE_TABLE)
-        self._tables: list[int] = [self.pml4]
         for slot, entry in kernel_entries.items():
             if slot < KERNEL_HALF_FIRST_SLOT:
                 raise ValueError("kernel entries live in the upper half")
+            if entry & PTE_U:
+                raise ValueError(f"kernel entry {slot} carries the U bit")
+        self.pml4 = frames.alloc(FrameOwner.PAGE_TABLE)
+        self._tables: list[int] = [self.pml4]
+        for slot, entry in kernel_entries.items():
             self._set(self.pml4, slot, entry)
 
     def _get(self, table: int, index: int) -> int:
@@ -77,7 +90,8 @@ class AddressSpace:
     def map(self, va: int, pa: int, *, writable: bool, executable: bool, user: bool = True) -> None:
         if va % PAGE_SIZE or pa % PAGE_SIZE:
             raise MappingError(f"unaligned mapping {va:#x} -> {pa:#x}")
-        if not is_canonical(va) or (user and va >> 47):
+        _check_user_half(va)
+        if user and va >= USER_END:
             raise MappingError(f"{va:#x} is not a user address")
         table = self._walk(va, create=True)
         assert table is not None
@@ -95,6 +109,7 @@ class AddressSpace:
 
     def unmap(self, va: int) -> int | None:
         """Remove the leaf for va; returns the frame it mapped, or None."""
+        _check_user_half(va)
         table = self._walk(va, create=False)
         if table is None:
             return None

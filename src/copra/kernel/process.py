@@ -24,6 +24,7 @@ from copra.kernel.handles import HandleTable
 from copra.kernel.machine import UserContext
 from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
+from copra.kernel.ramfs import Directory
 
 
 class State(Enum):
@@ -48,7 +49,7 @@ class Region:
 
 class Process:
     def __init__(self, pid: int, name: str, parent: int, frames: FrameAllocator,
-                 kernel_entries: dict[int, int], log: Log, root: str = "/") -> None:
+                 kernel_entries: dict[int, int], log: Log, root: Directory) -> None:
         self.pid = pid
         self.name = name
         self.parent = parent

@@ -32,7 +32,12 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, ProcessExited, WouldBlock
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.directory import OpenDirectory
-from copra.kernel.objects.file import OpenFile, decode_file_flags, decode_file_mode, decode_seek_mode
+from copra.kernel.objects.file import (
+    OpenFile,
+    decode_file_flags,
+    decode_file_mode,
+    decode_seek_mode,
+)
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process, State
 from copra.kernel.usermem import UserPtr, copy_in, copy_in_str, copy_out
@@ -111,7 +116,8 @@ def sys_open(k: Kernel, p: Process, r: KvmRegs) -> int:
     path = _path(p, r.rdi)
     mode = decode_file_mode(r.rsi)
     flags = decode_file_flags(r.r8)
-    return p.handles.install(OpenFile.open(k.fs, path, FileMode(mode), FileFlag(flags), root=p.root))
+    opened = OpenFile.open(k.fs, path, FileMode(mode), FileFlag(flags), root=p.root)
+    return p.handles.install(opened)
 
 
 def sys_read(k: Kernel, p: Process, r: KvmRegs) -> int:

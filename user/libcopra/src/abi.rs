@@ -671,7 +671,7 @@ pub const KILLED_BY_EXCEPTION: u64 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct DirEnt {
-    /// NUL-terminated UTF-8, cut at a character boundary to 255 bytes
+    /// NUL-terminated UTF-8, cut at a character boundary (255 B)
     pub name: [u8; 256],
     /// FileType
     pub file_type: u8,

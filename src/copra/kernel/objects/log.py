@@ -35,7 +35,9 @@ class Log(KernelObject):
             self._pending += data
             while True:
                 nl = self._pending.find(b"\n")
-                if nl < 0 and len(self._pending) < LINE_MAX:
+                # A full LINE_MAX-byte line waits for its newline: cutting it here would
+                # turn the newline of a later write into an extra empty line.
+                if nl < 0 and len(self._pending) <= LINE_MAX:
                     break
                 cut = nl if 0 <= nl < LINE_MAX else LINE_MAX
                 line = bytes(self._pending[:cut])

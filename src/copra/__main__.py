@@ -1,0 +1,3 @@
+from copra.cli import main
+
+main()

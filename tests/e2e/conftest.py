@@ -1,0 +1,60 @@
+"""End-to-end helpers: boot the real kernel on KVM with shipped programs, in process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from copra.kernel import packit
+from copra.kernel.image import packaged_program
+from copra.kernel.kernel import Kernel, RunResult
+from copra.kernel.machine import Machine
+from copra.kernel.ramfs import RamFs
+
+
+@dataclass
+class Run:
+    lines: list[str]
+    result: RunResult
+    stats: dict[str, int]
+    baseline: dict[str, int]
+    kernel: Kernel
+
+    def task_lines(self, name: str) -> list[str]:
+        prefix = f"[{name}] "
+        return [line[len(prefix):] for line in self.lines if line.startswith(prefix)]
+
+
+@pytest.fixture(scope="session")
+def machine() -> Iterator[Machine]:
+    m = Machine(64 << 20)
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def boot(machine: Machine):  # type: ignore[no-untyped-def]
+    """boot(init_program, files={path: bytes | program-name}, timeout=...) -> Run."""
+
+    def run(init: str, files: dict[str, bytes | str] | None = None,
+            timeout: float | None = 20.0) -> Run:
+        entries = [packit.PackItEntry("/init", packaged_program(init))]
+        for path, data in (files or {}).items():
+            if isinstance(data, str):
+                data = packaged_program(data)
+            entries.append(packit.PackItEntry(path, data))
+        fs = RamFs()
+        fs.populate(packit.encode(entries))
+        lines: list[str] = []
+        kernel = Kernel(machine, fs, lines.append)
+        baseline = kernel.stats()
+        proc = kernel.spawn("/init")
+        result = kernel.run(proc, timeout)
+        for p in list(kernel.processes.values()):
+            if p.status is None:  # stopped by the timeout: end it like a shutdown would
+                kernel.exit_process(p, 0)
+        return Run(lines, result, kernel.stats(), baseline, kernel)
+
+    return run

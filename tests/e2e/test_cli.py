@@ -1,0 +1,59 @@
+"""End to end through the real command line: `copra run` as a user types it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from copra.kernel.image import packaged_program
+
+
+def copra(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "copra", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_copra_run_boots_default_image_and_exits_zero() -> None:
+    out = copra("run")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("[kernel] copra ")
+    assert "[init] copra init starting" in lines
+    assert "[hello] Hello from a copra service" in lines
+    assert lines[-1].startswith("[kernel] init exited with 0")
+
+
+def test_copra_run_custom_init_with_extra_file(tmp_path: Path) -> None:
+    prog = tmp_path / "bench.elf"
+    prog.write_bytes(packaged_program("syscall-bench"))
+    n = tmp_path / "n.txt"
+    n.write_text("10\n")
+    out = copra("run", "--init", str(prog), "--file", f"{n}=/etc/bench.n")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_copra_run_timeout_stops_endless_loop_with_clear_message(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.elf"
+    prog.write_bytes(packaged_program("fault-loop"))
+    out = copra("run", "--init", str(prog), "--timeout", "0.5")
+    assert out.returncode == 124
+    assert "timeout" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_copra_run_faulting_init_exits_128_plus_vector(tmp_path: Path) -> None:
+    prog = tmp_path / "ud.elf"
+    prog.write_bytes(packaged_program("fault-ud"))
+    out = copra("run", "--init", str(prog))
+    assert out.returncode == 128 + 6
+    assert "killed: #UD" in out.stdout
+
+
+def test_copra_run_rejects_non_elf_init_in_one_line(tmp_path: Path) -> None:
+    prog = tmp_path / "bad.elf"
+    prog.write_bytes(b"#!/bin/sh\necho hi\n")
+    out = copra("run", "--init", str(prog))
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
