@@ -63,6 +63,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
@@ -621,7 +622,7 @@ class SnpFirmware:
             raise StateCorrupt(f"{path}: not a PEM certificate ({exc})") from exc
 
     @staticmethod
-    def _load_key(path: Path) -> Any:
+    def _load_key(path: Path) -> PrivateKeyTypes:
         mode = path.stat().st_mode
         if stat.S_IMODE(mode) & 0o077:
             raise StateCorrupt(
