@@ -24,9 +24,9 @@ from copra.attest.evidence import (
     trustee_evidence,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "snp"
 E2E = VECTORS / "trustee" / "e2e-evidence.json"
-needs_vectors = pytest.mark.skipif(not E2E.exists(), reason="shared vectors not present")
+needs_vectors = pytest.mark.skipif(not E2E.exists(), reason="tests/vectors/snp not present")
 
 
 @needs_vectors
@@ -132,3 +132,11 @@ def test_parse_primary_evidence_random_certs_buf_only_raises_evidence_error(data
     doc = {"snp-report": "AA==", "certs-buf": base64.b64encode(data).decode()}
     with contextlib.suppress(EvidenceError):
         parse_primary_evidence(doc)
+
+
+@needs_vectors
+def test_trustee_evidence_genuine_milan_v2_report_roundtrips_through_json() -> None:
+    raw = (VECTORS / "trustee" / "test-report.bin").read_bytes()
+    doc = trustee_evidence(raw, None)
+    assert doc["attestation_report"]["cpuid_fam_id"] is None  # v2 has no CPUID fields
+    assert parse_primary_evidence(json.loads(json.dumps(doc))).report == raw
