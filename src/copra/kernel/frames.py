@@ -5,7 +5,9 @@ slot 0; ``PhysicalMemory`` is the kernel's view of it (a writable buffer indexed
 guest-physical address). ``FrameAllocator`` hands out 4 KiB frames from it.
 
 Invariants:
-- a frame is either free or allocated to exactly one owner tag; ``free`` of a frame
+- a frame is either free or allocated to exactly one owner tag, with a reference
+  count >= 1; ``share`` adds a reference (a RAM-fs page mapped into a process),
+  ``free`` drops one and returns the frame when the last goes; ``free`` of a frame
   that is not allocated is a kernel bug and raises;
 - every allocated frame is zero-filled when handed out, so no data crosses owners;
 - ``used[tag]`` counts the frames each owner holds; the sum equals
@@ -33,6 +35,7 @@ class FrameOwner(Enum):
     KERNEL = "kernel"  #: GDT, IDT, TSS, entry stubs, kernel stacks
     PAGE_TABLE = "page-table"  #: a process's paging structures
     USER = "user"  #: a process's private pages (segments, stack, anonymous memory)
+    FILE = "file"  #: RAM-fs file pages (shared with read-only file mappings)
 
 
 class OutOfMemory(Exception):
@@ -74,6 +77,7 @@ class FrameAllocator:
         # Hand out low addresses first: pop() takes from the end of the list.
         self._free: list[int] = list(range(end - PAGE_SIZE, first_free - 1, -PAGE_SIZE))
         self._owner: dict[int, FrameOwner] = {}
+        self._refs: dict[int, int] = {}  # only frames with more than one reference
         self.total = len(self._free)
         self.used: Counter[FrameOwner] = Counter()
 
@@ -92,8 +96,29 @@ class FrameAllocator:
         self.memory.zero(pa)
         return pa
 
-    def free(self, pa: int) -> None:
+    def share(self, pa: int) -> None:
+        """Add a reference to an allocated frame."""
         with self._lock:
+            if pa not in self._owner:
+                raise ValueError(f"share of frame {pa:#x}, which is not allocated")
+            self._refs[pa] = self._refs.get(pa, 1) + 1
+
+    def refcount(self, pa: int) -> int:
+        with self._lock:
+            if pa not in self._owner:
+                return 0
+            return self._refs.get(pa, 1)
+
+    def free(self, pa: int) -> None:
+        """Drop one reference; the frame returns to the pool with the last."""
+        with self._lock:
+            refs = self._refs.get(pa)
+            if refs is not None:
+                if refs > 2:
+                    self._refs[pa] = refs - 1
+                else:
+                    del self._refs[pa]
+                return
             owner = self._owner.pop(pa, None)
             if owner is None:
                 raise ValueError(f"free of frame {pa:#x}, which is not allocated")
