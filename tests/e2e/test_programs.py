@@ -23,6 +23,7 @@ def assert_no_leak(run: Any) -> None:
     assert run.stats["page_table_frames"] == run.baseline["page_table_frames"]
     assert run.stats["free_frames"] == run.baseline["free_frames"]
     assert run.stats["processes"] == 0
+    assert run.stats["objects"] == run.baseline["objects"]
     assert run.kernel.counters["internal_errors"] == 0
 
 

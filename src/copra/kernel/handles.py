@@ -7,8 +7,12 @@ Invariants (upstream COCONUT-SVSM's ``add_obj`` rule, plus a limit):
 - every entry holds one reference on its object (``KernelObject.acquire``); removing
   the entry releases it, and ``close_all`` empties the table when the process ends.
 
-``get`` is the one checked lookup every syscall uses: a missing id is ENOTFOUND,
-an object of another kind is ENOTSUPP (upstream's codes).
+Each entry also carries the rights the handle grants (``Rights``): READ, WRITE, MAP.
+A file handle gets READ and WRITE from its open mode and MAP with READ; the log
+gets WRITE. ``get`` is the one checked lookup every syscall uses: a missing id is
+ENOTFOUND, an object of another kind is ENOTSUPP (upstream's codes), a missing right
+is the error the syscall names (EWRONLY for a read, ERDONLY for a write, as upstream;
+EPERM otherwise).
 
 Locking: one lock guards the table; objects are returned with no lock held.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from enum import IntFlag
 from typing import TypeVar
 
 from copra.abi.spec import MAX_HANDLES, Errno
@@ -26,18 +31,26 @@ from copra.kernel.objects import KernelObject
 T = TypeVar("T", bound=KernelObject)
 
 
+class Rights(IntFlag):
+    NONE = 0
+    READ = 1  #: READ, READDIR
+    WRITE = 2  #: WRITE, TRUNCATE
+    MAP = 4  #: MMAP of the object
+    ALL = READ | WRITE | MAP
+
+
 class HandleTable:
     def __init__(self, limit: int = MAX_HANDLES) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._objects: dict[int, KernelObject] = {}
+        self._objects: dict[int, tuple[KernelObject, Rights]] = {}
         self._next = 0  # every id >= _next is free
         self._holes: list[int] = []  # free ids below _next (a min-heap)
 
     def __len__(self) -> int:
         return len(self._objects)
 
-    def install(self, obj: KernelObject) -> int:
+    def install(self, obj: KernelObject, rights: Rights = Rights.ALL) -> int:
         with self._lock:
             if len(self._objects) >= self.limit:
                 raise SyscallError(Errno.EMFILE, f"process holds {self.limit} handles")
@@ -47,30 +60,35 @@ class HandleTable:
                 handle = self._next
                 self._next += 1
             obj.acquire()
-            self._objects[handle] = obj
+            self._objects[handle] = (obj, rights)
             return handle
 
-    def get(self, handle: int, kind: type[T]) -> T:
-        obj = self._objects.get(handle & 0xFFFF_FFFF)
-        if obj is None:
+    def get(self, handle: int, kind: type[T], need: Rights = Rights.NONE,
+            denied: Errno = Errno.EPERM) -> T:
+        entry = self._objects.get(handle & 0xFFFF_FFFF)
+        if entry is None:
             raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
+        obj, rights = entry
         if not isinstance(obj, kind):
             raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
+        if need & ~rights:
+            raise SyscallError(denied, f"handle {handle} lacks {Rights(need & ~rights)!r}")
         return obj
 
     def remove(self, handle: int) -> bool:
         """Drop the entry and its reference; False if there was none."""
         with self._lock:
-            obj = self._objects.pop(handle & 0xFFFF_FFFF, None)
-            if obj is None:
+            entry = self._objects.pop(handle & 0xFFFF_FFFF, None)
+            if entry is None:
                 return False
+            obj = entry[0]
             heapq.heappush(self._holes, handle & 0xFFFF_FFFF)
         obj.release()
         return True
 
     def close_all(self) -> None:
         with self._lock:
-            objects = list(self._objects.values())
+            objects = [obj for obj, _ in self._objects.values()]
             self._objects.clear()
             self._holes.clear()
             self._next = 0

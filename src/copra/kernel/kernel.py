@@ -32,6 +32,7 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.loader import load_elf
 from copra.kernel.machine import FaultExit, Machine, MachineError, PreemptExit, SyscallExit
+from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process, State
 from copra.kernel.ramfs import Directory, RamFs
@@ -99,14 +100,13 @@ class Kernel:
         try:
             entry = load_elf(proc, image)
             proc.map_stack()
-        except ElfError as e:
-            proc.release()
-            raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
-        except OutOfMemory as e:
-            proc.release()
-            raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
-        except BaseException:
-            proc.release()
+        except BaseException as e:
+            # Never ran: KVM holds no translation of it, the frames can go at once.
+            self.machine.frames.free_many(proc.release())
+            if isinstance(e, ElfError):
+                raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
+            if isinstance(e, OutOfMemory):
+                raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
             raise
         proc.start_at(entry)
         self._next_pid += 1
@@ -118,8 +118,9 @@ class Kernel:
         proc.status = status
         proc.state = State.EXITED
         self.machine.forget(proc.context)
-        proc.release()
+        frames = proc.release()
         self.machine.invalidate_mappings()
+        self.machine.frames.free_many(frames)
         if proc in self.runqueue:
             self.runqueue.remove(proc)
         # Orphans are nobody's to reap: forget exited ones, detach live ones.
@@ -244,6 +245,7 @@ class Kernel:
         return {
             "processes": len(live),
             "handles": sum(len(p.handles) for p in live),
+            "objects": sum(KernelObject.live.values()),
             "user_frames": frames.used[FrameOwner.USER],
             "page_table_frames": frames.used[FrameOwner.PAGE_TABLE],
             "free_frames": frames.free_count,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from copra.abi.spec import PAGE_SIZE
 from copra.kernel.elf import parse_elf
-from copra.kernel.process import Process
+from copra.kernel.process import Process, RegionKind
 
 
 def load_elf(proc: Process, image: bytes) -> int:
@@ -26,8 +26,8 @@ def load_elf(proc: Process, image: bytes) -> int:
     elf = parse_elf(image)
     for seg in elf.segments:
         start, end = seg.page_start, seg.page_end
-        region = proc.map_anonymous(start, (end - start) // PAGE_SIZE,
-                                    writable=seg.writable, executable=seg.executable)
+        region = proc.map_anonymous(start, (end - start) // PAGE_SIZE, writable=seg.writable,
+                                    executable=seg.executable, kind=RegionKind.IMAGE)
         data = seg.data
         offset = seg.vaddr - start
         mem = proc.frames.memory

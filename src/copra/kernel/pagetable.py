@@ -132,6 +132,12 @@ class AddressSpace:
             table = entry & PTE_ADDR_MASK
         return entry
 
+    def table_frames(self) -> list[int]:
+        """Give up every table frame of the user half: the caller frees them once the
+        machine no longer translates through them. The space is unusable afterwards."""
+        tables, self._tables = self._tables, []
+        return tables
+
     def destroy(self) -> None:
         """Free every table frame of the user half (the leaves' frames are the caller's)."""
         self.frames.free_many(self._tables)

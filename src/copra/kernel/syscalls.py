@@ -19,16 +19,22 @@ from enum import Enum
 
 from copra.abi.spec import (
     EXIT_STATUS_SHIFT,
+    PAGE_SIZE,
     PATH_MAX,
+    USER_END,
+    USER_START,
     Capability,
     Errno,
     FileFlag,
     FileMode,
+    MapFlag,
     PlatformType,
     Sys,
 )
 from copra.hw.kvm import KvmRegs
 from copra.kernel.errors import SyscallError
+from copra.kernel.frames import FrameOwner, OutOfMemory
+from copra.kernel.handles import Rights
 from copra.kernel.kernel import Kernel, ProcessExited, WouldBlock
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.directory import OpenDirectory
@@ -39,7 +45,7 @@ from copra.kernel.objects.file import (
     decode_seek_mode,
 )
 from copra.kernel.objects.log import Log
-from copra.kernel.process import Process, State
+from copra.kernel.process import MAP_AREA_END, Process, RegionKind, State
 from copra.kernel.usermem import UserPtr, copy_in, copy_in_str, copy_out
 
 #: Largest single READ/WRITE transfer; larger requests are partial (the count says so).
@@ -48,6 +54,8 @@ MAX_IO = 1 << 20
 MAX_READDIR = 256
 
 Handler = Callable[[Kernel, Process, KvmRegs], int]
+_ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
+                     | MapFlag.ANONYMOUS | MapFlag.FIXED)
 
 
 class Status(Enum):
@@ -109,6 +117,124 @@ def sys_close(k: Kernel, p: Process, r: KvmRegs) -> int:
     return 0
 
 
+def _map_flags(raw: int) -> MapFlag:
+    if raw & ~_ALL_MAP_FLAGS:
+        raise SyscallError(Errno.EINVAL, f"unknown MMAP flag bits {raw & ~_ALL_MAP_FLAGS:#x}")
+    flags = MapFlag(raw)
+    if MapFlag.READ not in flags:
+        raise SyscallError(Errno.EINVAL, "MMAP needs READ: every x86 mapping is readable")
+    if MapFlag.WRITE in flags and MapFlag.EXEC in flags:
+        raise SyscallError(Errno.EPERM, "copra refuses writable and executable mappings")
+    return flags
+
+
+def _pages(length: int) -> int:
+    if length == 0 or length > MAP_AREA_END:
+        raise SyscallError(Errno.EINVAL, f"length {length:#x} is zero or beyond user space")
+    return -(-length // PAGE_SIZE)
+
+
+def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
+    hint, offset, flags = r.rsi, r.r8, _map_flags(r.r10)
+    pages = _pages(r.r9)
+    if hint % PAGE_SIZE or offset % PAGE_SIZE:
+        raise SyscallError(Errno.EINVAL, "address hint and offset must be page-aligned")
+    file: OpenFile | None = None
+    if MapFlag.ANONYMOUS in flags:
+        if offset:
+            raise SyscallError(Errno.EINVAL, "an anonymous mapping has no offset")
+    else:
+        file = p.handles.get(_u32(r.rdi), OpenFile, Rights.MAP, Errno.EWRONLY)
+        if MapFlag.WRITE in flags and MapFlag.PRIVATE not in flags:
+            raise SyscallError(Errno.ENOTSUPP, "shared writable file mappings are not supported")
+    writable, executable = MapFlag.WRITE in flags, MapFlag.EXEC in flags
+    with p.mem_lock:
+        if MapFlag.FIXED in flags:
+            end = hint + pages * PAGE_SIZE
+            if hint < USER_START or end > MAP_AREA_END:
+                raise SyscallError(Errno.EINVAL, f"FIXED range {hint:#x}+{pages} pages is "
+                                                 "outside the mapping area")
+            if not p.is_free(hint, end):
+                raise SyscallError(Errno.EEXIST, f"FIXED range at {hint:#x} is already mapped")
+            start = hint
+        else:
+            start = p.find_free(pages, hint)
+        try:
+            if file is None:
+                p.map_anonymous(start, pages, writable=writable, executable=executable)
+            elif writable:
+                region = p.map_anonymous(start, pages, writable=True, executable=False,
+                                         kind=RegionKind.FILE_PRIVATE)
+                data = file.file.read(offset, pages * PAGE_SIZE)
+                for i in range(0, len(data), PAGE_SIZE):
+                    k.machine.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
+            else:
+                p.map_frames(start, _file_frames(k, file, offset // PAGE_SIZE, pages),
+                             writable=False, executable=executable, kind=RegionKind.FILE_SHARED)
+        except OutOfMemory as e:
+            raise SyscallError(Errno.ENOMEM, str(e)) from e
+    return start
+
+
+def _file_frames(k: Kernel, file: OpenFile, first: int, pages: int) -> list[int]:
+    """References on the file's frames for pages [first, first + pages); pages past
+    the file's end get fresh zeroed private frames."""
+    frames = k.machine.frames
+    out: list[int] = []
+    try:
+        for index in range(first, first + pages):
+            if index < file.file.page_count:
+                pa = file.file.frame(index)
+                frames.share(pa)
+            else:
+                pa = frames.alloc(FrameOwner.USER)
+            out.append(pa)
+    except BaseException:
+        frames.free_many(out)
+        raise
+    return out
+
+
+def _unmap(k: Kernel, p: Process, start: int, end: int) -> int:
+    released = p.unmap_range(start, end)
+    if released:
+        k.machine.invalidate_mappings()
+        k.machine.frames.free_many(released)
+    return len(released)
+
+
+def sys_munmap(k: Kernel, p: Process, r: KvmRegs) -> int:
+    start, pages = r.rdi, _pages(r.rsi)
+    if start % PAGE_SIZE:
+        raise SyscallError(Errno.EINVAL, f"address {start:#x} is not page-aligned")
+    end = start + pages * PAGE_SIZE
+    if start < USER_START or end > USER_END:
+        raise SyscallError(Errno.EINVAL, "range is outside user space")
+    with p.mem_lock:
+        if not _unmap(k, p, start, end):
+            raise SyscallError(Errno.ENOTFOUND, f"nothing is mapped in {start:#x}..{end:#x}")
+    return 0
+
+
+def sys_mresize(k: Kernel, p: Process, r: KvmRegs) -> int:
+    start, pages = r.rdi, _pages(r.rsi)
+    with p.mem_lock:
+        region = p.region_at(start)
+        if region is None or not region.mmapped:
+            raise SyscallError(Errno.ENOTFOUND, f"no MMAP mapping starts at {start:#x}")
+        have = len(region.frames)
+        if pages < have:
+            _unmap(k, p, start + pages * PAGE_SIZE, region.end)
+        elif pages > have:
+            if region.kind is not RegionKind.ANONYMOUS:
+                raise SyscallError(Errno.ENOTSUPP, "only anonymous mappings can grow")
+            try:
+                p.grow(region, pages - have)
+            except OutOfMemory as e:
+                raise SyscallError(Errno.ENOMEM, str(e)) from e
+    return 0
+
+
 # --- class 1: files ---------------------------------------------------------------------
 
 
@@ -117,7 +243,12 @@ def sys_open(k: Kernel, p: Process, r: KvmRegs) -> int:
     mode = decode_file_mode(r.rsi)
     flags = decode_file_flags(r.r8)
     opened = OpenFile.open(k.fs, path, FileMode(mode), FileFlag(flags), root=p.root)
-    return p.handles.install(opened)
+    rights = Rights.NONE
+    if opened.readable:
+        rights |= Rights.READ | Rights.MAP
+    if opened.writable:
+        rights |= Rights.WRITE
+    return p.handles.install(opened, rights)
 
 
 def sys_read(k: Kernel, p: Process, r: KvmRegs) -> int:
@@ -125,8 +256,7 @@ def sys_read(k: Kernel, p: Process, r: KvmRegs) -> int:
     obj = p.handles.get(handle, KernelObject)
     if isinstance(obj, Log):
         raise SyscallError(Errno.EWRONLY, "the task log is write-only")
-    if not isinstance(obj, OpenFile):
-        raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
+    obj = p.handles.get(handle, OpenFile, Rights.READ, Errno.EWRONLY)
 
     def out(data: bytes) -> None:
         with p.mem_lock:
@@ -140,8 +270,7 @@ def sys_write(k: Kernel, p: Process, r: KvmRegs) -> int:
     obj = p.handles.get(handle, KernelObject)
     if not isinstance(obj, OpenFile | Log):
         raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
-    if isinstance(obj, OpenFile) and not obj.writable:
-        raise SyscallError(Errno.ERDONLY, "write on a handle opened without WRITE")
+    p.handles.get(handle, KernelObject, Rights.WRITE, Errno.ERDONLY)
     with p.mem_lock:
         data = copy_in(p.space, UserPtr(r.rsi), length)
     return obj.write(data)
@@ -153,7 +282,7 @@ def sys_seek(k: Kernel, p: Process, r: KvmRegs) -> int:
 
 
 def sys_truncate(k: Kernel, p: Process, r: KvmRegs) -> int:
-    obj = p.handles.get(_u32(r.rdi), OpenFile)
+    obj = p.handles.get(_u32(r.rdi), OpenFile, Rights.WRITE, Errno.ERDONLY)
     return obj.truncate(r.rsi)
 
 
@@ -163,11 +292,11 @@ def sys_unlink(k: Kernel, p: Process, r: KvmRegs) -> int:
 
 
 def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
-    return p.handles.install(OpenDirectory.open(k.fs, _path(p, r.rdi), root=p.root))
+    return p.handles.install(OpenDirectory.open(k.fs, _path(p, r.rdi), root=p.root), Rights.READ)
 
 
 def sys_readdir(k: Kernel, p: Process, r: KvmRegs) -> int:
-    obj = p.handles.get(_u32(r.rdi), OpenDirectory)
+    obj = p.handles.get(_u32(r.rdi), OpenDirectory, Rights.READ)
     buf, count = UserPtr(r.rsi), min(r.r8, MAX_READDIR)
 
     def out(data: bytes) -> None:
@@ -205,6 +334,9 @@ SYSCALLS: dict[int, SyscallSpec] = {
     int(s.number): s
     for s in (
         SyscallSpec(Sys.EXIT, sys_exit, Status.UPSTREAM),
+        SyscallSpec(Sys.MMAP, sys_mmap, Status.IMPROVED),
+        SyscallSpec(Sys.MUNMAP, sys_munmap, Status.IMPROVED),
+        SyscallSpec(Sys.MRESIZE, sys_mresize, Status.IMPROVED),
         SyscallSpec(Sys.EXEC, sys_exec, Status.IMPROVED),
         SyscallSpec(Sys.WAIT, sys_wait, Status.COPRA),
         SyscallSpec(Sys.CLOSE, sys_close, Status.IMPROVED),

@@ -12,7 +12,9 @@ own rule for its state at the top of its module.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from enum import Enum
+from typing import ClassVar
 
 
 class ObjectKind(Enum):
@@ -25,6 +27,10 @@ class KernelObject:
     """Base of every kernel object."""
 
     kind: ObjectKind
+    #: Objects referred to by at least one handle, per kind, system-wide (for tests
+    #: and accounting: every count returns to its baseline when processes end).
+    live: ClassVar[Counter[ObjectKind]] = Counter()
+    _live_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self) -> None:
         self._refs = 0
@@ -33,12 +39,18 @@ class KernelObject:
     def acquire(self) -> None:
         with self._ref_lock:
             self._refs += 1
+            first = self._refs == 1
+        if first:
+            with KernelObject._live_lock:
+                KernelObject.live[self.kind] += 1
 
     def release(self) -> None:
         with self._ref_lock:
             self._refs -= 1
             last = self._refs == 0
         if last:
+            with KernelObject._live_lock:
+                KernelObject.live[self.kind] -= 1
             self.on_close()
 
     def on_close(self) -> None:
