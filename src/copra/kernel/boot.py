@@ -25,11 +25,22 @@ class BootError(Exception):
     """The system could not start: the message says why, in one line."""
 
 
+#: A boot stage run by the kernel's boot sequence; it may log through
+#: ``kernel.log``, change the RAM fs, and raise BootError to stop the boot.
+BootHook = Callable[[Kernel], None]
+
+
 @dataclass(frozen=True)
 class BootConfig:
     archive: bytes  #: the PackIt archive the RAM fs is populated from
     memory: int = DEFAULT_MEMORY
     timeout: float | None = None
+    #: Stages run after the RAM fs is populated and before /init starts, in order
+    #: (the attestation driver mounting persistent state is one).
+    before_init: tuple[BootHook, ...] = ()
+    #: Stages run after every process has ended (or the timeout), in order, even
+    #: when init failed (sealing persistent state is one).
+    after_run: tuple[BootHook, ...] = ()
 
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
@@ -48,6 +59,8 @@ def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
         kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
                    f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
         kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
+        for stage in config.before_init:
+            stage(kernel)
         try:
             init = kernel.spawn(INIT_PATH, parent=0)
         except SyscallError as e:
@@ -56,6 +69,8 @@ def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
             raise BootError(f"cannot start {INIT_PATH}: {e}") from e
         kernel.log(f"started {INIT_PATH} as task {init.pid}")
         result = kernel.run(init, config.timeout)
+        for stage in config.after_run:
+            stage(kernel)
         if result.timed_out:
             kernel.log(f"timed out after {config.timeout:g} s; still running: "
                        + ", ".join(result.still_running))
