@@ -21,11 +21,11 @@ import platform
 import statistics
 import sys
 import time
-from importlib.resources import files
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
+from copra.kernel.image import packaged_program
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel
 from copra.kernel.machine import Machine, UserContext
@@ -55,7 +55,7 @@ def floor(n: int) -> float:
 
 def syscall_paths(n: int) -> tuple[float, float]:
     """Seconds per syscall round trip through the doorbell and through int 0x80."""
-    image = files("copra.images").joinpath("syscall-bench.elf").read_bytes()
+    image = packaged_program("syscall-bench")
     fs = RamFs()
     fs.populate(packit.encode([packit.PackItEntry("/init", image),
                                packit.PackItEntry("/etc/bench.n", str(n).encode())]))
