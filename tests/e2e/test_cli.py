@@ -57,3 +57,4 @@ def test_copra_run_rejects_non_elf_init_in_one_line(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+

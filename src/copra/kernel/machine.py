@@ -155,8 +155,8 @@ def _set_segment(seg: KvmSegment, selector: int, code: bool, dpl: int) -> None:
 class Machine:
     """The SVSM's VM, its kernel structures and one vCPU."""
 
-    def __init__(self, memory_size: int = DEFAULT_MEMORY) -> None:
-        self.kvm = kvm.Kvm()
+    def __init__(self, memory_size: int = DEFAULT_MEMORY, device: str = "/dev/kvm") -> None:
+        self.kvm = kvm.Kvm(device)
         try:
             if not self.kvm.check_extension(kvm.KVM_CAP_SYNC_REGS):
                 raise kvm.KvmError("this KVM lacks KVM_CAP_SYNC_REGS (copra's exit path needs it)")
