@@ -36,8 +36,10 @@ def main() -> None:
               metavar="SECONDS", help="Stop the run after this many seconds.")
 @click.option("--memory", type=click.IntRange(min=16, max=4096), default=256, show_default=True,
               metavar="MIB", help="Physical memory of the SVSM VM.")
+@click.option("--kvm-device", default="/dev/kvm", show_default=True, metavar="PATH",
+              help="The KVM device node.")
 def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
-        timeout: float | None, memory: int) -> None:
+        timeout: float | None, memory: int, kvm_device: str) -> None:
     """Boot copra and run init; exit with init's status."""
     from copra.kernel.image import ImageError, build_boot_archive
 
@@ -46,7 +48,8 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
     except ImageError as e:
         raise click.ClickException(str(e)) from e
     try:
-        result = boot(BootConfig(archive, memory << 20, timeout), _console)
+        config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device)
+        result = boot(config, _console)
     except BootError as e:
         click.echo(f"copra: {e}", err=True)
         sys.exit(EXIT_BOOT_FAILED)
