@@ -304,6 +304,8 @@ class Machine:
         except InterruptedError:
             self.run.immediate_exit = 0
             return PreemptExit()
+        except OSError as e:  # KVM refused to run this state: end the process, not copra
+            return MachineError(f"KVM_RUN failed: {e.strerror or e}")
         self.exits += 1
         if reason == ExitReason.IO:
             return self._decode_io()
