@@ -1,4 +1,7 @@
-"""Booting copra: RAM fs from a PackIt archive, the SVSM machine, init, the exit loop.
+"""Booting copra: the SVSM machine, RAM fs from a PackIt archive, init, the exit loop.
+
+The RAM fs keeps its files in the machine's guest frames (``FramePageStore``), so a
+read-only file mapping can share them; the machine is therefore created first.
 
 The boot log is printed through the console callable with the ``[kernel]`` prefix;
 user lines come through each task's log with ``[taskname]``. Boot fails with
@@ -16,7 +19,7 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
 from copra.kernel.machine import DEFAULT_MEMORY, Machine
 from copra.kernel.packit import PackItError
-from copra.kernel.ramfs import RamFs
+from copra.kernel.ramfs import FramePageStore, RamFs
 
 INIT_PATH = "/init"
 
@@ -35,6 +38,7 @@ class BootConfig:
     archive: bytes  #: the PackIt archive the RAM fs is populated from
     memory: int = DEFAULT_MEMORY
     timeout: float | None = None
+    kvm_device: str = "/dev/kvm"
     #: Stages run after the RAM fs is populated and before /init starts, in order
     #: (the attestation driver mounting persistent state is one).
     before_init: tuple[BootHook, ...] = ()
@@ -45,16 +49,16 @@ class BootConfig:
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     """Boot, run init and every process until they end (or the timeout); then shut down."""
-    fs = RamFs()
     try:
-        files = fs.populate(config.archive)
-    except (PackItError, SyscallError) as e:
-        raise BootError(f"the boot archive is unusable: {e}") from e
-    try:
-        machine = Machine(config.memory)
+        machine = Machine(config.memory, config.kvm_device)
     except KvmError as e:
         raise BootError(str(e)) from e
     try:
+        fs = RamFs(store=FramePageStore(machine.frames))
+        try:
+            files = fs.populate(config.archive)
+        except (PackItError, SyscallError) as e:
+            raise BootError(f"the boot archive is unusable: {e}") from e
         kernel = Kernel(machine, fs, console)
         kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
                    f"{config.memory >> 20} MiB, {machine.frames.total} free frames")

@@ -248,6 +248,7 @@ class Kernel:
             "objects": sum(KernelObject.live.values()),
             "user_frames": frames.used[FrameOwner.USER],
             "page_table_frames": frames.used[FrameOwner.PAGE_TABLE],
+            "file_frames": frames.used[FrameOwner.FILE],
             "free_frames": frames.free_count,
         }
 

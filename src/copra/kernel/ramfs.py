@@ -1,4 +1,4 @@
-"""The RAM file system: a tree of directories and page-backed files in host memory.
+"""The RAM file system: a tree of directories and page-backed files.
 
 Semantics follow upstream's ramfs (``kernel/src/fs/ramfs.rs``, ``filesystem.rs``);
 copra's deviations, each with upstream's behaviour beside it, are in docs/ramfs.md.
@@ -8,28 +8,44 @@ copra's deviations, each with upstream's behaviour beside it, are in docs/ramfs.
   chooses (a task's root; the fs root by default).
 - A directory keeps its entries in insertion order; removing one swap-removes it
   (the last entry takes its place), as upstream's ``Vec::swap_remove``.
-- A file is a list of 4 KiB pages (``bytearray``) plus a byte size. Read-only file
-  mappings can share these pages: :meth:`RamFs.page` hands one out as a read-only
-  view. Unlinking a file only removes its name; whoever still holds the ``File``
-  (an open handle, a mapping) keeps using it.
+- A file is a list of 4 KiB pages plus a byte size. Pages come from the fs's
+  :class:`PageStore`: :class:`HostPageStore` (host ``bytearray`` pages, the default, what
+  unit tests use) or :class:`FramePageStore`, whose pages are guest frames of the SVSM
+  (``FrameOwner.FILE``) so that a read-only file mapping can map them directly, as
+  upstream shares a file's ``PageRef`` values. :meth:`File.frame` names a page's frame;
+  :meth:`File.share_frame` also takes the mapping's reference on it. Unlinking a file
+  only removes its name; whoever still holds the ``File`` (an open handle) keeps
+  using it.
 
 Invariants:
 - ``len(file pages) == ceil(size / PAGE_SIZE)``; every byte at or past ``size`` in the
-  last page is zero (truncate zeroes the tail), so extending a file or mapping its
-  last page never reveals stale data.
+  last page is zero (pages are zero-filled when allocated, truncate zeroes the tail),
+  so extending a file or mapping its last page never reveals stale data.
 - A name appears at most once in a directory; every component is a valid name.
 - A removed directory is empty, detached from the tree and refuses new entries.
 - ``pages_in_use`` equals the pages held by every live ``File`` of this fs, linked or
-  not: a file's pages are returned when it is truncated or when the last reference to
-  an unlinked file goes away. ``max_pages``, if set, bounds it (ENOMEM beyond).
+  not: a file's pages are released to the store when it is truncated or when the last
+  reference to an unlinked file goes away. ``max_pages``, if set, bounds it (ENOMEM
+  beyond); so does the frame pool of a frame-backed fs.
+- A page the fs releases is no longer the fs's: a frame-backed page drops the fs's
+  reference to its frame (``FrameAllocator.free``), and the frame goes back to the
+  pool only when no mapping still references it, so a mapping never sees its frame
+  reused for something else. It keeps the contents the page had when it was dropped.
+- A write or populate that fails (ENOMEM) changes nothing: every page it needs is
+  taken, all or none, before anything is modified.
 
 Locking: one ``threading.Lock`` per RamFs guards the whole tree and the contents of
 every file in it; every public method takes it for its whole duration, so each
 operation is atomic with respect to the others. ``File``'s own methods take the same
 lock. The page counter has a leaf lock of its own (it is also updated from a
 finaliser when an unlinked file dies, which may happen while the fs lock is held).
-Callers may hold their own locks (an open handle's) while calling in, never the
-reverse: nothing here calls out while holding the fs lock.
+The store is called with the fs lock held, or from that finaliser; a frame store takes
+the frame allocator's lock, which is a leaf: the order is fs lock, then frame
+allocator lock. Callers may hold their own locks (an open handle's) while calling in,
+never the reverse: nothing here calls out of the kernel's memory layer while holding
+the fs lock.
+
+Not supported: growing a file by truncate (upstream cannot either); huge pages.
 """
 
 from __future__ import annotations
@@ -37,10 +53,11 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Protocol, TypeAlias
 
 from copra.abi.spec import PAGE_SIZE, Errno, FileType
 from copra.kernel.errors import SyscallError
+from copra.kernel.frames import FrameAllocator, FrameOwner, OutOfMemory
 from copra.kernel.packit import decode
 from copra.kernel.paths import split_file_path, split_path
 
@@ -49,10 +66,70 @@ def _display(components: tuple[str, ...]) -> str:
     return "/" + "/".join(components)
 
 
-class _PageCounter:
-    """Pages held by one fs's files. Its lock is a leaf: nothing is called under it."""
+# -- page stores ----------------------------------------------------------------------
 
-    def __init__(self, limit: int | None) -> None:
+
+@dataclass(frozen=True, eq=False)
+class Page:
+    """One file page: ``PAGE_SIZE`` writable bytes, and where they live."""
+
+    view: memoryview
+    frame: int | None  #: guest-physical address of the page's frame; None in host memory
+
+
+class PageStore(Protocol):
+    """Where a RamFs's file pages come from and go back to."""
+
+    def alloc(self) -> Page:
+        """A zero-filled page; ``SyscallError(ENOMEM)`` when the store is exhausted."""
+        ...
+
+    def release(self, page: Page) -> None:
+        """Give back a page the fs no longer holds. Called once per allocated page."""
+        ...
+
+
+class HostPageStore:
+    """Pages in host memory (``bytearray``): no frame, reclaimed by the garbage collector."""
+
+    def alloc(self) -> Page:
+        return Page(memoryview(bytearray(PAGE_SIZE)), None)
+
+    def release(self, page: Page) -> None:
+        if page.frame is not None:
+            raise ValueError(f"release of frame {page.frame:#x} to the host page store")
+
+
+class FramePageStore:
+    """Pages in guest frames of ``frames`` (``FrameOwner.FILE``).
+
+    ``release`` drops the fs's reference with ``frames.free``; a frame a mapping has
+    ``share``d stays allocated, with the contents it had, until the mapping's ``free``.
+    """
+
+    def __init__(self, frames: FrameAllocator) -> None:
+        self.frames = frames
+
+    def alloc(self) -> Page:
+        try:
+            pa = self.frames.alloc(FrameOwner.FILE)
+        except OutOfMemory as e:
+            raise SyscallError(Errno.ENOMEM, f"RAM fs page: {e}") from e
+        memory = self.frames.memory
+        offset = pa - memory.base
+        return Page(memory.view[offset : offset + PAGE_SIZE], pa)
+
+    def release(self, page: Page) -> None:
+        if page.frame is None:
+            raise ValueError("release of a host page to a frame page store")
+        self.frames.free(page.frame)
+
+
+class _PagePool:
+    """A store plus the fs's page count. The count's lock is a leaf: nothing runs under it."""
+
+    def __init__(self, store: PageStore, limit: int | None) -> None:
+        self.store = store
         self._lock = threading.Lock()
         self._in_use = 0
         self.limit = limit
@@ -65,7 +142,8 @@ class _PageCounter:
         with self._lock:
             return None if self.limit is None else self.limit - self._in_use
 
-    def allocate(self, count: int) -> None:
+    def take(self, count: int) -> list[Page]:
+        """``count`` new pages, all or none (ENOMEM from the limit or the store)."""
         with self._lock:
             if self.limit is not None and self._in_use + count > self.limit:
                 raise SyscallError(
@@ -74,14 +152,25 @@ class _PageCounter:
                     f"{count} more requested",
                 )
             self._in_use += count
+        pages: list[Page] = []
+        try:
+            for _ in range(count):
+                pages.append(self.store.alloc())
+        except BaseException:
+            with self._lock:
+                self._in_use -= count - len(pages)
+            self.give(pages)
+            raise
+        return pages
 
-    def release(self, count: int) -> None:
-        with self._lock:
-            self._in_use -= count
-
-
-def _release_pages(counter: _PageCounter, pages: list[bytearray]) -> None:
-    counter.release(len(pages))
+    def give(self, pages: list[Page]) -> None:
+        """Release ``pages`` to the store; they are no longer counted."""
+        try:
+            for page in pages:
+                self.store.release(page)
+        finally:
+            with self._lock:
+                self._in_use -= len(pages)
 
 
 class File:
@@ -89,13 +178,13 @@ class File:
 
     file_type: ClassVar[FileType] = FileType.FILE
 
-    def __init__(self, lock: threading.Lock, counter: _PageCounter) -> None:
+    def __init__(self, lock: threading.Lock, pool: _PagePool) -> None:
         self._lock = lock
-        self._counter = counter
+        self._pool = pool
         # Mutated in place only: the finaliser below holds this very list.
-        self._pages: list[bytearray] = []
+        self._pages: list[Page] = []
         self._size = 0
-        weakref.finalize(self, _release_pages, counter, self._pages)
+        weakref.finalize(self, pool.give, self._pages)
 
     @property
     def size(self) -> int:
@@ -126,13 +215,52 @@ class File:
         """A read-only view of page ``index`` (IndexError past the last page).
 
         The view aliases the file: later writes show through it, as they do through a
-        shared read-only mapping. A page dropped by truncate keeps its old contents for
-        whoever still holds a view of it, but is no longer counted as the fs's.
+        shared read-only mapping. Once truncate or unlink drops the page, a host page
+        keeps its old contents for whoever holds the view, but a frame-backed page's
+        frame may be reused: hold a reference (:meth:`share_frame`) to keep it.
         """
         with self._lock:
-            if not 0 <= index < len(self._pages):
-                raise IndexError(f"page {index} of a file with {len(self._pages)} pages")
-            return memoryview(self._pages[index]).toreadonly()
+            return memoryview(self._page_locked(index).view).toreadonly()
+
+    def frame(self, index: int) -> int:
+        """The guest-physical address of page ``index``'s frame.
+
+        IndexError past the last page; ValueError if the fs keeps its pages in host
+        memory (no ``FramePageStore``). The address is the file's page only while the
+        file holds it: to map it, use :meth:`share_frame`.
+        """
+        with self._lock:
+            return self._frame_locked(index)
+
+    def share_frame(self, index: int) -> int:
+        """:meth:`frame`, with a new reference on the frame (``FrameAllocator.share``).
+
+        Looking the frame up and taking the reference happen under the fs lock, so a
+        concurrent truncate or unlink cannot return the frame to the pool in between.
+        The caller (a read-only mapping) owns the reference and drops it with
+        ``FrameAllocator.free``; until then the frame is never reused.
+        """
+        with self._lock:
+            pa = self._frame_locked(index)
+            store = self._pool.store
+            if not isinstance(store, FramePageStore):
+                raise ValueError(f"page {index} has a frame but the store is {store!r}")
+            store.frames.share(pa)
+            return pa
+
+    def _page_locked(self, index: int) -> Page:
+        if not 0 <= index < len(self._pages):
+            raise IndexError(f"page {index} of a file with {len(self._pages)} pages")
+        return self._pages[index]
+
+    def _frame_locked(self, index: int) -> int:
+        frame = self._page_locked(index).frame
+        if frame is None:
+            raise ValueError(
+                f"page {index} is in host memory, not a guest frame: "
+                "the RamFs has no FramePageStore"
+            )
+        return frame
 
     def _read_locked(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
@@ -145,7 +273,7 @@ class File:
         while pos < end:
             index, start = divmod(pos, PAGE_SIZE)
             count = min(end - pos, PAGE_SIZE - start)
-            out += self._pages[index][start : start + count]
+            out += self._pages[index].view[start : start + count]
             pos += count
         return bytes(out)
 
@@ -158,14 +286,13 @@ class File:
         end = offset + total
         needed = -(-end // PAGE_SIZE) - len(self._pages)
         if needed > 0:
-            self._counter.allocate(needed)
-            self._pages.extend(bytearray(PAGE_SIZE) for _ in range(needed))
+            self._pages.extend(self._pool.take(needed))
         pos = offset
         done = 0
         while done < total:
             index, start = divmod(pos, PAGE_SIZE)
             count = min(total - done, PAGE_SIZE - start)
-            self._pages[index][start : start + count] = data[done : done + count]
+            self._pages[index].view[start : start + count] = data[done : done + count]
             pos += count
             done += count
         self._size = max(self._size, end)
@@ -178,14 +305,14 @@ class File:
                 f"truncate to {size} bytes: the file has {self._size}; it can only shrink",
             )
         keep = -(-size // PAGE_SIZE)
-        dropped = len(self._pages) - keep
-        if dropped:
-            del self._pages[keep:]
-            self._counter.release(dropped)
+        dropped = self._pages[keep:]
+        del self._pages[keep:]
         tail = size % PAGE_SIZE
         if tail:
-            self._pages[-1][tail:] = bytes(PAGE_SIZE - tail)
+            self._pages[-1].view[tail:] = bytes(PAGE_SIZE - tail)
         self._size = size
+        if dropped:
+            self._pool.give(dropped)
         return size
 
 
@@ -245,13 +372,17 @@ class DirListEntry:
 
 
 class RamFs:
-    """One RAM file system. All methods are atomic (one lock per fs)."""
+    """One RAM file system. All methods are atomic (one lock per fs).
 
-    def __init__(self, *, max_pages: int | None = None) -> None:
+    ``store`` supplies the file pages: host memory by default, guest frames with a
+    :class:`FramePageStore` (what the booted kernel uses).
+    """
+
+    def __init__(self, *, max_pages: int | None = None, store: PageStore | None = None) -> None:
         if max_pages is not None and max_pages < 0:
             raise ValueError(f"max_pages must be >= 0, not {max_pages}")
         self._lock = threading.Lock()
-        self._counter = _PageCounter(max_pages)
+        self._pool = _PagePool(HostPageStore() if store is None else store, max_pages)
         self._root = Directory(self._lock)
 
     @property
@@ -261,11 +392,20 @@ class RamFs:
     @property
     def pages_in_use(self) -> int:
         """Pages held by this fs's files, unlinked but still referenced ones included."""
-        return self._counter.in_use
+        return self._pool.in_use
 
     @property
     def max_pages(self) -> int | None:
-        return self._counter.limit
+        return self._pool.limit
+
+    @property
+    def store(self) -> PageStore:
+        return self._pool.store
+
+    @property
+    def frame_backed(self) -> bool:
+        """True if file pages are guest frames (:meth:`File.frame` works)."""
+        return isinstance(self._pool.store, FramePageStore)
 
     # -- lookups ---------------------------------------------------------------
 
@@ -374,13 +514,15 @@ class RamFs:
             start = self._start(root)
             for components, _ in entries:
                 self._check_populatable(start, components)
-            pages = sum(-(-len(data) // PAGE_SIZE) for _, data in entries)
-            available = self._counter.available()
-            if available is not None and pages > available:
+            counts = [-(-len(data) // PAGE_SIZE) for _, data in entries]
+            available = self._pool.available()
+            if available is not None and sum(counts) > available:
                 raise SyscallError(
-                    Errno.ENOMEM, f"archive needs {pages} pages, the fs has {available} left"
+                    Errno.ENOMEM, f"archive needs {sum(counts)} pages, the fs has {available} left"
                 )
-            for components, data in entries:
+            pages = self._pool.take(sum(counts))  # all or none: the last check that can fail
+            taken = 0
+            for (components, data), count in zip(entries, counts, strict=True):
                 parent = start
                 for depth, name in enumerate(components[:-1], start=1):
                     node = parent._get(name)
@@ -390,6 +532,8 @@ class RamFs:
                     assert isinstance(node, Directory), _display(components[:depth])
                     parent = node
                 created = self._create_file(parent, components)
+                created._pages.extend(pages[taken : taken + count])
+                taken += count
                 created._write_locked(0, memoryview(data))
             return len(entries)
 
@@ -443,7 +587,7 @@ class RamFs:
 
     def _create_file(self, parent: Directory, components: tuple[str, ...]) -> File:
         self._check_creatable(parent, components)
-        file = File(self._lock, self._counter)
+        file = File(self._lock, self._pool)
         parent._add(components[-1], file)
         return file
 
