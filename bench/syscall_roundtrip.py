@@ -25,8 +25,8 @@ import time
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
-from copra.kernel.image import packaged_program
 from copra.kernel.frames import FrameOwner
+from copra.kernel.image import packaged_program
 from copra.kernel.kernel import Kernel
 from copra.kernel.machine import Machine, UserContext
 from copra.kernel.pagetable import AddressSpace

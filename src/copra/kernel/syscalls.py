@@ -183,10 +183,9 @@ def _file_frames(k: Kernel, file: OpenFile, first: int, pages: int) -> list[int]
     out: list[int] = []
     try:
         for index in range(first, first + pages):
-            if index < file.file.page_count:
-                pa = file.file.frame(index)
-                frames.share(pa)
-            else:
+            try:
+                pa = file.file.share_frame(index)  # atomic with respect to truncate
+            except IndexError:
                 pa = frames.alloc(FrameOwner.USER)
             out.append(pa)
     except BaseException:
