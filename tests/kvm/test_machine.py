@@ -81,6 +81,13 @@ def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
         (b"\xfa", x86.Vector.GP),  # cli at CPL3 (IOPL 0)
         (b"\xcc", x86.Vector.BP),  # int3
         (b"\xe6\x70", x86.Vector.GP),  # out to a port the I/O bitmap denies
+        # pushfq; or qword [rsp], 0x100 (TF); popfq; nop: single-step trap
+        (bytes.fromhex("9c48810c24000100009d9090"), x86.Vector.DB),
+        # ldmxcsr with divide-by-zero unmasked; divss by 0.0: SIMD exception
+        (bytes.fromhex("4883ec10c70424801d00000fae14240f57c9b80000803f660f6ec0f30f5ec190"),
+         x86.Vector.XM),
+        # fninit; fldcw with ZE unmasked; fld1; fldz; fdivp; fwait: x87 exception
+        (bytes.fromhex("dbe34883ec1066c704247b03d92c24d9e8d9eedef99b90"), x86.Vector.MF),
     ],
 )
 def test_user_exception_reaches_kernel_with_vector(machine: Machine, code: bytes,
