@@ -89,7 +89,7 @@ def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
         # fninit; fldcw with ZE unmasked; fld1; fldz; fdivp; fwait: x87 exception
         (bytes.fromhex("dbe34883ec1066c704247b03d92c24d9e8d9eedef99b90"), x86.Vector.MF),
     ],
-    ids=["ud2", "div0", "hlt", "cli", "out-denied-port", "single-step", "simd", "x87"],
+    ids=["ud2", "div0", "hlt", "cli", "int3", "out-denied-port", "single-step", "simd", "x87"],
 )
 def test_user_exception_reaches_kernel_with_vector(machine: Machine, code: bytes,
                                                    vector: int) -> None:
