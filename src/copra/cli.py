@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION
+from copra.attest.aproxy_cli import aproxy
+from copra.attest.cli import attest
+from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
+from copra.attest.kbs.cli import kbs
+from copra.attest.measure import measure_boot
 from copra.kernel.boot import BootConfig, BootError, boot
 
 EXIT_TIMEOUT = 124
@@ -24,31 +31,79 @@ def main() -> None:
     """copra: a Secure VM Service Module in the style of COCONUT-SVSM, on KVM."""
 
 
-@main.command()
-@click.option("--init", "init_elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Boot this static ELF as /init instead of the default image's init.")
-@click.option("--file", "files", multiple=True, metavar="SRC=DEST",
-              help="Add a host file to the RAM fs at DEST (repeatable).")
-@click.option("--config", "config_path",
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="An image configuration (JSON) instead of the default one.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="SECONDS", help="Stop the run after this many seconds.")
-@click.option("--memory", type=click.IntRange(min=16, max=4096), default=256, show_default=True,
-              metavar="MIB", help="Physical memory of the SVSM VM.")
-@click.option("--kvm-device", default="/dev/kvm", show_default=True, metavar="PATH",
-              help="The KVM device node.")
-def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
-        timeout: float | None, memory: int, kvm_device: str) -> None:
-    """Boot copra and run init; exit with init's status."""
+_INIT = click.option(
+    "--init", "init_elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Boot this static ELF as /init instead of the default image's init.")
+_FILES = click.option("--file", "files", multiple=True, metavar="SRC=DEST",
+                      help="Add a host file to the RAM fs at DEST (repeatable).")
+_CONFIG = click.option("--config", "config_path",
+                       type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                       help="An image configuration (JSON) instead of the default one.")
+_MEMORY = click.option("--memory", type=click.IntRange(min=16, max=4096), default=256,
+                       show_default=True, metavar="MIB", help="Physical memory of the SVSM VM.")
+
+
+def default_snp_state() -> Path:
+    """The per-user chip directory: $XDG_STATE_HOME/copra/snp, else ~/.local/state/copra/snp."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "copra" / "snp"
+
+
+def _archive(config_path: Path | None, init_elf: Path | None, files: tuple[str, ...]) -> bytes:
     from copra.kernel.image import ImageError, build_boot_archive
 
     try:
-        archive = build_boot_archive(config_path, init_elf, files)
+        return build_boot_archive(config_path, init_elf, files)
     except ImageError as e:
         raise click.ClickException(str(e)) from e
+
+
+@main.command()
+@_INIT
+@_FILES
+@_CONFIG
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Stop the run after this many seconds.")
+@_MEMORY
+@click.option("--kvm-device", default="/dev/kvm", show_default=True, metavar="PATH",
+              help="The KVM device node.")
+@click.option("--attest", "attest_mode", type=click.Choice([m.value for m in AttestMode]),
+              is_flag=False, flag_value=AttestMode.OPTIONAL.value, default=None,
+              help="Attest at boot and mount the persistent state at /persist; 'require' "
+                   "stops the boot if that fails (bare --attest: optional).")
+@click.option("--aproxy", "aproxy_socket", type=click.Path(path_type=Path), metavar="SOCKET",
+              help="The attestation proxy's Unix socket (with --attest).")
+@click.option("--snp-state", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="The emulated SNP chip's state directory, created on first use "
+                   "(with --attest; default $XDG_STATE_HOME/copra/snp or "
+                   "~/.local/state/copra/snp).")
+@click.option("--persist", "persist_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="The sealed persistent store (with --attest); "
+                                   "created on the first attested boot.")
+def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
+        timeout: float | None, memory: int, kvm_device: str, attest_mode: str | None,
+        aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None) -> None:
+    """Boot copra and run init; exit with init's status."""
+    if attest_mode is None:
+        given = [name for name, value in (("--aproxy", aproxy_socket), ("--snp-state", snp_state),
+                                          ("--persist", persist_file)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} need --attest")
+    elif aproxy_socket is None:
+        raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
+    archive = _archive(config_path, init_elf, files)
+    config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device)
+    if attest_mode is not None:
+        assert aproxy_socket is not None
+        settings = AttestSettings(
+            mode=AttestMode(attest_mode), aproxy=aproxy_socket,
+            snp_state=snp_state if snp_state is not None else default_snp_state(),
+            persist=persist_file)
+        driver = AttestationDriver(settings, archive, memory << 20)
+        config = replace(config, before_init=(driver.before_init,),
+                         after_run=(driver.after_run,))
     try:
-        config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device)
         result = boot(config, _console)
     except BootError as e:
         click.echo(f"copra: {e}", err=True)
@@ -62,17 +117,21 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
     sys.exit((status >> EXIT_STATUS_SHIFT) & 0xFF)
 
 
-def _register_optional() -> None:
-    """Attach the command groups of the attestation side as they exist."""
-    import importlib
+@main.command()
+@_INIT
+@_FILES
+@_CONFIG
+@_MEMORY
+def measure(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
+            memory: int) -> None:
+    """Print the launch measurement (96 hex digits) of `copra run` with the same inputs.
 
-    for module, name in (("copra.attest.cli", "attest"), ("copra.attest.aproxy_cli", "aproxy"),
-                         ("copra.attest.kbs.cli", "kbs")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            continue
-        main.add_command(getattr(mod, name))
+    For the key broker's reference values:
+    copra kbs --db kbs.db set-reference --measurement $(copra measure --init prog.elf)
+    """
+    click.echo(measure_boot(_archive(config_path, init_elf, files), memory << 20).hex())
 
 
-_register_optional()
+main.add_command(attest)
+main.add_command(aproxy)
+main.add_command(kbs)

@@ -1,0 +1,185 @@
+"""The sealed persistent store: format, AEAD binding, atomic writes, and a fuzzed parser."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from copra.attest.persist import (
+    HEADER_SIZE,
+    StoreContents,
+    StoreError,
+    StoreSealed,
+    WeakSecret,
+    decode_store,
+    encode_store,
+    read_store,
+    write_store,
+)
+from copra.kernel.packit import PackItEntry, encode
+
+SECRET = bytes(range(32))
+OTHER = bytes(range(1, 33))
+FILES = (PackItEntry("/counter", b"7"), PackItEntry("/sub/dir/notes.txt", b"hello\n" * 100))
+CONTENTS = StoreContents(3, FILES)
+
+
+def test_encode_decode_round_trip_keeps_generation_and_files() -> None:
+    assert decode_store(SECRET, encode_store(SECRET, CONTENTS)) == CONTENTS
+
+
+def test_empty_store_round_trips() -> None:
+    assert decode_store(SECRET, encode_store(SECRET, StoreContents(0, ()))) == StoreContents(0, ())
+
+
+def test_format_matches_documented_layout_and_kdf() -> None:
+    salt, nonce = b"s" * 32, b"n" * 12
+    sealed = encode_store(SECRET, CONTENTS, salt=salt, nonce=nonce)
+    header = sealed[:HEADER_SIZE]
+    assert HEADER_SIZE == 72
+    assert header[:8] == b"COPRAPST"
+    assert int.from_bytes(header[8:10], "little") == 1
+    assert int.from_bytes(header[10:12], "little") == 72
+    assert header[12:16] == bytes(4) and header[68:72] == bytes(4)
+    assert header[16:48] == salt
+    assert int.from_bytes(header[48:56], "little") == 3
+    assert header[56:68] == nonce
+    key = HKDF(hashes.SHA256(), 32, salt, b"copra persist v1").derive(SECRET)
+    plain = AESGCM(key).decrypt(nonce, sealed[HEADER_SIZE:], header)
+    assert plain == encode(FILES)
+
+
+def test_every_write_draws_fresh_salt_and_nonce() -> None:
+    first = encode_store(SECRET, CONTENTS)
+    second = encode_store(SECRET, CONTENTS)
+    assert first[16:48] != second[16:48]  # salt
+    assert first[56:68] != second[56:68]  # nonce
+    assert first[HEADER_SIZE:] != second[HEADER_SIZE:]
+
+
+def test_wrong_secret_raises_store_sealed_naming_both_causes() -> None:
+    with pytest.raises(StoreSealed, match="corrupted or sealed with another key"):
+        decode_store(OTHER, encode_store(SECRET, CONTENTS))
+
+
+@pytest.mark.parametrize("offset", range(HEADER_SIZE))
+def test_flipping_any_header_byte_is_refused(offset: int) -> None:
+    sealed = bytearray(encode_store(SECRET, CONTENTS))
+    sealed[offset] ^= 0x01
+    with pytest.raises(StoreSealed):
+        decode_store(SECRET, bytes(sealed))
+
+
+def test_flipping_body_bytes_is_refused() -> None:
+    sealed = encode_store(SECRET, CONTENTS)
+    for offset in range(HEADER_SIZE, len(sealed), 37):
+        damaged = bytearray(sealed)
+        damaged[offset] ^= 0x80
+        with pytest.raises(StoreSealed):
+            decode_store(SECRET, bytes(damaged))
+
+
+def test_changed_generation_is_refused_as_associated_data() -> None:
+    sealed = bytearray(encode_store(SECRET, CONTENTS))
+    sealed[48:56] = (2).to_bytes(8, "little")  # an attacker "rolls back" the counter field
+    with pytest.raises(StoreSealed, match="authentication failed"):
+        decode_store(SECRET, bytes(sealed))
+
+
+@pytest.mark.parametrize("length", [0, 1, HEADER_SIZE, HEADER_SIZE + 15])
+def test_truncated_store_is_refused(length: int) -> None:
+    with pytest.raises(StoreSealed):
+        decode_store(SECRET, encode_store(SECRET, CONTENTS)[:length])
+
+
+def test_unknown_format_version_is_refused_by_name() -> None:
+    sealed = bytearray(encode_store(SECRET, CONTENTS))
+    sealed[8] = 2
+    with pytest.raises(StoreSealed, match="format version 2"):
+        decode_store(SECRET, bytes(sealed))
+
+
+def test_short_secret_is_refused_for_writing_and_reading() -> None:
+    with pytest.raises(WeakSecret):
+        encode_store(b"short", CONTENTS)
+    with pytest.raises(WeakSecret):
+        decode_store(b"short", encode_store(SECRET, CONTENTS))
+
+
+def test_missing_file_is_a_fresh_empty_store(tmp_path: Path) -> None:
+    assert read_store(tmp_path / "none", SECRET) == StoreContents(0, ())
+
+
+def test_empty_file_is_refused_not_taken_as_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    path.write_bytes(b"")
+    with pytest.raises(StoreSealed):
+        read_store(path, SECRET)
+
+
+def test_directory_in_place_of_store_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="directory"):
+        read_store(tmp_path, SECRET)
+
+
+def test_write_then_read_round_trips_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    write_store(path, SECRET, CONTENTS)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_store(path, SECRET) == CONTENTS
+
+
+def test_write_replaces_old_store_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    write_store(path, SECRET, CONTENTS)
+    write_store(path, SECRET, StoreContents(4, (PackItEntry("/counter", b"8"),)))
+    assert read_store(path, SECRET).generation == 4
+    assert os.listdir(tmp_path) == ["store"]
+
+
+def test_write_into_missing_directory_raises_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot write"):
+        write_store(tmp_path / "no" / "store", SECRET, CONTENTS)
+
+
+def test_plaintext_does_not_appear_in_the_sealed_file(tmp_path: Path) -> None:
+    marker = b"plaintext-marker-0123456789"
+    path = tmp_path / "store"
+    write_store(path, SECRET, StoreContents(1, (PackItEntry("/m", marker),)))
+    data = path.read_bytes()
+    assert marker not in data and b"/m" not in data[HEADER_SIZE:]
+
+
+# -- fuzzing: the parser raises its own exception and nothing else -------------------
+
+_VALID = encode_store(SECRET, CONTENTS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=512))
+def test_random_bytes_raise_only_store_sealed(data: bytes) -> None:
+    with pytest.raises(StoreSealed):
+        decode_store(SECRET, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(1, 255)),
+                min_size=1, max_size=8),
+       st.integers(0, len(_VALID)))
+def test_mutated_store_raises_only_store_sealed(flips: list[tuple[int, int]], cut: int) -> None:
+    data = bytearray(_VALID)
+    for offset, mask in flips:
+        data[offset] ^= mask
+    data = data[:cut] if cut < len(data) else data
+    if bytes(data) == _VALID:
+        return
+    with pytest.raises(StoreSealed):
+        decode_store(SECRET, bytes(data))
