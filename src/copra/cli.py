@@ -132,6 +132,29 @@ def measure(init_elf: Path | None, files: tuple[str, ...], config_path: Path | N
     click.echo(measure_boot(_archive(config_path, init_elf, files), memory << 20).hex())
 
 
+@main.command()
+@click.option("--snp-state", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="The chip's state directory (default as for `copra run`).")
+def chip(snp_state: Path | None) -> None:
+    """Open the emulated SNP chip, creating it if there is none; print its ARK's path.
+
+    The ARK is the trust root a key broker needs for this chip's reports:
+    copra kbs --db kbs.db serve --trust-root "$(copra chip)"
+    """
+    from copra.hw.snp import SnpFirmware, SnpFirmwareError, StateMissing
+
+    state = snp_state if snp_state is not None else default_snp_state()
+    try:
+        try:
+            SnpFirmware.open(state)
+        except StateMissing:
+            click.echo(f"copra: creating an emulated SNP chip in {state}", err=True)
+            SnpFirmware.create(state)
+    except (SnpFirmwareError, OSError) as e:
+        raise click.ClickException(f"the emulated SNP chip in {state} is unusable: {e}") from e
+    click.echo(state / "ark.pem")
+
+
 main.add_command(attest)
 main.add_command(aproxy)
 main.add_command(kbs)

@@ -64,7 +64,7 @@ from copra.kernel.packit import PackItEntry, PackItError, encode
 from copra.kernel.ramfs import File, RamFs
 
 PERSIST_DIR: Final = "/persist"
-#: Seconds the whole exchange with the proxy may take (connect, negotiate, attest).
+#: Seconds each socket operation with the proxy may take (connect, send, receive).
 DEFAULT_TIMEOUT: Final = 30.0
 #: RSA modulus of the ARK and ASK of a chip the driver creates (AMD's).
 DEFAULT_CHIP_KEY_SIZE: Final = 4096
