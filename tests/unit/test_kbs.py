@@ -34,9 +34,9 @@ from copra.attest.protocol import (
     SnpEvidence,
     Tee,
 )
-from copra.attest.report import GuestPolicy, PolicyFlags, TcbVersion
 from copra.attest.verify import Verifier
 from copra.hw.snp import SnpFirmware, SnpGuest
+from copra.hw.snp_report import GuestPolicy, PolicyFlags, TcbVersion
 
 SECRET = b"cocoonfs root key: 0123456789abcdef"
 RESOURCE = "/kbs/v0/resource/default/sample/test"

@@ -22,20 +22,6 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copra.attest.report import (
-    AttestationReport,
-    CertGuid,
-    CertTableError,
-    Generation,
-    GuestPolicy,
-    PolicyFlags,
-    SigningKey,
-    TcbLayout,
-    TcbVersion,
-    VcekOid,
-    build_cert_table,
-    parse_cert_table,
-)
 from copra.attest.verify import ChainError, Verifier
 from copra.hw.snp import (
     PAGE_INFO_SIZE,
@@ -52,6 +38,20 @@ from copra.hw.snp import (
     StateExists,
     StateMissing,
     page_info,
+)
+from copra.hw.snp_report import (
+    AttestationReport,
+    CertGuid,
+    CertTableError,
+    Generation,
+    GuestPolicy,
+    PolicyFlags,
+    SigningKey,
+    TcbLayout,
+    TcbVersion,
+    VcekOid,
+    build_cert_table,
+    parse_cert_table,
 )
 
 KEY_SIZE = 2048

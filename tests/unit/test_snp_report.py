@@ -1,4 +1,4 @@
-"""Unit tests of the SEV-SNP ATTESTATION_REPORT codec (copra.attest.report)."""
+"""Unit tests of the SEV-SNP ATTESTATION_REPORT codec (copra.hw.snp_report)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copra.attest.report import (
+from copra.hw.snp_report import (
     REPORT_SIZE,
     AttestationReport,
     FirmwareVersion,

@@ -16,16 +16,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from copra.attest.report import (
-    AttestationReport,
-    Generation,
-    GuestPolicy,
-    KeyInfo,
-    PolicyFlags,
-    SigningKey,
-    TcbVersion,
-    decode_report_file,
-)
 from copra.attest.verify import (
     AMD_ARK_FINGERPRINTS,
     CertificateExpired,
@@ -53,6 +43,16 @@ from copra.attest.verify import (
     load_certificates,
 )
 from copra.hw.snp import SnpFirmware, SnpGuest
+from copra.hw.snp_report import (
+    AttestationReport,
+    Generation,
+    GuestPolicy,
+    KeyInfo,
+    PolicyFlags,
+    SigningKey,
+    TcbVersion,
+    decode_report_file,
+)
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "snp"
 MILAN_BUNDLE = VECTORS / "trustee" / "milan_ask_ark_asvk.pem"

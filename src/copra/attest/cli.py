@@ -13,19 +13,19 @@ from pathlib import Path
 
 import click
 
-from copra.attest.report import (
-    AttestationReport,
-    ReportFormatError,
-    TcbLayout,
-    TcbVersion,
-    decode_report_file,
-)
 from copra.attest.verify import (
     Policy,
     VerificationError,
     Verifier,
     load_certificates,
     utc_now,
+)
+from copra.hw.snp_report import (
+    AttestationReport,
+    ReportFormatError,
+    TcbLayout,
+    TcbVersion,
+    decode_report_file,
 )
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)

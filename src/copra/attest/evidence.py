@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from copra.attest.binding import Binding
-from copra.attest.report import (
+from copra.hw.snp_report import (
     AttestationReport,
     FirmwareVersion,
     GuestPolicy,

@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import SignatureAlgorithmOID
 
-from copra.attest.report import (
+from copra.hw.snp_report import (
     REPORT_SIZE,
     SIG_ALGO_ECDSA_P384_SHA384,
     SIGNED_SIZE,

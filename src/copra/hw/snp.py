@@ -1,7 +1,7 @@
 """Emulated SEV-SNP firmware: one persistent chip, its key chain, launch digests and reports.
 
 copra runs on ordinary KVM, so the AMD Secure Processor is emulated here, honestly:
-the report layout is SNP's (``copra.attest.report``), the signatures are real ECDSA
+the report layout is SNP's (``copra.hw.snp_report``), the signatures are real ECDSA
 P-384 signatures by a VCEK whose certificate chains, with AMD's extensions and AMD's
 RSASSA-PSS parameters, to a self-signed RSA ARK, and MEASUREMENT is a real launch
 digest of what was loaded. What is *not* real: the chip's keys live in a directory on

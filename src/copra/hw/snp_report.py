@@ -28,8 +28,8 @@ unknown semantics is worse than a clear error.
 
 The codec has no state and takes no locks; every value is immutable. It lives in the
 hw layer because the report is a firmware structure that the emulated firmware
-(:mod:`copra.hw.snp`) builds; :mod:`copra.attest.report` is its public home for
-verifiers and brokers and re-exports every name.
+(:mod:`copra.hw.snp`) builds; verifiers and brokers in the attest layer import it
+from here.
 """
 
 from __future__ import annotations

@@ -53,19 +53,19 @@ from copra.attest.binding import (
 from copra.attest.evidence import CertType, Evidence, EvidenceError, parse_primary_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
-from copra.attest.report import (
-    AttestationReport,
-    ReportFormatError,
-    SigningKey,
-    VcekOid,
-    parse_hwid,
-)
 from copra.attest.verify import (
     Policy,
     VerificationError,
     VerifiedReport,
     Verifier,
     load_certificates,
+)
+from copra.hw.snp_report import (
+    AttestationReport,
+    ReportFormatError,
+    SigningKey,
+    VcekOid,
+    parse_hwid,
 )
 
 log = logging.getLogger("copra.kbs")

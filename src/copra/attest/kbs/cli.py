@@ -20,8 +20,8 @@ import click
 
 from copra.attest.binding import Binding
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
-from copra.attest.report import TcbVersion
 from copra.attest.verify import VerificationError, Verifier, fingerprint, load_certificates
+from copra.hw.snp_report import TcbVersion
 
 
 def _interrupt(signum: int, frame: object) -> None:

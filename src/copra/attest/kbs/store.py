@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from copra.attest.report import TcbVersion
+from copra.hw.snp_report import TcbVersion
 
 SCHEMA_VERSION: Final = 1
 _COMPONENT: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
