@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from copra.abi.spec import (
+    DIRENT,
     EXIT_STATUS_SHIFT,
     PAGE_SIZE,
     PATH_MAX,
@@ -46,7 +47,7 @@ from copra.kernel.objects.file import (
 )
 from copra.kernel.objects.log import Log
 from copra.kernel.process import MAP_AREA_END, Process, RegionKind, State
-from copra.kernel.usermem import UserPtr, copy_in, copy_in_str, copy_out
+from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_in_str, copy_out
 
 #: Largest single READ/WRITE transfer; larger requests are partial (the count says so).
 MAX_IO = 1 << 20
@@ -256,6 +257,8 @@ def sys_read(k: Kernel, p: Process, r: KvmRegs) -> int:
     if isinstance(obj, Log):
         raise SyscallError(Errno.EWRONLY, "the task log is write-only")
     obj = p.handles.get(handle, OpenFile, Rights.READ, Errno.EWRONLY)
+    with p.mem_lock:
+        check_buffer(p.space, buf, r.r8, write=True, usable=length)
 
     def out(data: bytes) -> None:
         with p.mem_lock:
@@ -271,6 +274,7 @@ def sys_write(k: Kernel, p: Process, r: KvmRegs) -> int:
         raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
     p.handles.get(handle, KernelObject, Rights.WRITE, Errno.ERDONLY)
     with p.mem_lock:
+        check_buffer(p.space, UserPtr(r.rsi), r.r8, write=False, usable=length)
         data = copy_in(p.space, UserPtr(r.rsi), length)
     return obj.write(data)
 
@@ -297,6 +301,10 @@ def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
 def sys_readdir(k: Kernel, p: Process, r: KvmRegs) -> int:
     obj = p.handles.get(_u32(r.rdi), OpenDirectory, Rights.READ)
     buf, count = UserPtr(r.rsi), min(r.r8, MAX_READDIR)
+    if r.r8 > (USER_END // DIRENT.size):
+        raise SyscallError(Errno.EFAULT, f"{r.r8} entries do not fit in user memory")
+    with p.mem_lock:
+        check_buffer(p.space, buf, r.r8 * DIRENT.size, write=True, usable=count * DIRENT.size)
 
     def out(data: bytes) -> None:
         with p.mem_lock:

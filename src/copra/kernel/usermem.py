@@ -56,6 +56,22 @@ def _pages(space: AddressSpace, ptr: UserPtr, length: int, write: bool) -> list[
     return runs
 
 
+def check_buffer(space: AddressSpace, ptr: UserPtr, length: int, *, write: bool,
+                 usable: int) -> None:
+    """Validate a syscall's buffer argument before the syscall acts.
+
+    The whole of [addr, addr + length) must lie in user space (a length that wraps
+    or reaches the kernel half is EFAULT even where only part would be used), and
+    its first ``usable`` bytes — what the syscall may transfer — must be mapped
+    (writable when ``write``). A call that would transfer nothing (a read at EOF)
+    still fails on a bad buffer, so the answer never depends on the file position.
+    """
+    _pages(space, ptr, 0, write)  # bounds of the start
+    if ptr.addr + length > USER_END:
+        raise SyscallError(Errno.EFAULT, f"range {ptr.addr:#x}+{length:#x} leaves user memory")
+    _pages(space, ptr, min(length, usable), write)
+
+
 def copy_in(space: AddressSpace, ptr: UserPtr, length: int) -> bytes:
     runs = _pages(space, ptr, length, write=False)
     mem = space.frames.memory
