@@ -1,0 +1,947 @@
+//! syscall-fuzz: random syscalls from a seeded PRNG; every answer must be a result or
+//! a documented error code.
+//!
+//! `/etc/fuzz.conf` holds `<seed> <count>` (decimal or `0x` hex); without it the seed
+//! is `DEFAULT_SEED` and the count 100,000. Each call is drawn by splitmix64:
+//!
+//! - 70 %: a real syscall (EXIT excluded) with arguments chosen per parameter kind:
+//!   handles (its own open ones, 0, boundaries, random high bits), paths (a table of
+//!   valid, missing, malformed and over-long ones, random bytes, bad pointers), buffers
+//!   (its own arena, its read-only image, its mappings, unmapped, kernel-half,
+//!   non-canonical, around `USER_END`), lengths, modes and flags (valid combinations,
+//!   boundaries, random bits);
+//! - 30 %: a number that is no syscall, with random arguments; the answer must be ENOSYS.
+//!
+//! It never destroys itself: buffers the kernel may write are its arena or its own
+//! mappings, or memory where nothing of its own can be hit; EXEC only gets paths that cannot name a
+//! program; MUNMAP, MRESIZE and FIXED mappings stay away from its image and stack; it
+//! never closes or writes handle 0 at random. Everything it creates lives under
+//! `/fuzz`: path arguments are the table's or `/fuzz/` followed by random bytes.
+//!
+//! A result is unexpected when it is an error code the spec does not define, UNKNOWN
+//! (the kernel's internal error), anything but ENOSYS for an unknown number, or an
+//! implausible success (a handle beyond the limit, more bytes than asked, an unaligned
+//! mapping...). Each is counted; the first 20 print
+//! `FAIL call <n> via <entry>: <syscall> <arguments> -> <result>: <why>`. At the end it
+//! closes every handle it still holds (each CLOSE must succeed), unmaps its mappings,
+//! removes `/fuzz`, and prints the count of calls per syscall and per result, then
+//! `SUMMARY <calls> calls, <unexpected> unexpected`. Exits 0 iff nothing was unexpected.
+
+#![no_std]
+#![no_main]
+
+use libcopra::abi::{
+    DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES, MMAP_BASE, PAGE_SIZE, Sys, USER_END,
+    USER_STACK_SIZE, USER_START, sysno,
+};
+use libcopra::fs::{self, FileFlag, FileMode};
+use libcopra::syscall::{Entry, syscall5_via};
+use libcopra::{declare_main, println};
+
+declare_main!(main);
+
+const CONF: &str = "/etc/fuzz.conf";
+const DEFAULT_SEED: u64 = 0xC0FF_EE00_5EED_0001;
+const DEFAULT_COUNT: u64 = 100_000;
+const WORK: &str = "/fuzz";
+const FAILS_SHOWN: u64 = 20;
+
+const PAGE: u64 = PAGE_SIZE;
+const MAP_AREA_END: u64 = USER_END - USER_STACK_SIZE;
+/// The program image lies in [USER_START, IMAGE_GUARD_END): never unmapped or resized.
+const IMAGE_GUARD_END: u64 = USER_START + 0x100_0000;
+/// FIXED mappings go here and nowhere else (far from the image, the stack, MMAP_BASE).
+const FIXED_ARENA: u64 = 0x0000_3000_0000_0000;
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
+const MAX_MAPPINGS: usize = 32;
+
+// --- the PRNG -------------------------------------------------------------------------
+
+/// splitmix64 (Steele, Lea, Flood 2014): one u64 of state, full period.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn percent(&mut self) -> u64 {
+        self.below(100)
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+// --- memory the kernel may read and write -----------------------------------------------
+
+const ARENA_SIZE: u64 = 64 * 1024;
+/// [0, WRITABLE_END) of the arena is where the kernel may write (READ, READDIR);
+/// the rest holds random path slots that nothing overwrites.
+const WRITABLE_END: u64 = 48 * 1024;
+const SLOT: u64 = 64;
+const SLOT_PREFIX: &[u8] = b"/fuzz/";
+
+#[repr(C, align(4096))]
+struct Arena([u8; ARENA_SIZE as usize]);
+
+static mut ARENA: Arena = Arena([0; ARENA_SIZE as usize]);
+
+fn arena() -> u64 {
+    (&raw const ARENA) as u64
+}
+
+fn fill_arena(rng: &mut Rng) {
+    let base = (&raw mut ARENA).cast::<u8>();
+    for i in 0..ARENA_SIZE {
+        let byte = if i >= WRITABLE_END && i % SLOT < SLOT_PREFIX.len() as u64 {
+            SLOT_PREFIX[(i % SLOT) as usize]
+        } else if i >= WRITABLE_END && i % SLOT == SLOT - 1 {
+            0 // every slot is a string
+        } else {
+            rng.next() as u8
+        };
+        // SAFETY: in bounds of our own static; nothing else refers to it.
+        unsafe { base.add(i as usize).write(byte) };
+    }
+}
+
+static READ_ONLY: [u8; 256] = [0xA5; 256];
+
+// --- argument kinds -------------------------------------------------------------------
+
+const BOUNDARY: [u64; 26] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    7,
+    8,
+    16,
+    32,
+    63,
+    64,
+    255,
+    256,
+    4095,
+    4096,
+    4097,
+    0x7FFF_FFFF,
+    0x8000_0000,
+    0xFFFF_FFFF,
+    1 << 32,
+    i64::MAX as u64,
+    1 << 63,
+    u64::MAX - 1,
+    u64::MAX,
+    USER_END,
+    MMAP_BASE,
+];
+
+/// How many of the first `PATHS` are well-formed names in /fuzz.
+const GOOD_PATHS: usize = 9;
+
+/// Paths as NUL-terminated bytes; none names anything outside /fuzz that could change.
+const PATHS: [&[u8]; 22] = [
+    b"/fuzz\0",
+    b"/fuzz/a\0",
+    b"/fuzz/b\0",
+    b"/fuzz/c\0",
+    b"/fuzz/d\0",
+    b"/fuzz/d/e\0",
+    b"/fuzz/d/f\0",
+    b"/fuzz/d/g\0",
+    b"/fuzz/d/g/h\0",
+    b"/fuzz/a/x\0",
+    b"//fuzz//b/\0",
+    b"fuzz/c\0",
+    b"/fuzz/./a\0",
+    b"/fuzz/..\0",
+    b"/\0",
+    b"\0",
+    b"/missing/x\0",
+    b"/fuzz/\xff\xfe\0",
+    b"/fuzz/\xc3\0",
+    b"/fuzz/nul\0ignored\0",
+    LONG_255,
+    LONG_256,
+];
+
+/// A file made at the start that is no program; only EXEC names it.
+const NOT_ELF: &str = "/fuzz/not-elf";
+
+/// Paths EXEC may get: none can name a program.
+const EXEC_PATHS: [&[u8]; 10] = [
+    b"/fuzz/not-elf\0",
+    b"/fuzz\0",
+    b"/fuzz/d\0",
+    b"/missing\0",
+    b"/missing/x\0",
+    b"/\0",
+    b"\0",
+    b"/fuzz/\xff\0",
+    LONG_256,
+    b"/fuzz/no-program\0",
+];
+
+const LONG_255: &[u8] = concat!(
+    "/fuzz/",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "\0"
+)
+.as_bytes();
+const LONG_256: &[u8] = concat!(
+    "/fuzz/",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+    "\0"
+)
+.as_bytes();
+
+/// A string of PATH_MAX + 1 non-NUL bytes: too long however it is read.
+static NO_NUL: [u8; 4097] = [b'p'; 4097];
+
+// --- state ------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Mapping {
+    addr: u64,
+    len: u64,
+}
+
+struct Fuzzer {
+    rng: Rng,
+    /// Handles this program holds (bit n: handle n), from OPEN and OPENDIR.
+    handles: [u64; (MAX_HANDLES / 64) as usize],
+    mappings: [Option<Mapping>; MAX_MAPPINGS],
+    next_slot: usize,
+    calls: [u64; Sys::ALL.len() + 1],
+    successes: [u64; Sys::ALL.len() + 1],
+    errors: [u64; Errno::ALL.len()],
+    skipped: u64,
+    unexpected: u64,
+}
+
+/// One call: the number and its five arguments.
+#[derive(Clone, Copy)]
+struct Call {
+    nr: u64,
+    args: [u64; 5],
+}
+
+impl Fuzzer {
+    // -- handles --
+
+    fn track(&mut self, id: u64) {
+        if id < MAX_HANDLES {
+            self.handles[(id / 64) as usize] |= 1 << (id % 64);
+        }
+    }
+
+    fn untrack(&mut self, id: u64) {
+        if id < MAX_HANDLES {
+            self.handles[(id / 64) as usize] &= !(1 << (id % 64));
+        }
+    }
+
+    fn held(&self) -> u64 {
+        self.handles.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// One of the held handles, or 1 when none is held.
+    fn some_handle(&mut self) -> u64 {
+        let held = self.held();
+        if held == 0 {
+            return 1;
+        }
+        let mut k = self.rng.below(held);
+        for (i, &word) in self.handles.iter().enumerate() {
+            let ones = u64::from(word.count_ones());
+            if k < ones {
+                let mut w = word;
+                for _ in 0..k {
+                    w &= w - 1; // drop the lowest set bit
+                }
+                return i as u64 * 64 + u64::from(w.trailing_zeros());
+            }
+            k -= ones;
+        }
+        1
+    }
+
+    fn handle_arg(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..50 => self.some_handle(),
+            50..58 => 0,
+            58..73 => self.rng.below(16),
+            73..83 => self
+                .rng
+                .pick(&[1023, 1024, 0x7FFF_FFFF, 0xFFFF_FFFF, 1 << 32]),
+            83..93 => self.some_handle() | (self.rng.next() << 32),
+            _ => self.rng.next(),
+        }
+    }
+
+    /// A handle that is never 0 in its low 32 bits (the log stays open and quiet).
+    fn handle_not_log(&mut self) -> u64 {
+        let handle = self.handle_arg();
+        if handle & 0xFFFF_FFFF == 0 {
+            self.some_handle()
+        } else {
+            handle
+        }
+    }
+
+    // -- numbers --
+
+    fn int_arg(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..60 => self.rng.pick(&BOUNDARY),
+            60..80 => self.rng.below(1 << 16),
+            80..90 => (self.rng.below(64) as i64 - 32) as u64,
+            _ => self.rng.next(),
+        }
+    }
+
+    /// Lengths of mappings: mostly a few pages, sometimes boundaries or anything.
+    fn map_len(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..60 => (1 + self.rng.below(8)) * PAGE - self.rng.below(2) * self.rng.below(PAGE),
+            60..70 => (1 + self.rng.below(256)) * PAGE,
+            70..85 => self
+                .rng
+                .pick(&[0, 1, 4095, 4096, 4097, 1 << 47, u64::MAX, u64::MAX - 4095]),
+            _ => self.rng.next(),
+        }
+    }
+
+    // -- pointers --
+
+    /// An address that must not be accessible: unmapped, kernel-half, non-canonical...
+    fn bad_ptr(&mut self) -> u64 {
+        match self.rng.below(8) {
+            0 => 0,
+            1 => self.rng.below(USER_START),
+            2 => 0xdead_0000,
+            3 => 0x1000_0000 + self.rng.below(0x7000_0000_0000 - 0x1000_0000),
+            4 => KERNEL_HALF + self.rng.below(1 << 40),
+            5 => NON_CANONICAL + self.rng.below(1 << 40),
+            6 => u64::MAX - self.rng.below(64),
+            _ => USER_END + self.rng.below(2 * PAGE),
+        }
+    }
+
+    fn some_mapping(&mut self) -> Option<Mapping> {
+        let start = self.rng.below(MAX_MAPPINGS as u64) as usize;
+        (0..MAX_MAPPINGS)
+            .map(|i| self.mappings[(start + i) % MAX_MAPPINGS])
+            .find(Option::is_some)
+            .flatten()
+    }
+
+    /// A length for a buffer of `room` bytes: mostly small.
+    fn len_within(&mut self, room: u64) -> u64 {
+        let cap = match self.rng.percent() {
+            0..70 => 256,
+            70..90 => 4096,
+            _ => room,
+        };
+        self.rng.below(cap.min(room) + 1)
+    }
+
+    /// A buffer the kernel reads from (WRITE): anything goes.
+    fn source(&mut self) -> (u64, u64) {
+        match self.rng.percent() {
+            0..45 => {
+                let off = self.rng.below(ARENA_SIZE);
+                let len = self.len_within(ARENA_SIZE - off);
+                (arena() + off, len)
+            }
+            45..55 => (
+                READ_ONLY.as_ptr() as u64,
+                self.len_within(READ_ONLY.len() as u64),
+            ),
+            55..60 => (main as *const () as u64, self.len_within(256)),
+            60..70 => match self.some_mapping() {
+                Some(m) => {
+                    let off = self.rng.below(m.len);
+                    (m.addr + off, self.len_within(m.len - off))
+                }
+                None => (self.bad_ptr(), self.int_arg()),
+            },
+            70..75 => (USER_END - 1 - self.rng.below(64), self.rng.below(256)),
+            _ => (self.bad_ptr(), self.int_arg()),
+        }
+    }
+
+    /// A buffer the kernel writes to (READ, READDIR): our arena's writable part or our
+    /// mappings (then `true`: `len` bytes of room), or memory where no byte the kernel
+    /// may copy can land on anything of ours (`false`: any length will do).
+    fn target(&mut self) -> (u64, u64, bool) {
+        match self.rng.percent() {
+            0..50 => {
+                let off = self.rng.below(WRITABLE_END);
+                let len = self.len_within(WRITABLE_END - off);
+                (arena() + off, len, true)
+            }
+            50..60 => match self.some_mapping() {
+                Some(m) => {
+                    let off = self.rng.below(m.len);
+                    (m.addr + off, self.len_within(m.len - off), true)
+                }
+                None => (self.bad_ptr(), self.int_arg(), false),
+            },
+            60..70 => (READ_ONLY.as_ptr() as u64, 1 + self.rng.below(256), false),
+            70..75 => {
+                // Straddles USER_END. The kernel checks only the bytes it copies (a
+                // short read may land below USER_END), so the part below stays
+                // within the top 16 bytes of the stack, which nothing uses (`_start`
+                // aligns rsp down to USER_END - 16 before its first push). Any READDIR
+                // entry (272 bytes) straddles.
+                let below = 1 + self.rng.below(16);
+                (USER_END - below, below + 1 + self.rng.below(4096), false)
+            }
+            _ => (self.bad_ptr(), self.int_arg(), false),
+        }
+    }
+
+    fn path(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..45 => self.rng.pick(&PATHS[..GOOD_PATHS]).as_ptr() as u64,
+            45..70 => self.rng.pick(&PATHS).as_ptr() as u64,
+            70..85 => {
+                let slots = (ARENA_SIZE - WRITABLE_END) / SLOT;
+                arena() + WRITABLE_END + self.rng.below(slots) * SLOT
+            }
+            85..90 => NO_NUL.as_ptr() as u64,
+            _ => self.bad_ptr(),
+        }
+    }
+
+    fn exec_path(&mut self) -> u64 {
+        if self.rng.percent() < 80 {
+            self.rng.pick(&EXEC_PATHS).as_ptr() as u64
+        } else {
+            self.bad_ptr()
+        }
+    }
+
+    // -- mappings --
+
+    fn remember(&mut self, addr: u64, len: u64) {
+        let slot = match self.mappings.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                // Full: let the oldest go.
+                let victim = self.next_slot;
+                self.next_slot = (self.next_slot + 1) % MAX_MAPPINGS;
+                if let Some(m) = self.mappings[victim] {
+                    raw(Call {
+                        nr: Sys::MUNMAP as u64,
+                        args: [m.addr, m.len, 0, 0, 0],
+                    });
+                }
+                victim
+            }
+        };
+        self.mappings[slot] = Some(Mapping {
+            addr,
+            len: len.div_ceil(PAGE) * PAGE,
+        });
+    }
+
+    fn forget_range(&mut self, start: u64, end: u128) {
+        for slot in &mut self.mappings {
+            if let Some(m) = *slot {
+                if u128::from(m.addr) < end && u128::from(m.addr + m.len) > u128::from(start) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    // -- drawing a call --
+
+    /// The next call, or None when the drawn one would harm this program (skipped).
+    fn draw(&mut self) -> Option<Call> {
+        if self.rng.percent() >= 70 {
+            return Some(self.unknown_call());
+        }
+        let sys = loop {
+            let sys = self.rng.pick(&Sys::ALL);
+            if sys != Sys::EXIT {
+                break sys;
+            }
+        };
+        let mut a = [0u64; 5];
+        match sys {
+            Sys::EXIT => unreachable!(),
+            Sys::MMAP => {
+                let anonymous = self.rng.percent() < 55;
+                a[0] = self.handle_arg();
+                a[1] = match self.rng.percent() {
+                    0..50 => 0,
+                    50..70 => MMAP_BASE + self.rng.below(1 << 28) * PAGE,
+                    70..80 => USER_START, // our image: must not be replaced
+                    80..90 => self.rng.next() & !(PAGE - 1),
+                    _ => self.int_arg(),
+                };
+                a[2] = match self.rng.percent() {
+                    0..70 => 0,
+                    70..90 => self.rng.below(8) * PAGE,
+                    _ => self.int_arg(),
+                };
+                a[3] = self.map_len();
+                a[4] = match self.rng.percent() {
+                    0..75 => {
+                        let mut flags = 1 | (self.rng.below(8) << 1); // READ + W/X/PRIVATE
+                        if anonymous {
+                            flags |= 16;
+                        }
+                        flags
+                    }
+                    75..90 => self.rng.below(64),
+                    _ => self.rng.next(),
+                };
+                if a[4] & 32 != 0 {
+                    // FIXED only inside the arena, and never longer than 1 GiB.
+                    a[1] = FIXED_ARENA + self.rng.below(1 << 16) * PAGE + self.rng.below(2);
+                    a[3] = a[3].min(1 << 30);
+                }
+            }
+            Sys::MUNMAP => {
+                a[0] = self.map_addr();
+                a[1] = self.map_len();
+                let end = u128::from(a[0]) + u128::from(a[1].div_ceil(PAGE)) * u128::from(PAGE);
+                if touches_self(a[0], end) {
+                    return None;
+                }
+            }
+            Sys::MRESIZE => {
+                a[0] = self.map_addr();
+                a[1] = self.map_len();
+                if touches_self(a[0], u128::from(a[0]) + 1) {
+                    return None;
+                }
+            }
+            Sys::EXEC => {
+                a[0] = self.exec_path();
+                a[1] = self.path();
+                a[2] = if self.rng.percent() < 50 {
+                    0
+                } else {
+                    self.int_arg()
+                };
+            }
+            Sys::WAIT => a[0] = self.int_arg(),
+            Sys::CLOSE => a[0] = self.handle_not_log(),
+            Sys::OPEN => {
+                a[0] = self.path();
+                a[1] = if self.rng.percent() < 75 {
+                    self.rng.below(16)
+                } else {
+                    self.int_arg()
+                };
+                a[2] = match self.rng.percent() {
+                    0..50 => FileFlag::CREATE.bits(),
+                    50..80 => 0,
+                    _ => self.int_arg(),
+                };
+            }
+            Sys::READ => {
+                a[0] = self.handle_arg();
+                (a[1], a[2], _) = self.target();
+            }
+            Sys::WRITE => {
+                a[0] = self.handle_not_log();
+                (a[1], a[2]) = self.source();
+            }
+            Sys::SEEK => {
+                a[0] = self.handle_arg();
+                a[1] = self.int_arg();
+                a[2] = if self.rng.percent() < 80 {
+                    self.rng.below(3)
+                } else {
+                    self.int_arg()
+                };
+            }
+            Sys::TRUNCATE => {
+                a[0] = self.handle_arg();
+                a[1] = match self.rng.percent() {
+                    0..30 => 0,
+                    30..60 => self.rng.below(8192),
+                    _ => self.int_arg(),
+                };
+            }
+            Sys::UNLINK | Sys::OPENDIR | Sys::MKDIR | Sys::RMDIR => a[0] = self.path(),
+            Sys::READDIR => {
+                a[0] = self.handle_arg();
+                let (buf, len, room) = self.target();
+                a[1] = buf;
+                a[2] = if room {
+                    len / DirEnt::SIZE as u64 // the entries fit in the room
+                } else {
+                    self.int_arg()
+                };
+            }
+            Sys::CAPABILITIES => {
+                a[0] = if self.rng.percent() < 70 {
+                    self.rng.below(5)
+                } else {
+                    self.int_arg()
+                };
+            }
+        }
+        Some(Call {
+            nr: sys as u64,
+            args: a,
+        })
+    }
+
+    fn map_addr(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..50 => match self.some_mapping() {
+                Some(m) => m.addr + self.rng.below(m.len / PAGE + 1) * PAGE,
+                None => FIXED_ARENA,
+            },
+            50..70 => FIXED_ARENA + self.rng.below(1 << 16) * PAGE,
+            70..80 => MMAP_BASE + self.rng.below(1 << 12) * PAGE + self.rng.below(PAGE),
+            _ => match self.rng.below(3) {
+                0 => self.bad_ptr(),
+                1 => self.rng.pick(&BOUNDARY),
+                _ => self.rng.next(),
+            },
+        }
+    }
+
+    fn unknown_call(&mut self) -> Call {
+        let nr = loop {
+            let nr = match self.rng.below(3) {
+                0 => sysno(self.rng.below(6) as u32, self.rng.below(16) as u32),
+                1 => self.rng.pick(&BOUNDARY),
+                _ => self.rng.next(),
+            };
+            if Sys::from_raw(nr).is_none() {
+                break nr;
+            }
+        };
+        let mut args = [0; 5];
+        for arg in &mut args {
+            *arg = self.rng.next();
+        }
+        Call { nr, args }
+    }
+
+    // -- judging --
+
+    /// Counts the answer; returns why it is unexpected, if it is.
+    fn judge(&mut self, call: Call, rax: u64) -> Option<&'static str> {
+        let sys = Sys::from_raw(call.nr);
+        let index = sys.map_or(Sys::ALL.len(), |s| {
+            Sys::ALL.iter().position(|&t| t == s).unwrap_or(0)
+        });
+        self.calls[index] += 1;
+        if rax > ERROR_THRESHOLD {
+            let Some(errno) = Errno::from_raw(rax as i64) else {
+                return Some("not a documented error code");
+            };
+            if let Some(i) = Errno::ALL.iter().position(|&e| e == errno) {
+                self.errors[i] += 1;
+            }
+            if errno == Errno::UNKNOWN {
+                return Some("UNKNOWN: an internal kernel error");
+            }
+            if sys.is_none() && errno != Errno::ENOSYS {
+                return Some("an unknown number must answer ENOSYS");
+            }
+            return None;
+        }
+        self.successes[index] += 1;
+        let Some(sys) = sys else {
+            return Some("an unknown number succeeded");
+        };
+        let [a0, a1, a2, a3, a4] = call.args;
+        match sys {
+            Sys::OPEN | Sys::OPENDIR => {
+                if rax >= MAX_HANDLES {
+                    return Some("a handle beyond MAX_HANDLES");
+                }
+                self.track(rax);
+            }
+            Sys::CLOSE => {
+                if rax != 0 {
+                    return Some("CLOSE returned non-zero");
+                }
+                self.untrack(a0 & 0xFFFF_FFFF);
+            }
+            Sys::READ | Sys::WRITE if rax > a2 => return Some("more bytes than asked"),
+            Sys::READDIR if rax > a2.min(256) => return Some("more entries than asked"),
+            Sys::MMAP => {
+                let end = u128::from(rax) + u128::from(a3.div_ceil(PAGE)) * u128::from(PAGE);
+                if rax % PAGE != 0 || rax < USER_START || end > u128::from(MAP_AREA_END) {
+                    return Some("a mapping outside the MMAP area");
+                }
+                if a4 & 32 != 0 && rax != a1 {
+                    return Some("a FIXED mapping elsewhere than asked");
+                }
+                self.remember(rax, a3);
+            }
+            Sys::MUNMAP | Sys::MRESIZE if rax != 0 => return Some("non-zero success"),
+            Sys::MUNMAP => {
+                let end = u128::from(a0) + u128::from(a1.div_ceil(PAGE)) * u128::from(PAGE);
+                self.forget_range(a0, end);
+            }
+            Sys::MRESIZE => {
+                for m in self.mappings.iter_mut().flatten() {
+                    if m.addr == a0 {
+                        m.len = a1.div_ceil(PAGE) * PAGE;
+                    }
+                }
+            }
+            Sys::UNLINK | Sys::MKDIR | Sys::RMDIR if rax != 0 => {
+                return Some("non-zero success");
+            }
+            Sys::EXEC => {
+                let _ = raw(Call {
+                    nr: Sys::WAIT as u64,
+                    args: [rax, 0, 0, 0, 0],
+                });
+                return Some("EXEC started a program from a path that names none");
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// Whether [start, end) reaches this program's image or stack (or wraps onto them).
+fn touches_self(start: u64, end: u128) -> bool {
+    let start = u128::from(start);
+    let image = (u128::from(USER_START), u128::from(IMAGE_GUARD_END));
+    let stack = (u128::from(MAP_AREA_END), u128::from(USER_END));
+    let wraps = end > 1 << 64;
+    let hits = |(lo, hi): (u128, u128)| start < hi && end > lo;
+    wraps || hits(image) || hits(stack)
+}
+
+fn raw(call: Call) -> u64 {
+    let [a0, a1, a2, a3, a4] = call.args;
+    // SAFETY: `draw` keeps every buffer the kernel may write inside this program's
+    // arena and mappings, or in ranges the kernel must refuse, and keeps MUNMAP,
+    // MRESIZE and FIXED mappings away from the image and the stack.
+    unsafe { syscall5_via(Entry::DOORBELL, call.nr, a0, a1, a2, a3, a4) }
+}
+
+fn raw_via(entry: Entry, call: Call) -> u64 {
+    let [a0, a1, a2, a3, a4] = call.args;
+    // SAFETY: as for `raw`.
+    unsafe { syscall5_via(entry, call.nr, a0, a1, a2, a3, a4) }
+}
+
+/// A syscall number as its name, or in hex when it is no syscall.
+struct Name(u64);
+
+impl core::fmt::Display for Name {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match Sys::from_raw(self.0) {
+            Some(sys) => f.write_str(sys.name()),
+            None => write!(f, "{:#x}", self.0),
+        }
+    }
+}
+
+fn main() -> u32 {
+    let (seed, count) = match config() {
+        Ok(conf) => conf,
+        Err(why) => {
+            println!("syscall-fuzz: {CONF}: {why}");
+            return 1;
+        }
+    };
+    println!("syscall-fuzz: seed {seed:#x}, {count} calls");
+    let mut fuzzer = Fuzzer {
+        rng: Rng(seed),
+        handles: [0; (MAX_HANDLES / 64) as usize],
+        mappings: [None; MAX_MAPPINGS],
+        next_slot: 0,
+        calls: [0; Sys::ALL.len() + 1],
+        successes: [0; Sys::ALL.len() + 1],
+        errors: [0; Errno::ALL.len()],
+        skipped: 0,
+        unexpected: 0,
+    };
+    fill_arena(&mut fuzzer.rng);
+    if let Err(e) = fs::mkdir(WORK) {
+        if !e.is(Errno::EEXIST) {
+            println!("syscall-fuzz: MKDIR {WORK}: {e}");
+            return 1;
+        }
+    }
+
+    if let Err(e) = make_not_elf() {
+        println!("syscall-fuzz: {NOT_ELF}: {e}");
+        return 1;
+    }
+
+    for n in 0..count {
+        let call = loop {
+            match fuzzer.draw() {
+                Some(call) => break call,
+                None => fuzzer.skipped += 1,
+            }
+        };
+        let entry = if fuzzer.rng.percent() < 20 {
+            Entry::INT80
+        } else {
+            Entry::DOORBELL
+        };
+        let rax = raw_via(entry, call);
+        if let Some(why) = fuzzer.judge(call, rax) {
+            fuzzer.unexpected += 1;
+            if fuzzer.unexpected <= FAILS_SHOWN {
+                let [a0, a1, a2, a3, a4] = call.args;
+                println!(
+                    "FAIL call {n} via {}: {} {a0:#x} {a1:#x} {a2:#x} {a3:#x} {a4:#x} -> {rax:#x}: {why}",
+                    entry.name(),
+                    Name(call.nr)
+                );
+            }
+        }
+    }
+
+    fuzzer.unexpected += finish(&mut fuzzer);
+    for (i, sys) in Sys::ALL.iter().enumerate() {
+        println!(
+            "calls {}: {} ({} ok)",
+            sys.name(),
+            fuzzer.calls[i],
+            fuzzer.successes[i]
+        );
+    }
+    println!("calls unknown: {}", fuzzer.calls[Sys::ALL.len()]);
+    let ok: u64 = fuzzer.successes.iter().sum();
+    println!("result ok: {ok}");
+    for (i, errno) in Errno::ALL.iter().enumerate() {
+        println!("result {}: {}", errno.name(), fuzzer.errors[i]);
+    }
+    println!(
+        "redrawn: {} (would have hit the image or stack)",
+        fuzzer.skipped
+    );
+    println!("SUMMARY {count} calls, {} unexpected", fuzzer.unexpected);
+    u32::from(fuzzer.unexpected != 0)
+}
+
+/// Closes every held handle, unmaps the remembered mappings and removes /fuzz; returns
+/// how many of these steps went wrong.
+fn finish(fuzzer: &mut Fuzzer) -> u64 {
+    let mut wrong = 0;
+    for id in 0..MAX_HANDLES {
+        if fuzzer.handles[(id / 64) as usize] & (1 << (id % 64)) != 0 {
+            let rax = raw(Call {
+                nr: Sys::CLOSE as u64,
+                args: [id, 0, 0, 0, 0],
+            });
+            if rax != 0 {
+                println!("FAIL close of held handle {id}: {rax:#x}");
+                wrong += 1;
+            }
+        }
+    }
+    for m in fuzzer.mappings.iter().flatten() {
+        raw(Call {
+            nr: Sys::MUNMAP as u64,
+            args: [m.addr, m.len, 0, 0, 0],
+        });
+    }
+    let mut path = [0u8; 1024];
+    path[..WORK.len()].copy_from_slice(WORK.as_bytes());
+    match fs::opendir(WORK) {
+        Ok(dir) => {
+            drop(dir);
+            if let Err(why) = remove_tree(&mut path, WORK.len()) {
+                println!("FAIL removing {WORK}: {why}");
+                wrong += 1;
+            }
+        }
+        Err(e) if e.is(Errno::ENOTFOUND) => {} // a random RMDIR took it
+        Err(e) => {
+            println!("FAIL OPENDIR {WORK}: {e}");
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
+/// Removes the tree at `path[..len]` through READDIR, UNLINK and RMDIR.
+fn remove_tree(path: &mut [u8; 1024], len: usize) -> Result<(), &'static str> {
+    let here = core::str::from_utf8(&path[..len]).map_err(|_| "path not UTF-8")?;
+    let dir = fs::opendir(here).map_err(|_| "OPENDIR failed")?;
+    let mut entry = [DirEnt::zeroed()];
+    while fs::readdir(&dir, &mut entry).map_err(|_| "READDIR failed")? == 1 {
+        let name = entry[0].name_bytes();
+        let end = len + 1 + name.len();
+        if end > path.len() {
+            return Err("path too long");
+        }
+        path[len] = b'/';
+        path[len + 1..end].copy_from_slice(name);
+        if entry[0].kind() == Some(FileType::DIRECTORY) {
+            remove_tree(path, end)?;
+        } else {
+            let child = core::str::from_utf8(&path[..end]).map_err(|_| "name not UTF-8")?;
+            fs::unlink(child).map_err(|_| "UNLINK failed")?;
+        }
+    }
+    drop(dir);
+    let here = core::str::from_utf8(&path[..len]).map_err(|_| "path not UTF-8")?;
+    fs::rmdir(here).map_err(|_| "RMDIR failed")
+}
+
+fn make_not_elf() -> libcopra::Result<()> {
+    let file = fs::open(NOT_ELF, FileMode::WRITE | FileMode::TRUNC, FileFlag::CREATE)?;
+    fs::write_all(&file, b"\x7fELF\x02\x01\x01 but no program at all")
+}
+
+/// `(seed, count)` from the configuration file, or the defaults without one.
+fn config() -> Result<(u64, u64), &'static str> {
+    let file = match fs::open(CONF, FileMode::READ, FileFlag::EMPTY) {
+        Ok(file) => file,
+        Err(e) if e.is(Errno::ENOTFOUND) => return Ok((DEFAULT_SEED, DEFAULT_COUNT)),
+        Err(_) => return Err("cannot open"),
+    };
+    let mut buf = [0u8; 64];
+    let len = fs::read(&file, &mut buf).map_err(|_| "cannot read")?;
+    let text = core::str::from_utf8(&buf[..len]).map_err(|_| "not UTF-8")?;
+    let mut words = text.split_ascii_whitespace();
+    let seed = number(words.next().ok_or("empty")?)?;
+    let count = match words.next() {
+        Some(word) => number(word)?,
+        None => DEFAULT_COUNT,
+    };
+    Ok((seed, count))
+}
+
+fn number(word: &str) -> Result<u64, &'static str> {
+    let parsed = match word.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => word.parse(),
+    };
+    parsed.map_err(|_| "not a number")
+}
