@@ -181,6 +181,35 @@ class KvmSregs(ctypes.Structure):
     apic_base: int
 
 
+class KvmFpu(ctypes.Structure):
+    """struct kvm_fpu (api.rst 4.22 KVM_GET_FPU): 416 bytes of x87 and SSE state."""
+
+    _fields_ = [
+        ("fpr", ctypes.c_uint8 * 128),
+        ("fcw", ctypes.c_uint16),
+        ("fsw", ctypes.c_uint16),
+        ("ftwx", ctypes.c_uint8),
+        ("pad1", ctypes.c_uint8),
+        ("last_opcode", ctypes.c_uint16),
+        ("last_ip", ctypes.c_uint64),
+        ("last_dp", ctypes.c_uint64),
+        ("xmm", ctypes.c_uint8 * 256),
+        ("mxcsr", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
+    ]
+
+    fcw: int
+    mxcsr: int
+
+    @classmethod
+    def initial(cls) -> KvmFpu:
+        """The state after FNINIT and a reset MXCSR: what a new process starts with."""
+        fpu = cls()
+        fpu.fcw = 0x037F
+        fpu.mxcsr = 0x1F80
+        return fpu
+
+
 class KvmUserspaceMemoryRegion(ctypes.Structure):
     """struct kvm_userspace_memory_region (api.rst 4.35): 32 bytes."""
 
@@ -325,6 +354,7 @@ class KvmRun(ctypes.Structure):
 
 
 assert ctypes.sizeof(KvmRegs) == 144
+assert ctypes.sizeof(KvmFpu) == 416
 assert ctypes.sizeof(KvmSregs) == 312
 assert KvmRun.s.offset == 304
 
@@ -344,6 +374,8 @@ KVM_GET_REGS: Final = _ior(0x81, ctypes.sizeof(KvmRegs))  # 4.11
 KVM_SET_REGS: Final = _iow(0x82, ctypes.sizeof(KvmRegs))  # 4.12
 KVM_GET_SREGS: Final = _ior(0x83, ctypes.sizeof(KvmSregs))  # 4.13
 KVM_SET_SREGS: Final = _iow(0x84, ctypes.sizeof(KvmSregs))  # 4.14
+KVM_GET_FPU: Final = _ior(0x8C, ctypes.sizeof(KvmFpu))  # 4.22
+KVM_SET_FPU: Final = _iow(0x8D, ctypes.sizeof(KvmFpu))  # 4.23
 KVM_SET_CPUID2: Final = _iow(0x90, 8)  # 4.20
 KVM_ENABLE_CAP: Final = _iow(0xA3, ctypes.sizeof(KvmEnableCap))  # 4.37
 
@@ -571,6 +603,12 @@ class Vcpu:
 
     def set_sregs(self, sregs: KvmSregs) -> None:
         _ioctl_struct(self.fd, KVM_SET_SREGS, sregs)
+
+    def get_fpu(self, fpu: KvmFpu) -> None:
+        _ioctl_struct(self.fd, KVM_GET_FPU, fpu)
+
+    def set_fpu(self, fpu: KvmFpu) -> None:
+        _ioctl_struct(self.fd, KVM_SET_FPU, fpu)
 
     def set_cpuid(self, cpuid: KvmCpuid2) -> None:
         _ioctl_struct(self.fd, KVM_SET_CPUID2, cpuid)

@@ -39,7 +39,7 @@ from typing import Final
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR, USER_INITIAL_RFLAGS, Entry
 from copra.hw import kvm, x86
-from copra.hw.kvm import ExitReason, KvmRegs, KvmSegment, KvmSregs
+from copra.hw.kvm import ExitReason, KvmFpu, KvmRegs, KvmSegment, KvmSregs
 from copra.kernel.frames import FrameAllocator, PhysicalMemory
 
 KERNEL_BASE: Final = 0xFFFF_FF80_0000_0000  # PML4 slot 511
@@ -119,7 +119,7 @@ class UserContext:
 
     cr3: int
     regs: KvmRegs = field(default_factory=KvmRegs)
-    fpu: bytearray | None = None  # struct kvm_fpu, saved on switch-out
+    fpu: KvmFpu | None = None  # saved on switch-out
 
     @classmethod
     def initial(cls, cr3: int, rip: int, rsp: int) -> UserContext:
@@ -130,11 +130,6 @@ class UserContext:
         return ctx
 
 
-KVM_GET_FPU: Final = kvm._ior(0x8C, 416)
-KVM_SET_FPU: Final = kvm._iow(0x8D, 416)
-_INITIAL_FPU = bytearray(416)
-struct.pack_into("<H", _INITIAL_FPU, 128, 0x037F)  # fcw
-struct.pack_into("<I", _INITIAL_FPU, 408, 0x1F80)  # mxcsr (struct kvm_fpu)
 
 
 def _set_segment(seg: KvmSegment, selector: int, code: bool, dpl: int) -> None:
@@ -252,12 +247,11 @@ class Machine:
         if old is not None:
             ctypes.memmove(ctypes.addressof(old.regs), ctypes.addressof(self._run_regs),
                            ctypes.sizeof(KvmRegs))
-            old.fpu = bytearray(416)
-            kvm._ioctl_ulong(self.vcpu.fd, KVM_GET_FPU, _addr(old.fpu))
+            old.fpu = KvmFpu()
+            self.vcpu.get_fpu(old.fpu)
         ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
                        ctypes.sizeof(KvmRegs))
-        fpu = ctx.fpu if ctx.fpu is not None else bytearray(_INITIAL_FPU)
-        kvm._ioctl_ulong(self.vcpu.fd, KVM_SET_FPU, _addr(fpu))
+        self.vcpu.set_fpu(ctx.fpu if ctx.fpu is not None else KvmFpu.initial())
         self._sregs.cr3 = ctx.cr3
         self._load_user_sregs()
         self._loaded = ctx
@@ -384,6 +378,3 @@ class Machine:
         self.vm.close()
         self.kvm.close()
 
-
-def _addr(buf: bytearray) -> int:
-    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
