@@ -115,3 +115,12 @@ def test_syscall_bench_completes_on_both_entries(boot: Any) -> None:
     assert run.result.status == 0
     assert run.kernel.machine.exits >= 400
     assert_no_leak(run)
+
+
+def test_panic_prints_message_and_exits_0xffff(boot: Any) -> None:
+    run = boot("fault-panic")
+    lines = run.task_lines("init")
+    assert run.result.status == 0xFFFF << EXIT_STATUS_SHIFT
+    assert lines[0] == "fault-panic: about to panic"
+    assert any("index out of bounds" in line and "fault-panic.rs" in line for line in lines)
+    assert_no_leak(run)
