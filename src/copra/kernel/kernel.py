@@ -146,7 +146,7 @@ class Kernel:
     def run(self, init: Process, timeout: float | None = None) -> RunResult:
         """Run until every process has ended or ``timeout`` seconds have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        armed = self.machine.arm_timer(TIME_SLICE)
+        self.machine.arm_timer(TIME_SLICE)
         timed_out = False
         try:
             while self.runqueue:
@@ -160,14 +160,14 @@ class Kernel:
                     self.machine.load(proc.context)
                     if not self._syscall(proc):
                         continue
-                self._run_slice(proc, armed)
+                self._run_slice(proc)
         finally:
             self.machine.disarm_timer()
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
                      if p.state is not State.EXITED)
         return RunResult(init.status, timed_out, live)
 
-    def _run_slice(self, proc: Process, preemptible: bool) -> None:
+    def _run_slice(self, proc: Process) -> None:
         """Run proc until it blocks, ends or its slice ends (then rotate the queue)."""
         machine = self.machine
         while True:
