@@ -1,0 +1,74 @@
+"""Benchmark: the life of a process — EXEC, run to EXIT, WAIT — per child.
+
+Reported as a ratio to the same floor as the syscall benchmark (a bare KVM_RUN
+round trip of a CPL3 doorbell write, measured in this run), and broken down by
+where the time goes: the kernel counts the exits and the memory-slot invalidations
+(machine.invalidate_mappings, one per process exit) a run costs.
+
+init starts the ``hello`` service K times and then 2K times from
+/etc/init.services; the per-child cost is the difference divided by K, so boot
+and init's own start cancel out.
+
+Usage: python bench/process_lifecycle.py [K]
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+
+from syscall_roundtrip import floor
+
+from copra.kernel import packit
+from copra.kernel.image import packaged_program
+from copra.kernel.kernel import Kernel
+from copra.kernel.machine import Machine
+from copra.kernel.ramfs import FramePageStore, RamFs
+
+
+def run_services(k: int) -> tuple[float, int, int]:
+    """Seconds, exits and invalidations for one boot of init starting k children."""
+    machine = Machine(64 << 20)
+    try:
+        fs = RamFs(store=FramePageStore(machine.frames))
+        fs.populate(packit.encode([
+            packit.PackItEntry("/init", packaged_program("init")),
+            packit.PackItEntry("/bin/hello", packaged_program("hello")),
+            packit.PackItEntry("/etc/init.services", b"/bin/hello\n" * k),
+        ]))
+        kernel = Kernel(machine, fs, lambda line: None)
+        init = kernel.spawn("/init")
+        start = time.perf_counter()
+        result = kernel.run(init)
+        elapsed = time.perf_counter() - start
+        if result.status != 0:
+            raise SystemExit(f"init failed: status {result.status:#x}")
+        return elapsed, machine.exits, machine.invalidations
+    finally:
+        machine.close()
+
+
+def main() -> None:
+    k = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    rounds = 3
+    floors, per_child = [], []
+    exits = invalidations = 0
+    for _ in range(rounds):
+        floors.append(floor(2000))
+        t1, e1, i1 = run_services(k)
+        t2, e2, i2 = run_services(2 * k)
+        per_child.append((t2 - t1) / k)
+        exits, invalidations = (e2 - e1) // k, (i2 - i1) // k
+    f, c = statistics.median(floors), statistics.median(per_child)
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, {k} and {2 * k} children, median of {rounds} rounds")
+    print(f"{'what':<44} {'us':>10} {'ratio':>8}")
+    print(f"{'floor: bare KVM_RUN, CPL3 out':<44} {f * 1e6:10.1f} {1.0:8.2f}")
+    print(f"{'one child: EXEC + run + EXIT + WAIT':<44} {c * 1e6:10.1f} {c / f:8.1f}")
+    print(f"per child: {exits} exits to the kernel, {invalidations} memory-slot invalidation(s)")
+
+
+if __name__ == "__main__":
+    main()
