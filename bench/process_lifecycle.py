@@ -19,13 +19,12 @@ import statistics
 import sys
 import time
 
-from syscall_roundtrip import floor
-
 from copra.kernel import packit
 from copra.kernel.image import packaged_program
 from copra.kernel.kernel import Kernel
 from copra.kernel.machine import Machine
 from copra.kernel.ramfs import FramePageStore, RamFs
+from syscall_roundtrip import floor
 
 
 def run_services(k: int) -> tuple[float, int, int]:
