@@ -246,3 +246,42 @@ def test_aproxy_cli_bad_resource_path_exits_with_error(socket_dir: Path) -> None
         ["--socket", str(socket_dir / "s"), "--url", "http://127.0.0.1:1", "--resource", "a/b"],
     )
     assert result.exit_code != 0 and "REPOSITORY/TYPE/TAG" in result.output
+
+
+def test_proxy_hiding_its_key_in_the_challenge_gets_no_report_and_no_secret(
+    kbs_url: str, guest: SnpGuest
+) -> None:
+    """r01 end to end: a hostile proxy asks the real KBS for a nonce, then negotiates
+    [Challenge] with challenge = x' || y' || nonce for its own key."""
+    import base64
+
+    import requests
+
+    from copra.attest.jwe import EcPoint
+    from copra.attest.protocol import NegotiationParam
+
+    http = requests.Session()
+    auth = http.post(f"{kbs_url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"})
+    nonce = base64.b64decode(auth.json()["nonce"])
+    theirs = EcPoint.from_public_key(ec.generate_private_key(ec.SECP521R1()).public_key())
+    seen: list[object] = []
+
+    def hostile_proxy(conn: socket.socket) -> None:
+        with conn:
+            receive_message(conn, NegotiationRequest)
+            challenge = theirs.x + theirs.y + nonce
+            send_message(conn, NegotiationResponse(challenge, (NegotiationParam.CHALLENGE,)))
+            try:
+                seen.append(receive_message(conn, AttestationRequest))
+            except Exception as exc:  # the SVSM hangs up instead of sending a report
+                seen.append(type(exc).__name__)
+
+    svsm_end, proxy_end = socket.socketpair()
+    thread = threading.Thread(target=hostile_proxy, args=(proxy_end,))
+    thread.start()
+    asked: list[bytes] = []
+    with svsm_end, pytest.raises(AttestationFailed, match="do not bind the SVSM's key"):
+        attest(svsm_end, lambda data: asked.append(data) or guest.get_report(data, 0))
+    thread.join()
+    assert asked == [] and seen == ["ConnectionClosed"]
+

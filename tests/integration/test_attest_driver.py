@@ -24,6 +24,13 @@ from copra.attest.kbs.broker import KeyBroker
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
 from copra.attest.measure import measure_boot
 from copra.attest.persist import StoreContents, read_store, write_store
+from copra.attest.protocol import (
+    NegotiationParam,
+    NegotiationRequest,
+    NegotiationResponse,
+    receive_message,
+    send_message,
+)
 from copra.attest.verify import Verifier
 from copra.hw.snp import SnpFirmware
 from copra.kernel.boot import BootError
@@ -222,6 +229,42 @@ def test_corrupt_chip_state_is_reported_not_replaced(settings: AttestSettings,
     run = boot(replace(settings, snp_state=state))
     assert "the emulated SNP chip in" in run.lines[-1] and "is unusable" in run.lines[-1]
     assert os.listdir(state) == ["chip.json"]
+
+
+def _key_substituting_proxy(path: Path) -> threading.Thread:
+    """One connection of a hostile proxy: it asks for [Challenge] alone, with a key of
+    its own and a nonce as the challenge (r01), then waits for the SVSM to hang up."""
+    listener = bind_unix(path)
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as conn:
+            receive_message(conn, NegotiationRequest)
+            theirs = bytes(range(132)) + secrets.token_bytes(32)
+            send_message(conn, NegotiationResponse(theirs, (NegotiationParam.CHALLENGE,)))
+            while conn.recv(4096):
+                pass
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+def test_proxy_negotiating_params_without_the_key_is_refused_in_the_boot_log(
+    settings: AttestSettings, tmp_path: Path
+) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="evil-"))  # short: AF_UNIX paths are < 108 bytes
+    try:
+        thread = _key_substituting_proxy(directory / "s")
+        run = boot(replace(settings, aproxy=directory / "s"))
+        thread.join()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert not run.has_persist()
+    assert run.counters["attestation_failed"] == 1
+    assert run.lines[-1] == (
+        "attestation failed: negotiation refused: parameters [Challenge] do not bind the "
+        "SVSM's key: EcPublicKeyBytes and Challenge must each appear exactly once; "
+        "/persist stays sealed")
 
 
 def _forms(data: bytes) -> list[bytes]:

@@ -7,10 +7,13 @@ import hashlib
 import pytest
 
 from copra.attest.binding import (
+    MAX_CHALLENGE_SIZE,
+    MIN_CHALLENGE_SIZE,
     Binding,
     BindingError,
     expected_report_data,
     jcs,
+    negotiated_binding,
     report_data,
     trustee_runtime_data,
 )
@@ -89,3 +92,51 @@ def test_jcs_deeply_nested_value_raises_binding_error() -> None:
         value = [value]
     with pytest.raises(BindingError, match="deeply"):
         jcs(value)
+
+
+# --- the SVSM accepts only parameter lists that bind its own key -------------------------
+
+
+def test_report_data_challenge_only_raises_binding_error() -> None:
+    # r01: a proxy passing off x' || y' || nonce as the challenge for its own key
+    substituted = bytes(66) + bytes(66) + NONCE
+    with pytest.raises(BindingError, match="do not bind the SVSM's key"):
+        report_data([P.CHALLENGE], substituted, KEY)
+
+
+def test_report_data_key_only_raises_binding_error() -> None:
+    with pytest.raises(BindingError, match="do not bind the SVSM's key"):
+        report_data([P.EC_PUBLIC_KEY_BYTES], NONCE, KEY)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [P.EC_PUBLIC_KEY_BYTES, P.CHALLENGE, P.CHALLENGE],
+        [P.EC_PUBLIC_KEY_BYTES, P.EC_PUBLIC_KEY_BYTES, P.CHALLENGE],
+        [P.CHALLENGE, P.EC_PUBLIC_KEY_BYTES, P.EC_PUBLIC_KEY_BYTES],
+    ],
+    ids=["challenge-twice", "key-twice-first", "key-twice-last"],
+)
+def test_report_data_repeated_param_raises_binding_error(params: list[P]) -> None:
+    with pytest.raises(BindingError, match="exactly once"):
+        report_data(params, NONCE, KEY)
+
+
+def test_report_data_trustee_param_twice_raises_binding_error() -> None:
+    with pytest.raises(BindingError, match="only"):
+        report_data([P.TRUSTEE_RUNTIME_DATA, P.TRUSTEE_RUNTIME_DATA], NONCE, KEY)
+
+
+@pytest.mark.parametrize("size", [0, MIN_CHALLENGE_SIZE - 1, MAX_CHALLENGE_SIZE + 1])
+@pytest.mark.parametrize("params", [[P.EC_PUBLIC_KEY_BYTES, P.CHALLENGE], [P.TRUSTEE_RUNTIME_DATA]])
+def test_report_data_challenge_size_out_of_bounds_raises_binding_error(
+    size: int, params: list[P]
+) -> None:
+    with pytest.raises(BindingError, match="challenge is outside"):
+        report_data(params, b"\x01" * size, KEY)
+
+
+@pytest.mark.parametrize("size", [MIN_CHALLENGE_SIZE, 32, MAX_CHALLENGE_SIZE])
+def test_negotiated_binding_accepts_challenge_sizes_within_bounds(size: int) -> None:
+    assert negotiated_binding([P.CHALLENGE, P.EC_PUBLIC_KEY_BYTES], bytes(size)) is Binding.COCONUT

@@ -143,3 +143,35 @@ def test_attest_empty_params_raises_before_asking_for_report() -> None:
 def test_attest_proxy_hangs_up_raises_attestation_failed() -> None:
     with pytest.raises(AttestationFailed, match="closed"):
         attest(ScriptedProxy(), lambda _: REPORT)
+
+
+def test_attest_challenge_only_params_refused_before_asking_for_report(
+    key: ec.EllipticCurvePrivateKey,
+) -> None:
+    # r01: the proxy hides its own key in the challenge; signing would hand it the secret
+    theirs = EcPoint.from_public_key(ec.generate_private_key(ec.SECP521R1()).public_key())
+    recorder = Recorder()
+    proxy = ScriptedProxy(
+        NegotiationResponse(theirs.x + theirs.y + CHALLENGE, (NegotiationParam.CHALLENGE,))
+    )
+    with pytest.raises(AttestationFailed, match=r"negotiation refused: .* do not bind"):
+        attest(proxy, recorder, private_key=key)
+    assert recorder.asked == []
+    assert len(proxy.sent()) == 1  # the NegotiationRequest, and no AttestationRequest
+
+
+def test_attest_challenge_first_order_is_accepted(key: ec.EllipticCurvePrivateKey) -> None:
+    order = (NegotiationParam.CHALLENGE, NegotiationParam.EC_PUBLIC_KEY_BYTES)
+    recorder = Recorder()
+    proxy = ScriptedProxy(NegotiationResponse(CHALLENGE, order), _success(key, b"s"))
+    assert attest(proxy, recorder, private_key=key).secret == b"s"
+    point = EcPoint.from_public_key(key.public_key())
+    assert recorder.asked == [hashlib.sha512(CHALLENGE + point.x + point.y).digest()]
+
+
+def test_attest_short_challenge_refused_before_asking_for_report() -> None:
+    recorder = Recorder()
+    proxy = ScriptedProxy(NegotiationResponse(b"\x01" * 8, ORDER))
+    with pytest.raises(AttestationFailed, match="8-byte challenge"):
+        attest(proxy, recorder)
+    assert recorder.asked == []

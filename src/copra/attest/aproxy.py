@@ -19,8 +19,10 @@ connection, with a fresh HTTP session (cookie jar) as upstream does:
 3. Read until EOF, then close.
 
 A malformed frame, a failed negotiation or an I/O error closes that connection with
-a logged, counted reason; the proxy keeps serving. It never sees the secret: only
-the SVSM's private key opens the JWE.
+a logged, counted reason; the proxy keeps serving. The JWE it forwards is encrypted
+to the SVSM's key only because the SVSM refuses parameter lists that do not bind that
+key (:func:`copra.attest.binding.negotiated_binding`); an SVSM that hashed any list,
+as upstream's does, could be made to sign a REPORT_DATA binding the proxy's key.
 
 Locking: the accept loop is one thread; ``stats`` is only written by it.
 """

@@ -15,8 +15,25 @@ The JWK is ``{"kty":"EC","crv":..,"alg":"ECDH-ES+A256KW","x":..,"y":..}`` with
 base64url coordinates, the form upstream's proxy sends as ``tee-pubkey``; the
 nonce is standard base64 with padding, as the KBS issued it.
 
-Improvement over upstream: an empty parameter list, which would bind nothing, is
-refused, and so is a list mixing ``TrusteeRuntimeData`` with other parameters.
+Deviation from upstream: the SVSM accepts only parameter lists that bind its own key
+and a challenge (:func:`negotiated_binding`). Upstream hashes whatever list the proxy
+sends, so a proxy that asks for ``[Challenge]`` alone, with challenge = x' || y' ||
+nonce for a key of its own, gets REPORT_DATA = SHA-512(x' || y' || nonce) signed,
+which a KBS accepts for the proxy's key: the secret goes to the proxy. Accepted here:
+
+* ``coconut``: ``EcPublicKeyBytes`` exactly once and ``Challenge`` exactly once, in
+  either order. Key first, the hashed bytes open with the SVSM's key, so the key a
+  broker reads from them (x' || y' || nonce) is the SVSM's (on a smaller curve, a
+  slice of it that no one holds a private key for); challenge first, they end
+  with the SVSM's key, so the broker's nonce would have to equal the last bytes of a
+  fresh key the proxy does not know in advance (docs/attestation-protocol.md §2);
+* ``trustee``: exactly ``[TrusteeRuntimeData]``.
+
+Everything else is refused, the empty list included (it would bind nothing). The
+challenge must be :data:`MIN_CHALLENGE_SIZE`..:data:`MAX_CHALLENGE_SIZE` bytes:
+Trustee's KBS issues 32 random bytes (standard base64 in ``/auth``'s ``nonce``),
+which the proxy decodes into the challenge; fewer than 16 would not make a report
+fresh.
 
 Stateless; safe from any thread.
 """
@@ -34,6 +51,9 @@ from copra.attest.jwe import EcPoint
 from copra.attest.protocol import NegotiationParam
 
 REPORT_DATA_SIZE: Final = 64
+#: Bounds on the challenge the SVSM accepts (Trustee nonces are 32 bytes).
+MIN_CHALLENGE_SIZE: Final = 16
+MAX_CHALLENGE_SIZE: Final = 1024
 
 
 class Binding(StrEnum):
@@ -121,11 +141,37 @@ def coconut_report_data(
     return digest.digest()
 
 
-def report_data(params: Sequence[NegotiationParam], challenge: bytes, key: EcPoint) -> bytes:
-    """REPORT_DATA for the parameters a proxy negotiated (the SVSM side)."""
+def negotiated_binding(params: Sequence[NegotiationParam], challenge: bytes) -> Binding:
+    """The binding a proxy's negotiation names, if it binds the SVSM's key and a usable
+    challenge; raises :class:`BindingError` otherwise (see the module docstring)."""
+    names = "[" + ", ".join(str(p) for p in params) + "]"
+    if not params:
+        raise BindingError("no negotiation parameters: REPORT_DATA would bind nothing")
     if NegotiationParam.TRUSTEE_RUNTIME_DATA in params:
         if len(params) != 1:
-            raise BindingError("TrusteeRuntimeData must be the only negotiation parameter")
+            raise BindingError(
+                f"parameters {names}: TrusteeRuntimeData must be the only negotiation parameter"
+            )
+        binding = Binding.TRUSTEE
+    elif sorted(params) == sorted(PARAMS[Binding.COCONUT]):
+        binding = Binding.COCONUT
+    else:
+        raise BindingError(
+            f"parameters {names} do not bind the SVSM's key: EcPublicKeyBytes and "
+            "Challenge must each appear exactly once"
+        )
+    if not MIN_CHALLENGE_SIZE <= len(challenge) <= MAX_CHALLENGE_SIZE:
+        raise BindingError(
+            f"a {len(challenge)}-byte challenge is outside "
+            f"{MIN_CHALLENGE_SIZE}..{MAX_CHALLENGE_SIZE} bytes"
+        )
+    return binding
+
+
+def report_data(params: Sequence[NegotiationParam], challenge: bytes, key: EcPoint) -> bytes:
+    """REPORT_DATA for the parameters a proxy negotiated (the SVSM side): only for the
+    lists :func:`negotiated_binding` accepts."""
+    if negotiated_binding(params, challenge) is Binding.TRUSTEE:
         return trustee_report_data(trustee_runtime_data(challenge, key))
     return coconut_report_data(params, challenge, key)
 

@@ -7,7 +7,11 @@ for a report over 64 bytes of REPORT_DATA:
 
 1. generate an ephemeral P-521 key (or use the one given);
 2. NegotiationRequest -> NegotiationResponse (challenge, ordered parameters);
-3. REPORT_DATA from the parameters (:func:`copra.attest.binding.report_data`);
+3. REPORT_DATA from the parameters (:func:`copra.attest.binding.report_data`), which
+   must bind this key and a 16..1024-byte challenge: ``[EcPublicKeyBytes, Challenge]``
+   in either order, or ``[TrusteeRuntimeData]``. Any other list is refused before a
+   report is asked for (upstream hashes any list; a proxy could then have the SVSM
+   sign a REPORT_DATA that binds the proxy's own key);
 4. AttestationRequest (report, echoed challenge, public key) -> AttestationResponse;
 5. unwrap the secret (:func:`copra.attest.jwe.unwrap_secret`).
 
@@ -84,7 +88,7 @@ def attest(
     except ProtocolError as exc:
         raise AttestationFailed(f"proxy protocol: {exc}") from exc
     except BindingError as exc:
-        raise AttestationFailed(f"negotiation: {exc}") from exc
+        raise AttestationFailed(f"negotiation refused: {exc}") from exc
     if not response.success:
         raise AttestationFailed("the key broker refused the evidence")
     if response.secret is None or response.decryption is None:
