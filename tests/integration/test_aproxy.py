@@ -3,18 +3,21 @@ loopback, with reports from the emulated SNP firmware. Threads, no sleeps."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import logging
 import shutil
 import socket
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from copra.attest.aproxy import AttestationProxy, ProxyConfig, bind_unix
+from copra.attest.aproxy import AttestationProxy, KbsBackend, ProxyConfig, bind_unix
 from copra.attest.binding import Binding
 from copra.attest.client import AttestationFailed, attest
 from copra.attest.kbs.app import KbsServer
@@ -80,9 +83,14 @@ def socket_dir() -> Iterator[Path]:
 
 
 class RunningProxy:
-    def __init__(self, config: ProxyConfig, path: Path) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        path: Path,
+        backend: Callable[[ProxyConfig], KbsBackend] = KbsBackend,
+    ) -> None:
         self.path = str(path)
-        self.proxy = AttestationProxy(config)
+        self.proxy = AttestationProxy(config, backend)
         self.listener = bind_unix(path)
         self.thread = threading.Thread(target=self.proxy.serve, args=(self.listener,))
         self.thread.start()
@@ -284,4 +292,104 @@ def test_proxy_hiding_its_key_in_the_challenge_gets_no_report_and_no_secret(
         attest(svsm_end, lambda data: asked.append(data) or guest.get_report(data, 0))
     thread.join()
     assert asked == [] and seen == ["ConnectionClosed"]
+
+
+# --- a hostile or broken key broker ------------------------------------------------------
+
+
+class FixedReplyKbs:
+    """An HTTP server on loopback answering every request with one fixed reply; with
+    ``length=False`` the body is delimited by closing the connection (HTTP/1.0)."""
+
+    def __init__(self, status: int, body: bytes, *, length: bool = True) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if length:
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the proxy may stop reading
+                    self.wfile.write(body)
+
+            do_GET = do_POST = _reply
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever)
+
+    def __enter__(self) -> FixedReplyKbs:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.thread.join()
+        self.server.server_close()
+
+
+def _closed_after_hello(running: RunningProxy) -> None:
+    with running.connect() as conn:
+        send_message(conn, NegotiationRequest())
+        assert conn.recv(1) == b""
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_aproxy_deeply_nested_kbs_reply_closes_connection_and_keeps_serving(
+    socket_dir: Path, status: int
+) -> None:
+    with FixedReplyKbs(status, DEEP) as kbs:
+        for running in _proxy(kbs.url, socket_dir):
+            _closed_after_hello(running)
+            _closed_after_hello(running)  # r02: the first reply used to kill the proxy
+            assert running.proxy.stats["closed_kbs"] == 2
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["announced", "streamed"])
+def test_aproxy_kbs_reply_over_the_size_limit_is_refused(
+    socket_dir: Path, length: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"nonce": "' + b"A" * (2 << 20) + b'"}'
+    with FixedReplyKbs(200, body, length=length) as kbs:
+        for running in _proxy(kbs.url, socket_dir):
+            _closed_after_hello(running)
+            assert running.proxy.stats["closed_kbs"] == 1
+    assert f"exceeds {1 << 20} bytes" in caplog.text
+
+
+class BrokenBackend(KbsBackend):
+    """A backend with a bug: every negotiation raises something nobody catches."""
+
+    def negotiate(self, request: NegotiationRequest) -> NegotiationResponse:
+        raise RuntimeError("a bug in the backend")
+
+
+def test_aproxy_unexpected_error_is_logged_counted_and_serving_goes_on(
+    socket_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    running = RunningProxy(ProxyConfig(url="http://127.0.0.1:1"), socket_dir / "s", BrokenBackend)
+    try:
+        _closed_after_hello(running)
+        _closed_after_hello(running)
+    finally:
+        running.stop()
+    assert running.proxy.stats["closed_internal"] == 2
+    assert "internal error" in caplog.text and "a bug in the backend" in caplog.text
+
+
+def test_aproxy_ignores_proxy_settings_from_the_environment(
+    proxy: RunningProxy, guest: SnpGuest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    assert _svsm(proxy, guest) == SECRET
 

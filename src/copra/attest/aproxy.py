@@ -19,7 +19,17 @@ connection, with a fresh HTTP session (cookie jar) as upstream does:
 3. Read until EOF, then close.
 
 A malformed frame, a failed negotiation or an I/O error closes that connection with
-a logged, counted reason; the proxy keeps serving. The JWE it forwards is encrypted
+a logged, counted reason; so does anything unexpected (``closed_internal``, logged
+with its traceback): no peer, SVSM or KBS, can end the proxy.
+
+Talking to the KBS: every reply is read with a size limit (``max_response_size``,
+1 MiB, the KBS's own request limit; a longer reply, announced or streamed, is a
+refusal) and parsed here, so a reply nested too deeply for the JSON parser is a
+refusal too. The HTTP session ignores the environment (``trust_env=False``):
+``HTTP(S)_PROXY``/``NO_PROXY``, ``.netrc`` credentials and ``REQUESTS_CA_BUNDLE``
+would otherwise route the exchange elsewhere or add headers nobody asked for; the
+proxy talks to exactly ``--url``, with the default CA bundle for ``https``. Redirects
+are not followed: the protocol has none, so a 3xx is a refusal. The JWE it forwards is encrypted
 to the SVSM's key only because the SVSM refuses parameter lists that do not bind that
 key (:func:`copra.attest.binding.negotiated_binding`); an SVSM that hashed any list,
 as upstream's does, could be made to sign a REPORT_DATA binding the proxy's key.
@@ -32,11 +42,13 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import json
 import logging
 import os
 import socket
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -65,6 +77,8 @@ log = logging.getLogger("copra.aproxy")
 KBS_PROTOCOL_VERSION: Final = "0.4.0"
 DEFAULT_RESOURCE: Final = "default/sample/test"
 _DRAIN_LIMIT: Final = 1 << 20
+#: The longest KBS reply read (the KBS refuses requests above the same size).
+MAX_RESPONSE_SIZE: Final = 1 << 20
 
 
 class KbsClientError(Exception):
@@ -79,6 +93,7 @@ class ProxyConfig:
     http_timeout: float = 30.0
     io_timeout: float = 60.0
     max_frame_size: int = MAX_FRAME_SIZE
+    max_response_size: int = MAX_RESPONSE_SIZE
 
     def __post_init__(self) -> None:
         parts = self.resource.split("/")
@@ -110,14 +125,28 @@ def attestation_body(binding: Binding, request: AttestationRequest) -> dict[str,
     }
 
 
-def _reason(response: requests.Response) -> str:
-    try:
-        body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("detail"), str):
-            return f"{response.status_code} {body['detail']}"
-    except ValueError:
-        pass
-    return f"{response.status_code} {response.reason}"
+@dataclass(frozen=True)
+class KbsReply:
+    """One KBS reply, read whole within :attr:`ProxyConfig.max_response_size`."""
+
+    status: int
+    reason: str
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; raises :class:`KbsClientError` (too deep nesting included)."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError) as exc:
+            raise KbsClientError(f"reply is not JSON: {str(exc)[:80]}") from None
+
+    def describe(self) -> str:
+        """Status and, if the body is Trustee's error shape, its detail."""
+        with contextlib.suppress(KbsClientError):
+            body = self.json()
+            if isinstance(body, dict) and isinstance(body.get("detail"), str):
+                return f"{self.status} {body['detail'][:200]}"
+        return f"{self.status} {self.reason}"
 
 
 class KbsBackend:
@@ -126,26 +155,45 @@ class KbsBackend:
     def __init__(self, config: ProxyConfig) -> None:
         self._config = config
         self._http = requests.Session()
+        self._http.trust_env = False
         self._base = config.url.rstrip("/") + "/kbs/v0"
 
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
+    def _call(self, method: str, path: str, body: Any = None) -> KbsReply:
+        limit = self._config.max_response_size
+        what = f"{method} {path}"
         try:
-            return self._http.request(
-                method, self._base + path, json=body, timeout=self._config.http_timeout
-            )
+            with self._http.request(
+                method,
+                self._base + path,
+                json=body,
+                timeout=self._config.http_timeout,
+                stream=True,
+                allow_redirects=False,
+            ) as response:
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise KbsClientError(f"{what}: a {declared}-byte reply exceeds {limit} bytes")
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_content(1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise KbsClientError(f"{what}: the reply exceeds {limit} bytes")
+                    chunks.append(chunk)
+                return KbsReply(response.status_code, response.reason or "", b"".join(chunks))
         except requests.RequestException as exc:
-            raise KbsClientError(f"{method} {path}: {exc}") from exc
+            raise KbsClientError(f"{what}: {exc}") from exc
 
     def negotiate(self, request: NegotiationRequest) -> NegotiationResponse:
         body = {"version": KBS_PROTOCOL_VERSION, "tee": str(request.tee), "extra-params": ""}
-        response = self._call("POST", "/auth", body)
-        if response.status_code != 200:
-            raise KbsClientError(f"auth refused: {_reason(response)}")
+        reply = self._call("POST", "/auth", body)
+        if reply.status != 200:
+            raise KbsClientError(f"auth refused: {reply.describe()}")
         try:
-            nonce_text = response.json()["nonce"]
+            nonce_text = reply.json()["nonce"]
             nonce = base64.b64decode(nonce_text.encode("ascii"), validate=True)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KbsClientError(f"auth reply has no usable nonce: {exc}") from exc
@@ -157,24 +205,24 @@ class KbsBackend:
         except (EvidenceError, JweError) as exc:
             log.warning("cannot forward the evidence: %s", exc)
             return AttestationResponse.failure()
-        response = self._call("POST", "/attest", body)
-        if response.status_code != 200:
-            log.warning("attestation refused: %s", _reason(response))
+        reply = self._call("POST", "/attest", body)
+        if reply.status != 200:
+            log.warning("attestation refused: %s", reply.describe())
             return AttestationResponse.failure()
         try:
-            token = response.json()["token"]
+            token = reply.json()["token"]
             if not isinstance(token, str):
                 raise TypeError("token is not a string")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (KbsClientError, KeyError, TypeError) as exc:
             log.warning("attest reply has no token: %s", exc)
             return AttestationResponse.failure()
-        response = self._call("GET", f"/resource/{self._config.resource}")
-        if response.status_code != 200:
-            log.warning("resource %s refused: %s", self._config.resource, _reason(response))
+        reply = self._call("GET", f"/resource/{self._config.resource}")
+        if reply.status != 200:
+            log.warning("resource %s refused: %s", self._config.resource, reply.describe())
             return AttestationResponse.failure()
         try:
-            fields, ciphertext = FlattenedJwe.from_json(response.json()).split()
-        except (ValueError, JweError) as exc:
+            fields, ciphertext = FlattenedJwe.from_json(reply.json()).split()
+        except (KbsClientError, ValueError, JweError) as exc:
             log.warning("resource reply is not a usable JWE: %s", exc)
             return AttestationResponse.failure()
         return AttestationResponse(True, ciphertext, fields, Token(TokenKind.JWT, token))
@@ -183,10 +231,14 @@ class KbsBackend:
 class AttestationProxy:
     """Serves SVSM connections one after another; never dies on a bad peer."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(
+        self, config: ProxyConfig, backend: Callable[[ProxyConfig], KbsBackend] = KbsBackend
+    ) -> None:
         self.config = config
-        #: connections, attested, refused, closed_protocol, closed_kbs, closed_io
+        #: connections, attested, refused, closed_protocol, closed_kbs, closed_io,
+        #: closed_internal
         self.stats: collections.Counter[str] = collections.Counter()
+        self._backend = backend
         self._stopping = threading.Event()
 
     def handle(self, conn: socket.socket) -> None:
@@ -197,7 +249,7 @@ class AttestationProxy:
             conn.settimeout(self.config.io_timeout)
             limit = self.config.max_frame_size
             hello = receive_message(conn, NegotiationRequest, limit)
-            backend = KbsBackend(self.config)
+            backend = self._backend(self.config)
             negotiation = backend.negotiate(hello)
             send_message(conn, negotiation)
             request = receive_message(conn, AttestationRequest, limit)
@@ -218,6 +270,9 @@ class AttestationProxy:
         except OSError as exc:
             self.stats["closed_io"] += 1
             log.warning("closing SVSM connection: I/O: %s", exc)
+        except Exception:  # a bug or a peer input nothing above foresaw: not fatal
+            self.stats["closed_internal"] += 1
+            log.exception("closing SVSM connection: internal error")
         finally:
             if backend is not None:
                 backend.close()
