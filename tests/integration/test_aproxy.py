@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import http.server
 import logging
+import os
 import shutil
 import socket
+import stat
 import struct
 import tempfile
 import threading
@@ -87,7 +89,7 @@ class RunningProxy:
         self,
         config: ProxyConfig,
         path: Path,
-        backend: Callable[[ProxyConfig], KbsBackend] = KbsBackend,
+        backend: Callable[[ProxyConfig, float], KbsBackend] = KbsBackend,
     ) -> None:
         self.path = str(path)
         self.proxy = AttestationProxy(config, backend)
@@ -304,6 +306,8 @@ class FixedReplyKbs:
     def __init__(self, status: int, body: bytes, *, length: bool = True) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
             def _reply(self) -> None:
+                # read the request body: closing with unread input would reset the connection
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 if length:
@@ -393,3 +397,45 @@ def test_aproxy_ignores_proxy_settings_from_the_environment(
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
     assert _svsm(proxy, guest) == SECRET
 
+
+
+# --- slow peers and who may connect ------------------------------------------------------
+
+
+def test_aproxy_silent_peer_does_not_hold_other_connections(
+    proxy: RunningProxy, guest: SnpGuest
+) -> None:
+    with proxy.connect() as slow:
+        slow.sendall(struct.pack("<Q", 1 << 19) + b" ")  # r07: a frame that never ends
+        assert _svsm(proxy, guest) == SECRET
+    assert proxy.proxy.stats["attested"] == 1
+
+
+def test_aproxy_connection_is_closed_at_its_deadline(socket_dir: Path, kbs_url: str) -> None:
+    config = ProxyConfig(url=kbs_url, io_timeout=30.0, connection_timeout=0.5)
+    running = RunningProxy(config, socket_dir / "s")
+    try:
+        with running.connect() as slow:
+            slow.sendall(struct.pack("<Q", 1 << 19) + b" ")
+            assert slow.recv(1) == b""  # well before io_timeout
+    finally:
+        running.stop()
+    assert running.proxy.stats["closed_timeout"] == 1
+
+
+def test_aproxy_stop_ends_open_connections(socket_dir: Path, kbs_url: str) -> None:
+    running = RunningProxy(ProxyConfig(url=kbs_url), socket_dir / "s")
+    with running.connect() as idle:
+        send_message(idle, NegotiationRequest())
+        receive_message(idle, NegotiationResponse)  # accepted; its handler now waits
+        running.stop()  # returns although the handler would wait io_timeout (60 s)
+        assert idle.recv(1) == b""
+
+
+def test_bind_unix_socket_is_owner_only_whatever_the_umask(socket_dir: Path) -> None:
+    old = os.umask(0)
+    try:
+        bind_unix(socket_dir / "s").close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((socket_dir / "s").stat().st_mode) == 0o600

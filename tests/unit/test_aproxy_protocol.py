@@ -258,3 +258,49 @@ def test_decode_message_mutated_valid_response_only_raises_protocol_error(
     payload[position % len(payload)] = byte
     with contextlib.suppress(ProtocolError):
         decode_message(AttestationResponse, bytes(payload))
+
+
+# --- the proxy's per-connection deadline --------------------------------------------------
+
+
+class TricklingSocket:
+    """A socket fake whose peer announces a 512 KiB frame, then sends one byte per recv,
+    each taking ``step`` seconds of a fake clock; it records the timeouts it is given."""
+
+    def __init__(self, clock: list[float], step: float) -> None:
+        self.clock, self.step = clock, step
+        self.data = struct.pack("<Q", 1 << 19)
+        self.timeouts: list[float] = []
+
+    def settimeout(self, value: float) -> None:
+        self.timeouts.append(value)
+
+    def recv(self, bufsize: int, /) -> bytes:
+        self.clock[0] += self.step
+        out, self.data = (self.data[:1] or b" "), self.data[1:]
+        return out
+
+    def sendall(self, data: bytes, /) -> None:
+        self.clock[0] += self.step
+
+
+def test_deadline_channel_trickling_peer_times_out_at_the_connection_deadline() -> None:
+    from copra.attest.aproxy import DeadlineChannel
+
+    clock = [0.0]
+    peer = TricklingSocket(clock, step=0.5)  # one byte every io_timeout / 2 (r07)
+    channel = DeadlineChannel(peer, 10.0, io_timeout=1.0, clock=lambda: clock[0])  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError, match="deadline"):
+        read_frame(channel)  # the length, then the body, a byte at a time
+    assert clock[0] == 10.0
+    assert max(peer.timeouts) == 1.0 and min(peer.timeouts) == 0.5
+
+
+def test_deadline_channel_never_waits_past_the_deadline() -> None:
+    from copra.attest.aproxy import DeadlineChannel
+
+    clock = [9.75]
+    peer = TricklingSocket(clock, step=0.0)
+    channel = DeadlineChannel(peer, 10.0, io_timeout=1.0, clock=lambda: clock[0])  # type: ignore[arg-type]
+    channel.sendall(b"x")
+    assert peer.timeouts == [0.25]

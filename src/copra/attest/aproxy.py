@@ -2,8 +2,9 @@
 
 Upstream's ``tools/aproxy`` with its ``kbs`` backend, in Python. It listens on a Unix
 socket (standing in for vsock port 1995, or for the COM3 serial line QEMU wires to a
-socket) and serves one SVSM connection at a time, any number in sequence. Per
-connection, with a fresh HTTP session (cookie jar) as upstream does:
+socket) and serves up to ``max_connections`` SVSM connections at once, each on its
+own thread, any number in sequence. Per connection, with a fresh HTTP session
+(cookie jar) as upstream does:
 
 1. NegotiationRequest -> ``POST {url}/kbs/v0/auth`` ``{"version":"0.4.0","tee":"snp",
    "extra-params":""}``; the base64 nonce becomes the challenge, and the parameters
@@ -29,12 +30,30 @@ refusal too. The HTTP session ignores the environment (``trust_env=False``):
 ``HTTP(S)_PROXY``/``NO_PROXY``, ``.netrc`` credentials and ``REQUESTS_CA_BUNDLE``
 would otherwise route the exchange elsewhere or add headers nobody asked for; the
 proxy talks to exactly ``--url``, with the default CA bundle for ``https``. Redirects
-are not followed: the protocol has none, so a 3xx is a refusal. The JWE it forwards is encrypted
-to the SVSM's key only because the SVSM refuses parameter lists that do not bind that
-key (:func:`copra.attest.binding.negotiated_binding`); an SVSM that hashed any list,
-as upstream's does, could be made to sign a REPORT_DATA binding the proxy's key.
+are not followed: the protocol has none, so a 3xx is a refusal.
 
-Locking: the accept loop is one thread; ``stats`` is only written by it.
+The secret: the JWE the proxy forwards is encrypted to the SVSM's key only because
+the SVSM refuses parameter lists that do not bind that key
+(:func:`copra.attest.binding.negotiated_binding`); an SVSM that hashed any list, as
+upstream's does, could be made to sign a REPORT_DATA binding the proxy's key.
+
+Time: every connection has a deadline, ``connection_timeout`` (120 s) after it was
+accepted, for everything it does: no single read or write on the SVSM socket waits
+longer than ``io_timeout`` nor past the deadline, a KBS request waits at most
+``http_timeout`` per network operation and never starts after the deadline, and a
+KBS reply body is abandoned when the deadline passes. A peer trickling a byte now and
+then therefore holds one connection slot until the deadline, no longer, and never
+holds the others. Not bounded by the deadline: a KBS trickling its status line and
+headers, which ``requests`` reads with ``http_timeout`` per read (the KBS is the
+configured one; a hostile KBS can refuse everything anyway).
+
+Access: :func:`bind_unix` makes the socket mode 0600 before it listens, whatever the
+umask, so only its owner (and root) can connect. The directory it is in decides who
+can replace it: use one only its owner can write (``$XDG_RUNTIME_DIR``,
+``/run/copra`` owned by the service user).
+
+Locking: ``_lock`` guards ``stats`` and the set of open connections; each connection's
+objects belong to its thread.
 """
 
 from __future__ import annotations
@@ -48,12 +67,14 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import requests
+import urllib3
 
 from copra.attest.binding import PARAMS, Binding, trustee_runtime_data
 from copra.attest.evidence import EvidenceError, coconut_evidence, trustee_evidence
@@ -79,6 +100,8 @@ DEFAULT_RESOURCE: Final = "default/sample/test"
 _DRAIN_LIMIT: Final = 1 << 20
 #: The longest KBS reply read (the KBS refuses requests above the same size).
 MAX_RESPONSE_SIZE: Final = 1 << 20
+#: The socket's mode, set before it listens.
+SOCKET_MODE: Final = 0o600
 
 
 class KbsClientError(Exception):
@@ -92,6 +115,9 @@ class ProxyConfig:
     resource: str = DEFAULT_RESOURCE
     http_timeout: float = 30.0
     io_timeout: float = 60.0
+    #: The whole of one SVSM connection, KBS requests included.
+    connection_timeout: float = 120.0
+    max_connections: int = 8
     max_frame_size: int = MAX_FRAME_SIZE
     max_response_size: int = MAX_RESPONSE_SIZE
 
@@ -99,6 +125,44 @@ class ProxyConfig:
         parts = self.resource.split("/")
         if len(parts) != 3 or not all(parts):
             raise ValueError(f"resource {self.resource!r} is not REPOSITORY/TYPE/TAG")
+        if not min(self.http_timeout, self.io_timeout, self.connection_timeout) > 0:
+            raise ValueError("timeouts must be positive")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+
+
+Clock = Callable[[], float]
+
+
+class DeadlineChannel:
+    """A socket whose reads and writes share one deadline (a ``Channel``).
+
+    Each operation may take ``io_timeout``, but never past ``deadline``; at or after
+    the deadline it raises :class:`TimeoutError` without touching the socket.
+    """
+
+    def __init__(
+        self, conn: socket.socket, deadline: float, io_timeout: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._conn = conn
+        self._deadline = deadline
+        self._io_timeout = io_timeout
+        self._clock = clock
+
+    def _arm(self) -> None:
+        left = self._deadline - self._clock()
+        if left <= 0:
+            raise TimeoutError("the connection's deadline passed")
+        self._conn.settimeout(min(self._io_timeout, left))
+
+    def recv(self, bufsize: int, /) -> bytes:
+        self._arm()
+        return self._conn.recv(bufsize)
+
+    def sendall(self, data: bytes, /) -> None:
+        self._arm()
+        self._conn.sendall(data)
 
 
 def tee_pubkey(x: bytes, y: bytes) -> EcPoint:
@@ -152,11 +216,21 @@ class KbsReply:
 class KbsBackend:
     """One SVSM connection's conversation with the KBS (one cookie jar)."""
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(
+        self, config: ProxyConfig, deadline: float = float("inf"), clock: Clock = time.monotonic
+    ) -> None:
         self._config = config
+        self._deadline = deadline
+        self._clock = clock
         self._http = requests.Session()
         self._http.trust_env = False
         self._base = config.url.rstrip("/") + "/kbs/v0"
+
+    def _time_left(self, what: str) -> float:
+        left = self._deadline - self._clock()
+        if left <= 0:
+            raise KbsClientError(f"{what}: the connection's deadline passed")
+        return left
 
     def close(self) -> None:
         self._http.close()
@@ -164,12 +238,13 @@ class KbsBackend:
     def _call(self, method: str, path: str, body: Any = None) -> KbsReply:
         limit = self._config.max_response_size
         what = f"{method} {path}"
+        timeout = min(self._config.http_timeout, self._time_left(what))
         try:
             with self._http.request(
                 method,
                 self._base + path,
                 json=body,
-                timeout=self._config.http_timeout,
+                timeout=timeout,
                 stream=True,
                 allow_redirects=False,
             ) as response:
@@ -178,13 +253,15 @@ class KbsBackend:
                     raise KbsClientError(f"{what}: a {declared}-byte reply exceeds {limit} bytes")
                 chunks: list[bytes] = []
                 size = 0
-                for chunk in response.iter_content(1 << 16):
+                # read1: one network read at a time, so the deadline is checked between them
+                while chunk := response.raw.read1(1 << 16, decode_content=True):
                     size += len(chunk)
                     if size > limit:
                         raise KbsClientError(f"{what}: the reply exceeds {limit} bytes")
                     chunks.append(chunk)
+                    self._time_left(what)
                 return KbsReply(response.status_code, response.reason or "", b"".join(chunks))
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise KbsClientError(f"{what}: {exc}") from exc
 
     def negotiate(self, request: NegotiationRequest) -> NegotiationResponse:
@@ -229,49 +306,63 @@ class KbsBackend:
 
 
 class AttestationProxy:
-    """Serves SVSM connections one after another; never dies on a bad peer."""
+    """Serves SVSM connections, up to ``max_connections`` at once; never dies on a bad peer."""
 
     def __init__(
-        self, config: ProxyConfig, backend: Callable[[ProxyConfig], KbsBackend] = KbsBackend
+        self,
+        config: ProxyConfig,
+        backend: Callable[[ProxyConfig, float], KbsBackend] = KbsBackend,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.config = config
         #: connections, attested, refused, closed_protocol, closed_kbs, closed_io,
-        #: closed_internal
+        #: closed_timeout, closed_internal
         self.stats: collections.Counter[str] = collections.Counter()
         self._backend = backend
+        self._clock = clock
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.stats[name] += 1
 
     def handle(self, conn: socket.socket) -> None:
-        """Run one connection to its end; closes ``conn``."""
-        self.stats["connections"] += 1
+        """Run one connection to its end or its deadline; closes ``conn``."""
+        self._count("connections")
+        deadline = self._clock() + self.config.connection_timeout
+        channel = DeadlineChannel(conn, deadline, self.config.io_timeout, self._clock)
         backend: KbsBackend | None = None
         try:
-            conn.settimeout(self.config.io_timeout)
             limit = self.config.max_frame_size
-            hello = receive_message(conn, NegotiationRequest, limit)
-            backend = self._backend(self.config)
+            hello = receive_message(channel, NegotiationRequest, limit)
+            backend = self._backend(self.config, deadline)
             negotiation = backend.negotiate(hello)
-            send_message(conn, negotiation)
-            request = receive_message(conn, AttestationRequest, limit)
+            send_message(channel, negotiation)
+            request = receive_message(channel, AttestationRequest, limit)
             if request.challenge != negotiation.challenge:
                 log.warning("SVSM echoed a different challenge; refusing")
                 response = AttestationResponse.failure()
             else:
                 response = backend.attest(request)
-            self.stats["attested" if response.success else "refused"] += 1
-            send_message(conn, response)
-            self._drain(conn)
+            self._count("attested" if response.success else "refused")
+            send_message(channel, response)
+            self._drain(channel)
         except ProtocolError as exc:
-            self.stats["closed_protocol"] += 1
+            self._count("closed_protocol")
             log.warning("closing SVSM connection: %s", exc)
         except KbsClientError as exc:
-            self.stats["closed_kbs"] += 1
+            self._count("closed_kbs")
             log.warning("closing SVSM connection: key broker: %s", exc)
+        except TimeoutError as exc:
+            self._count("closed_timeout")
+            log.warning("closing SVSM connection: timed out: %s", exc)
         except OSError as exc:
-            self.stats["closed_io"] += 1
+            self._count("closed_io")
             log.warning("closing SVSM connection: I/O: %s", exc)
         except Exception:  # a bug or a peer input nothing above foresaw: not fatal
-            self.stats["closed_internal"] += 1
+            self._count("closed_internal")
             log.exception("closing SVSM connection: internal error")
         finally:
             if backend is not None:
@@ -279,36 +370,70 @@ class AttestationProxy:
             conn.close()
 
     @staticmethod
-    def _drain(conn: socket.socket) -> None:
+    def _drain(channel: DeadlineChannel) -> None:
         """Upstream reads until EOF after the exchange; bounded here."""
         remaining = _DRAIN_LIMIT
         while remaining > 0:
-            chunk = conn.recv(min(remaining, 4096))
+            chunk = channel.recv(min(remaining, 4096))
             if not chunk:
                 return
             remaining -= len(chunk)
         raise ConnectionClosed("SVSM kept sending after the exchange")
 
-    def serve(self, listener: socket.socket) -> None:
-        """Accept and handle connections until :meth:`stop`."""
-        while not self._stopping.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
-                raise
+    def _run(self, conn: socket.socket, slots: threading.BoundedSemaphore) -> None:
+        try:
             self.handle(conn)
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            slots.release()
+
+    def serve(self, listener: socket.socket) -> None:
+        """Accept and handle connections until :meth:`stop`, then wait for those open.
+
+        A connection is accepted only when one of ``max_connections`` slots is free,
+        so excess peers wait in the listen backlog.
+        """
+        slots = threading.BoundedSemaphore(self.config.max_connections)
+        workers: list[threading.Thread] = []
+        try:
+            while not self._stopping.is_set():
+                slots.acquire()
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    slots.release()
+                    if self._stopping.is_set():
+                        return
+                    raise
+                with self._lock:
+                    self._open.add(conn)
+                    if self._stopping.is_set():  # stop() ran between accept and here
+                        with contextlib.suppress(OSError):
+                            conn.shutdown(socket.SHUT_RDWR)
+                worker = threading.Thread(
+                    target=self._run, args=(conn, slots), name="copra-aproxy-conn", daemon=True
+                )
+                worker.start()
+                workers = [w for w in workers if w.is_alive()] + [worker]
+        finally:
+            for worker in workers:
+                worker.join()
 
     def stop(self, listener: socket.socket) -> None:
-        """Make :meth:`serve` return (wakes a blocked ``accept``)."""
+        """Make :meth:`serve` return: wakes a blocked ``accept`` and ends open connections."""
         self._stopping.set()
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
 
 def bind_unix(path: str | os.PathLike[str], *, force: bool = False) -> socket.socket:
-    """A listening Unix socket at ``path``; a stale socket file is replaced only with ``force``."""
+    """A listening Unix socket at ``path``, mode 0600; a stale socket file is replaced
+    only with ``force``."""
     target = Path(path)
     if target.exists() or target.is_symlink():
         if not force:
@@ -319,8 +444,16 @@ def bind_unix(path: str | os.PathLike[str], *, force: bool = False) -> socket.so
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(str(target))
-        listener.listen(4)
     except OSError:
         listener.close()
+        raise
+    try:
+        # Before listen(): until then a connect is refused, so no peer slips in while
+        # the mode is still the umask's.
+        os.chmod(target, SOCKET_MODE)
+        listener.listen(8)
+    except OSError:
+        listener.close()
+        target.unlink(missing_ok=True)
         raise
     return listener
