@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 from copra.hw.kvm import kvm_unavailable_reason
+
+# Hypothesis runs derandomized by default, so the suite is deterministic (the same
+# examples every run, in CI too). `HYPOTHESIS_PROFILE=explore pytest` searches with
+# fresh random examples, to look for new failures.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 #: The device the KVM tiers need; COPRA_TEST_KVM_DEVICE lets a test prove they skip.
 KVM_REASON = kvm_unavailable_reason(os.environ.get("COPRA_TEST_KVM_DEVICE", "/dev/kvm"))

@@ -120,6 +120,8 @@
 #define COPRA_USER_INITIAL_RSP UINT64_C(0x7fffffffeff8)
 #define COPRA_USER_INITIAL_RFLAGS UINT64_C(0x202)
 #define COPRA_MMAP_BASE UINT64_C(0x100000000000) /* Where MMAP places mappings when no hint is given (searching upward). */
+#define COPRA_USER_STACK_GUARD UINT64_C(4096) /* One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END. */
+#define COPRA_USER_MAP_END UINT64_C(0x7ffffffee000)
 #define COPRA_EXIT_STATUS_SHIFT UINT64_C(16) /* Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1. */
 #define COPRA_KILLED_BY_EXCEPTION UINT64_C(1)
 

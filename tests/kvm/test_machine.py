@@ -49,7 +49,9 @@ def test_doorbell_exits_with_cpl3_registers(machine: Machine) -> None:
     assert ex == SyscallExit(Entry.DOORBELL)
     r = machine.regs
     assert (r.rax, r.rdi, r.rsi, r.r8, r.r9, r.r10) == (0x3_0000_0000, 11, 22, 33, 44, 55)
-    assert r.rip == CODE + 2
+    # PVM reports RIP past the `out`; VMX/SVM report it at the `out` and skip it on
+    # re-entry (the machine completes it before a context switch).
+    assert r.rip in (CODE, CODE + 2)
     assert machine.run.s.sregs.cs.selector & 3 == 3
 
 
@@ -81,6 +83,8 @@ def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
         (b"\xfa", x86.Vector.GP),  # cli at CPL3 (IOPL 0)
         (b"\xcc", x86.Vector.BP),  # int3
         (b"\xe6\x70", x86.Vector.GP),  # out to a port the I/O bitmap denies
+        (bytes([0xE4, DOORBELL_PORT]), x86.Vector.GP),  # in al, 0xE0: only `out` rings
+        (bytes([0xE7, DOORBELL_PORT]), x86.Vector.GP),  # out 0xE0, eax: only a byte rings
         # pushfq; or qword [rsp], 0x100 (TF); popfq; nop: single-step trap
         (bytes.fromhex("9c48810c24000100009d9090"), x86.Vector.DB),
         # ldmxcsr with divide-by-zero unmasked; divss by 0.0: SIMD exception
@@ -89,7 +93,8 @@ def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
         # fninit; fldcw with ZE unmasked; fld1; fldz; fdivp; fwait: x87 exception
         (bytes.fromhex("dbe34883ec1066c704247b03d92c24d9e8d9eedef99b90"), x86.Vector.MF),
     ],
-    ids=["ud2", "div0", "hlt", "cli", "int3", "out-denied-port", "single-step", "simd", "x87"],
+    ids=["ud2", "div0", "hlt", "cli", "int3", "out-denied-port", "in-doorbell", "out-doorbell-32",
+         "single-step", "simd", "x87"],
 )
 def test_user_exception_reaches_kernel_with_vector(machine: Machine, code: bytes,
                                                    vector: int) -> None:

@@ -14,7 +14,7 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from copra.abi.spec import PAGE_SIZE, USER_END, USER_STACK_SIZE, USER_START
+from copra.abi.spec import PAGE_SIZE, USER_MAP_END, USER_START
 from copra.kernel.elf import (
     EHDR,
     MAX_PHNUM,
@@ -178,8 +178,8 @@ def test_extra_flag_bits_are_ignored() -> None:
     assert image.segments[0].flags == SegmentFlag.R | SegmentFlag.X
 
 
-def test_segment_ending_just_below_the_stack_is_accepted() -> None:
-    top = USER_END - USER_STACK_SIZE
+def test_segment_ending_just_below_the_stack_guard_page_is_accepted() -> None:
+    top = USER_MAP_END
     image = parse_elf(build_elf([Seg(top - PAGE_SIZE, memsz=PAGE_SIZE)]))
     assert image.segments[0].end == top
 
@@ -346,8 +346,8 @@ def test_segment_at_zero_is_rejected() -> None:
     assert "outside the user load range" in parse_error(build_elf([Seg(0x100)]))
 
 
-def test_segment_reaching_into_stack_is_rejected() -> None:
-    top = USER_END - USER_STACK_SIZE
+def test_segment_reaching_into_the_stack_guard_page_is_rejected() -> None:
+    top = USER_MAP_END
     blob = build_elf([Seg(top - PAGE_SIZE, memsz=PAGE_SIZE + 1)])
     assert "outside the user load range" in parse_error(blob)
 

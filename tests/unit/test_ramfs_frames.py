@@ -406,7 +406,7 @@ def test_frames_in_use_equal_pages_held_and_mapped(ops: list[tuple[str, int, int
         apply(m, kind, k, a, b)
         m.check()
     for k, file in m.linked.items():
-        assert file.read(0, 4 * PAGE_SIZE) == bytes(m.data[k])
+        assert file.read(0, file.size + PAGE_SIZE) == bytes(m.data[k])
         for i in range(file.page_count):
             expected = bytes(m.data[k][i * PAGE_SIZE : (i + 1) * PAGE_SIZE])
             assert frames.memory.read(file.frame(i), PAGE_SIZE) == expected + bytes(

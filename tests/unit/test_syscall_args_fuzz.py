@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
+from fake_machine import FakeMachine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,12 +27,10 @@ from copra.abi.spec import (
     MapFlag,
     Sys,
 )
-from copra.hw.kvm import KvmRegs
 from copra.kernel import packit
 from copra.kernel.errors import SyscallError
-from copra.kernel.frames import FrameAllocator, FrameOwner, PhysicalMemory
+from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel
-from copra.kernel.machine import UserContext
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
@@ -40,32 +39,6 @@ from copra.kernel.ramfs import FramePageStore, RamFs
 DATA = USER_START  # one page of paths and buffers
 BUF = DATA + PAGE_SIZE  # one writable page
 PATHS = [b"/etc/a\0", b"/etc\0", b"/new\0", b"/\0", b"\xff\xfe\0", b"/etc/a/x\0"]
-
-
-class FakeMachine:
-    """What the kernel needs of a machine, with no vCPU: memory, frames, registers."""
-
-    def __init__(self, pages: int = 2048) -> None:
-        self.memory = PhysicalMemory(memoryview(bytearray(pages * PAGE_SIZE)))
-        self.frames = FrameAllocator(self.memory, PAGE_SIZE)
-        self.regs = KvmRegs()
-        self.exits = 0
-        self.invalidations = 0
-
-    def kernel_pml4_entries(self) -> dict[int, int]:
-        return {}
-
-    def mark_regs_dirty(self) -> None:
-        pass
-
-    def invalidate_mappings(self) -> None:
-        self.invalidations += 1
-
-    def forget(self, ctx: UserContext) -> None:
-        pass
-
-    def load(self, ctx: UserContext) -> None:
-        pass
 
 
 MACHINE = FakeMachine()

@@ -169,6 +169,10 @@ USER_INITIAL_RSP = USER_STACK_TOP - 8
 USER_INITIAL_RFLAGS = 0x202
 #: Where MMAP places mappings when no hint is given (searching upward).
 MMAP_BASE = 0x0000_1000_0000_0000
+#: One unmapped guard page below the stack: an overflow faults instead of running into
+#: a mapping. Program segments and MMAP both end at or below USER_MAP_END.
+USER_STACK_GUARD = PAGE_SIZE
+USER_MAP_END = USER_STACK_TOP - USER_STACK_SIZE - USER_STACK_GUARD
 
 #: Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of
 #: EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.

@@ -53,6 +53,8 @@ def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
         machine = Machine(config.memory, config.kvm_device)
     except KvmError as e:
         raise BootError(str(e)) from e
+    except OSError as e:  # the host refused memory or a VM/vCPU ioctl
+        raise BootError(f"cannot create the SVSM machine: {e.strerror or e}") from e
     try:
         fs = RamFs(store=FramePageStore(machine.frames))
         try:

@@ -42,7 +42,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntFlag
 
-from copra.abi.spec import PAGE_SIZE, USER_END, USER_STACK_SIZE, USER_START
+from copra.abi.spec import PAGE_SIZE, USER_MAP_END, USER_START
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS64 = 2
@@ -65,7 +65,7 @@ PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr, 56 bytes
 MAX_PHNUM = 64
 #: Lowest address a segment may use and the first address it may not reach.
 LOAD_START = USER_START
-LOAD_END = USER_END - USER_STACK_SIZE
+LOAD_END = USER_MAP_END  # the stack and its guard page lie above
 
 _U64_LIMIT = 1 << 64
 _TYPE_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}

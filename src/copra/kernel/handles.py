@@ -50,6 +50,13 @@ class HandleTable:
     def __len__(self) -> int:
         return len(self._objects)
 
+    def check_room(self) -> None:
+        """EMFILE now if no handle could be installed: a syscall that changes state
+        before it installs its handle (OPEN with CREATE or TRUNC) asks first. One vCPU
+        thread per process today, so nothing can take the room in between."""
+        if len(self._objects) >= self.limit:
+            raise SyscallError(Errno.EMFILE, f"process holds {self.limit} handles")
+
     def install(self, obj: KernelObject, rights: Rights = Rights.ALL) -> int:
         with self._lock:
             if len(self._objects) >= self.limit:

@@ -57,6 +57,18 @@ class RunResult:
     still_running: tuple[str, ...]
 
 
+def task_name(path: str) -> str:
+    """A task's name, its log prefix: the last path component, made unforgeable.
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_`` (a
+    ``]`` or a space could fake another prefix), and the kernel's own name is
+    reserved: a program called ``kernel`` logs as ``kernel_``.
+    """
+    last = path.rstrip("/").rsplit("/", 1)[-1] or "task"
+    name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in last)
+    return name + "_" if name == "kernel" else name
+
+
 def describe_status(status: int) -> str:
     if status & 0xFF == KILLED_BY_EXCEPTION:
         vector = (status >> 8) & 0xFF
@@ -91,12 +103,15 @@ class Kernel:
         behind on failure.
         """
         image = self.fs.open(path).read(0, 1 << 62)
-        name = path.rstrip("/").rsplit("/", 1)[-1] or path
+        name = task_name(path)
         pid = self._next_pid
         log = Log(name, self.console)
-        proc = Process(pid, name, parent, self.machine.frames,
-                       self.machine.kernel_pml4_entries(), log,
-                       root if root is not None else self.fs.root)
+        try:
+            proc = Process(pid, name, parent, self.machine.frames,
+                           self.machine.kernel_pml4_entries(), log,
+                           root if root is not None else self.fs.root)
+        except OutOfMemory as e:
+            raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
         try:
             entry = load_elf(proc, image)
             proc.map_stack()
@@ -146,7 +161,8 @@ class Kernel:
     def run(self, init: Process, timeout: float | None = None) -> RunResult:
         """Run until every process has ended or ``timeout`` seconds have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.machine.arm_timer(TIME_SLICE)
+        if not self.machine.arm_timer(TIME_SLICE) and timeout is not None:
+            raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
         timed_out = False
         try:
             while self.runqueue:

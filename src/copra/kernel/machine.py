@@ -178,6 +178,7 @@ class Machine:
         self._port_vector = {_stub_port(v): v for v in _stub_vectors()}
         self.exits = 0
         self.invalidations = 0
+        self._io_pending = False  # the last exit was a port access KVM has yet to complete
 
     # --- construction ----------------------------------------------------------------
 
@@ -213,7 +214,9 @@ class Machine:
         for i, vector in enumerate(_stub_vectors()):
             addr = STUB_PA + i * STUB_SIZE
             self.memory.write(addr, stub_code(vector))
-            dpl = 3 if vector == SYSCALL_VECTOR else 0
+            # int3 and int 0x80 may be used from CPL3 (int3 raises #BP, as on Linux);
+            # every other vector's gate is DPL 0, so `int N` from user mode is a #GP.
+            dpl = 3 if vector in (SYSCALL_VECTOR, x86.Vector.BP) else 0
             gate = x86.idt_gate(KERNEL_BASE + addr, x86.SEL_KERNEL_CODE, dpl)
             self.memory.write(IDT_PA + vector * 16, gate)
 
@@ -242,8 +245,29 @@ class Machine:
     def mark_regs_dirty(self) -> None:
         self.run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS
 
+    def _complete_pending_io(self) -> None:
+        """Let KVM finish the port instruction of the last exit before its context is
+        saved or replaced.
+
+        KVM completes an I/O exit on the next KVM_RUN (api.rst 5, KVM_EXIT_IO). On PVM
+        hosts RIP is already past the ``out`` at the exit; on VMX/SVM it still points
+        at it and KVM skips it on re-entry, but only if the same RIP is loaded again. A
+        KVM_RUN with ``immediate_exit`` set applies the pending completion (and any
+        dirty registers) and returns at once with EINTR, without running the guest.
+        """
+        self._io_pending = False
+        self.run.immediate_exit = 1
+        try:
+            self.vcpu.run()
+        except InterruptedError:
+            pass
+        finally:
+            self.run.immediate_exit = 0
+
     def _switch_to(self, ctx: UserContext) -> None:
         old = self._loaded
+        if self._io_pending and old is not None:
+            self._complete_pending_io()
         if old is not None:
             ctypes.memmove(ctypes.addressof(old.regs), ctypes.addressof(self._run_regs),
                            ctypes.sizeof(KvmRegs))
@@ -265,6 +289,7 @@ class Machine:
         """The context's thread is gone: never save into it again."""
         if self._loaded is ctx:
             self._loaded = None
+            self._io_pending = False
 
     def invalidate_mappings(self) -> None:
         """Make KVM forget every translation it derived from copra's page tables.
@@ -280,10 +305,6 @@ class Machine:
         self.vm.remap_memory(0)
         self.invalidations += 1
 
-    def reload_cr3(self) -> None:
-        """Flush the TLB of the loaded context after its page tables changed."""
-        self._load_user_sregs()
-
     def load(self, ctx: UserContext) -> None:
         """Put ctx on the vCPU (its registers become ``regs``) without running it."""
         if self._loaded is not ctx:
@@ -293,6 +314,7 @@ class Machine:
         """Run ctx at CPL3 until it needs the kernel."""
         if self._loaded is not ctx:
             self._switch_to(ctx)
+        self._io_pending = False  # this KVM_RUN completes it
         try:
             reason = self.vcpu.run()
         except InterruptedError:
@@ -314,6 +336,11 @@ class Machine:
         sregs = self._run_sregs
         cpl = sregs.cs.selector & 3
         if port == DOORBELL_PORT and cpl == 3:
+            if io.direction != kvm.KVM_EXIT_IO_OUT or io.size != 1 or io.count != 1:
+                # Only `out 0xE0, al` is the doorbell: `in`, wider or string forms are #GP.
+                self._io_pending = True
+                return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
+            self._io_pending = True
             return SyscallExit(Entry.DOORBELL)
         if cpl != 0 or port not in self._port_vector:
             # PVM may deliver a CPL3 port access without consulting the I/O bitmap:

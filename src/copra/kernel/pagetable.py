@@ -15,8 +15,11 @@ Invariants:
   kernel tables; user leaves lie below ``spec.USER_END``.
 
 Locking: the owning process's memory lock serialises all calls; nothing here locks.
-TLB: callers that change a live mapping must reload CR3 (copra reloads it on every
-entry after a change; see kernel/process.py).
+Translations: adding a mapping needs nothing (the CPU, or KVM's shadow MMU, walks
+the tables on the next miss). Removing or changing a present entry, or freeing a
+table frame, is not seen by KVM's shadow MMU (the tables are written from the host):
+callers invalidate with ``Machine.invalidate_mappings`` before the frames are reused
+(kernel/process.py, docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from copra.abi.spec import (
     MMAP_BASE,
     PAGE_SIZE,
     USER_INITIAL_RSP,
+    USER_MAP_END,
     USER_STACK_SIZE,
     USER_STACK_TOP,
     USER_START,
@@ -44,8 +45,8 @@ from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
 
-#: The end of the area MMAP may use: the stack sits above it.
-MAP_AREA_END = USER_STACK_TOP - USER_STACK_SIZE
+#: The end of the area MMAP may use: the stack's guard page and the stack sit above it.
+MAP_AREA_END = USER_MAP_END
 
 
 class State(Enum):
@@ -117,20 +118,32 @@ class Process:
             try:
                 for _ in range(pages):
                     frames.append(self.frames.alloc(FrameOwner.USER))
-            except OutOfMemory:
+                return self.map_frames(start, frames, writable=writable,
+                                       executable=executable, kind=kind)
+            except BaseException:
                 self.frames.free_many(frames)
                 raise
-            return self.map_frames(start, frames, writable=writable, executable=executable,
-                                   kind=kind)
 
     def map_frames(self, start: int, frames: list[int], *, writable: bool, executable: bool,
                    kind: RegionKind) -> Region:
-        """Map frames the caller already holds a reference on, as one region."""
+        """Map frames the caller holds a reference on, as one region (all or nothing:
+        on failure nothing stays mapped and the references are still the caller's).
+
+        The page tables may grow (OutOfMemory when no frame is left for them); pages
+        mapped before a failure are removed again. They were never visible to the
+        CPU — the process is in this syscall — so no invalidation is needed."""
         with self.mem_lock:
             region = Region(start, writable, executable, kind, frames)
-            for i, pa in enumerate(frames):
-                self.space.map(start + i * PAGE_SIZE, pa, writable=writable,
-                               executable=executable)
+            done = 0
+            try:
+                for done, pa in enumerate(frames):
+                    self.space.map(start + done * PAGE_SIZE, pa, writable=writable,
+                                   executable=executable)
+                done = len(frames)
+            except BaseException:
+                for i in range(done):
+                    self.space.unmap(start + i * PAGE_SIZE)
+                raise
             self._insert(region)
             return region
 

@@ -163,15 +163,23 @@ def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
         try:
             if file is None:
                 p.map_anonymous(start, pages, writable=writable, executable=executable)
-            elif writable:
-                region = p.map_anonymous(start, pages, writable=True, executable=False,
-                                         kind=RegionKind.FILE_PRIVATE)
+            elif writable or executable:
+                # A private copy: writable, or executable — the file's own frames stay
+                # writable through WRITE, so sharing them would let code change after
+                # it was mapped executable (a W+X mapping by another name).
+                region = p.map_anonymous(start, pages, writable=writable,
+                                         executable=executable, kind=RegionKind.FILE_PRIVATE)
                 data = file.file.read(offset, pages * PAGE_SIZE)
                 for i in range(0, len(data), PAGE_SIZE):
                     k.machine.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
             else:
-                p.map_frames(start, _file_frames(k, file, offset // PAGE_SIZE, pages),
-                             writable=False, executable=executable, kind=RegionKind.FILE_SHARED)
+                shared = _file_frames(k, file, offset // PAGE_SIZE, pages)
+                try:
+                    p.map_frames(start, shared, writable=False, executable=False,
+                                 kind=RegionKind.FILE_SHARED)
+                except BaseException:
+                    k.machine.frames.free_many(shared)
+                    raise
         except OutOfMemory as e:
             raise SyscallError(Errno.ENOMEM, str(e)) from e
     return start
@@ -181,6 +189,10 @@ def _file_frames(k: Kernel, file: OpenFile, first: int, pages: int) -> list[int]
     """References on the file's frames for pages [first, first + pages); pages past
     the file's end get fresh zeroed private frames."""
     frames = k.machine.frames
+    past_end = pages - max(0, min(pages, file.file.page_count - first))
+    if past_end > frames.free_count:
+        raise SyscallError(Errno.ENOMEM, f"{past_end} pages past the file's end, "
+                                         f"{frames.free_count} frames free")
     out: list[int] = []
     try:
         for index in range(first, first + pages):
@@ -242,6 +254,7 @@ def sys_open(k: Kernel, p: Process, r: KvmRegs) -> int:
     path = _path(p, r.rdi)
     mode = decode_file_mode(r.rsi)
     flags = decode_file_flags(r.r8)
+    p.handles.check_room()  # before CREATE or TRUNC change the fs
     opened = OpenFile.open(k.fs, path, FileMode(mode), FileFlag(flags), root=p.root)
     rights = Rights.NONE
     if opened.readable:
@@ -295,6 +308,7 @@ def sys_unlink(k: Kernel, p: Process, r: KvmRegs) -> int:
 
 
 def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
+    p.handles.check_room()
     return p.handles.install(OpenDirectory.open(k.fs, _path(p, r.rdi), root=p.root), Rights.READ)
 
 

@@ -663,6 +663,9 @@ pub const USER_INITIAL_RSP: u64 = 0x7fff_ffff_eff8;
 pub const USER_INITIAL_RFLAGS: u64 = 0x202;
 /// Where MMAP places mappings when no hint is given (searching upward).
 pub const MMAP_BASE: u64 = 0x1000_0000_0000;
+/// One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END.
+pub const USER_STACK_GUARD: u64 = 4096;
+pub const USER_MAP_END: u64 = 0x7fff_fffe_e000;
 /// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
 pub const EXIT_STATUS_SHIFT: u64 = 16;
 pub const KILLED_BY_EXCEPTION: u64 = 1;

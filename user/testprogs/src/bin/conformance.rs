@@ -33,7 +33,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use libcopra::abi::{
     Capability, DOORBELL_PORT, DirEnt, EXIT_STATUS_SHIFT, Errno, FileType, KILLED_BY_EXCEPTION,
     MAX_HANDLES, MMAP_BASE, NAME_MAX, PAGE_SIZE, PATH_MAX, PlatformType, Sys, USER_END,
-    USER_STACK_SIZE, USER_START, sysno,
+    USER_MAP_END, USER_START, sysno,
 };
 use libcopra::error::check;
 use libcopra::fs::{self, FileFlag, FileMode, SeekMode};
@@ -199,7 +199,7 @@ const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
 const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 const PAGE: u64 = PAGE_SIZE;
 /// The end of the area MMAP may use: the stack sits above it.
-const MAP_AREA_END: u64 = USER_END - USER_STACK_SIZE;
+const MAP_AREA_END: u64 = USER_MAP_END;
 /// Where the FIXED cases place mappings: far from the image, the stack and MMAP_BASE.
 /// Each case takes its own 16 MiB slot.
 const FIXED_AREA: u64 = 0x0000_2000_0000_0000;

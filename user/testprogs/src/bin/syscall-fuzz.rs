@@ -32,7 +32,7 @@
 
 use libcopra::abi::{
     DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES, MMAP_BASE, PAGE_SIZE, Sys, USER_END,
-    USER_STACK_SIZE, USER_START, sysno,
+    USER_MAP_END, USER_START, sysno,
 };
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::syscall::{Entry, syscall5_via};
@@ -47,7 +47,7 @@ const WORK: &str = "/fuzz";
 const FAILS_SHOWN: u64 = 20;
 
 const PAGE: u64 = PAGE_SIZE;
-const MAP_AREA_END: u64 = USER_END - USER_STACK_SIZE;
+const MAP_AREA_END: u64 = USER_MAP_END;
 /// The program image lies in [USER_START, IMAGE_GUARD_END): never unmapped or resized.
 const IMAGE_GUARD_END: u64 = USER_START + 0x100_0000;
 /// FIXED mappings go here and nowhere else (far from the image, the stack, MMAP_BASE).

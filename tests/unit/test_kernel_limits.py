@@ -1,0 +1,159 @@
+"""The kernel under memory and handle pressure, and the W^X rule for file mappings.
+
+Runs the real handlers over the fake machine (no KVM): each test checks the answer
+and that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fake_machine import FakeMachine
+
+from copra.abi.spec import (
+    MAX_HANDLES,
+    MMAP_BASE,
+    PAGE_SIZE,
+    USER_MAP_END,
+    USER_START,
+    Errno,
+    FileFlag,
+    FileMode,
+    MapFlag,
+    Sys,
+)
+from copra.hw.x86 import PTE_ADDR_MASK
+from copra.kernel import packit
+from copra.kernel.errors import SyscallError
+from copra.kernel.frames import FrameOwner
+from copra.kernel.kernel import Kernel, task_name
+from copra.kernel.objects.log import Log
+from copra.kernel.process import Process
+from copra.kernel.ramfs import FramePageStore, RamFs
+
+PATH = USER_START  # a page holding "/f\0"
+
+
+@pytest.fixture
+def kernel() -> Iterator[Kernel]:
+    machine = FakeMachine(pages=512)
+    fs = RamFs(store=FramePageStore(machine.frames))  # type: ignore[arg-type]
+    fs.populate(packit.encode([packit.PackItEntry("/f", b"\x90" * 100)]))
+    yield Kernel(machine, fs, lambda line: None)  # type: ignore[arg-type]
+
+
+def process(k: Kernel) -> Process:
+    proc = Process(7, "t", 0, k.machine.frames, {}, Log("t", lambda line: None), k.fs.root)
+    proc.map_anonymous(PATH, 1, writable=False, executable=False)
+    entry = proc.space.lookup(PATH)
+    assert entry is not None
+    k.machine.memory.write(entry & PTE_ADDR_MASK, b"/f\0/new\0")
+    k.processes[proc.pid] = proc
+    return proc
+
+
+def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
+    regs = k.machine.regs
+    regs.rax = number
+    regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
+    assert k._syscall(proc)
+    value = regs.rax
+    return value - (1 << 64) if value >> 63 else value
+
+
+def exhaust(k: Kernel, keep: int) -> list[int]:
+    frames = k.machine.frames
+    taken = [frames.alloc(FrameOwner.USER) for _ in range(frames.free_count - keep)]
+    return taken
+
+
+def test_mmap_that_runs_out_of_page_table_frames_maps_nothing_and_leaks_nothing(
+        kernel: Kernel) -> None:
+    proc = process(kernel)
+    # Two pages straddling a 2 MiB boundary need a new page table for the second.
+    start = MMAP_BASE + (2 << 20) - PAGE_SIZE
+    taken = exhaust(kernel, keep=2)
+    flags = MapFlag.READ | MapFlag.WRITE | MapFlag.ANONYMOUS | MapFlag.FIXED
+    assert call(kernel, proc, Sys.MMAP, 0, start, 0, 2 * PAGE_SIZE, flags) == Errno.ENOMEM
+    assert proc.space.lookup(start) is None
+    assert kernel.machine.frames.free_count == 2
+    kernel.machine.frames.free_many(taken)
+    assert call(kernel, proc, Sys.MMAP, 0, start, 0, 2 * PAGE_SIZE, flags) == start
+    assert kernel.counters["internal_errors"] == 0
+
+
+def test_spawn_without_a_frame_for_the_page_tables_is_enomem(kernel: Kernel) -> None:
+    kernel.fs.populate(packit.encode([packit.PackItEntry("/bin/x", b"\x7fELF")]))
+    taken = exhaust(kernel, keep=0)
+    with pytest.raises(SyscallError) as err:
+        kernel.spawn("/bin/x")
+    assert err.value.errno == Errno.ENOMEM
+    kernel.machine.frames.free_many(taken)
+    assert kernel.machine.frames.used[FrameOwner.PAGE_TABLE] == 0
+
+
+def test_open_create_at_the_handle_limit_is_emfile_and_creates_nothing(kernel: Kernel) -> None:
+    proc = process(kernel)
+    while len(proc.handles) < MAX_HANDLES:
+        assert call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0) > 0
+    result = call(kernel, proc, Sys.OPEN, PATH + 3, FileMode.WRITE, FileFlag.CREATE)
+    assert result == Errno.EMFILE
+    with pytest.raises(SyscallError):
+        kernel.fs.open("/new")
+
+
+def test_open_trunc_at_the_handle_limit_is_emfile_and_keeps_the_file(kernel: Kernel) -> None:
+    proc = process(kernel)
+    while len(proc.handles) < MAX_HANDLES:
+        call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0)
+    result = call(kernel, proc, Sys.OPEN, PATH, FileMode.WRITE | FileMode.TRUNC, 0)
+    assert result == Errno.EMFILE
+    assert kernel.fs.open("/f").size == 100
+
+
+def test_executable_file_mapping_is_a_private_copy(kernel: Kernel) -> None:
+    proc = process(kernel)
+    handle = call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0)
+    addr = call(kernel, proc, Sys.MMAP, handle, 0, 0, PAGE_SIZE, MapFlag.READ | MapFlag.EXEC)
+    entry = proc.space.lookup(addr)
+    assert entry is not None
+    assert entry & PTE_ADDR_MASK != kernel.fs.open("/f").frame(0)
+    kernel.fs.open("/f").write(0, b"\xcc")  # the file changes; the code does not
+    assert kernel.machine.memory.read(entry & PTE_ADDR_MASK, 1) == b"\x90"
+
+
+def test_read_only_file_mapping_shares_the_file_frame(kernel: Kernel) -> None:
+    proc = process(kernel)
+    handle = call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0)
+    addr = call(kernel, proc, Sys.MMAP, handle, 0, 0, PAGE_SIZE, MapFlag.READ)
+    entry = proc.space.lookup(addr)
+    assert entry is not None
+    assert entry & PTE_ADDR_MASK == kernel.fs.open("/f").frame(0)
+
+
+def test_huge_read_only_file_mapping_past_eof_is_enomem_at_once(kernel: Kernel) -> None:
+    proc = process(kernel)
+    handle = call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0)
+    free = kernel.machine.frames.free_count
+    result = call(kernel, proc, Sys.MMAP, handle, 0, 0, (free + 2) * PAGE_SIZE, MapFlag.READ)
+    assert result == Errno.ENOMEM
+    assert kernel.machine.frames.free_count == free
+
+
+def test_mmap_fixed_may_not_cover_the_stack_guard_page(kernel: Kernel) -> None:
+    proc = process(kernel)
+    flags = MapFlag.READ | MapFlag.ANONYMOUS | MapFlag.FIXED
+    assert call(kernel, proc, Sys.MMAP, 0, USER_MAP_END - PAGE_SIZE, 0, PAGE_SIZE, flags) > 0
+    assert call(kernel, proc, Sys.MMAP, 0, USER_MAP_END, 0, PAGE_SIZE, flags) == Errno.EINVAL
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/bin/hello", "hello"),
+    ("/bin/kernel", "kernel_"),
+    ("/bin/kernel] x", "kernel__x"),
+    ("/init", "init"),
+    ("/bin/caf\u00e9", "caf_"),
+])
+def test_task_names_cannot_forge_another_log_prefix(path: str, name: str) -> None:
+    assert task_name(path) == name
