@@ -161,3 +161,23 @@ def test_show_malformed_report_exits_1(tmp_path: Path) -> None:
     result = run("show", bad)
     assert result.exit_code == 1
     assert result.output.startswith("malformed report:")
+
+
+def test_verify_vcek_with_duplicate_extension_fails_in_one_line_without_traceback(
+    chip: SnpFirmware, emulated: Path, tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = chip.vcek.public_bytes(Encoding.DER)
+    struct_version = bytes.fromhex("06092b060104019c780101")  # OID 1.3.6.1.4.1.3704.1.1
+    bad = tmp_path / "vcek.der"  # r03: structVersion renamed productName, which is then twice
+    bad.write_bytes(der.replace(struct_version, bytes.fromhex("06092b060104019c780102")))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(chip.cert_chain_pem())
+    result = run("verify", emulated, "--vcek", bad, "--chain", chain,
+                 "--trust-root", chip.state_dir / "ark.pem")
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith("verification failed (CertificateFormatError): ")
+    assert "appears twice" in result.output and result.output.count("\n") == 1
+

@@ -25,7 +25,7 @@ from copra.attest.binding import report_data as svsm_report_data
 from copra.attest.evidence import CertType, build_cert_table
 from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
 from copra.attest.kbs.app import create_app
-from copra.attest.kbs.broker import BrokerConfig, KeyBroker
+from copra.attest.kbs.broker import BrokerConfig, KbsError, KeyBroker
 from copra.attest.kbs.cli import kbs
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
 from copra.attest.protocol import (
@@ -374,6 +374,42 @@ def test_attest_tee_pubkey_off_curve_returns_400(client: FlaskClient) -> None:
     bad = EcPoint("P-521", bytes(66), bytes(66)).to_jwk()
     body = {"runtime-data": {"nonce": nonce, "tee-pubkey": bad}, "tee-evidence": {}}
     assert "not on" in _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
+
+
+def test_attest_vcek_with_duplicate_extension_returns_400_and_uses_up_the_nonce(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    vcek = chip.vcek.public_bytes(Encoding.DER)
+    struct_version = bytes.fromhex("06092b060104019c780101")  # OID 1.3.6.1.4.1.3704.1.1
+    bad = vcek.replace(struct_version, bytes.fromhex("06092b060104019c780102"))  # r03
+    good = _body(chip, guest, _auth(client), key)
+    body = json.loads(json.dumps(good))
+    ask = chip.ask.public_bytes(Encoding.DER)
+    table = build_cert_table({CertType.VCEK: bad, CertType.ASK: ask})
+    body["tee-evidence"]["primary_evidence"]["certs-buf"] = base64.b64encode(table).decode()
+    detail = _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
+    assert "appears twice" in detail
+    _error(client.post("/kbs/v0/attest", json=good), 401, "ReplayedNonce")
+
+
+class BrokenVerifier(Verifier):
+    """A verifier with a bug: every verification raises something no check expects."""
+
+    def verify(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the verifier")
+
+
+def test_attest_unexpected_appraisal_error_raises_500_kbs_error_and_is_counted(
+    store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    broker = KeyBroker(store, BrokenVerifier([chip.ark]))
+    session = broker.auth(AUTH)
+    with pytest.raises(KbsError) as info:
+        broker.attest(session.id, _body(chip, guest, session.nonce, key))
+    assert (info.value.status, info.value.kind) == (500, "InternalError")
+    assert "RuntimeError" in info.value.detail and "call /auth again" in info.value.detail
+    assert broker.counters["attest_internal_error"] == 1
+    assert session.nonce_used
 
 
 # --- resource ------------------------------------------------------------------------

@@ -253,6 +253,38 @@ def test_verify_garbage_certificate_raises_certificate_format_error(amd: Verifie
         amd.verify(_report(MILAN), b"not a certificate", MILAN.chain.read_bytes())
 
 
+def _duplicate_product_name(cert: x509.Certificate) -> bytes:
+    """``cert``'s DER with its structVersion extension renamed productName (r03): the
+    certificate still loads, but its extensions hold productName twice."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    struct_version = bytes.fromhex("06092b060104019c780101")  # OID 1.3.6.1.4.1.3704.1.1
+    assert der.count(struct_version) == 1
+    return der.replace(struct_version, bytes.fromhex("06092b060104019c780102"))
+
+
+def test_load_certificates_duplicate_extension_raises_certificate_format_error(
+    chip: SnpFirmware,
+) -> None:
+    with pytest.raises(CertificateFormatError, match=r"1\.3\.6\.1\.4\.1\.3704\.1\.2 appears twice"):
+        load_certificates(_duplicate_product_name(chip.vcek))
+
+
+def test_verify_vcek_with_duplicate_extension_raises_certificate_format_error(
+    own: Verifier, chip: SnpFirmware, guest: SnpGuest
+) -> None:
+    bad = _duplicate_product_name(chip.vcek)
+    with pytest.raises(CertificateFormatError, match="appears twice"):
+        own.verify(guest.get_report(bytes(64), 0), bad, chip.cert_chain_pem())
+
+
+def test_verify_certificate_object_with_duplicate_extension_raises_certificate_format_error(
+    own: Verifier, chip: SnpFirmware, guest: SnpGuest
+) -> None:
+    bad = x509.load_der_x509_certificate(_duplicate_product_name(chip.vcek))
+    with pytest.raises(CertificateFormatError, match="appears twice"):
+        own.verify(guest.get_report(bytes(64), 0), bad, chip.cert_chain_pem())
+
+
 def test_verify_truncated_report_raises_malformed_report(amd: Verifier) -> None:
     with pytest.raises(MalformedReport):
         amd.verify(_report(MILAN)[:-1], MILAN.leaf.read_bytes(), MILAN.chain.read_bytes())

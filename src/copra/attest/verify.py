@@ -45,7 +45,7 @@ from importlib import resources
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -87,7 +87,8 @@ class ChainError(VerificationError):
 
 
 class CertificateFormatError(ChainError):
-    """A certificate (or bundle) is neither DER nor PEM X.509."""
+    """A certificate (or bundle) is neither DER nor PEM X.509, or its extensions or
+    public key do not decode (an extension twice, a malformed one, an unknown key)."""
 
 
 class UntrustedRoot(ChainError):
@@ -240,24 +241,52 @@ def utc_now() -> datetime:
 # Certificates
 
 
+def _checked(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` once its extensions and public key have been decoded.
+
+    ``cryptography`` decodes them (and the names) lazily, so a certificate that loads
+    can still raise on first use: :class:`x509.DuplicateExtension` for an extension present twice,
+    ``ValueError`` for a malformed one, :class:`UnsupportedAlgorithm` for an unknown
+    key type. Decoding them here turns all of these into :class:`CertificateFormatError`
+    at the one place certificates enter, so later steps see only well-formed ones.
+    """
+    who = "certificate"
+    try:
+        who = _name(cert)
+        cert.issuer.rfc4514_string()
+        _ = cert.extensions
+        cert.public_key()
+    except x509.DuplicateExtension as exc:
+        raise CertificateFormatError(
+            f"{who}: extension {exc.oid.dotted_string} appears twice"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateFormatError(f"{who}: malformed certificate: {exc}") from exc
+    return cert
+
+
 def load_certificates(data: CertInput) -> list[x509.Certificate]:
     """Certificates from DER bytes, PEM bytes (one or a bundle), objects, or a list of these.
 
-    AMD's VCEKs and VLEKs have serial number 0, which cryptography loads with a
-    deprecation warning; that warning is silenced here and only here.
+    Every certificate returned has decodable extensions and a decodable public key;
+    anything else raises :class:`CertificateFormatError`. AMD's VCEKs and VLEKs have
+    serial number 0, which cryptography loads with a deprecation warning; that warning
+    is silenced here and only here.
     """
     if isinstance(data, x509.Certificate):
-        return [data]
+        return [_checked(data)]
     if isinstance(data, bytes | bytearray | memoryview):
         blob = bytes(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             try:
                 if b"-----BEGIN" in blob:
-                    return list(x509.load_pem_x509_certificates(blob))
-                return [x509.load_der_x509_certificate(blob)]
+                    certs = list(x509.load_pem_x509_certificates(blob))
+                else:
+                    certs = [x509.load_der_x509_certificate(blob)]
             except ValueError as exc:
                 raise CertificateFormatError(f"not a DER or PEM certificate: {exc}") from exc
+        return [_checked(cert) for cert in certs]
     out: list[x509.Certificate] = []
     for item in data:
         out.extend(load_certificates(item))

@@ -18,16 +18,20 @@ Response), the subset an SVSM needs (docs/attestation-protocol.md):
   to the bearer of a valid token.
 
 Every refusal raises :class:`KbsError` carrying an HTTP status, an error kind and a
-reason; nothing about the peer's input raises anything else. Secrets (resources,
+reason; nothing about the peer's input raises anything else. An appraisal that fails
+in a way no check foresaw is logged with its traceback, counted
+(``counters["attest_internal_error"]``) and answered 500 ``InternalError``; like every
+attempt, it has used up the session's nonce. Secrets (resources,
 private keys, tokens, session ids beyond an 8-character prefix) are never logged.
 
-Locking: ``_lock`` guards the session table; a session's fields are only changed
+Locking: ``_lock`` guards the session table and ``counters``; a session's fields are only changed
 under it. The store, verifier and token key are immutable or thread-safe.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import hmac
 import logging
 import secrets
@@ -177,6 +181,8 @@ class KeyBroker:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        #: attest_internal_error (appraisals that failed unexpectedly); under ``_lock``
+        self.counters: collections.Counter[str] = collections.Counter()
         self._token_key = _load_or_create_token_key(store)
         self._jose_key = ECKey.import_key(self._token_key)
 
@@ -242,6 +248,16 @@ class KeyBroker:
         except KbsError as exc:
             log.warning("session %s refused: %s", session.tag, exc)
             raise
+        except Exception as exc:  # unforeseen: a bug, or input no check above expected
+            with self._lock:
+                self.counters["attest_internal_error"] += 1
+            log.exception("session %s: appraisal failed unexpectedly", session.tag)
+            raise KbsError(
+                500,
+                "InternalError",
+                f"the evidence could not be appraised ({type(exc).__name__}); this "
+                "session's nonce is used up: call /auth again",
+            ) from exc
         token = jwt.encode({"alg": "ES256", "typ": "JWT"}, claims, self._jose_key)
         with self._lock:
             session.attested = True
