@@ -167,6 +167,71 @@ def test_auth_unsupported_tee_returns_400(client: FlaskClient) -> None:
     _error(client.post("/kbs/v0/auth", json={**AUTH, "tee": "tdx"}), 400, "InvalidRequest")
 
 
+def test_anonymous_auth_flood_does_not_lock_out_a_guest(
+    broker: KeyBroker, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    for _ in range(BrokerConfig().max_sessions + 1):  # r04: fills the whole table
+        broker.auth(AUTH)
+    session = broker.auth(AUTH)
+    assert broker.attest(session.id, _body(chip, guest, session.nonce, key)).attested
+    assert broker.counters["sessions_evicted"] == 2
+
+
+def test_auth_with_full_table_evicts_the_oldest_unattested_session(
+    store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any, clock: FakeClock
+) -> None:
+    broker = KeyBroker(store, Verifier([chip.ark]), config=BrokerConfig(max_sessions=3),
+                       clock=clock)
+    oldest = broker.auth(AUTH)
+    attested = broker.auth(AUTH)
+    broker.attest(attested.id, _body(chip, guest, attested.nonce, key))
+    younger = broker.auth(AUTH)
+    broker.auth(AUTH)  # the table is full: the oldest un-attested session goes
+    body = _body(chip, guest, oldest.nonce, key)
+    with pytest.raises(KbsError, match="unknown or expired session"):
+        broker.attest(oldest.id, body)
+    assert broker.resource(attested.id, None, "default", "sample", "test")
+    assert not younger.nonce_used and broker.attest(
+        younger.id, _body(chip, guest, younger.nonce, key)
+    ).attested
+
+
+def test_auth_with_table_full_of_attested_sessions_returns_503(
+    store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    broker = KeyBroker(store, Verifier([chip.ark]), config=BrokerConfig(max_sessions=1))
+    session = broker.auth(AUTH)
+    broker.attest(session.id, _body(chip, guest, session.nonce, key))
+    with pytest.raises(KbsError) as info:
+        broker.auth(AUTH)
+    assert (info.value.status, info.value.kind) == (503, "TooManySessions")
+
+
+def test_unattested_session_expires_after_unattested_timeout(
+    client: FlaskClient, clock: FakeClock, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    response = client.post("/kbs/v0/auth", json=AUTH)
+    assert "Max-Age=60" in response.headers["Set-Cookie"]
+    nonce = base64.b64decode(response.json["nonce"])
+    clock.now += 61
+    _error(
+        client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key)), 401, "UnAuthenticated"
+    )
+
+
+def test_attested_session_lives_session_timeout_from_attestation(
+    client: FlaskClient, clock: FakeClock, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    nonce = _auth(client)
+    clock.now += 59
+    response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key))
+    assert "Max-Age=300" in response.headers["Set-Cookie"]
+    clock.now += 299
+    assert client.get(RESOURCE).status_code == 200
+    clock.now += 2
+    _error(client.get(RESOURCE), 401, "UnAuthenticated")
+
+
 # --- attest: success -----------------------------------------------------------------
 
 

@@ -83,7 +83,13 @@ def create_app(broker: KeyBroker) -> Flask:
     def attest() -> Response:
         session = broker.attest(request.cookies.get(SESSION_COOKIE), _body())
         response = _json(200, {"token": session.token})
-        response.set_cookie(SESSION_COOKIE, session.id, httponly=True, samesite="Strict")
+        response.set_cookie(
+            SESSION_COOKIE,
+            session.id,
+            max_age=int(session.expires - broker.now()),
+            httponly=True,
+            samesite="Strict",
+        )
         return response
 
     @app.get("/kbs/v0/resource/<repository>/<type_>/<tag>")

@@ -3,7 +3,9 @@
 Protocol: Trustee's KBS protocol 0.4.0 (RCAR: Request, Challenge, Attestation,
 Response), the subset an SVSM needs (docs/attestation-protocol.md):
 
-* :meth:`KeyBroker.auth` opens a session with a fresh 32-byte nonce.
+* :meth:`KeyBroker.auth` opens a session with a fresh 32-byte nonce. It lives
+  ``unattested_timeout`` (60 s) until it attests, then ``session_timeout`` (300 s);
+  a full table makes room by evicting the oldest un-attested session.
 * :meth:`KeyBroker.attest` appraises SNP evidence for that session: the runtime
   data's nonce is the session's and is *consumed* by the first attempt, whatever its
   outcome (a second attempt in the same session is refused as a replay; a new session
@@ -121,10 +123,22 @@ class Session:
 
 @dataclass(frozen=True)
 class BrokerConfig:
+    """Limits. A session lives ``unattested_timeout`` from ``/auth`` until it attests,
+    then ``session_timeout`` from its attestation. When ``max_sessions`` are open,
+    ``/auth`` evicts the oldest un-attested session; only a table of attested sessions
+    is full (503)."""
+
     session_timeout: float = 300.0
+    unattested_timeout: float = 60.0
     token_lifetime: float = 300.0
     max_sessions: int = 4096
     bindings: frozenset[Binding] = field(default_factory=lambda: frozenset(Binding))
+
+    def __post_init__(self) -> None:
+        if not min(self.session_timeout, self.unattested_timeout, self.token_lifetime) > 0:
+            raise ValueError("session and token lifetimes must be positive")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
 
 
 def _load_or_create_token_key(store: Store) -> ec.EllipticCurvePrivateKey:
@@ -181,7 +195,8 @@ class KeyBroker:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
-        #: attest_internal_error (appraisals that failed unexpectedly); under ``_lock``
+        #: attest_internal_error (appraisals that failed unexpectedly), sessions_evicted
+        #: (un-attested sessions dropped for room); under ``_lock``
         self.counters: collections.Counter[str] = collections.Counter()
         self._token_key = _load_or_create_token_key(store)
         self._jose_key = ECKey.import_key(self._token_key)
@@ -195,9 +210,26 @@ class KeyBroker:
 
     # -- sessions ----------------------------------------------------------------------
 
-    def _evict_expired(self, now: float) -> None:
+    def _make_room(self, now: float) -> None:
+        """Drop expired sessions; if the table is still full, the oldest un-attested one.
+
+        ``/auth`` is unauthenticated, so anyone can open sessions: refusing when full
+        would let a flood of them lock real guests out for a whole lifetime. Evicting
+        the oldest un-attested session instead keeps ``/auth`` answering; a guest's own
+        session survives as long as ``max_sessions`` newer ones have not been opened
+        after it. Only attested sessions, each of which took genuine evidence, can
+        fill the table.
+        """
         for sid in [s.id for s in self._sessions.values() if s.expires <= now]:
             del self._sessions[sid]
+        if len(self._sessions) < self._config.max_sessions:
+            return
+        oldest = next((s for s in self._sessions.values() if not s.attested), None)
+        if oldest is None:
+            raise KbsError(503, "TooManySessions", "session table full; retry later")
+        del self._sessions[oldest.id]
+        self.counters["sessions_evicted"] += 1
+        log.info("session %s evicted unattested: the session table is full", oldest.tag)
 
     def _session(self, session_id: str | None) -> Session:
         if not session_id:
@@ -220,13 +252,11 @@ class KeyBroker:
             raise _bad_request(f"tee {body.get('tee')!r} is not supported (only 'snp')")
         now = self._clock()
         with self._lock:
-            self._evict_expired(now)
-            if len(self._sessions) >= self._config.max_sessions:
-                raise KbsError(503, "TooManySessions", "session table full; retry later")
+            self._make_room(now)
             session = Session(
                 id=secrets.token_hex(16),
                 nonce=secrets.token_bytes(NONCE_SIZE),
-                expires=now + self._config.session_timeout,
+                expires=now + min(self._config.unattested_timeout, self._config.session_timeout),
             )
             self._sessions[session.id] = session
         log.info("session %s opened", session.tag)
@@ -261,6 +291,7 @@ class KeyBroker:
         token = jwt.encode({"alg": "ES256", "typ": "JWT"}, claims, self._jose_key)
         with self._lock:
             session.attested = True
+            session.expires = self._clock() + self._config.session_timeout
             session.tee_pubkey = key
             session.token = token
         log.info(

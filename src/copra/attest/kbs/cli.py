@@ -105,7 +105,20 @@ def kbs(ctx: click.Context, db: str, listen: str | None, trust_root: str | None)
     multiple=True,
     help="Accept only these REPORT_DATA bindings (default: both).",
 )
-@click.option("--session-timeout", default=300.0, show_default=True, help="Seconds.")
+@click.option(
+    "--session-timeout",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an attested session lives.",
+)
+@click.option(
+    "--unattested-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a session lives until it attests.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -113,6 +126,7 @@ def serve(
     trust_root: str,
     bindings: tuple[str, ...] = (),
     session_timeout: float = 300.0,
+    unattested_timeout: float = 60.0,
 ) -> None:
     """Serve /kbs/v0/auth, /kbs/v0/attest and /kbs/v0/resource/... until interrupted."""
     from copra.attest.kbs.app import KbsServer
@@ -122,6 +136,7 @@ def serve(
     store = _store(ctx)
     config = BrokerConfig(
         session_timeout=session_timeout,
+        unattested_timeout=unattested_timeout,
         bindings=frozenset(Binding(b) for b in bindings) or frozenset(Binding),
     )
     broker = KeyBroker(store, _verifier(trust_root), config=config)
