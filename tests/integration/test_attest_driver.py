@@ -177,6 +177,23 @@ def test_unreachable_proxy_is_reported(settings: AttestSettings, tmp_path: Path)
     assert "cannot reach the attestation proxy" in run.lines[-1]
 
 
+def test_secret_too_short_for_a_store_is_not_mounted_and_no_store_is_written(
+    settings: AttestSettings, kbs_store: Store
+) -> None:
+    path = ResourcePath("default", "sample", "test")
+    kbs_store.set_resource(path, b"12345678")
+    try:
+        run = boot(settings).seal()
+    finally:
+        kbs_store.set_resource(path, SECRET)
+    assert not run.has_persist() and not run.driver.mounted
+    assert run.counters["persist_not_mounted"] == 1 and run.counters["persist_seal_failed"] == 0
+    assert run.lines[-1] == (
+        f"persistent store {settings.persist} cannot be keyed with the released secret: "
+        "not mounted (a 8-byte secret is too short to key a store (at least 16 bytes))")
+    assert settings.persist is not None and not settings.persist.exists()
+
+
 def test_store_sealed_with_another_key_is_not_mounted_and_left_untouched(
     settings: AttestSettings,
 ) -> None:

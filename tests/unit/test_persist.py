@@ -118,6 +118,12 @@ def test_missing_file_is_a_fresh_empty_store(tmp_path: Path) -> None:
     assert read_store(tmp_path / "none", SECRET) == StoreContents(0, ())
 
 
+def test_missing_file_with_short_secret_raises_weak_secret(tmp_path: Path) -> None:
+    # r06: the store used to mount empty, and everything written was lost at the seal
+    with pytest.raises(WeakSecret, match="8-byte secret"):
+        read_store(tmp_path / "absent.store", b"12345678")
+
+
 def test_empty_file_is_refused_not_taken_as_fresh(tmp_path: Path) -> None:
     path = tmp_path / "store"
     path.write_bytes(b"")

@@ -55,7 +55,14 @@ from copra.abi.spec import Errno
 from copra.attest.client import AttestationFailed, attest
 from copra.attest.evidence import CertType, build_cert_table
 from copra.attest.measure import launch_guest
-from copra.attest.persist import StoreContents, StoreError, StoreSealed, read_store, write_store
+from copra.attest.persist import (
+    StoreContents,
+    StoreError,
+    StoreSealed,
+    WeakSecret,
+    read_store,
+    write_store,
+)
 from copra.hw.snp import SnpFirmware, SnpFirmwareError, StateMissing
 from copra.kernel.boot import BootError
 from copra.kernel.errors import SyscallError
@@ -207,6 +214,9 @@ class AttestationDriver:
     def _open_store(self, store: Path, secret: bytes, fs: RamFs) -> StoreContents:
         try:
             contents = read_store(store, secret)
+        except WeakSecret as exc:
+            raise _Refused(f"persistent store {store} cannot be keyed with the released "
+                           f"secret: not mounted ({exc})") from exc
         except StoreSealed as exc:
             raise _Refused(f"persistent store {store} is corrupted or sealed with another "
                            f"key: not mounted ({exc})") from exc

@@ -27,7 +27,9 @@ Invariants:
   (GCM authenticates, it does not say why it failed), and the message says so.
   :func:`decode_store` raises nothing else, whatever the bytes (hypothesis checks).
 - A missing file is a fresh, empty store of generation 0. An empty file is not: it
-  is a damaged one.
+  is a damaged one. Every read, of a missing file too, first checks that the secret
+  is long enough to seal the store again (:class:`WeakSecret`), so a store is never
+  mounted that could not be written back.
 - :func:`write_store` replaces the file atomically: a temporary file in the same
   directory (mode 0600), fsync, rename over the target, fsync of the directory. A
   crash leaves the old store or the new one, never a mix.
@@ -92,11 +94,7 @@ class StoreContents:
 
 def derive_key(secret: bytes, salt: bytes) -> bytes:
     """The AES-256 key for one write: HKDF-SHA256(secret, salt, "copra persist v1")."""
-    if len(secret) < MIN_SECRET_SIZE:
-        raise WeakSecret(
-            f"a {len(secret)}-byte secret is too short to key a store "
-            f"(at least {MIN_SECRET_SIZE} bytes)"
-        )
+    _check_secret(secret)
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=KDF_INFO).derive(secret)
 
 
@@ -121,8 +119,7 @@ def encode_store(secret: bytes, contents: StoreContents, *, salt: bytes | None =
 
 def decode_store(secret: bytes, data: bytes) -> StoreContents:
     """Open sealed bytes; raises :class:`StoreSealed` (or :class:`WeakSecret`), nothing else."""
-    if len(secret) < MIN_SECRET_SIZE:
-        derive_key(secret, bytes(SALT_SIZE))  # raises WeakSecret
+    _check_secret(secret)
     if len(data) < HEADER_SIZE + TAG_SIZE:
         raise StoreSealed(f"{len(data)} bytes is too short for a store")
     magic, version, header_size, reserved, salt, generation, nonce, reserved2 = (
@@ -148,10 +145,20 @@ def decode_store(secret: bytes, data: bytes) -> StoreContents:
     return StoreContents(generation, files)
 
 
+def _check_secret(secret: bytes) -> None:
+    if len(secret) < MIN_SECRET_SIZE:
+        raise WeakSecret(
+            f"a {len(secret)}-byte secret is too short to key a store "
+            f"(at least {MIN_SECRET_SIZE} bytes)"
+        )
+
+
 def read_store(path: Path, secret: bytes) -> StoreContents:
     """The store at ``path``: empty generation 0 if there is no file. Raises
-    :class:`StoreSealed` for a damaged or foreign store, :class:`StoreError` if it
-    cannot be read."""
+    :class:`WeakSecret` if ``secret`` could not seal it again, missing file or not
+    (so nothing is mounted that could not be written back), :class:`StoreSealed` for
+    a damaged or foreign store, :class:`StoreError` if it cannot be read."""
+    _check_secret(secret)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
