@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +25,7 @@ from joserfc.jwk import ECKey
 from copra.attest.aproxy import attestation_body
 from copra.attest.binding import PARAMS, Binding
 from copra.attest.binding import report_data as svsm_report_data
-from copra.attest.evidence import CertType, build_cert_table
+from copra.attest.evidence import CertType, build_cert_table, coconut_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
 from copra.attest.kbs.app import create_app
 from copra.attest.kbs.broker import BrokerConfig, KbsError, KeyBroker
@@ -34,9 +37,15 @@ from copra.attest.protocol import (
     SnpEvidence,
     Tee,
 )
-from copra.attest.verify import Verifier
+from copra.attest.verify import Verifier, load_certificates
 from copra.hw.snp import SnpFirmware, SnpGuest
-from copra.hw.snp_report import GuestPolicy, PolicyFlags, TcbVersion
+from copra.hw.snp_report import (
+    AttestationReport,
+    GuestPolicy,
+    PolicyFlags,
+    SigningKey,
+    TcbVersion,
+)
 
 SECRET = b"cocoonfs root key: 0123456789abcdef"
 RESOURCE = "/kbs/v0/resource/default/sample/test"
@@ -274,6 +283,68 @@ def test_attest_without_certs_uses_certificates_from_store(
     nonce = _auth(client)
     response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key, certs=False))
     assert response.status_code == 200, response.json
+
+
+def _decoy_vcek(chip: SnpFirmware) -> bytes:
+    """A VCEK for ``chip`` (same names, extensions and hwID, signed by its ASK) with a
+    key that did not sign its reports: what a KDS cache holds for an older TCB."""
+    ask_key = serialization.load_pem_private_key(
+        (chip.state_dir / "ask.key").read_bytes(), password=None
+    )
+    assert isinstance(ask_key, rsa.RSAPrivateKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(chip.vcek.subject)
+        .issuer_name(chip.vcek.issuer)
+        .public_key(ec.generate_private_key(ec.SECP384R1()).public_key())
+        .serial_number(1)
+        .not_valid_before(chip.vcek.not_valid_before_utc)
+        .not_valid_after(chip.vcek.not_valid_after_utc)
+    )
+    for extension in chip.vcek.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+    return builder.sign(ask_key, hashes.SHA384(), rsa_padding=pss).public_bytes(Encoding.DER)
+
+
+def test_attest_without_certs_tries_each_stored_vcek_of_the_chip(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    store.add_certificate("0 decoy, sorts first", _decoy_vcek(chip))
+    store.add_certificate("1 vcek", chip.vcek.public_bytes(Encoding.DER))
+    store.add_certificate("2 ask", chip.ask.public_bytes(Encoding.DER))
+    nonce = _auth(client)
+    response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key, certs=False))
+    assert response.status_code == 200, response.json
+
+
+def test_attest_vlek_report_without_certs_uses_the_stored_vlek_not_a_vcek_sorting_first(
+    tmp_path: Path, key: Any
+) -> None:
+    vectors = Path(__file__).resolve().parents[1] / "vectors" / "snp" / "trustee"
+    raw = (vectors / "test-vlek-report.bin").read_bytes()
+    report = AttestationReport.parse(raw)
+    assert report.key_info.signing_key is SigningKey.VLEK
+    store = Store(tmp_path / "kbs.db")
+    store.set_reference_values(ReferenceValues(
+        measurements=frozenset({report.measurement}), allow_debug=True, vmpl=None))
+    store.add_certificate("0 vcek, sorts first", (vectors / "test-vcek.der").read_bytes())  # r09
+    store.add_certificate("1 vlek", (vectors / "test-vlek.der").read_bytes())
+    bundle = load_certificates((vectors / "milan_ask_ark_asvk.pem").read_bytes())
+    for index, cert in enumerate(bundle):
+        store.add_certificate(f"2 chain {index}", cert.public_bytes(Encoding.DER))
+    verifier = Verifier.with_amd_roots(clock=lambda: datetime(2025, 6, 1, tzinfo=UTC))
+    broker = KeyBroker(store, verifier)
+    session = broker.auth(AUTH)
+    body = {
+        "runtime-data": {"nonce": session.nonce_b64,
+                         "tee-pubkey": EcPoint.from_public_key(key.public_key()).to_jwk()},
+        "tee-evidence": {"primary_evidence": coconut_evidence(raw, None)},
+    }
+    with pytest.raises(KbsError) as info:
+        broker.attest(session.id, body)
+    # genuine under the VLEK; refused only because it was not made for this session
+    assert info.value.detail.startswith("ReportDataMismatch"), info.value.detail
 
 
 def test_resource_with_bearer_token_and_no_cookie_returns_secret(

@@ -397,7 +397,9 @@ def certified_tcb(cert: x509.Certificate) -> dict[str, int]:
     return out
 
 
-def _leaf_kind(cert: x509.Certificate) -> SigningKey:
+def leaf_kind(cert: x509.Certificate) -> SigningKey:
+    """VCEK or VLEK, by the leaf's CN (``SEV-VCEK``/``SEV-VLEK``); :class:`ChainError`
+    for any other certificate."""
     cn = _cn(cert)
     if cn == "SEV-VCEK":
         return SigningKey.VCEK
@@ -497,7 +499,7 @@ class Verifier:
         wanted = report.key_info.signing_key
         if wanted is SigningKey.NONE:
             raise SignatureError("the report is unsigned (KEY_INFO.SIGNING_KEY = none)")
-        kind = _leaf_kind(leaf)
+        kind = leaf_kind(leaf)
         if kind is not wanted:
             raise SigningKeyMismatch(f"report is signed by a {wanted.name}, leaf is a {kind.name}")
         return kind

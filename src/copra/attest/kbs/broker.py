@@ -60,10 +60,13 @@ from copra.attest.evidence import CertType, Evidence, EvidenceError, parse_prima
 from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
 from copra.attest.verify import (
+    MalformedReport,
     Policy,
+    PolicyViolation,
     VerificationError,
     VerifiedReport,
     Verifier,
+    leaf_kind,
     load_certificates,
 )
 from copra.hw.snp_report import (
@@ -164,6 +167,13 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+
+
+def _kind(cert: x509.Certificate) -> SigningKey | None:
+    try:
+        return leaf_kind(cert)
+    except VerificationError:
+        return None
 
 
 def _hwid(cert: x509.Certificate) -> bytes | None:
@@ -365,8 +375,15 @@ class KeyBroker:
 
     def _certificates(
         self, evidence: Evidence, report: AttestationReport
-    ) -> tuple[x509.Certificate, list[x509.Certificate]]:
-        """The leaf (VCEK/VLEK) and the rest of the chain: from the evidence, else the store."""
+    ) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
+        """The candidate leaves, most likely first, and the rest of the chain.
+
+        The leaf must be of the kind KEY_INFO names (VCEK or VLEK). One the evidence
+        carries is the only candidate. Otherwise every stored leaf of that kind is:
+        VCEKs whose hwID is the report's CHIP_ID first (a chip has one VCEK per TCB,
+        so several may match); VLEKs are bound to no chip, so all of them. The caller
+        tries each until one verifies the report.
+        """
         try:
             sent = {kind: load_certificates(der)[0] for kind, der in evidence.certificates.items()}
             stored = [c for der in self._store.certificates() for c in load_certificates(der)]
@@ -374,19 +391,18 @@ class KeyBroker:
             raise _bad_request(f"certificate: {exc}") from exc
         chain = [sent[k] for k in (CertType.ASK, CertType.ARK) if k in sent]
         chain += [c for c in stored if _is_ca(c)]
-        wanted = CertType.VLEK if report.key_info.signing_key is SigningKey.VLEK else CertType.VCEK
+        signing_key = report.key_info.signing_key
+        wanted = CertType.VLEK if signing_key is SigningKey.VLEK else CertType.VCEK
         if wanted in sent:
-            return sent[wanted], chain
-        leaves = [c for c in stored if not _is_ca(c)]
-        matching = [
-            c for c in leaves if (h := _hwid(c)) is not None and report.chip_id[: len(h)] == h
-        ]
-        candidates = matching or leaves
-        if not candidates:
+            return [sent[wanted]], chain
+        leaves = [c for c in stored if not _is_ca(c) and _kind(c) is signing_key]
+        if signing_key is SigningKey.VCEK:
+            leaves.sort(key=lambda c: (h := _hwid(c)) is None or report.chip_id[: len(h)] != h)
+        if not leaves:
             raise KbsError(
                 401, "AttestationFailed", f"no {wanted} certificate in the evidence or the store"
             )
-        return candidates[0], chain
+        return leaves, chain
 
     def _verify(self, evidence: Evidence, expected_report_data: bytes) -> VerifiedReport:
         try:
@@ -396,7 +412,7 @@ class KeyBroker:
         values = self._store.reference_values()
         if not values.measurements:
             raise KbsError(401, "PolicyDeny", "no reference measurement is configured")
-        leaf, chain = self._certificates(evidence, report)
+        leaves, chain = self._certificates(evidence, report)
         policy = Policy(
             allow_debug=values.allow_debug,
             vmpl=values.vmpl,
@@ -404,12 +420,20 @@ class KeyBroker:
             report_data=expected_report_data,
             host_data=values.host_data,
         )
-        try:
-            verified = self._verifier.verify(evidence.report, leaf, chain, policy)
-        except VerificationError as exc:
-            raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
-        except ValueError as exc:  # a layout the verifier's helpers refuse, e.g. in a cert
-            raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
+        first: Exception | None = None
+        for leaf in leaves:
+            try:
+                verified = self._verifier.verify(evidence.report, leaf, chain, policy)
+                break
+            except (PolicyViolation, MalformedReport) as exc:  # authentic, or never will be
+                raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
+            except (VerificationError, ValueError) as exc:  # not this leaf: try the next
+                first = first or exc
+        else:
+            assert first is not None
+            raise KbsError(
+                401, "AttestationFailed", f"{type(first).__name__}: {first}"
+            ) from first
         if verified.report.measurement not in values.measurements:
             raise KbsError(
                 401,
