@@ -259,3 +259,22 @@ def test_sha256_is_the_concat_kdf_hash() -> None:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(b"\x00\x00\x00\x01" + z + other)
     assert concat_kdf(z, "ECDH-ES+A256KW", 256) == digest.finalize()
+
+
+@pytest.mark.parametrize(
+    "aad", ["\u00e9", "?", "a=", "a+b", "a b", "AB"], ids=["e-acute", "question", "padded",
+                                                      "plus", "space", "non-canonical"]
+)
+def test_gcm_aad_member_that_is_not_canonical_base64url_raises_jwe_error(aad: str) -> None:
+    # r05: 'é' and '?' used to give the same AAD
+    with pytest.raises(JweError):
+        FlattenedJwe("eyJhIjoxfQ", "", "", "", "", aad=aad).gcm_aad()
+
+
+def test_gcm_aad_non_ascii_protected_header_raises_jwe_error() -> None:
+    with pytest.raises(JweError):
+        FlattenedJwe("eyJhIjoxfQ\u00e9", "", "", "", "").gcm_aad()
+
+
+def test_gcm_aad_is_protected_dot_aad_as_received() -> None:
+    assert FlattenedJwe("eyJhIjoxfQ", "", "", "", "", aad="AQI").gcm_aad() == b"eyJhIjoxfQ.AQI"

@@ -20,7 +20,8 @@ plaintext = AES-GCM-decrypt(CEK, iv, aad, ciphertext || tag).
 
 The AAD is used verbatim as received: it is the ASCII of the base64url protected
 header (followed by ``.`` and the base64url JWE ``aad`` member when one is present,
-RFC 7516 §5.2 step 14). Re-serialising the header, as upstream's proxy does, breaks
+RFC 7516 §5.2 step 14); both must be canonical base64url, so no two members give
+one AAD. Re-serialising the header, as upstream's proxy does, breaks
 as soon as a broker orders header members differently.
 
 Every failure raises :class:`JweError` (never returns a flag). Not supported:
@@ -227,10 +228,18 @@ class FlattenedJwe:
         return header
 
     def gcm_aad(self) -> bytes:
-        """The AES-GCM additional data (RFC 7516 §5.2 step 14)."""
-        aad = self.protected.encode("ascii", "replace")
+        """The AES-GCM additional data (RFC 7516 §5.2 step 14): the ASCII of the
+        protected header as received, then ``.`` and the ``aad`` member if present.
+
+        Both must be canonical base64url (:func:`b64url_decode`), so each AAD has one
+        spelling: non-ASCII or otherwise invalid text raises :class:`JweError` rather
+        than being replaced by ``?`` and authenticating like some other value.
+        """
+        b64url_decode(self.protected)
+        aad = self.protected.encode("ascii")
         if self.aad is not None:
-            aad += b"." + self.aad.encode("ascii", "replace")
+            b64url_decode(self.aad)
+            aad += b"." + self.aad.encode("ascii")
         return aad
 
     def split(
