@@ -4,6 +4,7 @@ the emulated SNP firmware: the RCAR flow, both bindings, and every refusal path.
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from copra.attest.binding import PARAMS, Binding
 from copra.attest.binding import report_data as svsm_report_data
 from copra.attest.evidence import CertType, build_cert_table, coconut_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
-from copra.attest.kbs.app import create_app
+from copra.attest.kbs.app import MAX_BODY, create_app
 from copra.attest.kbs.broker import BrokerConfig, KbsError, KeyBroker
 from copra.attest.kbs.cli import kbs
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
@@ -589,6 +590,30 @@ def test_unknown_route_and_wrong_method_return_json_errors(client: FlaskClient) 
 def test_oversized_body_returns_413_json(client: FlaskClient) -> None:
     response = client.post("/kbs/v0/auth", data=b"x" * (2 << 20))
     assert response.status_code == 413 and "type" in response.json
+
+
+# A chunked body as werkzeug's server hands it over: terminated input, no Content-Length.
+CHUNKED = {"wsgi.input_terminated": True, "CONTENT_LENGTH": ""}
+
+
+@pytest.mark.parametrize("size", [MAX_BODY + 1, 3 << 20])
+def test_chunked_body_over_the_limit_returns_413(client: FlaskClient, size: int) -> None:
+    # r04: the body used to be cut at 1 MiB and refused as bad JSON (400)
+    body = io.BytesIO(b"x" * size)
+    response = client.post("/kbs/v0/auth", input_stream=body, environ_overrides=CHUNKED)
+    _error(response, 413, "RequestEntityTooLarge")
+
+
+def test_chunked_body_of_exactly_the_limit_is_read_whole(client: FlaskClient) -> None:
+    text = json.dumps(AUTH).encode()
+    body = io.BytesIO(text + b" " * (MAX_BODY - len(text)))
+    response = client.post("/kbs/v0/auth", input_stream=body, environ_overrides=CHUNKED)
+    assert response.status_code == 200, response.json
+
+
+def test_declared_body_one_byte_over_the_limit_returns_413(client: FlaskClient) -> None:
+    response = client.post("/kbs/v0/auth", data=b"x" * (MAX_BODY + 1))
+    _error(response, 413, "RequestEntityTooLarge")
 
 
 _json = st.recursive(

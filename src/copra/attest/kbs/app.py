@@ -2,7 +2,8 @@
 
 Endpoints: ``POST /kbs/v0/auth``, ``POST /kbs/v0/attest``,
 ``GET /kbs/v0/resource/<repository>/<type>/<tag>``. Every failure, including
-unknown routes, wrong methods, oversized bodies (1 MiB) and internal errors, answers
+unknown routes, wrong methods, bodies over 1 MiB (413, however they are sent:
+declared or chunked) and internal errors, answers
 a JSON body ``{"type": ".../errors/<Kind>", "detail": "..."}`` with its status;
 no request can take the server down.
 
@@ -20,7 +21,7 @@ import threading
 from typing import Any, Final
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from copra.attest.kbs.broker import SESSION_COOKIE, KbsError, KeyBroker
@@ -39,7 +40,16 @@ def _error(exc: KbsError) -> Response:
 
 
 def _body() -> object:
+    """The request body as JSON; 413 for any body over :data:`MAX_BODY`.
+
+    werkzeug enforces ``MAX_CONTENT_LENGTH`` on a declared Content-Length, but a
+    chunked body is only *cut* at the limit, which would then fail as bad JSON (400).
+    The app's limit is one byte more, so reading up to it tells a body of exactly
+    ``MAX_BODY`` bytes from a longer one, however it was sent.
+    """
     data = request.get_data(cache=False)
+    if len(data) > MAX_BODY:
+        raise RequestEntityTooLarge(f"the body exceeds {MAX_BODY} bytes")
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -48,7 +58,7 @@ def _body() -> object:
 
 def create_app(broker: KeyBroker) -> Flask:
     app = Flask("copra.kbs")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1  # see _body
 
     @app.errorhandler(KbsError)
     def _kbs_error(exc: KbsError) -> Response:
