@@ -181,3 +181,11 @@ def test_verify_vcek_with_duplicate_extension_fails_in_one_line_without_tracebac
     assert result.output.startswith("verification failed (CertificateFormatError): ")
     assert "appears twice" in result.output and result.output.count("\n") == 1
 
+
+@pytest.mark.parametrize(
+    "spelling", ["bl=3,tee=0,snp=9,ucode=115", "bootloader=3,tee=0,snp=9,microcode=115"]
+)
+def test_verify_min_tcb_accepts_both_component_spellings(spelling: str) -> None:
+    result = verify_milan("--min-tcb", spelling)
+    assert result.exit_code == 1 and "TcbTooOld" in result.output
+

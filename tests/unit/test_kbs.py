@@ -450,6 +450,19 @@ def test_attest_debug_guest_returns_401_debug_not_allowed(
     assert "DebugNotAllowed" in detail
 
 
+def test_attest_debug_guest_bound_to_other_key_is_refused_for_debug_first(
+    client: FlaskClient, store: Store, chip: SnpFirmware, key: Any
+) -> None:
+    """The order docs/attestation-protocol.md gives: the policy checks DEBUG before
+    REPORT_DATA."""
+    debug = _launch(chip, b"\x90" * 8192, GuestPolicy(flags=PolicyFlags.SMT | PolicyFlags.DEBUG))
+    store.set_reference_values(ReferenceValues(measurements=frozenset({debug.measurement})))
+    other = ec.generate_private_key(ec.SECP521R1())
+    body = _body(chip, debug, _auth(client), key, bind_key=other)
+    detail = _error(client.post("/kbs/v0/attest", json=body), 401, "AttestationFailed")
+    assert detail.startswith("DebugNotAllowed")
+
+
 def test_attest_below_minimum_tcb_returns_401_tcb_too_old(
     client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
 ) -> None:
@@ -709,6 +722,31 @@ def test_cli_set_resource_and_reference_are_visible_in_store(tmp_path: Path) -> 
     assert store.reference_values().minimum_tcb == TcbVersion(
         bootloader=4, tee=0, snp=24, microcode=219
     )
+
+
+@pytest.mark.parametrize(
+    "spelling", ["bl=4,tee=0,snp=24,ucode=219", "bootloader=4,tee=0,snp=24,microcode=219"]
+)
+def test_cli_set_reference_min_tcb_accepts_both_component_spellings(
+    tmp_path: Path, spelling: str
+) -> None:
+    db = str(tmp_path / "kbs.db")
+    result = CliRunner().invoke(
+        kbs, ["--db", db, "set-reference", "--measurement", "ab" * 48, "--min-tcb", spelling]
+    )
+    assert result.exit_code == 0, result.output
+    assert Store(db).reference_values().minimum_tcb == TcbVersion(
+        bootloader=4, tee=0, snp=24, microcode=219
+    )
+
+
+def test_cli_set_reference_bad_min_tcb_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        kbs,
+        ["--db", str(tmp_path / "db"), "set-reference", "--measurement", "ab" * 48,
+         "--min-tcb", "bl=4,tee=0,snp=24"],
+    )
+    assert result.exit_code == 2 and "missing microcode" in result.output
 
 
 def test_cli_set_reference_short_measurement_fails(tmp_path: Path) -> None:

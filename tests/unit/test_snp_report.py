@@ -477,3 +477,44 @@ def test_encode_then_decode_valid_report_is_identity(report: AttestationReport) 
     parsed = AttestationReport.parse(raw, layout=report.tcb_layout)
     assert parsed == report
     assert parsed.to_bytes() == raw
+
+
+# --- TcbVersion.parse: the one --min-tcb spelling ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bl=3,tee=0,snp=8,ucode=115",
+        "bootloader=3,tee=0,snp=8,microcode=115",
+        "bootloader=3,tee=0,snp=8,ucode=0x73",
+        "bl=3 tee=0 snp=8 ucode=115",
+        " ucode=115 , snp=8,tee=0,bl=3 ",
+    ],
+    ids=["short", "long", "mixed-hex", "str-form", "any-order"],
+)
+def test_tcb_parse_accepts_short_and_long_component_names(text: str) -> None:
+    assert TcbVersion.parse(text) == TcbVersion(bootloader=3, tee=0, snp=8, microcode=115)
+
+
+@given(st.tuples(*[st.integers(0, 255)] * 4), st.none() | st.integers(0, 255))
+def test_tcb_parse_of_str_is_identity(parts: tuple[int, int, int, int], fmc: int | None) -> None:
+    tcb = TcbVersion(*parts, fmc=fmc)
+    assert TcbVersion.parse(str(tcb)) == tcb
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("bl=3,bootloader=4,tee=0,snp=8,ucode=1", "bootloader is given twice"),
+        ("bl=3,tee=0,snp=8", "missing microcode"),
+        ("bl=3,tee=0,snp=8,ucode=1,spl=2", "'spl=2' is not NAME=N"),
+        ("bl=3,tee,snp=8,ucode=1", "'tee' is not NAME=N"),
+        ("bl=3,tee=x,snp=8,ucode=1", "'x' is not a number"),
+        ("bl=256,tee=0,snp=8,ucode=1", "not a byte"),
+    ],
+    ids=["twice", "missing", "unknown", "no-value", "not-a-number", "too-big"],
+)
+def test_tcb_parse_malformed_text_raises_value_error(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TcbVersion.parse(text)

@@ -114,19 +114,16 @@ def _hex_option(size: int, *, pad: bool = False) -> Callable[..., bytes | None]:
     return convert
 
 
-def _parse_tcb(text: str | None) -> TcbVersion | None:
-    if text is None:
-        return None
-    names = {"bl": "bootloader", "tee": "tee", "snp": "snp", "ucode": "microcode", "fmc": "fmc"}
-    values: dict[str, int] = {}
+def parse_min_tcb(text: str) -> TcbVersion:
+    """``--min-tcb`` of both ``copra attest verify`` and ``copra kbs set-reference``
+    (:meth:`TcbVersion.parse`); a usage error if it does not parse."""
     try:
-        for part in text.split(","):
-            key, _, number = part.partition("=")
-            values[names[key.strip()]] = int(number, 0)
-        return TcbVersion(**values)
-    except (KeyError, ValueError, TypeError) as exc:
+        return TcbVersion.parse(text)
+    except ValueError as exc:
         raise click.BadParameter(
-            f"{text!r}: expected bl=N,tee=N,snp=N,ucode=N[,fmc=N] ({exc})", param_hint="--min-tcb"
+            f"{text!r}: {exc}; expected bl=N,tee=N,snp=N,ucode=N[,fmc=N] "
+            "(or bootloader=, microcode=)",
+            param_hint="--min-tcb",
         ) from None
 
 
@@ -173,7 +170,10 @@ def show(report: Path, layout: str | None) -> None:
 )
 @click.option("--no-debug", is_flag=True, help="Reject a guest policy that allows debugging.")
 @click.option("--vmpl", type=click.IntRange(0, 3), help="Require this VMPL.")
-@click.option("--min-tcb", help="Minimum REPORTED_TCB, e.g. bl=3,tee=0,snp=8,ucode=115.")
+@click.option(
+    "--min-tcb",
+    help="Minimum REPORTED_TCB, e.g. bl=3,tee=0,snp=8,ucode=115 (or bootloader=, microcode=).",
+)
 @click.option("--measurement", callback=_hex_option(48), help="Expected MEASUREMENT (hex).")
 @click.option(
     "--report-data",
@@ -198,7 +198,7 @@ def verify(
     policy = Policy(
         allow_debug=not no_debug,
         vmpl=vmpl,
-        minimum_tcb=_parse_tcb(min_tcb),
+        minimum_tcb=None if min_tcb is None else parse_min_tcb(min_tcb),
         measurement=measurement,
         report_data=report_data,
         host_data=host_data,

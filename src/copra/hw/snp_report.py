@@ -233,6 +233,44 @@ class TcbVersion:
         short = {"bootloader": "bl", "microcode": "ucode"}
         return " ".join(f"{short.get(k, k)}={v}" for k, v in self.components().items())
 
+    @classmethod
+    def parse(cls, text: str) -> TcbVersion:
+        """A TCB from ``bl=3,tee=0,snp=8,ucode=115[,fmc=1]`` — the one spelling both
+        copra CLIs take (``--min-tcb``). Components are separated by commas and/or
+        spaces (so ``parse(str(tcb)) == tcb``) and named short (``bl``, ``ucode``) or
+        long (``bootloader``, ``microcode``); bootloader, tee, snp and microcode each
+        exactly once, fmc at most once; values decimal or with a 0x/0o/0b prefix.
+        Raises ``ValueError`` naming the problem."""
+        values: dict[str, int] = {}
+        for part in text.replace(",", " ").split():
+            name, sep, number = part.partition("=")
+            component = _TCB_ALIASES.get(name)
+            if not sep or component is None:
+                known = ", ".join(sorted(_TCB_ALIASES))
+                raise ValueError(f"{part!r} is not NAME=N with NAME one of {known}")
+            if component in values:
+                raise ValueError(f"{component} is given twice")
+            try:
+                values[component] = int(number, 0)
+            except ValueError:
+                raise ValueError(f"{part!r}: {number!r} is not a number") from None
+        missing = [c for c in ("bootloader", "tee", "snp", "microcode") if c not in values]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        return cls(**values)
+
+
+#: Component names :meth:`TcbVersion.parse` accepts, short and long.
+_TCB_ALIASES: Final = {
+    "bl": "bootloader",
+    "bootloader": "bootloader",
+    "tee": "tee",
+    "snp": "snp",
+    "ucode": "microcode",
+    "microcode": "microcode",
+    "fmc": "fmc",
+}
+
 
 # ---------------------------------------------------------------------------------------
 # POLICY, PLATFORM_INFO, KEY_INFO

@@ -1,7 +1,7 @@
 """``copra kbs``: run the development key broker and manage its store.
 
     copra kbs --db kbs.db set-resource default/sample/test secret.bin
-    copra kbs --db kbs.db set-reference --measurement HEX [--min-tcb bootloader=4,tee=0,...]
+    copra kbs --db kbs.db set-reference --measurement HEX [--min-tcb bl=4,tee=0,snp=24,ucode=219]
     copra kbs --db kbs.db add-cert CHIPDIR/vcek.pem CHIPDIR/ask.pem
     copra kbs --db kbs.db serve --listen 127.0.0.1:8080 --trust-root CHIPDIR/ark.pem
     copra kbs --db kbs.db --listen 127.0.0.1:8080 --trust-root amd      (same as serve)
@@ -19,9 +19,9 @@ from typing import BinaryIO
 import click
 
 from copra.attest.binding import Binding
+from copra.attest.cli import parse_min_tcb
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
 from copra.attest.verify import VerificationError, Verifier, fingerprint, load_certificates
-from copra.hw.snp_report import TcbVersion
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -42,17 +42,6 @@ def _parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise click.BadParameter(f"{text!r} is not HOST:PORT", param_hint="--listen")
     return host, int(port)
-
-
-def _parse_tcb(text: str) -> TcbVersion:
-    try:
-        parts = dict(item.split("=", 1) for item in text.split(","))
-        return TcbVersion(**{name.strip(): int(value, 0) for name, value in parts.items()})
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(
-            f"{text!r}: expected bootloader=N,tee=N,snp=N,microcode=N[,fmc=N] ({exc})",
-            param_hint="--min-tcb",
-        ) from exc
 
 
 def _parse_hex(text: str, size: int, what: str) -> bytes:
@@ -192,7 +181,11 @@ def list_resources(ctx: click.Context) -> None:
 @click.option(
     "--measurement", "measurements", multiple=True, required=True, help="48-byte hex; repeatable."
 )
-@click.option("--min-tcb", default=None, help="bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]")
+@click.option(
+    "--min-tcb",
+    default=None,
+    help="bl=N,tee=N,snp=N,ucode=N[,fmc=N] (or bootloader=, microcode=)",
+)
 @click.option("--allow-debug/--no-debug", default=False, show_default=True)
 @click.option("--vmpl", default="0", show_default=True, help="Required VMPL 0..3, or 'any'.")
 @click.option("--host-data", default=None, help="32-byte hex HOST_DATA to require.")
@@ -211,7 +204,7 @@ def set_reference(
     try:
         values = ReferenceValues(
             measurements=frozenset(_parse_hex(m, 48, "measurement") for m in measurements),
-            minimum_tcb=None if min_tcb is None else _parse_tcb(min_tcb),
+            minimum_tcb=None if min_tcb is None else parse_min_tcb(min_tcb),
             allow_debug=allow_debug,
             vmpl=None if vmpl == "any" else int(vmpl),
             host_data=None if host_data is None else _parse_hex(host_data, 32, "host-data"),
