@@ -26,7 +26,7 @@ from joserfc.jwk import ECKey
 from copra.attest.aproxy import attestation_body
 from copra.attest.binding import PARAMS, Binding
 from copra.attest.binding import report_data as svsm_report_data
-from copra.attest.evidence import CertType, build_cert_table, coconut_evidence
+from copra.attest.evidence import coconut_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
 from copra.attest.kbs.app import MAX_BODY, create_app
 from copra.attest.kbs.broker import BrokerConfig, KbsError, KeyBroker
@@ -42,10 +42,12 @@ from copra.attest.verify import Verifier, load_certificates
 from copra.hw.snp import SnpFirmware, SnpGuest
 from copra.hw.snp_report import (
     AttestationReport,
+    CertGuid,
     GuestPolicy,
     PolicyFlags,
     SigningKey,
     TcbVersion,
+    build_cert_table,
 )
 
 SECRET = b"cocoonfs root key: 0123456789abcdef"
@@ -78,8 +80,8 @@ def guest(chip: SnpFirmware) -> SnpGuest:
     return _launch(chip, b"\x90" * 8192)
 
 
-def _der(*certs: Any) -> dict[CertType, bytes]:
-    kinds = (CertType.VCEK, CertType.ASK, CertType.ARK)
+def _der(*certs: Any) -> dict[CertGuid, bytes]:
+    kinds = (CertGuid.VCEK, CertGuid.ASK, CertGuid.ARK)
     return {k: c.public_bytes(Encoding.DER) for k, c in zip(kinds, certs, strict=False)}
 
 
@@ -535,7 +537,7 @@ def test_attest_vcek_with_duplicate_extension_returns_400_and_uses_up_the_nonce(
     good = _body(chip, guest, _auth(client), key)
     body = json.loads(json.dumps(good))
     ask = chip.ask.public_bytes(Encoding.DER)
-    table = build_cert_table({CertType.VCEK: bad, CertType.ASK: ask})
+    table = build_cert_table({CertGuid.VCEK: bad, CertGuid.ASK: ask})
     body["tee-evidence"]["primary_evidence"]["certs-buf"] = base64.b64encode(table).decode()
     detail = _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
     assert "appears twice" in detail

@@ -449,7 +449,7 @@ def test_cert_table_round_trips_chain_that_verifies_the_report(chip: SnpFirmware
 
 
 def test_cert_table_entries_use_rfc4122_guid_bytes_and_absolute_offsets() -> None:
-    table = build_cert_table([(CertGuid.VCEK, b"abc")])
+    table = build_cert_table({CertGuid.VCEK: b"abc"})
     assert table[:16] == bytes.fromhex("63da758de6644564adc5f4b93be8accd")
     assert int.from_bytes(table[16:20], "little") == 48
     assert table[24:48] == bytes(24) and table[48:] == b"abc"
@@ -457,11 +457,11 @@ def test_cert_table_entries_use_rfc4122_guid_bytes_and_absolute_offsets() -> Non
 
 def test_parse_cert_table_without_terminator_raises_cert_table_error() -> None:
     with pytest.raises(CertTableError):
-        parse_cert_table(build_cert_table([(CertGuid.ARK, b"x")])[:24])
+        parse_cert_table(build_cert_table({CertGuid.ARK: b"x"})[:24])
 
 
 def test_parse_cert_table_out_of_bounds_blob_raises_cert_table_error() -> None:
-    table = bytearray(build_cert_table([(CertGuid.ARK, b"x")]))
+    table = bytearray(build_cert_table({CertGuid.ARK: b"x"}))
     table[20:24] = (100).to_bytes(4, "little")
     with pytest.raises(CertTableError):
         parse_cert_table(bytes(table))
@@ -472,3 +472,21 @@ def test_parse_cert_table_out_of_bounds_blob_raises_cert_table_error() -> None:
 def test_parse_cert_table_random_bytes_raises_only_cert_table_error(data: bytes) -> None:
     with contextlib.suppress(CertTableError):
         parse_cert_table(data)
+
+
+def test_parse_cert_table_more_than_64_entries_raises_cert_table_error() -> None:
+    entry = CertGuid.VCEK.guid.bytes[:15] + b"\xff" + (24 * 66).to_bytes(4, "little")
+    table = (entry + (1).to_bytes(4, "little")) * 65 + bytes(24) + b"x"
+    with pytest.raises(CertTableError, match="more than 64"):
+        parse_cert_table(table)
+
+
+def test_cert_table_with_crl_round_trips() -> None:
+    certs = {CertGuid.VCEK: b"vcek", CertGuid.CRL: b"crl"}
+    assert parse_cert_table(build_cert_table(certs)) == certs
+
+
+def test_build_cert_table_empty_blob_raises_cert_table_error() -> None:
+    with pytest.raises(CertTableError, match="empty"):
+        build_cert_table({CertGuid.ASK: b""})
+

@@ -53,7 +53,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from copra.abi.spec import Errno
 from copra.attest.client import AttestationFailed, attest
-from copra.attest.evidence import CertType, build_cert_table
 from copra.attest.measure import launch_guest
 from copra.attest.persist import (
     StoreContents,
@@ -64,6 +63,7 @@ from copra.attest.persist import (
     write_store,
 )
 from copra.hw.snp import SnpFirmware, SnpFirmwareError, StateMissing
+from copra.hw.snp_report import CertGuid, build_cert_table
 from copra.kernel.boot import BootError
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel
@@ -170,8 +170,8 @@ class AttestationDriver:
         self.measurement = guest.measurement
         log(f"launch measurement {guest.measurement.hex()}")
         der = Encoding.DER
-        certs = build_cert_table({CertType.VCEK: firmware.vcek.public_bytes(der),
-                                  CertType.ASK: firmware.ask.public_bytes(der)})
+        certs = build_cert_table({CertGuid.VCEK: firmware.vcek.public_bytes(der),
+                                  CertGuid.ASK: firmware.ask.public_bytes(der)})
         path = self.settings.aproxy
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

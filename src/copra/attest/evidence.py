@@ -8,10 +8,10 @@
   as ``{fmc, bootloader, tee, snp, microcode}``, the signature as ``{r, s}`` (72
   little-endian bytes each), ``launch_mit_vector``/``current_mit_vector`` only on v5.
 
-The certificate table (``certs_buf``, GHCB specification §4.1.8.1, the extended
-guest request): 24-byte entries ``GUID (16, RFC 4122 byte order), offset u32 LE,
-length u32 LE`` ending with an all-zero entry; offsets are from the start of the
-table.
+The certificate table (``certs_buf``) has one codec and one GUID table, in
+:mod:`copra.hw.snp_report` (``parse_cert_table``, ``build_cert_table``, ``CertGuid``),
+which the emulated firmware builds tables with too; ``CertGuid``'s member names are
+also the kinds in Trustee's ``cert_chain``.
 
 Which encoding arrived also selects the REPORT_DATA binding
 (:mod:`copra.attest.binding`): the two go together in the tools that produce them.
@@ -24,48 +24,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import struct
-import uuid
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Final
+from typing import Any
 
 from copra.attest.binding import Binding
 from copra.hw.snp_report import (
+    MAX_CERT_ENTRIES,
     AttestationReport,
+    CertGuid,
+    CertTableError,
     FirmwareVersion,
     GuestPolicy,
     KeyInfo,
     PlatformInfo,
     Signature,
     TcbVersion,
+    parse_cert_table,
 )
 
 
 class EvidenceError(ValueError):
     """Evidence that cannot be decoded; the message names the member."""
-
-
-class CertType(StrEnum):
-    """Certificate kinds, named as virtee's ``CertType`` serialises them."""
-
-    ARK = "ARK"
-    ASK = "ASK"
-    VCEK = "VCEK"
-    VLEK = "VLEK"
-    CRL = "CRL"
-
-
-#: GUIDs of the certificate table entries (GHCB specification, AMD sev-guest tools).
-CERT_GUIDS: Final[dict[CertType, uuid.UUID]] = {
-    CertType.ARK: uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae"),
-    CertType.ASK: uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782"),
-    CertType.VCEK: uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd"),
-    CertType.VLEK: uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1"),
-    CertType.CRL: uuid.UUID("92f81bc3-5811-4d3d-97ff-d19f88dc67ea"),
-}
-_ENTRY: Final = struct.Struct("<16sII")
-_MAX_CERTS: Final = 64
 
 
 @dataclass(frozen=True)
@@ -74,41 +53,14 @@ class Evidence:
 
     binding: Binding
     report: bytes
-    certificates: dict[CertType, bytes]
+    certificates: dict[CertGuid, bytes]
 
 
-# --- certificate table ---------------------------------------------------------------
-
-
-def build_cert_table(certs: dict[CertType, bytes]) -> bytes:
-    header_size = _ENTRY.size * (len(certs) + 1)
-    entries, blobs, offset = [], [], header_size
-    for kind, der in certs.items():
-        entries.append(_ENTRY.pack(CERT_GUIDS[kind].bytes, offset, len(der)))
-        blobs.append(der)
-        offset += len(der)
-    return b"".join(entries) + bytes(_ENTRY.size) + b"".join(blobs)
-
-
-def parse_cert_table(table: bytes) -> dict[CertType, bytes]:
-    """Certificates by kind; entries with unknown GUIDs are skipped."""
-    by_guid = {guid.bytes: kind for kind, guid in CERT_GUIDS.items()}
-    out: dict[CertType, bytes] = {}
-    for index in range(_MAX_CERTS + 1):
-        start = index * _ENTRY.size
-        if start + _ENTRY.size > len(table):
-            raise EvidenceError("certificate table is not terminated")
-        guid, offset, length = _ENTRY.unpack_from(table, start)
-        if guid == bytes(16) and offset == 0 and length == 0:
-            return out
-        if offset + length > len(table):
-            raise EvidenceError(f"certificate table entry {index} points past the table")
-        kind = by_guid.get(guid)
-        if kind is not None:
-            if kind in out:
-                raise EvidenceError(f"certificate table holds two {kind} entries")
-            out[kind] = table[offset : offset + length]
-    raise EvidenceError(f"certificate table has more than {_MAX_CERTS} entries")
+def _cert_table(table: bytes) -> dict[CertGuid, bytes]:
+    try:
+        return parse_cert_table(table)
+    except CertTableError as exc:
+        raise EvidenceError(f"certs-buf: {exc}") from exc
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -185,8 +137,8 @@ def trustee_evidence(report: bytes, certs_buf: bytes | None) -> dict[str, Any]:
     chain = None
     if certs_buf is not None:
         chain = [
-            {"cert_type": str(kind), "data": list(der)}
-            for kind, der in parse_cert_table(certs_buf).items()
+            {"cert_type": kind.name, "data": list(der)}
+            for kind, der in _cert_table(certs_buf).items()
         ]
     return {"attestation_report": trustee_report_json(parsed), "cert_chain": chain}
 
@@ -302,22 +254,21 @@ def parse_primary_evidence(value: object) -> Evidence:
     if "snp-report" in value:
         report = _b64(value["snp-report"], "snp-report")
         certs_buf = value.get("certs-buf")
-        certs = {} if certs_buf is None else parse_cert_table(_b64(certs_buf, "certs-buf"))
+        certs = {} if certs_buf is None else _cert_table(_b64(certs_buf, "certs-buf"))
         return Evidence(Binding.COCONUT, report, certs)
     if "attestation_report" in value:
         parsed = report_from_trustee_json(value["attestation_report"])
         chain = value.get("cert_chain")
-        chain_certs: dict[CertType, bytes] = {}
+        chain_certs: dict[CertGuid, bytes] = {}
         if chain is not None:
-            if not isinstance(chain, list) or len(chain) > _MAX_CERTS:
+            if not isinstance(chain, list) or len(chain) > MAX_CERT_ENTRIES:
                 raise EvidenceError("cert_chain must be a list or null")
             for entry in chain:
                 if not isinstance(entry, dict) or not isinstance(entry.get("cert_type"), str):
                     raise EvidenceError("cert_chain entries need a cert_type string")
-                try:
-                    kind = CertType(entry["cert_type"])
-                except ValueError:
+                kind = CertGuid.__members__.get(entry["cert_type"])
+                if kind is None:
                     continue  # OTHER(uuid) and unknown kinds carry nothing we check
-                chain_certs[kind] = _byte_list(entry.get("data"), f"cert_chain.{kind}.data")
+                chain_certs[kind] = _byte_list(entry.get("data"), f"cert_chain.{kind.name}.data")
         return Evidence(Binding.TRUSTEE, parsed.to_bytes(), chain_certs)
     raise EvidenceError("primary_evidence is neither aproxy ('snp-report') nor Trustee form")

@@ -699,11 +699,11 @@ class SnpFirmware:
         """VCEK, ASK and ARK (DER) as the extended guest request returns them."""
         der = serialization.Encoding.DER
         return build_cert_table(
-            [
-                (CertGuid.VCEK, self._vcek.public_bytes(der)),
-                (CertGuid.ASK, self._ask.public_bytes(der)),
-                (CertGuid.ARK, self._ark.public_bytes(der)),
-            ]
+            {
+                CertGuid.VCEK: self._vcek.public_bytes(der),
+                CertGuid.ASK: self._ask.public_bytes(der),
+                CertGuid.ARK: self._ark.public_bytes(der),
+            }
         )
 
     def launch_start(

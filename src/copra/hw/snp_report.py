@@ -38,12 +38,14 @@ import binascii
 import dataclasses
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
 from typing import ClassVar, Final
 
 __all__ = [
     "AMD_OID_ARC",
+    "MAX_CERT_ENTRIES",
     "REPORT_SIZE",
     "SIGNATURE_COMPONENT_SIZE",
     "SIGNED_SIZE",
@@ -826,34 +828,48 @@ def parse_hwid(raw: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------
-# Certificate table of the extended guest request (GHCB exit 0x8000_0012; GHCB spec)
+# Certificate table of the extended guest request (GHCB exit 0x8000_0012; GHCB spec
+# §4.1.8.1). The one codec and GUID table: the firmware builds tables with it, the SVSM
+# sends them, the proxy re-encodes them and the key broker reads them.
 
 
 class CertTableError(ValueError):
-    """A certificate table is malformed: truncated, unterminated, or out of bounds."""
+    """A certificate table is malformed: unterminated, too long, a blob empty or out of
+    bounds, or a known GUID listed twice."""
 
 
 class CertGuid(enum.Enum):
-    """Certificate GUIDs of the extended-request table (RFC 4122 byte order on the wire)."""
+    """Certificate GUIDs of the extended-request table (RFC 4122 byte order on the
+    wire). Member names are the kinds as virtee/sev's ``CertType`` serialises them
+    (Trustee's ``cert_chain``), so ``CertGuid[name]`` reads one and ``.name`` writes it."""
 
+    ARK = "c0b406a4-a803-4952-9743-3fb6014cd0ae"
+    ASK = "4ab7b379-bbac-4fe4-a02f-05aef327c782"  #: also the ASVK
     VCEK = "63da758d-e664-4564-adc5-f4b93be8accd"
     VLEK = "a8074bc2-a25a-483e-aae6-39c045a0b8a1"
-    ASK = "4ab7b379-bbac-4fe4-a02f-05aef327c782"  #: also the ASVK
-    ARK = "c0b406a4-a803-4952-9743-3fb6014cd0ae"
+    CRL = "92f81bc3-5811-4d3d-97ff-d19f88dc67ea"
+
+    @property
+    def guid(self) -> uuid.UUID:
+        return uuid.UUID(self.value)
 
 
 _CERT_ENTRY_SIZE: Final = 24
+#: The most entries a table may list before its terminator (bounds the work per table).
+MAX_CERT_ENTRIES: Final = 64
 
 
-def build_cert_table(certs: list[tuple[CertGuid, bytes]]) -> bytes:
-    """Entries (GUID, offset u32, length u32), an all-zero terminator, then the DER blobs.
-
-    Offsets count from the start of the buffer, as the extended request defines.
-    """
+def build_cert_table(certs: Mapping[CertGuid, bytes]) -> bytes:
+    """Entries (GUID, offset u32 LE, length u32 LE) in ``certs``' order, an all-zero
+    terminator, then the blobs. Offsets count from the start of the buffer."""
+    if len(certs) > MAX_CERT_ENTRIES:
+        raise CertTableError(f"a certificate table lists at most {MAX_CERT_ENTRIES} entries")
     offset = (len(certs) + 1) * _CERT_ENTRY_SIZE
     table, blobs = bytearray(), bytearray()
-    for guid, der in certs:
-        table += uuid.UUID(guid.value).bytes
+    for guid, der in certs.items():
+        if not der:
+            raise CertTableError(f"the {guid.name} certificate is empty")
+        table += guid.guid.bytes
         table += offset.to_bytes(4, "little") + len(der).to_bytes(4, "little")
         blobs += der
         offset += len(der)
@@ -861,25 +877,34 @@ def build_cert_table(certs: list[tuple[CertGuid, bytes]]) -> bytes:
 
 
 def parse_cert_table(buf: bytes) -> dict[CertGuid, bytes]:
-    """The certificates of an extended-request table, by GUID. Unknown GUIDs are skipped;
-    a GUID that appears twice, a missing terminator or a blob out of bounds raise
-    :class:`CertTableError`."""
-    known = {uuid.UUID(g.value).bytes: g for g in CertGuid}
+    """The certificates of an extended-request table, by GUID, in table order.
+
+    Rules: entries up to an all-zero 24-byte terminator, at most
+    :data:`MAX_CERT_ENTRIES` of them; each blob non-empty and inside ``buf``; a known
+    GUID at most once; unknown GUIDs are skipped. Anything else raises
+    :class:`CertTableError`, and nothing else is raised.
+    """
+    known = {g.guid.bytes: g for g in CertGuid}
     out: dict[CertGuid, bytes] = {}
-    pos = 0
-    while True:
+    for index in range(MAX_CERT_ENTRIES + 1):
+        pos = index * _CERT_ENTRY_SIZE
         entry = buf[pos : pos + _CERT_ENTRY_SIZE]
         if len(entry) < _CERT_ENTRY_SIZE:
             raise CertTableError("certificate table has no terminating all-zero entry")
         if not any(entry):
             return out
+        if index == MAX_CERT_ENTRIES:
+            break
         offset = int.from_bytes(entry[16:20], "little")
         length = int.from_bytes(entry[20:24], "little")
-        if offset + length > len(buf) or length == 0:
-            raise CertTableError(f"certificate at {offset:#x}+{length:#x} is out of bounds")
+        if length == 0 or offset + length > len(buf):
+            raise CertTableError(
+                f"certificate table entry {index} at {offset:#x}+{length:#x} is empty or "
+                "out of bounds"
+            )
         guid = known.get(bytes(entry[:16]))
         if guid is not None:
             if guid in out:
                 raise CertTableError(f"certificate table lists {guid.name} twice")
             out[guid] = bytes(buf[offset : offset + length])
-        pos += _CERT_ENTRY_SIZE
+    raise CertTableError(f"certificate table lists more than {MAX_CERT_ENTRIES} entries")

@@ -56,7 +56,7 @@ from copra.attest.binding import (
     expected_report_data,
     trustee_report_data,
 )
-from copra.attest.evidence import CertType, Evidence, EvidenceError, parse_primary_evidence
+from copra.attest.evidence import Evidence, EvidenceError, parse_primary_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
 from copra.attest.verify import (
@@ -71,6 +71,7 @@ from copra.attest.verify import (
 )
 from copra.hw.snp_report import (
     AttestationReport,
+    CertGuid,
     ReportFormatError,
     SigningKey,
     VcekOid,
@@ -389,10 +390,10 @@ class KeyBroker:
             stored = [c for der in self._store.certificates() for c in load_certificates(der)]
         except (VerificationError, IndexError) as exc:
             raise _bad_request(f"certificate: {exc}") from exc
-        chain = [sent[k] for k in (CertType.ASK, CertType.ARK) if k in sent]
+        chain = [sent[k] for k in (CertGuid.ASK, CertGuid.ARK) if k in sent]
         chain += [c for c in stored if _is_ca(c)]
         signing_key = report.key_info.signing_key
-        wanted = CertType.VLEK if signing_key is SigningKey.VLEK else CertType.VCEK
+        wanted = CertGuid.VLEK if signing_key is SigningKey.VLEK else CertGuid.VCEK
         if wanted in sent:
             return [sent[wanted]], chain
         leaves = [c for c in stored if not _is_ca(c) and _kind(c) is signing_key]
@@ -400,7 +401,9 @@ class KeyBroker:
             leaves.sort(key=lambda c: (h := _hwid(c)) is None or report.chip_id[: len(h)] != h)
         if not leaves:
             raise KbsError(
-                401, "AttestationFailed", f"no {wanted} certificate in the evidence or the store"
+                401,
+                "AttestationFailed",
+                f"no {wanted.name} certificate in the evidence or the store",
             )
         return leaves, chain
 
