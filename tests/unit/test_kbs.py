@@ -696,6 +696,36 @@ def test_store_file_is_private(tmp_path: Path) -> None:
     assert (tmp_path / "db").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=lambda mode: f"{mode:04o}")
+def test_store_existing_db_accessible_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    Store(tmp_path / "db")
+    (tmp_path / "db").chmod(mode)
+    with pytest.raises(StoreError, match=f"mode {mode:04o}.*chmod 600"):
+        Store(tmp_path / "db")
+
+
+def test_store_db_created_by_another_process_meanwhile_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Store(tmp_path / "db").set_resource(ResourcePath("a", "b", "c"), b"kept")
+    # the other process won the race: the file did not exist when we looked, now it does
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    assert Store(tmp_path / "db").get_resource(ResourcePath("a", "b", "c")) == b"kept"
+
+
+def test_store_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "db").mkdir()
+    with pytest.raises(StoreError, match="not a regular file"):
+        Store(tmp_path / "db")
+
+
+def test_cli_with_db_readable_by_others_fails_with_the_reason(tmp_path: Path) -> None:
+    Store(tmp_path / "db")
+    (tmp_path / "db").chmod(0o644)
+    result = CliRunner().invoke(kbs, ["--db", str(tmp_path / "db"), "list-resources"])
+    assert result.exit_code == 1 and "chmod 600" in result.output
+
+
 def test_cli_set_resource_and_reference_are_visible_in_store(tmp_path: Path) -> None:
     db = str(tmp_path / "kbs.db")
     (tmp_path / "s.bin").write_bytes(SECRET)

@@ -12,7 +12,9 @@ restart forces guests to authenticate again, which is always safe).
 Invariants: every resource path component matches ``[A-Za-z0-9._-]{1,64}`` and is not
 ``.`` or ``..``; reference values are stored in the JSON form of
 :meth:`ReferenceValues.to_json` and always parse back. The database file is created
-with mode 0600 because it holds secrets (resources and the token-signing key).
+with mode 0600 because it holds secrets (resources and the token-signing key); an
+existing file with any group or other permission is refused, as ssh refuses such a
+private key.
 
 Locking: every operation opens its own connection (SQLite serialises writers), so a
 :class:`Store` may be shared by the server's threads.
@@ -25,6 +27,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,16 +127,44 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
-        if not self._path.exists():
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
+        self._create_or_check()
         with self._connect() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(f"{self._path}: schema version {version}, expected 1")
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _create_or_check(self) -> None:
+        """Create the file mode 0600, or refuse an existing one others can reach.
+
+        Creation is one ``O_CREAT | O_EXCL`` open, so a file another process creates
+        at the same moment is simply an existing file. An existing file must be a
+        regular file with no group or other permission bits, as ssh demands of a
+        private key: the store holds the resources and the token-signing key.
+        """
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"{self._path}: cannot create: {exc.strerror or exc}") from exc
+        else:
+            os.close(fd)
+            return
+        try:
+            info = self._path.stat()
+        except OSError as exc:
+            raise StoreError(f"{self._path}: {exc.strerror or exc}") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{self._path} is not a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise StoreError(
+                f"{self._path} is accessible by group or others (mode {mode:04o}) but holds "
+                f"secrets: run chmod 600 {self._path}"
+            )
 
     @property
     def path(self) -> Path:
