@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from copra.attest.persist import (
     HEADER_SIZE,
+    STALE_TEMP_AGE,
     StoreContents,
     StoreError,
     StoreSealed,
@@ -149,6 +150,32 @@ def test_write_replaces_old_store_and_leaves_no_temporary_files(tmp_path: Path) 
     write_store(path, SECRET, StoreContents(4, (PackItEntry("/counter", b"8"),)))
     assert read_store(path, SECRET).generation == 4
     assert os.listdir(tmp_path) == ["store"]
+
+
+def _temporary(directory: Path, name: str, age: float) -> Path:
+    path = directory / name
+    path.write_bytes(b"half a store")
+    then = path.stat().st_mtime - age
+    os.utime(path, (then, then))
+    return path
+
+
+def test_write_removes_stale_temporaries_of_the_same_store(tmp_path: Path) -> None:
+    stale = _temporary(tmp_path, ".state.store.k2x9_q0a.tmp", STALE_TEMP_AGE + 60)
+    write_store(tmp_path / "state.store", SECRET, CONTENTS)
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.store"]
+
+
+def test_write_keeps_young_temporaries_and_other_files(tmp_path: Path) -> None:
+    kept = [
+        _temporary(tmp_path, ".state.store.abcdefgh.tmp", 1),  # maybe a write in progress
+        _temporary(tmp_path, ".other.store.abcdefgh.tmp", STALE_TEMP_AGE + 60),
+        _temporary(tmp_path, ".state.store.notours.tmp", STALE_TEMP_AGE + 60),
+        _temporary(tmp_path, "state.store.abcdefgh.tmp", STALE_TEMP_AGE + 60),
+    ]
+    write_store(tmp_path / "state.store", SECRET, CONTENTS)
+    assert all(path.exists() for path in kept)
 
 
 def test_write_into_missing_directory_raises_store_error(tmp_path: Path) -> None:

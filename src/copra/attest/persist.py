@@ -32,7 +32,10 @@ Invariants:
   mounted that could not be written back.
 - :func:`write_store` replaces the file atomically: a temporary file in the same
   directory (mode 0600), fsync, rename over the target, fsync of the directory. A
-  crash leaves the old store or the new one, never a mix.
+  crash leaves the old store or the new one, never a mix, and possibly the temporary
+  ``.NAME.XXXXXXXX.tmp``; the next successful write of the same store removes such
+  files once they are older than :data:`STALE_TEMP_AGE` (10 minutes; a younger one
+  may be another write in progress).
 
 Not protected: rollback (an older file of the same secret opens; the generation is
 inside the authenticated header but nothing remembers the last one seen), and
@@ -44,9 +47,11 @@ Stateless functions; callers serialise writes to one path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -70,6 +75,10 @@ KDF_INFO: Final = b"copra persist v1"
 MIN_SECRET_SIZE: Final = 16
 #: Stores larger than this are refused unread.
 MAX_STORE_SIZE: Final = 1 << 30
+#: Seconds after which a write's temporary file left behind counts as a crash's debris.
+STALE_TEMP_AGE: Final = 600.0
+#: Length of the random part ``tempfile.mkstemp`` puts in a name.
+_TEMP_RANDOM_SIZE: Final = 8
 
 
 class StoreError(Exception):
@@ -199,3 +208,26 @@ def write_store(path: Path, secret: bytes, contents: StoreContents) -> None:
             os.close(dir_fd)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+    _remove_stale_temporaries(directory, path.name)
+
+
+def _remove_stale_temporaries(directory: Path, name: str) -> None:
+    """Remove what crashed writes of the store ``name`` left: regular files named as
+    :func:`write_store`'s temporaries (``.NAME.XXXXXXXX.tmp``) and older than
+    :data:`STALE_TEMP_AGE`. Younger ones may belong to a write still running. Best
+    effort: the store is already written, so a failure here changes nothing."""
+    prefix, suffix = f".{name}.", ".tmp"
+    cutoff = time.time() - STALE_TEMP_AGE
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            random_part = entry.name[len(prefix) : -len(suffix)]
+            if not (
+                entry.name.startswith(prefix)
+                and entry.name.endswith(suffix)
+                and len(random_part) == _TEMP_RANDOM_SIZE
+                and entry.is_file(follow_symlinks=False)
+            ):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
