@@ -22,14 +22,14 @@ import pytest
 from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
-from copra.abi.spec import PAGE_SIZE, USER_START
+from copra.abi.spec import PAGE_SIZE, USER_MAP_END, USER_START
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "src" / "copra" / "images"
 MANIFEST = json.loads((IMAGES / "manifest.json").read_text(encoding="utf-8"))
 NAMES = sorted(MANIFEST["images"])
-#: Segments must end below the stack region's neighbourhood (the brief's bound).
-USER_IMAGE_END = 0x0000_7FFF_FFFF_0000
+#: Segments must end below the stack's guard page, where the loader stops accepting them.
+USER_IMAGE_END = USER_MAP_END
 #: Programs whose whole point is a privileged or faulting instruction.
 HOSTILE = {"fault-gp", "fault-ud", "fault-de", "fault-kernel-write"}
 EXPECTED = {

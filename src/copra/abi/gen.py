@@ -22,8 +22,9 @@ Documentation comes from the spec's source: class docstrings, ``#:`` comments ab
 assignment and comments trailing it.
 
 The generator refuses (``ValueError``) a struct whose fields leave a gap, overlap, are
-misaligned or do not add up to the declared size: rule 2 of the design brief (explicit
-padding, fixed widths) is checked here rather than trusted.
+misaligned or do not add up to the declared size: the rule for every structure shared
+between user and kernel (fixed widths, explicit padding) is checked here rather than
+trusted.
 """
 
 from __future__ import annotations

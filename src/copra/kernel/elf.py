@@ -12,8 +12,8 @@ without further checks (System V gABI and the x86-64 psABI define the fields):
 - per PT_LOAD: ``filesz <= memsz``; ``[offset, offset + filesz)`` inside the file;
   ``vaddr % 4096 == offset % 4096`` (the file page maps at the virtual page);
   ``vaddr + memsz`` does not wrap; the whole page range lies in
-  ``[USER_START, USER_END - USER_STACK_SIZE)``, so it never meets the kernel half
-  nor the stack;
+  ``[USER_START, USER_MAP_END)``, so it never meets the kernel half, the stack or
+  the stack's guard page;
 - no two PT_LOAD segments touch the same page (each page gets one set of
   permissions);
 - ``e_entry`` lies inside an executable PT_LOAD segment.
@@ -22,8 +22,9 @@ Decisions: a PT_LOAD with ``memsz == 0`` is validated and then dropped (it maps
 nothing). Other program header types (PT_NOTE, PT_GNU_STACK, PT_GNU_PROPERTY, PT_TLS,
 ...) are ignored, as upstream does. Flag bits other than R/W/X are ignored. A segment
 that is both writable and executable is accepted, as upstream accepts it, so
-existing static binaries load unchanged; :attr:`ElfImage.has_wx` lets the loader
-log or count such images. Section headers are never read.
+existing static binaries load unchanged; :attr:`ElfImage.has_wx` lets the kernel
+log and count such images (it does: ``Kernel.counters["wx_images"]``). Section
+headers are never read.
 
 Every defect raises :class:`ElfError` with a message naming the field; no other
 exception escapes for any input (a hypothesis test holds it to that).

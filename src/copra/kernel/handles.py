@@ -14,7 +14,10 @@ ENOTFOUND, an object of another kind is ENOTSUPP (upstream's codes), a missing r
 is the error the syscall names (EWRONLY for a read, ERDONLY for a write, as upstream;
 EPERM otherwise).
 
-Locking: one lock guards the table; objects are returned with no lock held.
+Locking: one lock serialises changes to the table (install, remove, close_all);
+lookups read the dict without it (a single dict read is atomic under the GIL, and
+the object returned stays alive: the caller's lookup result holds it). Objects are
+returned with no lock held.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class Kernel:
         except OutOfMemory as e:
             raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
         try:
-            entry = load_elf(proc, image)
+            elf = load_elf(proc, image)
             proc.map_stack()
         except BaseException as e:
             # Never ran: KVM holds no translation of it, the frames can go at once.
@@ -123,7 +123,10 @@ class Kernel:
             if isinstance(e, OutOfMemory):
                 raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
             raise
-        proc.start_at(entry)
+        if elf.has_wx:
+            self.counters["wx_images"] += 1
+            self.log(f"{path} has a writable and executable segment")
+        proc.start_at(elf.entry)
         self._next_pid += 1
         self.processes[pid] = proc
         self.runqueue.append(proc)

@@ -13,12 +13,12 @@ Locking: runs before the process is visible to anyone; no locking needed.
 from __future__ import annotations
 
 from copra.abi.spec import PAGE_SIZE
-from copra.kernel.elf import parse_elf
+from copra.kernel.elf import ElfImage, parse_elf
 from copra.kernel.process import Process, RegionKind
 
 
-def load_elf(proc: Process, image: bytes) -> int:
-    """Map every segment of image into proc; returns the entry point.
+def load_elf(proc: Process, image: bytes) -> ElfImage:
+    """Map every segment of image into proc; returns the validated image.
 
     Raises ElfError for a file that is not a loadable image and OutOfMemory when
     frames run out; the caller releases the process on failure.
@@ -37,4 +37,4 @@ def load_elf(proc: Process, image: bytes) -> int:
             n = min(len(data) - done, PAGE_SIZE - in_page)
             mem.write(region.frames[page] + in_page, data[done : done + n])
             done += n
-    return elf.entry
+    return elf

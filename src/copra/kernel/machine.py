@@ -337,7 +337,9 @@ class Machine:
         cpl = sregs.cs.selector & 3
         if port == DOORBELL_PORT and cpl == 3:
             if io.direction != kvm.KVM_EXIT_IO_OUT or io.size != 1 or io.count != 1:
-                # Only `out 0xE0, al` is the doorbell: `in`, wider or string forms are #GP.
+                # Only a one-byte OUT is the doorbell: `in` and wider forms are #GP, and
+                # so is a string OUT KVM reports in a batch (count > 1). PVM reports a
+                # string `outsb` one byte per exit: that rings once per byte (abi.md).
                 self._io_pending = True
                 return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
             self._io_pending = True

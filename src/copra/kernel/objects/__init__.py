@@ -1,7 +1,8 @@
 """Kernel objects: one module per kind, each a subclass of ``KernelObject``.
 
-Every object carries a ``kind`` tag; the handle table's one checked lookup compares
-it with the kind a syscall expects (no ``as_<kind>()`` downcasts). An object counts
+Every object carries a ``kind`` tag (for messages and accounting); the handle table's
+checked lookup asks for the Python class a syscall expects (no ``as_<kind>()``
+downcasts). An object counts
 the handles that refer to it; ``on_close`` runs once, when the last one goes away
 (CLOSE or process exit), and releases what the object holds.
 
