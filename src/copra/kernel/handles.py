@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import threading
 from enum import IntFlag
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from copra.abi.spec import MAX_HANDLES, Errno
 from copra.kernel.errors import SyscallError
@@ -46,7 +46,7 @@ class HandleTable:
     def __init__(self, limit: int = MAX_HANDLES) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._objects: dict[int, tuple[KernelObject, Rights]] = {}
+        self._objects: dict[int, tuple[KernelObject, int]] = {}  # rights as a plain int
         self._next = 0  # every id >= _next is free
         self._holes: list[int] = []  # free ids below _next (a min-heap)
 
@@ -70,18 +70,28 @@ class HandleTable:
                 handle = self._next
                 self._next += 1
             obj.acquire()
-            self._objects[handle] = (obj, rights)
+            self._objects[handle] = (obj, int(rights))
             return handle
 
-    def get(self, handle: int, kind: type[T], need: Rights = Rights.NONE,
-            denied: Errno = Errno.EPERM) -> T:
+    @overload
+    def get(self, handle: int, kind: type[T], need: int = 0,
+            denied: Errno = Errno.EPERM) -> T: ...
+
+    @overload
+    def get(self, handle: int, kind: tuple[type[KernelObject], ...], need: int = 0,
+            denied: Errno = Errno.EPERM) -> KernelObject: ...
+
+    def get(self, handle: int, kind: type[T] | tuple[type[KernelObject], ...],
+            need: int = 0, denied: Errno = Errno.EPERM) -> KernelObject:
+        """The object behind ``handle`` if it is of ``kind`` (a class or a tuple of
+        classes) and the handle grants the rights ``need``."""
         entry = self._objects.get(handle & 0xFFFF_FFFF)
         if entry is None:
             raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
         obj, rights = entry
         if not isinstance(obj, kind):
             raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
-        if need & ~rights:
+        if need and need & ~rights:
             raise SyscallError(denied, f"handle {handle} lacks {Rights(need & ~rights)!r}")
         return obj
 

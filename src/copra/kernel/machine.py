@@ -111,6 +111,10 @@ class MachineError:
 
 
 Exit = SyscallExit | FaultExit | PreemptExit | MachineError
+# The exits that carry no data are shared values: no allocation on the syscall path.
+_DOORBELL = SyscallExit(Entry.DOORBELL)
+_INT80 = SyscallExit(Entry.INT80)
+_PREEMPT = PreemptExit()
 
 
 @dataclass
@@ -171,6 +175,8 @@ class Machine:
         self._loaded: UserContext | None = None
         self._run_regs = self.run.s.regs
         self._run_sregs = self.run.s.sregs
+        self._io = self.run.exit.io  # views into the kvm_run page, made once
+        self._cs = self._run_sregs.cs
         self._stub_exit_rip = {
             _stub_port(v): KERNEL_BASE + STUB_PA + i * STUB_SIZE + len(stub_code(v)) - 1
             for i, v in enumerate(_stub_vectors())
@@ -319,7 +325,7 @@ class Machine:
             reason = self.vcpu.run()
         except InterruptedError:
             self.run.immediate_exit = 0
-            return PreemptExit()
+            return _PREEMPT
         except OSError as e:  # KVM refused to run this state: end the process, not copra
             return MachineError(f"KVM_RUN failed: {e.strerror or e}")
         self.exits += 1
@@ -327,14 +333,14 @@ class Machine:
             return self._decode_io()
         if reason == ExitReason.INTR:
             self.run.immediate_exit = 0
-            return PreemptExit()
+            return _PREEMPT
         return self._decode_other(reason)
 
     def _decode_io(self) -> Exit:
-        io = self.run.exit.io
+        io = self._io
         port = io.port
         sregs = self._run_sregs
-        cpl = sregs.cs.selector & 3
+        cpl = self._cs.selector & 3
         if port == DOORBELL_PORT and cpl == 3:
             if io.direction != kvm.KVM_EXIT_IO_OUT or io.size != 1 or io.count != 1:
                 # Only a one-byte OUT is the doorbell: `in` and wider forms are #GP, and
@@ -343,7 +349,7 @@ class Machine:
                 self._io_pending = True
                 return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
             self._io_pending = True
-            return SyscallExit(Entry.DOORBELL)
+            return _DOORBELL
         if cpl != 0 or port not in self._port_vector:
             # PVM may deliver a CPL3 port access without consulting the I/O bitmap:
             # every port but the doorbell is a #GP as the bitmap says.
@@ -360,7 +366,7 @@ class Machine:
         address = sregs.cr2 if vector == x86.Vector.PF else 0
         self._load_user_sregs()
         if vector == SYSCALL_VECTOR:
-            return SyscallExit(Entry.INT80)
+            return _INT80
         return FaultExit(vector, error, rip, address)
 
     def _decode_other(self, reason: int) -> Exit:
@@ -402,7 +408,7 @@ class Machine:
 
     def close(self) -> None:
         self.disarm_timer()
-        del self._run_regs, self._run_sregs, self.run
+        del self._run_regs, self._run_sregs, self._io, self._cs, self.run
         self.memory.view.release()
         self.vm.close()
         self.kvm.close()
