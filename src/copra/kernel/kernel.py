@@ -164,8 +164,12 @@ class Kernel:
     def run(self, init: Process, timeout: float | None = None) -> RunResult:
         """Run until every process has ended or ``timeout`` seconds have passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.machine.arm_timer(TIME_SLICE) and timeout is not None:
-            raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
+        if not self.machine.arm_timer(TIME_SLICE):
+            if timeout is not None:
+                raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
+            self.counters["runs_without_preemption"] += 1
+            self.log("not on the main thread: no preemption timer; each process runs "
+                     "until it blocks, faults or exits")
         timed_out = False
         try:
             while self.runqueue:
