@@ -20,10 +20,9 @@ import sys
 import time
 
 from copra.kernel import packit
+from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
-from copra.kernel.kernel import Kernel
 from copra.kernel.machine import Machine
-from copra.kernel.ramfs import FramePageStore, RamFs
 from syscall_roundtrip import floor
 
 
@@ -31,13 +30,11 @@ def run_services(k: int) -> tuple[float, int, int]:
     """Seconds, exits and invalidations for one boot of init starting k children."""
     machine = Machine(64 << 20)
     try:
-        fs = RamFs(store=FramePageStore(machine.frames))
-        fs.populate(packit.encode([
+        kernel, _ = make_kernel(machine, packit.encode([
             packit.PackItEntry("/init", packaged_program("init")),
             packit.PackItEntry("/bin/hello", packaged_program("hello")),
             packit.PackItEntry("/etc/init.services", b"/bin/hello\n" * k),
-        ]))
-        kernel = Kernel(machine, fs, lambda line: None)
+        ]), lambda line: None)
         init = kernel.spawn("/init")
         start = time.perf_counter()
         result = kernel.run(init)

@@ -25,13 +25,12 @@ import time
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
+from copra.kernel.boot import make_kernel
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
-from copra.kernel.kernel import Kernel
 from copra.kernel.machine import Machine, UserContext
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.process import Process
-from copra.kernel.ramfs import RamFs
 
 
 def floor(n: int) -> float:
@@ -56,13 +55,12 @@ def floor(n: int) -> float:
 def syscall_paths(n: int) -> tuple[float, float]:
     """Seconds per syscall round trip through the doorbell and through int 0x80."""
     image = packaged_program("syscall-bench")
-    fs = RamFs()
-    fs.populate(packit.encode([packit.PackItEntry("/init", image),
-                               packit.PackItEntry("/etc/bench.n", str(n).encode())]))
+    archive = packit.encode([packit.PackItEntry("/init", image),
+                             packit.PackItEntry("/etc/bench.n", str(n).encode())])
     machine = Machine(32 << 20)
     stamps: list[float] = []
     try:
-        kernel = Kernel(machine, fs, lambda line: None)
+        kernel, _ = make_kernel(machine, archive, lambda line: None)
         dispatch = kernel._syscall
 
         def timed(proc: Process) -> bool:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import pytest
 
 from copra.kernel import packit
+from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
 from copra.kernel.kernel import Kernel, RunResult
 from copra.kernel.machine import Machine
-from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.ramfs import RamFs
 
 
 @dataclass
@@ -53,10 +54,9 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
                 data = packaged_program(data)
             entries.append(packit.PackItEntry(path, data))
         gc.collect()
-        fs = RamFs(store=FramePageStore(machine.frames))
-        fs.populate(packit.encode(entries))
         lines: list[str] = []
-        kernel = Kernel(machine, fs, lines.append)
+        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append)
+        fs = kernel.fs
         baseline = kernel.stats()
         proc = kernel.spawn("/init")
         result = kernel.run(proc, timeout)

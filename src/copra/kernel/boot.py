@@ -47,6 +47,19 @@ class BootConfig:
     after_run: tuple[BootHook, ...] = ()
 
 
+def make_kernel(machine: Machine, archive: bytes,
+                console: Callable[[str], None]) -> tuple[Kernel, int]:
+    """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
+    and the number of files the archive gave it.
+
+    Raises PackItError or SyscallError when the archive is unusable. Everything that
+    boots copra — ``boot``, the end-to-end tests, the benchmarks — starts here.
+    """
+    fs = RamFs(store=FramePageStore(machine.frames))
+    files = fs.populate(archive)
+    return Kernel(machine, fs, console), files
+
+
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     """Boot, run init and every process until they end (or the timeout); then shut down."""
     try:
@@ -56,12 +69,10 @@ def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     except OSError as e:  # the host refused memory or a VM/vCPU ioctl
         raise BootError(f"cannot create the SVSM machine: {e.strerror or e}") from e
     try:
-        fs = RamFs(store=FramePageStore(machine.frames))
         try:
-            files = fs.populate(config.archive)
+            kernel, files = make_kernel(machine, config.archive, console)
         except (PackItError, SyscallError) as e:
             raise BootError(f"the boot archive is unusable: {e}") from e
-        kernel = Kernel(machine, fs, console)
         kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
                    f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
         kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
