@@ -69,31 +69,38 @@ def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     except OSError as e:  # the host refused memory or a VM/vCPU ioctl
         raise BootError(f"cannot create the SVSM machine: {e.strerror or e}") from e
     try:
-        try:
-            kernel, files = make_kernel(machine, config.archive, console)
-        except (PackItError, SyscallError) as e:
-            raise BootError(f"the boot archive is unusable: {e}") from e
-        kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
-                   f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
-        kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
-        for stage in config.before_init:
-            stage(kernel)
-        try:
-            init = kernel.spawn(INIT_PATH, parent=0)
-        except SyscallError as e:
-            raise BootError(f"cannot start {INIT_PATH}: {e.errno.name}: {e.message}") from e
-        except Exception as e:
-            raise BootError(f"cannot start {INIT_PATH}: {e}") from e
-        kernel.log(f"started {INIT_PATH} as task {init.pid}")
-        result = kernel.run(init, config.timeout)
-        for stage in config.after_run:
-            stage(kernel)
-        if result.timed_out:
-            kernel.log(f"timed out after {config.timeout:g} s; still running: "
-                       + ", ".join(result.still_running))
-        elif result.status is not None:
-            kernel.log(f"init {describe_status(result.status)}; "
-                       f"{machine.exits} exits to the kernel")
-        return result
+        return _boot_on(machine, config, console)
     finally:
         machine.close()
+
+
+def _boot_on(machine: Machine, config: BootConfig,
+             console: Callable[[str], None]) -> RunResult:
+    """The boot sequence on a machine; its locals (kernel, RAM fs) die with it, so
+    that nothing refers to guest memory any more when the caller closes the machine."""
+    try:
+        kernel, files = make_kernel(machine, config.archive, console)
+    except (PackItError, SyscallError) as e:
+        raise BootError(f"the boot archive is unusable: {e}") from e
+    kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
+               f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
+    kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
+    for stage in config.before_init:
+        stage(kernel)
+    try:
+        init = kernel.spawn(INIT_PATH, parent=0)
+    except SyscallError as e:
+        raise BootError(f"cannot start {INIT_PATH}: {e.errno.name}: {e.message}") from e
+    except Exception as e:
+        raise BootError(f"cannot start {INIT_PATH}: {e}") from e
+    kernel.log(f"started {INIT_PATH} as task {init.pid}")
+    result = kernel.run(init, config.timeout)
+    for stage in config.after_run:
+        stage(kernel)
+    if result.timed_out:
+        kernel.log(f"timed out after {config.timeout:g} s; still running: "
+                   + ", ".join(result.still_running))
+    elif result.status is not None:
+        kernel.log(f"init {describe_status(result.status)}; "
+                   f"{machine.exits} exits to the kernel")
+    return result
