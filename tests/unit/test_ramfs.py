@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -327,66 +325,12 @@ def test_directory_order_matches_a_swap_remove_model(ops: list[tuple[bool, int]]
 # -- file contents ----------------------------------------------------------------
 
 
-def test_write_across_page_boundary_reads_back() -> None:
-    fs = RamFs()
-    file = fs.create("/f")
-    file.write(0, b"\xff" * 512)
-    file.write(PAGE_SIZE - 256, b"\xaa" * 512)
-    assert file.size == PAGE_SIZE + 256
-    data = file.read(0, 3 * PAGE_SIZE)
-    assert data == b"\xff" * 512 + bytes(PAGE_SIZE - 768) + b"\xaa" * 512
-
-
 def test_read_at_or_past_eof_returns_nothing() -> None:
     fs = RamFs()
     file = fs.create("/f")
     file.write(0, b"abc")
     assert file.read(3, 10) == b""
     assert file.read(100, 10) == b""
-
-
-def test_write_past_eof_leaves_zero_gap() -> None:
-    fs = RamFs()
-    file = fs.create("/f")
-    file.write(0, b"ab")
-    file.write(PAGE_SIZE + 2, b"cd")
-    assert file.read(0, PAGE_SIZE + 4) == b"ab" + bytes(PAGE_SIZE) + b"cd"
-
-
-def test_truncate_grow_returns_einval() -> None:
-    fs = RamFs()
-    file = fs.create("/f")
-    file.write(0, b"abc")
-    assert errno_of(lambda: file.truncate(4)) == Errno.EINVAL
-    assert file.size == 3
-
-
-def test_truncate_zeroes_the_tail_of_the_last_page() -> None:
-    fs = RamFs()
-    file = fs.create("/f")
-    file.write(0, b"x" * 100)
-    file.truncate(10)
-    assert bytes(fs.page(file, 0)) == b"x" * 10 + bytes(PAGE_SIZE - 10)
-    file.write(20, b"y")
-    assert file.read(0, 100) == b"x" * 10 + bytes(10) + b"y"
-
-
-def test_page_view_is_read_only_and_aliases_the_file() -> None:
-    fs = RamFs()
-    file = fs.create("/f")
-    file.write(0, b"old")
-    view = fs.page(file, 0)
-    assert view.readonly and len(view) == PAGE_SIZE
-    file.write(0, b"new")
-    assert bytes(view[:3]) == b"new"
-
-
-def test_page_past_last_raises_indexerror() -> None:
-    fs = RamFs()
-    file = fs.create("/f")
-    file.write(0, b"a")
-    with pytest.raises(IndexError):
-        fs.page(file, 1)
 
 
 def test_page_of_foreign_file_is_rejected() -> None:
@@ -450,25 +394,6 @@ def test_truncate_returns_pages() -> None:
     assert fs.pages_in_use == 1
 
 
-def test_unlinked_file_pages_return_when_last_reference_goes() -> None:
-    fs = RamFs()
-    file = fs.create("/a")
-    file.write(0, bytes(2 * PAGE_SIZE))
-    fs.unlink("/a")
-    assert fs.pages_in_use == 2
-    del file
-    gc.collect()
-    assert fs.pages_in_use == 0
-
-
-def test_write_beyond_page_limit_returns_enomem_without_change() -> None:
-    fs = RamFs(max_pages=2)
-    file = fs.create("/a")
-    file.write(0, b"x")
-    assert errno_of(lambda: file.write(0, bytes(3 * PAGE_SIZE))) == Errno.ENOMEM
-    assert file.size == 1 and fs.pages_in_use == 1
-
-
 # -- populate -------------------------------------------------------------------------
 
 
@@ -500,13 +425,6 @@ def test_populate_through_existing_file_returns_enotdir() -> None:
     fs = RamFs()
     fs.create("/bin")
     assert errno_of(lambda: fs.populate(encode([PackItEntry("/bin/a", b"")]))) == Errno.ENOTDIR
-
-
-def test_populate_beyond_page_limit_returns_enomem_and_changes_nothing() -> None:
-    fs = RamFs(max_pages=1)
-    archive = encode([PackItEntry("/a", b"1"), PackItEntry("/b", b"2")])
-    assert errno_of(lambda: fs.populate(archive)) == Errno.ENOMEM
-    assert names(fs) == []
 
 
 def test_populate_malformed_archive_raises_packiterror() -> None:

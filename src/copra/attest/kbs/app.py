@@ -24,7 +24,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from copra.attest.kbs.broker import SESSION_COOKIE, KbsError, KeyBroker
+from copra.attest.kbs.broker import SESSION_COOKIE, KbsError, KeyBroker, Session
 
 log = logging.getLogger("copra.kbs")
 
@@ -76,31 +76,24 @@ def create_app(broker: KeyBroker) -> Flask:
         log.exception("internal error")
         return _error(KbsError(500, "InternalError", type(exc).__name__))
 
+    def _with_cookie(response: Response, session: Session) -> Response:
+        """The session cookie, valid exactly as long as the session."""
+        response.set_cookie(SESSION_COOKIE, session.id,
+                            max_age=int(session.expires - broker.now()),
+                            httponly=True, samesite="Strict")
+        return response
+
     @app.post("/kbs/v0/auth")
     def auth() -> Response:
         session = broker.auth(_body())
         response = _json(200, {"nonce": session.nonce_b64, "extra-params": ""})
-        response.set_cookie(
-            SESSION_COOKIE,
-            session.id,
-            max_age=int(session.expires - broker.now()),
-            httponly=True,
-            samesite="Strict",
-        )
-        return response
+        return _with_cookie(response, session)
 
     @app.post("/kbs/v0/attest")
     def attest() -> Response:
         session = broker.attest(request.cookies.get(SESSION_COOKIE), _body())
         response = _json(200, {"token": session.token})
-        response.set_cookie(
-            SESSION_COOKIE,
-            session.id,
-            max_age=int(session.expires - broker.now()),
-            httponly=True,
-            samesite="Strict",
-        )
-        return response
+        return _with_cookie(response, session)
 
     @app.get("/kbs/v0/resource/<repository>/<type_>/<tag>")
     def resource(repository: str, type_: str, tag: str) -> Response:
