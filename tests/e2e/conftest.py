@@ -16,7 +16,7 @@ import pytest
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
-from copra.kernel.kernel import Kernel, RunResult
+from copra.kernel.kernel import TIME_SLICE, Kernel, RunResult
 from copra.kernel.machine import Machine
 from copra.kernel.ramfs import RamFs
 
@@ -44,10 +44,11 @@ def machine() -> Iterator[Machine]:
 
 @pytest.fixture
 def boot(machine: Machine):  # type: ignore[no-untyped-def]
-    """boot(init_program, files={path: bytes | program-name}, timeout=...) -> Run."""
+    """boot(init_program, files={path: bytes | program-name}, timeout=..., time_slice=...)
+    -> Run."""
 
     def run(init: str, files: dict[str, bytes | str] | None = None,
-            timeout: float | None = 20.0) -> Run:
+            timeout: float | None = 20.0, time_slice: float = TIME_SLICE) -> Run:
         entries = [packit.PackItEntry("/init", packaged_program(init))]
         for path, data in (files or {}).items():
             if isinstance(data, str):
@@ -59,7 +60,7 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
         fs = kernel.fs
         baseline = kernel.stats()
         proc = kernel.spawn("/init")
-        result = kernel.run(proc, timeout)
+        result = kernel.run(proc, timeout, time_slice)
         for p in list(kernel.processes.values()):
             if p.status is None:  # stopped by the timeout: end it like a shutdown would
                 kernel.exit_process(p, 0)

@@ -161,10 +161,12 @@ class Kernel:
 
     # --- the exit loop ----------------------------------------------------------------
 
-    def run(self, init: Process, timeout: float | None = None) -> RunResult:
-        """Run until every process has ended or ``timeout`` seconds have passed."""
+    def run(self, init: Process, timeout: float | None = None,
+            time_slice: float = TIME_SLICE) -> RunResult:
+        """Run until every process has ended or ``timeout`` seconds have passed,
+        preempting the running process every ``time_slice`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.machine.arm_timer(TIME_SLICE):
+        if not self.machine.arm_timer(time_slice):
             if timeout is not None:
                 raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
             self.counters["runs_without_preemption"] += 1

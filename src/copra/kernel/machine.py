@@ -60,6 +60,12 @@ GATE80_PORT: Final = 0xDF
 DEFAULT_MEMORY: Final = 256 << 20
 FRAME_WORDS: Final = struct.Struct("<6Q")  # error, rip, cs, rflags, rsp, ss
 
+# Byte offsets in struct kvm_vcpu_events (api.rst 4.31, KVM_GET_VCPU_EVENTS).
+_EV_EXCEPTION_INJECTED: Final = 0
+_EV_EXCEPTION_PENDING: Final = 3
+_EV_INTERRUPT_INJECTED: Final = 8
+_EV_NMI_INJECTED: Final = 12
+
 _CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
 _CR4 = x86.CR4_PAE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT
 _EFER = x86.EFER_LME | x86.EFER_LMA | x86.EFER_NXE
@@ -171,11 +177,13 @@ class Machine:
         self.vcpu.set_cpuid(self.kvm.supported_cpuid())
         self._sregs = self._sregs_template(self.vcpu.get_sregs())
         self.vcpu.enable_sync_regs()
+        self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
         self.run = self.vcpu.run_page
         self._loaded: UserContext | None = None
         self._run_regs = self.run.s.regs
         self._run_sregs = self.run.s.sregs
         self._io = self.run.exit.io  # views into the kvm_run page, made once
+        self._events = self.run.s.events.raw
         self._cs = self._run_sregs.cs
         self._stub_exit_rip = {
             _stub_port(v): KERNEL_BASE + STUB_PA + i * STUB_SIZE + len(stub_code(v)) - 1
@@ -184,6 +192,7 @@ class Machine:
         self._port_vector = {_stub_port(v): v for v in _stub_vectors()}
         self.exits = 0
         self.invalidations = 0
+        self.ring0_preemptions = 0  # ticks that found the vCPU in an entry stub
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
 
     # --- construction ----------------------------------------------------------------
@@ -321,20 +330,40 @@ class Machine:
         if self._loaded is not ctx:
             self._switch_to(ctx)
         self._io_pending = False  # this KVM_RUN completes it
-        try:
-            reason = self.vcpu.run()
-        except InterruptedError:
+        while True:
+            try:
+                reason = self.vcpu.run()
+            except InterruptedError:
+                reason = ExitReason.INTR
+            except OSError as e:  # KVM refused to run this state: end the process, not copra
+                return MachineError(f"KVM_RUN failed: {e.strerror or e}")
+            if reason != ExitReason.INTR:
+                break
             self.run.immediate_exit = 0
-            return _PREEMPT
-        except OSError as e:  # KVM refused to run this state: end the process, not copra
-            return MachineError(f"KVM_RUN failed: {e.strerror or e}")
+            if self._cs.selector & 3 and not self._event_in_flight():
+                return _PREEMPT
+            # The tick landed while the vCPU was in a ring-0 entry stub (on PVM hosts
+            # KVM emulates them, so the window is wide), or with an exception on its
+            # way there. The registers are the stub's, not the process's, and the
+            # frame is half built on the kernel stack: finish the entry, which exits
+            # within a few instructions, and switch only at a clean CPL3 boundary.
+            self.ring0_preemptions += 1
         self.exits += 1
         if reason == ExitReason.IO:
             return self._decode_io()
-        if reason == ExitReason.INTR:
-            self.run.immediate_exit = 0
-            return _PREEMPT
         return self._decode_other(reason)
+
+    def _event_in_flight(self) -> bool:
+        """Whether KVM holds an exception or interrupt it has yet to deliver.
+
+        A tick can stop KVM_RUN after an instruction at CPL3 raised an exception (on
+        PVM hosts ``int 0x80`` becomes a #UD this way) but before KVM delivered it
+        through the IDT: the registers still say CPL3, yet the event belongs to this
+        context. Switching now would deliver it into the next process.
+        """
+        events = self._events
+        return bool(events[_EV_EXCEPTION_INJECTED] | events[_EV_EXCEPTION_PENDING]
+                    | events[_EV_INTERRUPT_INJECTED] | events[_EV_NMI_INJECTED])
 
     def _decode_io(self) -> Exit:
         io = self._io
@@ -408,7 +437,7 @@ class Machine:
 
     def close(self) -> None:
         self.disarm_timer()
-        del self._run_regs, self._run_sregs, self._io, self._cs, self.run
+        del self._run_regs, self._run_sregs, self._io, self._cs, self._events, self.run
         self.memory.view.release()
         self.vm.close()
         self.kvm.close()
