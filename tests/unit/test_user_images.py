@@ -32,6 +32,8 @@ NAMES = sorted(MANIFEST["images"])
 USER_IMAGE_END = USER_MAP_END
 #: Programs whose whole point is a privileged or faulting instruction.
 HOSTILE = {"fault-gp", "fault-ud", "fault-de", "fault-kernel-write"}
+#: Programs that try other ways into the kernel on purpose (docs/abi.md lists the answers).
+PROBES_ENTRIES = {"priv-probe"}
 EXPECTED = {
     "init",
     "hello",
@@ -43,6 +45,8 @@ EXPECTED = {
     "fault-de",
     "badsys",
     "syscall-bench",
+    "preempt-storm",
+    "priv-probe",
 }
 
 
@@ -141,7 +145,7 @@ def test_program_uses_no_privileged_instruction(name: str) -> None:
     assert bad == []
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sorted(set(NAMES) - PROBES_ENTRIES))
 def test_program_enters_the_kernel_only_through_the_two_entries(name: str) -> None:
     instructions = _instructions(name)
     outs = {i for i in instructions if i.startswith("out ")}

@@ -28,6 +28,7 @@ import errno
 import fcntl
 import mmap
 import os
+import struct
 from dataclasses import dataclass
 from typing import Final
 
@@ -378,6 +379,7 @@ KVM_GET_FPU: Final = _ior(0x8C, ctypes.sizeof(KvmFpu))  # 4.22
 KVM_SET_FPU: Final = _iow(0x8D, ctypes.sizeof(KvmFpu))  # 4.23
 KVM_SET_CPUID2: Final = _iow(0x90, 8)  # 4.20
 KVM_ENABLE_CAP: Final = _iow(0xA3, ctypes.sizeof(KvmEnableCap))  # 4.37
+KVM_SET_MSRS: Final = _iow(0x89, 8)  # 4.19 (struct kvm_msrs header)
 
 KVM_API_VERSION: Final = 12
 
@@ -386,6 +388,10 @@ KVM_CAP_USER_MEMORY: Final = 3
 KVM_CAP_SYNC_REGS: Final = 74
 KVM_CAP_IMMEDIATE_EXIT: Final = 136
 KVM_CAP_X86_USER_SPACE_MSR: Final = 188
+KVM_CAP_DISABLE_QUIRKS2: Final = 213
+#: KVM_CAP_DISABLE_QUIRKS2 bit: without it KVM rewrites a guest's VMCALL/VMMCALL in
+#: guest memory into the host vendor's instruction (api.rst 7.31).
+KVM_X86_QUIRK_FIX_HYPERCALL_INSN: Final = 1 << 5
 
 # kvm_valid_regs / kvm_dirty_regs bits (arch/x86/include/uapi/asm/kvm.h).
 KVM_SYNC_X86_REGS: Final = 1 << 0
@@ -538,6 +544,13 @@ class Vm:
         _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
         del buf
 
+    def enable_cap(self, cap: int, *args: int) -> None:
+        """KVM_ENABLE_CAP on the VM (api.rst 4.37) with up to four u64 arguments."""
+        request = KvmEnableCap(cap=cap)
+        for i, value in enumerate(args):
+            request.args[i] = value
+        _ioctl_struct(self.fd, KVM_ENABLE_CAP, request)
+
     def set_tss_addr(self, addr: int) -> None:
         _ioctl_ulong(self.fd, KVM_SET_TSS_ADDR, addr)
 
@@ -612,6 +625,16 @@ class Vcpu:
 
     def set_cpuid(self, cpuid: KvmCpuid2) -> None:
         _ioctl_struct(self.fd, KVM_SET_CPUID2, cpuid)
+
+    def set_msrs(self, values: dict[int, int]) -> None:
+        """KVM_SET_MSRS (api.rst 4.19): every MSR of ``values`` or KvmError."""
+        buf = bytearray(8 + 16 * len(values))
+        struct.pack_into("<I", buf, 0, len(values))
+        for i, (index, data) in enumerate(values.items()):
+            struct.pack_into("<IIQ", buf, 8 + 16 * i, index, 0, data)
+        done = fcntl.ioctl(self.fd, KVM_SET_MSRS, buf)
+        if done != len(values):
+            raise KvmError(f"KVM_SET_MSRS set {done} of {len(values)} MSRs")
 
     def enable_sync_regs(self) -> None:
         """Ask KVM to publish regs and sregs in kvm_run after every exit."""

@@ -23,11 +23,15 @@ CR0_PG: Final = 1 << 31
 CR4_PAE: Final = 1 << 5
 CR4_OSFXSR: Final = 1 << 9
 CR4_OSXMMEXCPT: Final = 1 << 10
+CR4_UMIP: Final = 1 << 11  #: SGDT, SIDT, SLDT, SMSW, STR fault (#GP) at CPL > 0 (SDM 2.5)
 CR4_OSXSAVE: Final = 1 << 18
 EFER_SCE: Final = 1 << 0
 EFER_LME: Final = 1 << 8
 EFER_LMA: Final = 1 << 10
 EFER_NXE: Final = 1 << 11
+MSR_LSTAR: Final = 0xC000_0082  #: SYSCALL's 64-bit target RIP (SDM vol. 4, table 2-2)
+#: CPUID.(EAX=7, ECX=0):ECX bit 2: the CPU (or KVM's emulation) supports CR4.UMIP.
+CPUID7_ECX_UMIP: Final = 1 << 2
 RFLAGS_IF: Final = 1 << 9
 RFLAGS_RESERVED1: Final = 1 << 1
 

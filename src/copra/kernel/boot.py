@@ -47,6 +47,18 @@ class BootConfig:
     after_run: tuple[BootHook, ...] = ()
 
 
+#: How many task names the timeout line lists before it only counts the rest.
+SHOWN_TASKS = 8
+
+
+def summarize_tasks(tasks: tuple[str, ...]) -> str:
+    """The first SHOWN_TASKS of ``tasks`` and a count of the rest: a line of bounded
+    length however many processes a run leaves behind."""
+    shown = ", ".join(tasks[:SHOWN_TASKS])
+    rest = len(tasks) - SHOWN_TASKS
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
 def make_kernel(machine: Machine, archive: bytes,
                 console: Callable[[str], None]) -> tuple[Kernel, int]:
     """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
@@ -99,7 +111,7 @@ def _boot_on(machine: Machine, config: BootConfig,
         stage(kernel)
     if result.timed_out:
         kernel.log(f"timed out after {config.timeout:g} s; still running: "
-                   + ", ".join(result.still_running))
+                   + summarize_tasks(result.still_running))
     elif result.status is not None:
         kernel.log(f"init {describe_status(result.status)}; "
                    f"{machine.exits} exits to the kernel")

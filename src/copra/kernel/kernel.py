@@ -31,7 +31,14 @@ from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.loader import load_elf
-from copra.kernel.machine import FaultExit, Machine, MachineError, PreemptExit, SyscallExit
+from copra.kernel.machine import (
+    SYSCALL_LANDING,
+    FaultExit,
+    Machine,
+    MachineError,
+    PreemptExit,
+    SyscallExit,
+)
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process, State
@@ -40,6 +47,9 @@ from copra.kernel.usermem import UserPtr, copy_in
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
 _INT80 = b"\xcd\x80"
+_SYSCALL = b"\x0f\x05"
+_VMMCALL = b"\x0f\x01\xd9"
+PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
 
 
 class WouldBlock(Exception):
@@ -219,13 +229,34 @@ class Kernel:
             return
 
     def _is_int80(self, proc: Process, rip: int) -> bool:
+        return self._code_is(proc, rip, _INT80)
+
+    @staticmethod
+    def _code_is(proc: Process, rip: int, code: bytes) -> bool:
         try:
             with proc.mem_lock:
-                return copy_in(proc.space, UserPtr(rip), 2) == _INT80
+                return copy_in(proc.space, UserPtr(rip), len(code)) == code
         except SyscallError:
             return False
 
     def _fault(self, proc: Process, ex: FaultExit) -> None:
+        if ex.vector == Vector.PF and ex.rip == SYSCALL_LANDING:
+            # PVM hosts jump to LSTAR at CPL3 although EFER.SCE is clear; VMX/SVM
+            # raise #UD at the instruction. Report both the same way.
+            syscall_rip = (self.machine.regs.rcx - len(_SYSCALL)) & 0xFFFF_FFFF_FFFF_FFFF
+            if self._code_is(proc, syscall_rip, _SYSCALL):
+                self.kill(proc, f"#UD (vector {int(Vector.UD)}) at rip {syscall_rip:#x}: "
+                                "SYSCALL is not an entry to copra (use int 0x80 or the doorbell)",
+                          (int(Vector.UD) << 8) | KILLED_BY_EXCEPTION)
+                return
+        if ex.vector == Vector.PF and ex.address == ex.rip and ex.error_code & PF_WRITE \
+                and self._code_is(proc, ex.rip, _VMMCALL):
+            # KVM on PVM hosts emulates VMMCALL by rewriting it in place into the host's
+            # hypercall instruction; the text page is read-only, so that write faults.
+            self.kill(proc, f"#UD (vector {int(Vector.UD)}) at rip {ex.rip:#x}: VMMCALL is "
+                            "not available to user programs",
+                      (int(Vector.UD) << 8) | KILLED_BY_EXCEPTION)
+            return
         name = Vector(ex.vector).name
         what = f"#{name} (vector {ex.vector}) at rip {ex.rip:#x}"
         if ex.vector == Vector.PF:

@@ -58,6 +58,8 @@ STUB_SIZE: Final = 16
 EXCEPTION_PORT_BASE: Final = 0xA0  # stub of vector v (< 32) writes port 0xA0 + v
 GATE80_PORT: Final = 0xDF
 DEFAULT_MEMORY: Final = 256 << 20
+#: MSR_LSTAR: the kernel half's first page, never mapped (a SYSCALL lands there on PVM).
+SYSCALL_LANDING: Final = KERNEL_BASE
 FRAME_WORDS: Final = struct.Struct("<6Q")  # error, rip, cs, rflags, rsp, ss
 
 # Byte offsets in struct kvm_vcpu_events (api.rst 4.31, KVM_GET_VCPU_EVENTS).
@@ -173,8 +175,22 @@ class Machine:
         self.memory = PhysicalMemory(memoryview(self._mmap))
         self.frames = FrameAllocator(self.memory, KERNEL_REGION)
         self._build_kernel_structures()
+        if self.vm.check_extension(kvm.KVM_CAP_DISABLE_QUIRKS2) \
+                & kvm.KVM_X86_QUIRK_FIX_HYPERCALL_INSN:
+            # A VMMCALL on an Intel host (VMCALL on AMD) is then a #UD for the process,
+            # not KVM rewriting the instruction in its read-only text page. PVM hosts
+            # rewrite it regardless; the kernel reports that write fault as the #UD.
+            self.vm.enable_cap(kvm.KVM_CAP_DISABLE_QUIRKS2,
+                               kvm.KVM_X86_QUIRK_FIX_HYPERCALL_INSN)
         self.vcpu = self.vm.create_vcpu()
-        self.vcpu.set_cpuid(self.kvm.supported_cpuid())
+        cpuid = self.kvm.supported_cpuid()
+        self.vcpu.set_cpuid(cpuid)
+        self.umip = any(e.function == 7 and e.index == 0 and e.ecx & x86.CPUID7_ECX_UMIP
+                        for e in cpuid.entries[:cpuid.nent])
+        # EFER.SCE is clear, so SYSCALL is #UD on VMX/SVM hosts; PVM hosts jump to
+        # LSTAR at CPL3 regardless. Point it at the kernel half's unmapped first page:
+        # the jump faults there and the kernel reports the SYSCALL (kernel.py).
+        self.vcpu.set_msrs({x86.MSR_LSTAR: SYSCALL_LANDING})
         self._sregs = self._sregs_template(self.vcpu.get_sregs())
         self.vcpu.enable_sync_regs()
         self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
@@ -246,7 +262,10 @@ class Machine:
         sregs.ldt.unusable = 1
         sregs.gdt.base, sregs.gdt.limit = KERNEL_BASE + GDT_PA, x86.GDT_ENTRIES * 8 - 1
         sregs.idt.base, sregs.idt.limit = KERNEL_BASE + IDT_PA, 256 * 16 - 1
-        sregs.cr0, sregs.cr4, sregs.efer = _CR0, _CR4, _EFER
+        # UMIP where the CPU or KVM offers it: SGDT/SIDT/SLDT/STR/SMSW at CPL3 would
+        # otherwise show user code where the kernel's structures are.
+        sregs.cr0, sregs.efer = _CR0, _EFER
+        sregs.cr4 = _CR4 | (x86.CR4_UMIP if self.umip else 0)
         sregs.cr2 = 0
         return sregs
 
