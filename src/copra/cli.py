@@ -15,10 +15,19 @@ from copra.attest.cli import attest
 from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.cli import kbs
 from copra.attest.measure import measure_boot
-from copra.kernel.boot import BootConfig, BootError, boot
+from copra.kernel.boot import AttestationRefused, BootConfig, BootError, InitFailed, boot
 
+# `copra run`'s own exit statuses (docs/abi.md, "copra run's exit status"). Init's
+# EXIT code passes through (low 8 bits); these are chosen beside the shell's
+# conventions: 124 as timeout(1), 126 "cannot execute", 128 + n only for signal n
+# (130: Ctrl-C), and CPU exceptions above every signal number (192 + vector), so
+# that init killed by #UD (6) never reads as SIGABRT.
+EXIT_ATTESTATION_REFUSED = 123
 EXIT_TIMEOUT = 124
 EXIT_BOOT_FAILED = 125
+EXIT_INIT_FAILED = 126
+EXIT_INTERRUPTED = 130
+EXIT_KILLED_BASE = 192
 
 
 def _console(line: str) -> None:
@@ -105,16 +114,29 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
                          after_run=(driver.after_run,))
     try:
         result = boot(config, _console)
+    except KeyboardInterrupt:  # before the run started (boot, attestation)
+        click.echo("copra: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except BootError as e:
         click.echo(f"copra: {e}", err=True)
-        sys.exit(EXIT_BOOT_FAILED)
+        sys.exit(EXIT_ATTESTATION_REFUSED if isinstance(e, AttestationRefused)
+                 else EXIT_INIT_FAILED if isinstance(e, InitFailed) else EXIT_BOOT_FAILED)
     if result.timed_out:
         click.echo(f"copra: stopped after the {timeout:g}-second timeout", err=True)
         sys.exit(EXIT_TIMEOUT)
-    status = result.status if result.status is not None else KILLED_BY_EXCEPTION
+    if result.interrupted:
+        click.echo("copra: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(run_exit_status(result.status))
+
+
+def run_exit_status(status: int | None) -> int:
+    """`copra run`'s exit status for init's packed status (None: it never ended)."""
+    if status is None:
+        return EXIT_BOOT_FAILED
     if status & 0xFF == KILLED_BY_EXCEPTION:
-        sys.exit(128 + ((status >> 8) & 0x7F))
-    sys.exit((status >> EXIT_STATUS_SHIFT) & 0xFF)
+        return EXIT_KILLED_BASE + ((status >> 8) & 0x1F)
+    return (status >> EXIT_STATUS_SHIFT) & 0xFF
 
 
 @main.command()

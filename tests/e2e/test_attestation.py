@@ -196,7 +196,7 @@ def test_wrong_reference_measurement_with_require_stops_in_one_line(
 ) -> None:
     w.set_reference(bytes(48))
     out = w.run(tmp_path / "state.store", "require")
-    assert out.returncode == 125
+    assert out.returncode == 123
     assert out.stderr.splitlines() == [
         "copra: attestation failed: the key broker refused the evidence; /persist stays "
         "sealed; the boot stops (--attest=require)"]
@@ -279,7 +279,7 @@ def test_no_secret_or_store_plaintext_appears_in_any_output(w: World, tmp_path: 
     w.set_reference(bytes(48))
     failed = w.run(store, "optional")
     refused = w.run(store, "require")
-    assert refused.returncode == 125
+    assert refused.returncode == 123
     outputs = [good.stdout, good.stderr, failed.stdout, failed.stderr, refused.stdout,
                refused.stderr, w.kbs.log.read_text(), w.aproxy.log.read_text(),
                w.kbs.first_line, w.aproxy.first_line]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,11 +43,11 @@ def test_copra_run_timeout_stops_endless_loop_with_clear_message(tmp_path: Path)
     assert "Traceback" not in out.stderr
 
 
-def test_copra_run_faulting_init_exits_128_plus_vector(tmp_path: Path) -> None:
+def test_copra_run_faulting_init_exits_192_plus_vector(tmp_path: Path) -> None:
     prog = tmp_path / "ud.elf"
     prog.write_bytes(packaged_program("fault-ud"))
     out = copra("run", "--init", str(prog))
-    assert out.returncode == 128 + 6
+    assert out.returncode == 192 + 6  # not 134, which reads as SIGABRT
     assert "killed: #UD" in out.stdout
 
 
@@ -58,3 +59,29 @@ def test_copra_run_rejects_non_elf_init_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
+
+
+def test_copra_run_without_an_init_in_the_image_exits_126(tmp_path: Path) -> None:
+    config = tmp_path / "noinit.json"
+    config.write_text('{"version": 1, "fs": {"modules": {"hello": {"path": "/bin/hello"}}}}')
+    out = copra("run", "--config", str(config))
+    assert out.returncode == 126, out.stdout + out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "copra: cannot start /init: ENOTFOUND: /init: not found"]
+
+
+def test_copra_run_interrupted_by_ctrl_c_exits_130_with_summary(tmp_path: Path) -> None:
+    prog = tmp_path / "loop.elf"
+    prog.write_bytes(packaged_program("fault-loop"))
+    with subprocess.Popen([sys.executable, "-m", "copra", "run", "--init", str(prog)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None and child.stderr is not None
+        for line in iter(child.stdout.readline, ""):  # the run has started once init is
+            if line.startswith("[kernel] started /init"):
+                break
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=60)
+        stdout, stderr = child.stdout.read(), child.stderr.read()
+    assert child.returncode == 130, stdout + stderr
+    assert "[kernel] interrupted; still running: init (pid 2)" in stdout.splitlines()
+    assert stderr.strip().splitlines() == ["copra: interrupted"]

@@ -25,9 +25,10 @@ Failure behaviour. With :attr:`AttestMode.OPTIONAL` any failure is one kernel lo
 corrupted or sealed with another key: not mounted (...)``), is counted in
 ``kernel.counters``, and the boot goes on without ``/persist``. With
 :attr:`AttestMode.REQUIRE` the same line is logged and the boot stops with
-:class:`~copra.kernel.boot.BootError`. A store that did not open is never sealed, so
-the file stays as it was. Why the key broker refused is not carried by the proxy
-protocol (``success: false`` only); the broker's own log names the check.
+:class:`~copra.kernel.boot.AttestationRefused` (``copra run`` exits 123). A store
+that did not open is never sealed, so the file stays as it was. Why the key broker
+refused is not carried by the proxy protocol (``success: false`` only); the broker's
+own log names the check.
 
 Secrets: neither the secret nor the ephemeral private key (which never leaves the
 client) is logged, put in an exception message or written anywhere but into the AEAD.
@@ -64,7 +65,7 @@ from copra.attest.persist import (
 )
 from copra.hw.snp import SnpFirmware, SnpFirmwareError, StateMissing
 from copra.hw.snp_report import CertGuid, build_cert_table
-from copra.kernel.boot import BootError
+from copra.kernel.boot import AttestationRefused
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel
 from copra.kernel.packit import PackItEntry, PackItError, encode
@@ -159,7 +160,7 @@ class AttestationDriver:
     def _fail(self, log: Log, line: str) -> None:
         log(line)
         if self.settings.mode is AttestMode.REQUIRE:
-            raise BootError(f"{line}; the boot stops (--attest=require)")
+            raise AttestationRefused(f"{line}; the boot stops (--attest=require)")
 
     def _attest(self, log: Log) -> bytes:
         firmware = self._chip(log)

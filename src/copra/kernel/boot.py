@@ -10,8 +10,12 @@ user lines come through each task's log with ``[taskname]``. Boot fails with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 
 from copra import __version__
 from copra.hw.kvm import KvmError
@@ -26,6 +30,18 @@ INIT_PATH = "/init"
 
 class BootError(Exception):
     """The system could not start: the message says why, in one line."""
+
+
+class MachineUnavailable(BootError):
+    """KVM is unusable or refused to create the SVSM machine."""
+
+
+class InitFailed(BootError):
+    """/init could not be started (missing, not a loadable program, no memory)."""
+
+
+class AttestationRefused(BootError):
+    """Attestation or persistent state failed and the boot was told to require it."""
 
 
 #: A boot stage run by the kernel's boot sequence; it may log through
@@ -77,9 +93,9 @@ def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     try:
         machine = Machine(config.memory, config.kvm_device)
     except KvmError as e:
-        raise BootError(str(e)) from e
+        raise MachineUnavailable(str(e)) from e
     except OSError as e:  # the host refused memory or a VM/vCPU ioctl
-        raise BootError(f"cannot create the SVSM machine: {e.strerror or e}") from e
+        raise MachineUnavailable(f"cannot create the SVSM machine: {e.strerror or e}") from e
     try:
         return _boot_on(machine, config, console)
     finally:
@@ -99,12 +115,37 @@ def _boot_on(machine: Machine, config: BootConfig,
     kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
     for stage in config.before_init:
         stage(kernel)
+    with _ctrl_c_stops(kernel):
+        return _run_init(kernel, config)
+
+
+@contextmanager
+def _ctrl_c_stops(kernel: Kernel) -> Iterator[None]:
+    """While init runs, Ctrl-C stops the run at the next slice boundary, as a timeout
+    does, so that no handler is cut in half and the closing stages still run. Only
+    the main thread can take SIGINT; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        kernel.request_stop()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
+    machine = kernel.machine
     try:
         init = kernel.spawn(INIT_PATH, parent=0)
     except SyscallError as e:
-        raise BootError(f"cannot start {INIT_PATH}: {e.errno.name}: {e.message}") from e
+        raise InitFailed(f"cannot start {INIT_PATH}: {e.errno.name}: {e.message}") from e
     except Exception as e:
-        raise BootError(f"cannot start {INIT_PATH}: {e}") from e
+        raise InitFailed(f"cannot start {INIT_PATH}: {e}") from e
     kernel.log(f"started {INIT_PATH} as task {init.pid}")
     result = kernel.run(init, config.timeout)
     for stage in config.after_run:
@@ -112,6 +153,8 @@ def _boot_on(machine: Machine, config: BootConfig,
     if result.timed_out:
         kernel.log(f"timed out after {config.timeout:g} s; still running: "
                    + summarize_tasks(result.still_running))
+    elif result.interrupted:
+        kernel.log("interrupted; still running: " + summarize_tasks(result.still_running))
     elif result.status is not None:
         kernel.log(f"init {describe_status(result.status)}; "
                    f"{machine.exits} exits to the kernel")

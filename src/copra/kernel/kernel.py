@@ -65,6 +65,7 @@ class RunResult:
     status: int | None  #: init's packed exit status, None if it did not end
     timed_out: bool
     still_running: tuple[str, ...]
+    interrupted: bool = False  #: stopped by SIGINT (Ctrl-C) before everything ended
 
 
 def task_name(path: str) -> str:
@@ -96,9 +97,16 @@ class Kernel:
         self.runqueue: deque[Process] = deque()
         self._next_pid = 2
         self.counters: Counter[str] = Counter()
+        self.stop_requested = False
         from copra.kernel.syscalls import SYSCALLS  # the table imports this module's types
 
         self._table = SYSCALLS
+
+    def request_stop(self) -> None:
+        """Stop the run at the next slice boundary, as a timeout does (a signal handler
+        may call this: it only sets a flag and kicks the vCPU)."""
+        self.stop_requested = True
+        self.machine.kick()
 
     def log(self, message: str) -> None:
         self.console(f"[kernel] {message}")
@@ -189,6 +197,8 @@ class Kernel:
                 if deadline is not None and time.monotonic() >= deadline:
                     timed_out = True
                     break
+                if self.stop_requested:
+                    break
                 if proc.blocked_on is not None:
                     # Woken from a blocking syscall: dispatch it again.
                     proc.blocked_on = None
@@ -200,7 +210,7 @@ class Kernel:
             self.machine.disarm_timer()
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
                      if p.state is not State.EXITED)
-        return RunResult(init.status, timed_out, live)
+        return RunResult(init.status, timed_out, live, self.stop_requested)
 
     def _run_slice(self, proc: Process) -> None:
         """Run proc until it blocks, ends or its slice ends (then rotate the queue)."""

@@ -449,6 +449,11 @@ class Machine:
         signal.setitimer(signal.ITIMER_REAL, interval, interval)
         return True
 
+    def kick(self) -> None:
+        """Make the running (or next) KVM_RUN return at once (a signal handler may call
+        it): the kernel gets the vCPU back at the next clean boundary, as on a tick."""
+        self.run.immediate_exit = 1
+
     def disarm_timer(self) -> None:
         if threading.current_thread() is threading.main_thread():
             signal.setitimer(signal.ITIMER_REAL, 0, 0)
