@@ -3,11 +3,15 @@
 As ``copra run`` does, the RAM fs keeps its files in the machine's frames. The machine
 outlives each run, so the garbage of earlier runs (a RamFs and its file frames) is
 collected before a run takes its baseline: frame counts then move only with the run.
+``metadata_limit`` overrides the RAM fs's metadata budget (default: an eighth of the
+machine's 64 MiB); ``trace_memory`` records, with tracemalloc, the most host memory
+the run had allocated beyond its start (``Run.traced_peak``, bytes).
 """
 
 from __future__ import annotations
 
 import gc
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +33,7 @@ class Run:
     baseline: dict[str, int]
     kernel: Kernel
     fs: RamFs
+    traced_peak: int | None = None
 
     def task_lines(self, name: str) -> list[str]:
         prefix = f"[{name}] "
@@ -48,7 +53,8 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
     -> Run."""
 
     def run(init: str, files: dict[str, bytes | str] | None = None,
-            timeout: float | None = 20.0, time_slice: float = TIME_SLICE) -> Run:
+            timeout: float | None = 20.0, time_slice: float = TIME_SLICE,
+            metadata_limit: int | None = None, trace_memory: bool = False) -> Run:
         entries = [packit.PackItEntry("/init", packaged_program(init))]
         for path, data in (files or {}).items():
             if isinstance(data, str):
@@ -56,14 +62,25 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
             entries.append(packit.PackItEntry(path, data))
         gc.collect()
         lines: list[str] = []
-        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append)
+        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append,
+                                metadata_limit=metadata_limit)
         fs = kernel.fs
         baseline = kernel.stats()
-        proc = kernel.spawn("/init")
-        result = kernel.run(proc, timeout, time_slice)
+        traced_peak = None
+        if trace_memory:
+            tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            proc = kernel.spawn("/init")
+            result = kernel.run(proc, timeout, time_slice)
+            if trace_memory:
+                traced_peak = tracemalloc.get_traced_memory()[1] - start
+        finally:
+            if trace_memory:
+                tracemalloc.stop()
         for p in list(kernel.processes.values()):
             if p.status is None:  # stopped by the timeout: end it like a shutdown would
                 kernel.exit_process(p, 0)
-        return Run(lines, result, kernel.stats(), baseline, kernel, fs)
+        return Run(lines, result, kernel.stats(), baseline, kernel, fs, traced_peak)
 
     return run

@@ -7,6 +7,10 @@ so a failure reproduces; the second seed widens the net. A run must exit 0, prin
 no FAIL line, cause no internal kernel error, and leave every count of the kernel
 (processes, handles, objects, frames of every kind) where it was before: the fuzzer
 closes what it opened and removes its /fuzz tree, and the kernel frees the rest.
+
+The OPENDIR/MKDIR-heavy mode (``/etc/fuzz-dirs.conf`` present) runs under a small
+kernel metadata budget, so that names and snapshots meet ENOMEM again and again; the
+budget, like every other count, must be back at its baseline at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +34,36 @@ def test_fuzzer_sees_only_documented_answers_and_nothing_leaks(boot: Any, seed: 
     assert f"SUMMARY {CALLS} calls, 0 unexpected" in lines
     assert any(re.fullmatch(r"result ok: [1-9]\d*", line) for line in lines)
     assert run.kernel.counters["internal_errors"] == 0
+    changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
+               if run.baseline.get(k) != v}
+    assert changed == {}, "stat: (baseline, after)"
+
+
+# -- the OPENDIR/MKDIR-heavy mode ----------------------------------------------------------
+
+DIRS_CALLS = 20_000
+#: Small enough that the numbered tree, its snapshots and the held handles run the
+#: budget out often, large enough that most kinds of call also succeed often.
+DIRS_LIMIT = 96 << 10
+
+
+def test_dirs_mode_meets_enomem_and_leaves_the_metadata_budget_at_its_baseline(
+        boot: Any) -> None:
+    run = boot("syscall-fuzz", {"/etc/fuzz.conf": f"0xD1E5 {DIRS_CALLS}\n".encode(),
+                                "/etc/fuzz-dirs.conf": b""},
+               timeout=120.0, metadata_limit=DIRS_LIMIT)
+    lines = run.task_lines("init")
+    assert [line for line in lines if line.startswith("FAIL")] == []
+    assert run.result.status == 0, "\n".join(lines[-40:])
+    assert "syscall-fuzz: OPENDIR/MKDIR-heavy mode (/etc/fuzz-dirs.conf)" in lines
+    assert f"SUMMARY {DIRS_CALLS} calls, 0 unexpected" in lines
+    ok = {m[1]: int(m[2]) for line in lines
+          if (m := re.fullmatch(r"calls (\w+): \d+ \((\d+) ok\)", line))}
+    assert ok["OPENDIR"] > 200 and ok["MKDIR"] > 200 and ok["CLOSE"] > 200, ok
+    assert any(re.fullmatch(r"result ENOMEM: \d{3,}", line) for line in lines)
+    assert run.fs.metadata.peak > DIRS_LIMIT - 1024  # the budget ran out
+    assert run.kernel.counters["internal_errors"] == 0
+    assert run.kernel.counters["host_memory_errors"] == 0
     changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
                if run.baseline.get(k) != v}
     assert changed == {}, "stat: (baseline, after)"

@@ -25,6 +25,7 @@ from copra.abi.spec import (
 )
 from copra.hw.x86 import PTE_ADDR_MASK
 from copra.kernel import packit
+from copra.kernel.boot import make_kernel
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel, task_name
@@ -157,3 +158,71 @@ def test_mmap_fixed_may_not_cover_the_stack_guard_page(kernel: Kernel) -> None:
 ])
 def test_task_names_cannot_forge_another_log_prefix(path: str, name: str) -> None:
     assert task_name(path) == name
+
+
+# -- host memory: the metadata budget and MemoryError ------------------------------------
+
+
+def budgeted(room: int) -> tuple[Kernel, list[str]]:
+    """A kernel whose RAM fs has ``room`` bytes of metadata budget left after /f, and
+    the lines it logs."""
+    machine = FakeMachine(pages=512)
+    archive = packit.encode([packit.PackItEntry("/f", b"\x90" * 100)])
+    probe, _ = make_kernel(machine, archive, lambda line: None)  # type: ignore[arg-type]
+    limit = probe.fs.metadata.in_use + room
+    lines: list[str] = []
+    kernel, _ = make_kernel(machine, archive, lines.append,  # type: ignore[arg-type]
+                            metadata_limit=limit)
+    return kernel, lines
+
+
+def test_make_kernel_takes_an_eighth_of_the_memory_for_metadata_by_default() -> None:
+    machine = FakeMachine(pages=512)
+    kernel, _ = make_kernel(machine, packit.encode([]), lambda line: None)  # type: ignore[arg-type]
+    assert kernel.fs.metadata.limit == 512 * PAGE_SIZE // 8
+    assert kernel.stats()["metadata_bytes"] == kernel.fs.metadata.in_use > 0
+
+
+def test_mkdir_past_the_metadata_budget_is_enomem_logged_with_its_reason() -> None:
+    kernel, lines = budgeted(room=100)
+    proc = process(kernel)
+    before = kernel.stats()["metadata_bytes"]
+    assert call(kernel, proc, Sys.MKDIR, PATH + 3) == Errno.ENOMEM
+    assert kernel.stats()["metadata_bytes"] == before
+    assert kernel.counters["enomem"] == 1
+    logged = [line for line in lines if "ENOMEM" in line]
+    assert len(logged) == 1 and "metadata budget" in logged[0] and "mkdir /new" in logged[0]
+    with pytest.raises(SyscallError):
+        kernel.fs.lookup("/new")
+
+
+def test_opendir_snapshots_go_back_to_the_budget_when_the_process_exits() -> None:
+    kernel, _ = budgeted(room=1 << 20)
+    proc = process(kernel)
+    before = kernel.stats()["metadata_bytes"]
+    for _ in range(10):
+        assert call(kernel, proc, Sys.OPENDIR, PATH + 2) > 0  # "" (the NUL after "/f"): root
+        assert call(kernel, proc, Sys.OPEN, PATH + 3, FileMode.WRITE, FileFlag.CREATE) > 0
+        assert call(kernel, proc, Sys.UNLINK, PATH + 3) == 0  # changed: a fresh snapshot
+    assert kernel.stats()["metadata_bytes"] > before
+    kernel.exit_process(proc, 0)
+    assert kernel.stats()["metadata_bytes"] == before
+
+
+def test_host_memory_error_in_a_handler_is_enomem_counted_without_traceback(
+        kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[str] = []
+    kernel.console = lines.append
+    proc = process(kernel)
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(kernel.fs, "mkdir", exhausted)
+    results = [call(kernel, proc, Sys.MKDIR, PATH + 3) for _ in range(9)]
+    assert results == [Errno.ENOMEM] * 9
+    assert kernel.counters["host_memory_errors"] == 9
+    assert kernel.counters["internal_errors"] == 0
+    assert len(lines) == 4  # the 1st, 2nd, 4th and 8th
+    assert all("host memory exhausted" in line for line in lines)
+    assert not any("Traceback" in line for line in lines)

@@ -19,6 +19,7 @@ from types import FrameType
 
 from copra import __version__
 from copra.hw.kvm import KvmError
+from copra.kernel.budget import default_metadata_limit
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
 from copra.kernel.machine import DEFAULT_MEMORY, Machine
@@ -61,6 +62,9 @@ class BootConfig:
     #: Stages run after every process has ended (or the timeout), in order, even
     #: when init failed (sealing persistent state is one).
     after_run: tuple[BootHook, ...] = ()
+    #: Host bytes the RAM fs's names, nodes and OPENDIR snapshots may take (ENOMEM
+    #: beyond); None: one eighth of ``memory`` (``budget.default_metadata_limit``).
+    metadata_limit: int | None = None
 
 
 #: How many task names the timeout line lists before it only counts the rest.
@@ -75,15 +79,20 @@ def summarize_tasks(tasks: tuple[str, ...]) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
-def make_kernel(machine: Machine, archive: bytes,
-                console: Callable[[str], None]) -> tuple[Kernel, int]:
+def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None], *,
+                metadata_limit: int | None = None) -> tuple[Kernel, int]:
     """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
     and the number of files the archive gave it.
 
-    Raises PackItError or SyscallError when the archive is unusable. Everything that
-    boots copra — ``boot``, the end-to-end tests, the benchmarks — starts here.
+    ``metadata_limit`` bounds the host bytes of the RAM fs's names, nodes and OPENDIR
+    snapshots (``RamFs.metadata``); None takes the default, one eighth of the machine's
+    memory (``budget.default_metadata_limit``). Raises PackItError or SyscallError
+    when the archive is unusable. Everything that boots copra — ``boot``, the
+    end-to-end tests, the benchmarks — starts here.
     """
-    fs = RamFs(store=FramePageStore(machine.frames))
+    if metadata_limit is None:
+        metadata_limit = default_metadata_limit(machine.memory.size)
+    fs = RamFs(store=FramePageStore(machine.frames), metadata_limit=metadata_limit)
     files = fs.populate(archive)
     return Kernel(machine, fs, console), files
 
@@ -107,12 +116,17 @@ def _boot_on(machine: Machine, config: BootConfig,
     """The boot sequence on a machine; its locals (kernel, RAM fs) die with it, so
     that nothing refers to guest memory any more when the caller closes the machine."""
     try:
-        kernel, files = make_kernel(machine, config.archive, console)
+        kernel, files = make_kernel(machine, config.archive, console,
+                                    metadata_limit=config.metadata_limit)
     except (PackItError, SyscallError) as e:
         raise BootError(f"the boot archive is unusable: {e}") from e
+    except ValueError as e:  # a metadata limit too small for the root directory
+        raise BootError(f"cannot make the RAM fs: {e}") from e
     kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
                f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
-    kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive")
+    metadata = kernel.fs.metadata
+    kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive; "
+               f"metadata {metadata.in_use} of {metadata.limit} host bytes")
     for stage in config.before_init:
         stage(kernel)
     with _ctrl_c_stops(kernel):

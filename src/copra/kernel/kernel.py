@@ -11,7 +11,12 @@ Invariants:
   zombie holds nothing but its status;
 - a syscall handler either completes (rax is written, rip already points past the
   entry instruction), blocks (the process is BLOCKED and the same syscall is
-  dispatched again when it is woken), or ends the process.
+  dispatched again when it is woken), or ends the process;
+- a host ``MemoryError`` never escapes the dispatcher: the caller gets ENOMEM and
+  ``counters["host_memory_errors"]`` counts it (budgets such as the RAM fs's metadata
+  budget are meant to refuse first; this is the last line). Every ENOMEM answer is
+  counted (``counters["enomem"]``) and the 1st, 2nd, 4th, 8th... are logged with
+  their reason, so a flood of them costs a few lines.
 
 Locking: one host thread drives the vCPU and owns the scheduler state
 (``processes``, ``runqueue``, each process's ``state``). Objects lock themselves.
@@ -287,12 +292,28 @@ class Kernel:
             result = spec.handler(self, proc, regs)
         except SyscallError as e:
             result = int(e.errno)
+            if e.errno is Errno.ENOMEM:
+                # Out of frames or of a budget: say why, without a line per call.
+                self.counters["enomem"] += 1
+                seen = self.counters["enomem"]
+                if seen & (seen - 1) == 0:
+                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}")
         except WouldBlock:
             proc.state = State.BLOCKED
             self.runqueue.remove(proc)
             return False
         except ProcessExited:
             return False
+        except MemoryError:
+            # The host ran out before a budget refused: not a bug in the handler, and
+            # not worth a traceback per call (they come in floods). The caller gets
+            # ENOMEM; the first, second, fourth, eighth... are logged, all counted.
+            self.counters["host_memory_errors"] += 1
+            seen = self.counters["host_memory_errors"]
+            if seen & (seen - 1) == 0:
+                self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
+                         f"{proc.name} (pid {proc.pid}): answered ENOMEM")
+            result = int(Errno.ENOMEM)
         except Exception as e:  # a kernel bug: the caller gets UNKNOWN, the kernel goes on
             self.counters["internal_errors"] += 1
             self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}")
@@ -316,6 +337,7 @@ class Kernel:
             "page_table_frames": frames.used[FrameOwner.PAGE_TABLE],
             "file_frames": frames.used[FrameOwner.FILE],
             "free_frames": frames.free_count,
+            "metadata_bytes": self.fs.metadata.in_use,
         }
 
 

@@ -33,6 +33,13 @@ Invariants:
   reused for something else. It keeps the contents the page had when it was dropped.
 - A write or populate that fails (ENOMEM) changes nothing: every page it needs is
   taken, all or none, before anything is modified.
+- ``metadata.in_use`` is the sum of the charges of the fs's live names
+  (``DirListEntry``), directories, files and snapshots (and of the open directories
+  charged to it): each is charged, in estimated host bytes (the ``*_BYTES`` constants
+  below), before it exists, and its death releases the charge. ``metadata.limit``, if
+  set, bounds it: a create, mkdir, OPENDIR or populate that would pass it is ENOMEM
+  and changes nothing. A removed name still listed by a snapshot, or a file still
+  open, stays charged until its last holder goes.
 
 Locking: one ``threading.Lock`` per RamFs guards the whole tree and the contents of
 every file in it; every public method takes it for its whole duration, so each
@@ -41,21 +48,25 @@ lock. The page counter has a leaf lock of its own (it is also updated from a
 finaliser when an unlinked file dies, which may happen while the fs lock is held).
 The store is called with the fs lock held, or from that finaliser; a frame store takes
 the frame allocator's lock, which is a leaf: the order is fs lock, then frame
-allocator lock. Callers may hold their own locks (an open handle's) while calling in,
-never the reverse: nothing here calls out of the kernel's memory layer while holding
-the fs lock.
+allocator lock. The metadata budget's lock is another leaf (re-entrant, since the
+finalisers that release charges, ``__del__`` of files, directories, entries and
+snapshots, may run inside any allocation). Callers may hold their own locks (an open
+handle's) while calling in, never the reverse: nothing here calls out of the kernel's
+memory layer while holding the fs lock.
 
 Not supported: growing a file by truncate (upstream cannot either); huge pages.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, TypeAlias
 
 from copra.abi.spec import PAGE_SIZE, Errno, FileType
+from copra.kernel.budget import MetadataBudget
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameAllocator, FrameOwner, OutOfMemory
 from copra.kernel.packit import decode
@@ -64,6 +75,66 @@ from copra.kernel.paths import split_file_path, split_path
 
 def _display(components: tuple[str, ...]) -> str:
     return "/" + "/".join(components)
+
+
+# -- metadata charges -------------------------------------------------------------------
+# Estimated host bytes of each kind of fs object, charged to the fs's MetadataBudget
+# when the object is created and released when it dies. Measured with tracemalloc on
+# CPython 3.11 (docs/ramfs.md, "Metadata budget"; tests/unit/test_metadata_budget.py
+# holds each within a band of the measurement).
+
+#: A name's entry (``DirListEntry``, 56 bytes) and its share of the parent's list and
+#: index (a list slot, a dict entry, the index int: about 66 bytes amortised),
+#: without the name string, whose ``sys.getsizeof`` is added. Measured: 122.
+ENTRY_BYTES = 128
+#: A ``Directory`` node with its empty list and index (entries are charged apiece).
+#: Measured: 209.
+DIRECTORY_BYTES = 208
+#: A ``File`` node and its empty page list (pages are guest frames, not charged here).
+#: Measured: 129.
+FILE_BYTES = 128
+#: A ``Snapshot``: the object, its tuple's header and the directory's weak reference
+#: to it. Measured: 113.
+SNAPSHOT_BYTES = 120
+#: Each entry of a snapshot: one tuple slot (the entry objects are shared). Measured: 8.6.
+SNAPSHOT_ENTRY_BYTES = 8
+#: A directory's index is rebuilt when its names fall below half the most it held
+#: since the last rebuild (and that was at least this many), so that the host memory
+#: of removed names' index slots (about 27 bytes each) goes back too.
+COMPACT_FROM = 64
+
+
+def entry_bytes(name: str) -> int:
+    """The charge for one name in a directory."""
+    return ENTRY_BYTES + sys.getsizeof(name)
+
+
+def snapshot_bytes(entries: int) -> int:
+    """The charge for a snapshot of ``entries`` entries."""
+    return SNAPSHOT_BYTES + SNAPSHOT_ENTRY_BYTES * entries
+
+
+class _Prepaid:
+    """Bytes charged in one step for objects about to be created; each object takes its
+    part as it is constructed (from then on its death releases it), and whatever no
+    object took goes back when the block ends, so an exception halfway (a host
+    ``MemoryError``) leaves the budget exact."""
+
+    def __init__(self, budget: MetadataBudget, nbytes: int, what: str) -> None:
+        budget.charge(nbytes, what)
+        self._budget = budget
+        self.left = nbytes
+
+    def take(self, nbytes: int) -> None:
+        self.left -= nbytes
+
+    def __enter__(self) -> _Prepaid:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.left:
+            self._budget.release(self.left)
+            self.left = 0
 
 
 # -- page stores ----------------------------------------------------------------------
@@ -178,13 +249,24 @@ class File:
 
     file_type: ClassVar[FileType] = FileType.FILE
 
-    def __init__(self, lock: threading.Lock, pool: _PagePool) -> None:
+    __slots__ = ("_budget", "_lock", "_pages", "_pool", "_size")
+
+    def __init__(self, lock: threading.Lock, pool: _PagePool, budget: MetadataBudget) -> None:
+        """The caller has charged ``FILE_BYTES`` to ``budget``; the file's death releases
+        them and gives its pages back (``__del__``)."""
         self._lock = lock
         self._pool = pool
-        # Mutated in place only: the finaliser below holds this very list.
         self._pages: list[Page] = []
         self._size = 0
-        weakref.finalize(self, pool.give, self._pages)
+        self._budget = budget  # last: only a fully built file releases anything
+
+    def __del__(self) -> None:
+        budget = getattr(self, "_budget", None)
+        if budget is not None:
+            try:
+                self._pool.give(self._pages)
+            finally:
+                budget.release(FILE_BYTES)
 
     @property
     def size(self) -> int:
@@ -317,16 +399,29 @@ class File:
 
 
 class Directory:
-    """A directory node: names in insertion order. Mutated only under the fs lock."""
+    """A directory node: entries in insertion order. Mutated only under the fs lock.
 
+    Charged ``DIRECTORY_BYTES`` by whoever creates it; its death releases them. It
+    remembers the last snapshot taken of it (weakly) until it changes, so OPENDIRs of
+    an unchanged directory share one.
+    """
+
+    __slots__ = ("_budget", "_entries", "_high", "_index", "_lock", "_removed", "_shared")
     file_type: ClassVar[FileType] = FileType.DIRECTORY
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self, lock: threading.Lock, budget: MetadataBudget) -> None:
         self._lock = lock
-        self._names: list[str] = []
-        self._nodes: list[Node] = []
+        self._entries: list[DirListEntry] = []
         self._index: dict[str, int] = {}
+        self._high = 0  # the most entries since the index was last rebuilt
         self._removed = False
+        self._shared: weakref.ref[Snapshot] | None = None
+        self._budget = budget  # last: only a fully built directory releases a charge
+
+    def __del__(self) -> None:
+        budget = getattr(self, "_budget", None)
+        if budget is not None:
+            budget.release(DIRECTORY_BYTES)
 
     @property
     def removed(self) -> bool:
@@ -334,56 +429,117 @@ class Directory:
         return self._removed
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._entries)
 
     def _get(self, name: str) -> Node | None:
         index = self._index.get(name)
-        return None if index is None else self._nodes[index]
+        return None if index is None else self._entries[index].node
 
-    def _add(self, name: str, node: Node) -> None:
-        self._index[name] = len(self._names)
-        self._names.append(name)
-        self._nodes.append(node)
+    def _add(self, entry: DirListEntry) -> None:
+        self._entries.append(entry)
+        try:
+            self._index[entry.name] = len(self._entries) - 1
+        except BaseException:  # a host MemoryError: leave the directory as it was
+            self._entries.pop()
+            raise
+        self._high = max(self._high, len(self._entries))
+        self._shared = None
 
     def _remove(self, name: str) -> None:
         index = self._index.pop(name)
-        last = len(self._names) - 1
-        if index != last:
-            self._names[index] = self._names[last]
-            self._nodes[index] = self._nodes[last]
-            self._index[self._names[index]] = index
-        self._names.pop()
-        self._nodes.pop()
+        last = self._entries.pop()
+        if index != len(self._entries):
+            self._entries[index] = last
+            self._index[last.name] = index
+        self._shared = None
+        if self._high >= COMPACT_FROM and 2 * len(self._entries) < self._high:
+            # A dict never shrinks on deletion; a copy is sized for what is left.
+            self._index = dict(self._index)
+            self._high = len(self._entries)
 
-    def _listing(self) -> tuple[DirListEntry, ...]:
-        pairs = zip(self._names, self._nodes, strict=True)
-        return tuple(DirListEntry(name, node) for name, node in pairs)
+    def _share(self, what: str) -> Snapshot:
+        """The snapshot of the directory as it is now: the last one if nothing changed
+        since and it is still alive, else a new one (charged; ENOMEM when it does not fit)."""
+        shared = None if self._shared is None else self._shared()
+        if shared is not None:
+            return shared
+        count = len(self._entries)
+        with _Prepaid(self._budget, snapshot_bytes(count), what) as prepaid:
+            snapshot = Snapshot(tuple(self._entries), self._budget)
+            prepaid.take(snapshot_bytes(count))
+        self._shared = weakref.ref(snapshot)
+        return snapshot
 
 
 Node: TypeAlias = File | Directory
 
 
-@dataclass(frozen=True)
 class DirListEntry:
-    """One entry of a directory snapshot taken by :meth:`RamFs.opendir`."""
+    """One name of a directory and the node it names; never changed after creation.
 
+    Charged ``entry_bytes(name)`` by whoever creates it; its death releases them: when
+    its name is removed and no snapshot holds it any more.
+    """
+
+    __slots__ = ("_budget", "name", "node")
     name: str
-    node: File | Directory
+    node: Node
+
+    def __init__(self, name: str, node: Node, budget: MetadataBudget) -> None:
+        self.name = name
+        self.node = node
+        self._budget = budget
+
+    def __del__(self) -> None:
+        self._budget.release(entry_bytes(self.name))  # slot stores cannot fail halfway
+
+    def __repr__(self) -> str:
+        return f"DirListEntry({self.name!r}, {type(self.node).__name__})"
+
+
+class Snapshot:
+    """The entries of a directory at one moment (OPENDIR's snapshot), never changed.
+
+    Charged ``snapshot_bytes(len(entries))`` when taken; its death releases them. The
+    entries are the directory's own objects, shared, so a removed name a snapshot still
+    lists stays charged (and alive) until the last snapshot holding it dies.
+    """
+
+    __slots__ = ("__weakref__", "_budget", "entries")
+
+    def __init__(self, entries: tuple[DirListEntry, ...], budget: MetadataBudget) -> None:
+        self.entries = entries
+        self._budget = budget
+
+    def __del__(self) -> None:
+        self._budget.release(snapshot_bytes(len(self.entries)))  # as for DirListEntry
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 class RamFs:
     """One RAM file system. All methods are atomic (one lock per fs).
 
     ``store`` supplies the file pages: host memory by default, guest frames with a
-    :class:`FramePageStore` (what the booted kernel uses).
+    :class:`FramePageStore` (what the booted kernel uses). ``metadata_limit`` bounds
+    the host bytes of its names, nodes and snapshots (:attr:`metadata`; None: no
+    bound); the root directory is charged too, so the limit must leave room for it.
     """
 
-    def __init__(self, *, max_pages: int | None = None, store: PageStore | None = None) -> None:
+    def __init__(self, *, max_pages: int | None = None, store: PageStore | None = None,
+                 metadata_limit: int | None = None) -> None:
         if max_pages is not None and max_pages < 0:
             raise ValueError(f"max_pages must be >= 0, not {max_pages}")
+        if metadata_limit is not None and metadata_limit < DIRECTORY_BYTES:
+            raise ValueError(f"metadata_limit {metadata_limit} leaves no room for the root "
+                             f"directory ({DIRECTORY_BYTES} bytes)")
         self._lock = threading.Lock()
         self._pool = _PagePool(HostPageStore() if store is None else store, max_pages)
-        self._root = Directory(self._lock)
+        self._budget = MetadataBudget(metadata_limit)
+        with _Prepaid(self._budget, DIRECTORY_BYTES, "the root directory") as prepaid:
+            self._root = Directory(self._lock, self._budget)
+            prepaid.take(DIRECTORY_BYTES)
 
     @property
     def root(self) -> Directory:
@@ -401,6 +557,11 @@ class RamFs:
     @property
     def store(self) -> PageStore:
         return self._pool.store
+
+    @property
+    def metadata(self) -> MetadataBudget:
+        """The budget its names, nodes and snapshots are charged to."""
+        return self._budget
 
     @property
     def frame_backed(self) -> bool:
@@ -450,10 +611,20 @@ class RamFs:
             return self._as_file(node, components), False
 
     def opendir(self, path: str, *, root: Directory | None = None) -> tuple[DirListEntry, ...]:
-        """A snapshot of the directory's entries, in its current order ("/" is the root)."""
+        """The directory's entries, in its current order ("/" is the root), for the
+        kernel's own short walks (sealing /persist): not charged, so not for OPENDIR."""
         components = split_path(path)
         with self._lock:
-            return self._walk(self._start(root), components)._listing()
+            return tuple(self._walk(self._start(root), components)._entries)
+
+    def snapshot(self, path: str, *, root: Directory | None = None) -> Snapshot:
+        """OPENDIR's snapshot of a directory ("/" is the root): charged to
+        :attr:`metadata` (ENOMEM when it does not fit), shared with earlier snapshots
+        of the directory if it has not changed since."""
+        components = split_path(path)
+        with self._lock:
+            directory = self._walk(self._start(root), components)
+            return directory._share(f"OPENDIR {_display(components)}")
 
     # -- mutations -------------------------------------------------------------
 
@@ -463,9 +634,10 @@ class RamFs:
         with self._lock:
             parent = self._walk(self._start(root), components[:-1])
             self._check_creatable(parent, components)
-            directory = Directory(self._lock)
-            parent._add(components[-1], directory)
-            return directory
+            name = components[-1]
+            what = f"mkdir {_display(components)}"
+            with _Prepaid(self._budget, DIRECTORY_BYTES + entry_bytes(name), what) as prepaid:
+                return self._new_directory(parent, name, prepaid)
 
     def rmdir(self, path: str, *, root: Directory | None = None) -> None:
         """Remove an empty directory: ENOTDIR for a file, ENOTEMPTY if it has entries."""
@@ -520,21 +692,24 @@ class RamFs:
                 raise SyscallError(
                     Errno.ENOMEM, f"archive needs {sum(counts)} pages, the fs has {available} left"
                 )
-            pages = self._pool.take(sum(counts))  # all or none: the last check that can fail
-            taken = 0
-            for (components, data), count in zip(entries, counts, strict=True):
-                parent = start
-                for depth, name in enumerate(components[:-1], start=1):
-                    node = parent._get(name)
-                    if node is None:
-                        node = Directory(self._lock)
-                        parent._add(name, node)
-                    assert isinstance(node, Directory), _display(components[:depth])
-                    parent = node
-                created = self._create_file(parent, components)
-                created._pages.extend(pages[taken : taken + count])
-                taken += count
-                created._write_locked(0, memoryview(data))
+            metadata = self._populate_charge(start, [components for components, _ in entries])
+            what = f"populate ({len(entries)} files)"
+            with _Prepaid(self._budget, metadata, what) as prepaid:
+                # All or none, and the last checks that can fail.
+                pages = self._pool.take(sum(counts))
+                taken = 0
+                for (components, data), count in zip(entries, counts, strict=True):
+                    parent = start
+                    for depth, name in enumerate(components[:-1], start=1):
+                        node = parent._get(name)
+                        if node is None:
+                            node = self._new_directory(parent, name, prepaid)
+                        assert isinstance(node, Directory), _display(components[:depth])
+                        parent = node
+                    created = self._new_file(parent, components[-1], prepaid)
+                    created._pages.extend(pages[taken : taken + count])
+                    taken += count
+                    created._write_locked(0, memoryview(data))
             return len(entries)
 
     # -- internals (fs lock held) ---------------------------------------------
@@ -587,9 +762,50 @@ class RamFs:
 
     def _create_file(self, parent: Directory, components: tuple[str, ...]) -> File:
         self._check_creatable(parent, components)
-        file = File(self._lock, self._pool)
-        parent._add(components[-1], file)
+        name = components[-1]
+        what = f"create {_display(components)}"
+        with _Prepaid(self._budget, FILE_BYTES + entry_bytes(name), what) as prepaid:
+            return self._new_file(parent, name, prepaid)
+
+    def _new_directory(self, parent: Directory, name: str, prepaid: _Prepaid) -> Directory:
+        """A new directory named ``name`` in ``parent``, paid from ``prepaid``."""
+        directory = Directory(self._lock, self._budget)
+        prepaid.take(DIRECTORY_BYTES)
+        self._link(parent, name, directory, prepaid)
+        return directory
+
+    def _new_file(self, parent: Directory, name: str, prepaid: _Prepaid) -> File:
+        """A new empty file named ``name`` in ``parent``, paid from ``prepaid``."""
+        file = File(self._lock, self._pool, self._budget)
+        prepaid.take(FILE_BYTES)
+        self._link(parent, name, file, prepaid)
         return file
+
+    def _link(self, parent: Directory, name: str, node: Node, prepaid: _Prepaid) -> None:
+        entry = DirListEntry(name, node, self._budget)
+        prepaid.take(entry_bytes(name))
+        parent._add(entry)
+
+    def _populate_charge(self, start: Directory, paths: list[tuple[str, ...]]) -> int:
+        """The metadata charge of populating ``paths`` under ``start``: each file, and
+        each directory on the way that does not exist yet (once). The paths have passed
+        ``_check_populatable``."""
+        new_dirs: set[tuple[str, ...]] = set()
+        total = 0
+        for components in paths:
+            current: Directory | None = start
+            for depth in range(1, len(components)):
+                name = components[depth - 1]
+                node = None if current is None else current._get(name)
+                if isinstance(node, Directory):
+                    current = node
+                    continue
+                current = None  # created by this populate, from here down
+                if components[:depth] not in new_dirs:
+                    new_dirs.add(components[:depth])
+                    total += DIRECTORY_BYTES + entry_bytes(name)
+            total += FILE_BYTES + entry_bytes(components[-1])
+        return total
 
     def _check_populatable(self, start: Directory, components: tuple[str, ...]) -> None:
         current = start

@@ -7,11 +7,20 @@ Changes to the directory after OPENDIR do not show: removed entries are still
 listed, new ones are not. A file's size is read from its node when READDIR runs
 (upstream reads it then too); a directory's size is 0.
 
+Host memory: the snapshot is a ``ramfs.Snapshot``, a tuple of the directory's own
+entry objects, shared by every OPENDIR of the directory since its last change, and
+charged to the fs's metadata budget; the open directory itself is charged
+``OPEN_DIRECTORY_BYTES`` (measured with tracemalloc, docs/ramfs.md). OPENDIR answers
+ENOMEM when either does not fit. CLOSE (or the process's exit) drops the snapshot,
+whose charge goes back when no other open directory shares it; the object's own
+charge goes back when it dies.
+
 Each entry is encoded as the 272-byte ``DirEnt`` of :data:`copra.abi.spec.DIRENT`
 (upstream's layout): a NUL-terminated UTF-8 name cut at a character boundary to at
 most 255 bytes, the ``FileType`` byte, seven zero bytes, the u64 size.
 
-Invariants: the snapshot never changes; ``0 <= position <= len(snapshot)``.
+Invariants: the snapshot never changes until CLOSE empties it;
+``0 <= position <= len(snapshot)``.
 
 Rights: none; any holder of the handle may read it.
 
@@ -25,13 +34,20 @@ from __future__ import annotations
 import re
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from copra.abi.spec import DIRENT, FileType, Struct
+from copra.kernel.budget import MetadataBudget
+from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
-from copra.kernel.ramfs import Directory, DirListEntry, File, RamFs
+from copra.kernel.ramfs import Directory, DirListEntry, File, RamFs, Snapshot
+
+#: Estimated host bytes of one ``OpenDirectory`` (object, attributes, locks), charged
+#: at OPENDIR and released when it dies (tracemalloc, CPython 3.11; docs/ramfs.md).
+#: Measured: 322 to 369 bytes a handle, depending on how many are made.
+OPEN_DIRECTORY_BYTES = 344
 
 _CTYPE = re.compile(r"^(u8|u16|u32|u64|i64)(?:\[(\d+)\])?$")
 _CTYPE_SIZES = {"u8": 1, "u16": 2, "u32": 4, "u64": 8, "i64": 8}
@@ -115,16 +131,37 @@ class OpenDirectory(KernelObject):
 
     kind = ObjectKind.DIRECTORY
 
-    def __init__(self, snapshot: Sequence[DirListEntry]) -> None:
+    def __init__(self, snapshot: Snapshot, budget: MetadataBudget) -> None:
+        """The caller has charged ``OPEN_DIRECTORY_BYTES`` to ``budget``; the object's
+        death releases them."""
         super().__init__()
-        self._snapshot = tuple(snapshot)
+        self._snapshot: Snapshot | None = snapshot
+        self._entries: tuple[DirListEntry, ...] = snapshot.entries
         self._lock = threading.Lock()
         self._position = 0
+        self._budget = budget  # last: only a fully built object releases the charge
+
+    def __del__(self) -> None:
+        budget = getattr(self, "_budget", None)
+        if budget is not None:
+            budget.release(OPEN_DIRECTORY_BYTES)
 
     @classmethod
     def open(cls, fs: RamFs, path: str, *, root: Directory | None = None) -> OpenDirectory:
-        """OPENDIR: ENOTFOUND if missing, ENOTDIR for a file; "/" opens the root."""
-        return cls(fs.opendir(path, root=root))
+        """OPENDIR: ENOTFOUND if missing, ENOTDIR for a file, ENOMEM when the metadata
+        budget has no room for the snapshot or the handle; "/" opens the root."""
+        snapshot = fs.snapshot(path, root=root)
+        budget = fs.metadata
+        try:
+            budget.charge(OPEN_DIRECTORY_BYTES, f"OPENDIR {path!r}")
+        except SyscallError:
+            del snapshot  # its charge goes back now, not when the traceback is dropped
+            raise
+        try:
+            return cls(snapshot, budget)
+        except BaseException:  # a host MemoryError before the object owned the charge
+            budget.release(OPEN_DIRECTORY_BYTES)
+            raise
 
     @property
     def position(self) -> int:
@@ -132,7 +169,15 @@ class OpenDirectory(KernelObject):
             return self._position
 
     def __len__(self) -> int:
-        return len(self._snapshot)
+        return len(self._entries)
+
+    def on_close(self) -> None:
+        """The last handle is gone: drop the snapshot (its charge goes back when no
+        other open directory shares it)."""
+        with self._lock:
+            self._snapshot = None
+            self._entries = ()
+            self._position = 0
 
     def readdir(
         self, count: int, copy_out: Callable[[bytes], None] | None = None
@@ -145,7 +190,7 @@ class OpenDirectory(KernelObject):
         if count < 0:
             raise ValueError(f"negative count {count}")
         with self._lock:
-            chosen = self._snapshot[self._position : self._position + count]
+            chosen = self._entries[self._position : self._position + count]
             entries = [_dirent(entry) for entry in chosen]
             if copy_out is not None:
                 copy_out(b"".join(entry.encode() for entry in entries))

@@ -26,6 +26,11 @@
 //! closes every handle it still holds (each CLOSE must succeed), unmaps its mappings,
 //! removes `/fuzz`, and prints the count of calls per syscall and per result, then
 //! `SUMMARY <calls> calls, <unexpected> unexpected`. Exits 0 iff nothing was unexpected.
+//!
+//! OPENDIR/MKDIR-heavy mode: when `/etc/fuzz-dirs.conf` exists, most calls come from
+//! `DirsMode` instead (see its section below): names made and removed in a numbered
+//! tree under `/fuzz/m` and OPENDIRs of it held open, so a small kernel metadata
+//! budget runs out and ENOMEM is exercised alongside everything else.
 
 #![no_std]
 #![no_main]
@@ -236,6 +241,8 @@ struct Fuzzer {
     errors: [u64; Errno::ALL.len()],
     skipped: u64,
     unexpected: u64,
+    /// The OPENDIR/MKDIR-heavy mode, when it is on.
+    dirs: Option<DirsMode>,
 }
 
 /// One call: the number and its five arguments.
@@ -480,6 +487,9 @@ impl Fuzzer {
 
     /// The next call, or None when the drawn one would harm this program (skipped).
     fn draw(&mut self) -> Option<Call> {
+        if let Some(call) = self.draw_dirs() {
+            return Some(call);
+        }
         if self.rng.percent() >= 70 {
             return Some(self.unknown_call());
         }
@@ -730,6 +740,152 @@ impl Fuzzer {
     }
 }
 
+// --- the OPENDIR/MKDIR-heavy mode ---------------------------------------------------------
+//
+// On when /etc/fuzz-dirs.conf exists (its contents are ignored). Then 60 % of the calls
+// are drawn here: MKDIR (30 %) and OPEN with CREATE (15 %) of a name in the numbered
+// tree `/fuzz/m/<i>` or `/fuzz/m/<i>/<j>` (i, j < 16: up to 272 names; now and then
+// `/fuzz/m` itself), RMDIR and UNLINK of one (10 % each), OPENDIR of `/fuzz/m` or
+// `/fuzz/m/<i>` (20 %; the handle is kept like every other), READDIR of a held handle
+// into the arena (5 %), CLOSE of a held handle (10 %). `judge` checks the answers as usual; ENOMEM (the kernel's metadata
+// budget) and EMFILE are documented answers. Because the tree is numbered, `finish`
+// removes it by name without OPENDIR, which a spent budget may refuse, and only then
+// removes the rest of /fuzz by READDIR.
+
+const DIRS_CONF: &str = "/etc/fuzz-dirs.conf";
+const DIRS_TOP: &str = "/fuzz/m";
+const DIRS_FANOUT: u64 = 16;
+
+struct DirsMode {
+    /// The path of the current call, NUL-terminated (the kernel reads it in the call).
+    path: [u8; 32],
+}
+
+impl DirsMode {
+    fn from_conf() -> Option<Self> {
+        fs::open(DIRS_CONF, FileMode::READ, FileFlag::EMPTY).ok()?;
+        println!("syscall-fuzz: OPENDIR/MKDIR-heavy mode ({DIRS_CONF})");
+        Some(Self { path: [0; 32] })
+    }
+}
+
+/// `/fuzz/m`, `/fuzz/m/<i>` or `/fuzz/m/<i>/<j>` into `buf`, NUL-terminated.
+fn dirs_path(buf: &mut [u8; 32], i: Option<u64>, j: Option<u64>) -> &str {
+    let mut len = DIRS_TOP.len();
+    buf[..len].copy_from_slice(DIRS_TOP.as_bytes());
+    for n in [i, j].into_iter().flatten() {
+        buf[len] = b'/';
+        len += 1;
+        if n >= 10 {
+            buf[len] = b'0' + (n / 10) as u8;
+            len += 1;
+        }
+        buf[len] = b'0' + (n % 10) as u8;
+        len += 1;
+    }
+    buf[len] = 0;
+    core::str::from_utf8(&buf[..len]).unwrap_or("")
+}
+
+impl Fuzzer {
+    /// A call of the OPENDIR/MKDIR-heavy mode, or None (mode off, or the other 40 %).
+    fn draw_dirs(&mut self) -> Option<Call> {
+        self.dirs.as_ref()?;
+        let kind = self.rng.percent();
+        if kind >= 60 {
+            return None;
+        }
+        let i = self.rng.below(DIRS_FANOUT);
+        let j = self.rng.below(DIRS_FANOUT);
+        let nested = self.rng.percent() < 60;
+        let top = self.rng.percent() < 3; // /fuzz/m itself, should a call have removed it
+        let dirs = self.dirs.as_mut()?;
+        let (i, j) = match (top, nested) {
+            (true, _) => (None, None),
+            (false, true) => (Some(i), Some(j)),
+            (false, false) => (Some(i), None),
+        };
+        let path = dirs_path(&mut dirs.path, i, j).as_ptr() as u64;
+        let mut a = [0u64; 5];
+        let sys = match kind * 100 / 60 {
+            0..30 => {
+                a[0] = path;
+                Sys::MKDIR
+            }
+            30..45 => {
+                a[0] = path;
+                a[1] = (FileMode::READ | FileMode::WRITE).bits();
+                a[2] = FileFlag::CREATE.bits();
+                Sys::OPEN
+            }
+            45..55 => {
+                a[0] = path;
+                Sys::RMDIR
+            }
+            55..65 => {
+                a[0] = path;
+                Sys::UNLINK
+            }
+            65..85 => {
+                // Directories only: /fuzz/m (a third of the time) or /fuzz/m/<i>.
+                let i = i.filter(|_| self.rng.below(3) != 0);
+                let dirs = self.dirs.as_mut()?;
+                a[0] = dirs_path(&mut dirs.path, i, None).as_ptr() as u64;
+                Sys::OPENDIR
+            }
+            85..90 => {
+                a[0] = self.some_handle();
+                a[1] = arena();
+                a[2] = 1 + self.rng.below(WRITABLE_END / DirEnt::SIZE as u64);
+                Sys::READDIR
+            }
+            _ => {
+                a[0] = self.handle_not_log();
+                Sys::CLOSE
+            }
+        };
+        Some(Call {
+            nr: sys as u64,
+            args: a,
+        })
+    }
+}
+
+/// Removes the numbered tree by name (deepest first), then `/fuzz/m`; returns how many
+/// removals failed otherwise than by ENOTFOUND or ENOTDIR (nothing there, or a file on
+/// the way) or ENOTEMPTY (something the ordinary draws put there, which `remove_tree`
+/// takes later).
+fn remove_dirs_tree() -> u64 {
+    let mut buf = [0u8; 32];
+    let mut wrong = 0;
+    let mut remove = |i: Option<u64>, j: Option<u64>| {
+        let path = dirs_path(&mut buf, i, j);
+        let result = match fs::rmdir(path) {
+            Err(e) if e.is(Errno::ENOTDIR) => fs::unlink(path),
+            other => other,
+        };
+        match result {
+            Err(e)
+                if ![Errno::ENOTFOUND, Errno::ENOTDIR, Errno::ENOTEMPTY]
+                    .iter()
+                    .any(|&x| e.is(x)) =>
+            {
+                println!("FAIL removing {path}: {e}");
+                wrong += 1;
+            }
+            _ => {}
+        }
+    };
+    for i in 0..DIRS_FANOUT {
+        for j in 0..DIRS_FANOUT {
+            remove(Some(i), Some(j));
+        }
+        remove(Some(i), None);
+    }
+    remove(None, None);
+    wrong
+}
+
 /// Whether [start, end) reaches this program's image or stack (or wraps onto them).
 fn touches_self(start: u64, end: u128) -> bool {
     let start = u128::from(start);
@@ -785,6 +941,7 @@ fn main() -> u32 {
         errors: [0; Errno::ALL.len()],
         skipped: 0,
         unexpected: 0,
+        dirs: DirsMode::from_conf(),
     };
     fill_arena(&mut fuzzer.rng);
     if let Err(e) = fs::mkdir(WORK) {
@@ -869,6 +1026,9 @@ fn finish(fuzzer: &mut Fuzzer) -> u64 {
             nr: Sys::MUNMAP as u64,
             args: [m.addr, m.len, 0, 0, 0],
         });
+    }
+    if fuzzer.dirs.is_some() {
+        wrong += remove_dirs_tree();
     }
     let mut path = [0u8; 1024];
     path[..WORK.len()].copy_from_slice(WORK.as_bytes());
