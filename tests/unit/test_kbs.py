@@ -528,6 +528,18 @@ def test_attest_tee_pubkey_off_curve_returns_400(client: FlaskClient) -> None:
     assert "not on" in _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
 
 
+def test_attest_tee_pubkey_x_plus_field_prime_returns_400(client: FlaskClient, key: Any) -> None:
+    # r15: the P-521 x coordinate + p was reduced modulo p and accepted as the same key
+    nonce = base64.b64encode(_auth(client)).decode()
+    point = EcPoint.from_public_key(key.public_key())
+    x = int.from_bytes(point.x, "big") + (1 << 521) - 1
+    jwk = {**point.to_jwk(), "x": base64.urlsafe_b64encode(x.to_bytes(66, "big")).decode()
+           .rstrip("=")}
+    body = {"runtime-data": {"nonce": nonce, "tee-pubkey": jwk}, "tee-evidence": {}}
+    detail = _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
+    assert "field prime" in detail
+
+
 def test_attest_vcek_with_duplicate_extension_returns_400_and_uses_up_the_nonce(
     client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
 ) -> None:
