@@ -83,7 +83,9 @@ from copra.attest.protocol import (
     MAX_FRAME_SIZE,
     AttestationRequest,
     AttestationResponse,
+    Clock,
     ConnectionClosed,
+    DeadlineChannel,
     NegotiationRequest,
     NegotiationResponse,
     ProtocolError,
@@ -129,40 +131,6 @@ class ProxyConfig:
             raise ValueError("timeouts must be positive")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-
-
-Clock = Callable[[], float]
-
-
-class DeadlineChannel:
-    """A socket whose reads and writes share one deadline (a ``Channel``).
-
-    Each operation may take ``io_timeout``, but never past ``deadline``; at or after
-    the deadline it raises :class:`TimeoutError` without touching the socket.
-    """
-
-    def __init__(
-        self, conn: socket.socket, deadline: float, io_timeout: float,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._conn = conn
-        self._deadline = deadline
-        self._io_timeout = io_timeout
-        self._clock = clock
-
-    def _arm(self) -> None:
-        left = self._deadline - self._clock()
-        if left <= 0:
-            raise TimeoutError("the connection's deadline passed")
-        self._conn.settimeout(min(self._io_timeout, left))
-
-    def recv(self, bufsize: int, /) -> bytes:
-        self._arm()
-        return self._conn.recv(bufsize)
-
-    def sendall(self, data: bytes, /) -> None:
-        self._arm()
-        self._conn.sendall(data)
 
 
 def tee_pubkey(x: bytes, y: bytes) -> EcPoint:
