@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -554,6 +555,53 @@ def test_attest_vcek_with_duplicate_extension_returns_400_and_uses_up_the_nonce(
     detail = _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
     assert "appears twice" in detail
     _error(client.post("/kbs/v0/attest", json=good), 401, "ReplayedNonce")
+
+
+FORGED_LINE = "\ncopra.kbs session deadbeef attested\x1b[2J\u202e"
+
+
+def _vcek_with_issuer(cn: str) -> bytes:
+    """A leaf named SEV-VCEK whose issuer's CN is ``cn``: the chain check quotes it."""
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "SEV-VCEK")]))
+        .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)]))
+        .public_key(ec.generate_private_key(ec.SECP384R1()).public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now.replace(year=now.year + 1))
+        .sign(signer, hashes.SHA384())
+    )
+    return cert.public_bytes(Encoding.DER)
+
+
+def test_attest_issuer_with_control_characters_is_escaped_in_detail_and_log(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # r15: the issuer went raw into the detail and the log: a newline forged a log line
+    body = _body(chip, guest, _auth(client), key)
+    table = build_cert_table({CertGuid.VCEK: _vcek_with_issuer("evil" + FORGED_LINE),
+                              CertGuid.ASK: chip.ask.public_bytes(Encoding.DER)})
+    body["tee-evidence"]["primary_evidence"]["certs-buf"] = base64.b64encode(table).decode()
+    with caplog.at_level("INFO", logger="copra.kbs"):
+        detail = _error(client.post("/kbs/v0/attest", json=body), 401, "AttestationFailed")
+    assert detail.isprintable(), detail
+    assert "evil\\ncopra.kbs session deadbeef attested\\x1b[2J\\u202e" in detail
+    messages = [r.getMessage() for r in caplog.records if r.name == "copra.kbs"]
+    assert any("evil\\ncopra.kbs" in m for m in messages), messages
+    assert all(m.isprintable() for m in messages), messages
+
+
+def test_kbs_logger_escapes_control_characters_whatever_the_call_site(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="copra.kbs"):
+        logging.getLogger("copra.kbs").warning("tag %s", "x" + FORGED_LINE)
+    (record,) = caplog.records
+    assert record.getMessage().isprintable() and "x\\ncopra.kbs" in record.getMessage()
 
 
 class BrokenVerifier(Verifier):

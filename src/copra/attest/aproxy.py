@@ -62,7 +62,6 @@ import base64
 import collections
 import contextlib
 import json
-import logging
 import os
 import socket
 import stat
@@ -94,8 +93,9 @@ from copra.attest.protocol import (
     receive_message,
     send_message,
 )
+from copra.attest.text import escape_logger, visible
 
-log = logging.getLogger("copra.aproxy")
+log = escape_logger("copra.aproxy")
 
 KBS_PROTOCOL_VERSION: Final = "0.4.0"
 DEFAULT_RESOURCE: Final = "default/sample/test"
@@ -173,12 +173,13 @@ class KbsReply:
             raise KbsClientError(f"reply is not JSON: {str(exc)[:80]}") from None
 
     def describe(self) -> str:
-        """Status and, if the body is Trustee's error shape, its detail."""
+        """Status and, if the body is Trustee's error shape, its detail (the broker's
+        text, so made :func:`~copra.attest.text.visible`)."""
         with contextlib.suppress(KbsClientError):
             body = self.json()
             if isinstance(body, dict) and isinstance(body.get("detail"), str):
-                return f"{self.status} {body['detail'][:200]}"
-        return f"{self.status} {self.reason}"
+                return f"{self.status} {visible(body['detail'][:200])}"
+        return f"{self.status} {visible(self.reason[:200])}"
 
 
 class KbsBackend:

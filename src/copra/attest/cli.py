@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from copra.attest.text import visible
 from copra.attest.verify import (
     Policy,
     VerificationError,
@@ -220,7 +221,7 @@ def verify(
     except VerificationError as exc:
         click.echo(f"verification failed ({type(exc).__name__}): {exc}", err=True)
         raise SystemExit(1) from None
-    root_cn = result.root.subject.rfc4514_string()
+    root_cn = visible(result.root.subject.rfc4514_string())
     click.echo(
         f"OK: report verified, signed by a {result.signing_key.name} "
         f"({result.product_name or 'unknown product'}) chaining to {root_cn}"

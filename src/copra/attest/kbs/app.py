@@ -16,7 +16,6 @@ Thread safety: the app holds no state of its own; the broker is thread-safe.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from typing import Any, Final
 
@@ -25,8 +24,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from copra.attest.kbs.broker import SESSION_COOKIE, KbsError, KeyBroker, Session
+from copra.attest.text import escape_logger
 
-log = logging.getLogger("copra.kbs")
+log = escape_logger("copra.kbs")
 
 MAX_BODY: Final = 1 << 20
 

@@ -20,7 +20,10 @@ Response), the subset an SVSM needs (docs/attestation-protocol.md):
   to the bearer of a valid token.
 
 Every refusal raises :class:`KbsError` carrying an HTTP status, an error kind and a
-reason; nothing about the peer's input raises anything else. An appraisal that fails
+reason; nothing about the peer's input raises anything else. The detail is made
+:func:`~copra.attest.text.visible` (control characters escaped), as is every record
+of the ``copra.kbs`` logger, so peer-chosen text forges no log line and sends no
+escape sequence to a terminal. An appraisal that fails
 in a way no check foresaw is logged with its traceback, counted
 (``counters["attest_internal_error"]``) and answered 500 ``InternalError``; like every
 attempt, it has used up the session's nonce. Secrets (resources,
@@ -35,7 +38,6 @@ from __future__ import annotations
 import base64
 import collections
 import hmac
-import logging
 import secrets
 import threading
 import time
@@ -59,6 +61,7 @@ from copra.attest.binding import (
 from copra.attest.evidence import Evidence, EvidenceError, parse_primary_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
+from copra.attest.text import escape_logger, visible
 from copra.attest.verify import (
     MalformedReport,
     Policy,
@@ -78,7 +81,7 @@ from copra.hw.snp_report import (
     parse_hwid,
 )
 
-log = logging.getLogger("copra.kbs")
+log = escape_logger("copra.kbs")
 
 PROTOCOL_VERSION: Final = "0.4.0"
 NONCE_SIZE: Final = 32
@@ -91,6 +94,7 @@ class KbsError(Exception):
     """A refused request: HTTP ``status``, error ``kind`` (Trustee style) and ``detail``."""
 
     def __init__(self, status: int, kind: str, detail: str) -> None:
+        detail = visible(detail)  # details quote peer input: names, values, exceptions
         super().__init__(f"{status} {kind}: {detail}")
         self.status = status
         self.kind = kind

@@ -21,6 +21,7 @@ import click
 from copra.attest.binding import Binding
 from copra.attest.cli import parse_min_tcb
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
+from copra.attest.text import visible
 from copra.attest.verify import VerificationError, Verifier, fingerprint, load_certificates
 
 
@@ -239,4 +240,4 @@ def add_cert(ctx: click.Context, files: tuple[str, ...]) -> None:
             raise click.ClickException(f"{name}: {exc}") from exc
         for cert in certs:
             store.add_certificate(fingerprint(cert), cert.public_bytes(Encoding.DER))
-            click.echo(f"{name}: {cert.subject.rfc4514_string()}")
+            click.echo(f"{name}: {visible(cert.subject.rfc4514_string())}")
