@@ -40,6 +40,7 @@ from copra.attest.protocol import (
     Tee,
 )
 from copra.attest.verify import Verifier, load_certificates
+from copra.hw import hostfiles
 from copra.hw.snp import SnpFirmware, SnpGuest
 from copra.hw.snp_report import (
     AttestationReport,
@@ -761,6 +762,36 @@ def test_store_existing_db_accessible_by_others_is_refused(tmp_path: Path, mode:
     Store(tmp_path / "db")
     (tmp_path / "db").chmod(mode)
     with pytest.raises(StoreError, match=f"mode {mode:04o}.*chmod 600"):
+        Store(tmp_path / "db")
+
+
+def test_store_db_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # r15: a 0600 database another user had prepared (in a directory both could write)
+    # was opened; mode bits alone cannot tell
+    Store(tmp_path / "db")
+    owner = (tmp_path / "db").stat().st_uid
+    monkeypatch.setattr(hostfiles.os, "geteuid", lambda: owner + 4242)
+    with pytest.raises(StoreError, match="not by the effective user"):
+        Store(tmp_path / "db")
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=lambda mode: f"{mode:04o}")
+def test_store_in_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    # r15: in /tmp (1777) another user can plant the file or a journal before the broker
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(StoreError, match="writable by group or others"):
+        Store(shared / "db")
+    assert not (shared / "db").exists()
+
+
+def test_store_db_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "real.db")
+    (tmp_path / "db").symlink_to(tmp_path / "real.db")
+    with pytest.raises(StoreError, match="symbolic link"):
         Store(tmp_path / "db")
 
 

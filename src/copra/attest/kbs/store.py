@@ -13,8 +13,9 @@ Invariants: every resource path component matches ``[A-Za-z0-9._-]{1,64}`` and i
 ``.`` or ``..``; reference values are stored in the JSON form of
 :meth:`ReferenceValues.to_json` and always parse back. The database file is created
 with mode 0600 because it holds secrets (resources and the token-signing key); an
-existing file with any group or other permission is refused, as ssh refuses such a
-private key.
+existing file that is not a regular file of the effective user, or has any group or
+other permission, is refused, as ssh refuses such a private key, and so is a directory
+that anyone but its owner (the effective user or root) can write.
 
 Locking: every operation opens its own connection (SQLite serialises writers), so a
 :class:`Store` may be shared by the server's threads.
@@ -27,12 +28,12 @@ import json
 import os
 import re
 import sqlite3
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from copra.hw.hostfiles import UnsafeFile, check_state_file, open_state_dir
 from copra.hw.snp_report import TcbVersion
 
 SCHEMA_VERSION: Final = 1
@@ -136,35 +137,40 @@ class Store:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _create_or_check(self) -> None:
-        """Create the file mode 0600, or refuse an existing one others can reach.
+        """Create the file mode 0600, or refuse an existing one that is not safely ours.
 
-        Creation is one ``O_CREAT | O_EXCL`` open, so a file another process creates
-        at the same moment is simply an existing file. An existing file must be a
-        regular file with no group or other permission bits, as ssh demands of a
+        The directory must be the effective user's (or root's) and writable by no one
+        else (:func:`copra.hw.hostfiles.open_state_dir`): otherwise another user could
+        plant the database, or a journal SQLite would roll into it, before we look.
+        Creation is one ``O_CREAT | O_EXCL | O_NOFOLLOW`` open in that directory, so
+        a file another process creates at the same moment is simply an existing file.
+        An existing file must be a regular file (not a symbolic link), owned by the
+        effective user, with no group or other permission bits, as ssh demands of a
         private key: the store holds the resources and the token-signing key.
         """
+        directory = self._path.parent
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            pass
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            dir_fd = open_state_dir(directory)
+        except UnsafeFile as exc:
+            raise StoreError(f"{exc}; the store's directory must be writable only by its "
+                             f"owner") from None
         except OSError as exc:
-            raise StoreError(f"{self._path}: cannot create: {exc.strerror or exc}") from exc
-        else:
-            os.close(fd)
-            return
+            raise StoreError(f"{directory}: {exc.strerror or exc}") from exc
         try:
-            info = self._path.stat()
+            try:
+                fd = os.open(self._path.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                check_state_file(dir_fd, self._path, private=True)
+            else:
+                os.close(fd)
+        except UnsafeFile as exc:
+            raise StoreError(str(exc)) from None
         except OSError as exc:
             raise StoreError(f"{self._path}: {exc.strerror or exc}") from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{self._path} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise StoreError(
-                f"{self._path} is accessible by group or others (mode {mode:04o}) but holds "
-                f"secrets: run chmod 600 {self._path}"
-            )
+        finally:
+            os.close(dir_fd)
 
     @property
     def path(self) -> Path:
