@@ -20,6 +20,7 @@ import click
 
 from copra.attest.binding import Binding
 from copra.attest.cli import parse_min_tcb
+from copra.attest.kbs.limits import ServerLimits
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
 from copra.attest.text import visible
 from copra.attest.verify import VerificationError, Verifier, fingerprint, load_certificates
@@ -109,6 +110,34 @@ def kbs(ctx: click.Context, db: str, listen: str | None, trust_root: str | None)
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a session lives until it attests.",
 )
+@click.option(
+    "--max-connections",
+    default=ServerLimits.max_connections,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections open at once; a new one closes the oldest idle one.",
+)
+@click.option(
+    "--threads",
+    default=ServerLimits.threads,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Threads running requests.",
+)
+@click.option(
+    "--idle-timeout",
+    default=ServerLimits.idle_timeout,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds of silence after which a connection with nothing in flight is closed.",
+)
+@click.option(
+    "--request-timeout",
+    default=ServerLimits.request_timeout,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a request may take to arrive, from its first byte to its last.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -117,6 +146,10 @@ def serve(
     bindings: tuple[str, ...] = (),
     session_timeout: float = 300.0,
     unattested_timeout: float = 60.0,
+    max_connections: int = ServerLimits.max_connections,
+    threads: int = ServerLimits.threads,
+    idle_timeout: float = ServerLimits.idle_timeout,
+    request_timeout: float = ServerLimits.request_timeout,
 ) -> None:
     """Serve /kbs/v0/auth, /kbs/v0/attest and /kbs/v0/resource/... until interrupted."""
     from copra.attest.kbs.app import KbsServer
@@ -131,7 +164,12 @@ def serve(
     )
     broker = KeyBroker(store, _verifier(trust_root), config=config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = KbsServer(broker, host, port)
+    limits = ServerLimits(max_connections=max_connections, threads=threads,
+                          idle_timeout=idle_timeout, request_timeout=request_timeout)
+    try:
+        server = KbsServer(broker, host, port, limits)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from exc
     signal.signal(signal.SIGTERM, _interrupt)
     click.echo(f"copra kbs: serving {server.url} (store {store.path})")
     try:
