@@ -21,6 +21,7 @@ from copra.attest.aproxy import AttestationProxy, ProxyConfig, bind_unix
 from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.app import KbsServer
 from copra.attest.kbs.broker import KeyBroker
+from copra.attest.kbs.policy import ResourcePolicy
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
 from copra.attest.measure import measure_boot
 from copra.attest.persist import StoreContents, read_store, write_store
@@ -51,7 +52,8 @@ def chip(tmp_path_factory: pytest.TempPathFactory) -> SnpFirmware:
 @pytest.fixture(scope="module")
 def kbs_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("kbs") / "kbs.db")
-    store.set_resource(ResourcePath("default", "sample", "test"), SECRET)
+    store.set_resource(ResourcePath("default", "sample", "test"), SECRET,
+                       ResourcePolicy(measurements=frozenset({measure_boot(ARCHIVE, MEMORY)})))
     return store
 
 

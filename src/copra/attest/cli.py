@@ -116,8 +116,9 @@ def _hex_option(size: int, *, pad: bool = False) -> Callable[..., bytes | None]:
 
 
 def parse_min_tcb(text: str) -> TcbVersion:
-    """``--min-tcb`` of both ``copra attest verify`` and ``copra kbs set-reference``
-    (:meth:`TcbVersion.parse`); a usage error if it does not parse."""
+    """``--min-tcb`` of ``copra attest verify`` (:meth:`TcbVersion.parse`); a usage error
+    if it does not parse. One report, so no product; ``copra kbs`` takes ``PRODUCT:``
+    before the same spelling (:func:`copra.attest.kbs.policy.parse_product_tcb`)."""
     try:
         return TcbVersion.parse(text)
     except ValueError as exc:
