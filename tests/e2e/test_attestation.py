@@ -135,7 +135,8 @@ def world() -> Iterator[World]:
         (top / "secret.bin").write_bytes(secret)
         db = top / "kbs.db"
         measurement = checked("measure", "--init", demo).strip()
-        checked("kbs", "--db", db, "set-resource", "default/sample/test", top / "secret.bin")
+        checked("kbs", "--db", db, "set-resource", "default/sample/test", top / "secret.bin",
+                "--measurement", measurement)
         checked("kbs", "--db", db, "set-reference", "--measurement", measurement)
         kbs = start(top / "kbs.log", "kbs", "--db", db, "serve", "--listen", "127.0.0.1:0",
                     "--trust-root", chip.state_dir / "ark.pem")

@@ -24,6 +24,7 @@ from copra.attest.binding import Binding
 from copra.attest.client import AttestationFailed, attest
 from copra.attest.kbs.app import KbsServer
 from copra.attest.kbs.broker import KeyBroker
+from copra.attest.kbs.policy import ResourcePolicy
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
 from copra.attest.protocol import (
     AttestationRequest,
@@ -57,7 +58,8 @@ def guest(chip: SnpFirmware) -> SnpGuest:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, chip: SnpFirmware, guest: SnpGuest) -> Store:
     store = Store(tmp_path_factory.mktemp("kbs") / "kbs.db")
-    store.set_resource(ResourcePath("default", "sample", "test"), SECRET)
+    store.set_resource(ResourcePath("default", "sample", "test"), SECRET,
+                       ResourcePolicy(measurements=frozenset({guest.measurement})))
     from cryptography.hazmat.primitives.serialization import Encoding
 
     for cert in (chip.vcek, chip.ask):

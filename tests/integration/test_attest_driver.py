@@ -21,6 +21,7 @@ from copra.attest.aproxy import AttestationProxy, ProxyConfig, bind_unix
 from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.app import KbsServer
 from copra.attest.kbs.broker import KeyBroker
+from copra.attest.kbs.policy import ResourcePolicy
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
 from copra.attest.measure import measure_boot
 from copra.attest.persist import StoreContents, read_store, write_store
@@ -51,7 +52,8 @@ def chip(tmp_path_factory: pytest.TempPathFactory) -> SnpFirmware:
 @pytest.fixture(scope="module")
 def kbs_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     store = Store(tmp_path_factory.mktemp("kbs") / "kbs.db")
-    store.set_resource(ResourcePath("default", "sample", "test"), SECRET)
+    store.set_resource(ResourcePath("default", "sample", "test"), SECRET,
+                       ResourcePolicy(measurements=frozenset({measure_boot(ARCHIVE, MEMORY)})))
     return store
 
 
@@ -282,6 +284,49 @@ def test_proxy_negotiating_params_without_the_key_is_refused_in_the_boot_log(
         "attestation failed: negotiation refused: parameters [Challenge] do not bind the "
         "SVSM's key: EcPublicKeyBytes and Challenge must each appear exactly once; "
         "/persist stays sealed")
+
+
+def _trickling_proxy(path: Path, stop: threading.Event) -> threading.Thread:
+    """A proxy that announces a 1 MiB NegotiationResponse and then sends one byte every
+    0.1 s, at most 60 of them: each gap is far inside any per-read limit."""
+    listener = bind_unix(path)
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as conn:
+            receive_message(conn, NegotiationRequest)
+            conn.sendall((1 << 20).to_bytes(8, "little"))
+            for _ in range(60):
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(b" ")
+                except OSError:  # the SVSM gave up and closed
+                    return
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread
+
+
+def test_trickling_proxy_is_cut_at_the_exchange_deadline(
+    settings: AttestSettings, tmp_path: Path
+) -> None:
+    # r15: every read had its own limit and none for the whole exchange, so a byte every
+    # 1.5 s held --attest=optional forever; here a byte every 0.1 s under a 1 s deadline
+    directory = Path(tempfile.mkdtemp(prefix="slow-"))  # short: AF_UNIX paths are < 108 bytes
+    stop = threading.Event()
+    try:
+        thread = _trickling_proxy(directory / "s", stop)
+        run = boot(replace(settings, aproxy=directory / "s", timeout=1.0))
+        stop.set()
+        thread.join()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert not run.has_persist()
+    assert run.counters["attestation_failed"] == 1
+    assert run.lines[-1] == (
+        f"attestation failed: the exchange with the attestation proxy at {directory / 's'} "
+        "did not complete within 1 s; /persist stays sealed")
 
 
 def _forms(data: bytes) -> list[bytes]:

@@ -20,7 +20,8 @@ from copra.attest.binding import (
 from copra.attest.jwe import EcPoint
 from copra.attest.protocol import NegotiationParam as P
 
-KEY = EcPoint("P-521", bytes(range(66)), bytes(range(66, 132)))
+# coordinates below the P-521 field prime (2^521 - 1: a first byte of at most 1)
+KEY = EcPoint("P-521", bytes(range(66)), bytes([1]) + bytes(range(67, 132)))
 NONCE = b"\x11" * 32
 
 

@@ -252,6 +252,39 @@ def test_ec_point_jwk_roundtrip_keeps_coordinates() -> None:
     assert EcPoint.from_jwk(jwk) == point
 
 
+_CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+# The field primes, written here from SP 800-186 §3.2.1.1-3 in hex as the standard gives them.
+FIELD_PRIMES = {
+    "P-256": int("ffffffff00000001000000000000000000000000ffffffffffffffffffffffff", 16),
+    "P-384": int("ffffffff" * 7 + "fffffffe" "ffffffff" "00000000" "00000000" "ffffffff", 16),
+    "P-521": int("1" + "f" * 130, 16),
+}
+
+
+@pytest.mark.parametrize("crv", sorted(_CURVES))
+@pytest.mark.parametrize("coordinate", ["x", "y"])
+def test_ec_point_coordinate_plus_field_prime_raises_jwe_error(crv: str, coordinate: str) -> None:
+    # r15: cryptography reduced a coordinate >= p modulo p, so x + p named the key at x
+    size = {"P-256": 32, "P-384": 48, "P-521": 66}[crv]
+    numbers = ec.generate_private_key(_CURVES[crv]).public_key().public_numbers()
+    prime = FIELD_PRIMES[crv]
+    x, y = numbers.x, numbers.y
+    bumped = (x if coordinate == "x" else y) + prime
+    value = bumped if bumped < 1 << (8 * size) else prime  # p itself where x + p overflows
+    x, y = (value, y) if coordinate == "x" else (x, value)
+    with pytest.raises(JweError, match=f"coordinate {coordinate} is not below the field prime"):
+        EcPoint(crv, x.to_bytes(size, "big"), y.to_bytes(size, "big"))
+
+
+def test_ec_point_p521_x_plus_prime_in_a_jwk_raises_jwe_error() -> None:
+    point = EcPoint.from_public_key(ec.generate_private_key(ec.SECP521R1()).public_key())
+    jwk = point.to_jwk()
+    x = int.from_bytes(point.x, "big") + FIELD_PRIMES["P-521"]
+    jwk["x"] = b64url_encode(x.to_bytes(66, "big"))
+    with pytest.raises(JweError, match="field prime"):
+        EcPoint.from_jwk(jwk)
+
+
 def test_sha256_is_the_concat_kdf_hash() -> None:
     # A guard against a silent change of hash: one Concat KDF round is SHA-256.
     z = bytes(range(66))

@@ -4,8 +4,12 @@ the emulated SNP firmware: the RCAR flow, both bindings, and every refusal path.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import logging
+import os
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +35,7 @@ from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
 from copra.attest.kbs.app import MAX_BODY, create_app
 from copra.attest.kbs.broker import BrokerConfig, KbsError, KeyBroker
 from copra.attest.kbs.cli import kbs
+from copra.attest.kbs.policy import ResourcePolicy, parse_policy_bits, parse_product_tcb
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
 from copra.attest.protocol import (
     AttestationRequest,
@@ -39,10 +44,12 @@ from copra.attest.protocol import (
     Tee,
 )
 from copra.attest.verify import Verifier, load_certificates
+from copra.hw import hostfiles
 from copra.hw.snp import SnpFirmware, SnpGuest
 from copra.hw.snp_report import (
     AttestationReport,
     CertGuid,
+    Generation,
     GuestPolicy,
     PolicyFlags,
     SigningKey,
@@ -89,7 +96,8 @@ def _der(*certs: Any) -> dict[CertGuid, bytes]:
 def store(tmp_path: Path, guest: SnpGuest) -> Store:
     store = Store(tmp_path / "kbs.db")
     store.set_reference_values(ReferenceValues(measurements=frozenset({guest.measurement})))
-    store.set_resource(ResourcePath("default", "sample", "test"), SECRET)
+    store.set_resource(ResourcePath("default", "sample", "test"), SECRET,
+                       ResourcePolicy(measurements=frozenset({guest.measurement})))
     return store
 
 
@@ -472,9 +480,9 @@ def test_attest_below_minimum_tcb_returns_401_tcb_too_old(
     store.set_reference_values(
         ReferenceValues(
             measurements=frozenset({guest.measurement}),
-            minimum_tcb=TcbVersion(
+            minimum_tcb={chip.generation: TcbVersion(
                 bootloader=tcb.bootloader, tee=tcb.tee, snp=tcb.snp + 1, microcode=tcb.microcode
-            ),
+            )},
         )
     )
     detail = _error(
@@ -528,6 +536,18 @@ def test_attest_tee_pubkey_off_curve_returns_400(client: FlaskClient) -> None:
     assert "not on" in _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
 
 
+def test_attest_tee_pubkey_x_plus_field_prime_returns_400(client: FlaskClient, key: Any) -> None:
+    # r15: the P-521 x coordinate + p was reduced modulo p and accepted as the same key
+    nonce = base64.b64encode(_auth(client)).decode()
+    point = EcPoint.from_public_key(key.public_key())
+    x = int.from_bytes(point.x, "big") + (1 << 521) - 1
+    jwk = {**point.to_jwk(), "x": base64.urlsafe_b64encode(x.to_bytes(66, "big")).decode()
+           .rstrip("=")}
+    body = {"runtime-data": {"nonce": nonce, "tee-pubkey": jwk}, "tee-evidence": {}}
+    detail = _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
+    assert "field prime" in detail
+
+
 def test_attest_vcek_with_duplicate_extension_returns_400_and_uses_up_the_nonce(
     client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
 ) -> None:
@@ -542,6 +562,53 @@ def test_attest_vcek_with_duplicate_extension_returns_400_and_uses_up_the_nonce(
     detail = _error(client.post("/kbs/v0/attest", json=body), 400, "InvalidRequest")
     assert "appears twice" in detail
     _error(client.post("/kbs/v0/attest", json=good), 401, "ReplayedNonce")
+
+
+FORGED_LINE = "\ncopra.kbs session deadbeef attested\x1b[2J\u202e"
+
+
+def _vcek_with_issuer(cn: str) -> bytes:
+    """A leaf named SEV-VCEK whose issuer's CN is ``cn``: the chain check quotes it."""
+    signer = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "SEV-VCEK")]))
+        .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)]))
+        .public_key(ec.generate_private_key(ec.SECP384R1()).public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now.replace(year=now.year + 1))
+        .sign(signer, hashes.SHA384())
+    )
+    return cert.public_bytes(Encoding.DER)
+
+
+def test_attest_issuer_with_control_characters_is_escaped_in_detail_and_log(
+    client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # r15: the issuer went raw into the detail and the log: a newline forged a log line
+    body = _body(chip, guest, _auth(client), key)
+    table = build_cert_table({CertGuid.VCEK: _vcek_with_issuer("evil" + FORGED_LINE),
+                              CertGuid.ASK: chip.ask.public_bytes(Encoding.DER)})
+    body["tee-evidence"]["primary_evidence"]["certs-buf"] = base64.b64encode(table).decode()
+    with caplog.at_level("INFO", logger="copra.kbs"):
+        detail = _error(client.post("/kbs/v0/attest", json=body), 401, "AttestationFailed")
+    assert detail.isprintable(), detail
+    assert "evil\\ncopra.kbs session deadbeef attested\\x1b[2J\\u202e" in detail
+    messages = [r.getMessage() for r in caplog.records if r.name == "copra.kbs"]
+    assert any("evil\\ncopra.kbs" in m for m in messages), messages
+    assert all(m.isprintable() for m in messages), messages
+
+
+def test_kbs_logger_escapes_control_characters_whatever_the_call_site(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="copra.kbs"):
+        logging.getLogger("copra.kbs").warning("tag %s", "x" + FORGED_LINE)
+    (record,) = caplog.records
+    assert record.getMessage().isprintable() and "x\\ncopra.kbs" in record.getMessage()
 
 
 class BrokenVerifier(Verifier):
@@ -683,7 +750,7 @@ def test_store_reference_values_roundtrip(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
     values = ReferenceValues(
         measurements=frozenset({b"\x01" * 48}),
-        minimum_tcb=TcbVersion(bootloader=1, tee=0, snp=8, microcode=115),
+        minimum_tcb={Generation.GENOA: TcbVersion(bootloader=1, tee=0, snp=8, microcode=115)},
         vmpl=None,
         host_data=b"\x02" * 32,
     )
@@ -701,6 +768,36 @@ def test_store_existing_db_accessible_by_others_is_refused(tmp_path: Path, mode:
     Store(tmp_path / "db")
     (tmp_path / "db").chmod(mode)
     with pytest.raises(StoreError, match=f"mode {mode:04o}.*chmod 600"):
+        Store(tmp_path / "db")
+
+
+def test_store_db_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # r15: a 0600 database another user had prepared (in a directory both could write)
+    # was opened; mode bits alone cannot tell
+    Store(tmp_path / "db")
+    owner = (tmp_path / "db").stat().st_uid
+    monkeypatch.setattr(hostfiles.os, "geteuid", lambda: owner + 4242)
+    with pytest.raises(StoreError, match="not by the effective user"):
+        Store(tmp_path / "db")
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o1777], ids=lambda mode: f"{mode:04o}")
+def test_store_in_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    # r15: in /tmp (1777) another user can plant the file or a journal before the broker
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    with pytest.raises(StoreError, match="writable by group or others"):
+        Store(shared / "db")
+    assert not (shared / "db").exists()
+
+
+def test_store_db_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "real.db")
+    (tmp_path / "db").symlink_to(tmp_path / "real.db")
+    with pytest.raises(StoreError, match="symbolic link"):
         Store(tmp_path / "db")
 
 
@@ -744,16 +841,15 @@ def test_cli_set_resource_and_reference_are_visible_in_store(tmp_path: Path) -> 
             "--measurement",
             "ab" * 48,
             "--min-tcb",
-            "bootloader=4,tee=0,snp=24,microcode=219",
+            "Milan:bootloader=4,tee=0,snp=24,microcode=219",
         ],
     )
     assert result.exit_code == 0, result.output
     store = Store(db)
     assert store.get_resource(ResourcePath.parse("default/sample/test")) == SECRET
     assert store.reference_values().measurements == {bytes.fromhex("ab" * 48)}
-    assert store.reference_values().minimum_tcb == TcbVersion(
-        bootloader=4, tee=0, snp=24, microcode=219
-    )
+    assert store.reference_values().minimum_tcb == {
+        Generation.MILAN: TcbVersion(bootloader=4, tee=0, snp=24, microcode=219)}
 
 
 @pytest.mark.parametrize(
@@ -764,19 +860,19 @@ def test_cli_set_reference_min_tcb_accepts_both_component_spellings(
 ) -> None:
     db = str(tmp_path / "kbs.db")
     result = CliRunner().invoke(
-        kbs, ["--db", db, "set-reference", "--measurement", "ab" * 48, "--min-tcb", spelling]
+        kbs, ["--db", db, "set-reference", "--measurement", "ab" * 48,
+              "--min-tcb", f"genoa:{spelling}"]
     )
     assert result.exit_code == 0, result.output
-    assert Store(db).reference_values().minimum_tcb == TcbVersion(
-        bootloader=4, tee=0, snp=24, microcode=219
-    )
+    assert Store(db).reference_values().minimum_tcb == {
+        Generation.GENOA: TcbVersion(bootloader=4, tee=0, snp=24, microcode=219)}
 
 
 def test_cli_set_reference_bad_min_tcb_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         kbs,
         ["--db", str(tmp_path / "db"), "set-reference", "--measurement", "ab" * 48,
-         "--min-tcb", "bl=4,tee=0,snp=24"],
+         "--min-tcb", "Milan:bl=4,tee=0,snp=24"],
     )
     assert result.exit_code == 2 and "missing microcode" in result.output
 
@@ -796,3 +892,215 @@ def test_cli_add_cert_stores_chip_chain(tmp_path: Path, chip: SnpFirmware) -> No
     )
     assert result.exit_code == 0, result.output
     assert len(Store(db).certificates()) == 2
+
+
+# --- resource policy by measurement (r15) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guest_b(chip: SnpFirmware) -> SnpGuest:
+    """Another workload on the same chip: another measurement."""
+    return _launch(chip, b"\xcc" * 8192)
+
+
+@pytest.fixture
+def two_workloads(store: Store, guest: SnpGuest, guest_b: SnpGuest) -> Store:
+    """Both workloads pass attestation; each has a key only it may read."""
+    store.set_reference_values(
+        ReferenceValues(measurements=frozenset({guest.measurement, guest_b.measurement})))
+    store.set_resource(ResourcePath("default", "b", "key"), b"workload B's key",
+                       ResourcePolicy(measurements=frozenset({guest_b.measurement})))
+    return store
+
+
+def test_resource_of_another_workload_returns_403_by_cookie_and_by_token(
+    client: FlaskClient, broker: KeyBroker, two_workloads: Store, chip: SnpFirmware,
+    guest_b: SnpGuest, key: Any,
+) -> None:
+    # r15: any attested session read every resource: B read A's key
+    token = _attested(client, chip, guest_b, key)
+    detail = _error(client.get(RESOURCE), 403, "PolicyDeny")
+    assert f"measurement {guest_b.measurement.hex()} may not read" in detail
+    with create_app(broker).test_client() as fresh:
+        response = fresh.get(RESOURCE, headers={"Authorization": f"Bearer {token}"})
+        _error(response, 403, "PolicyDeny")
+        own = fresh.get("/kbs/v0/resource/default/b/key",
+                        headers={"Authorization": f"Bearer {token}"})
+    assert decrypt(key, FlattenedJwe.from_json(own.json)) == b"workload B's key"
+
+
+def test_resource_of_one_workload_is_released_to_it_and_not_to_the_other(
+    client: FlaskClient, two_workloads: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    _attested(client, chip, guest, key)
+    assert decrypt(key, FlattenedJwe.from_json(client.get(RESOURCE).json)) == SECRET
+    _error(client.get("/kbs/v0/resource/default/b/key"), 403, "PolicyDeny")
+
+
+def test_resource_without_policy_returns_403(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    store.set_resource(ResourcePath("default", "no", "policy"), b"x")
+    _attested(client, chip, guest, key)
+    detail = _error(client.get("/kbs/v0/resource/default/no/policy"), 403, "PolicyDeny")
+    assert "has no policy" in detail
+
+
+def test_resource_policy_bits_the_report_lacks_return_403(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    mask, value = parse_policy_bits(("single_socket=1", "debug=0"))
+    store.set_policy(ResourcePath("default", "sample", "test"), ResourcePolicy(
+        measurements=frozenset({guest.measurement}), policy_mask=mask, policy_value=value))
+    _attested(client, chip, guest, key)
+    detail = _error(client.get(RESOURCE), 403, "PolicyDeny")
+    assert "does not have single_socket=1,debug=0" in detail or "debug=0,single_socket=1" in detail
+
+
+@pytest.mark.parametrize("raise_by", [0, 1])
+def test_resource_minimum_tcb_of_the_report_product_is_checked(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any,
+    raise_by: int,
+) -> None:
+    tcb = chip.tcb
+    minimum = TcbVersion(bootloader=tcb.bootloader, tee=tcb.tee, snp=tcb.snp + raise_by,
+                         microcode=tcb.microcode)
+    store.set_policy(ResourcePath("default", "sample", "test"), ResourcePolicy(
+        measurements=frozenset({guest.measurement}), minimum_tcb={chip.generation: minimum}))
+    _attested(client, chip, guest, key)
+    if raise_by:
+        assert "below the Milan minimum" in _error(client.get(RESOURCE), 403, "PolicyDeny")
+    else:
+        assert client.get(RESOURCE).status_code == 200
+
+
+def test_resource_minimum_tcb_for_other_products_only_refuses_this_product(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    # TCB numbers are not comparable across generations: a Genoa minimum says nothing of
+    # a Milan report, which is then refused rather than compared
+    genoa = TcbVersion(bootloader=0, tee=0, snp=0, microcode=0)
+    store.set_policy(ResourcePath("default", "sample", "test"), ResourcePolicy(
+        measurements=frozenset({guest.measurement}), minimum_tcb={Generation.GENOA: genoa}))
+    _attested(client, chip, guest, key)
+    detail = _error(client.get(RESOURCE), 403, "PolicyDeny")
+    assert "no minimum TCB is configured for Milan (only for Genoa)" in detail
+
+
+def test_attest_with_reference_minimum_tcb_for_another_product_only_is_refused(
+    client: FlaskClient, store: Store, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    store.set_reference_values(ReferenceValues(
+        measurements=frozenset({guest.measurement}),
+        minimum_tcb={Generation.TURIN: TcbVersion(fmc=0, bootloader=0, tee=0, snp=0,
+                                                  microcode=0)}))
+    detail = _error(client.post("/kbs/v0/attest", json=_body(chip, guest, _auth(client), key)),
+                    401, "AttestationFailed")
+    assert "no minimum TCB is configured for Milan" in detail
+
+
+def test_token_carries_the_product_and_what_policies_check(
+    client: FlaskClient, broker: KeyBroker, chip: SnpFirmware, guest: SnpGuest, key: Any
+) -> None:
+    claims = jwt.decode(_attested(client, chip, guest, key),
+                        ECKey.import_key(broker.token_public_key)).claims
+    assert claims["product"] == "Milan"
+    assert {"measurement", "policy", "reported_tcb"} <= set(claims)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("bl=1,tee=0,snp=1,ucode=1", "PRODUCT:COMPONENTS"),
+     ("Rome:bl=1,tee=0,snp=1,ucode=1", "unknown product"),
+     ("Turin:bl=1,tee=0,snp=1,ucode=1", "needs fmc"),
+     ("Milan:bl=1,tee=0,snp=1,ucode=1,fmc=1", "has no fmc")],
+)
+def test_parse_product_tcb_refuses_a_tcb_without_product_or_of_the_wrong_layout(
+    text: str, error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        parse_product_tcb(text)
+
+
+_V1_SCHEMA = """
+CREATE TABLE resources (repository TEXT NOT NULL, type TEXT NOT NULL, tag TEXT NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (repository, type, tag));
+CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE certificates (fingerprint TEXT PRIMARY KEY, der BLOB NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def _v1_store(path: Path, measurements: list[str], tcb: dict[str, int] | None) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    db = sqlite3.connect(path)
+    db.executescript(_V1_SCHEMA)
+    db.execute("INSERT INTO resources VALUES ('default', 'sample', 'test', ?)", (SECRET,))
+    values = {"measurements": measurements, "minimum_tcb": tcb, "allow_debug": False,
+              "vmpl": 0, "host_data": None}
+    db.execute("INSERT INTO settings VALUES ('reference_values', ?)", (json.dumps(values),))
+    db.commit()
+    db.close()
+
+
+def test_store_schema_1_migrates_resources_to_the_reference_measurements(tmp_path: Path) -> None:
+    _v1_store(tmp_path / "db", ["ab" * 48], {"bootloader": 4, "tee": 0, "snp": 24,
+                                            "microcode": 219})
+    store = Store(tmp_path / "db")
+    policy = store.policy(ResourcePath("default", "sample", "test"))
+    assert policy == ResourcePolicy(measurements=frozenset({bytes.fromhex("ab" * 48)}))
+    old = TcbVersion(bootloader=4, tee=0, snp=24, microcode=219)
+    assert store.reference_values().minimum_tcb == {Generation.MILAN: old, Generation.GENOA: old}
+    assert store.get_resource(ResourcePath("default", "sample", "test")) == SECRET
+    with contextlib.closing(sqlite3.connect(tmp_path / "db")) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_store_schema_1_without_reference_measurements_leaves_resources_without_policy(
+    tmp_path: Path,
+) -> None:
+    _v1_store(tmp_path / "db", [], None)
+    assert Store(tmp_path / "db").policy(ResourcePath("default", "sample", "test")) is None
+
+
+def test_store_newer_schema_is_refused(tmp_path: Path) -> None:
+    Store(tmp_path / "db")
+    with contextlib.closing(sqlite3.connect(tmp_path / "db")) as db:
+        db.execute("PRAGMA user_version = 3")
+    with pytest.raises(StoreError, match="schema version 3"):
+        Store(tmp_path / "db")
+
+
+def test_cli_set_resource_with_measurement_then_set_policy_and_show_it(tmp_path: Path) -> None:
+    db = str(tmp_path / "kbs.db")
+    (tmp_path / "s.bin").write_bytes(SECRET)
+    runner = CliRunner()
+    result = runner.invoke(kbs, ["--db", db, "set-resource", "a/b/c", str(tmp_path / "s.bin"),
+                                 "--measurement", "ab" * 48])
+    assert result.exit_code == 0 and "1 measurement(s)" in result.output, result.output
+    result = runner.invoke(kbs, ["--db", db, "set-policy", "a/b/c", "--measurement", "cd" * 48,
+                                 "--measurement", "ef" * 48, "--policy-bit", "debug=0",
+                                 "--min-tcb", "Turin:fmc=1,bl=2,tee=3,snp=4,ucode=5"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(runner.invoke(kbs, ["--db", db, "show-policy", "a/b/c"]).output)
+    assert shown["measurements"] == ["cd" * 48, "ef" * 48]
+    assert shown["minimum_tcb"] == {"Turin": {"fmc": 1, "bootloader": 2, "tee": 3, "snp": 4,
+                                              "microcode": 5}}
+    listed = runner.invoke(kbs, ["--db", db, "list-resources"]).output
+    assert "a/b/c\t35\t2 measurement(s); policy debug=0; minimum TCB for Turin" in listed
+
+
+def test_cli_set_resource_without_measurement_says_it_is_released_to_no_one(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "s.bin").write_bytes(SECRET)
+    result = CliRunner().invoke(kbs, ["--db", str(tmp_path / "db"), "set-resource", "a/b/c",
+                                      str(tmp_path / "s.bin")])
+    assert result.exit_code == 0 and "released to no one" in result.output
+
+
+def test_cli_set_policy_of_missing_resource_fails(tmp_path: Path) -> None:
+    result = CliRunner().invoke(kbs, ["--db", str(tmp_path / "db"), "set-policy", "a/b/c",
+                                      "--measurement", "ab" * 48])
+    assert result.exit_code == 1 and "no resource a/b/c" in result.output

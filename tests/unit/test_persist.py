@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from copra.attest import persist
 from copra.attest.persist import (
     HEADER_SIZE,
     STALE_TEMP_AGE,
@@ -135,6 +137,49 @@ def test_empty_file_is_refused_not_taken_as_fresh(tmp_path: Path) -> None:
 def test_directory_in_place_of_store_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="directory"):
         read_store(tmp_path, SECRET)
+
+
+def test_symlink_to_a_valid_store_is_refused(tmp_path: Path) -> None:
+    # r15: the link was followed; /dev/zero behind one ended in a MemoryError
+    write_store(tmp_path / "real", SECRET, CONTENTS)
+    (tmp_path / "store").symlink_to(tmp_path / "real")
+    with pytest.raises(StoreError, match="symbolic link"):
+        read_store(tmp_path / "store", SECRET)
+
+
+def test_character_device_in_place_of_store_is_refused_as_not_regular(tmp_path: Path) -> None:
+    # r15: st_size 0 passed the size cap and the device was read
+    with pytest.raises(StoreError, match="not a regular file \\(a character device\\)"):
+        read_store(Path("/dev/null"), SECRET)
+
+
+def test_fifo_in_place_of_store_is_refused_without_blocking(tmp_path: Path) -> None:
+    # r15: opening the FIFO blocked the boot until some writer came
+    os.mkfifo(tmp_path / "store")
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_store(tmp_path / "store", SECRET)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=60)  # only a guard: the fixed read returns at once
+    assert not reader.is_alive(), "read_store blocked on a FIFO"
+    assert isinstance(outcome[0], StoreError) and "a FIFO" in str(outcome[0])
+
+
+def test_store_one_byte_over_the_cap_is_refused_as_sealed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store"
+    write_store(path, SECRET, CONTENTS)
+    size = path.stat().st_size
+    monkeypatch.setattr(persist, "MAX_STORE_SIZE", size - 1)
+    with pytest.raises(StoreSealed, match="larger than any store"):
+        read_store(path, SECRET)
 
 
 def test_write_then_read_round_trips_with_mode_0600(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import shutil
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from copra.attest.verify import ChainError, Verifier
+from copra.hw import hostfiles
 from copra.hw.snp import (
     PAGE_INFO_SIZE,
     PAGE_SIZE,
@@ -374,6 +376,89 @@ def test_open_with_garbled_private_key_raises_state_corrupt(state: Path) -> None
 def test_open_with_world_readable_key_raises_state_corrupt(state: Path) -> None:
     os.chmod(state / "ark.key", 0o644)
     with pytest.raises(StateCorrupt, match="0600"):
+        SnpFirmware.open(state)
+
+
+def _pretend_effective_uid(monkeypatch: pytest.MonkeyPatch, state: Path) -> None:
+    """Make the state's owner someone other than the effective user (and not root)."""
+    other = state.stat().st_uid + 4242
+    monkeypatch.setattr(hostfiles.os, "geteuid", lambda: other)
+
+
+def test_open_chip_of_another_user_raises_state_corrupt(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # r15: only mode bits were checked, so a chip another user prepared was used
+    _pretend_effective_uid(monkeypatch, state)
+    with pytest.raises(StateCorrupt, match="not by the effective user"):
+        SnpFirmware.open(state)
+
+
+def test_open_key_of_another_user_in_own_directory_raises_state_corrupt(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    euid = os.geteuid()
+    monkeypatch.setattr(hostfiles.os, "fstat", _owned_by(euid + 4242, "vcek.key"))
+    with pytest.raises(StateCorrupt, match=r"vcek\.key is owned by uid"):
+        SnpFirmware.open(state)
+
+
+def _owned_by(uid: int, name: str) -> Any:
+    """An os.fstat that reports ``name``'s descriptor as owned by ``uid``."""
+    real = os.fstat
+
+    def fstat(fd: int) -> os.stat_result:
+        info = real(fd)
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/" + name):
+            values = list(info)
+            values[stat.ST_UID] = uid
+            return os.stat_result(values)
+        return info
+
+    return fstat
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o720, 0o702], ids=lambda m: f"{m:04o}")
+def test_open_group_or_other_writable_state_directory_raises_state_corrupt(
+    state: Path, mode: int
+) -> None:
+    # r15: others could swap files in it; only the keys' own modes were checked
+    os.chmod(state, mode)
+    with pytest.raises(StateCorrupt, match="writable by group or others"):
+        SnpFirmware.open(state)
+
+
+def test_open_state_directory_through_a_symlink_raises_state_corrupt(
+    state: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "link").symlink_to(state)
+    with pytest.raises(StateCorrupt, match="symbolic link"):
+        SnpFirmware.open(tmp_path / "link")
+
+
+@pytest.mark.parametrize("name", ["vcek.key", "ark.pem", "chip.json"])
+def test_open_state_file_that_is_a_symlink_raises_state_corrupt(
+    state: Path, tmp_path: Path, name: str
+) -> None:
+    target = tmp_path / f"elsewhere-{name}"
+    (state / name).rename(target)
+    (state / name).symlink_to(target)
+    with pytest.raises(StateCorrupt, match=f"{re.escape(name)} is a symbolic link"):
+        SnpFirmware.open(state)
+
+
+def test_open_state_file_that_is_a_fifo_raises_state_corrupt_without_blocking(
+    state: Path,
+) -> None:
+    (state / "chip.json").unlink()
+    os.mkfifo(state / "chip.json", 0o600)
+    with pytest.raises(StateCorrupt, match="not a regular file \\(a FIFO\\)"):
+        SnpFirmware.open(state)
+
+
+def test_open_group_writable_certificate_raises_state_corrupt(state: Path) -> None:
+    os.chmod(state / "ask.pem", 0o664)
+    with pytest.raises(StateCorrupt, match=r"ask\.pem: mode 0664 lets group or others write"):
         SnpFirmware.open(state)
 
 

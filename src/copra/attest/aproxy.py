@@ -62,7 +62,6 @@ import base64
 import collections
 import contextlib
 import json
-import logging
 import os
 import socket
 import stat
@@ -83,7 +82,9 @@ from copra.attest.protocol import (
     MAX_FRAME_SIZE,
     AttestationRequest,
     AttestationResponse,
+    Clock,
     ConnectionClosed,
+    DeadlineChannel,
     NegotiationRequest,
     NegotiationResponse,
     ProtocolError,
@@ -92,8 +93,9 @@ from copra.attest.protocol import (
     receive_message,
     send_message,
 )
+from copra.attest.text import escape_logger, visible
 
-log = logging.getLogger("copra.aproxy")
+log = escape_logger("copra.aproxy")
 
 KBS_PROTOCOL_VERSION: Final = "0.4.0"
 DEFAULT_RESOURCE: Final = "default/sample/test"
@@ -129,40 +131,6 @@ class ProxyConfig:
             raise ValueError("timeouts must be positive")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-
-
-Clock = Callable[[], float]
-
-
-class DeadlineChannel:
-    """A socket whose reads and writes share one deadline (a ``Channel``).
-
-    Each operation may take ``io_timeout``, but never past ``deadline``; at or after
-    the deadline it raises :class:`TimeoutError` without touching the socket.
-    """
-
-    def __init__(
-        self, conn: socket.socket, deadline: float, io_timeout: float,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._conn = conn
-        self._deadline = deadline
-        self._io_timeout = io_timeout
-        self._clock = clock
-
-    def _arm(self) -> None:
-        left = self._deadline - self._clock()
-        if left <= 0:
-            raise TimeoutError("the connection's deadline passed")
-        self._conn.settimeout(min(self._io_timeout, left))
-
-    def recv(self, bufsize: int, /) -> bytes:
-        self._arm()
-        return self._conn.recv(bufsize)
-
-    def sendall(self, data: bytes, /) -> None:
-        self._arm()
-        self._conn.sendall(data)
 
 
 def tee_pubkey(x: bytes, y: bytes) -> EcPoint:
@@ -205,12 +173,13 @@ class KbsReply:
             raise KbsClientError(f"reply is not JSON: {str(exc)[:80]}") from None
 
     def describe(self) -> str:
-        """Status and, if the body is Trustee's error shape, its detail."""
+        """Status and, if the body is Trustee's error shape, its detail (the broker's
+        text, so made :func:`~copra.attest.text.visible`)."""
         with contextlib.suppress(KbsClientError):
             body = self.json()
             if isinstance(body, dict) and isinstance(body.get("detail"), str):
-                return f"{self.status} {body['detail'][:200]}"
-        return f"{self.status} {self.reason}"
+                return f"{self.status} {visible(body['detail'][:200])}"
+        return f"{self.status} {visible(self.reason[:200])}"
 
 
 class KbsBackend:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from copra.attest.text import visible
 from copra.attest.verify import (
     Policy,
     VerificationError,
@@ -115,8 +116,9 @@ def _hex_option(size: int, *, pad: bool = False) -> Callable[..., bytes | None]:
 
 
 def parse_min_tcb(text: str) -> TcbVersion:
-    """``--min-tcb`` of both ``copra attest verify`` and ``copra kbs set-reference``
-    (:meth:`TcbVersion.parse`); a usage error if it does not parse."""
+    """``--min-tcb`` of ``copra attest verify`` (:meth:`TcbVersion.parse`); a usage error
+    if it does not parse. One report, so no product; ``copra kbs`` takes ``PRODUCT:``
+    before the same spelling (:func:`copra.attest.kbs.policy.parse_product_tcb`)."""
     try:
         return TcbVersion.parse(text)
     except ValueError as exc:
@@ -220,7 +222,7 @@ def verify(
     except VerificationError as exc:
         click.echo(f"verification failed ({type(exc).__name__}): {exc}", err=True)
         raise SystemExit(1) from None
-    root_cn = result.root.subject.rfc4514_string()
+    root_cn = visible(result.root.subject.rfc4514_string())
     click.echo(
         f"OK: report verified, signed by a {result.signing_key.name} "
         f"({result.product_name or 'unknown product'}) chaining to {root_cn}"

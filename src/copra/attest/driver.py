@@ -12,7 +12,9 @@ releases, which unlocks its persistent volume. copra does the same as two boot s
   2. launch the guest on it and measure the boot (:mod:`copra.attest.measure`);
   3. connect to the proxy's Unix socket (standing in for vsock port 1995) and run
      :func:`copra.attest.client.attest` with VMPL 0 reports and a certificate table
-     holding the chip's VCEK and ASK;
+     holding the chip's VCEK and ASK, all of it (connect, every read and write)
+     within one deadline, :attr:`AttestSettings.timeout` (30 s) from the start: a
+     proxy that trickles bytes cannot hold the boot past it;
   4. open the persistent store (:mod:`copra.attest.persist`) with the secret, create
      ``/persist`` in the RAM fs and put the store's files under it.
 
@@ -43,6 +45,7 @@ process; one driver serves one boot and is not shared.
 from __future__ import annotations
 
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +66,7 @@ from copra.attest.persist import (
     read_store,
     write_store,
 )
+from copra.attest.protocol import DeadlineChannel
 from copra.hw.snp import SnpFirmware, SnpFirmwareError, StateMissing
 from copra.hw.snp_report import CertGuid, build_cert_table
 from copra.kernel.boot import AttestationRefused
@@ -72,7 +76,7 @@ from copra.kernel.packit import PackItEntry, PackItError, encode
 from copra.kernel.ramfs import File, RamFs
 
 PERSIST_DIR: Final = "/persist"
-#: Seconds each socket operation with the proxy may take (connect, send, receive).
+#: Seconds the whole exchange with the proxy may take, from connect to the last byte.
 DEFAULT_TIMEOUT: Final = 30.0
 #: RSA modulus of the ARK and ASK of a chip the driver creates (AMD's).
 DEFAULT_CHIP_KEY_SIZE: Final = 4096
@@ -93,7 +97,7 @@ class AttestSettings:
     aproxy: Path  #: the proxy's Unix socket (vsock port 1995 upstream)
     snp_state: Path  #: the emulated chip's state directory
     persist: Path | None = None  #: the sealed store; None: the secret unlocks nothing
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  #: the deadline of the whole exchange, seconds
     chip_key_size: int = DEFAULT_CHIP_KEY_SIZE  #: only used when the chip is created
 
 
@@ -174,25 +178,27 @@ class AttestationDriver:
         certs = build_cert_table({CertGuid.VCEK: firmware.vcek.public_bytes(der),
                                   CertGuid.ASK: firmware.ask.public_bytes(der)})
         path = self.settings.aproxy
+        timeout = self.settings.timeout
+        deadline = time.monotonic() + timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-                conn.settimeout(self.settings.timeout)
+                conn.settimeout(timeout)
                 try:
                     conn.connect(str(path))
+                except TimeoutError:
+                    raise
                 except OSError as exc:
                     raise _Refused(f"cannot reach the attestation proxy at {path}: "
                                    f"{exc.strerror or exc}") from exc
-                result = attest(conn, lambda data: guest.get_report(data, 0), certs_buf=certs)
+                # One deadline for the whole exchange: a proxy trickling bytes cannot
+                # stretch it, however short the gaps between them.
+                channel = DeadlineChannel(conn, deadline, timeout)
+                result = attest(channel, lambda data: guest.get_report(data, 0), certs_buf=certs)
         except AttestationFailed as exc:
             raise _Refused(str(exc)) from exc
         except TimeoutError as exc:
-            raise _Refused(f"the attestation proxy at {path} did not answer within "
-                           f"{self.settings.timeout:g} s") from exc
-        except SnpFirmwareError as exc:
-            raise _Refused(f"the emulated SNP firmware refused the report: {exc}") from exc
-        except OSError as exc:
-            raise _Refused(f"the connection to the attestation proxy at {path} failed: "
-                           f"{exc.strerror or exc}") from exc
+            raise _Refused(f"the exchange with the attestation proxy at {path} did not "
+                           f"complete within {timeout:g} s") from exc
         return result.secret
 
     def _chip(self, log: Log) -> SnpFirmware:

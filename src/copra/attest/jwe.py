@@ -24,7 +24,9 @@ RFC 7516 §5.2 step 14); both must be canonical base64url, so no two members giv
 one AAD. Re-serialising the header, as upstream's proxy does, breaks
 as soon as a broker orders header members differently.
 
-Every failure raises :class:`JweError` (never returns a flag). Not supported:
+Coordinates are checked on construction: exactly the field size each, and below the
+curve's field prime (``cryptography`` would reduce a larger value, giving one key several
+encodings). Every failure raises :class:`JweError` (never returns a flag). Not supported:
 ``apu``/``apv`` in headers produced here, direct ECDH-ES, RSA and OKP keys,
 compression (``zip``). Secrets are ordinary Python ``bytes``: they cannot be
 zeroised and nothing here pretends to.
@@ -56,6 +58,15 @@ CURVES: Final[dict[str, tuple[type[ec.EllipticCurve], int]]] = {
     "P-256": (ec.SECP256R1, 32),
     "P-384": (ec.SECP384R1, 48),
     "P-521": (ec.SECP521R1, 66),
+}
+
+#: The field prime p of each curve (FIPS 186-5 / SP 800-186 §3.2.1). A coordinate is an
+#: element of GF(p), so its encoding must be below p; ``cryptography`` reduces larger
+#: values modulo p instead of refusing them, which would give one key many encodings.
+FIELD_PRIMES: Final[dict[str, int]] = {
+    "P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1,
+    "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
+    "P-521": 2**521 - 1,
 }
 
 #: ``ECDH-ES+AxxxKW`` -> KEK size in bytes (RFC 7518 §4.6).
@@ -115,6 +126,10 @@ class EcPoint:
         size = CURVES[self.crv][1]
         if len(self.x) != size or len(self.y) != size:
             raise JweError(f"{self.crv} coordinates must be {size} bytes each")
+        prime = FIELD_PRIMES[self.crv]
+        for name, value in (("x", self.x), ("y", self.y)):
+            if int.from_bytes(value, "big") >= prime:
+                raise JweError(f"{self.crv} coordinate {name} is not below the field prime")
 
     @classmethod
     def from_public_key(cls, key: ec.EllipticCurvePublicKey) -> EcPoint:

@@ -27,9 +27,13 @@ Invariants:
   (GCM authenticates, it does not say why it failed), and the message says so.
   :func:`decode_store` raises nothing else, whatever the bytes (hypothesis checks).
 - A missing file is a fresh, empty store of generation 0. An empty file is not: it
-  is a damaged one. Every read, of a missing file too, first checks that the secret
-  is long enough to seal the store again (:class:`WeakSecret`), so a store is never
-  mounted that could not be written back.
+  is a damaged one. The file is opened without following a symbolic link and without
+  blocking (``O_NOFOLLOW | O_NONBLOCK``) and must be a regular file: a FIFO would hang
+  the boot and a device such as ``/dev/zero`` has no end. At most
+  :data:`MAX_STORE_SIZE` + 1 bytes are ever read, whatever ``st_size`` says. Every
+  read, of a missing file too, first checks that the secret is long enough to seal
+  the store again (:class:`WeakSecret`), so a store is never mounted that could not
+  be written back.
 - :func:`write_store` replaces the file atomically: a temporary file in the same
   directory (mode 0600), fsync, rename over the target, fsync of the directory. A
   crash leaves the old store or the new one, never a mix, and possibly the temporary
@@ -48,7 +52,9 @@ Stateless functions; callers serialise writes to one path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import struct
 import tempfile
 import time
@@ -169,18 +175,50 @@ def read_store(path: Path, secret: bytes) -> StoreContents:
     a damaged or foreign store, :class:`StoreError` if it cannot be read."""
     _check_secret(secret)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_STORE_SIZE:
-                raise StoreSealed(f"{size} bytes is larger than any store copra writes")
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return StoreContents(0, ())
-    except IsADirectoryError:
-        raise StoreError(f"{path} is a directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError(f"{path} is a symbolic link (refused: the store must be a "
+                             f"regular file named directly)") from None
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StoreError(f"{path} is not a regular file ({_kind(info.st_mode)})")
+        if info.st_size > MAX_STORE_SIZE:
+            raise StoreSealed(f"{info.st_size} bytes is larger than any store copra writes")
+        data = _read_at_most(fd, MAX_STORE_SIZE + 1)
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_STORE_SIZE:  # the file grew after fstat
+        raise StoreSealed(f"{path} is larger than any store copra writes")
     return decode_store(secret, data)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return f"file type {stat.S_IFMT(mode):o}"
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``, fewer only at end of file."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def write_store(path: Path, secret: bytes, contents: StoreContents) -> None:

@@ -32,7 +32,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import socket
 import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, Protocol, Self, TypeVar
@@ -358,12 +361,46 @@ def encode_frame(message: Message) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
+Clock = Callable[[], float]
+
+
 class Channel(Protocol):
     """The byte stream a message travels on: a connected socket, or a test fake."""
 
     def recv(self, bufsize: int, /) -> bytes: ...
 
     def sendall(self, data: bytes, /) -> None: ...
+
+
+class DeadlineChannel:
+    """A socket whose reads and writes share one deadline (a ``Channel``).
+
+    Each operation may take ``io_timeout``, but never past ``deadline``; at or after
+    the deadline it raises :class:`TimeoutError` without touching the socket.
+    """
+
+    def __init__(
+        self, conn: socket.socket, deadline: float, io_timeout: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._conn = conn
+        self._deadline = deadline
+        self._io_timeout = io_timeout
+        self._clock = clock
+
+    def _arm(self) -> None:
+        left = self._deadline - self._clock()
+        if left <= 0:
+            raise TimeoutError("the connection's deadline passed")
+        self._conn.settimeout(min(self._io_timeout, left))
+
+    def recv(self, bufsize: int, /) -> bytes:
+        self._arm()
+        return self._conn.recv(bufsize)
+
+    def sendall(self, data: bytes, /) -> None:
+        self._arm()
+        self._conn.sendall(data)
 
 
 def _recv_exact(channel: Channel, size: int, what: str) -> bytes:

@@ -27,6 +27,9 @@ failure as a :class:`VerificationError` subclass (it never returns a bool):
    REPORTED_TCB, an expected MEASUREMENT, REPORT_DATA or HOST_DATA
    (:class:`PolicyViolation` subclasses).
 
+Messages quote certificate names and product strings, which the evidence chose; they
+are made :func:`~copra.attest.text.visible` (control characters escaped) first.
+
 Revocation lists (AMD's CRLs) are not consulted: the KDS cannot be reached from
 where copra runs. Certificates are accepted as DER or PEM, PEM bundles included.
 
@@ -53,6 +56,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import SignatureAlgorithmOID
 
+from copra.attest.text import visible
 from copra.hw.snp_report import (
     REPORT_SIZE,
     SIG_ALGO_ECDSA_P384_SHA384,
@@ -323,7 +327,12 @@ _AMD_PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 
 
 def _name(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    """The subject for a message; the evidence chose it, so made visible."""
+    return visible(cert.subject.rfc4514_string())
+
+
+def _issuer(cert: x509.Certificate) -> str:
+    return visible(cert.issuer.rfc4514_string())
 
 
 def _cn(cert: x509.Certificate) -> str | None:
@@ -337,7 +346,7 @@ def _cn(cert: x509.Certificate) -> str | None:
 def _check_issued_by(child: x509.Certificate, issuer: x509.Certificate, what: str) -> None:
     """``child`` is signed by ``issuer`` with RSASSA-PSS SHA-384/MGF1-SHA-384/salt 48."""
     if child.issuer != issuer.subject:
-        raise ChainError(f"{what}: issuer {child.issuer.rfc4514_string()} is not {_name(issuer)}")
+        raise ChainError(f"{what}: issuer {_issuer(child)} is not {_name(issuer)}")
     if child.signature_algorithm_oid != SignatureAlgorithmOID.RSASSA_PSS:
         raise ChainError(
             f"{what}: signed with {child.signature_algorithm_oid.dotted_string}, not RSASSA-PSS"
@@ -509,7 +518,7 @@ class Verifier:
     ) -> tuple[x509.Certificate, x509.Certificate]:
         intermediates = [c for c in others if c.subject == leaf.issuer and c.subject != c.issuer]
         if not intermediates:
-            raise ChainError(f"no certificate for the leaf's issuer {leaf.issuer.rfc4514_string()}")
+            raise ChainError(f"no certificate for the leaf's issuer {_issuer(leaf)}")
         intermediate = intermediates[0]
 
         for cert in others:
@@ -519,7 +528,7 @@ class Verifier:
         roots = [r for r in self._roots if r.subject == intermediate.issuer]
         if not roots:
             raise UntrustedRoot(
-                f"no trust root named {intermediate.issuer.rfc4514_string()} issued the chain"
+                f"no trust root named {_issuer(intermediate)} issued the chain"
             )
         last: ChainError | None = None
         for root in roots:
@@ -580,7 +589,7 @@ class Verifier:
         reported = report.generation
         if reported is not None and gen is not None and reported is not gen:
             raise ProductMismatch(
-                f"report CPUID names {reported.value}, the certificate is for {name}"
+                f"report CPUID names {reported.value}, the certificate is for {visible(str(name))}"
             )
 
     def _check_validity(self, certs: Iterable[x509.Certificate]) -> None:

@@ -9,7 +9,10 @@ the host's disk, so anyone who can read that directory can forge reports. A veri
 must therefore trust an emulated chip only by configuring its ARK explicitly; AMD's
 roots reject it.
 
-State directory (created 0700; private keys 0600, PEM PKCS#8)::
+State directory (created 0700; private keys 0600, PEM PKCS#8; :meth:`SnpFirmware.open`
+reads it only if the effective user owns the directory and every file in it, no one
+else can write the directory, no file is a symbolic link and no key is readable by
+group or others: :mod:`copra.hw.hostfiles`)::
 
     chip.json              generation, chip id, TCB, firmware version, platform info,
                            report version, CPUID identity (written last: its presence
@@ -50,7 +53,6 @@ import json
 import os
 import secrets
 import shutil
-import stat
 import tempfile
 import threading
 from collections.abc import Callable
@@ -67,6 +69,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from copra.hw.hostfiles import UnsafeFile, open_state_dir, read_state_file
 from copra.hw.snp_report import (
     SIG_ALGO_ECDSA_P384_SHA384,
     AttestationReport,
@@ -563,22 +566,20 @@ class SnpFirmware:
     def open(cls, state_dir: str | os.PathLike[str]) -> SnpFirmware:
         """Load an existing chip, checking all of it. Never creates or repairs anything."""
         path = Path(state_dir)
-        if not path.exists() or _dir_is_empty(path):
+        if not path.is_symlink() and (not path.exists() or _dir_is_empty(path)):
             raise StateMissing(f"no emulated SNP chip in {path}")
-        if not path.is_dir():
-            raise StateCorrupt(f"{path} is not a directory")
-        missing = [f for f in _FILES if not (path / f).is_file()]
-        if missing:
-            raise StateCorrupt(f"{path} is incomplete: missing {', '.join(missing)}")
+        files = cls._read_state(path)
         try:
-            identity = ChipIdentity.from_json(json.loads((path / "chip.json").read_text()))
+            identity = ChipIdentity.from_json(json.loads(files["chip.json"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise StateCorrupt(f"{path / 'chip.json'}: {exc}") from exc
 
-        ark, ask, vcek = (cls._load_cert(path / f"{n}.pem") for n in ("ark", "ask", "vcek"))
-        ark_key = cls._load_key(path / "ark.key")
-        ask_key = cls._load_key(path / "ask.key")
-        vcek_key = cls._load_key(path / "vcek.key")
+        ark, ask, vcek = (
+            cls._load_cert(path / f"{n}.pem", files[f"{n}.pem"]) for n in ("ark", "ask", "vcek")
+        )
+        ark_key, ask_key, vcek_key = (
+            cls._load_key(path / f"{n}.key", files[f"{n}.key"]) for n in ("ark", "ask", "vcek")
+        )
         if not (isinstance(ark_key, rsa.RSAPrivateKey) and isinstance(ask_key, rsa.RSAPrivateKey)):
             raise StateCorrupt(f"{path}: ARK and ASK keys must be RSA")
         if not (
@@ -615,22 +616,46 @@ class SnpFirmware:
             return cls.create(state_dir, **create_args)
 
     @staticmethod
-    def _load_cert(path: Path) -> x509.Certificate:
+    def _read_state(path: Path) -> dict[str, bytes]:
+        """Every state file, read through one checked descriptor of the directory
+        (:mod:`copra.hw.hostfiles`: owned by the effective user, no group or other
+        write, no symbolic links, keys 0600)."""
         try:
-            return x509.load_pem_x509_certificate(path.read_bytes())
+            dir_fd = open_state_dir(path)
+        except UnsafeFile as exc:
+            raise StateCorrupt(str(exc)) from None
+        except OSError as exc:
+            raise StateCorrupt(f"{path}: {exc.strerror or exc}") from exc
+        files: dict[str, bytes] = {}
+        missing: list[str] = []
+        try:
+            for name in _FILES:
+                try:
+                    files[name] = read_state_file(dir_fd, path / name,
+                                                  private=name.endswith(".key"))
+                except FileNotFoundError:
+                    missing.append(name)
+                except UnsafeFile as exc:
+                    raise StateCorrupt(str(exc)) from None
+                except OSError as exc:
+                    raise StateCorrupt(f"{path / name}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(dir_fd)
+        if missing:
+            raise StateCorrupt(f"{path} is incomplete: missing {', '.join(missing)}")
+        return files
+
+    @staticmethod
+    def _load_cert(path: Path, data: bytes) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(data)
         except ValueError as exc:
             raise StateCorrupt(f"{path}: not a PEM certificate ({exc})") from exc
 
     @staticmethod
-    def _load_key(path: Path) -> PrivateKeyTypes:
-        mode = path.stat().st_mode
-        if stat.S_IMODE(mode) & 0o077:
-            raise StateCorrupt(
-                f"{path}: mode {stat.S_IMODE(mode):04o} lets others read a private key; "
-                "expected 0600"
-            )
+    def _load_key(path: Path, data: bytes) -> PrivateKeyTypes:
         try:
-            return serialization.load_pem_private_key(path.read_bytes(), password=None)
+            return serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:
             raise StateCorrupt(f"{path}: not an unencrypted PEM private key ({exc})") from exc
 

@@ -7,28 +7,41 @@ declared or chunked) and internal errors, answers
 a JSON body ``{"type": ".../errors/<Kind>", "detail": "..."}`` with its status;
 no request can take the server down.
 
-:class:`KbsServer` runs the app on werkzeug's threaded server in a background
-thread (ephemeral ports for tests; ``copra kbs serve`` uses it in the foreground).
+:class:`KbsServer` serves the app through waitress, a production WSGI server, under
+a connection policy (:class:`ServerLimits`): a bounded number of connections and
+threads, a deadline for every request, bodies capped before they are read, and the
+oldest idle connection closed when a new one needs its slot. A flood of idle or
+slowly sent connections therefore neither exhausts descriptors or memory nor keeps a
+guest's ``/auth`` waiting. It runs in a background thread (ephemeral ports for tests)
+or in the foreground (``copra kbs serve``).
 
-Thread safety: the app holds no state of its own; the broker is thread-safe.
+Thread safety: the app holds no state of its own; the broker is thread-safe. The
+server's connection bookkeeping belongs to its event loop thread.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
-import logging
+import socket
 import threading
-from typing import Any, Final
+import time
+from typing import Any, Final, cast
 
 from flask import Flask, Response, request
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from copra.attest.kbs.broker import SESSION_COOKIE, KbsError, KeyBroker, Session
+from copra.attest.kbs.limits import MAX_BODY, ServerLimits
+from copra.attest.text import escape_logger
 
-log = logging.getLogger("copra.kbs")
+log = escape_logger("copra.kbs")
 
-MAX_BODY: Final = 1 << 20
 
 
 def _json(status: int, body: Any) -> Response:
@@ -110,38 +123,192 @@ def create_app(broker: KeyBroker) -> Flask:
     return app
 
 
-class KbsServer:
-    """The app on werkzeug's threaded server, in a daemon thread; a context manager."""
+class _Channel(HTTPChannel):
+    """waitress's connection, remembering when the request being received began."""
 
-    def __init__(self, broker: KeyBroker, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server: BaseWSGIServer = make_server(host, port, create_app(broker), threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="copra-kbs",
-            daemon=True,
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_started = self.creation_time
+        self.bytes_received = 0
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_started = time.time()
+        self.bytes_received += len(data)
+        return super().received(data)
+
+    def eviction_order(self, now: float) -> tuple[bool, bool, float]:
+        """Sorts the connection to close first first: one past its grace period
+        (:data:`EVICTION_GRACE`), then one that has sent something (a peer that sent a
+        part of a request and stalls), then the oldest. A guest that has just connected
+        and not yet been read is thus the last choice."""
+        young = now - self.creation_time < EVICTION_GRACE
+        return (young, young and self.bytes_received == 0, self.creation_time)
+
+
+def _close_soon(channel: HTTPChannel) -> None:
+    """Close ``channel`` from the event loop. ``shutdown`` first, so that a peer that
+    stopped reading (a full send buffer, never writable) is closed too."""
+    channel.will_close = True
+    if channel.socket is not None:
+        with contextlib.suppress(OSError):
+            channel.socket.shutdown(socket.SHUT_RDWR)
+
+
+#: Seconds a new connection is preferred to keep: a peer gets this long to be read.
+EVICTION_GRACE: Final = 1.0
+
+
+def _evictable(channel: HTTPChannel) -> bool:
+    """Neither running a request nor holding a reply not yet sent: closing it loses
+    no one's answer (a peer that never reads its reply is closed by the idle timeout)."""
+    return not channel.requests and not channel.total_outbufs_len
+
+
+class _Server(TcpWSGIServer):
+    """waitress's TCP server with copra's connection policy (:class:`ServerLimits`).
+
+    Runs on the event loop's thread only: ``readable`` is asked once per loop turn,
+    and ``maintenance`` from it. ``counters`` (``evicted``, ``idle_closed``,
+    ``request_deadline``) are written only there.
+    """
+
+    channel_class = _Channel
+
+    def __init__(self, app: Any, limits: ServerLimits, **kwargs: Any) -> None:
+        self.limits = limits
+        self.counters: collections.Counter[str] = collections.Counter()
+        super().__init__(app, **kwargs)
+
+    def _channels(self) -> list[_Channel]:
+        channels = cast(dict[int, _Channel], self.active_channels)
+        return [c for c in channels.values() if not c.will_close]
+
+    def readable(self) -> bool:
+        """Whether to accept now: below the limit, or at it with a connection that
+        :meth:`handle_accept` may close to make room."""
+        now = time.time()
+        if now >= self.next_channel_cleanup:
+            self.next_channel_cleanup = int(now) + self.adj.cleanup_interval
+            self.maintenance(int(now))
+        if not self.accepting:
+            return False
+        channels = self._channels()
+        if len(channels) < self.limits.max_connections:
+            return True
+        return any(_evictable(c) for c in channels)  # else peers wait in the backlog
+
+    def handle_accept(self) -> None:
+        """Accept waiting peers, up to a quarter of ``max_connections`` per turn of the
+        loop, closing for each, if every slot is taken, the oldest connection that is
+        :func:`_evictable`. A connection thus gets at least four turns to be read
+        before it can be the oldest: a guest whose request came with its connection is
+        running it by then, and so is safe."""
+        for _ in range(max(1, self.limits.max_connections // 4)):
+            channels = self._channels()
+            if len(channels) >= self.limits.max_connections:
+                idle = [c for c in channels if _evictable(c)]
+                if not idle:
+                    return
+                now = time.time()
+                victim = min(idle, key=lambda c: c.eviction_order(now))
+            else:
+                victim = None
+            before = len(self.active_channels)  # type: ignore[arg-type]
+            super().handle_accept()
+            if len(self.active_channels) == before:  # type: ignore[arg-type]
+                return  # no one was waiting
+            if victim is not None:
+                _close_soon(victim)
+                self.counters["evicted"] += 1
+
+    def maintenance(self, now: float) -> None:
+        now = time.time()
+        for channel in self._channels():
+            if channel.requests:  # the app is working on it
+                continue
+            if channel.last_activity < now - self.limits.idle_timeout:
+                _close_soon(channel)
+                self.counters["idle_closed"] += 1
+            elif (
+                channel.request is not None
+                and channel.request_started < now - self.limits.request_timeout
+            ):
+                _close_soon(channel)
+                self.counters["request_deadline"] += 1
+
+
+class KbsServer:
+    """The app on waitress (:class:`ServerLimits`), its event loop in a daemon thread
+    (:meth:`start`) or the caller's (:meth:`serve_forever`); a context manager."""
+
+    def __init__(
+        self,
+        broker: KeyBroker,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        self.limits = limits or ServerLimits()
+        self._map: dict[int, Any] = {}
+        self._server = _Server(
+            create_app(broker),
+            self.limits,
+            map=self._map,
+            adj=Adjustments(
+                host=host,
+                port=port,
+                threads=self.limits.threads,
+                connection_limit=1 << 30,  # _Server.readable enforces max_connections
+                channel_timeout=1 << 30,  # _Server.maintenance enforces the timeouts
+                cleanup_interval=1,
+                max_request_header_size=self.limits.max_header_size,
+                max_request_body_size=MAX_BODY + 1,  # waitress refuses a body of this size
+                inbuf_overflow=MAX_BODY + 1,  # in memory, bounded: no temporary files
+                asyncore_use_poll=True,  # select() fails past descriptor 1023
+                log_socket_errors=False,  # a peer resetting its connection is no error
+                ident="copra-kbs",
+            ),
         )
+        self._stopping = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self.serve_forever, name="copra-kbs",
+                                        daemon=True)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_port)
+        return int(self._server.effective_port)  # type: ignore[attr-defined]
 
     @property
     def url(self) -> str:
-        return f"http://{self._server.host}:{self.port}"
+        return f"http://{self._server.effective_host}:{self.port}"  # type: ignore[attr-defined]
+
+    @property
+    def counters(self) -> collections.Counter[str]:
+        """Connections closed by the policy: ``evicted``, ``idle_closed``,
+        ``request_deadline`` (written by the event loop; read them after :meth:`stop`
+        or accept a moment's staleness)."""
+        return self._server.counters
 
     def start(self) -> KbsServer:
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        """Run the event loop until :meth:`stop` (or an exception, e.g. Ctrl-C)."""
+        while not self._stopping.is_set():
+            wasyncore.poll2(1.0, self._map)
 
     def stop(self) -> None:
+        """Stop the loop, close every connection and the listener, end the threads."""
+        self._stopping.set()
+        self._server.pull_trigger()
         if self._thread.is_alive():
-            self._server.shutdown()
             self._thread.join()
-        self._server.server_close()
+        if not self._closed:
+            self._closed = True
+            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            wasyncore.close_all(self._map)
 
     def __enter__(self) -> KbsServer:
         return self.start()

@@ -17,10 +17,17 @@ Response), the subset an SVSM needs (docs/attestation-protocol.md):
   session is attested, remembers the tee-pubkey, and gets a signed token (ES256 JWT).
 * :meth:`KeyBroker.resource` releases a stored resource, JWE-encrypted
   (ECDH-ES+A256KW, A256GCM) to the attested tee-pubkey, to an attested session or
-  to the bearer of a valid token.
+  to the bearer of a valid token, if the resource's policy
+  (:mod:`copra.attest.kbs.policy`) admits what that session attested: its
+  measurement, guest POLICY bits and the minimum TCB of its product. The session
+  remembers these (:class:`~copra.attest.kbs.policy.Attested`) and the token carries
+  them as claims, so every read is checked, by cookie or by token.
 
 Every refusal raises :class:`KbsError` carrying an HTTP status, an error kind and a
-reason; nothing about the peer's input raises anything else. An appraisal that fails
+reason; nothing about the peer's input raises anything else. The detail is made
+:func:`~copra.attest.text.visible` (control characters escaped), as is every record
+of the ``copra.kbs`` logger, so peer-chosen text forges no log line and sends no
+escape sequence to a terminal. An appraisal that fails
 in a way no check foresaw is logged with its traceback, counted
 (``counters["attest_internal_error"]``) and answered 500 ``InternalError``; like every
 attempt, it has used up the session's nonce. Secrets (resources,
@@ -35,7 +42,6 @@ from __future__ import annotations
 import base64
 import collections
 import hmac
-import logging
 import secrets
 import threading
 import time
@@ -58,7 +64,9 @@ from copra.attest.binding import (
 )
 from copra.attest.evidence import Evidence, EvidenceError, parse_primary_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
+from copra.attest.kbs.policy import Attested, PolicyDenied, check_minimum_tcb
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
+from copra.attest.text import escape_logger, visible
 from copra.attest.verify import (
     MalformedReport,
     Policy,
@@ -72,13 +80,15 @@ from copra.attest.verify import (
 from copra.hw.snp_report import (
     AttestationReport,
     CertGuid,
+    Generation,
     ReportFormatError,
     SigningKey,
+    TcbVersion,
     VcekOid,
     parse_hwid,
 )
 
-log = logging.getLogger("copra.kbs")
+log = escape_logger("copra.kbs")
 
 PROTOCOL_VERSION: Final = "0.4.0"
 NONCE_SIZE: Final = 32
@@ -91,6 +101,7 @@ class KbsError(Exception):
     """A refused request: HTTP ``status``, error ``kind`` (Trustee style) and ``detail``."""
 
     def __init__(self, status: int, kind: str, detail: str) -> None:
+        detail = visible(detail)  # details quote peer input: names, values, exceptions
         super().__init__(f"{status} {kind}: {detail}")
         self.status = status
         self.kind = kind
@@ -114,6 +125,7 @@ class Session:
     nonce_used: bool = False
     attested: bool = False
     tee_pubkey: EcPoint | None = None
+    attested_claims: Attested | None = None
     token: str | None = None
 
     @property
@@ -285,7 +297,7 @@ class KeyBroker:
                 )
             session.nonce_used = True
         try:
-            claims, key = self._appraise(session, body)
+            claims, key, attested = self._appraise(session, body)
         except KbsError as exc:
             log.warning("session %s refused: %s", session.tag, exc)
             raise
@@ -304,6 +316,7 @@ class KeyBroker:
             session.attested = True
             session.expires = self._clock() + self._config.session_timeout
             session.tee_pubkey = key
+            session.attested_claims = attested
             session.token = token
         log.info(
             "session %s attested (binding %s, measurement %s)",
@@ -313,7 +326,9 @@ class KeyBroker:
         )
         return session
 
-    def _appraise(self, session: Session, body: object) -> tuple[dict[str, Any], EcPoint]:
+    def _appraise(
+        self, session: Session, body: object
+    ) -> tuple[dict[str, Any], EcPoint, Attested]:
         if not isinstance(body, dict):
             raise _bad_request("the attestation must be a JSON object")
         if body.get("init-data") is not None:
@@ -346,6 +361,12 @@ class KeyBroker:
             raise _bad_request(f"runtime-data: {exc}") from exc
         verified = self._verify(evidence, expected)
         report = verified.report
+        attested = Attested(
+            measurement=report.measurement,
+            policy=report.policy.to_int(),
+            reported_tcb=report.reported_tcb,
+            generation=verified.generation,
+        )
         claims: dict[str, Any] = {
             "iss": TOKEN_ISSUER,
             "iat": int(self._clock()),
@@ -356,10 +377,11 @@ class KeyBroker:
             "measurement": report.measurement.hex(),
             "reported_tcb": report.reported_tcb.components(),
             "policy": report.policy.to_int(),
+            "product": None if verified.generation is None else verified.generation.value,
             "chip_id": report.chip_id.hex(),
             "report_data": report.report_data.hex(),
         }
-        return claims, key
+        return claims, key, attested
 
     @staticmethod
     def _tee_pubkey(jwk: object) -> EcPoint:
@@ -419,7 +441,6 @@ class KeyBroker:
         policy = Policy(
             allow_debug=values.allow_debug,
             vmpl=values.vmpl,
-            minimum_tcb=values.minimum_tcb,
             report_data=expected_report_data,
             host_data=values.host_data,
         )
@@ -437,6 +458,11 @@ class KeyBroker:
             raise KbsError(
                 401, "AttestationFailed", f"{type(first).__name__}: {first}"
             ) from first
+        try:  # per product: known only now, from the report's CPUID or the leaf
+            check_minimum_tcb(values.minimum_tcb, verified.generation,
+                              verified.report.reported_tcb)
+        except PolicyDenied as exc:
+            raise KbsError(401, "AttestationFailed", f"TcbTooOld: {exc}") from exc
         if verified.report.measurement not in values.measurements:
             raise KbsError(
                 401,
@@ -448,7 +474,7 @@ class KeyBroker:
 
     # -- resources ---------------------------------------------------------------------
 
-    def _key_from_token(self, token: str) -> EcPoint:
+    def _from_token(self, token: str) -> tuple[EcPoint, Attested]:
         try:
             decoded = jwt.decode(token, self._jose_key, algorithms=["ES256"])
         except (JoseError, ValueError) as exc:
@@ -458,29 +484,52 @@ class KeyBroker:
         if claims.get("iss") != TOKEN_ISSUER or not isinstance(exp, int) or exp <= self._clock():
             raise KbsError(401, "TokenVerification", "token expired or not issued by this KBS")
         try:
-            return EcPoint.from_jwk(claims.get("tee-pubkey"))
+            key = EcPoint.from_jwk(claims.get("tee-pubkey"))
         except JweError as exc:
             raise KbsError(401, "TokenVerification", f"token tee-pubkey: {exc}") from exc
+        try:
+            product = claims.get("product")
+            attested = Attested(
+                measurement=bytes.fromhex(claims["measurement"]),
+                policy=int(claims["policy"]),
+                reported_tcb=TcbVersion(**claims["reported_tcb"]),
+                generation=None if product is None else Generation(product),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KbsError(401, "TokenVerification", f"token claims: {exc}") from exc
+        return key, attested
 
     def resource(
         self, session_id: str | None, bearer: str | None, repository: str, type_: str, tag: str
     ) -> FlattenedJwe:
-        """A stored resource encrypted to the attested key (401/403 before 404)."""
+        """A stored resource encrypted to the attested key, if its policy admits what the
+        reader attested (401/403 for who the reader is, then 404, then 403 for the
+        resource's policy)."""
         if bearer is not None:
-            key = self._key_from_token(bearer)
+            key, attested = self._from_token(bearer)
         else:
             with self._lock:
                 session = self._session(session_id)
-                if not session.attested or session.tee_pubkey is None:
+                if (not session.attested or session.tee_pubkey is None
+                        or session.attested_claims is None):
                     raise KbsError(403, "PolicyDeny", "the session is not attested")
-                key = session.tee_pubkey
+                key, attested = session.tee_pubkey, session.attested_claims
         try:
             path = ResourcePath(repository, type_, tag)
         except StoreError as exc:
             raise KbsError(404, "ResourceNotFound", str(exc)) from exc
-        data = self._store.get_resource(path)
-        if data is None:
+        found = self._store.get_resource_and_policy(path)
+        if found is None:
             raise KbsError(404, "ResourceNotFound", f"no resource {path}")
+        data, policy = found
+        if policy is None:
+            raise KbsError(403, "PolicyDeny", f"resource {path} has no policy: it is released "
+                           "to no one (copra kbs set-policy)")
+        try:
+            policy.check(attested)
+        except PolicyDenied as exc:
+            log.warning("resource %s refused: %s", path, exc)
+            raise KbsError(403, "PolicyDeny", f"resource {path}: {exc}") from exc
         try:
             jwe = encrypt(data, key.public_key())
         except JweError as exc:

@@ -1,10 +1,21 @@
-"""The key broker's embedded SQLite store: resources, reference values, certificates, key.
+"""The key broker's embedded SQLite store: resources and their policies, reference values,
+certificates, key.
 
-Tables (schema version 1, ``PRAGMA user_version``)::
+Tables (schema version 2, ``PRAGMA user_version``)::
 
-    resources(repository, type, tag, data BLOB)   primary key (repository, type, tag)
+    resources(repository, type, tag, data BLOB, policy TEXT)
+                                                   primary key (repository, type, tag);
+                                                   policy: ResourcePolicy JSON, NULL = none
     settings(name PRIMARY KEY, value TEXT)         'reference_values' (JSON), 'token_key' (PEM)
     certificates(fingerprint PRIMARY KEY, der BLOB) ASK/ARK/VCEK cache (a stand-in for AMD's KDS)
+
+Migration from version 1 (no per-resource policy; one minimum TCB for every product),
+done in one transaction when a version-1 store is opened: every resource gets the
+policy "the reference measurements of the moment" (so what could read it before still
+can, and a measurement added later must be granted it explicitly), or none if no
+measurement was configured (then nothing could read it before either); a single
+minimum TCB becomes the minimum of each product whose TCB layout it has (it applied
+to all of them before; ``copra kbs show-reference`` shows the result to review).
 
 Sessions are not stored: they live in the broker's memory and die with it (a KBS
 restart forces guests to authenticate again, which is always safe).
@@ -13,8 +24,9 @@ Invariants: every resource path component matches ``[A-Za-z0-9._-]{1,64}`` and i
 ``.`` or ``..``; reference values are stored in the JSON form of
 :meth:`ReferenceValues.to_json` and always parse back. The database file is created
 with mode 0600 because it holds secrets (resources and the token-signing key); an
-existing file with any group or other permission is refused, as ssh refuses such a
-private key.
+existing file that is not a regular file of the effective user, or has any group or
+other permission, is refused, as ssh refuses such a private key, and so is a directory
+that anyone but its owner (the effective user or root) can write.
 
 Locking: every operation opens its own connection (SQLite serialises writers), so a
 :class:`Store` may be shared by the server's threads.
@@ -27,20 +39,26 @@ import json
 import os
 import re
 import sqlite3
-import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from copra.hw.snp_report import TcbVersion
+from copra.attest.kbs.policy import (
+    ResourcePolicy,
+    minimum_tcb_from_json,
+    minimum_tcb_to_json,
+)
+from copra.hw.hostfiles import UnsafeFile, check_state_file, open_state_dir
+from copra.hw.snp_report import Generation, TcbVersion
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _COMPONENT: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS resources (
     repository TEXT NOT NULL, type TEXT NOT NULL, tag TEXT NOT NULL, data BLOB NOT NULL,
+    policy TEXT,
     PRIMARY KEY (repository, type, tag));
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS certificates (fingerprint TEXT PRIMARY KEY, der BLOB NOT NULL);
@@ -49,6 +67,13 @@ CREATE TABLE IF NOT EXISTS certificates (fingerprint TEXT PRIMARY KEY, der BLOB 
 
 class StoreError(Exception):
     """The store cannot do what was asked (bad path, corrupt contents, wrong schema)."""
+
+
+def _policy(path: object, text: str) -> ResourcePolicy:
+    try:
+        return ResourcePolicy.from_json(json.loads(text))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"the stored policy of {path} is corrupt: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -77,14 +102,16 @@ class ResourcePath:
 class ReferenceValues:
     """What a report must show to be released secrets (fail closed: no measurement, no secret).
 
-    ``measurements`` is an allow-list of 48-byte launch digests; ``minimum_tcb`` applies
-    to REPORTED_TCB component by component; ``vmpl`` is the VMPL the report must come
+    ``measurements`` is an allow-list of 48-byte launch digests; ``minimum_tcb`` maps a
+    product to the minimum REPORTED_TCB of its reports, component by component (when
+    any product is listed, reports of a product not listed are refused:
+    :func:`~copra.attest.kbs.policy.check_minimum_tcb`); ``vmpl`` is the VMPL the report must come
     from (COCONUT's SVSM asks for VMPL 0; None accepts any); ``host_data`` if set must
     match exactly.
     """
 
     measurements: frozenset[bytes] = field(default_factory=frozenset)
-    minimum_tcb: TcbVersion | None = None
+    minimum_tcb: Mapping[Generation, TcbVersion] = field(default_factory=dict)
     allow_debug: bool = False
     vmpl: int | None = 0
     host_data: bytes | None = None
@@ -100,7 +127,7 @@ class ReferenceValues:
     def to_json(self) -> dict[str, Any]:
         return {
             "measurements": sorted(m.hex() for m in self.measurements),
-            "minimum_tcb": None if self.minimum_tcb is None else self.minimum_tcb.components(),
+            "minimum_tcb": minimum_tcb_to_json(self.minimum_tcb),
             "allow_debug": self.allow_debug,
             "vmpl": self.vmpl,
             "host_data": None if self.host_data is None else self.host_data.hex(),
@@ -109,17 +136,41 @@ class ReferenceValues:
     @classmethod
     def from_json(cls, obj: Any) -> ReferenceValues:
         try:
-            tcb = obj["minimum_tcb"]
             host = obj["host_data"]
             return cls(
                 measurements=frozenset(bytes.fromhex(m) for m in obj["measurements"]),
-                minimum_tcb=None if tcb is None else TcbVersion(**tcb),
+                minimum_tcb=minimum_tcb_from_json(obj["minimum_tcb"]),
                 allow_debug=bool(obj["allow_debug"]),
                 vmpl=obj["vmpl"],
                 host_data=None if host is None else bytes.fromhex(host),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"stored reference values are corrupt: {exc}") from exc
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Version 1 -> 2 (module docstring), inside the caller's transaction."""
+    db.execute("ALTER TABLE resources ADD COLUMN policy TEXT")
+    row = db.execute("SELECT value FROM settings WHERE name='reference_values'").fetchone()
+    if row is None:
+        return
+    try:
+        old = json.loads(row[0])
+        tcb = old["minimum_tcb"]
+        if tcb is None:
+            old["minimum_tcb"] = {}
+        elif "bootloader" in tcb:  # one minimum for every product
+            single = TcbVersion(**tcb)
+            old["minimum_tcb"] = minimum_tcb_to_json(
+                {g: single for g in Generation if g.tcb_layout is single.layout})
+        values = ReferenceValues.from_json(old)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"cannot migrate the reference values: {exc}") from exc
+    db.execute("UPDATE settings SET value=? WHERE name='reference_values'",
+               (json.dumps(values.to_json(), sort_keys=True),))
+    if values.measurements:
+        policy = ResourcePolicy(measurements=values.measurements)
+        db.execute("UPDATE resources SET policy=?", (json.dumps(policy.to_json()),))
 
 
 class Store:
@@ -130,41 +181,49 @@ class Store:
         self._create_or_check()
         with self._connect() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise StoreError(f"{self._path}: schema version {version}, expected 1")
+            if version not in (0, 1, SCHEMA_VERSION):
+                raise StoreError(f"{self._path}: schema version {version}, expected at most "
+                                 f"{SCHEMA_VERSION}")
+            if version == 1:
+                _migrate_1_to_2(db)
             db.executescript(_SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _create_or_check(self) -> None:
-        """Create the file mode 0600, or refuse an existing one others can reach.
+        """Create the file mode 0600, or refuse an existing one that is not safely ours.
 
-        Creation is one ``O_CREAT | O_EXCL`` open, so a file another process creates
-        at the same moment is simply an existing file. An existing file must be a
-        regular file with no group or other permission bits, as ssh demands of a
+        The directory must be the effective user's (or root's) and writable by no one
+        else (:func:`copra.hw.hostfiles.open_state_dir`): otherwise another user could
+        plant the database, or a journal SQLite would roll into it, before we look.
+        Creation is one ``O_CREAT | O_EXCL | O_NOFOLLOW`` open in that directory, so
+        a file another process creates at the same moment is simply an existing file.
+        An existing file must be a regular file (not a symbolic link), owned by the
+        effective user, with no group or other permission bits, as ssh demands of a
         private key: the store holds the resources and the token-signing key.
         """
+        directory = self._path.parent
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            pass
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            dir_fd = open_state_dir(directory)
+        except UnsafeFile as exc:
+            raise StoreError(f"{exc}; the store's directory must be writable only by its "
+                             f"owner") from None
         except OSError as exc:
-            raise StoreError(f"{self._path}: cannot create: {exc.strerror or exc}") from exc
-        else:
-            os.close(fd)
-            return
+            raise StoreError(f"{directory}: {exc.strerror or exc}") from exc
         try:
-            info = self._path.stat()
+            try:
+                fd = os.open(self._path.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                check_state_file(dir_fd, self._path, private=True)
+            else:
+                os.close(fd)
+        except UnsafeFile as exc:
+            raise StoreError(str(exc)) from None
         except OSError as exc:
             raise StoreError(f"{self._path}: {exc.strerror or exc}") from exc
-        if not stat.S_ISREG(info.st_mode):
-            raise StoreError(f"{self._path} is not a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise StoreError(
-                f"{self._path} is accessible by group or others (mode {mode:04o}) but holds "
-                f"secrets: run chmod 600 {self._path}"
-            )
+        finally:
+            os.close(dir_fd)
 
     @property
     def path(self) -> Path:
@@ -186,20 +245,54 @@ class Store:
 
     # -- resources ---------------------------------------------------------------------
 
-    def set_resource(self, path: ResourcePath, data: bytes) -> None:
+    def set_resource(
+        self, path: ResourcePath, data: bytes, policy: ResourcePolicy | None = None
+    ) -> None:
+        """Store ``data`` at ``path``; with ``policy`` set that too, else keep the
+        resource's policy (a new resource has none, and is not released until it does)."""
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)",
+                "INSERT INTO resources VALUES (?, ?, ?, ?, NULL) "
+                "ON CONFLICT (repository, type, tag) DO UPDATE SET "
+                "data=excluded.data",
                 (path.repository, path.type, path.tag, data),
             )
+            if policy is not None:
+                self._set_policy(db, path, policy)
+
+    def set_policy(self, path: ResourcePath, policy: ResourcePolicy) -> bool:
+        """Replace the policy of the resource at ``path``; False if there is none."""
+        with self._connect() as db:
+            return self._set_policy(db, path, policy)
+
+    @staticmethod
+    def _set_policy(db: sqlite3.Connection, path: ResourcePath, policy: ResourcePolicy) -> bool:
+        cur = db.execute(
+            "UPDATE resources SET policy=? WHERE repository=? AND type=? AND tag=?",
+            (json.dumps(policy.to_json(), sort_keys=True), path.repository, path.type, path.tag),
+        )
+        return cur.rowcount > 0
 
     def get_resource(self, path: ResourcePath) -> bytes | None:
+        found = self.get_resource_and_policy(path)
+        return None if found is None else found[0]
+
+    def get_resource_and_policy(
+        self, path: ResourcePath
+    ) -> tuple[bytes, ResourcePolicy | None] | None:
+        """The resource and its policy, read together (one statement, one snapshot)."""
         with self._connect() as db:
             row = db.execute(
-                "SELECT data FROM resources WHERE repository=? AND type=? AND tag=?",
+                "SELECT data, policy FROM resources WHERE repository=? AND type=? AND tag=?",
                 (path.repository, path.type, path.tag),
             ).fetchone()
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return None
+        return bytes(row[0]), None if row[1] is None else _policy(path, row[1])
+
+    def policy(self, path: ResourcePath) -> ResourcePolicy | None:
+        found = self.get_resource_and_policy(path)
+        return None if found is None else found[1]
 
     def delete_resource(self, path: ResourcePath) -> bool:
         with self._connect() as db:
@@ -209,13 +302,18 @@ class Store:
             )
             return cur.rowcount > 0
 
-    def list_resources(self) -> list[tuple[ResourcePath, int]]:
-        """Paths and sizes (never contents)."""
+    def list_resources(self) -> list[tuple[ResourcePath, int, ResourcePolicy | None]]:
+        """Paths, sizes and policies (never contents)."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT repository, type, tag, length(data) FROM resources ORDER BY 1, 2, 3"
+                "SELECT repository, type, tag, length(data), policy FROM resources "
+                "ORDER BY 1, 2, 3"
             ).fetchall()
-        return [(ResourcePath(r, t, g), n) for r, t, g, n in rows]
+        out = []
+        for r, t, g, n, text in rows:
+            path = ResourcePath(r, t, g)
+            out.append((path, n, None if text is None else _policy(path, text)))
+        return out
 
     # -- settings ----------------------------------------------------------------------
 
