@@ -146,7 +146,6 @@ class UserContext:
         return ctx
 
 
-
 def xsave_cpuid(cpuid: KvmCpuid2) -> int:
     """Make ``cpuid`` tell the truth about the XSAVE state copra enables; return XCR0.
 
@@ -205,6 +204,8 @@ class Machine:
                 if not self.kvm.check_extension(cap):
                     raise kvm.KvmError(f"this KVM lacks KVM_CAP_{name} (copra keeps each "
                                        "process's vector registers with it)")
+            cpuid = self.kvm.supported_cpuid()
+            self.xcr0 = xsave_cpuid(cpuid)
             self.vm = self.kvm.create_vm()
             self._mmap = self.vm.add_memory(0, memory_size)
         except BaseException:
@@ -214,8 +215,6 @@ class Machine:
         self.frames = FrameAllocator(self.memory, KERNEL_REGION)
         self._build_kernel_structures()
         self.vcpu = self.vm.create_vcpu()
-        cpuid = self.kvm.supported_cpuid()
-        self.xcr0 = xsave_cpuid(cpuid)
         self.vcpu.set_cpuid(cpuid)
         self.vcpu.set_xcr0(self.xcr0)
         self._initial_xsave = self.vcpu.new_xsave()
