@@ -96,11 +96,10 @@ fn main() -> u32 {
     };
     match status {
         Ok(s) if s == expected => check("child started clean and kept its own state", Ok(())),
-        Ok(ExitStatus::Exited(code)) => {
-            let code = u32::from(code);
-            let why = child_failure(code);
-            check("child started clean and kept its own state", Err(&why));
-        }
+        Ok(ExitStatus::Exited(code)) => check(
+            "child started clean and kept its own state",
+            Err(&ChildFailure(u32::from(code))),
+        ),
         Ok(other) => check(
             "child started clean and kept its own state",
             Err(&format_args!("it {other}, expected: it {expected}")),
@@ -134,8 +133,4 @@ impl core::fmt::Display for ChildFailure {
             write!(f, "it exited with {code}")
         }
     }
-}
-
-fn child_failure(code: u32) -> ChildFailure {
-    ChildFailure(code)
 }
