@@ -8,6 +8,13 @@ section it comes from.
 What this binding does not do: in-kernel irqchip, dirty logging, nested state. Only
 what copra's machine uses is here.
 
+XSAVE state (api.rst 4.42-4.45, 4.134 KVM_GET_XSAVE2) travels as an opaque buffer in
+the standard (non-compacted) XSAVE format, whose component offsets follow CPUID leaf
+0xD of the host; its size is ``Vcpu.xsave_size``: at least 4096 bytes (struct
+kvm_xsave), more when KVM_CAP_XSAVE2 says so (dynamic features such as AMX tile
+data, enabled with arch_prctl). KVM_SET_XSAVE reads that many bytes from the buffer
+whatever the ioctl number says, so ``set_xsave`` refuses a buffer of another size.
+
 Ownership: a ``Kvm``/``Vm``/``Vcpu`` object owns its file descriptor and closes it in
 ``close()``. A ``Vcpu`` must be run by one host thread at a time (KVM enforces this
 with the vcpu mutex; copra keeps one thread per vCPU). The ``kvm_run`` page is shared
@@ -211,6 +218,40 @@ class KvmFpu(ctypes.Structure):
         return fpu
 
 
+class KvmXcr(ctypes.Structure):
+    """struct kvm_xcr (api.rst 4.44 KVM_GET_XCRS): 16 bytes."""
+
+    _fields_ = [
+        ("xcr", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("value", ctypes.c_uint64),
+    ]
+
+    xcr: int
+    value: int
+
+
+KVM_MAX_XCRS: Final = 16
+
+
+class KvmXcrs(ctypes.Structure):
+    """struct kvm_xcrs (api.rst 4.44 KVM_GET_XCRS): 392 bytes."""
+
+    _fields_ = [
+        ("nr_xcrs", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("xcrs", KvmXcr * KVM_MAX_XCRS),
+        ("padding", ctypes.c_uint64 * 16),
+    ]
+
+    nr_xcrs: int
+    flags: int
+    xcrs: ctypes.Array[KvmXcr]
+
+
+KVM_XSAVE_SIZE: Final = 4096  # struct kvm_xsave: __u32 region[1024]
+
+
 class KvmUserspaceMemoryRegion(ctypes.Structure):
     """struct kvm_userspace_memory_region (api.rst 4.35): 32 bytes."""
 
@@ -248,6 +289,14 @@ class KvmCpuidEntry2(ctypes.Structure):
         ("padding", ctypes.c_uint32 * 3),
     ]
 
+    function: int
+    index: int
+    flags: int
+    eax: int
+    ebx: int
+    ecx: int
+    edx: int
+
 
 CPUID_MAX_ENTRIES: Final = 256
 
@@ -260,6 +309,17 @@ class KvmCpuid2(ctypes.Structure):
         ("padding", ctypes.c_uint32),
         ("entries", KvmCpuidEntry2 * CPUID_MAX_ENTRIES),
     ]
+
+    nent: int
+    entries: ctypes.Array[KvmCpuidEntry2]
+
+    def find(self, function: int, index: int = 0) -> KvmCpuidEntry2 | None:
+        """The entry for leaf ``function`` (sub-leaf ``index``), None if absent."""
+        for i in range(self.nent):
+            entry = self.entries[i]
+            if entry.function == function and entry.index == index:
+                return entry
+        return None
 
 
 # kvm_run: the exit-reason union is 256 bytes at offset 32; sync regs follow it.
@@ -357,6 +417,7 @@ class KvmRun(ctypes.Structure):
 assert ctypes.sizeof(KvmRegs) == 144
 assert ctypes.sizeof(KvmFpu) == 416
 assert ctypes.sizeof(KvmSregs) == 312
+assert ctypes.sizeof(KvmXcrs) == 392
 assert KvmRun.s.offset == 304
 
 # --- ioctl numbers (api.rst section 4, per ioctl) ------------------------------------
@@ -380,11 +441,18 @@ KVM_SET_FPU: Final = _iow(0x8D, ctypes.sizeof(KvmFpu))  # 4.23
 KVM_SET_CPUID2: Final = _iow(0x90, 8)  # 4.20
 KVM_ENABLE_CAP: Final = _iow(0xA3, ctypes.sizeof(KvmEnableCap))  # 4.37
 KVM_SET_MSRS: Final = _iow(0x89, 8)  # 4.19 (struct kvm_msrs header)
+KVM_GET_XSAVE: Final = _ior(0xA4, KVM_XSAVE_SIZE)  # 4.42
+KVM_SET_XSAVE: Final = _iow(0xA5, KVM_XSAVE_SIZE)  # 4.43
+KVM_GET_XCRS: Final = _ior(0xA6, ctypes.sizeof(KvmXcrs))  # 4.44
+KVM_SET_XCRS: Final = _iow(0xA7, ctypes.sizeof(KvmXcrs))  # 4.45
+KVM_GET_XSAVE2: Final = _ior(0xCF, KVM_XSAVE_SIZE)  # 4.134
 
 KVM_API_VERSION: Final = 12
 
 # Capabilities (include/uapi/linux/kvm.h).
 KVM_CAP_USER_MEMORY: Final = 3
+KVM_CAP_XSAVE: Final = 55
+KVM_CAP_XCRS: Final = 56
 KVM_CAP_SYNC_REGS: Final = 74
 KVM_CAP_IMMEDIATE_EXIT: Final = 136
 KVM_CAP_X86_USER_SPACE_MSR: Final = 188
@@ -392,6 +460,7 @@ KVM_CAP_DISABLE_QUIRKS2: Final = 213
 #: KVM_CAP_DISABLE_QUIRKS2 bit: without it KVM rewrites a guest's VMCALL/VMMCALL in
 #: guest memory into the host vendor's instruction (api.rst 7.31).
 KVM_X86_QUIRK_FIX_HYPERCALL_INSN: Final = 1 << 5
+KVM_CAP_XSAVE2: Final = 208
 
 # kvm_valid_regs / kvm_dirty_regs bits (arch/x86/include/uapi/asm/kvm.h).
 KVM_SYNC_X86_REGS: Final = 1 << 0
@@ -581,6 +650,10 @@ class Vcpu:
     page: ``run.s.regs``/``run.s.sregs`` are valid after every exit, and setting the
     matching bit in ``run.kvm_dirty_regs`` makes KVM load them on the next KVM_RUN,
     so an exit round trip needs no GET/SET_REGS ioctls.
+
+    XSAVE buffers come from ``new_xsave`` (``xsave_size`` bytes, see the module
+    docstring); ``get_xsave`` uses KVM_GET_XSAVE2 where KVM has it, which copies
+    the whole buffer, else KVM_GET_XSAVE (exactly 4096 bytes).
     """
 
     def __init__(self, vm: Vm, fd: int, index: int) -> None:
@@ -592,6 +665,9 @@ class Vcpu:
         self.run_page = KvmRun.from_buffer(self._map)
         self.sync_regs = bool(vm.check_extension(KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_REGS)
         self._run_request = KVM_RUN
+        xsave2 = vm.check_extension(KVM_CAP_XSAVE2)
+        self.xsave_size = max(xsave2, KVM_XSAVE_SIZE)
+        self._get_xsave_request = KVM_GET_XSAVE2 if xsave2 > 0 else KVM_GET_XSAVE
 
     def run(self) -> int:
         """Enter the guest until the next exit; returns the exit reason.
@@ -622,6 +698,52 @@ class Vcpu:
 
     def set_fpu(self, fpu: KvmFpu) -> None:
         _ioctl_struct(self.fd, KVM_SET_FPU, fpu)
+
+    def new_xsave(self) -> ctypes.Array[ctypes.c_uint8]:
+        """A zeroed buffer of ``xsave_size`` bytes for get_xsave/set_xsave."""
+        return (ctypes.c_uint8 * self.xsave_size)()
+
+    def get_xsave(self, area: ctypes.Array[ctypes.c_uint8]) -> None:
+        """Copy the vCPU's XSAVE state into ``area`` (standard format)."""
+        if ctypes.sizeof(area) != self.xsave_size:
+            raise ValueError(f"XSAVE buffer of {ctypes.sizeof(area)} bytes, "
+                             f"this vCPU's is {self.xsave_size}")
+        _ioctl_ulong(self.fd, self._get_xsave_request, ctypes.addressof(area))
+
+    def set_xsave(self, area: ctypes.Array[ctypes.c_uint8]) -> None:
+        """Load the vCPU's XSAVE state from ``area``.
+
+        KVM initialises every user component whose XSTATE_BV bit is clear, including
+        components outside KVM's own set (on PVM hosts: AMX tile configuration). It
+        rejects (EINVAL) a header with bits KVM does not support or reserved bits set.
+        """
+        if ctypes.sizeof(area) != self.xsave_size:
+            raise ValueError(f"XSAVE buffer of {ctypes.sizeof(area)} bytes, "
+                             f"this vCPU's is {self.xsave_size}")
+        _ioctl_ulong(self.fd, KVM_SET_XSAVE, ctypes.addressof(area))
+
+    def get_xcrs(self) -> KvmXcrs:
+        xcrs = KvmXcrs()
+        _ioctl_struct(self.fd, KVM_GET_XCRS, xcrs)
+        return xcrs
+
+    def set_xcrs(self, xcrs: KvmXcrs) -> None:
+        _ioctl_struct(self.fd, KVM_SET_XCRS, xcrs)
+
+    def get_xcr0(self) -> int:
+        xcrs = self.get_xcrs()
+        for i in range(min(xcrs.nr_xcrs, KVM_MAX_XCRS)):
+            if xcrs.xcrs[i].xcr == 0:
+                return int(xcrs.xcrs[i].value)
+        raise KvmError("KVM_GET_XCRS reported no XCR0")
+
+    def set_xcr0(self, value: int) -> None:
+        """Set the guest's XCR0 (EINVAL if KVM finds it inconsistent with the CPUID)."""
+        xcrs = KvmXcrs()
+        xcrs.nr_xcrs = 1
+        xcrs.xcrs[0].xcr = 0
+        xcrs.xcrs[0].value = value
+        self.set_xcrs(xcrs)
 
     def set_cpuid(self, cpuid: KvmCpuid2) -> None:
         _ioctl_struct(self.fd, KVM_SET_CPUID2, cpuid)

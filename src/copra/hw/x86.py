@@ -2,8 +2,9 @@
 
 Sources: Intel SDM Vol. 3A, chapter 2 (control registers, EFER), chapter 3.4.5
 (segment descriptors), 4.5 (4-level paging entries), 6.14 (64-bit IDT gates),
-7.2.3 (64-bit TSS), 7.7 / Vol. 1 19.5.2 (I/O permission bitmap), 6.3 (exception table).
-Pure data and pure functions: nothing here touches KVM.
+7.2.3 (64-bit TSS), 7.7 / Vol. 1 19.5.2 (I/O permission bitmap), 6.3 (exception table);
+Vol. 1 chapter 13 (XSAVE: state components, XCR0, the standard-format area) and
+Vol. 2A CPUID (feature bits). Pure data and pure functions: nothing here touches KVM.
 """
 
 from __future__ import annotations
@@ -111,6 +112,61 @@ TSS_SIZE: Final = 104
 TSS_RSP0_OFFSET: Final = 4
 TSS_IOMAP_BASE_OFFSET: Final = 102
 IO_BITMAP_BYTES: Final = 8192  # 65536 ports, one bit each; a 0 bit allows the port
+
+
+# XSAVE-managed state (SDM Vol. 1 13.1-13.4). XCR0 bit i enables state component i.
+class XFeature(IntEnum):
+    """User state components (SDM Vol. 1 13.1); the bit in XCR0 and XSTATE_BV."""
+
+    X87 = 0
+    SSE = 1
+    AVX = 2  # upper halves of ymm0-15
+    BNDREGS = 3
+    BNDCSR = 4
+    OPMASK = 5  # k0-k7
+    ZMM_HI256 = 6  # upper 256 bits of zmm0-15
+    HI16_ZMM = 7  # zmm16-31
+    PKRU = 9
+    XTILECFG = 17  # AMX tile configuration
+    XTILEDATA = 18  # AMX tiles tmm0-7
+
+
+XCR0_X87_SSE: Final = (1 << XFeature.X87) | (1 << XFeature.SSE)
+XCR0_AVX512: Final = (1 << XFeature.OPMASK) | (1 << XFeature.ZMM_HI256) | (1 << XFeature.HI16_ZMM)
+
+# The legacy region (FXSAVE layout) and the header of a standard-format XSAVE area.
+XSAVE_FCW_OFFSET: Final = 0
+XSAVE_MXCSR_OFFSET: Final = 24
+XSAVE_XMM_OFFSET: Final = 160
+XSAVE_XSTATE_BV_OFFSET: Final = 512
+XSAVE_XCOMP_BV_OFFSET: Final = 520
+XSAVE_LEGACY_AND_HEADER: Final = 576
+FCW_INITIAL: Final = 0x037F  # after FNINIT: all exceptions masked, 64-bit precision
+MXCSR_INITIAL: Final = 0x1F80  # after reset: all exceptions masked, round to nearest
+
+# CPUID feature bits (SDM Vol. 2A, CPUID).
+CPUID1_ECX_XSAVE: Final = 1 << 26
+CPUID1_ECX_OSXSAVE: Final = 1 << 27
+CPUID1_ECX_AVX: Final = 1 << 28
+CPUID7_EBX_AVX512F: Final = 1 << 16
+
+
+def initial_xsave(size: int) -> bytes:
+    """A standard-format XSAVE area of ``size`` bytes holding the initial state.
+
+    XSTATE_BV marks x87 and SSE present with their initial values (FCW 0x037F, empty
+    tags, MXCSR 0x1F80, zeroed registers) and every other component absent, which
+    XRSTOR loads as that component's initial configuration (zeros). The two legacy
+    components are spelled out so that the area states all of the state, MXCSR
+    included (it lives in the legacy region but belongs to SSE and AVX, SDM 13.5.2).
+    """
+    if size < XSAVE_LEGACY_AND_HEADER:
+        raise ValueError(f"an XSAVE area has at least {XSAVE_LEGACY_AND_HEADER} bytes")
+    area = bytearray(size)
+    struct.pack_into("<H", area, XSAVE_FCW_OFFSET, FCW_INITIAL)
+    struct.pack_into("<I", area, XSAVE_MXCSR_OFFSET, MXCSR_INITIAL)
+    struct.pack_into("<Q", area, XSAVE_XSTATE_BV_OFFSET, XCR0_X87_SSE)
+    return bytes(area)
 
 
 def tss_descriptor(base: int, limit: int) -> tuple[int, int]:

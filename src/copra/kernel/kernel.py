@@ -227,6 +227,7 @@ class Kernel:
                     continue
                 return
             if isinstance(ex, PreemptExit):
+                self.counters["preemptions"] += 1
                 if len(self.runqueue) > 1:
                     self.runqueue.rotate(-1)
                 return

@@ -22,6 +22,16 @@ How CPL3 reaches Python (see docs/architecture.md for the measurements behind it
   segment registers back through KVM_CAP_SYNC_REGS, so a ring-0 stub runs exactly
   two instructions per exception (KVM emulates ring 0 on PVM hosts, slowly).
 
+Per-context state: the general registers and the whole XSAVE-managed state (x87,
+SSE, AVX, AVX-512 and whatever else KVM's XSAVE set holds) belong to one
+``UserContext``. A switch saves the outgoing context's state with KVM_GET_XSAVE(2)
+and loads the incoming one's with KVM_SET_XSAVE; a context that never ran gets
+``x86.initial_xsave``. XCR0 is the same for every context (CPL3 cannot change it),
+so it is set once, to every component KVM supports, with CR4.OSXSAVE on and the
+vCPU's CPUID saying so. On PVM hosts CPL3 code runs under the host's XCR0 whatever
+the guest's says, so this is what keeps one process's vector registers from the
+next; see docs/architecture.md for the measurements.
+
 Ownership and locking: a ``Machine`` is driven by one host thread (the one that
 called ``enter``); the kvm_run page and the kernel stack are touched only by it.
 The frame allocator is shared with the rest of the kernel and locks itself.
@@ -39,7 +49,7 @@ from typing import Final
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR, USER_INITIAL_RFLAGS, Entry
 from copra.hw import kvm, x86
-from copra.hw.kvm import ExitReason, KvmFpu, KvmRegs, KvmSegment, KvmSregs
+from copra.hw.kvm import ExitReason, KvmCpuid2, KvmRegs, KvmSegment, KvmSregs
 from copra.kernel.frames import FrameAllocator, PhysicalMemory
 
 KERNEL_BASE: Final = 0xFFFF_FF80_0000_0000  # PML4 slot 511
@@ -69,7 +79,7 @@ _EV_INTERRUPT_INJECTED: Final = 8
 _EV_NMI_INJECTED: Final = 12
 
 _CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
-_CR4 = x86.CR4_PAE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT
+_CR4 = x86.CR4_PAE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT | x86.CR4_OSXSAVE
 _EFER = x86.EFER_LME | x86.EFER_LMA | x86.EFER_NXE
 
 
@@ -131,7 +141,9 @@ class UserContext:
 
     cr3: int
     regs: KvmRegs = field(default_factory=KvmRegs)
-    fpu: KvmFpu | None = None  # saved on switch-out
+    #: The XSAVE-managed state, saved on switch-out into a buffer allocated at the
+    #: first one; None until then (the context starts from the initial state).
+    xsave: ctypes.Array[ctypes.c_uint8] | None = None
 
     @classmethod
     def initial(cls, cr3: int, rip: int, rsp: int) -> UserContext:
@@ -142,6 +154,35 @@ class UserContext:
         return ctx
 
 
+def xsave_cpuid(cpuid: KvmCpuid2) -> int:
+    """Make ``cpuid`` tell the truth about the XSAVE state copra enables; return XCR0.
+
+    XCR0 is every user component KVM supports (leaf 0xD.0 EDX:EAX): KVM_GET_XSAVE
+    carries exactly those, so each is kept per context. Leaf 1 then says XSAVE and,
+    iff AVX state is enabled, AVX; leaf 7.0 says AVX-512F iff its three components
+    are. (PVM hosts report leaf 0xD but clear XSAVE and AVX in leaf 1, although CPL3
+    code runs with them.) KVM derives OSXSAVE from CR4 itself.
+    """
+    leaf_d = cpuid.find(0xD, 0)
+    if leaf_d is None:
+        raise kvm.KvmError("KVM reports no CPUID leaf 0xD: copra needs XSAVE")
+    xcr0 = leaf_d.eax | (leaf_d.edx << 32)
+    if xcr0 & x86.XCR0_X87_SSE != x86.XCR0_X87_SSE:
+        raise kvm.KvmError(f"KVM's XCR0 set {xcr0:#x} lacks x87 or SSE")
+    leaf_1 = cpuid.find(1)
+    if leaf_1 is not None:
+        leaf_1.ecx |= x86.CPUID1_ECX_XSAVE
+        if xcr0 & (1 << x86.XFeature.AVX):
+            leaf_1.ecx |= x86.CPUID1_ECX_AVX
+        else:
+            leaf_1.ecx &= ~x86.CPUID1_ECX_AVX
+    leaf_7 = cpuid.find(7, 0)
+    if leaf_7 is not None:
+        if xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512:
+            leaf_7.ebx |= x86.CPUID7_EBX_AVX512F
+        else:
+            leaf_7.ebx &= ~x86.CPUID7_EBX_AVX512F
+    return xcr0
 
 
 def _set_segment(seg: KvmSegment, selector: int, code: bool, dpl: int) -> None:
@@ -167,6 +208,12 @@ class Machine:
         try:
             if not self.kvm.check_extension(kvm.KVM_CAP_SYNC_REGS):
                 raise kvm.KvmError("this KVM lacks KVM_CAP_SYNC_REGS (copra's exit path needs it)")
+            for cap, name in ((kvm.KVM_CAP_XSAVE, "XSAVE"), (kvm.KVM_CAP_XCRS, "XCRS")):
+                if not self.kvm.check_extension(cap):
+                    raise kvm.KvmError(f"this KVM lacks KVM_CAP_{name} (copra keeps each "
+                                       "process's vector registers with it)")
+            cpuid = self.kvm.supported_cpuid()
+            self.xcr0 = xsave_cpuid(cpuid)
             self.vm = self.kvm.create_vm()
             self._mmap = self.vm.add_memory(0, memory_size)
         except BaseException:
@@ -183,7 +230,6 @@ class Machine:
             self.vm.enable_cap(kvm.KVM_CAP_DISABLE_QUIRKS2,
                                kvm.KVM_X86_QUIRK_FIX_HYPERCALL_INSN)
         self.vcpu = self.vm.create_vcpu()
-        cpuid = self.kvm.supported_cpuid()
         self.vcpu.set_cpuid(cpuid)
         self.umip = any(e.function == 7 and e.index == 0 and e.ecx & x86.CPUID7_ECX_UMIP
                         for e in cpuid.entries[:cpuid.nent])
@@ -191,6 +237,10 @@ class Machine:
         # LSTAR at CPL3 regardless. Point it at the kernel half's unmapped first page:
         # the jump faults there and the kernel reports the SYSCALL (kernel.py).
         self.vcpu.set_msrs({x86.MSR_LSTAR: SYSCALL_LANDING})
+        self.vcpu.set_xcr0(self.xcr0)
+        self._initial_xsave = self.vcpu.new_xsave()
+        ctypes.memmove(self._initial_xsave, x86.initial_xsave(self.vcpu.xsave_size),
+                       self.vcpu.xsave_size)
         self._sregs = self._sregs_template(self.vcpu.get_sregs())
         self.vcpu.enable_sync_regs()
         self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
@@ -305,11 +355,12 @@ class Machine:
         if old is not None:
             ctypes.memmove(ctypes.addressof(old.regs), ctypes.addressof(self._run_regs),
                            ctypes.sizeof(KvmRegs))
-            old.fpu = KvmFpu()
-            self.vcpu.get_fpu(old.fpu)
+            if old.xsave is None:
+                old.xsave = self.vcpu.new_xsave()
+            self.vcpu.get_xsave(old.xsave)
         ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
                        ctypes.sizeof(KvmRegs))
-        self.vcpu.set_fpu(ctx.fpu if ctx.fpu is not None else KvmFpu.initial())
+        self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
         self._sregs.cr3 = ctx.cr3
         self._load_user_sregs()
         self._loaded = ctx

@@ -1,0 +1,186 @@
+"""KVM integration: the XSAVE binding on a real vCPU and the machine's per-context vector state.
+
+The user code is hand-assembled; each snippet's source is in the comment above it. On
+PVM hosts CPL3 code runs under the host's XCR0, so AVX works there whatever the guest
+enabled: these tests check what a process can actually reach, not what the guest's
+control registers claim.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from copra.abi.spec import PAGE_SIZE, USER_START, Entry
+from copra.hw import kvm, x86
+from copra.kernel.frames import FrameOwner
+from copra.kernel.machine import Machine, SyscallExit, UserContext, xsave_cpuid
+from copra.kernel.pagetable import AddressSpace
+
+STACK_TOP = USER_START + 0x10000
+
+# mov dword [rsp-8], 0x7f80; ldmxcsr [rsp-8]; mov word [rsp-16], 0x0f7f; fldcw [rsp-16]
+# mov rax, 0x1122334455667788; movq xmm1, rax; vinsertf128 ymm0, ymm0, xmm1, 1; out 0xe0, al
+WRITE = bytes.fromhex("c74424f8807f00000fae5424f866c74424f07f0fd96c24f048b888776655443322"
+                      "1166480f6ec8c4e37d18c101e6e0")
+YMM0_HI = 0x1122_3344_5566_7788
+MXCSR_ROUND_TO_ZERO = 0x7F80
+FCW_ROUND_TO_ZERO = 0x0F7F
+# vextractf128 xmm1, ymm0, 1; movq rax, xmm1; stmxcsr [rsp-8]; mov ebx, [rsp-8]
+# fnstcw [rsp-16]; movzx ecx, word [rsp-16]; out 0xe0, al; jmp $
+READ = bytes.fromhex("c4e37d19c10166480f7ec80fae5c24f88b5c24f8d97c24f00fb74c24f0e6e0ebfe")
+# mov eax, 1; cpuid; mov esi, ecx; mov eax, 7; xor ecx, ecx; cpuid; mov edi, ebx
+# xor eax, eax; xor edx, edx; test esi, 1 << 27 (OSXSAVE); jz 1f; xor ecx, ecx; xgetbv
+# 1: out 0xe0, al; jmp $
+CPUID = bytes.fromhex("b8010000000fa289ceb80700000031c90fa289df31c031d2f7c60000000874053"
+                      "1c90f01d0e6e0ebfe")
+# sub rsp, 128; and rsp, -64; mov rdi, rsp; mov ecx, 64; xor eax, eax; rep stosb
+# mov byte [rsp], 1; mov word [rsp+16], 64; mov byte [rsp+48], 16 (palette 1, tmm0 16x64)
+# ldtilecfg [rsp]; out 0xe0, al; jmp $
+LDTILECFG = bytes.fromhex("4881ec800000004883e4c04889e7b94000000031c0f3aac604240166c744241040"
+                          "00c644243010c4e278490424e6e0ebfe")
+# sub rsp, 128; and rsp, -64; mov qword [rsp], -1; mov qword [rsp+16], -1; sttilecfg [rsp]
+# mov rax, [rsp]; mov rbx, [rsp+16]; out 0xe0, al; jmp $
+STTILECFG = bytes.fromhex("4881ec800000004883e4c048c70424ffffffff48c7442410ffffffffc4e2794904"
+                          "24488b0424488b5c2410e6e0ebfe")
+
+
+@pytest.fixture(scope="module")
+def machine() -> Iterator[Machine]:
+    m = Machine(32 << 20)
+    yield m
+    m.close()
+
+
+def user_program(machine: Machine, code: bytes) -> UserContext:
+    space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
+    text = machine.frames.alloc(FrameOwner.USER)
+    machine.memory.write(text, code)
+    space.map(USER_START, text, writable=False, executable=True)
+    stack = machine.frames.alloc(FrameOwner.USER)
+    space.map(STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
+    return UserContext.initial(space.pml4, USER_START, STACK_TOP - 8)
+
+
+def run_to_doorbell(machine: Machine, ctx: UserContext) -> None:
+    assert machine.enter(ctx) == SyscallExit(Entry.DOORBELL)
+
+
+def avx_offset(machine: Machine) -> int:
+    """Where ymm0-15's upper halves sit in KVM's XSAVE buffer: CPUID 0xD.2 EBX (host)."""
+    leaf = machine.kvm.supported_cpuid().find(0xD, x86.XFeature.AVX)
+    assert leaf is not None and leaf.eax == 256
+    return int(leaf.ebx)
+
+
+def cpl3_cpuid(machine: Machine) -> tuple[int, int, int]:
+    """CPUID.1:ECX, CPUID.7.0:EBX and XCR0 (0 unless OSXSAVE) as a process sees them."""
+    run_to_doorbell(machine, user_program(machine, CPUID))
+    r = machine.regs
+    return r.rsi & 0xFFFF_FFFF, r.rdi & 0xFFFF_FFFF, (r.rdx << 32) | (r.rax & 0xFFFF_FFFF)
+
+
+def test_xsave_buffer_is_as_large_as_kvm_says(machine: Machine) -> None:
+    vcpu = machine.vcpu
+    assert vcpu.xsave_size == max(kvm.KVM_XSAVE_SIZE, vcpu.vm.check_extension(kvm.KVM_CAP_XSAVE2))
+    assert ctypes.sizeof(vcpu.new_xsave()) == vcpu.xsave_size
+
+
+def test_xsave_buffer_of_wrong_size_is_refused(machine: Machine) -> None:
+    short = (ctypes.c_uint8 * (machine.vcpu.xsave_size - 1))()
+    with pytest.raises(ValueError, match="XSAVE buffer"):
+        machine.vcpu.set_xsave(short)
+    with pytest.raises(ValueError, match="XSAVE buffer"):
+        machine.vcpu.get_xsave(short)
+
+
+def test_get_xsave_shows_ymm_upper_half_written_at_cpl3(machine: Machine) -> None:
+    ctx = user_program(machine, WRITE + READ)
+    run_to_doorbell(machine, ctx)
+    area = machine.vcpu.new_xsave()
+    machine.vcpu.get_xsave(area)
+    xstate_bv = struct.unpack_from("<Q", area, x86.XSAVE_XSTATE_BV_OFFSET)[0]
+    assert xstate_bv & (1 << x86.XFeature.AVX)
+    assert struct.unpack_from("<Q", area, avx_offset(machine))[0] == YMM0_HI
+    assert struct.unpack_from("<I", area, x86.XSAVE_MXCSR_OFFSET)[0] == MXCSR_ROUND_TO_ZERO
+
+
+def test_set_xsave_round_trip_reaches_cpl3(machine: Machine) -> None:
+    ctx = user_program(machine, WRITE + READ)
+    run_to_doorbell(machine, ctx)
+    area = machine.vcpu.new_xsave()
+    machine.vcpu.get_xsave(area)
+    struct.pack_into("<Q", area, avx_offset(machine), 0xCAFE_F00D_0BAD_BEEF)
+    machine.vcpu.set_xsave(area)
+    again = machine.vcpu.new_xsave()
+    machine.vcpu.get_xsave(again)
+    assert bytes(again[:x86.XSAVE_LEGACY_AND_HEADER]) == bytes(area[:x86.XSAVE_LEGACY_AND_HEADER])
+    assert struct.unpack_from("<Q", again, avx_offset(machine))[0] == 0xCAFE_F00D_0BAD_BEEF
+    run_to_doorbell(machine, ctx)  # READ: the process sees what KVM_SET_XSAVE loaded
+    assert machine.regs.rax == 0xCAFE_F00D_0BAD_BEEF
+    assert machine.regs.rbx == MXCSR_ROUND_TO_ZERO
+
+
+def test_guest_xcr0_is_every_component_kvm_supports(machine: Machine) -> None:
+    leaf = machine.kvm.supported_cpuid().find(0xD, 0)
+    assert leaf is not None
+    assert machine.vcpu.get_xcr0() == machine.xcr0 == leaf.eax | (leaf.edx << 32)
+
+
+def test_new_context_starts_with_initial_vector_state(machine: Machine) -> None:
+    writer = user_program(machine, WRITE + READ)
+    run_to_doorbell(machine, writer)
+    fresh = user_program(machine, READ)
+    run_to_doorbell(machine, fresh)
+    r = machine.regs
+    assert (r.rax, r.rbx, r.rcx) == (0, x86.MXCSR_INITIAL, x86.FCW_INITIAL)
+
+
+def test_vector_state_survives_a_switch_to_another_context(machine: Machine) -> None:
+    writer = user_program(machine, WRITE + READ)
+    run_to_doorbell(machine, writer)
+    other = user_program(machine, WRITE)  # writes the same registers, then stops
+    run_to_doorbell(machine, other)
+    area = machine.vcpu.new_xsave()
+    machine.vcpu.get_xsave(area)
+    struct.pack_into("<Q", area, avx_offset(machine), 0x5A5A)
+    machine.vcpu.set_xsave(area)  # scribble on `other`'s ymm0 while it is loaded
+    run_to_doorbell(machine, writer)
+    r = machine.regs
+    assert (r.rax, r.rbx, r.rcx) == (YMM0_HI, MXCSR_ROUND_TO_ZERO, FCW_ROUND_TO_ZERO)
+
+
+def test_cpl3_cpuid_says_what_the_xsave_state_allows(machine: Machine) -> None:
+    ecx1, ebx7, xcr0 = cpl3_cpuid(machine)
+    assert ecx1 & x86.CPUID1_ECX_OSXSAVE, "CR4.OSXSAVE is on: CPUID must say so"
+    # Whatever XCR0 the process sees (the host's, on PVM), every component copra
+    # keeps per context is in it, and CPUID's AVX and AVX-512F follow those components.
+    assert xcr0 & machine.xcr0 == machine.xcr0
+    if machine.xcr0 & (1 << x86.XFeature.AVX):
+        assert ecx1 & x86.CPUID1_ECX_AVX
+    if machine.xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512:
+        assert ebx7 & x86.CPUID7_EBX_AVX512F
+
+
+def test_vcpu_cpuid_table_agrees_with_xcr0(machine: Machine) -> None:
+    cpuid = machine.kvm.supported_cpuid()
+    xcr0 = xsave_cpuid(cpuid)
+    leaf1, leaf7 = cpuid.find(1), cpuid.find(7, 0)
+    assert leaf1 is not None and leaf7 is not None
+    assert leaf1.ecx & x86.CPUID1_ECX_XSAVE
+    assert bool(leaf1.ecx & x86.CPUID1_ECX_AVX) == bool(xcr0 & (1 << x86.XFeature.AVX))
+    assert bool(leaf7.ebx & x86.CPUID7_EBX_AVX512F) == (xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512)
+
+
+def test_amx_tile_configuration_does_not_cross_contexts(machine: Machine) -> None:
+    _, _, xcr0 = cpl3_cpuid(machine)
+    if not xcr0 & (1 << x86.XFeature.XTILECFG):
+        pytest.skip("AMX tile state is not enabled for CPL3 on this host")
+    # On PVM hosts a process can configure AMX tiles although CPUID does not offer
+    # AMX and KVM's XSAVE buffer cannot hold the state; KVM_SET_XSAVE resets it.
+    run_to_doorbell(machine, user_program(machine, LDTILECFG))
+    run_to_doorbell(machine, user_program(machine, STTILECFG))
+    assert (machine.regs.rax, machine.regs.rbx) == (0, 0)
