@@ -113,7 +113,7 @@
 #define COPRA_NAME_MAX UINT64_C(255) /* bytes of one path component */
 #define COPRA_HANDLE_LOG UINT64_C(0) /* every task's log/stdout */
 #define COPRA_MAX_HANDLES UINT64_C(1024) /* per-process limit on open handles (EMFILE beyond it) */
-#define COPRA_USER_START UINT64_C(0x400000) /* User address space: [USER_START, USER_END). Everything above is the kernel's. */
+#define COPRA_USER_START UINT64_C(0x1000) /* User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's. */
 #define COPRA_USER_END UINT64_C(0x7ffffffff000)
 #define COPRA_USER_STACK_SIZE UINT64_C(0x10000)
 #define COPRA_USER_STACK_TOP UINT64_C(0x7ffffffff000) /* the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP) */

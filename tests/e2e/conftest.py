@@ -45,11 +45,12 @@ def machine() -> Iterator[Machine]:
 @pytest.fixture
 def boot(machine: Machine):  # type: ignore[no-untyped-def]
     """boot(init_program, files={path: bytes | program-name}, timeout=..., time_slice=...)
-    -> Run."""
+    -> Run. ``init`` is a shipped program's name or an image's bytes."""
 
-    def run(init: str, files: dict[str, bytes | str] | None = None,
+    def run(init: str | bytes, files: dict[str, bytes | str] | None = None,
             timeout: float | None = 20.0, time_slice: float = TIME_SLICE) -> Run:
-        entries = [packit.PackItEntry("/init", packaged_program(init))]
+        image = packaged_program(init) if isinstance(init, str) else init
+        entries = [packit.PackItEntry("/init", image)]
         for path, data in (files or {}).items():
             if isinstance(data, str):
                 data = packaged_program(data)

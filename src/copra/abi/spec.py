@@ -160,8 +160,10 @@ NAME_MAX = 255  #: bytes of one path component
 HANDLE_LOG = 0  #: every task's log/stdout
 MAX_HANDLES = 1024  #: per-process limit on open handles (EMFILE beyond it)
 
-#: User address space: [USER_START, USER_END). Everything above is the kernel's.
-USER_START = 0x0000_0000_0040_0000
+#: User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps
+#: unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program
+#: segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's.
+USER_START = 0x0000_0000_0000_1000
 USER_END = 0x0000_7FFF_FFFF_F000
 USER_STACK_SIZE = 64 * 1024
 USER_STACK_TOP = USER_END  #: the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP)

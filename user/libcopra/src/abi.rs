@@ -653,8 +653,8 @@ pub const NAME_MAX: u64 = 255;
 pub const HANDLE_LOG: u64 = 0;
 /// per-process limit on open handles (EMFILE beyond it)
 pub const MAX_HANDLES: u64 = 1024;
-/// User address space: [USER_START, USER_END). Everything above is the kernel's.
-pub const USER_START: u64 = 0x40_0000;
+/// User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's.
+pub const USER_START: u64 = 0x1000;
 pub const USER_END: u64 = 0x7fff_ffff_f000;
 pub const USER_STACK_SIZE: u64 = 0x1_0000;
 /// the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP)

@@ -40,6 +40,7 @@ use libcopra::fs::{self, FileFlag, FileMode, SeekMode};
 use libcopra::handle::{AsHandle, Handle, LOG};
 use libcopra::memory::MapFlag;
 use libcopra::process;
+use libcopra::rt::image_start;
 use libcopra::syscall::{self, Entry, syscall0_via, syscall5_via};
 use libcopra::{declare_main, println};
 
@@ -2370,7 +2371,7 @@ fn mmap_of_file_at_unaligned_offset_returns_einval() -> Outcome {
 
 fn mmap_fixed_below_user_start_returns_einval() -> Outcome {
     let fixed = ANON_R | MapFlag::FIXED.bits();
-    mmap_errno([NO_HANDLE, 0x1000, 0, PAGE, fixed], Errno::EINVAL)?;
+    mmap_errno([NO_HANDLE, 0, 0, PAGE, fixed], Errno::EINVAL)?;
     mmap_errno(
         [NO_HANDLE, USER_START - PAGE, 0, 2 * PAGE, fixed],
         Errno::EINVAL,
@@ -2616,8 +2617,8 @@ fn munmap_outside_user_space_returns_einval() -> Outcome {
         Errno::EINVAL,
     )?;
     expect_errno(
-        "MUNMAP below USER_START",
-        sc(Sys::MUNMAP, &[0x1000, PAGE]),
+        "MUNMAP from below USER_START",
+        sc(Sys::MUNMAP, &[USER_START - PAGE, 2 * PAGE]),
         Errno::EINVAL,
     )?;
     expect_errno("MUNMAP page 0", sc(Sys::MUNMAP, &[0, PAGE]), Errno::EINVAL)
@@ -2728,7 +2729,7 @@ fn mresize_inside_a_mapping_returns_enotfound() -> Outcome {
 
 fn mresize_of_the_program_image_returns_enotfound() -> Outcome {
     // Asked to grow, so that a kernel that wrongly accepts cannot take our text away.
-    expect_errno("MRESIZE", mresize(USER_START, 1 << 30), Errno::ENOTFOUND)
+    expect_errno("MRESIZE", mresize(image_start(), 1 << 30), Errno::ENOTFOUND)
 }
 
 fn mresize_to_length_0_returns_einval() -> Outcome {
