@@ -62,7 +62,7 @@
 #define COPRA_SYS_CAPABILITIES UINT64_C(0x300000000)
 
 /* Capability: Indices accepted by CAPABILITIES (class 3, index 0). */
-#define COPRA_CAPABILITY_COUNT UINT64_C(0) /* the number of capability indices, this one included */
+#define COPRA_CAPABILITY_COUNT UINT64_C(0) /* the number of capability values after index 0 (upstream's meaning: 2 today) */
 #define COPRA_CAPABILITY_VM_BITMAP UINT64_C(1) /* bit n set: VM n can be opened (0 on copra today: no guest VMs yet) */
 #define COPRA_CAPABILITY_FEATURES UINT64_C(2) /* platform feature bitmap; bits 2:0 are the platform type */
 

@@ -85,9 +85,14 @@ class Sys(IntEnum):
 
 
 class Capability(IntEnum):
-    """Indices accepted by CAPABILITIES (class 3, index 0)."""
+    """Indices accepted by CAPABILITIES (class 3, index 0).
 
-    COUNT = 0  #: the number of capability indices, this one included
+    copra adds no index of its own yet; an addition would take the next free index
+    (upstream's stay as they are) and count in COUNT like upstream's.
+    """
+
+    #: the number of capability values after index 0 (upstream's meaning: 2 today)
+    COUNT = 0
     VM_BITMAP = 1  #: bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
     FEATURES = 2  #: platform feature bitmap; bits 2:0 are the platform type
 

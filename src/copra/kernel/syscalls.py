@@ -339,7 +339,7 @@ def sys_rmdir(k: Kernel, p: Process, r: KvmRegs) -> int:
 def sys_capabilities(k: Kernel, p: Process, r: KvmRegs) -> int:
     index = _u32(r.rdi)
     if index == Capability.COUNT:
-        return len(Capability)
+        return len(Capability) - 1  # the values after index 0, as upstream counts
     if index == Capability.VM_BITMAP:
         return 0
     if index == Capability.FEATURES:

@@ -285,10 +285,13 @@ impl Sys {
 }
 
 /// Indices accepted by CAPABILITIES (class 3, index 0).
+///
+/// copra adds no index of its own yet; an addition would take the next free index
+/// (upstream's stay as they are) and count in COUNT like upstream's.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
-    /// the number of capability indices, this one included
+    /// the number of capability values after index 0 (upstream's meaning: 2 today)
     COUNT = 0,
     /// bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
     VM_BITMAP = 1,
