@@ -112,6 +112,8 @@
 #define COPRA_PATH_MAX UINT64_C(4096) /* bytes including the terminating NUL */
 #define COPRA_NAME_MAX UINT64_C(255) /* bytes of one path component */
 #define COPRA_HANDLE_LOG UINT64_C(0) /* every task's log/stdout */
+#define COPRA_LOG_FILE_PATH "/Log/logfile" /* Every line of the log (each task's, prefix included, and the kernel's) is also appended to this RAM-fs file, created at boot before the archive is unpacked (upstream's ``Log/logfile``); programs may OPEN and READ it. */
+#define COPRA_LOG_FILE_MAX UINT64_C(0x100000) /* copra keeps the log file at most this many bytes; later lines reach the console only. */
 #define COPRA_MAX_HANDLES UINT64_C(1024) /* per-process limit on open handles (EMFILE beyond it) */
 #define COPRA_USER_START UINT64_C(0x1000) /* User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's. */
 #define COPRA_USER_END UINT64_C(0x7ffffffff000)

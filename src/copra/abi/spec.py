@@ -163,6 +163,12 @@ PAGE_SIZE = 4096
 PATH_MAX = 4096  #: bytes including the terminating NUL
 NAME_MAX = 255  #: bytes of one path component
 HANDLE_LOG = 0  #: every task's log/stdout
+#: Every line of the log (each task's, prefix included, and the kernel's) is also
+#: appended to this RAM-fs file, created at boot before the archive is unpacked
+#: (upstream's ``Log/logfile``); programs may OPEN and READ it.
+LOG_FILE_PATH = "/Log/logfile"
+#: copra keeps the log file at most this many bytes; later lines reach the console only.
+LOG_FILE_MAX = 1 << 20
 MAX_HANDLES = 1024  #: per-process limit on open handles (EMFILE beyond it)
 
 #: User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps

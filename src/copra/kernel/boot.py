@@ -21,6 +21,7 @@ from copra import __version__
 from copra.hw.kvm import KvmError
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.logfile import LogFile
 from copra.kernel.machine import DEFAULT_MEMORY, Machine
 from copra.kernel.packit import PackItError
 from copra.kernel.ramfs import FramePageStore, RamFs
@@ -80,12 +81,17 @@ def make_kernel(machine: Machine, archive: bytes,
     """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
     and the number of files the archive gave it.
 
+    Every console line also goes to the RAM fs's log file (kernel/logfile.py), which
+    is created first, as upstream creates it before unpacking the archive: ``/`` lists
+    ``Log`` first, and an archive that holds the log file itself is refused (EEXIST).
+
     Raises PackItError or SyscallError when the archive is unusable. Everything that
     boots copra — ``boot``, the end-to-end tests, the benchmarks — starts here.
     """
     fs = RamFs(store=FramePageStore(machine.frames))
+    log = LogFile(fs, console)
     files = fs.populate(archive)
-    return Kernel(machine, fs, console), files
+    return Kernel(machine, fs, log), files
 
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:

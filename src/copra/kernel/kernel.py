@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Entry, Errno
+from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
 from copra.hw.x86 import Vector
 from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
@@ -42,7 +42,7 @@ from copra.kernel.machine import (
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process, State
-from copra.kernel.ramfs import Directory, RamFs
+from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.usermem import UserPtr, copy_in
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
@@ -315,8 +315,16 @@ class Kernel:
             "user_frames": frames.used[FrameOwner.USER],
             "page_table_frames": frames.used[FrameOwner.PAGE_TABLE],
             "file_frames": frames.used[FrameOwner.FILE],
+            "log_file_frames": self._log_file_pages(),  #: of file_frames, the log file's
             "free_frames": frames.free_count,
         }
+
+    def _log_file_pages(self) -> int:
+        try:
+            node = self.fs.lookup(LOG_FILE_PATH)
+        except SyscallError:
+            return 0
+        return node.page_count if isinstance(node, File) else 0
 
 
 __all__ = ["Entry", "Kernel", "ProcessExited", "RunResult", "WouldBlock", "describe_status"]

@@ -654,6 +654,10 @@ pub const PATH_MAX: u64 = 4096;
 pub const NAME_MAX: u64 = 255;
 /// every task's log/stdout
 pub const HANDLE_LOG: u64 = 0;
+/// Every line of the log (each task's, prefix included, and the kernel's) is also appended to this RAM-fs file, created at boot before the archive is unpacked (upstream's ``Log/logfile``); programs may OPEN and READ it.
+pub const LOG_FILE_PATH: &str = "/Log/logfile";
+/// copra keeps the log file at most this many bytes; later lines reach the console only.
+pub const LOG_FILE_MAX: u64 = 0x10_0000;
 /// per-process limit on open handles (EMFILE beyond it)
 pub const MAX_HANDLES: u64 = 1024;
 /// User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's.

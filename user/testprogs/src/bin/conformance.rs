@@ -32,8 +32,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use libcopra::abi::{
     Capability, DOORBELL_PORT, DirEnt, EXIT_STATUS_SHIFT, Errno, FileType, KILLED_BY_EXCEPTION,
-    MAX_HANDLES, MMAP_BASE, NAME_MAX, PAGE_SIZE, PATH_MAX, PlatformType, Sys, USER_END,
-    USER_MAP_END, USER_START, sysno,
+    LOG_FILE_PATH, MAX_HANDLES, MMAP_BASE, NAME_MAX, PAGE_SIZE, PATH_MAX, PlatformType, Sys,
+    USER_END, USER_MAP_END, USER_START, sysno,
 };
 use libcopra::error::check;
 use libcopra::fs::{self, FileFlag, FileMode, SeekMode};
@@ -1322,6 +1322,45 @@ fn write_to_log_handle_returns_the_count() -> Outcome {
     expect_value("WRITE 0", rax, line.len() as u64)
 }
 
+/// Whether the file at `path` holds `needle` (at most 64 bytes) anywhere.
+fn file_contains(path: &str, needle: &[u8]) -> Result<bool, Msg> {
+    let file = open_as(path, FileMode::READ)?;
+    // The last needle.len() - 1 bytes of one chunk lead the next, so a match across
+    // chunks is found too.
+    let mut window = [0u8; 64 + 512];
+    let mut kept = 0;
+    loop {
+        let n = ok("READ", fs::read(&file, &mut window[kept..]))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let filled = kept + n;
+        if window[..filled].windows(needle.len()).any(|w| w == needle) {
+            return Ok(true);
+        }
+        kept = (needle.len() - 1).min(filled);
+        window.copy_within(filled - kept..filled, 0);
+    }
+}
+
+fn log_file_holds_each_line_with_its_task_prefix() -> Outcome {
+    // Upstream's Log/logfile: every task's lines, prefix included, readable by programs.
+    let line = b"conformance: log-file marker 5e1f\n";
+    expect_value(
+        "WRITE 0",
+        sc(Sys::WRITE, &[0, ptr(line), line.len() as u64]),
+        line.len() as u64,
+    )?;
+    let mut tagged = [0u8; 64];
+    tagged[..2].copy_from_slice(b"] ");
+    tagged[2..2 + line.len()].copy_from_slice(line);
+    ensure!(
+        file_contains(LOG_FILE_PATH, &tagged[..2 + line.len()])?,
+        "{LOG_FILE_PATH} lacks the line just written, after a `[name] ` prefix"
+    );
+    Ok(())
+}
+
 fn read_of_unknown_handle_returns_enotfound() -> Outcome {
     let mut buf = [0u8; 4];
     expect_errno(
@@ -1590,10 +1629,23 @@ fn seek_with_unknown_mode_returns_einval() -> Outcome {
     expect_position(&file, 4)
 }
 
-fn seek_of_non_file_handles_returns_enotsupp() -> Outcome {
+fn seek_of_directory_handle_returns_enotsupp() -> Outcome {
     let dir = ok("OPENDIR", fs::opendir(SCRATCH))?;
-    expect_errno("SEEK directory", seek(&dir, 0, 0), Errno::ENOTSUPP)?;
-    expect_errno("SEEK log", seek(&LOG, 0, 0), Errno::ENOTSUPP)
+    expect_errno("SEEK directory", seek(&dir, 0, 0), Errno::ENOTSUPP)
+}
+
+fn seek_of_directory_with_unknown_mode_returns_einval() -> Outcome {
+    // Upstream's order: the handle, then the mode, then file versus directory.
+    let dir = ok("OPENDIR", fs::opendir(SCRATCH))?;
+    expect_errno("SEEK directory mode 7", seek(&dir, 0, 7), Errno::EINVAL)
+}
+
+fn seek_of_log_handle_returns_0() -> Outcome {
+    // The log is a file of size 0 (upstream): every position is 0; a bad mode is EINVAL.
+    for mode in [0, 1, 2] {
+        expect_value("SEEK log", seek(&LOG, 5, mode), 0)?;
+    }
+    expect_errno("SEEK log mode 3", seek(&LOG, 0, 3), Errno::EINVAL)
 }
 
 fn seek_of_unknown_handle_returns_enotfound() -> Outcome {
@@ -2910,6 +2962,7 @@ cases! {
     read_of_log_handle_returns_ewronly,
     write_of_0_bytes_to_log_handle_returns_0,
     write_to_log_handle_returns_the_count,
+    log_file_holds_each_line_with_its_task_prefix,
     read_of_unknown_handle_returns_enotfound,
     write_of_unknown_handle_returns_enotfound,
     read_of_directory_handle_returns_enotsupp,
@@ -2938,7 +2991,9 @@ cases! {
     seek_end_beyond_the_size_clamps_to_0,
     seek_end_with_negative_offset_clamps_to_0,
     seek_with_unknown_mode_returns_einval,
-    seek_of_non_file_handles_returns_enotsupp,
+    seek_of_directory_handle_returns_enotsupp,
+    seek_of_directory_with_unknown_mode_returns_einval,
+    seek_of_log_handle_returns_0,
     seek_of_unknown_handle_returns_enotfound,
     // TRUNCATE
     truncate_shrinks_and_returns_the_new_size,

@@ -734,7 +734,10 @@ impl Fuzzer {
 /// Whether [start, end) reaches this program's image or stack (or wraps onto them).
 fn touches_self(start: u64, end: u128) -> bool {
     let start = u128::from(start);
-    let image = (u128::from(image_start()), u128::from(image_start() + IMAGE_GUARD_SIZE));
+    let image = (
+        u128::from(image_start()),
+        u128::from(image_start() + IMAGE_GUARD_SIZE),
+    );
     let stack = (u128::from(MAP_AREA_END), u128::from(USER_END));
     let wraps = end > 1 << 64;
     let hits = |(lo, hi): (u128, u128)| start < hi && end > lo;
