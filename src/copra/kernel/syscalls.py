@@ -312,8 +312,11 @@ def sys_unlink(k: Kernel, p: Process, r: KvmRegs) -> int:
 
 
 def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
+    path = _path(p, r.rdi)
+    if not path:  # upstream's find_dir refuses "" ("/" is the root)
+        raise SyscallError(Errno.EINVAL, "OPENDIR of an empty path")
     p.handles.check_room()
-    return p.handles.install(OpenDirectory.open(k.fs, _path(p, r.rdi), root=p.root), Rights.READ)
+    return p.handles.install(OpenDirectory.open(k.fs, path, root=p.root), Rights.READ)
 
 
 def sys_readdir(k: Kernel, p: Process, r: KvmRegs) -> int:

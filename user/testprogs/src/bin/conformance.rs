@@ -2051,6 +2051,13 @@ fn opendir_of_missing_directory_returns_enotfound() -> Outcome {
     )
 }
 
+fn opendir_of_empty_path_returns_einval() -> Outcome {
+    // As upstream: "" names nothing, while "/" is the root.
+    expect_err("OPENDIR \"\"", fs::opendir(""), Errno::EINVAL)?;
+    ok("OPENDIR /", fs::opendir("/"))?;
+    Ok(())
+}
+
 fn opendir_of_unmapped_path_returns_efault() -> Outcome {
     expect_errno("OPENDIR", sc(Sys::OPENDIR, &[UNMAPPED]), Errno::EFAULT)
 }
@@ -3029,6 +3036,7 @@ cases! {
     readdir_of_unknown_handle_returns_enotfound,
     opendir_of_file_returns_enotdir,
     opendir_of_missing_directory_returns_enotfound,
+    opendir_of_empty_path_returns_einval,
     opendir_of_unmapped_path_returns_efault,
     // MKDIR and RMDIR
     mkdir_creates_an_empty_directory,
