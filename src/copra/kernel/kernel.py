@@ -50,6 +50,9 @@ _INT80 = b"\xcd\x80"
 _SYSCALL = b"\x0f\x05"
 _VMMCALL = b"\x0f\x01\xd9"
 PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
+#: ``Kernel.counters`` key per entry: how many syscalls came in through each (a program
+#: built for upstream must show none through the doorbell).
+ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscalls_via_int80"}
 
 
 class WouldBlock(Exception):
@@ -218,6 +221,7 @@ class Kernel:
         while True:
             ex = machine.enter(proc.context)
             if type(ex) is SyscallExit:
+                self.counters[ENTRY_COUNTERS[ex.entry]] += 1
                 if self._syscall(proc):
                     continue
                 return
@@ -227,6 +231,7 @@ class Kernel:
                 return
             if isinstance(ex, FaultExit):
                 if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
+                    self.counters[ENTRY_COUNTERS[Entry.INT80]] += 1
                     machine.regs.rip = ex.rip + 2
                     machine.mark_regs_dirty()
                     if self._syscall(proc):
