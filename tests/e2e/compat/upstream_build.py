@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 INCLUDE = HERE.parents[2] / "include"
 
 CFLAGS = (
-    "-std=c11", "-O2", "-Wall", "-Werror", "-ffreestanding", "-fPIC",
+    "-std=c11", "-O2", "-Wall", "-ffreestanding", "-fPIC",
     "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables",
     "-fcf-protection=none", "-fno-tree-loop-distribute-patterns",
     "-mno-red-zone", "-mgeneral-regs-only",
