@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason=f"needs a usable /dev/kvm: {KVM_REASON}")
     for item in items:
         tier = item.path.parent.name
-        if tier in ("kvm", "e2e"):
+        if tier in ("kvm", "e2e", "compat"):
             item.add_marker(pytest.mark.kvm)
         if KVM_REASON is not None and "kvm" in item.keywords:
             item.add_marker(skip)

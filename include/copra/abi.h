@@ -62,7 +62,7 @@
 #define COPRA_SYS_CAPABILITIES UINT64_C(0x300000000)
 
 /* Capability: Indices accepted by CAPABILITIES (class 3, index 0). */
-#define COPRA_CAPABILITY_COUNT UINT64_C(0) /* the number of capability indices, this one included */
+#define COPRA_CAPABILITY_COUNT UINT64_C(0) /* the number of capability values after index 0 (upstream's meaning: 2 today) */
 #define COPRA_CAPABILITY_VM_BITMAP UINT64_C(1) /* bit n set: VM n can be opened (0 on copra today: no guest VMs yet) */
 #define COPRA_CAPABILITY_FEATURES UINT64_C(2) /* platform feature bitmap; bits 2:0 are the platform type */
 
@@ -112,8 +112,10 @@
 #define COPRA_PATH_MAX UINT64_C(4096) /* bytes including the terminating NUL */
 #define COPRA_NAME_MAX UINT64_C(255) /* bytes of one path component */
 #define COPRA_HANDLE_LOG UINT64_C(0) /* every task's log/stdout */
+#define COPRA_LOG_FILE_PATH "/Log/logfile" /* Every line of the log (each task's, prefix included, and the kernel's) is also appended to this RAM-fs file, created at boot before the archive is unpacked (upstream's ``Log/logfile``); programs may OPEN and READ it. */
+#define COPRA_LOG_FILE_MAX UINT64_C(0x100000) /* copra keeps the log file at most this many bytes; later lines reach the console only. */
 #define COPRA_MAX_HANDLES UINT64_C(1024) /* per-process limit on open handles (EMFILE beyond it) */
-#define COPRA_USER_START UINT64_C(0x400000) /* User address space: [USER_START, USER_END). Everything above is the kernel's. */
+#define COPRA_USER_START UINT64_C(0x1000) /* User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's. */
 #define COPRA_USER_END UINT64_C(0x7ffffffff000)
 #define COPRA_USER_STACK_SIZE UINT64_C(0x10000)
 #define COPRA_USER_STACK_TOP UINT64_C(0x7ffffffff000) /* the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP) */

@@ -188,6 +188,36 @@ def test_segment_at_user_start_is_accepted() -> None:
     assert parse_elf(build_elf([Seg(USER_START)])).entry == USER_START
 
 
+@pytest.mark.parametrize("base", [0x10000, 0x200000, 0x400000])
+def test_program_at_each_upstream_base_is_accepted(base: int) -> None:
+    # upstream's old linker script, rust-lld's default and GNU ld's default.
+    text = base + 0x1000
+    image = parse_elf(build_elf([Seg(text), Seg(text + PAGE_SIZE, b"d", R | W)]))
+    assert image.entry == text
+
+
+def test_lld_layout_with_headers_in_a_read_only_segment_is_accepted() -> None:
+    # rust-lld's defaults: a R segment from file offset 0 (the ELF and program headers
+    # and .rodata), then R X and R W at the next pages with congruent, unaligned offsets.
+    base = 0x200000
+    segs = [
+        Seg(base, b"", R, offset=0, filesz=0x1D2),
+        Seg(base + 0x11E0, b"\xcc" * 0x74, R | X, offset=0x1E0),
+        Seg(base + 0x2260, b"\x01" * 0x10, R | W, offset=0x260, memsz=0xDA0),
+        Seg(base + 0x3270, b"\x02" * 0x20, R | W, offset=0x270, memsz=0x5DF0),
+    ]
+    blob = build_elf(segs, entry=base + 0x11E0)
+    image = parse_elf(blob)
+    assert [s.vaddr for s in image.segments] == [s.vaddr for s in segs]
+    assert bytes(image.segments[0].data[:4]) == b"\x7fELF"
+    assert_matches_pyelftools(blob, image)
+
+
+def test_segment_reaching_down_into_page_0_is_rejected() -> None:
+    blob = build_elf([Seg(USER_START - 0x10, memsz=0x20)])
+    assert "outside the user load range" in parse_error(blob)
+
+
 def test_segments_on_adjacent_pages_are_accepted() -> None:
     segs = [Seg(TEXT, memsz=PAGE_SIZE), Seg(TEXT + PAGE_SIZE, b"d", R | W)]
     assert len(parse_elf(build_elf(segs)).segments) == 2

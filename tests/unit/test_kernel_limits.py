@@ -199,9 +199,12 @@ def test_mkdir_past_the_metadata_budget_is_enomem_logged_with_its_reason() -> No
 def test_opendir_snapshots_go_back_to_the_budget_when_the_process_exits() -> None:
     kernel, _ = budgeted(room=1 << 20)
     proc = process(kernel)
+    entry = proc.space.lookup(PATH)
+    assert entry is not None
+    kernel.machine.memory.write((entry & PTE_ADDR_MASK) + 8, b"/\0")
     before = kernel.stats()["metadata_bytes"]
     for _ in range(10):
-        assert call(kernel, proc, Sys.OPENDIR, PATH + 2) > 0  # "" (the NUL after "/f"): root
+        assert call(kernel, proc, Sys.OPENDIR, PATH + 8) > 0  # "/": the root
         assert call(kernel, proc, Sys.OPEN, PATH + 3, FileMode.WRITE, FileFlag.CREATE) > 0
         assert call(kernel, proc, Sys.UNLINK, PATH + 3) == 0  # changed: a fresh snapshot
     assert kernel.stats()["metadata_bytes"] > before

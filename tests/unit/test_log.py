@@ -157,3 +157,11 @@ def test_lines_do_not_depend_on_how_the_stream_is_split_into_writes(chunks: list
         log.write(chunk)
     log.flush()
     assert got == _reference(b"".join(chunks))
+
+
+def test_line_max_is_upstreams_223_content_bytes() -> None:
+    # Upstream's line buffer is 224 bytes including the newline (kernel/src/fs/buffer.rs).
+    log, lines = new_log()
+    log.write(b"u" * 224 + b"\n")
+    assert LINE_MAX == 223
+    assert lines == ["[init] " + "u" * 223, "[init] u"]

@@ -184,3 +184,28 @@ def test_images_are_reproducible_from_the_workspace(tmp_path: Path) -> None:
         n for n in NAMES if (out / f"{n}.elf").read_bytes() != (IMAGES / f"{n}.elf").read_bytes()
     ]
     assert differing == [], "rebuild the images with scripts/build-user-images"
+
+
+def test_portable_build_refuses_to_replace_the_shipped_images(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build-user-images"), "--entry", "int80",
+         "--target-dir", str(tmp_path), "--out-dir", str(IMAGES)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert "must not replace the shipped images" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # refused before cargo ran
+
+
+def test_partial_build_refuses_to_replace_the_shipped_images(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build-user-images"), "--bin", "hello",
+         "--target-dir", str(tmp_path), "--out-dir", str(IMAGES)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert "--bin must not replace the shipped images" in result.stderr
+
+
+def test_shipped_manifest_records_the_doorbell_entry() -> None:
+    assert MANIFEST["entry"] == "doorbell"

@@ -85,9 +85,14 @@ class Sys(IntEnum):
 
 
 class Capability(IntEnum):
-    """Indices accepted by CAPABILITIES (class 3, index 0)."""
+    """Indices accepted by CAPABILITIES (class 3, index 0).
 
-    COUNT = 0  #: the number of capability indices, this one included
+    copra adds no index of its own yet; an addition would take the next free index
+    (upstream's stay as they are) and count in COUNT like upstream's.
+    """
+
+    #: the number of capability values after index 0 (upstream's meaning: 2 today)
+    COUNT = 0
     VM_BITMAP = 1  #: bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
     FEATURES = 2  #: platform feature bitmap; bits 2:0 are the platform type
 
@@ -158,10 +163,18 @@ PAGE_SIZE = 4096
 PATH_MAX = 4096  #: bytes including the terminating NUL
 NAME_MAX = 255  #: bytes of one path component
 HANDLE_LOG = 0  #: every task's log/stdout
+#: Every line of the log (each task's, prefix included, and the kernel's) is also
+#: appended to this RAM-fs file, created at boot before the archive is unpacked
+#: (upstream's ``Log/logfile``); programs may OPEN and READ it.
+LOG_FILE_PATH = "/Log/logfile"
+#: copra keeps the log file at most this many bytes; later lines reach the console only.
+LOG_FILE_MAX = 1 << 20
 MAX_HANDLES = 1024  #: per-process limit on open handles (EMFILE beyond it)
 
-#: User address space: [USER_START, USER_END). Everything above is the kernel's.
-USER_START = 0x0000_0000_0040_0000
+#: User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps
+#: unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program
+#: segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's.
+USER_START = 0x0000_0000_0000_1000
 USER_END = 0x0000_7FFF_FFFF_F000
 USER_STACK_SIZE = 64 * 1024
 USER_STACK_TOP = USER_END  #: the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP)

@@ -22,6 +22,7 @@ from copra.hw.kvm import KvmError
 from copra.kernel.budget import default_metadata_limit
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.logfile import LogFile
 from copra.kernel.machine import DEFAULT_MEMORY, Machine
 from copra.kernel.packit import PackItError
 from copra.kernel.ramfs import FramePageStore, RamFs
@@ -86,15 +87,21 @@ def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None]
 
     ``metadata_limit`` bounds the host bytes of the RAM fs's names, nodes and OPENDIR
     snapshots (``RamFs.metadata``); None takes the default, one eighth of the machine's
-    memory (``budget.default_metadata_limit``). Raises PackItError or SyscallError
-    when the archive is unusable. Everything that boots copra — ``boot``, the
-    end-to-end tests, the benchmarks — starts here.
+    memory (``budget.default_metadata_limit``).
+
+    Every console line also goes to the RAM fs's log file (kernel/logfile.py), which
+    is created first, as upstream creates it before unpacking the archive: ``/`` lists
+    ``Log`` first, and an archive that holds the log file itself is refused (EEXIST).
+
+    Raises PackItError or SyscallError when the archive is unusable. Everything that
+    boots copra — ``boot``, the end-to-end tests, the benchmarks — starts here.
     """
     if metadata_limit is None:
         metadata_limit = default_metadata_limit(machine.memory.size)
     fs = RamFs(store=FramePageStore(machine.frames), metadata_limit=metadata_limit)
+    log = LogFile(fs, console)
     files = fs.populate(archive)
-    return Kernel(machine, fs, console), files
+    return Kernel(machine, fs, log), files
 
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:

@@ -12,11 +12,17 @@ without further checks (System V gABI and the x86-64 psABI define the fields):
 - per PT_LOAD: ``filesz <= memsz``; ``[offset, offset + filesz)`` inside the file;
   ``vaddr % 4096 == offset % 4096`` (the file page maps at the virtual page);
   ``vaddr + memsz`` does not wrap; the whole page range lies in
-  ``[USER_START, USER_MAP_END)``, so it never meets the kernel half, the stack or
-  the stack's guard page;
+  ``[USER_START, USER_MAP_END)``, so it never meets page 0, the kernel half, the
+  stack or the stack's guard page (upstream accepts any address below 2^47; this is
+  all of it that copra does not keep for itself, see docs/abi.md);
 - no two PT_LOAD segments touch the same page (each page gets one set of
   permissions);
 - ``e_entry`` lies inside an executable PT_LOAD segment.
+
+Layouts that load, as upstream's loader takes them: any base (upstream's old linker
+script put text at 0x10000, rust-lld's default is 0x200000, GNU ld's 0x400000); the
+ELF headers inside a read-only PT_LOAD (lld, GNU ld's ``-z separate-code``); file
+offsets that are not page-aligned but congruent to their addresses (lld).
 
 Decisions: a PT_LOAD with ``memsz == 0`` is validated and then dropped (it maps
 nothing). Other program header types (PT_NOTE, PT_GNU_STACK, PT_GNU_PROPERTY, PT_TLS,
@@ -250,7 +256,7 @@ def _load_segment(
     if p_vaddr < LOAD_START or page_end > LOAD_END:
         raise ElfError(
             f"{where}: range [{p_vaddr:#x}, {end:#x}) is outside the user load range "
-            f"[{LOAD_START:#x}, {LOAD_END:#x}) (below the stack)"
+            f"[{LOAD_START:#x}, {LOAD_END:#x}) (above page 0, below the stack)"
         )
     return LoadSegment(
         vaddr=p_vaddr,

@@ -30,7 +30,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Entry, Errno
+from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
 from copra.hw.x86 import Vector
 from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
@@ -47,7 +47,7 @@ from copra.kernel.machine import (
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process, State
-from copra.kernel.ramfs import Directory, RamFs
+from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.usermem import UserPtr, copy_in
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
@@ -55,6 +55,9 @@ _INT80 = b"\xcd\x80"
 _SYSCALL = b"\x0f\x05"
 _VMMCALL = b"\x0f\x01\xd9"
 PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
+#: ``Kernel.counters`` key per entry: how many syscalls came in through each (a program
+#: built for upstream must show none through the doorbell).
+ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscalls_via_int80"}
 
 
 class WouldBlock(Exception):
@@ -223,6 +226,7 @@ class Kernel:
         while True:
             ex = machine.enter(proc.context)
             if type(ex) is SyscallExit:
+                self.counters[ENTRY_COUNTERS[ex.entry]] += 1
                 if self._syscall(proc):
                     continue
                 return
@@ -233,6 +237,7 @@ class Kernel:
                 return
             if isinstance(ex, FaultExit):
                 if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
+                    self.counters[ENTRY_COUNTERS[Entry.INT80]] += 1
                     machine.regs.rip = ex.rip + 2
                     machine.mark_regs_dirty()
                     if self._syscall(proc):
@@ -337,9 +342,17 @@ class Kernel:
             "user_frames": frames.used[FrameOwner.USER],
             "page_table_frames": frames.used[FrameOwner.PAGE_TABLE],
             "file_frames": frames.used[FrameOwner.FILE],
+            "log_file_frames": self._log_file_pages(),  #: of file_frames, the log file's
             "free_frames": frames.free_count,
             "metadata_bytes": self.fs.metadata.in_use,
         }
+
+    def _log_file_pages(self) -> int:
+        try:
+            node = self.fs.lookup(LOG_FILE_PATH)
+        except SyscallError:
+            return 0
+        return node.page_count if isinstance(node, File) else 0
 
 
 __all__ = ["Entry", "Kernel", "ProcessExited", "RunResult", "WouldBlock", "describe_status"]

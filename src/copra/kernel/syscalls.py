@@ -289,8 +289,16 @@ def sys_write(k: Kernel, p: Process, r: KvmRegs) -> int:
 
 
 def sys_seek(k: Kernel, p: Process, r: KvmRegs) -> int:
-    obj = p.handles.get(_u32(r.rdi), OpenFile)
-    return obj.seek(r.rsi, decode_seek_mode(r.r8))
+    # Upstream's order: the handle (any fs object), then the mode, then its kind, so
+    # a directory with a bad mode is EINVAL. The log is a file of size 0 upstream:
+    # every SEEK on it answers 0.
+    obj = p.handles.get(_u32(r.rdi), (OpenFile, OpenDirectory, Log))
+    mode = decode_seek_mode(r.r8)
+    if isinstance(obj, Log):
+        return 0
+    if not isinstance(obj, OpenFile):
+        raise SyscallError(Errno.ENOTSUPP, f"handle {_u32(r.rdi)} is a {obj.kind.value}")
+    return obj.seek(r.rsi, mode)
 
 
 def sys_truncate(k: Kernel, p: Process, r: KvmRegs) -> int:
@@ -304,8 +312,11 @@ def sys_unlink(k: Kernel, p: Process, r: KvmRegs) -> int:
 
 
 def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
+    path = _path(p, r.rdi)
+    if not path:  # upstream's find_dir refuses "" ("/" is the root)
+        raise SyscallError(Errno.EINVAL, "OPENDIR of an empty path")
     p.handles.check_room()
-    return p.handles.install(OpenDirectory.open(k.fs, _path(p, r.rdi), root=p.root), Rights.READ)
+    return p.handles.install(OpenDirectory.open(k.fs, path, root=p.root), Rights.READ)
 
 
 def sys_readdir(k: Kernel, p: Process, r: KvmRegs) -> int:
@@ -339,7 +350,7 @@ def sys_rmdir(k: Kernel, p: Process, r: KvmRegs) -> int:
 def sys_capabilities(k: Kernel, p: Process, r: KvmRegs) -> int:
     index = _u32(r.rdi)
     if index == Capability.COUNT:
-        return len(Capability)
+        return len(Capability) - 1  # the values after index 0, as upstream counts
     if index == Capability.VM_BITMAP:
         return 0
     if index == Capability.FEATURES:

@@ -285,10 +285,13 @@ impl Sys {
 }
 
 /// Indices accepted by CAPABILITIES (class 3, index 0).
+///
+/// copra adds no index of its own yet; an addition would take the next free index
+/// (upstream's stay as they are) and count in COUNT like upstream's.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Capability {
-    /// the number of capability indices, this one included
+    /// the number of capability values after index 0 (upstream's meaning: 2 today)
     COUNT = 0,
     /// bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
     VM_BITMAP = 1,
@@ -651,10 +654,14 @@ pub const PATH_MAX: u64 = 4096;
 pub const NAME_MAX: u64 = 255;
 /// every task's log/stdout
 pub const HANDLE_LOG: u64 = 0;
+/// Every line of the log (each task's, prefix included, and the kernel's) is also appended to this RAM-fs file, created at boot before the archive is unpacked (upstream's ``Log/logfile``); programs may OPEN and READ it.
+pub const LOG_FILE_PATH: &str = "/Log/logfile";
+/// copra keeps the log file at most this many bytes; later lines reach the console only.
+pub const LOG_FILE_MAX: u64 = 0x10_0000;
 /// per-process limit on open handles (EMFILE beyond it)
 pub const MAX_HANDLES: u64 = 1024;
-/// User address space: [USER_START, USER_END). Everything above is the kernel's.
-pub const USER_START: u64 = 0x40_0000;
+/// User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's.
+pub const USER_START: u64 = 0x1000;
 pub const USER_END: u64 = 0x7fff_ffff_f000;
 pub const USER_STACK_SIZE: u64 = 0x1_0000;
 /// the stack occupies [USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_TOP)

@@ -47,6 +47,20 @@ macro_rules! declare_main {
     };
 }
 
+unsafe extern "C" {
+    /// Defined by `user/link.ld`: the address the program's first segment starts at.
+    static __copra_image_start: u8;
+}
+
+/// The lowest address of this program's image, as `user/link.ld` lays it out.
+///
+/// Programs that must keep clear of their own image (the MMAP tests) ask here instead
+/// of assuming an address: the kernel accepts images anywhere in user space.
+pub fn image_start() -> u64 {
+    // Only the symbol's address is taken (no unsafe needed); nothing is read through it.
+    (&raw const __copra_image_start) as u64
+}
+
 /// Runs `main` and EXITs with what it returns. Called by `_start`.
 pub fn run(main: fn() -> u32) -> ! {
     exit(main())

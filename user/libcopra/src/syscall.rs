@@ -15,10 +15,17 @@
 //! - [`Entry::INT80`]: `int 0x80` (`CD 80`), upstream's entry, taken through the IDT
 //!   gate or, where KVM delivers it as #UD, recognised by the kernel's #UD handler.
 //!
-//! `syscallN` use the doorbell, `syscallN_int80` use `int 0x80`, `syscallN_via` take
-//! the entry as an argument. The typed wrappers elsewhere in the library use the
-//! process-wide entry set by [`set_entry`] (doorbell unless changed), so a test can run
-//! the same code over both paths.
+//! `syscallN_doorbell` use the doorbell, `syscallN_int80` use `int 0x80`,
+//! `syscallN_via` take the entry as an argument, and `syscallN` use the build's
+//! [`DEFAULT_ENTRY`]. The typed wrappers elsewhere in the library use the process-wide
+//! entry set by [`set_entry`] ([`DEFAULT_ENTRY`] unless changed), so a test can run the
+//! same code over both paths.
+//!
+//! [`DEFAULT_ENTRY`] is the doorbell, or `int 0x80` when libcopra is built with the
+//! cargo feature `int80-entry`: a program that then uses only `syscallN` and the typed
+//! wrappers never touches the doorbell port, so its image also runs on upstream
+//! COCONUT-SVSM, whose only entry is `int 0x80` (any port access there is a #GP).
+//! `scripts/build-user-images --entry int80` builds every program that way.
 //!
 //! All of these are `unsafe`: a syscall may read or write memory through its
 //! arguments, or end the process.
@@ -29,7 +36,16 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use crate::abi::DOORBELL_PORT;
 pub use crate::abi::Entry;
 
-static ENTRY: AtomicU8 = AtomicU8::new(Entry::DOORBELL as u8);
+/// The entry of `syscallN` and, until [`set_entry`], of the typed wrappers: `int 0x80`
+/// with the cargo feature `int80-entry`, else the doorbell.
+#[cfg(feature = "int80-entry")]
+pub const DEFAULT_ENTRY: Entry = Entry::INT80;
+/// The entry of `syscallN` and, until [`set_entry`], of the typed wrappers: `int 0x80`
+/// with the cargo feature `int80-entry`, else the doorbell.
+#[cfg(not(feature = "int80-entry"))]
+pub const DEFAULT_ENTRY: Entry = Entry::DOORBELL;
+
+static ENTRY: AtomicU8 = AtomicU8::new(DEFAULT_ENTRY as u8);
 
 /// Selects the entry the typed wrappers use from now on, in the whole process.
 pub fn set_entry(entry: Entry) {
@@ -47,7 +63,7 @@ pub fn entry() -> Entry {
 }
 
 macro_rules! syscalls {
-    ($($arity:literal: $doorbell:ident, $int80:ident, $via:ident ($($arg:ident in $reg:tt),*);)*) => {$(
+    ($($arity:literal: $default:ident, $doorbell:ident, $int80:ident, $via:ident ($($arg:ident in $reg:tt),*);)*) => {$(
         #[doc = concat!("Syscall `nr` with ", $arity, " argument(s) through the doorbell (`out 0xE0, al`).")]
         ///
         /// # Safety
@@ -92,6 +108,22 @@ macro_rules! syscalls {
             rax
         }
 
+        #[doc = concat!("Syscall `nr` with ", $arity, " argument(s) through [`DEFAULT_ENTRY`].")]
+        ///
+        /// # Safety
+        /// As for the doorbell variant.
+        #[inline(always)]
+        pub unsafe fn $default(nr: u64 $(, $arg: u64)*) -> u64 {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                #[cfg(feature = "int80-entry")]
+                let rax = $int80(nr $(, $arg)*);
+                #[cfg(not(feature = "int80-entry"))]
+                let rax = $doorbell(nr $(, $arg)*);
+                rax
+            }
+        }
+
         #[doc = concat!("Syscall `nr` with ", $arity, " argument(s) through `entry`.")]
         ///
         /// # Safety
@@ -110,12 +142,16 @@ macro_rules! syscalls {
 }
 
 syscalls! {
-    "no": syscall0, syscall0_int80, syscall0_via();
-    "1": syscall1, syscall1_int80, syscall1_via(a0 in "rdi");
-    "2": syscall2, syscall2_int80, syscall2_via(a0 in "rdi", a1 in "rsi");
-    "3": syscall3, syscall3_int80, syscall3_via(a0 in "rdi", a1 in "rsi", a2 in "r8");
-    "4": syscall4, syscall4_int80, syscall4_via(a0 in "rdi", a1 in "rsi", a2 in "r8", a3 in "r9");
-    "5": syscall5, syscall5_int80, syscall5_via(
+    "no": syscall0, syscall0_doorbell, syscall0_int80, syscall0_via();
+    "1": syscall1, syscall1_doorbell, syscall1_int80, syscall1_via(a0 in "rdi");
+    "2": syscall2, syscall2_doorbell, syscall2_int80, syscall2_via(a0 in "rdi", a1 in "rsi");
+    "3": syscall3, syscall3_doorbell, syscall3_int80, syscall3_via(
+        a0 in "rdi", a1 in "rsi", a2 in "r8"
+    );
+    "4": syscall4, syscall4_doorbell, syscall4_int80, syscall4_via(
+        a0 in "rdi", a1 in "rsi", a2 in "r8", a3 in "r9"
+    );
+    "5": syscall5, syscall5_doorbell, syscall5_int80, syscall5_via(
         a0 in "rdi", a1 in "rsi", a2 in "r8", a3 in "r9", a4 in "r10"
     );
 }

@@ -1,8 +1,8 @@
 //! System information: CAPABILITIES (class 3, index 0).
 //!
-//! Index 0 is the number of indices, 1 the bitmap of VMs that may be opened, 2 the
-//! platform feature bitmap whose bits 2:0 are the [`PlatformType`]. Any other index is
-//! ENOTFOUND.
+//! Index 0 is the number of values after it (2, as upstream), 1 the bitmap of VMs
+//! that may be opened, 2 the platform feature bitmap whose bits 2:0 are the
+//! [`PlatformType`]. Any other index is ENOTFOUND.
 
 use crate::abi::Sys;
 pub use crate::abi::{Capability, PlatformType};

@@ -1,11 +1,12 @@
 """The task log: handle 0 of every process, its stdout.
 
 Writes are line-buffered, as upstream: each complete line is emitted with the prefix
-``[taskname] ``; a line longer than LINE_MAX is cut into LINE_MAX-byte lines (upstream
-forces a newline when its 224-byte buffer fills). Invalid UTF-8 is shown with
-replacement characters, never rejected. A partial last line is flushed when the task
-ends. The log is write-only: READ on it answers EWRONLY, like a file opened without
-READ (upstream's console object is write-only too).
+``[taskname] ``; a line longer than LINE_MAX (223 bytes, upstream's: its 224-byte
+buffer holds the newline too) is cut into LINE_MAX-byte lines. Invalid UTF-8 is shown
+with replacement characters, never rejected. A partial last line is flushed when the
+task ends (upstream loses it). The log is write-only: READ on it answers EWRONLY,
+like a file opened without READ (upstream's log file object is write-only too), and
+SEEK answers 0 (syscalls.py), the size upstream's log reports.
 
 Locking: one lock per log serialises writers, so lines of two threads never interleave.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 from copra.kernel.objects import KernelObject, ObjectKind
 
-LINE_MAX = 224
+LINE_MAX = 223
 
 
 class Log(KernelObject):

@@ -13,8 +13,8 @@
 //! | `touch-after-munmap` | maps a page, MUNMAPs it, loads from it | killed by #PF (exit 2: the MMAP or MUNMAP failed) |
 //! | `touch-after-mresize` | maps two pages, MRESIZEs to one, loads from the second | killed by #PF (exit 2 as above) |
 //! | `store-read-only` | maps a page READ only, stores to it | killed by #PF (exit 2 as above) |
-//! | `fixed-over-image` | MMAP FIXED over its own text at `USER_START` | exit 0 if EEXIST, 1 if it was mapped, 2 on another error |
-//! | `hint-over-image` | MMAP with its own text as the hint (no FIXED) | exit 0 if placed elsewhere at or above `MMAP_BASE`, 1 otherwise |
+//! | `fixed-over-image` | MMAP FIXED over its own first page (`rt::image_start()`) | exit 0 if EEXIST, 1 if it was mapped, 2 on another error |
+//! | `hint-over-image` | MMAP with its own first page as the hint (no FIXED) | exit 0 if placed elsewhere at or above `MMAP_BASE`, 1 otherwise |
 //!
 //! A missing or unknown action exits with 0xEE; reaching the end of a faulting action
 //! (the kernel let it live) exits with 3.
@@ -22,12 +22,13 @@
 #![no_std]
 #![no_main]
 
-use libcopra::abi::{Errno, MMAP_BASE, PAGE_SIZE, Sys, USER_START};
+use libcopra::abi::{Errno, MMAP_BASE, PAGE_SIZE, Sys};
 use libcopra::declare_main;
 use libcopra::error::check;
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::memory::{self, MapFlag};
 use libcopra::process::exit;
+use libcopra::rt::image_start;
 use libcopra::syscall::{syscall1, syscall3};
 
 declare_main!(main);
@@ -166,7 +167,7 @@ fn fixed_over_image() -> u32 {
         libcopra::syscall::syscall5(
             Sys::MMAP as u64,
             u64::from(u32::MAX),
-            USER_START,
+            image_start(),
             0,
             PAGE_SIZE,
             flags.bits(),
@@ -181,8 +182,9 @@ fn fixed_over_image() -> u32 {
 
 fn hint_over_image() -> u32 {
     // SAFETY: without FIXED the hint must not replace anything.
-    match unsafe { memory::mmap_anonymous(USER_START, PAGE_SIZE, MapFlag::READ) } {
-        Ok(addr) if addr != USER_START && addr >= MMAP_BASE => 0,
+    let image = image_start();
+    match unsafe { memory::mmap_anonymous(image, PAGE_SIZE, MapFlag::READ) } {
+        Ok(addr) if addr != image && addr >= MMAP_BASE => 0,
         _ => 1,
     }
 }

@@ -10,7 +10,7 @@
 
 use libcopra::abi::{Errno, Sys};
 use libcopra::fs::{self, FileFlag, FileMode};
-use libcopra::syscall::{syscall1, syscall1_int80};
+use libcopra::syscall::{syscall1_doorbell, syscall1_int80};
 use libcopra::{declare_main, println};
 
 declare_main!(main);
@@ -28,11 +28,11 @@ fn main() -> u32 {
     };
     let nr = Sys::CAPABILITIES as u64;
     // SAFETY: CAPABILITIES reads no memory.
-    let expected = unsafe { syscall1(nr, 0) };
+    let expected = unsafe { syscall1_doorbell(nr, 0) };
     let mut failures = 0u64;
     for _ in 0..n {
         // SAFETY: as above.
-        failures += u64::from(unsafe { syscall1(nr, 0) } != expected);
+        failures += u64::from(unsafe { syscall1_doorbell(nr, 0) } != expected);
     }
     for _ in 0..n {
         // SAFETY: as above.

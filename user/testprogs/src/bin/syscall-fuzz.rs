@@ -40,6 +40,7 @@ use libcopra::abi::{
     USER_MAP_END, USER_START, sysno,
 };
 use libcopra::fs::{self, FileFlag, FileMode};
+use libcopra::rt::image_start;
 use libcopra::syscall::{Entry, syscall5_via};
 use libcopra::{declare_main, println};
 
@@ -53,8 +54,8 @@ const FAILS_SHOWN: u64 = 20;
 
 const PAGE: u64 = PAGE_SIZE;
 const MAP_AREA_END: u64 = USER_MAP_END;
-/// The program image lies in [USER_START, IMAGE_GUARD_END): never unmapped or resized.
-const IMAGE_GUARD_END: u64 = USER_START + 0x100_0000;
+/// The program image lies in [image_start(), + IMAGE_GUARD_SIZE): never unmapped or resized.
+const IMAGE_GUARD_SIZE: u64 = 0x100_0000;
 /// FIXED mappings go here and nowhere else (far from the image, the stack, MMAP_BASE).
 const FIXED_ARENA: u64 = 0x0000_3000_0000_0000;
 const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
@@ -508,7 +509,7 @@ impl Fuzzer {
                 a[1] = match self.rng.percent() {
                     0..50 => 0,
                     50..70 => MMAP_BASE + self.rng.below(1 << 28) * PAGE,
-                    70..80 => USER_START, // our image: must not be replaced
+                    70..80 => image_start(), // our image: must not be replaced
                     80..90 => self.rng.next() & !(PAGE - 1),
                     _ => self.int_arg(),
                 };
@@ -889,7 +890,10 @@ fn remove_dirs_tree() -> u64 {
 /// Whether [start, end) reaches this program's image or stack (or wraps onto them).
 fn touches_self(start: u64, end: u128) -> bool {
     let start = u128::from(start);
-    let image = (u128::from(USER_START), u128::from(IMAGE_GUARD_END));
+    let image = (
+        u128::from(image_start()),
+        u128::from(image_start() + IMAGE_GUARD_SIZE),
+    );
     let stack = (u128::from(MAP_AREA_END), u128::from(USER_END));
     let wraps = end > 1 << 64;
     let hits = |(lo, hi): (u128, u128)| start < hi && end > lo;
