@@ -33,6 +33,7 @@
 #define COPRA_ERRNO_EMFILE INT64_C(-15) /* the process has reached its limit of open handles */
 #define COPRA_ERRNO_ENOEXEC INT64_C(-16) /* EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image */
 #define COPRA_ERRNO_ENAMETOOLONG INT64_C(-17) /* a path is longer than PATH_MAX or a name longer than NAME_MAX */
+#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT) */
 #define COPRA_ERRNO_UNKNOWN INT64_C(-128) /* an internal error with no better code (counted by the kernel) */
 
 /* SyscallClass */
@@ -112,7 +113,7 @@
 #define COPRA_PATH_MAX UINT64_C(4096) /* bytes including the terminating NUL */
 #define COPRA_NAME_MAX UINT64_C(255) /* bytes of one path component */
 #define COPRA_HANDLE_LOG UINT64_C(0) /* every task's log/stdout */
-#define COPRA_MAX_HANDLES UINT64_C(1024) /* per-process limit on open handles (EMFILE beyond it) */
+#define COPRA_MAX_HANDLES UINT64_C(1024) /* default per-process limit on open handles (EMFILE beyond it); an image configuration may set another (``limits.handles``, docs/images.md) */
 #define COPRA_USER_START UINT64_C(0x400000) /* User address space: [USER_START, USER_END). Everything above is the kernel's. */
 #define COPRA_USER_END UINT64_C(0x7ffffffff000)
 #define COPRA_USER_STACK_SIZE UINT64_C(0x10000)

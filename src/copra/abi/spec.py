@@ -51,6 +51,9 @@ class Errno(IntEnum):
     EMFILE = -15  #: the process has reached its limit of open handles
     ENOEXEC = -16  #: EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image
     ENAMETOOLONG = -17  #: a path is longer than PATH_MAX or a name longer than NAME_MAX
+    #: EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped
+    #: children is reached; try again once a task has ended or been reaped (WAIT)
+    EAGAIN = -18
     UNKNOWN = -128  #: an internal error with no better code (counted by the kernel)
 
 
@@ -158,7 +161,9 @@ PAGE_SIZE = 4096
 PATH_MAX = 4096  #: bytes including the terminating NUL
 NAME_MAX = 255  #: bytes of one path component
 HANDLE_LOG = 0  #: every task's log/stdout
-MAX_HANDLES = 1024  #: per-process limit on open handles (EMFILE beyond it)
+#: default per-process limit on open handles (EMFILE beyond it); an image
+#: configuration may set another (``limits.handles``, docs/images.md)
+MAX_HANDLES = 1024
 
 #: User address space: [USER_START, USER_END). Everything above is the kernel's.
 USER_START = 0x0000_0000_0040_0000

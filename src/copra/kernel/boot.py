@@ -17,6 +17,7 @@ from copra import __version__
 from copra.hw.kvm import KvmError
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.machine import DEFAULT_MEMORY, Machine
 from copra.kernel.packit import PackItError
 from copra.kernel.ramfs import FramePageStore, RamFs
@@ -39,6 +40,8 @@ class BootConfig:
     memory: int = DEFAULT_MEMORY
     timeout: float | None = None
     kvm_device: str = "/dev/kvm"
+    #: resource limits (the image configuration's ``limits``; kernel/limits.py)
+    limits: Limits = DEFAULT_LIMITS
     #: Stages run after the RAM fs is populated and before /init starts, in order
     #: (the attestation driver mounting persistent state is one).
     before_init: tuple[BootHook, ...] = ()
@@ -47,17 +50,17 @@ class BootConfig:
     after_run: tuple[BootHook, ...] = ()
 
 
-def make_kernel(machine: Machine, archive: bytes,
-                console: Callable[[str], None]) -> tuple[Kernel, int]:
+def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None],
+                limits: Limits = DEFAULT_LIMITS) -> tuple[Kernel, int]:
     """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
-    and the number of files the archive gave it.
+    enforcing ``limits``, and the number of files the archive gave it.
 
     Raises PackItError or SyscallError when the archive is unusable. Everything that
     boots copra — ``boot``, the end-to-end tests, the benchmarks — starts here.
     """
     fs = RamFs(store=FramePageStore(machine.frames))
     files = fs.populate(archive)
-    return Kernel(machine, fs, console), files
+    return Kernel(machine, fs, console, limits), files
 
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
@@ -79,7 +82,7 @@ def _boot_on(machine: Machine, config: BootConfig,
     """The boot sequence on a machine; its locals (kernel, RAM fs) die with it, so
     that nothing refers to guest memory any more when the caller closes the machine."""
     try:
-        kernel, files = make_kernel(machine, config.archive, console)
+        kernel, files = make_kernel(machine, config.archive, console, config.limits)
     except (PackItError, SyscallError) as e:
         raise BootError(f"the boot archive is unusable: {e}") from e
     kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "

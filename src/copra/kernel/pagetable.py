@@ -29,7 +29,7 @@ import struct
 
 from copra.abi.spec import PAGE_SIZE, USER_END
 from copra.hw.x86 import PTE_ADDR_MASK, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
-from copra.kernel.frames import FrameAllocator, FrameOwner
+from copra.kernel.frames import FrameOwner, FrameSource
 
 _ENTRY = struct.Struct("<Q")
 KERNEL_HALF_FIRST_SLOT = 256
@@ -55,7 +55,7 @@ def _check_user_half(va: int) -> None:
 class AddressSpace:
     """One PML4 and the user-half tables under it."""
 
-    def __init__(self, frames: FrameAllocator, kernel_entries: dict[int, int]) -> None:
+    def __init__(self, frames: FrameSource, kernel_entries: dict[int, int]) -> None:
         self.frames = frames
         self._view = frames.memory.view
         self._base = frames.memory.base
