@@ -17,6 +17,7 @@ from copra.kernel import packit
 from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
 from copra.kernel.kernel import Kernel, RunResult
+from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.machine import Machine
 from copra.kernel.ramfs import RamFs
 
@@ -44,10 +45,10 @@ def machine() -> Iterator[Machine]:
 
 @pytest.fixture
 def boot(machine: Machine):  # type: ignore[no-untyped-def]
-    """boot(init_program, files={path: bytes | program-name}, timeout=...) -> Run."""
+    """boot(init_program, files={path: bytes | program-name}, timeout=..., limits=...) -> Run."""
 
     def run(init: str, files: dict[str, bytes | str] | None = None,
-            timeout: float | None = 20.0) -> Run:
+            timeout: float | None = 20.0, limits: Limits = DEFAULT_LIMITS) -> Run:
         entries = [packit.PackItEntry("/init", packaged_program(init))]
         for path, data in (files or {}).items():
             if isinstance(data, str):
@@ -55,7 +56,7 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
             entries.append(packit.PackItEntry(path, data))
         gc.collect()
         lines: list[str] = []
-        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append)
+        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append, limits)
         fs = kernel.fs
         baseline = kernel.stats()
         proc = kernel.spawn("/init")
