@@ -184,6 +184,7 @@ class Machine:
         self._port_vector = {_stub_port(v): v for v in _stub_vectors()}
         self.exits = 0
         self.invalidations = 0
+        self.preempted_in_stub = 0  # ticks that landed in a ring-0 stub (see enter)
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
 
     # --- construction ----------------------------------------------------------------
@@ -317,23 +318,33 @@ class Machine:
             self._switch_to(ctx)
 
     def enter(self, ctx: UserContext) -> Exit:
-        """Run ctx at CPL3 until it needs the kernel."""
+        """Run ctx at CPL3 until it needs the kernel.
+
+        A preemption tick that lands while the vCPU is inside a ring-0 stub (between
+        taking an exception and the stub's ``out``; on PVM hosts KVM emulates those
+        instructions, so the window is wide) is not reported: the stub runs on to its
+        exit first. Reporting it would let the scheduler save a ring-0 RIP and RSP into
+        the context and resume them later at CPL3, where the stub page faults."""
         if self._loaded is not ctx:
             self._switch_to(ctx)
         self._io_pending = False  # this KVM_RUN completes it
-        try:
-            reason = self.vcpu.run()
-        except InterruptedError:
+        while True:
+            try:
+                reason = self.vcpu.run()
+            except InterruptedError:
+                reason = ExitReason.INTR
+            except OSError as e:  # KVM refused to run this state: end the process, not copra
+                return MachineError(f"KVM_RUN failed: {e.strerror or e}")
+            else:
+                self.exits += 1
+            if reason != ExitReason.INTR:
+                break
             self.run.immediate_exit = 0
-            return _PREEMPT
-        except OSError as e:  # KVM refused to run this state: end the process, not copra
-            return MachineError(f"KVM_RUN failed: {e.strerror or e}")
-        self.exits += 1
+            if self._cs.selector & 3 == 3:
+                return _PREEMPT
+            self.preempted_in_stub += 1
         if reason == ExitReason.IO:
             return self._decode_io()
-        if reason == ExitReason.INTR:
-            self.run.immediate_exit = 0
-            return _PREEMPT
         return self._decode_other(reason)
 
     def _decode_io(self) -> Exit:
