@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from copra.kernel.limits import Limits
+
 CALLS = 100_000
 
 
@@ -30,6 +32,39 @@ def test_fuzzer_sees_only_documented_answers_and_nothing_leaks(boot: Any, seed: 
     assert f"SUMMARY {CALLS} calls, 0 unexpected" in lines
     assert any(re.fullmatch(r"result ok: [1-9]\d*", line) for line in lines)
     assert run.kernel.counters["internal_errors"] == 0
+    changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
+               if run.baseline.get(k) != v}
+    assert changed == {}, "stat: (baseline, after)"
+
+
+# --- many-process mode ------------------------------------------------------------------------
+
+#: Tight limits, so that every kind of refusal happens while several fuzzers run.
+PROCS_LIMITS = Limits(frames=2048, mappings=24, tasks=10, children=3, unreaped=2)
+
+
+def test_fuzzers_spawning_fuzzers_meet_the_limits_and_nothing_leaks(boot: Any) -> None:
+    run = boot("syscall-fuzz", {
+        "/etc/fuzz.conf": b"0xF0CA11 8000\n",
+        "/etc/fuzz-procs.conf": b"4 2 1500\n",  # 4 actions each, two levels, 1500 calls
+        "/bin/syscall-fuzz": "syscall-fuzz",
+    }, timeout=120.0, limits=PROCS_LIMITS)
+    top = run.task_lines("init")
+    children = run.task_lines("syscall-fuzz")
+    assert [line for line in top + children if line.startswith("FAIL")] == []
+    assert run.result.status == 0, "\n".join(top[-40:])
+    assert "SUMMARY 8000 calls, 0 unexpected" in top
+    (procs,) = [line for line in top if line.startswith("procs:")]
+    counts = re.fullmatch(r"procs: started (\d+), refused (\d+) EAGAIN (\d+) ENOMEM, "
+                          r"reaped (\d+)", procs)
+    assert counts is not None
+    started, eagain, _, reaped = map(int, counts.groups())
+    assert started >= 1 and eagain >= 1 and reaped == started
+    grandchildren = sum(line.startswith("SUMMARY 1500 calls, 0 unexpected") for line in children)
+    assert grandchildren == sum(int(m.group(1)) for m in map(
+        re.compile(r"procs: started (\d+)").match, children) if m) + started
+    assert run.kernel.counters["internal_errors"] == 0
+    assert run.kernel.counters["task_limit_refusals"] >= eagain
     changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
                if run.baseline.get(k) != v}
     assert changed == {}, "stat: (baseline, after)"
