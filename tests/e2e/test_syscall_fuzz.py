@@ -7,6 +7,9 @@ so a failure reproduces; the second seed widens the net. A run must exit 0, prin
 no FAIL line, cause no internal kernel error, and leave every count of the kernel
 (processes, handles, objects, frames of every kind) where it was before: the fuzzer
 closes what it opened and removes its /fuzz tree, and the kernel frees the rest.
+
+The many-process test at the end runs fuzzers that start fuzzers (two levels) under
+tight limits; every one must end with 0 and the counts must return to the baseline.
 """
 
 from __future__ import annotations

@@ -7,9 +7,11 @@ reachable from CPL3. The lower half is the process's; user leaves carry U.
 
 Invariants:
 - only 4 KiB leaves; intermediate entries are P|W|U (the leaf decides the access);
-- a user-half table frame belongs to this address space alone; ``table_frames``
-  hands them to the caller, who frees them once the machine has invalidated its
-  mappings; kernel-half tables are shared and never freed here;
+- a user-half table frame belongs to this address space alone; it comes from the
+  ``FrameSource`` given at creation (a process's ``FrameAccount``, which charges it
+  to the process's frame limit); ``table_frames`` hands them to the caller, who
+  frees them once the machine has invalidated its mappings; kernel-half tables are
+  shared and never freed here;
 - ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
   never lost by overwriting;
 - ``map`` and ``unmap`` touch only the lower half (below 2**47), never the shared

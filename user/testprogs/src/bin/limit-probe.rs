@@ -1,5 +1,5 @@
 //! limit-probe: drives one resource limit of the kernel to its edge (docs/abi.md,
-//! "Limits") and reports what happened; tests/e2e/test_limits.py reads the lines.
+//! "Limits") and reports what happened; tests/e2e/test_limit_probe.py reads the lines.
 //!
 //! `/etc/probe.conf`, resolved against the task's root, holds `<mode> [n]`. Children
 //! get their mode the same way: each is started with a root directory of its own

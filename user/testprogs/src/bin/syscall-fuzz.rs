@@ -988,7 +988,7 @@ fn number(word: &str) -> Result<u64, &'static str> {
 // running is waited for and `/fuzzp` is removed; then it prints
 // `procs: started <s>, refused <a> EAGAIN <m> ENOMEM, reaped <r>`. Orphans are not made
 // here (a parent always outlives its children, so their directories can be removed);
-// tests/e2e/test_limits.py covers them. Process actions draw from a PRNG of their own:
+// tests/e2e/test_limit_probe.py covers them. Process actions draw from a PRNG of their own:
 // the syscalls drawn for a seed are the same with the mode on or off.
 
 const PROCS_CONF: &str = "/etc/fuzz-procs.conf";
