@@ -33,6 +33,7 @@
 #define COPRA_ERRNO_EMFILE INT64_C(-15) /* the process has reached its limit of open handles */
 #define COPRA_ERRNO_ENOEXEC INT64_C(-16) /* EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image */
 #define COPRA_ERRNO_ENAMETOOLONG INT64_C(-17) /* a path is longer than PATH_MAX or a name longer than NAME_MAX */
+#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT) */
 #define COPRA_ERRNO_UNKNOWN INT64_C(-128) /* an internal error with no better code (counted by the kernel) */
 
 /* SyscallClass */
@@ -114,7 +115,7 @@
 #define COPRA_HANDLE_LOG UINT64_C(0) /* every task's log/stdout */
 #define COPRA_LOG_FILE_PATH "/Log/logfile" /* Every line of the log (each task's, prefix included, and the kernel's) is also appended to this RAM-fs file, created at boot before the archive is unpacked (upstream's ``Log/logfile``); programs may OPEN and READ it. */
 #define COPRA_LOG_FILE_MAX UINT64_C(0x100000) /* copra keeps the log file at most this many bytes; later lines reach the console only. */
-#define COPRA_MAX_HANDLES UINT64_C(1024) /* per-process limit on open handles (EMFILE beyond it) */
+#define COPRA_MAX_HANDLES UINT64_C(1024) /* default per-process limit on open handles (EMFILE beyond it); an image configuration may set another (``limits.handles``, docs/images.md) */
 #define COPRA_USER_START UINT64_C(0x1000) /* User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's. */
 #define COPRA_USER_END UINT64_C(0x7ffffffff000)
 #define COPRA_USER_STACK_SIZE UINT64_C(0x10000)

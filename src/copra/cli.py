@@ -16,6 +16,7 @@ from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.cli import kbs
 from copra.attest.measure import measure_boot
 from copra.kernel.boot import AttestationRefused, BootConfig, BootError, InitFailed, boot
+from copra.kernel.limits import Limits
 
 # `copra run`'s own exit statuses (docs/abi.md, "copra run's exit status"). Init's
 # EXIT code passes through (low 8 bits); these are chosen beside the shell's
@@ -59,11 +60,14 @@ def default_snp_state() -> Path:
     return root / "copra" / "snp"
 
 
-def _archive(config_path: Path | None, init_elf: Path | None, files: tuple[str, ...]) -> bytes:
-    from copra.kernel.image import ImageError, build_boot_archive
+def _image(config_path: Path | None, init_elf: Path | None,
+           files: tuple[str, ...]) -> tuple[bytes, Limits]:
+    """The boot archive and the limits of the image configuration with the overrides."""
+    from copra.kernel.image import ImageError, boot_image_config, build_archive
 
     try:
-        return build_boot_archive(config_path, init_elf, files)
+        config = boot_image_config(config_path, init_elf, files)
+        return build_archive(config), config.limits
     except ImageError as e:
         raise click.ClickException(str(e)) from e
 
@@ -101,8 +105,8 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             raise click.UsageError(f"{', '.join(given)} need --attest")
     elif aproxy_socket is None:
         raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
-    archive = _archive(config_path, init_elf, files)
-    config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device)
+    archive, limits = _image(config_path, init_elf, files)
+    config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits)
     if attest_mode is not None:
         assert aproxy_socket is not None
         settings = AttestSettings(
@@ -151,7 +155,7 @@ def measure(init_elf: Path | None, files: tuple[str, ...], config_path: Path | N
     For the key broker's reference values:
     copra kbs --db kbs.db set-reference --measurement $(copra measure --init prog.elf)
     """
-    click.echo(measure_boot(_archive(config_path, init_elf, files), memory << 20).hex())
+    click.echo(measure_boot(_image(config_path, init_elf, files)[0], memory << 20).hex())
 
 
 @main.command()

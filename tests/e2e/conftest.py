@@ -22,6 +22,7 @@ from copra.kernel import packit
 from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
 from copra.kernel.kernel import TIME_SLICE, Kernel, RunResult
+from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.machine import Machine
 from copra.kernel.ramfs import RamFs
 
@@ -62,12 +63,13 @@ def machine() -> Iterator[Machine]:
 
 @pytest.fixture
 def boot(machine: Machine):  # type: ignore[no-untyped-def]
-    """boot(init_program, files={path: bytes | program-name}, timeout=..., time_slice=...)
-    -> Run. ``init`` is a shipped program's name or an image's bytes."""
+    """boot(init_program, files={path: bytes | program-name}, timeout=..., time_slice=...,
+    limits=...) -> Run. ``init`` is a shipped program's name or an image's bytes."""
 
     def run(init: str | bytes, files: dict[str, bytes | str] | None = None,
             timeout: float | None = 20.0, time_slice: float = TIME_SLICE,
-            metadata_limit: int | None = None, trace_memory: bool = False) -> Run:
+            metadata_limit: int | None = None, trace_memory: bool = False,
+            limits: Limits = DEFAULT_LIMITS) -> Run:
         image = packaged_program(init) if isinstance(init, str) else init
         entries = [packit.PackItEntry("/init", image)]
         for path, data in (files or {}).items():
@@ -76,7 +78,7 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
             entries.append(packit.PackItEntry(path, data))
         gc.collect()
         lines: list[str] = []
-        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append,
+        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append, limits,
                                 metadata_limit=metadata_limit)
         fs = kernel.fs
         baseline = kernel.stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -85,3 +86,30 @@ def test_copra_run_interrupted_by_ctrl_c_exits_130_with_summary(tmp_path: Path) 
     assert child.returncode == 130, stdout + stderr
     assert "[kernel] interrupted; still running: init (pid 2)" in stdout.splitlines()
     assert stderr.strip().splitlines() == ["copra: interrupted"]
+
+
+def test_copra_run_applies_the_limits_of_the_image_config(tmp_path: Path) -> None:
+    prog = tmp_path / "probe.elf"
+    prog.write_bytes(packaged_program("limit-probe"))
+    config = tmp_path / "image.json"
+    config.write_text(json.dumps({
+        "fs": {"modules": {"limit-probe": {"path": "/bin/limit-probe"}},
+               "files": [{"path": "/etc/probe.conf", "text": "children"},
+                         {"path": "/spin/etc/probe.conf", "text": "spin"}]},
+        "limits": {"children": 2},
+    }))
+    out = copra("run", "--config", str(config), "--init", str(prog))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[init] started 2 then EAGAIN" in out.stdout.splitlines()
+
+
+def test_copra_run_with_a_frame_limit_too_small_for_init_fails_in_one_line(
+        tmp_path: Path) -> None:
+    config = tmp_path / "image.json"
+    config.write_text(json.dumps({"fs": {"modules": {"init": {"path": "/init"}}},
+                                  "limits": {"frames": 4}}))
+    out = copra("run", "--config", str(config))
+    assert out.returncode == 126
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("copra: cannot start /init: ENOMEM: ")
+    assert "limit of 4 frames" in line

@@ -11,6 +11,9 @@ closes what it opened and removes its /fuzz tree, and the kernel frees the rest.
 The OPENDIR/MKDIR-heavy mode (``/etc/fuzz-dirs.conf`` present) runs under a small
 kernel metadata budget, so that names and snapshots meet ENOMEM again and again; the
 budget, like every other count, must be back at its baseline at the end.
+
+The many-process test at the end runs fuzzers that start fuzzers (two levels) under
+tight limits; every one must end with 0 and the counts must return to the baseline.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import re
 from typing import Any
 
 import pytest
+
+from copra.kernel.limits import Limits
 
 CALLS = 100_000
 
@@ -64,6 +69,36 @@ def test_dirs_mode_meets_enomem_and_leaves_the_metadata_budget_at_its_baseline(
     assert run.fs.metadata.peak > DIRS_LIMIT - 1024  # the budget ran out
     assert run.kernel.counters["internal_errors"] == 0
     assert run.kernel.counters["host_memory_errors"] == 0
+
+
+# --- many-process mode ------------------------------------------------------------------------
+
+#: Tight limits, so that every kind of refusal happens while several fuzzers run.
+PROCS_LIMITS = Limits(frames=2048, mappings=24, tasks=10, children=3, unreaped=2)
+
+
+def test_fuzzers_spawning_fuzzers_meet_the_limits_and_nothing_leaks(boot: Any) -> None:
+    run = boot("syscall-fuzz", {
+        "/etc/fuzz.conf": b"0xF0CA11 8000\n",
+        "/etc/fuzz-procs.conf": b"4 2 1500\n",  # 4 actions each, two levels, 1500 calls
+        "/bin/syscall-fuzz": "syscall-fuzz",
+    }, timeout=120.0, limits=PROCS_LIMITS)
+    top = run.task_lines("init")
+    children = run.task_lines("syscall-fuzz")
+    assert [line for line in top + children if line.startswith("FAIL")] == []
+    assert run.result.status == 0, "\n".join(top[-40:])
+    assert "SUMMARY 8000 calls, 0 unexpected" in top
+    (procs,) = [line for line in top if line.startswith("procs:")]
+    counts = re.fullmatch(r"procs: started (\d+), refused (\d+) EAGAIN (\d+) ENOMEM, "
+                          r"reaped (\d+)", procs)
+    assert counts is not None
+    started, eagain, _, reaped = map(int, counts.groups())
+    assert started >= 1 and eagain >= 1 and reaped == started
+    grandchildren = sum(line.startswith("SUMMARY 1500 calls, 0 unexpected") for line in children)
+    assert grandchildren == sum(int(m.group(1)) for m in map(
+        re.compile(r"procs: started (\d+)").match, children) if m) + started
+    assert run.kernel.counters["internal_errors"] == 0
+    assert run.kernel.counters["task_limit_refusals"] >= eagain
     changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
                if run.baseline.get(k) != v}
     assert changed == {}, "stat: (baseline, after)"

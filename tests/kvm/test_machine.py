@@ -15,6 +15,7 @@ from copra.kernel.machine import (
     FaultExit,
     Machine,
     MachineError,
+    PreemptExit,
     SyscallExit,
     UserContext,
 )
@@ -177,3 +178,30 @@ def test_remapped_page_shows_new_frame_after_invalidate(machine: Machine) -> Non
     machine.mark_regs_dirty()
     assert isinstance(machine.enter(ctx), SyscallExit)
     assert machine.regs.rax & 0xFF == 0x22
+
+
+class _TickInStub:
+    """A vCPU whose first KVM_RUN is interrupted inside a ring-0 stub, the second at CPL3."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine, self.runs = machine, 0
+
+    def run(self) -> int:
+        self.runs += 1
+        self.machine._cs.selector = 0x08 if self.runs == 1 else 0x23
+        raise InterruptedError
+
+
+def test_tick_inside_a_ring0_stub_is_not_reported_until_the_stub_is_left(
+        machine: Machine) -> None:
+    ctx = user_program(machine, b"\xeb\xfe")
+    machine.load(ctx)
+    before = machine.ring0_preemptions
+    real, fake = machine.vcpu, _TickInStub(machine)
+    machine.vcpu = fake  # type: ignore[assignment]
+    try:
+        ex = machine.enter(ctx)
+    finally:
+        machine.vcpu = real
+    assert isinstance(ex, PreemptExit)
+    assert fake.runs == 2 and machine.ring0_preemptions == before + 1

@@ -14,12 +14,14 @@ from copra.kernel.image import (
     ImageError,
     ModuleSpec,
     archive_entries,
+    boot_image_config,
     build_archive,
     build_boot_archive,
     default_config,
     packaged_program,
     parse_file_option,
 )
+from copra.kernel.limits import Limits
 from copra.kernel.packit import PackItEntry, decode
 from copra.kernel.ramfs import RamFs
 
@@ -255,3 +257,44 @@ def test_build_boot_archive_rejects_non_elf_init(tmp_path: Path) -> None:
     init.write_bytes(b"\x7fELF" + bytes(60))
     with pytest.raises(ImageError, match=r"--init .* not a loadable program: not ELF64"):
         build_boot_archive(config_file, init, [])
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+def test_limits_default_when_the_config_has_none() -> None:
+    assert config_from({"version": 1}).limits == Limits()
+    assert default_config().limits == Limits()
+
+
+def test_limits_object_sets_each_given_limit_and_keeps_the_rest() -> None:
+    config = config_from({"limits": {"frames": 512, "mappings": 65536, "tasks": 8}})
+    assert config.limits == Limits(frames=512, mappings=65536, tasks=8)
+    assert config.limits.handles == Limits().handles
+
+
+def test_limits_survive_overrides(tmp_path: Path) -> None:
+    config_file = tmp_path / "image.json"
+    config_file.write_text(json.dumps({"limits": {"children": 3}}))
+    (tmp_path / "extra").write_bytes(b"x")
+    config = boot_image_config(config_file, None, [f"{tmp_path / 'extra'}=/etc/extra"])
+    assert config.limits.children == 3
+
+
+@pytest.mark.parametrize("value", [0, -1, 1 << 32, True, 1.0, "7", None, [1]])
+def test_limit_that_is_not_an_integer_in_range_is_an_error(value: object) -> None:
+    message = image_error({"limits": {"handles": value}})
+    assert message.startswith("limits.handles must be an integer from 1 to 4294967295")
+
+
+def test_unknown_limit_is_an_error() -> None:
+    assert "limits: unknown key(s) 'files'" in image_error({"limits": {"files": 5}})
+
+
+def test_limits_that_is_not_an_object_is_an_error() -> None:
+    assert image_error({"limits": [1]}) == "limits must be a JSON object"
+
+
+def test_duplicate_limit_key_is_an_error() -> None:
+    with pytest.raises(ImageError, match="duplicate key 'tasks'"):
+        ImageConfig.from_json('{"limits": {"tasks": 1, "tasks": 2}}', HERE)

@@ -51,6 +51,9 @@ class Errno(IntEnum):
     EMFILE = -15  #: the process has reached its limit of open handles
     ENOEXEC = -16  #: EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image
     ENAMETOOLONG = -17  #: a path is longer than PATH_MAX or a name longer than NAME_MAX
+    #: EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped
+    #: children is reached; try again once a task has ended or been reaped (WAIT)
+    EAGAIN = -18
     UNKNOWN = -128  #: an internal error with no better code (counted by the kernel)
 
 
@@ -169,7 +172,9 @@ HANDLE_LOG = 0  #: every task's log/stdout
 LOG_FILE_PATH = "/Log/logfile"
 #: copra keeps the log file at most this many bytes; later lines reach the console only.
 LOG_FILE_MAX = 1 << 20
-MAX_HANDLES = 1024  #: per-process limit on open handles (EMFILE beyond it)
+#: default per-process limit on open handles (EMFILE beyond it); an image
+#: configuration may set another (``limits.handles``, docs/images.md)
+MAX_HANDLES = 1024
 
 #: User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps
 #: unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program

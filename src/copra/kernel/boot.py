@@ -22,6 +22,7 @@ from copra.hw.kvm import KvmError
 from copra.kernel.budget import default_metadata_limit
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.logfile import LogFile
 from copra.kernel.machine import DEFAULT_MEMORY, Machine
 from copra.kernel.packit import PackItError
@@ -57,6 +58,8 @@ class BootConfig:
     memory: int = DEFAULT_MEMORY
     timeout: float | None = None
     kvm_device: str = "/dev/kvm"
+    #: resource limits (the image configuration's ``limits``; kernel/limits.py)
+    limits: Limits = DEFAULT_LIMITS
     #: Stages run after the RAM fs is populated and before /init starts, in order
     #: (the attestation driver mounting persistent state is one).
     before_init: tuple[BootHook, ...] = ()
@@ -80,10 +83,11 @@ def summarize_tasks(tasks: tuple[str, ...]) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
-def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None], *,
+def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None],
+                limits: Limits = DEFAULT_LIMITS, *,
                 metadata_limit: int | None = None) -> tuple[Kernel, int]:
     """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
-    and the number of files the archive gave it.
+    enforcing ``limits``, and the number of files the archive gave it.
 
     ``metadata_limit`` bounds the host bytes of the RAM fs's names, nodes and OPENDIR
     snapshots (``RamFs.metadata``); None takes the default, one eighth of the machine's
@@ -101,7 +105,7 @@ def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None]
     fs = RamFs(store=FramePageStore(machine.frames), metadata_limit=metadata_limit)
     log = LogFile(fs, console)
     files = fs.populate(archive)
-    return Kernel(machine, fs, log), files
+    return Kernel(machine, fs, log, limits), files
 
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
@@ -123,7 +127,7 @@ def _boot_on(machine: Machine, config: BootConfig,
     """The boot sequence on a machine; its locals (kernel, RAM fs) die with it, so
     that nothing refers to guest memory any more when the caller closes the machine."""
     try:
-        kernel, files = make_kernel(machine, config.archive, console,
+        kernel, files = make_kernel(machine, config.archive, console, config.limits,
                                     metadata_limit=config.metadata_limit)
     except (PackItError, SyscallError) as e:
         raise BootError(f"the boot archive is unusable: {e}") from e

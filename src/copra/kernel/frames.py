@@ -13,8 +13,13 @@ Invariants:
 - ``used[tag]`` counts the frames each owner holds; the sum equals
   ``total - free_count``. Tests read these counts to prove nothing leaks.
 
+``FrameAccount`` is one process's view of the allocator: the frames it allocates
+(private pages, page tables) are charged against its limit (kernel/limits.py).
+
 Locking: one ``threading.Lock`` guards the free list and the counters; the memory
 buffer itself is not locked (each frame has one owner, who serialises its own use).
+A ``FrameAccount`` is changed only under its process's ``mem_lock`` (or before the
+process is visible to anyone).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from enum import Enum
+from typing import Protocol
 
 from copra.abi.spec import PAGE_SIZE
 
@@ -132,3 +138,72 @@ class FrameAllocator:
     def owner_of(self, pa: int) -> FrameOwner | None:
         with self._lock:
             return self._owner.get(pa)
+
+
+class FrameSource(Protocol):
+    """Where an address space takes its table frames: the allocator or an account."""
+
+    @property
+    def memory(self) -> PhysicalMemory: ...
+
+    def alloc(self, owner: FrameOwner) -> int: ...
+
+    def free_many(self, frames: Iterable[int]) -> None: ...
+
+
+class FrameAccount:
+    """The frames one process holds, charged against its frame limit.
+
+    Invariants: ``held`` counts the frames allocated through this account and not yet
+    given back — the process's private frames (FrameOwner.USER) and its page tables
+    (PAGE_TABLE) — and never exceeds ``limit``. RAM-fs frames a read-only mapping
+    shares (FILE) were not allocated here and are never charged. A frame that is
+    unmapped is uncharged at once (``uncharge``) and freed through the allocator by
+    whoever invalidates the machine's mappings (Kernel.exit_process, sys_munmap).
+    """
+
+    def __init__(self, frames: FrameAllocator, limit: int) -> None:
+        if limit < 0:
+            raise ValueError(f"negative frame limit {limit}")
+        self.frames = frames
+        self.limit = limit
+        self.held = 0
+
+    @property
+    def memory(self) -> PhysicalMemory:
+        return self.frames.memory
+
+    @property
+    def available(self) -> int:
+        """How many frames an allocation could get now: the pool and the limit allow."""
+        return max(0, min(self.frames.free_count, self.limit - self.held))
+
+    def alloc(self, owner: FrameOwner) -> int:
+        if self.held >= self.limit:
+            raise OutOfMemory(f"the process holds its limit of {self.limit} frames")
+        pa = self.frames.alloc(owner)
+        self.held += 1
+        return pa
+
+    def charged(self, frames: Iterable[int]) -> int:
+        """How many of ``frames`` (allocated, this process's or shared) are charged."""
+        owner_of = self.frames.owner_of
+        return sum(1 for pa in frames if owner_of(pa) is not FrameOwner.FILE)
+
+    def uncharge(self, frames: list[int]) -> None:
+        """Take the charge off ``frames``, which the caller frees later itself."""
+        self.held -= self.charged(frames)
+
+    def uncharge_private(self, count: int) -> None:
+        """Take the charge off ``count`` private frames, which the caller frees later."""
+        self.held -= count
+
+    def uncharge_all(self) -> None:
+        """The process gave everything up (it ended)."""
+        self.held = 0
+
+    def free_many(self, frames: Iterable[int]) -> None:
+        """Free frames that were never visible to the CPU, uncharging the charged ones."""
+        frames = list(frames)
+        self.uncharge(frames)
+        self.frames.free_many(frames)

@@ -3,7 +3,8 @@
 Invariants (upstream COCONUT-SVSM's ``add_obj`` rule, plus a limit):
 - ids are allocated lowest-free-first starting at 0; id 0 is installed at process
   creation with the task's log, so the first handle a program opens is 1;
-- at most ``spec.MAX_HANDLES`` entries; one more is EMFILE (upstream has no limit);
+- at most ``limit`` entries (the boot's ``limits.handles``, kernel/limits.py; by
+  default ``spec.MAX_HANDLES``); one more is EMFILE (upstream has no limit);
 - every entry holds one reference on its object (``KernelObject.acquire``); removing
   the entry releases it, and ``close_all`` empties the table when the process ends.
 
@@ -58,12 +59,14 @@ class HandleTable:
         before it installs its handle (OPEN with CREATE or TRUNC) asks first. One vCPU
         thread per process today, so nothing can take the room in between."""
         if len(self._objects) >= self.limit:
-            raise SyscallError(Errno.EMFILE, f"process holds {self.limit} handles")
+            raise SyscallError(Errno.EMFILE,
+                               f"the process holds its limit of {self.limit} handles")
 
     def install(self, obj: KernelObject, rights: Rights = Rights.ALL) -> int:
         with self._lock:
             if len(self._objects) >= self.limit:
-                raise SyscallError(Errno.EMFILE, f"process holds {self.limit} handles")
+                raise SyscallError(Errno.EMFILE,
+                               f"the process holds its limit of {self.limit} handles")
             if self._holes:
                 handle = heapq.heappop(self._holes)
             else:

@@ -8,12 +8,15 @@ PackIt archive the kernel populates the fs from. The format is in docs/images.md
     {"version": 1,
      "fs": {"modules": {"init": {"path": "/init"}, "hello": {"path": "/bin/hello"}},
             "files": [{"path": "/etc/init.services", "text": "/bin/hello\\n"},
-                      {"path": "/etc/blob", "source": "blob.bin"}]}}
+                      {"path": "/etc/blob", "source": "blob.bin"}]},
+     "limits": {"frames": 8192, "mappings": 65536, "tasks": 64}}
 
 A module name is a program name: the default resolver reads the packaged
 ``copra/images/<name>.elf`` (built by scripts/build-user-images; nothing here builds
 it) and checks it with the ELF validator, so a broken program fails the build of the
 image, not the boot. ``source`` paths are relative to the config file's directory.
+``limits`` sets the resource limits of the boot (kernel/limits.py); they are not in
+the archive but travel beside it (``BootConfig.limits``).
 
 Invariants of :class:`ImageConfig`: every destination obeys the fs path rules; no
 two entries share a destination (compared after dropping empty components); no
@@ -38,6 +41,7 @@ from typing import Any
 
 from copra.kernel.elf import ElfError, parse_elf
 from copra.kernel.errors import SyscallError
+from copra.kernel.limits import DEFAULT_LIMITS, MAX_LIMIT, Limits
 from copra.kernel.packit import PackItEntry, PackItError, check_paths, encode
 from copra.kernel.paths import split_file_path
 
@@ -95,6 +99,7 @@ class ImageConfig:
 
     modules: tuple[ModuleSpec, ...] = ()
     files: tuple[FileSpec, ...] = ()
+    limits: Limits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         for module in self.modules:
@@ -129,7 +134,7 @@ class ImageConfig:
     @classmethod
     def from_dict(cls, document: object, base_dir: Path) -> ImageConfig:
         """Build from a parsed JSON document; relative sources resolve against base_dir."""
-        top = _object(document, "the configuration", {"version", "fs"})
+        top = _object(document, "the configuration", {"version", "fs", "limits"})
         version = top.get("version", CONFIG_VERSION)
         if type(version) is not int or version != CONFIG_VERSION:
             raise ImageError(
@@ -155,7 +160,7 @@ class ImageConfig:
             else:
                 content = base_dir / _string(entry, "source", where)
             files.append(FileSpec(path, content))
-        return cls(tuple(modules), tuple(files))
+        return cls(tuple(modules), tuple(files), _limits(top.get("limits", {})))
 
     @classmethod
     def from_json(cls, text: str, base_dir: Path) -> ImageConfig:
@@ -204,6 +209,16 @@ def _string(entry: dict[str, object], key: str, where: str) -> str:
     if not isinstance(value, str):
         raise ImageError(f"{where}.{key} must be a string")
     return value
+
+
+def _limits(value: object) -> Limits:
+    """The ``limits`` object: each key optional, each value an integer in [1, MAX_LIMIT]."""
+    entry = _object(value, "limits", set(Limits.names()))
+    for key, number in entry.items():
+        if type(number) is not int or not 1 <= number <= MAX_LIMIT:
+            raise ImageError(f"limits.{key} must be an integer from 1 to {MAX_LIMIT}, "
+                             f"not {json.dumps(number)}")
+    return Limits(**entry)  # type: ignore[arg-type]
 
 
 def _images() -> Path:
@@ -271,13 +286,14 @@ def parse_file_option(option: str) -> tuple[Path, str]:
     return Path(source), dest
 
 
-def build_boot_archive(
+def boot_image_config(
     config_path: Path | None, init: Path | None, files: Sequence[str]
-) -> bytes:
-    """The archive ``copra run`` boots: a config (default if None), then overrides.
+) -> ImageConfig:
+    """The configuration ``copra run`` boots: a config (default if None), then overrides.
 
     ``init`` replaces whatever is at /init (and must be a loadable program); each
-    ``SRC=DEST`` in ``files`` then adds or replaces one file.
+    ``SRC=DEST`` in ``files`` then adds or replaces one file. The limits are the
+    config's.
     """
     config = ImageConfig.load(config_path) if config_path is not None else default_config()
     if init is not None:
@@ -287,5 +303,11 @@ def build_boot_archive(
             raise ImageError(f"cannot read --init {init}: {exc.strerror or exc}") from None
         check_program(f"--init {init}", data)
         config = config.with_file(INIT_PATH, data)
-    config = config.with_files((dest, source) for source, dest in map(parse_file_option, files))
-    return build_archive(config)
+    return config.with_files((dest, source) for source, dest in map(parse_file_option, files))
+
+
+def build_boot_archive(
+    config_path: Path | None, init: Path | None, files: Sequence[str]
+) -> bytes:
+    """The archive of :func:`boot_image_config`'s configuration."""
+    return build_archive(boot_image_config(config_path, init, files))

@@ -9,6 +9,11 @@ Invariants:
 - a process is in ``processes`` from spawn until its parent reaps it with WAIT or
   the parent ends; its frames and objects are released the moment it exits, so a
   zombie holds nothing but its status;
+- ``len(processes)`` (running and unreaped) never exceeds ``limits.tasks``, and a
+  process never spawns while it has ``limits.children`` running children or
+  ``limits.unreaped`` ended ones it has not reaped (EAGAIN, kernel/limits.py): a
+  parent's ``children`` set and its two counts change only in ``spawn``,
+  ``exit_process`` and ``reap``;
 - a syscall handler either completes (rax is written, rip already points past the
   entry instruction), blocks (the process is BLOCKED and the same syscall is
   dispatched again when it is woken), or ends the process;
@@ -35,6 +40,7 @@ from copra.hw.x86 import Vector
 from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner, OutOfMemory
+from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.loader import load_elf
 from copra.kernel.machine import (
     SYSCALL_LANDING,
@@ -97,10 +103,12 @@ def describe_status(status: int) -> str:
 
 
 class Kernel:
-    def __init__(self, machine: Machine, fs: RamFs, console: Callable[[str], None]) -> None:
+    def __init__(self, machine: Machine, fs: RamFs, console: Callable[[str], None],
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.machine = machine
         self.fs = fs
         self.console = console
+        self.limits = limits
         self.processes: dict[int, Process] = {}
         self.runqueue: deque[Process] = deque()
         self._next_pid = 2
@@ -124,10 +132,13 @@ class Kernel:
     def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
         """Create a runnable process from an ELF file of the RAM fs.
 
-        Raises SyscallError: ENOTFOUND/ENOTDIR/EISDIR for the path, ENOEXEC when the
-        file is not a loadable image, ENOMEM when frames run out. Nothing is left
-        behind on failure.
+        Raises SyscallError: EAGAIN at the limit of tasks, or of the parent's running
+        or unreaped children; ENOTFOUND/ENOTDIR/EISDIR for the path, ENOEXEC when the
+        file is not a loadable image, ENOMEM when frames run out or the image has
+        more segments than the limit of mappings. Nothing is left behind on failure.
         """
+        owner = self.processes.get(parent)
+        self._check_task_limits(owner)
         image = self.fs.open(path).read(0, 1 << 62)
         name = task_name(path)
         pid = self._next_pid
@@ -135,7 +146,7 @@ class Kernel:
         try:
             proc = Process(pid, name, parent, self.machine.frames,
                            self.machine.kernel_pml4_entries(), log,
-                           root if root is not None else self.fs.root)
+                           root if root is not None else self.fs.root, self.limits)
         except OutOfMemory as e:
             raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
         try:
@@ -155,8 +166,33 @@ class Kernel:
         proc.start_at(elf.entry)
         self._next_pid += 1
         self.processes[pid] = proc
+        if owner is not None:
+            owner.children.add(pid)
+            owner.live_children += 1
         self.runqueue.append(proc)
         return proc
+
+    def _check_task_limits(self, owner: Process | None) -> None:
+        limits = self.limits
+        why = None
+        if len(self.processes) >= limits.tasks:
+            why = f"{len(self.processes)} tasks exist (running or unreaped), the limit"
+        elif owner is not None and owner.live_children >= limits.children:
+            why = f"the caller has {owner.live_children} running children, its limit"
+        elif owner is not None and owner.unreaped_children >= limits.unreaped:
+            why = (f"the caller has {owner.unreaped_children} ended children it has not "
+                   "waited for, its limit")
+        if why is not None:
+            self.counters["task_limit_refusals"] += 1
+            raise SyscallError(Errno.EAGAIN, why)
+
+    def reap(self, parent: Process, child: Process) -> int:
+        """Forget an ended child of parent (WAIT); returns its status."""
+        assert child.status is not None and child.parent == parent.pid
+        del self.processes[child.pid]
+        parent.children.discard(child.pid)
+        parent.unreaped_children -= 1
+        return child.status
 
     def exit_process(self, proc: Process, status: int) -> None:
         proc.status = status
@@ -167,16 +203,21 @@ class Kernel:
         self.machine.frames.free_many(frames)
         if proc in self.runqueue:
             self.runqueue.remove(proc)
-        # Orphans are nobody's to reap: forget exited ones, detach live ones.
-        for child in list(self.processes.values()):
-            if child.parent == proc.pid:
-                child.parent = 0
-                if child.state is State.EXITED:
-                    del self.processes[child.pid]
+        # Orphans are nobody's to reap: forget ended ones, detach running ones.
+        for pid in proc.children:
+            child = self.processes[pid]
+            child.parent = 0
+            if child.state is State.EXITED:
+                del self.processes[pid]
+        proc.children.clear()
+        proc.live_children = proc.unreaped_children = 0
         parent = self.processes.get(proc.parent)
         if parent is None:
             self.processes.pop(proc.pid, None)  # nobody can reap it
-        elif parent.state is State.BLOCKED and parent.blocked_on == proc.pid:
+            return
+        parent.live_children -= 1
+        parent.unreaped_children += 1
+        if parent.state is State.BLOCKED and parent.blocked_on == proc.pid:
             parent.state = State.RUNNABLE
             self.runqueue.append(parent)
 
@@ -337,6 +378,7 @@ class Kernel:
         live = [p for p in self.processes.values() if p.state is not State.EXITED]
         return {
             "processes": len(live),
+            "tasks": len(self.processes),
             "handles": sum(len(p.handles) for p in live),
             "objects": sum(KernelObject.live.values()),
             "user_frames": frames.used[FrameOwner.USER],

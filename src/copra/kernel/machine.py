@@ -396,7 +396,13 @@ class Machine:
             self._switch_to(ctx)
 
     def enter(self, ctx: UserContext) -> Exit:
-        """Run ctx at CPL3 until it needs the kernel."""
+        """Run ctx at CPL3 until it needs the kernel.
+
+        A preemption tick that lands while the vCPU is inside a ring-0 stub (between
+        taking an exception and the stub's ``out``; on PVM hosts KVM emulates those
+        instructions, so the window is wide) is not reported: the stub runs on to its
+        exit first. Reporting it would let the scheduler save a ring-0 RIP and RSP into
+        the context and resume them later at CPL3, where the stub page faults."""
         if self._loaded is not ctx:
             self._switch_to(ctx)
         self._io_pending = False  # this KVM_RUN completes it

@@ -7,9 +7,11 @@ reachable from CPL3. The lower half is the process's; user leaves carry U.
 
 Invariants:
 - only 4 KiB leaves; intermediate entries are P|W|U (the leaf decides the access);
-- a user-half table frame belongs to this address space alone; ``table_frames``
-  hands them to the caller, who frees them once the machine has invalidated its
-  mappings; kernel-half tables are shared and never freed here;
+- a user-half table frame belongs to this address space alone; it comes from the
+  ``FrameSource`` given at creation (a process's ``FrameAccount``, which charges it
+  to the process's frame limit); ``table_frames`` hands them to the caller, who
+  frees them once the machine has invalidated its mappings; kernel-half tables are
+  shared and never freed here;
 - ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
   never lost by overwriting;
 - ``map`` and ``unmap`` touch only the lower half (below 2**47), never the shared
@@ -29,7 +31,7 @@ import struct
 
 from copra.abi.spec import PAGE_SIZE, USER_END
 from copra.hw.x86 import PTE_ADDR_MASK, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
-from copra.kernel.frames import FrameAllocator, FrameOwner
+from copra.kernel.frames import FrameOwner, FrameSource
 
 _ENTRY = struct.Struct("<Q")
 KERNEL_HALF_FIRST_SLOT = 256
@@ -55,7 +57,7 @@ def _check_user_half(va: int) -> None:
 class AddressSpace:
     """One PML4 and the user-half tables under it."""
 
-    def __init__(self, frames: FrameAllocator, kernel_entries: dict[int, int]) -> None:
+    def __init__(self, frames: FrameSource, kernel_entries: dict[int, int]) -> None:
         self.frames = frames
         self._view = frames.memory.view
         self._base = frames.memory.base

@@ -1,28 +1,38 @@
 """A process: an address space, a handle table, one thread's CPU context, a status.
 
 Invariants:
-- ``regions`` lists every user mapping, sorted by address and pairwise disjoint; page
-  i of a region is mapped to ``frames[i]`` in the page tables and nothing else of the
-  user half is mapped;
-- a private region's frames (FrameOwner.USER) belong to this process alone; a shared
-  region's frames are RAM-fs file frames on which the region holds one reference
-  each (``FrameAllocator.share``); ``release`` and unmapping drop exactly those
-  references, so every frame is returned once, whatever the kind;
+- ``regions`` (a RegionMap keyed by start, kernel/regionmap.py) holds every user
+  mapping, pairwise disjoint; page i of a region is mapped to ``frames[i]`` in the
+  page tables and nothing else of the user half is mapped; finding a free range,
+  a region by address and the regions a range overlaps are O(log n) in the number
+  of regions;
+- at most ``limits.mappings`` regions: MMAP and EXEC answer ENOMEM beyond, and so
+  does an unmap that would split a region in two at the limit;
+- a private region's frames (FrameOwner.USER) belong to this process alone and are
+  charged to its ``account`` (FrameAccount), as are its page tables, never more than
+  its frame limit; a shared region's frames are RAM-fs file frames on which the
+  region holds one reference each (``FrameAllocator.share``), not charged (zero
+  pages past the file's end are private and charged); ``release`` and unmapping drop
+  exactly those references, so every frame is returned once, whatever the kind;
 - handle 0 is the task's log from creation until it is closed or the process ends;
 - ``status`` is None while the process lives, then the packed exit status
-  (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is released once.
+  (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is released once;
+- ``children`` holds the pids of its children in the kernel's table, running or
+  ended and not yet reaped; ``live_children`` and ``unreaped_children`` count them
+  by state (the kernel keeps all three, kernel/kernel.py).
 
 Unmapping hands the frames back to the caller instead of freeing them: KVM may still
 translate through the removed entries until the machine invalidates its mappings, so
-the caller invalidates first and frees after (Kernel.exit_process, sys_munmap).
+the caller invalidates first and frees after (Kernel.exit_process, sys_munmap). The
+charge comes off at once: the frames are on their way back to the pool.
 
-Locking: ``mem_lock`` serialises changes to the address space and every copy through
-usermem; the scheduler owns ``state`` (only the vCPU thread changes it).
+Locking: ``mem_lock`` serialises changes to the address space (regions, page tables,
+the frame account) and every copy through usermem; the scheduler owns ``state`` and
+the child bookkeeping (only the vCPU thread changes them).
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
@@ -38,12 +48,14 @@ from copra.abi.spec import (
     Errno,
 )
 from copra.kernel.errors import SyscallError
-from copra.kernel.frames import FrameAllocator, FrameOwner, OutOfMemory
+from copra.kernel.frames import FrameAccount, FrameAllocator, FrameOwner, OutOfMemory
 from copra.kernel.handles import HandleTable, Rights
+from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.machine import UserContext
 from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
+from copra.kernel.regionmap import RegionMap
 
 #: The end of the area MMAP may use: the stack's guard page and the stack sit above it.
 MAP_AREA_END = USER_MAP_END
@@ -85,16 +97,19 @@ class Region:
 
 class Process:
     def __init__(self, pid: int, name: str, parent: int, frames: FrameAllocator,
-                 kernel_entries: dict[int, int], log: Log, root: Directory) -> None:
+                 kernel_entries: dict[int, int], log: Log, root: Directory,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.pid = pid
         self.name = name
         self.parent = parent
         self.root = root
+        self.limits = limits
         self.frames = frames
-        self.space = AddressSpace(frames, kernel_entries)
+        self.account = FrameAccount(frames, limits.frame_limit(frames.total))
+        self.space = AddressSpace(self.account, kernel_entries)
         self.mem_lock = threading.RLock()
-        self.regions: list[Region] = []
-        self.handles = HandleTable()
+        self.regions: RegionMap[Region] = RegionMap()
+        self.handles = HandleTable(limits.handles)
         self.log = log
         self.handles.install(log, Rights.WRITE)
         self.context = UserContext(self.space.pml4)
@@ -102,49 +117,76 @@ class Process:
         self.status: int | None = None
         self.blocked_on: int | None = None  # pid a WAIT is waiting for
         self.syscalls = 0
+        self.children: set[int] = set()
+        self.live_children = 0
+        self.unreaped_children = 0
 
     # --- building the address space -------------------------------------------------------
 
-    def _insert(self, region: Region) -> None:
-        bisect.insort(self.regions, region, key=lambda r: r.start)
+    def check_mapping_room(self) -> None:
+        """ENOMEM if one more region would pass the limit of mappings."""
+        if len(self.regions) >= self.limits.mappings:
+            raise SyscallError(Errno.ENOMEM, f"the process holds its limit of "
+                                             f"{self.limits.mappings} mappings")
+
+    def _alloc(self, pages: int) -> list[int]:
+        """Fresh zeroed frames charged to this process (all or nothing)."""
+        account = self.account
+        if pages > account.limit - account.held:
+            raise OutOfMemory(f"{pages} pages asked; the process holds {account.held} of "
+                              f"its limit of {account.limit} frames")
+        if pages > self.frames.free_count:
+            raise OutOfMemory(f"{pages} pages asked, {self.frames.free_count} frames free")
+        frames: list[int] = []
+        try:
+            for _ in range(pages):
+                frames.append(self.account.alloc(FrameOwner.USER))
+        except BaseException:
+            self.account.free_many(frames)
+            raise
+        return frames
+
+    def _map_pages(self, start: int, frames: list[int], writable: bool,
+                   executable: bool) -> None:
+        """Enter frames at start in the page tables (all or nothing).
+
+        The tables may grow (OutOfMemory when no frame is left for them, or the frame
+        limit is reached); pages mapped before a failure are removed again. They were
+        never visible to the CPU — the process is in this syscall — so no invalidation
+        is needed."""
+        done = 0
+        try:
+            for done, pa in enumerate(frames):
+                self.space.map(start + done * PAGE_SIZE, pa, writable=writable,
+                               executable=executable)
+            done = len(frames)
+        except BaseException:
+            for i in range(done):
+                self.space.unmap(start + i * PAGE_SIZE)
+            raise
 
     def map_anonymous(self, start: int, pages: int, *, writable: bool, executable: bool,
                       kind: RegionKind = RegionKind.ANONYMOUS) -> Region:
         """Back [start, start + pages) with fresh zeroed frames (all or nothing)."""
         with self.mem_lock:
-            if pages > self.frames.free_count:
-                raise OutOfMemory(f"{pages} pages asked, {self.frames.free_count} free")
-            frames: list[int] = []
+            self.check_mapping_room()
+            frames = self._alloc(pages)
             try:
-                for _ in range(pages):
-                    frames.append(self.frames.alloc(FrameOwner.USER))
                 return self.map_frames(start, frames, writable=writable,
                                        executable=executable, kind=kind)
             except BaseException:
-                self.frames.free_many(frames)
+                self.account.free_many(frames)
                 raise
 
     def map_frames(self, start: int, frames: list[int], *, writable: bool, executable: bool,
                    kind: RegionKind) -> Region:
         """Map frames the caller holds a reference on, as one region (all or nothing:
-        on failure nothing stays mapped and the references are still the caller's).
-
-        The page tables may grow (OutOfMemory when no frame is left for them); pages
-        mapped before a failure are removed again. They were never visible to the
-        CPU — the process is in this syscall — so no invalidation is needed."""
+        on failure nothing stays mapped and the references are still the caller's)."""
         with self.mem_lock:
+            self.check_mapping_room()
             region = Region(start, writable, executable, kind, frames)
-            done = 0
-            try:
-                for done, pa in enumerate(frames):
-                    self.space.map(start + done * PAGE_SIZE, pa, writable=writable,
-                                   executable=executable)
-                done = len(frames)
-            except BaseException:
-                for i in range(done):
-                    self.space.unmap(start + i * PAGE_SIZE)
-                raise
-            self._insert(region)
+            self._map_pages(start, frames, writable, executable)
+            self.regions.insert(region.start, region.end, region)
             return region
 
     def map_stack(self) -> None:
@@ -157,76 +199,89 @@ class Process:
     # --- the MMAP area --------------------------------------------------------------------
 
     def is_free(self, start: int, end: int) -> bool:
-        return all(r.end <= start or r.start >= end for r in self.regions)
+        return self.regions.is_free(start, end)
 
     def find_free(self, pages: int, hint: int) -> int:
         """A free range of pages in the MMAP area: at the hint if it fits, else the
         lowest one at or above MMAP_BASE (ENOMEM if there is none)."""
         size = pages * PAGE_SIZE
         if hint and hint >= USER_START and hint + size <= MAP_AREA_END \
-                and self.is_free(hint, hint + size):
+                and self.regions.is_free(hint, hint + size):
             return hint
-        candidate = MMAP_BASE
-        for region in self.regions:
-            if region.end <= candidate:
-                continue
-            if region.start >= candidate + size:
-                break
-            candidate = region.end
-        if candidate + size > MAP_AREA_END:
+        found = self.regions.first_fit(size, MMAP_BASE, MAP_AREA_END)
+        if found is None:
             raise SyscallError(Errno.ENOMEM, f"no free range of {pages} pages")
-        return candidate
+        return found
 
     def region_at(self, start: int) -> Region | None:
-        for region in self.regions:
-            if region.start == start:
-                return region
-        return None
+        return self.regions.get(start)
 
     def unmap_range(self, start: int, end: int) -> list[int]:
         """Remove every mapped page in [start, end), splitting regions; returns the
-        frames (references) the caller must free after invalidating."""
+        frames (references) the caller must free after invalidating.
+
+        ENOMEM, with nothing changed, when the range lies strictly inside one region
+        and the process already holds its limit of mappings (the split would add one).
+        Visits only the regions the range overlaps."""
         released: list[int] = []
         with self.mem_lock:
-            kept: list[Region] = []
-            for region in self.regions:
-                if region.end <= start or region.start >= end:
-                    kept.append(region)
-                    continue
+            hits = self.regions.overlapping(start, end)
+            if len(hits) == 1 and hits[0][0] < start and hits[0][1] > end:
+                self.check_mapping_room()
+            for region_start, _, region in hits:
+                self.regions.remove(region_start)
                 lo = max(region.start, start)
                 hi = min(region.end, end)
                 first, last = (lo - region.start) // PAGE_SIZE, (hi - region.start) // PAGE_SIZE
                 for i in range(first, last):
                     self.space.unmap(region.start + i * PAGE_SIZE)
-                released += region.frames[first:last]
-                if first:
-                    kept.append(Region(region.start, region.writable, region.executable,
-                                       region.kind, region.frames[:first]))
-                if last < len(region.frames):
-                    kept.append(Region(hi, region.writable, region.executable, region.kind,
-                                       region.frames[last:]))
-            self.regions = sorted(kept, key=lambda r: r.start)
+                taken = region.frames[first:last]
+                if region.kind is RegionKind.FILE_SHARED:
+                    self.account.uncharge(taken)
+                else:
+                    self.account.uncharge_private(len(taken))
+                released += taken
+                for piece in (
+                    Region(region.start, region.writable, region.executable, region.kind,
+                           region.frames[:first]),
+                    Region(hi, region.writable, region.executable, region.kind,
+                           region.frames[last:]),
+                ):
+                    if piece.frames:
+                        self.regions.insert(piece.start, piece.end, piece)
         return released
 
     def grow(self, region: Region, pages: int) -> None:
         """Extend an anonymous region by zeroed pages right after it (ENOMEM if taken)."""
         with self.mem_lock:
             end = region.end
-            if end + pages * PAGE_SIZE > MAP_AREA_END or not self.is_free(end, end + pages *
-                                                                          PAGE_SIZE):
+            new_end = end + pages * PAGE_SIZE
+            if new_end > MAP_AREA_END or not self.regions.is_free(end, new_end):
                 raise SyscallError(Errno.ENOMEM, "the range after the mapping is taken")
-            extra = self.map_anonymous(end, pages, writable=region.writable,
-                                       executable=region.executable)
-            self.regions.remove(extra)
-            region.frames += extra.frames
+            frames = self._alloc(pages)
+            try:
+                self._map_pages(end, frames, region.writable, region.executable)
+            except BaseException:
+                self.account.free_many(frames)
+                raise
+            self.regions.remove(region.start)
+            region.frames += frames
+            self.regions.insert(region.start, region.end, region)
 
     # --- the end -----------------------------------------------------------------------------
 
     def release(self) -> list[int]:
-        """Close every handle and unmap everything; returns the frames to free (after
-        the machine has invalidated its mappings), page-table frames included."""
+        """Close every handle and give up the address space; returns the frames to
+        free (after the machine has invalidated its mappings), page tables included.
+
+        The leaves are not cleared one by one: the table frames themselves go back to
+        the pool (zeroed when next handed out), so the space is unusable afterwards."""
         self.handles.close_all()
         with self.mem_lock:
-            frames = self.unmap_range(0, 1 << 47)
+            frames: list[int] = []
+            for region in self.regions:
+                frames += region.frames
+            self.regions.clear()
             frames += self.space.table_frames()
+            self.account.uncharge_all()
             return frames

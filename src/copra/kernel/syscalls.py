@@ -107,8 +107,7 @@ def sys_wait(k: Kernel, p: Process, r: KvmRegs) -> int:
     if child.status is None:
         p.blocked_on = pid
         raise WouldBlock
-    del k.processes[pid]
-    return child.status
+    return k.reap(p, child)
 
 
 def sys_close(k: Kernel, p: Process, r: KvmRegs) -> int:
@@ -149,6 +148,7 @@ def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
             raise SyscallError(Errno.ENOTSUPP, "shared writable file mappings are not supported")
     writable, executable = MapFlag.WRITE in flags, MapFlag.EXEC in flags
     with p.mem_lock:
+        p.check_mapping_room()
         if MapFlag.FIXED in flags:
             end = hint + pages * PAGE_SIZE
             if hint < USER_START or end > MAP_AREA_END:
@@ -172,36 +172,35 @@ def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
                 for i in range(0, len(data), PAGE_SIZE):
                     k.machine.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
             else:
-                shared = _file_frames(k, file, offset // PAGE_SIZE, pages)
+                shared = _file_frames(p, file, offset // PAGE_SIZE, pages)
                 try:
                     p.map_frames(start, shared, writable=False, executable=False,
                                  kind=RegionKind.FILE_SHARED)
                 except BaseException:
-                    k.machine.frames.free_many(shared)
+                    p.account.free_many(shared)
                     raise
         except OutOfMemory as e:
             raise SyscallError(Errno.ENOMEM, str(e)) from e
     return start
 
 
-def _file_frames(k: Kernel, file: OpenFile, first: int, pages: int) -> list[int]:
+def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int]:
     """References on the file's frames for pages [first, first + pages); pages past
-    the file's end get fresh zeroed private frames."""
-    frames = k.machine.frames
+    the file's end get fresh zeroed private frames, charged to the process."""
     past_end = pages - max(0, min(pages, file.file.page_count - first))
-    if past_end > frames.free_count:
+    if past_end > p.account.available:
         raise SyscallError(Errno.ENOMEM, f"{past_end} pages past the file's end, "
-                                         f"{frames.free_count} frames free")
+                                         f"{p.account.available} frames available")
     out: list[int] = []
     try:
         for index in range(first, first + pages):
             try:
                 pa = file.file.share_frame(index)  # atomic with respect to truncate
             except IndexError:
-                pa = frames.alloc(FrameOwner.USER)
+                pa = p.account.alloc(FrameOwner.USER)
             out.append(pa)
     except BaseException:
-        frames.free_many(out)
+        p.account.free_many(out)
         raise
     return out
 

@@ -53,13 +53,15 @@ pub enum Errno {
     ENOEXEC = -16,
     /// a path is longer than PATH_MAX or a name longer than NAME_MAX
     ENAMETOOLONG = -17,
+    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT)
+    EAGAIN = -18,
     /// an internal error with no better code (counted by the kernel)
     UNKNOWN = -128,
 }
 
 impl Errno {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::EINVAL,
         Self::ENOSYS,
         Self::ENOMEM,
@@ -77,6 +79,7 @@ impl Errno {
         Self::EMFILE,
         Self::ENOEXEC,
         Self::ENAMETOOLONG,
+        Self::EAGAIN,
         Self::UNKNOWN,
     ];
 
@@ -100,6 +103,7 @@ impl Errno {
             -15 => Some(Self::EMFILE),
             -16 => Some(Self::ENOEXEC),
             -17 => Some(Self::ENAMETOOLONG),
+            -18 => Some(Self::EAGAIN),
             -128 => Some(Self::UNKNOWN),
             _ => None,
         }
@@ -130,6 +134,7 @@ impl Errno {
             Self::EMFILE => "EMFILE",
             Self::ENOEXEC => "ENOEXEC",
             Self::ENAMETOOLONG => "ENAMETOOLONG",
+            Self::EAGAIN => "EAGAIN",
             Self::UNKNOWN => "UNKNOWN",
         }
     }
@@ -658,7 +663,7 @@ pub const HANDLE_LOG: u64 = 0;
 pub const LOG_FILE_PATH: &str = "/Log/logfile";
 /// copra keeps the log file at most this many bytes; later lines reach the console only.
 pub const LOG_FILE_MAX: u64 = 0x10_0000;
-/// per-process limit on open handles (EMFILE beyond it)
+/// default per-process limit on open handles (EMFILE beyond it); an image configuration may set another (``limits.handles``, docs/images.md)
 pub const MAX_HANDLES: u64 = 1024;
 /// User address space: [USER_START, USER_END), upstream's [0, 2^47) less what copra keeps unmapped: page 0 (a NULL pointer faults) and the top page below 2^47. Program segments may lie anywhere in [USER_START, USER_MAP_END). Everything above is the kernel's.
 pub const USER_START: u64 = 0x1000;

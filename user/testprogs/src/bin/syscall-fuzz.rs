@@ -31,6 +31,11 @@
 //! `DirsMode` instead (see its section below): names made and removed in a numbered
 //! tree under `/fuzz/m` and OPENDIRs of it held open, so a small kernel metadata
 //! budget runs out and ENOMEM is exercised alongside everything else.
+//!
+//! Many-process mode, on when `/etc/fuzz-procs.conf` exists: the fuzzer also starts
+//! fuzzing copies of itself (`/bin/syscall-fuzz`), each in a root of its own, waits
+//! for them and meets the kernel's limits on tasks and children; see its section at
+//! the end of this file.
 
 #![no_std]
 #![no_main]
@@ -960,7 +965,19 @@ fn main() -> u32 {
         return 1;
     }
 
+    // Many-process mode (see its section at the end): off without its file.
+    let mut procs = match Procs::load(seed) {
+        Ok(procs) => procs,
+        Err(why) => {
+            println!("syscall-fuzz: {PROCS_CONF}: {why}");
+            return 1;
+        }
+    };
+
     for n in 0..count {
+        if let Some(procs) = procs.as_mut() {
+            procs.step(n, count);
+        }
         let call = loop {
             match fuzzer.draw() {
                 Some(call) => break call,
@@ -973,6 +990,12 @@ fn main() -> u32 {
             Entry::DOORBELL
         };
         let rax = raw_via(entry, call);
+        if let Some(procs) = procs.as_mut()
+            && call.nr == Sys::WAIT as u64
+            && rax <= ERROR_THRESHOLD
+        {
+            procs.waited_elsewhere(call.args[0], rax);
+        }
         if let Some(why) = fuzzer.judge(call, rax) {
             fuzzer.unexpected += 1;
             if fuzzer.unexpected <= FAILS_SHOWN {
@@ -986,6 +1009,9 @@ fn main() -> u32 {
         }
     }
 
+    if let Some(procs) = procs.as_mut() {
+        fuzzer.unexpected += procs.finish();
+    }
     fuzzer.unexpected += finish(&mut fuzzer);
     for (i, sys) in Sys::ALL.iter().enumerate() {
         println!(
@@ -1108,4 +1134,275 @@ fn number(word: &str) -> Result<u64, &'static str> {
         None => word.parse(),
     };
     parsed.map_err(|_| "not a number")
+}
+
+// --- many-process mode ------------------------------------------------------------------
+//
+// On when `/etc/fuzz-procs.conf` (under the task's root) holds
+// `<actions> <depth> <child calls>`. At `actions` points spread evenly over the run
+// the fuzzer acts on processes: the first time it starts copies of itself until EXEC
+// refuses one (a burst, so every fuzzer meets a limit), afterwards it either starts
+// one more or WAITs for one of its children at random. Each child runs in a root of
+// its own, `/fuzzp/<k>`, prepared beforehand with its `etc/fuzz.conf` (a seed drawn
+// here, `child calls` calls) and, while `depth` > 1, an `etc/fuzz-procs.conf` one
+// level shallower; so children fuzz, spawn and hit limits while their parent does.
+// EXEC of a child may be refused only with EAGAIN or ENOMEM (a limit, or no frames);
+// every child must end with 0 (nothing unexpected in it or below it); a random WAIT
+// that reaps one of them is checked the same way. At the end every child still
+// running is waited for and `/fuzzp` is removed; then it prints
+// `procs: started <s>, refused <a> EAGAIN <m> ENOMEM, reaped <r>`. Orphans are not made
+// here (a parent always outlives its children, so their directories can be removed);
+// tests/e2e/test_limit_probe.py covers them. Process actions draw from a PRNG of their own:
+// the syscalls drawn for a seed are the same with the mode on or off.
+
+const PROCS_CONF: &str = "/etc/fuzz-procs.conf";
+const PROCS_DIR: &str = "/fuzzp";
+const SELF_PATH: &str = "/bin/syscall-fuzz";
+const MAX_KIDS: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Kid {
+    task: u64,
+    dir: u64,
+}
+
+struct Procs {
+    rng: Rng,
+    actions: u64,
+    depth: u64,
+    child_calls: u64,
+    done: u64,
+    kids: [Option<Kid>; MAX_KIDS],
+    next_dir: u64,
+    started: u64,
+    eagain: u64,
+    enomem: u64,
+    reaped: u64,
+    unexpected: u64,
+}
+
+/// A short string built with `write!`.
+struct Text {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Text {
+    fn new() -> Self {
+        Self {
+            buf: [0; 96],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl core::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+macro_rules! text {
+    ($($arg:tt)*) => {{
+        let mut t = Text::new();
+        let _ = core::fmt::Write::write_fmt(&mut t, format_args!($($arg)*));
+        t
+    }};
+}
+
+impl Procs {
+    /// The mode's state from PROCS_CONF; None when the file does not exist.
+    fn load(seed: u64) -> Result<Option<Self>, &'static str> {
+        let file = match fs::open(PROCS_CONF, FileMode::READ, FileFlag::EMPTY) {
+            Ok(file) => file,
+            Err(e) if e.is(Errno::ENOTFOUND) => return Ok(None),
+            Err(_) => return Err("cannot open"),
+        };
+        let mut buf = [0u8; 64];
+        let len = fs::read(&file, &mut buf).map_err(|_| "cannot read")?;
+        let text = core::str::from_utf8(&buf[..len]).map_err(|_| "not UTF-8")?;
+        let mut words = text.split_ascii_whitespace();
+        let mut next = || number(words.next().ok_or("need <actions> <depth> <child calls>")?);
+        let (actions, depth, child_calls) = (next()?, next()?, next()?);
+        if let Err(e) = fs::mkdir(PROCS_DIR)
+            && !e.is(Errno::EEXIST)
+        {
+            return Err("cannot make /fuzzp");
+        }
+        Ok(Some(Self {
+            rng: Rng(seed ^ 0xA5A5_5A5A_0F0F_F0F0),
+            actions,
+            depth,
+            child_calls,
+            done: 0,
+            kids: [None; MAX_KIDS],
+            next_dir: 0,
+            started: 0,
+            eagain: 0,
+            enomem: 0,
+            reaped: 0,
+            unexpected: 0,
+        }))
+    }
+
+    fn fail(&mut self, why: core::fmt::Arguments<'_>) {
+        self.unexpected += 1;
+        println!("FAIL procs: {why}");
+    }
+
+    /// Acts if call `n` of `count` is one of the action points.
+    fn step(&mut self, n: u64, count: u64) {
+        if self.done >= self.actions || n < (self.done + 1) * count / (self.actions + 1) {
+            return;
+        }
+        self.done += 1;
+        if self.done == 1 {
+            for _ in 0..MAX_KIDS {
+                if !self.spawn() {
+                    return;
+                }
+            }
+            self.fail(format_args!("{MAX_KIDS} EXECs in a row were not refused"));
+        } else if self.rng.percent() < 55 && self.kids.iter().any(Option::is_none) {
+            self.spawn();
+        } else {
+            let start = self.rng.below(MAX_KIDS as u64) as usize;
+            if let Some(slot) = (0..MAX_KIDS)
+                .map(|i| (start + i) % MAX_KIDS)
+                .find(|&i| self.kids[i].is_some())
+            {
+                self.reap(slot);
+            }
+        }
+    }
+
+    /// Prepares a root and EXECs a child in it; false if EXEC refused (or failed).
+    fn spawn(&mut self) -> bool {
+        let Some(slot) = self.kids.iter().position(Option::is_none) else {
+            return false;
+        };
+        let dir = self.next_dir;
+        self.next_dir += 1;
+        let root = text!("{PROCS_DIR}/{dir}");
+        if let Err(why) = self.prepare(root.as_str()) {
+            self.fail(format_args!("preparing {}: {why}", root.as_str()));
+            return false;
+        }
+        match libcopra::process::exec_in(SELF_PATH, root.as_str()) {
+            Ok(task) => {
+                self.started += 1;
+                self.kids[slot] = Some(Kid { task, dir });
+                true
+            }
+            Err(e) => {
+                if e.is(Errno::EAGAIN) {
+                    self.eagain += 1;
+                } else if e.is(Errno::ENOMEM) {
+                    self.enomem += 1;
+                } else {
+                    self.fail(format_args!("EXEC of {SELF_PATH}: {e}"));
+                }
+                self.remove(dir);
+                false
+            }
+        }
+    }
+
+    fn prepare(&mut self, root: &str) -> libcopra::Result<()> {
+        fs::mkdir(root)?;
+        let etc = text!("{root}/etc");
+        fs::mkdir(etc.as_str())?;
+        let seed = self.rng.next();
+        let conf = text!("{root}/etc/fuzz.conf");
+        let file = fs::open(conf.as_str(), FileMode::WRITE, FileFlag::CREATE)?;
+        fs::write_all(
+            &file,
+            text!("{seed:#x} {}\n", self.child_calls)
+                .as_str()
+                .as_bytes(),
+        )?;
+        if self.depth > 1 {
+            let conf = text!("{root}/etc/fuzz-procs.conf");
+            let file = fs::open(conf.as_str(), FileMode::WRITE, FileFlag::CREATE)?;
+            let line = text!("{} {} {}\n", self.actions, self.depth - 1, self.child_calls);
+            fs::write_all(&file, line.as_str().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Removes a child's root and everything in it.
+    fn remove(&mut self, dir: u64) {
+        let root = text!("{PROCS_DIR}/{dir}");
+        let mut path = [0u8; 1024];
+        path[..root.len].copy_from_slice(&root.buf[..root.len]);
+        if let Err(why) = remove_tree(&mut path, root.len) {
+            self.fail(format_args!("removing {}: {why}", root.as_str()));
+        }
+    }
+
+    fn reap(&mut self, slot: usize) {
+        let Some(kid) = self.kids[slot].take() else {
+            return;
+        };
+        match libcopra::process::wait(kid.task) {
+            Ok(status) => self.ended(kid, status.success(), status),
+            Err(e) => self.fail(format_args!("WAIT {}: {e}", kid.task)),
+        }
+    }
+
+    fn ended(&mut self, kid: Kid, good: bool, status: libcopra::process::ExitStatus) {
+        self.reaped += 1;
+        if !good {
+            self.fail(format_args!(
+                "child {} in {PROCS_DIR}/{} {status}",
+                kid.task, kid.dir
+            ));
+        }
+        self.remove(kid.dir);
+    }
+
+    /// A random WAIT of the fuzzer succeeded: if it reaped one of ours, account for it.
+    fn waited_elsewhere(&mut self, task: u64, rax: u64) {
+        let task = task & 0xFFFF_FFFF;
+        if let Some(slot) = self
+            .kids
+            .iter()
+            .position(|k| k.is_some_and(|k| k.task == task))
+        {
+            if let Some(kid) = self.kids[slot].take() {
+                let status = libcopra::process::ExitStatus::from_raw(rax);
+                self.ended(kid, status.success(), status);
+            }
+        } else {
+            self.fail(format_args!(
+                "WAIT {task} succeeded, but it is no child of ours"
+            ));
+        }
+    }
+
+    /// WAITs for every child left, removes /fuzzp, prints the summary; returns how many
+    /// things went wrong in the mode.
+    fn finish(&mut self) -> u64 {
+        for slot in 0..MAX_KIDS {
+            self.reap(slot);
+        }
+        if let Err(e) = fs::rmdir(PROCS_DIR) {
+            self.fail(format_args!("RMDIR {PROCS_DIR}: {e}"));
+        }
+        println!(
+            "procs: started {}, refused {} EAGAIN {} ENOMEM, reaped {}",
+            self.started, self.eagain, self.enomem, self.reaped
+        );
+        self.unexpected
+    }
 }
