@@ -113,3 +113,16 @@ def test_copra_run_with_a_frame_limit_too_small_for_init_fails_in_one_line(
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("copra: cannot start /init: ENOMEM: ")
     assert "limit of 4 frames" in line
+
+
+def test_copra_run_takes_the_metadata_budget_from_the_image_config(tmp_path: Path) -> None:
+    config = tmp_path / "image.json"
+    config.write_text(json.dumps({
+        "fs": {"modules": {"init": {"path": "/init"}, "hello": {"path": "/bin/hello"}},
+               "files": [{"path": "/etc/init.services", "text": "/bin/hello\n"}]},
+        "limits": {"metadata": 200_000},
+    }))
+    out = copra("run", "--config", str(config))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(line.startswith("[kernel] RAM fs:") and line.endswith(" of 200000 host bytes")
+               for line in out.stdout.splitlines()), out.stdout

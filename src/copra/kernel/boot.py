@@ -67,7 +67,8 @@ class BootConfig:
     #: when init failed (sealing persistent state is one).
     after_run: tuple[BootHook, ...] = ()
     #: Host bytes the RAM fs's names, nodes and OPENDIR snapshots may take (ENOMEM
-    #: beyond); None: one eighth of ``memory`` (``budget.default_metadata_limit``).
+    #: beyond); None: ``limits.metadata``, and if that is None too, one eighth of
+    #: ``memory`` (``budget.default_metadata_limit``).
     metadata_limit: int | None = None
 
 
@@ -127,8 +128,11 @@ def _boot_on(machine: Machine, config: BootConfig,
     """The boot sequence on a machine; its locals (kernel, RAM fs) die with it, so
     that nothing refers to guest memory any more when the caller closes the machine."""
     try:
+        metadata_limit = config.metadata_limit
+        if metadata_limit is None:
+            metadata_limit = config.limits.metadata
         kernel, files = make_kernel(machine, config.archive, console, config.limits,
-                                    metadata_limit=config.metadata_limit)
+                                    metadata_limit=metadata_limit)
     except (PackItError, SyscallError) as e:
         raise BootError(f"the boot archive is unusable: {e}") from e
     except ValueError as e:  # a metadata limit too small for the root directory

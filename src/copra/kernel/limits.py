@@ -16,13 +16,16 @@ reasons for them are in docs/abi.md ("Limits").
 - ``unreaped``: a process's children that ended and were not yet WAITed for;
   ``Kernel.spawn``, EAGAIN;
 - ``tasks``: processes system-wide, running or unreaped; ``Kernel.spawn``, EAGAIN
-  (at boot, /init itself counts).
+  (at boot, /init itself counts);
+- ``metadata``: host bytes the RAM fs's names, nodes and OPENDIR snapshots may take
+  (kernel/budget.py), ENOMEM beyond; None: one eighth of the SVSM's memory.
 
 RAM-fs frames that a read-only file mapping shares are not charged to the process:
 the file holds them. Every check happens before the call changes anything.
 
 Invariants of :class:`Limits`: every value is an int in ``[1, MAX_LIMIT]``; ``frames``
-may instead be None, meaning ``DEFAULT_FRAME_SHARE`` of the frame pool.
+may instead be None, meaning ``DEFAULT_FRAME_SHARE`` of the frame pool, and
+``metadata`` None, meaning the budget's default.
 
 Locking: immutable values; no locking.
 """
@@ -56,11 +59,13 @@ class Limits:
     children: int = DEFAULT_CHILDREN
     unreaped: int = DEFAULT_UNREAPED
     tasks: int = DEFAULT_TASKS
+    #: host bytes of RAM-fs metadata; None: ``budget.default_metadata_limit``
+    metadata: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.name == "frames":
+            if value is None and f.name in ("frames", "metadata"):
                 continue
             if type(value) is not int or not 1 <= value <= MAX_LIMIT:
                 raise ValueError(f"limit {f.name} must be an integer in [1, {MAX_LIMIT}], "
