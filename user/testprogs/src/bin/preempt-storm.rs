@@ -29,28 +29,24 @@
 
 use libcopra::abi::Sys;
 use libcopra::fs::{self, FileFlag, FileMode};
-use libcopra::process::{exec_in, exit, wait, ExitStatus};
+use libcopra::process::{exit, wait, ExitStatus};
 use libcopra::syscall::syscall1_int80;
 use libcopra::{declare_main, println};
 
 declare_main!(main);
+
+#[path = "../roles.rs"]
+mod roles;
 
 const CHILDREN: u8 = 6;
 const DEFAULT_N: u64 = 3000;
 const SELF: &str = "/bin/preempt-storm";
 
 fn main() -> u32 {
-    match fs::open("/role", FileMode::READ, FileFlag::EMPTY) {
-        Ok(file) => {
-            let mut buf = [0u8; 4];
-            let len = fs::read(&file, &mut buf).unwrap_or(0);
-            drop(file);
-            match buf[..len] {
-                [digit] if digit.is_ascii_digit() => child(digit - b'0'),
-                _ => 0xEE,
-            }
-        }
-        Err(_) => parent(),
+    match roles::own_role() {
+        None => parent(),
+        Some(Ok(role)) => child(role),
+        Some(Err(())) => 0xEE,
     }
 }
 
@@ -70,27 +66,9 @@ fn parent() -> u32 {
         return 1;
     }
     for role in 0..CHILDREN {
-        let mut dir = *b"/kids/0";
-        dir[6] = b'0' + role;
-        // SAFETY of the unwraps: the bytes are ASCII.
-        let dir = core::str::from_utf8(&dir).unwrap_or("/kids/0");
-        let mut role_path = *b"/kids/0/role";
-        role_path[6] = b'0' + role;
-        let role_path = core::str::from_utf8(&role_path).unwrap_or("/kids/0/role");
-        let written = fs::mkdir(dir).and_then(|()| {
-            let file = fs::open(role_path, FileMode::WRITE, FileFlag::CREATE)?;
-            fs::write_all(&file, &[b'0' + role])
-        });
-        if written.is_err() {
-            println!("preempt-storm: cannot write {role_path}");
-            return 1;
-        }
-        match exec_in(SELF, dir) {
-            Ok(task) => tasks[usize::from(role)] = task,
-            Err(e) => {
-                println!("preempt-storm: EXEC of child {role} failed: {e:?}");
-                return 1;
-            }
+        match roles::spawn_role(SELF, "/kids", role) {
+            Some(task) => tasks[usize::from(role)] = task,
+            None => return 1,
         }
     }
     let mut bad = 0;

@@ -1,10 +1,9 @@
 //! priv-probe: one child per instruction that user code might use to learn about or
 //! reach around the kernel; the parent reports how each child ended.
 //!
-//! As init (no `/role` in its root) it is the parent: for instruction `i` it writes
-//! `i` to `/probe/<i>/role` and EXECs itself with root `/probe/<i>`, one child at a
-//! time, and prints `probe <name>: <status>` for each. A child executes its
-//! instruction; if it survives it exits with [`SURVIVED`] or, for VMCALL and VMMCALL,
+//! As init (no `/role` in its root) it is the parent: for instruction `i` it EXECs
+//! itself with role `i` and root `/probe/<i>` (see `roles.rs`), one child at a time,
+//! and prints `probe <name>: <status>` for each. A child executes its instruction; if it survives it exits with [`SURVIVED`] or, for VMCALL and VMMCALL,
 //! with [`VMCALL_EPERM`] when rax came back as -1 (KVM's answer to a hypercall from
 //! CPL3; the host vendor's instruction is the hypercall, the other one is foreign).
 //!
@@ -26,11 +25,14 @@
 #![no_std]
 #![no_main]
 
-use libcopra::fs::{self, FileFlag, FileMode};
-use libcopra::process::{exec_in, wait};
+use libcopra::fs;
+use libcopra::process::wait;
 use libcopra::{declare_main, println};
 
 declare_main!(main);
+
+#[path = "../roles.rs"]
+mod roles;
 
 const NAMES: [&str; 9] = [
     "sgdt", "sidt", "sldt", "str", "smsw", "syscall", "vmmcall", "vmcall", "sysenter",
@@ -40,17 +42,10 @@ const VMCALL_EPERM: u32 = 0x40;
 const SELF: &str = "/bin/priv-probe";
 
 fn main() -> u32 {
-    match fs::open("/role", FileMode::READ, FileFlag::EMPTY) {
-        Ok(file) => {
-            let mut buf = [0u8; 4];
-            let len = fs::read(&file, &mut buf).unwrap_or(0);
-            drop(file);
-            match buf[..len] {
-                [digit] if digit.is_ascii_digit() => child(digit - b'0'),
-                _ => 0xEE,
-            }
-        }
-        Err(_) => parent(),
+    match roles::own_role() {
+        None => parent(),
+        Some(Ok(which)) => child(which),
+        Some(Err(())) => 0xEE,
     }
 }
 
@@ -60,30 +55,13 @@ fn parent() -> u32 {
         return 1;
     }
     for (i, name) in NAMES.iter().enumerate() {
-        let digit = b'0' + i as u8;
-        let dir_bytes = [b'/', b'p', b'r', b'o', b'b', b'e', b'/', digit];
-        let role_bytes = [
-            b'/', b'p', b'r', b'o', b'b', b'e', b'/', digit, b'/', b'r', b'o', b'l', b'e',
-        ];
-        let (Ok(dir), Ok(role)) = (
-            core::str::from_utf8(&dir_bytes),
-            core::str::from_utf8(&role_bytes),
-        ) else {
+        let Some(task) = roles::spawn_role(SELF, "/probe", i as u8) else {
             return 1;
         };
-        let written = fs::mkdir(dir).and_then(|()| {
-            let file = fs::open(role, FileMode::WRITE, FileFlag::CREATE)?;
-            fs::write_all(&file, &[digit])
-        });
-        if written.is_err() {
-            println!("priv-probe: cannot write {role}");
-            return 1;
-        }
-        let status = exec_in(SELF, dir).and_then(wait);
-        match status {
+        match wait(task) {
             Ok(status) => println!("probe {name}: {status:?}"),
             Err(e) => {
-                println!("probe {name}: EXEC or WAIT failed: {e:?}");
+                println!("probe {name}: WAIT failed: {e:?}");
                 return 1;
             }
         }
