@@ -7,9 +7,8 @@
 //! that saves the stub's registers as the process's context kills it with a #PF in
 //! the stub. Every child here must end exactly as its role says.
 //!
-//! As init (no `/role` file in its root) it is the parent: for child `i` it writes
-//! `i` to `/kids/<i>/role` and EXECs itself with `/kids/<i>` as the child's root,
-//! starts them all, then WAITs for each and compares. A child reads its role and
+//! As init (no `/role` file in its root) it is the parent: it EXECs itself with role
+//! `i` and root `/kids/<i>` for every child (see `roles.rs`), starts them all, then WAITs for each and compares. A child reads its role and
 //! makes `N` CAPABILITIES calls through `int 0x80` (N from `/etc/storm.n`, default
 //! 3000), checking every answer and the callee-saved registers around each call; then
 //! it ends by its role:
