@@ -273,7 +273,8 @@ def test_proxy_hiding_its_key_in_the_challenge_gets_no_report_and_no_secret(
     from copra.attest.protocol import NegotiationParam
 
     http = requests.Session()
-    auth = http.post(f"{kbs_url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"})
+    auth = http.post(f"{kbs_url}/kbs/v0/auth",
+                     json={"version": "0.4.0", "tee": "snp", "extra-params": ""})
     nonce = base64.b64decode(auth.json()["nonce"])
     theirs = EcPoint.from_public_key(ec.generate_private_key(ec.SECP521R1()).public_key())
     seen: list[object] = []

@@ -43,7 +43,7 @@ def test_kbs_server_declared_body_of_exactly_the_limit_reaches_the_app(
     server: KbsServer,
 ) -> None:
     # waitress refuses a body of max_request_body_size itself: the server allows one more
-    text = b'{"version": "0.4.0", "tee": "snp"}'
+    text = b'{"version": "0.4.0", "tee": "snp", "extra-params": ""}'
     body = text + b" " * (MAX_BODY - len(text))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
         conn.sendall(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: kbs\r\nContent-Type: "
@@ -61,7 +61,7 @@ def test_kbs_server_declared_body_one_byte_over_the_limit_returns_413(
 
 
 def test_kbs_server_chunked_auth_within_the_limit_returns_200(server: KbsServer) -> None:
-    body = b'{"version": "0.4.0", "tee": "snp"}'
+    body = b'{"version": "0.4.0", "tee": "snp", "extra-params": ""}'
     assert _chunked_post(server, body).startswith(b"HTTP/1.1 200")
 
 

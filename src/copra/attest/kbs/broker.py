@@ -42,6 +42,7 @@ from __future__ import annotations
 import base64
 import collections
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -63,7 +64,7 @@ from copra.attest.binding import (
     trustee_report_data,
 )
 from copra.attest.evidence import Evidence, EvidenceError, parse_primary_evidence
-from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
+from copra.attest.jwe import ALG_ECDH_ES_A256KW, EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.policy import Attested, PolicyDenied, check_minimum_tcb
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
 from copra.attest.text import escape_logger, visible
@@ -91,6 +92,21 @@ from copra.hw.snp_report import (
 log = escape_logger("copra.kbs")
 
 PROTOCOL_VERSION: Final = "0.4.0"
+#: The TEE names kbs-types 0.16 knows (its ``Tee`` enum, as serde spells them): ``/auth``
+#: opens a session for any of them, as Trustee does; ``/attest`` appraises only ``snp``.
+KBS_TYPES_TEES: Final = frozenset({
+    "az-snp-vtpm", "az-tdx-vtpm", "nvidia", "sgx", "snp", "tdx", "cca", "csv", "se",
+    "hygondcu", "tpm", "sample", "sampledevice",
+})
+#: A semantic version (semver.org 2.0.0): major.minor.patch, optional pre-release after
+#: ``-`` and build metadata after ``+``; no leading zeros in numbers.
+_NUMBER = r"(?:0|[1-9][0-9]*)"
+_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_SEMVER: Final = re.compile(
+    rf"({_NUMBER})\.({_NUMBER})\.({_NUMBER})"
+    rf"(?:-({_PRE_ID}(?:\.{_PRE_ID})*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+)
 NONCE_SIZE: Final = 32
 SESSION_COOKIE: Final = "kbs-session-id"
 ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
@@ -115,6 +131,21 @@ def _bad_request(detail: str) -> KbsError:
     return KbsError(400, "InvalidRequest", detail)
 
 
+def check_protocol_version(version: object) -> None:
+    """Trustee's rule: ``version`` parses as a semantic version and matches ``=0.4.0``
+    (so no pre-release; build metadata is allowed, ``0.4.0+anything``); 401
+    ``ProtocolVersion`` otherwise, 400 if it is not a string at all."""
+    if not isinstance(version, str):
+        raise _bad_request("the auth request's version must be a string")
+    match = _SEMVER.fullmatch(version)
+    if match is None:
+        raise KbsError(401, "ProtocolVersion",
+                       f"protocol version {version!r} is not a semantic version")
+    if tuple(int(part) for part in match.group(1, 2, 3)) != (0, 4, 0) or match.group(4):
+        raise KbsError(401, "ProtocolVersion",
+                       f"protocol version {version!r} does not match ={PROTOCOL_VERSION}")
+
+
 @dataclass
 class Session:
     """One RCAR session. Mutated only under :attr:`KeyBroker._lock`."""
@@ -122,6 +153,7 @@ class Session:
     id: str
     nonce: bytes
     expires: float
+    tee: str = "snp"
     nonce_used: bool = False
     attested: bool = False
     tee_pubkey: EcPoint | None = None
@@ -263,16 +295,16 @@ class KeyBroker:
         return session
 
     def auth(self, body: object) -> Session:
-        """Open a session for a Trustee ``Request`` body."""
+        """Open a session for a Trustee ``Request`` body (kbs-types: ``version``,
+        ``tee``, ``extra-params``, all required; ``extra-params`` may be any value)."""
         if not isinstance(body, dict):
             raise _bad_request("the auth request must be a JSON object")
-        version = body.get("version")
-        if version != PROTOCOL_VERSION:
-            raise KbsError(
-                401, "ProtocolVersion", f"protocol version {version!r} != {PROTOCOL_VERSION}"
-            )
-        if body.get("tee") != "snp":
-            raise _bad_request(f"tee {body.get('tee')!r} is not supported (only 'snp')")
+        check_protocol_version(body.get("version"))
+        tee = body.get("tee")
+        if not isinstance(tee, str) or tee not in KBS_TYPES_TEES:
+            raise _bad_request(f"tee {tee!r} is not a TEE kbs-types knows")
+        if "extra-params" not in body:
+            raise _bad_request("the auth request has no extra-params")
         now = self._clock()
         with self._lock:
             self._make_room(now)
@@ -280,17 +312,24 @@ class KeyBroker:
                 id=secrets.token_hex(16),
                 nonce=secrets.token_bytes(NONCE_SIZE),
                 expires=now + min(self._config.unattested_timeout, self._config.session_timeout),
+                tee=tee,
             )
             self._sessions[session.id] = session
-        log.info("session %s opened", session.tag)
+        log.info("session %s opened (tee %s)", session.tag, tee)
         return session
 
     # -- attestation -------------------------------------------------------------------
 
     def attest(self, session_id: str | None, body: object) -> Session:
-        """Appraise evidence; returns the attested session (its ``token`` is set)."""
+        """Appraise evidence; returns the attested session (its ``token`` is set).
+
+        A session that has already attested gets its token again without an appraisal,
+        as Trustee answers (the cookie holder can read resources with it anyway)."""
         with self._lock:
             session = self._session(session_id)
+            if session.attested:
+                log.info("session %s is attested already: its token again", session.tag)
+                return session
             if session.nonce_used:
                 raise KbsError(
                     401, "ReplayedNonce", "this session's nonce was already used; call /auth again"
@@ -343,9 +382,17 @@ class KeyBroker:
         if not hmac.compare_digest(nonce.encode("utf-8", "replace"), session.nonce_b64.encode()):
             raise KbsError(401, "InvalidNonce", "runtime-data.nonce is not this session's nonce")
         key = self._tee_pubkey(runtime.get("tee-pubkey"))
-        additional = tee_evidence.get("additional_evidence", "")
+        additional = tee_evidence.get("additional_evidence")
         if not isinstance(additional, str):
-            raise _bad_request("tee-evidence.additional_evidence must be a string")
+            raise _bad_request("tee-evidence.additional_evidence must be a string (\"\" for none)")
+        if session.tee != "snp":
+            raise KbsError(401, "AttestationFailed",
+                           f"this session was opened for tee {session.tee!r}: this broker "
+                           "appraises SNP evidence only")
+        if additional:
+            raise KbsError(401, "AttestationFailed",
+                           "additional_evidence is not empty: this broker has no verifier for "
+                           "secondary devices, so it cannot appraise it")
         try:
             evidence = parse_primary_evidence(tee_evidence.get("primary_evidence"))
         except EvidenceError as exc:
@@ -385,10 +432,20 @@ class KeyBroker:
 
     @staticmethod
     def _tee_pubkey(jwk: object) -> EcPoint:
+        """The guest's key: an EC JWK with ``kty``, ``crv``, ``alg`` and ``x``/``y``, all
+        required as kbs-types requires them; ``alg`` ECDH-ES+A256KW, the only EC
+        algorithm Trustee offers; a curve :data:`~copra.attest.jwe.CURVES` names."""
         if not isinstance(jwk, dict):
             raise _bad_request("runtime-data.tee-pubkey must be a JWK object")
-        if jwk.get("kty") != "EC" or jwk.get("alg", "ECDH-ES+A256KW") != "ECDH-ES+A256KW":
-            raise _bad_request("tee-pubkey must be an EC key for ECDH-ES+A256KW")
+        if jwk.get("kty") == "RSA":
+            raise _bad_request("an RSA tee-pubkey is not supported: the proxy protocol "
+                               "carries only EC-wrapped secrets to the SVSM")
+        if jwk.get("kty") != "EC":
+            raise _bad_request("tee-pubkey must be an EC key (kty 'EC')")
+        if "alg" not in jwk:
+            raise _bad_request("tee-pubkey has no alg (kbs-types requires it)")
+        if jwk["alg"] != ALG_ECDH_ES_A256KW:
+            raise _bad_request(f"tee-pubkey alg {jwk['alg']!r} is not {ALG_ECDH_ES_A256KW}")
         try:
             point = EcPoint.from_jwk(jwk)
             point.public_key()
@@ -478,15 +535,15 @@ class KeyBroker:
         try:
             decoded = jwt.decode(token, self._jose_key, algorithms=["ES256"])
         except (JoseError, ValueError) as exc:
-            raise KbsError(401, "TokenVerification", f"bad token: {exc}") from exc
+            raise KbsError(401, "TokenVerifierError", f"bad token: {exc}") from exc
         claims = decoded.claims
         exp = claims.get("exp")
         if claims.get("iss") != TOKEN_ISSUER or not isinstance(exp, int) or exp <= self._clock():
-            raise KbsError(401, "TokenVerification", "token expired or not issued by this KBS")
+            raise KbsError(401, "TokenVerifierError", "token expired or not issued by this KBS")
         try:
             key = EcPoint.from_jwk(claims.get("tee-pubkey"))
         except JweError as exc:
-            raise KbsError(401, "TokenVerification", f"token tee-pubkey: {exc}") from exc
+            raise KbsError(401, "TokenVerifierError", f"token tee-pubkey: {exc}") from exc
         try:
             product = claims.get("product")
             attested = Attested(
@@ -496,7 +553,7 @@ class KeyBroker:
                 generation=None if product is None else Generation(product),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise KbsError(401, "TokenVerification", f"token claims: {exc}") from exc
+            raise KbsError(401, "TokenVerifierError", f"token claims: {exc}") from exc
         return key, attested
 
     def resource(
@@ -533,6 +590,6 @@ class KeyBroker:
         try:
             jwe = encrypt(data, key.public_key())
         except JweError as exc:
-            raise KbsError(500, "JWEFailed", str(exc)) from exc
+            raise KbsError(500, "JweError", str(exc)) from exc
         log.info("resource %s released (%d bytes, encrypted)", path, len(data))
         return jwe
