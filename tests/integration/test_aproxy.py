@@ -30,6 +30,7 @@ from copra.attest.protocol import (
     AttestationRequest,
     NegotiationRequest,
     NegotiationResponse,
+    ProxyRefusal,
     PublicKeyBytes,
     SnpEvidence,
     Tee,
@@ -220,15 +221,17 @@ def test_aproxy_changed_challenge_gets_failure_response(
         assert receive_message(conn, AttestationResponse).success is False
 
 
-def test_aproxy_unreachable_kbs_closes_connection_and_svsm_fails(
+def test_aproxy_unreachable_kbs_tells_the_svsm_why_and_closes(
     socket_dir: Path, guest: SnpGuest
 ) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
         for running in _proxy(url, socket_dir):
-            with pytest.raises(AttestationFailed, match="closed"):
+            with pytest.raises(AttestationFailed) as info:
                 _svsm(running, guest)
+            assert str(info.value).startswith(
+                f"the attestation proxy cannot ask the key broker at {url}: POST /auth: ")
             assert running.proxy.stats["closed_kbs"] == 1
 
 
@@ -338,10 +341,15 @@ class FixedReplyKbs:
         self.server.server_close()
 
 
-def _closed_after_hello(running: RunningProxy) -> None:
+def _closed_after_hello(running: RunningProxy) -> str:
+    """Says hello; the proxy answers with its reason instead of a challenge (a copra
+    extension), then closes. Returns the reason."""
     with running.connect() as conn:
         send_message(conn, NegotiationRequest())
+        with pytest.raises(ProxyRefusal) as info:
+            receive_message(conn, NegotiationResponse)
         assert conn.recv(1) == b""
+    return info.value.detail
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -365,7 +373,7 @@ def test_aproxy_kbs_reply_over_the_size_limit_is_refused(
     body = b'{"nonce": "' + b"A" * (2 << 20) + b'"}'
     with FixedReplyKbs(200, body, length=length) as kbs:
         for running in _proxy(kbs.url, socket_dir):
-            _closed_after_hello(running)
+            assert f"exceeds {1 << 20} bytes" in _closed_after_hello(running)
             assert running.proxy.stats["closed_kbs"] == 1
     assert f"exceeds {1 << 20} bytes" in caplog.text
 

@@ -16,7 +16,10 @@ own thread, any number in sequence. Per connection, with a fresh HTTP session
    ``GET /kbs/v0/resource/<repository>/<type>/<tag>``; the JWE is split into
    COCONUT's decryption fields (AAD = the protected header exactly as received) and
    sent back in the AttestationResponse, with the token as ``{"Jwt": ...}``.
-   Any refusal by the KBS becomes ``success: false``.
+   Any refusal by the KBS becomes ``success: false`` with a ``detail`` (a copra
+   extension upstream's SVSM ignores) saying who refused and why, the broker's error
+   detail included, escaped and bounded; when the broker cannot be asked at all, the
+   SVSM gets that reason too (docs/attestation-protocol.md §1, "Why it was refused").
 3. Read until EOF, then close.
 
 A malformed frame, a failed negotiation or an I/O error closes that connection with
@@ -85,6 +88,7 @@ from copra.attest.protocol import (
     Clock,
     ConnectionClosed,
     DeadlineChannel,
+    NegotiationRefusal,
     NegotiationRequest,
     NegotiationResponse,
     ProtocolError,
@@ -173,12 +177,15 @@ class KbsReply:
             raise KbsClientError(f"reply is not JSON: {str(exc)[:80]}") from None
 
     def describe(self) -> str:
-        """Status and, if the body is Trustee's error shape, its detail (the broker's
-        text, so made :func:`~copra.attest.text.visible`)."""
+        """Status and, if the body is Trustee's error shape, the error kind (the last
+        part of its ``type``) and detail: the broker's text, so made
+        :func:`~copra.attest.text.visible` and cut to 400 characters."""
         with contextlib.suppress(KbsClientError):
             body = self.json()
             if isinstance(body, dict) and isinstance(body.get("detail"), str):
-                return f"{self.status} {visible(body['detail'][:200])}"
+                kind = body.get("type")
+                kind = kind.rsplit("/", 1)[-1][:64] + ": " if isinstance(kind, str) else ""
+                return f"{self.status} {visible(kind + body['detail'][:400])}"
         return f"{self.status} {visible(self.reason[:200])}"
 
 
@@ -246,32 +253,35 @@ class KbsBackend:
         return NegotiationResponse(nonce, PARAMS[self._config.binding])
 
     def attest(self, request: AttestationRequest) -> AttestationResponse:
+        """Forward the evidence and fetch the resource; a refusal is a failure response
+        whose ``detail`` says who refused and why (the broker's words, escaped)."""
         try:
             body = attestation_body(self._config.binding, request)
         except (EvidenceError, JweError) as exc:
-            log.warning("cannot forward the evidence: %s", exc)
-            return AttestationResponse.failure()
+            return self._refused(f"the attestation proxy cannot forward the evidence: {exc}")
         reply = self._call("POST", "/attest", body)
         if reply.status != 200:
-            log.warning("attestation refused: %s", reply.describe())
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker refused the evidence: {reply.describe()}")
         try:
             token = reply.json()["token"]
             if not isinstance(token, str):
                 raise TypeError("token is not a string")
         except (KbsClientError, KeyError, TypeError) as exc:
-            log.warning("attest reply has no token: %s", exc)
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker's attest reply has no token: {exc}")
         reply = self._call("GET", f"/resource/{self._config.resource}")
         if reply.status != 200:
-            log.warning("resource %s refused: %s", self._config.resource, reply.describe())
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker refused resource {self._config.resource}: "
+                                 f"{reply.describe()}")
         try:
             fields, ciphertext = FlattenedJwe.from_json(reply.json()).split()
         except (KbsClientError, ValueError, JweError) as exc:
-            log.warning("resource reply is not a usable JWE: %s", exc)
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker's resource reply is not a usable JWE: {exc}")
         return AttestationResponse(True, ciphertext, fields, Token(TokenKind.JWT, token))
+
+    @staticmethod
+    def _refused(detail: str) -> AttestationResponse:
+        log.warning("%s", detail)
+        return AttestationResponse.failure(detail)
 
 
 class AttestationProxy:
@@ -298,21 +308,27 @@ class AttestationProxy:
             self.stats[name] += 1
 
     def handle(self, conn: socket.socket) -> None:
-        """Run one connection to its end or its deadline; closes ``conn``."""
+        """Run one connection to its end or its deadline; closes ``conn``.
+
+        When the key broker cannot be asked, the SVSM is told why before the connection
+        closes: a :class:`NegotiationRefusal` in place of the negotiation reply, or a
+        failure response with a ``detail`` after the AttestationRequest."""
         self._count("connections")
         deadline = self._clock() + self.config.connection_timeout
         channel = DeadlineChannel(conn, deadline, self.config.io_timeout, self._clock)
         backend: KbsBackend | None = None
+        negotiated = False
         try:
             limit = self.config.max_frame_size
             hello = receive_message(channel, NegotiationRequest, limit)
             backend = self._backend(self.config, deadline)
             negotiation = backend.negotiate(hello)
             send_message(channel, negotiation)
+            negotiated = True
             request = receive_message(channel, AttestationRequest, limit)
             if request.challenge != negotiation.challenge:
-                log.warning("SVSM echoed a different challenge; refusing")
-                response = AttestationResponse.failure()
+                response = KbsBackend._refused("the SVSM echoed a different challenge than "
+                                               "the proxy negotiated")
             else:
                 response = backend.attest(request)
             self._count("attested" if response.success else "refused")
@@ -323,7 +339,10 @@ class AttestationProxy:
             log.warning("closing SVSM connection: %s", exc)
         except KbsClientError as exc:
             self._count("closed_kbs")
-            log.warning("closing SVSM connection: key broker: %s", exc)
+            why = f"the attestation proxy cannot ask the key broker at {self.config.url}: {exc}"
+            log.warning("closing SVSM connection: %s", why)
+            self._tell(channel, AttestationResponse.failure(why) if negotiated
+                       else NegotiationRefusal(why))
         except TimeoutError as exc:
             self._count("closed_timeout")
             log.warning("closing SVSM connection: timed out: %s", exc)
@@ -333,10 +352,19 @@ class AttestationProxy:
         except Exception:  # a bug or a peer input nothing above foresaw: not fatal
             self._count("closed_internal")
             log.exception("closing SVSM connection: internal error")
+            why = "the attestation proxy failed with an internal error (its log has the details)"
+            self._tell(channel, AttestationResponse.failure(why) if negotiated
+                       else NegotiationRefusal(why))
         finally:
             if backend is not None:
                 backend.close()
             conn.close()
+
+    @staticmethod
+    def _tell(channel: DeadlineChannel, message: AttestationResponse | NegotiationRefusal) -> None:
+        """Send a last message on a connection about to close, if it still takes one."""
+        with contextlib.suppress(OSError, TimeoutError):
+            send_message(channel, message)
 
     @staticmethod
     def _drain(channel: DeadlineChannel) -> None:

@@ -29,8 +29,10 @@ corrupted or sealed with another key: not mounted (...)``), is counted in
 :attr:`AttestMode.REQUIRE` the same line is logged and the boot stops with
 :class:`~copra.kernel.boot.AttestationRefused` (``copra run`` exits 123). A store
 that did not open is never sealed, so the file stays as it was. Why the key broker
-refused is not carried by the proxy protocol (``success: false`` only); the broker's
-own log names the check.
+refused is in the line: copra's proxy adds the broker's reason to its ``success:
+false`` (a ``detail`` member, docs/attestation-protocol.md §1), e.g. ``attestation
+failed: the key broker refused the evidence: 401 AttestationFailed: MeasurementMismatch:
+measurement 5e3f...``; behind a proxy that gives none, the line says so.
 
 Secrets: neither the secret nor the ephemeral private key (which never leaves the
 client) is logged, put in an exception message or written anywhere but into the AEAD.

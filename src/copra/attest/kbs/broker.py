@@ -127,6 +127,24 @@ class KbsError(Exception):
         return {"type": ERROR_TYPE_PREFIX + self.kind, "detail": self.detail}
 
 
+#: Hex digits of a measurement shown in a refusal: enough to tell two builds apart.
+SHORT_HEX: Final = 16
+
+
+def short_hex(value: bytes) -> str:
+    """The first :data:`SHORT_HEX` hex digits of ``value`` and ``...``."""
+    text = value.hex()
+    return text if len(text) <= SHORT_HEX else text[:SHORT_HEX] + "..."
+
+
+def short_hex_list(values: frozenset[bytes], most: int = 3) -> str:
+    """Up to ``most`` of ``values`` (sorted) as :func:`short_hex`, and how many more."""
+    shown = [short_hex(v) for v in sorted(values)[:most]]
+    if len(values) > most:
+        shown.append(f"{len(values) - most} more")
+    return ", ".join(shown) or "none"
+
+
 def _bad_request(detail: str) -> KbsError:
     return KbsError(400, "InvalidRequest", detail)
 
@@ -524,8 +542,9 @@ class KeyBroker:
             raise KbsError(
                 401,
                 "AttestationFailed",
-                f"MeasurementMismatch: {verified.report.measurement.hex()} is not among "
-                f"the {len(values.measurements)} reference measurement(s)",
+                f"MeasurementMismatch: measurement {short_hex(verified.report.measurement)} "
+                f"is not among the reference measurements "
+                f"({short_hex_list(values.measurements)})",
             )
         return verified
 
