@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.parser import text_string_to_metric_families
 
 from copra.attest.aproxy import AttestationProxy, KbsBackend, ProxyConfig, bind_unix
 from copra.attest.binding import Binding
@@ -26,6 +27,7 @@ from copra.attest.kbs.app import KbsServer
 from copra.attest.kbs.broker import KeyBroker
 from copra.attest.kbs.policy import ResourcePolicy
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
+from copra.attest.metrics import render
 from copra.attest.protocol import (
     AttestationRequest,
     NegotiationRequest,
@@ -165,6 +167,27 @@ def test_aproxy_wrong_measurement_gives_svsm_attestation_failed(
     with pytest.raises(AttestationFailed, match="refused"):
         _svsm(proxy, guest)
     assert proxy.proxy.stats["refused"] == 1
+
+
+def test_aproxy_metrics_count_attested_refused_and_closed_connections(
+    proxy: RunningProxy, store: Store, guest: SnpGuest
+) -> None:
+    _svsm(proxy, guest)
+    store.set_reference_values(ReferenceValues(measurements=frozenset({bytes(48)})))
+    with pytest.raises(AttestationFailed):
+        _svsm(proxy, guest)
+    with proxy.connect() as conn:
+        conn.sendall(b"\xff" * 8)  # a frame length far over the limit
+        assert conn.recv(1) == b""
+    text = render(proxy.proxy.metrics())
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("copra_aproxy_connections_total", ())] == 3
+    assert samples[("copra_aproxy_attestations_total", (("result", "attested"),))] == 1
+    assert samples[("copra_aproxy_attestations_total", (("result", "refused"),))] == 1
+    assert samples[("copra_aproxy_connections_closed_total", (("reason", "protocol"),))] == 1
+    assert proxy.proxy.summary() == ("3 SVSM connections: 1 attested, 1 refused, closed "
+                                     "early: protocol 1")
 
 
 def test_aproxy_oversized_frame_closes_connection_and_keeps_serving(

@@ -822,7 +822,7 @@ def test_resource_of_another_workload_returns_403_by_cookie_and_by_token(
     # r15: any attested session read every resource: B read A's key
     token = _attested(client, chip, guest_b, key)
     detail = _error(client.get(RESOURCE), 403, "PolicyDeny")
-    assert f"measurement {guest_b.measurement.hex()} may not read" in detail
+    assert f"measurement {guest_b.measurement.hex()[:16]}... may not read" in detail
     with create_app(broker).test_client() as fresh:
         response = fresh.get(RESOURCE, headers={"Authorization": f"Bearer {token}"})
         _error(response, 403, "PolicyDeny")

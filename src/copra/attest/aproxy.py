@@ -70,6 +70,7 @@ import socket
 import stat
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ import urllib3
 from copra.attest.binding import PARAMS, Binding, trustee_runtime_data
 from copra.attest.evidence import EvidenceError, coconut_evidence, trustee_evidence
 from copra.attest.jwe import CURVES, EcPoint, FlattenedJwe, JweError
+from copra.attest.metrics import Metric, labels
 from copra.attest.protocol import (
     MAX_FRAME_SIZE,
     AttestationRequest,
@@ -284,6 +286,68 @@ class KbsBackend:
         return AttestationResponse.failure(detail)
 
 
+def check_url(url: str) -> str:
+    """``url`` if it can be a key broker's base URL, else ``ValueError`` saying why:
+    ``http`` or ``https``, a host, a valid port if any, no credentials, query or
+    fragment (the proxy appends ``/kbs/v0/...`` to it)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"--url {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"--url {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"--url {url!r} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"--url {url!r} carries credentials, which the proxy does not send")
+    if parts.query or parts.fragment:
+        raise ValueError(f"--url {url!r} has a query or fragment; give the broker's base URL")
+    if port == 0:
+        raise ValueError(f"--url {url!r} names port 0")
+    return url
+
+
+#: The longest Unix socket path in bytes (``sun_path`` is 108 bytes with its NUL).
+MAX_SOCKET_PATH: Final = 107
+
+
+def check_socket_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if a socket can be made there, else ``ValueError`` naming the path and
+    the problem: too long for a Unix socket, or a directory that is missing, not a
+    directory, or not writable by this user."""
+    target = Path(path)
+    size = len(os.fsencode(target))
+    if size > MAX_SOCKET_PATH:
+        raise ValueError(f"socket path {target} is {size} bytes; a Unix socket path must be "
+                         f"at most {MAX_SOCKET_PATH}: choose a shorter one")
+    directory = target.parent
+    if not directory.exists():
+        raise ValueError(f"the socket's directory {directory} does not exist")
+    if not directory.is_dir():
+        raise ValueError(f"the socket's directory {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"the socket's directory {directory} is not writable by you")
+    return target
+
+
+def wait_for_broker(url: str, timeout: float, clock: Clock = time.monotonic) -> str | None:
+    """Wait until the broker's host and port accept a TCP connection, at most
+    ``timeout`` seconds; None when they do, else why not (the last error)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = clock() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, max(timeout, 0.1))):
+                return None
+        except OSError as exc:
+            if clock() >= deadline:
+                return exc.strerror or str(exc)
+        time.sleep(0.1)
+
+
 class AttestationProxy:
     """Serves SVSM connections, up to ``max_connections`` at once; never dies on a bad peer."""
 
@@ -306,6 +370,34 @@ class AttestationProxy:
     def _count(self, name: str) -> None:
         with self._lock:
             self.stats[name] += 1
+
+    def metrics(self) -> list[Metric]:
+        """``stats`` and the connections open now, for ``--metrics`` (``copra_aproxy_*``)."""
+        with self._lock:
+            stats = collections.Counter(self.stats)
+            open_now = len(self._open)
+        return [
+            Metric.single("copra_aproxy_connections_total", "counter",
+                          "SVSM connections accepted.", stats["connections"]),
+            Metric.single("copra_aproxy_connections_open", "gauge",
+                          "SVSM connections open now.", open_now),
+            Metric("copra_aproxy_attestations_total", "counter",
+                   "Attestations answered to an SVSM, by result.",
+                   {labels(result=r): stats[r] for r in ("attested", "refused")}),
+            Metric("copra_aproxy_connections_closed_total", "counter",
+                   "SVSM connections closed before an answer, by reason.",
+                   {labels(reason=r): stats[f"closed_{r}"]
+                    for r in ("protocol", "kbs", "io", "timeout", "internal")}),
+        ]
+
+    def summary(self) -> str:
+        """One line of ``stats``, for the log at the end."""
+        with self._lock:
+            stats = collections.Counter(self.stats)
+        closed = ", ".join(f"{name[7:]} {n}" for name, n in sorted(stats.items())
+                           if name.startswith("closed_") and n)
+        return (f"{stats['connections']} SVSM connections: {stats['attested']} attested, "
+                f"{stats['refused']} refused, closed early: {closed or 'none'}")
 
     def handle(self, conn: socket.socket) -> None:
         """Run one connection to its end or its deadline; closes ``conn``.

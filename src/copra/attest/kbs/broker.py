@@ -33,8 +33,13 @@ in a way no check foresaw is logged with its traceback, counted
 attempt, it has used up the session's nonce. Secrets (resources,
 private keys, tokens, session ids beyond an 8-character prefix) are never logged.
 
-Locking: ``_lock`` guards the session table and ``counters``; a session's fields are only changed
-under it. The store, verifier and token key are immutable or thread-safe.
+Counters (``counters``, ``labelled``; :meth:`KeyBroker.metrics` for ``GET /metrics``):
+requests, successes, refusals by the check that failed, releases by resource path,
+sessions. Their labels are this code's names, TEE names kbs-types knows and stored
+resource paths, never peer text.
+
+Locking: ``_lock`` guards the session table, ``counters`` and ``labelled``; a session's
+fields are only changed under it. The store, verifier and token key are immutable or thread-safe.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ from copra.attest.evidence import Evidence, EvidenceError, parse_primary_evidenc
 from copra.attest.jwe import ALG_ECDH_ES_A256KW, EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.policy import Attested, PolicyDenied, check_minimum_tcb
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
+from copra.attest.metrics import Labels, Metric
 from copra.attest.text import escape_logger, visible
 from copra.attest.verify import (
     MalformedReport,
@@ -116,12 +122,14 @@ TOKEN_ISSUER: Final = "copra-kbs"
 class KbsError(Exception):
     """A refused request: HTTP ``status``, error ``kind`` (Trustee style) and ``detail``."""
 
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    def __init__(self, status: int, kind: str, detail: str, *, reason: str | None = None) -> None:
         detail = visible(detail)  # details quote peer input: names, values, exceptions
         super().__init__(f"{status} {kind}: {detail}")
         self.status = status
         self.kind = kind
         self.detail = detail
+        #: the failed check, for counting (a name from this code, never peer text)
+        self.reason = reason or kind
 
     def to_json(self) -> dict[str, str]:
         return {"type": ERROR_TYPE_PREFIX + self.kind, "detail": self.detail}
@@ -269,8 +277,12 @@ class KeyBroker:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         #: attest_internal_error (appraisals that failed unexpectedly), sessions_evicted
-        #: (un-attested sessions dropped for room); under ``_lock``
+        #: (un-attested sessions dropped for room), auth_requests, auth_successes,
+        #: attestation_requests, policy_approvals, policy_violations; under ``_lock``
         self.counters: collections.Counter[str] = collections.Counter()
+        #: (counter, label value): auth_errors and attestation_failures/_errors by reason,
+        #: attestation_successes by TEE, resource_reads by path; under ``_lock``
+        self.labelled: collections.Counter[tuple[str, str]] = collections.Counter()
         self._token_key = _load_or_create_token_key(store)
         self._jose_key = ECKey.import_key(self._token_key)
 
@@ -315,6 +327,16 @@ class KeyBroker:
     def auth(self, body: object) -> Session:
         """Open a session for a Trustee ``Request`` body (kbs-types: ``version``,
         ``tee``, ``extra-params``, all required; ``extra-params`` may be any value)."""
+        self._count("auth_requests")
+        try:
+            session = self._auth(body)
+        except KbsError as exc:
+            self._count("auth_errors", exc.reason)
+            raise
+        self._count("auth_successes")
+        return session
+
+    def _auth(self, body: object) -> Session:
         if not isinstance(body, dict):
             raise _bad_request("the auth request must be a JSON object")
         check_protocol_version(body.get("version"))
@@ -343,6 +365,17 @@ class KeyBroker:
 
         A session that has already attested gets its token again without an appraisal,
         as Trustee answers (the cookie holder can read resources with it anyway)."""
+        self._count("attestation_requests")
+        try:
+            return self._attest(session_id, body)
+        except KbsError as exc:
+            if exc.status in (400, 500):
+                self._count("attestation_errors", exc.reason)
+            else:
+                self._count("attestation_failures", exc.reason)
+            raise
+
+    def _attest(self, session_id: str | None, body: object) -> Session:
         with self._lock:
             session = self._session(session_id)
             if session.attested:
@@ -375,6 +408,7 @@ class KeyBroker:
             session.tee_pubkey = key
             session.attested_claims = attested
             session.token = token
+            self.labelled["attestation_successes", session.tee] += 1
         log.info(
             "session %s attested (binding %s, measurement %s)",
             session.tag,
@@ -406,11 +440,12 @@ class KeyBroker:
         if session.tee != "snp":
             raise KbsError(401, "AttestationFailed",
                            f"this session was opened for tee {session.tee!r}: this broker "
-                           "appraises SNP evidence only")
+                           "appraises SNP evidence only", reason="UnsupportedTee")
         if additional:
             raise KbsError(401, "AttestationFailed",
                            "additional_evidence is not empty: this broker has no verifier for "
-                           "secondary devices, so it cannot appraise it")
+                           "secondary devices, so it cannot appraise it",
+                           reason="AdditionalEvidence")
         try:
             evidence = parse_primary_evidence(tee_evidence.get("primary_evidence"))
         except EvidenceError as exc:
@@ -501,6 +536,7 @@ class KeyBroker:
                 401,
                 "AttestationFailed",
                 f"no {wanted.name} certificate in the evidence or the store",
+                reason="MissingCertificate",
             )
         return leaves, chain
 
@@ -508,10 +544,12 @@ class KeyBroker:
         try:
             report = AttestationReport.parse(evidence.report)
         except ReportFormatError as exc:
-            raise KbsError(401, "AttestationFailed", f"MalformedReport: {exc}") from exc
+            raise KbsError(401, "AttestationFailed", f"MalformedReport: {exc}",
+                           reason="MalformedReport") from exc
         values = self._store.reference_values()
         if not values.measurements:
-            raise KbsError(401, "PolicyDeny", "no reference measurement is configured")
+            raise KbsError(401, "PolicyDeny", "no reference measurement is configured",
+                           reason="NoReferenceValues")
         leaves, chain = self._certificates(evidence, report)
         policy = Policy(
             allow_debug=values.allow_debug,
@@ -525,19 +563,22 @@ class KeyBroker:
                 verified = self._verifier.verify(evidence.report, leaf, chain, policy)
                 break
             except (PolicyViolation, MalformedReport) as exc:  # authentic, or never will be
-                raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
+                raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}",
+                               reason=type(exc).__name__) from exc
             except (VerificationError, ValueError) as exc:  # not this leaf: try the next
                 first = first or exc
         else:
             assert first is not None
             raise KbsError(
-                401, "AttestationFailed", f"{type(first).__name__}: {first}"
+                401, "AttestationFailed", f"{type(first).__name__}: {first}",
+                reason=type(first).__name__,
             ) from first
         try:  # per product: known only now, from the report's CPUID or the leaf
             check_minimum_tcb(values.minimum_tcb, verified.generation,
                               verified.report.reported_tcb)
         except PolicyDenied as exc:
-            raise KbsError(401, "AttestationFailed", f"TcbTooOld: {exc}") from exc
+            raise KbsError(401, "AttestationFailed", f"TcbTooOld: {exc}",
+                           reason="TcbTooOld") from exc
         if verified.report.measurement not in values.measurements:
             raise KbsError(
                 401,
@@ -545,6 +586,7 @@ class KeyBroker:
                 f"MeasurementMismatch: measurement {short_hex(verified.report.measurement)} "
                 f"is not among the reference measurements "
                 f"({short_hex_list(values.measurements)})",
+                reason="MeasurementMismatch",
             )
         return verified
 
@@ -604,11 +646,75 @@ class KeyBroker:
         try:
             policy.check(attested)
         except PolicyDenied as exc:
+            self._count("policy_violations")
             log.warning("resource %s refused: %s", path, exc)
             raise KbsError(403, "PolicyDeny", f"resource {path}: {exc}") from exc
+        self._count("policy_approvals")
         try:
             jwe = encrypt(data, key.public_key())
         except JweError as exc:
             raise KbsError(500, "JweError", str(exc)) from exc
+        self._count("resource_reads", str(path))
         log.info("resource %s released (%d bytes, encrypted)", path, len(data))
         return jwe
+
+    # -- counters ----------------------------------------------------------------------
+
+    def _count(self, name: str, label: str | None = None) -> None:
+        with self._lock:
+            if label is None:
+                self.counters[name] += 1
+            else:
+                self.labelled[name, label] += 1
+
+    def metrics(self) -> list[Metric]:
+        """The broker's counters and its sessions, for ``GET /metrics``: Trustee's
+        metric names where the meaning is the same, ``copra_kbs_*`` for the rest."""
+        now = self._clock()
+        with self._lock:
+            plain = collections.Counter(self.counters)
+            labelled = collections.Counter(self.labelled)
+            live = [s for s in self._sessions.values() if s.expires > now]
+
+        def by(name: str, label: str) -> dict[Labels, float]:
+            return {((label, value),): count for (metric, value), count in labelled.items()
+                    if metric == name}
+
+        return [
+            Metric.single("kbs_auth_requests_total", "counter",
+                          "Auth requests (POST /kbs/v0/auth).", plain["auth_requests"]),
+            Metric.single("kbs_auth_successes_total", "counter",
+                          "Auth requests answered with a challenge.", plain["auth_successes"]),
+            Metric("copra_kbs_auth_errors_total", "counter",
+                   "Auth requests refused, by reason.", by("auth_errors", "reason")),
+            Metric.single("kbs_attestation_requests_total", "counter",
+                          "Attestation requests (POST /kbs/v0/attest).",
+                          plain["attestation_requests"]),
+            Metric("kbs_attestation_successes_total", "counter",
+                   "Attestations that passed the appraisal, by TEE.",
+                   by("attestation_successes", "tee_type")),
+            Metric("copra_kbs_attestation_refusals_total", "counter",
+                   "Attestations refused (401, 403), by the check that failed.",
+                   by("attestation_failures", "reason")),
+            Metric("copra_kbs_attestation_errors_total", "counter",
+                   "Attestation requests that were malformed (400) or failed inside the "
+                   "broker (500), by reason.", by("attestation_errors", "reason")),
+            Metric("kbs_resource_reads_total", "counter",
+                   "Resources released (encrypted to the reader's key), by path.",
+                   by("resource_reads", "resource_path")),
+            Metric.single("kbs_policy_approvals_total", "counter",
+                          "Resource reads the resource's policy admitted.",
+                          plain["policy_approvals"]),
+            Metric.single("kbs_policy_violations_total", "counter",
+                          "Resource reads the resource's policy refused.",
+                          plain["policy_violations"]),
+            Metric("copra_kbs_sessions", "gauge", "Sessions open now.", {
+                (("state", "attested"),): sum(1 for s in live if s.attested),
+                (("state", "unattested"),): sum(1 for s in live if not s.attested)}),
+            Metric.single("copra_kbs_sessions_evicted_total", "counter",
+                          "Un-attested sessions dropped to make room in a full table.",
+                          plain["sessions_evicted"]),
+            Metric.single("copra_kbs_attest_internal_errors_total", "counter",
+                          "Appraisals that failed in a way no check foresaw.",
+                          plain["attest_internal_error"]),
+        ]
