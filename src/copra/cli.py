@@ -34,7 +34,7 @@ def _console(line: str) -> None:
     click.echo(line)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="copra")
 def main() -> None:
     """copra: a Secure VM Service Module in the style of COCONUT-SVSM, on KVM."""
@@ -60,12 +60,17 @@ def default_snp_state() -> Path:
 
 
 def _archive(config_path: Path | None, init_elf: Path | None, files: tuple[str, ...]) -> bytes:
-    from copra.kernel.image import ImageError, build_boot_archive
+    from copra.kernel.image import ImageError, build_boot_archive, foreign_program_hint
 
     try:
-        return build_boot_archive(config_path, init_elf, files)
+        archive = build_boot_archive(config_path, init_elf, files)
     except ImageError as e:
         raise click.ClickException(str(e)) from e
+    if init_elf is not None:
+        hint = foreign_program_hint(f"--init {init_elf}", init_elf.read_bytes())
+        if hint is not None:
+            click.echo(f"copra: note: {hint}", err=True)
+    return archive
 
 
 @main.command()

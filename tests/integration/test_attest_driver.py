@@ -224,6 +224,17 @@ def test_unreachable_proxy_is_reported(settings: AttestSettings, tmp_path: Path)
     assert "cannot reach the attestation proxy" in run.lines[-1]
 
 
+def test_unreachable_proxy_is_reported_before_a_chip_is_created(
+    settings: AttestSettings, tmp_path: Path
+) -> None:
+    state = tmp_path / "new-chip"
+    run = boot(replace(settings, aproxy=tmp_path / "nobody.sock", snp_state=state))
+    assert run.lines == [f"attestation failed: cannot reach the attestation proxy at "
+                         f"{tmp_path / 'nobody.sock'}: No such file or directory; /persist "
+                         "stays sealed"]
+    assert not state.exists()
+
+
 def test_secret_too_short_for_a_store_is_not_mounted_and_no_store_is_written(
     settings: AttestSettings, kbs_store: Store
 ) -> None:
