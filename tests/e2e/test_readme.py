@@ -11,6 +11,7 @@ carry an escape sequence.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -66,10 +67,8 @@ def _run(block: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     try:
         out, _ = process.communicate(timeout=120)
     finally:  # whatever failed, leave no broker or proxy running
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
     return subprocess.CompletedProcess(process.args, process.returncode, out, "")
 

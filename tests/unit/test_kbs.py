@@ -1003,6 +1003,7 @@ def test_cli_set_resource_without_measurement_says_it_is_released_to_no_one(
 
 
 def test_cli_set_policy_of_missing_resource_fails(tmp_path: Path) -> None:
+    Store(tmp_path / "db")
     result = CliRunner().invoke(kbs, ["--db", str(tmp_path / "db"), "set-policy", "a/b/c",
                                       "--measurement", "ab" * 48])
     assert result.exit_code == 1 and "no resource a/b/c" in result.output

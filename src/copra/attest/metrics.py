@@ -127,7 +127,7 @@ class MetricsServer:
                 pass  # scrapes are not news
 
         self._server = HTTPServer((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
                                         name="copra-metrics", daemon=True)
 
     @property
