@@ -35,7 +35,7 @@ def _console(line: str) -> None:
     click.echo(line)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="copra")
 def main() -> None:
     """copra: a Secure VM Service Module in the style of COCONUT-SVSM, on KVM."""
@@ -63,13 +63,23 @@ def default_snp_state() -> Path:
 def _image(config_path: Path | None, init_elf: Path | None,
            files: tuple[str, ...]) -> tuple[bytes, Limits]:
     """The boot archive and the limits of the image configuration with the overrides."""
-    from copra.kernel.image import ImageError, boot_image_config, build_archive
+    from copra.kernel.image import (
+        ImageError,
+        boot_image_config,
+        build_archive,
+        foreign_program_hint,
+    )
 
     try:
         config = boot_image_config(config_path, init_elf, files)
-        return build_archive(config), config.limits
+        archive = build_archive(config)
     except ImageError as e:
         raise click.ClickException(str(e)) from e
+    if init_elf is not None:
+        hint = foreign_program_hint(f"--init {init_elf}", init_elf.read_bytes())
+        if hint is not None:
+            click.echo(f"copra: note: {hint}", err=True)
+    return archive, config.limits
 
 
 @main.command()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client.parser import text_string_to_metric_families
 
 from copra.attest.aproxy import AttestationProxy, KbsBackend, ProxyConfig, bind_unix
 from copra.attest.binding import Binding
@@ -26,10 +27,12 @@ from copra.attest.kbs.app import KbsServer
 from copra.attest.kbs.broker import KeyBroker
 from copra.attest.kbs.policy import ResourcePolicy
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store
+from copra.attest.metrics import render
 from copra.attest.protocol import (
     AttestationRequest,
     NegotiationRequest,
     NegotiationResponse,
+    ProxyRefusal,
     PublicKeyBytes,
     SnpEvidence,
     Tee,
@@ -166,6 +169,27 @@ def test_aproxy_wrong_measurement_gives_svsm_attestation_failed(
     assert proxy.proxy.stats["refused"] == 1
 
 
+def test_aproxy_metrics_count_attested_refused_and_closed_connections(
+    proxy: RunningProxy, store: Store, guest: SnpGuest
+) -> None:
+    _svsm(proxy, guest)
+    store.set_reference_values(ReferenceValues(measurements=frozenset({bytes(48)})))
+    with pytest.raises(AttestationFailed):
+        _svsm(proxy, guest)
+    with proxy.connect() as conn:
+        conn.sendall(b"\xff" * 8)  # a frame length far over the limit
+        assert conn.recv(1) == b""
+    text = render(proxy.proxy.metrics())
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("copra_aproxy_connections_total", ())] == 3
+    assert samples[("copra_aproxy_attestations_total", (("result", "attested"),))] == 1
+    assert samples[("copra_aproxy_attestations_total", (("result", "refused"),))] == 1
+    assert samples[("copra_aproxy_connections_closed_total", (("reason", "protocol"),))] == 1
+    assert proxy.proxy.summary() == ("3 SVSM connections: 1 attested, 1 refused, closed "
+                                     "early: protocol 1")
+
+
 def test_aproxy_oversized_frame_closes_connection_and_keeps_serving(
     proxy: RunningProxy, guest: SnpGuest
 ) -> None:
@@ -220,15 +244,17 @@ def test_aproxy_changed_challenge_gets_failure_response(
         assert receive_message(conn, AttestationResponse).success is False
 
 
-def test_aproxy_unreachable_kbs_closes_connection_and_svsm_fails(
+def test_aproxy_unreachable_kbs_tells_the_svsm_why_and_closes(
     socket_dir: Path, guest: SnpGuest
 ) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
         for running in _proxy(url, socket_dir):
-            with pytest.raises(AttestationFailed, match="closed"):
+            with pytest.raises(AttestationFailed) as info:
                 _svsm(running, guest)
+            assert str(info.value).startswith(
+                f"the attestation proxy cannot ask the key broker at {url}: POST /auth: ")
             assert running.proxy.stats["closed_kbs"] == 1
 
 
@@ -273,7 +299,8 @@ def test_proxy_hiding_its_key_in_the_challenge_gets_no_report_and_no_secret(
     from copra.attest.protocol import NegotiationParam
 
     http = requests.Session()
-    auth = http.post(f"{kbs_url}/kbs/v0/auth", json={"version": "0.4.0", "tee": "snp"})
+    auth = http.post(f"{kbs_url}/kbs/v0/auth",
+                     json={"version": "0.4.0", "tee": "snp", "extra-params": ""})
     nonce = base64.b64decode(auth.json()["nonce"])
     theirs = EcPoint.from_public_key(ec.generate_private_key(ec.SECP521R1()).public_key())
     seen: list[object] = []
@@ -337,10 +364,15 @@ class FixedReplyKbs:
         self.server.server_close()
 
 
-def _closed_after_hello(running: RunningProxy) -> None:
+def _closed_after_hello(running: RunningProxy) -> str:
+    """Says hello; the proxy answers with its reason instead of a challenge (a copra
+    extension), then closes. Returns the reason."""
     with running.connect() as conn:
         send_message(conn, NegotiationRequest())
+        with pytest.raises(ProxyRefusal) as info:
+            receive_message(conn, NegotiationResponse)
         assert conn.recv(1) == b""
+    return info.value.detail
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -364,7 +396,7 @@ def test_aproxy_kbs_reply_over_the_size_limit_is_refused(
     body = b'{"nonce": "' + b"A" * (2 << 20) + b'"}'
     with FixedReplyKbs(200, body, length=length) as kbs:
         for running in _proxy(kbs.url, socket_dir):
-            _closed_after_hello(running)
+            assert f"exceeds {1 << 20} bytes" in _closed_after_hello(running)
             assert running.proxy.stats["closed_kbs"] == 1
     assert f"exceeds {1 << 20} bytes" in caplog.text
 

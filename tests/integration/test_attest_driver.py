@@ -34,6 +34,7 @@ from copra.attest.protocol import (
 )
 from copra.attest.verify import Verifier
 from copra.hw.snp import SnpFirmware
+from copra.hw.snp_report import TcbVersion
 from copra.kernel.boot import BootError
 from copra.kernel.packit import PackItEntry, encode
 from copra.kernel.ramfs import RamFs
@@ -158,10 +159,54 @@ def test_wrong_measurement_logs_one_line_and_leaves_persist_absent(
     kbs_store.set_reference_values(ReferenceValues(measurements=frozenset({bytes(48)})))
     run = boot(settings).seal()
     assert not run.has_persist()
-    assert run.lines[-1] == ("attestation failed: the key broker refused the evidence; "
-                             "/persist stays sealed")
+    line = run.lines[-1]
+    assert line.startswith("attestation failed: the key broker refused the evidence: 401 "
+                           "AttestationFailed: MeasurementMismatch: measurement ")
+    assert line.endswith(" is not among the reference measurements (0000000000000000...); "
+                         "/persist stays sealed")
+    assert run.driver.measurement is not None
+    assert f"measurement {run.driver.measurement.hex()[:16]}... is not" in line
     assert run.counters["attestation_failed"] == 1
     assert settings.persist is not None and not settings.persist.exists()
+
+
+def test_reported_tcb_below_the_minimum_logs_tcb_too_old(
+    settings: AttestSettings, kbs_store: Store, chip: SnpFirmware
+) -> None:
+    high = TcbVersion(bootloader=255, tee=255, snp=255, microcode=255)
+    kbs_store.set_reference_values(ReferenceValues(
+        measurements=frozenset({measure_boot(ARCHIVE, MEMORY)}),
+        minimum_tcb={chip.generation: high}))
+    line = boot(settings).lines[-1]
+    assert line.startswith("attestation failed: the key broker refused the evidence: 401 "
+                           "AttestationFailed: TcbTooOld: REPORTED_TCB (")
+    assert f"is below the {chip.generation.value} minimum ({high})" in line
+
+
+def test_resource_policy_refusal_logs_policy_deny_with_the_measurements(
+    settings: AttestSettings, kbs_store: Store
+) -> None:
+    resource = ResourcePath("default", "sample", "test")
+    measurement = measure_boot(ARCHIVE, MEMORY)
+    kbs_store.set_policy(resource, ResourcePolicy(measurements=frozenset({b"\xab" * 48})))
+    try:
+        line = boot(settings).lines[-1]
+    finally:
+        kbs_store.set_policy(resource, ResourcePolicy(measurements=frozenset({measurement})))
+    assert line == (
+        "attestation failed: the key broker refused resource default/sample/test: 403 "
+        f"PolicyDeny: resource default/sample/test: measurement {measurement.hex()[:16]}... "
+        "may not read this resource (its policy admits abababababababab...); /persist stays "
+        "sealed")
+
+
+def test_no_reference_measurement_logs_policy_deny(
+    settings: AttestSettings, kbs_store: Store
+) -> None:
+    kbs_store.set_reference_values(ReferenceValues())
+    assert boot(settings).lines[-1] == (
+        "attestation failed: the key broker refused the evidence: 401 PolicyDeny: "
+        "no reference measurement is configured; /persist stays sealed")
 
 
 def test_wrong_measurement_with_require_stops_the_boot(
@@ -177,6 +222,17 @@ def test_unreachable_proxy_is_reported(settings: AttestSettings, tmp_path: Path)
     run = boot(replace(settings, aproxy=tmp_path / "nobody.sock"))
     assert not run.has_persist()
     assert "cannot reach the attestation proxy" in run.lines[-1]
+
+
+def test_unreachable_proxy_is_reported_before_a_chip_is_created(
+    settings: AttestSettings, tmp_path: Path
+) -> None:
+    state = tmp_path / "new-chip"
+    run = boot(replace(settings, aproxy=tmp_path / "nobody.sock", snp_state=state))
+    assert run.lines == [f"attestation failed: cannot reach the attestation proxy at "
+                         f"{tmp_path / 'nobody.sock'}: No such file or directory; /persist "
+                         "stays sealed"]
+    assert not state.exists()
 
 
 def test_secret_too_short_for_a_store_is_not_mounted_and_no_store_is_written(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from copra.attest.kbs.app import MAX_BODY, KbsServer, ServerLimits
 from copra.attest.kbs.broker import KeyBroker
@@ -43,7 +44,7 @@ def test_kbs_server_declared_body_of_exactly_the_limit_reaches_the_app(
     server: KbsServer,
 ) -> None:
     # waitress refuses a body of max_request_body_size itself: the server allows one more
-    text = b'{"version": "0.4.0", "tee": "snp"}'
+    text = b'{"version": "0.4.0", "tee": "snp", "extra-params": ""}'
     body = text + b" " * (MAX_BODY - len(text))
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
         conn.sendall(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: kbs\r\nContent-Type: "
@@ -61,7 +62,7 @@ def test_kbs_server_declared_body_one_byte_over_the_limit_returns_413(
 
 
 def test_kbs_server_chunked_auth_within_the_limit_returns_200(server: KbsServer) -> None:
-    body = b'{"version": "0.4.0", "tee": "snp"}'
+    body = b'{"version": "0.4.0", "tee": "snp", "extra-params": ""}'
     assert _chunked_post(server, body).startswith(b"HTTP/1.1 200")
 
 
@@ -118,3 +119,19 @@ def test_kbs_server_closes_a_silent_connection_after_the_idle_timeout(tmp_path: 
             socket.create_connection(("127.0.0.1", server.port)) as conn:
         assert _closed_by_server(conn)
     assert server.counters["idle_closed"] == 1
+
+
+def test_kbs_server_metrics_include_its_connections(server: KbsServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: kbs\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8" in head
+    samples = {(s.name, tuple(s.labels.items())): s.value
+               for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    assert samples[("copra_kbs_connections_open", ())] >= 1
+    assert samples[("copra_kbs_connections_closed_total", (("reason", "evicted"),))] == 0
+    assert ("kbs_attestation_requests_total", ()) in samples

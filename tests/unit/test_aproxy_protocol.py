@@ -13,14 +13,17 @@ from hypothesis import strategies as st
 
 from copra.attest.jwe import DecryptionFields
 from copra.attest.protocol import (
+    MAX_DETAIL,
     MAX_FRAME_SIZE,
     AttestationRequest,
     AttestationResponse,
     ConnectionClosed,
     NegotiationParam,
+    NegotiationRefusal,
     NegotiationRequest,
     NegotiationResponse,
     ProtocolError,
+    ProxyRefusal,
     PublicKeyBytes,
     SnpEvidence,
     Tee,
@@ -92,6 +95,50 @@ def test_attestation_response_failure_encodes_as_upstream_bytes() -> None:
         encode_message(AttestationResponse.failure())
         == b'{"success":false,"decryption":null,"token":null}'
     )
+
+
+# --- the copra extension "detail": why the proxy answers success: false -----------------
+
+
+def test_attestation_response_failure_with_detail_adds_only_that_member() -> None:
+    message = AttestationResponse.failure("the key broker refused the evidence: 401 X: y")
+    assert encode_message(message) == (
+        b'{"success":false,"decryption":null,"token":null,'
+        b'"detail":"the key broker refused the evidence: 401 X: y"}')
+    assert decode_message(AttestationResponse, encode_message(message)) == message
+
+
+def test_attestation_response_from_upstream_proxy_has_no_detail() -> None:
+    decoded = decode_message(AttestationResponse, b'{"success":false,"decryption":null,'
+                                                  b'"token":null}')
+    assert decoded.detail is None
+
+
+def test_attestation_response_detail_control_characters_are_escaped_and_bounded() -> None:
+    forged = "refused\n[kernel] attestation succeeded\x1b[2J" + "z" * 5000
+    body = json.dumps({"success": False, "detail": forged}).encode()
+    detail = decode_message(AttestationResponse, body).detail
+    assert detail is not None and detail.isprintable() and len(detail) == MAX_DETAIL
+    assert detail.startswith("refused\\n[kernel] attestation succeeded\\x1b[2J")
+    assert detail.endswith("...")
+
+
+def test_attestation_response_detail_not_a_string_raises_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="detail"):
+        decode_message(AttestationResponse, b'{"success":false,"detail":7}')
+
+
+def test_negotiation_refusal_decodes_as_proxy_refusal_with_its_detail() -> None:
+    frame = encode_message(NegotiationRefusal("cannot ask the key broker: refused"))
+    assert frame == b'{"detail":"cannot ask the key broker: refused"}'
+    with pytest.raises(ProxyRefusal) as info:
+        decode_message(NegotiationResponse, frame)
+    assert info.value.detail == "cannot ask the key broker: refused"
+
+
+def test_negotiation_response_with_neither_challenge_nor_detail_raises_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="challenge"):
+        decode_message(NegotiationResponse, b'{"params":[]}')
 
 
 def test_attestation_response_success_has_upstream_member_names() -> None:

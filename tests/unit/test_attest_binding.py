@@ -15,7 +15,9 @@ from copra.attest.binding import (
     jcs,
     negotiated_binding,
     report_data,
+    trustee_report_data,
     trustee_runtime_data,
+    trustee_tee_pubkey,
 )
 from copra.attest.jwe import EcPoint
 from copra.attest.protocol import NegotiationParam as P
@@ -79,6 +81,50 @@ def test_expected_report_data_matches_svsm_side_for_both_bindings() -> None:
     assert expected_report_data(Binding.TRUSTEE, NONCE, KEY) == report_data(
         [P.TRUSTEE_RUNTIME_DATA], NONCE, KEY
     )
+
+
+# What Trustee hashes for KEY and NONCE, spelled out by hand: kbs-types' TeePubKey
+# re-serialised (kty, crv, alg, x, y; nothing else), then JCS (keys sorted, compact).
+TRUSTEE_MATERIAL = (
+    '{"additional-evidence":"","nonce":"ERERERERERERERERERERERERERERERERERERERERERE=",'
+    '"tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-521","kty":"EC",'
+    '"x":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0BB",'
+    '"y":"AUNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiY2RlZmdoaWprbG1ub3BxcnN0dXZ3eHl6e3x9fn-AgYKD"}}'
+)
+TRUSTEE_DIGEST = (
+    "67c23851a428b1f3cf1cbfde593fa212090378e2d88c2c6352fea437924127163ddb8c61677430d6b0841f9af4a29793"
+)
+
+
+def test_trustee_report_data_key_with_kid_and_use_equals_trustees_fixed_vector() -> None:
+    runtime = trustee_runtime_data(NONCE, KEY)
+    runtime["tee-pubkey"] = {"kid": "svsm-0", **runtime["tee-pubkey"], "use": "enc"}
+    assert hashlib.sha384(TRUSTEE_MATERIAL.encode()).hexdigest() == TRUSTEE_DIGEST
+    assert trustee_report_data(runtime) == bytes.fromhex(TRUSTEE_DIGEST) + bytes(16)
+
+
+def test_trustee_report_data_without_kid_is_the_same_fixed_vector() -> None:
+    assert trustee_report_data(trustee_runtime_data(NONCE, KEY)) == (
+        bytes.fromhex(TRUSTEE_DIGEST) + bytes(16)
+    )
+
+
+@pytest.mark.parametrize("missing", ["crv", "alg", "x", "y"])
+def test_trustee_tee_pubkey_ec_member_missing_raises_binding_error(missing: str) -> None:
+    jwk = {k: v for k, v in KEY.to_jwk().items() if k != missing}
+    with pytest.raises(BindingError, match=repr(missing)):
+        trustee_tee_pubkey(jwk)
+
+
+def test_trustee_tee_pubkey_rsa_keeps_kty_alg_n_e() -> None:
+    jwk = {"kty": "RSA", "alg": "RSA-OAEP-256", "n": "AQAB", "e": "AQAB", "kid": "k"}
+    assert trustee_tee_pubkey(jwk) == {"kty": "RSA", "alg": "RSA-OAEP-256", "n": "AQAB",
+                                       "e": "AQAB"}
+
+
+def test_trustee_tee_pubkey_unknown_kty_raises_binding_error() -> None:
+    with pytest.raises(BindingError, match="kty"):
+        trustee_tee_pubkey({"kty": "OKP", "crv": "X25519", "x": "AA"})
 
 
 def test_trustee_runtime_data_jwk_has_upstream_members() -> None:

@@ -47,9 +47,10 @@ def test_escaped_logger_keeps_printable_records_and_their_args(
 
 def test_proxy_describe_of_a_broker_detail_with_control_characters_is_visible() -> None:
     # r15: the broker's detail reached the proxy's log raw
-    body = json.dumps({"type": "t", "detail": "no\nsession 1 attested\x1b[31m"}).encode()
+    body = json.dumps({"type": ".../errors/Kind\n", "detail": "no\nsession 1 attested\x1b[31m"}
+                      ).encode()
     assert KbsReply(401, "Unauthorized", body).describe() == (
-        "401 no\\nsession 1 attested\\x1b[31m")
+        "401 Kind\\n: no\\nsession 1 attested\\x1b[31m")
 
 
 def test_proxy_describe_of_a_reason_phrase_with_control_characters_is_visible() -> None:

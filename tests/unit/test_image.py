@@ -18,6 +18,7 @@ from copra.kernel.image import (
     build_archive,
     build_boot_archive,
     default_config,
+    foreign_program_hint,
     packaged_program,
     parse_file_option,
 )
@@ -298,3 +299,40 @@ def test_limits_that_is_not_an_object_is_an_error() -> None:
 def test_duplicate_limit_key_is_an_error() -> None:
     with pytest.raises(ImageError, match="duplicate key 'tasks'"):
         ImageConfig.from_json('{"limits": {"tasks": 1, "tasks": 2}}', HERE)
+# --- a program built for Linux, not against copra's user library -------------------------
+
+
+def _linux_like_program() -> bytes:
+    """The shape glibc's static executables have: a PT_LOAD, then notes, TLS, a stack."""
+    from test_elf import TEXT, Seg, build_elf
+
+    return build_elf([Seg(TEXT), Seg(0, b"GNU\0", 4, ptype=4), Seg(0, b"", 4, ptype=7),
+                      Seg(0, b"", 6, ptype=0x6474E551)])
+
+
+def test_foreign_program_hint_names_the_linux_only_segments() -> None:
+    hint = foreign_program_hint("--init prog", _linux_like_program())
+    assert hint is not None
+    assert hint.startswith("--init prog has PT_NOTE, PT_TLS, PT_GNU_STACK segments, which copra "
+                           "programs do not have")
+    assert "docs/user-library.md" in hint
+
+
+@pytest.mark.parametrize("name", sorted(json.loads(
+    (Path(__file__).resolve().parents[2] / "src" / "copra" / "images" / "manifest.json")
+    .read_text())["images"]))
+def test_foreign_program_hint_is_none_for_every_shipped_program(name: str) -> None:
+    assert foreign_program_hint(name, packaged_program(name)) is None
+
+
+def test_cli_measure_of_a_linux_program_notes_it_on_stderr_only(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from copra.cli import main
+
+    program = tmp_path / "glibc-hello"
+    program.write_bytes(_linux_like_program())
+    result = CliRunner().invoke(main, ["measure", "--init", str(program)])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip()) == 96
+    assert result.stderr.startswith(f"copra: note: --init {program} has PT_NOTE")

@@ -1,4 +1,6 @@
-"""copra.attest.jwe against RFC 7520/7518 vectors, joserfc and a hand-made Trustee-style JWE."""
+"""copra.attest.jwe against RFC 7520/7518 vectors, two JOSE libraries we did not write
+(jwcrypto, joserfc), a hand-made Trustee-style JWE, and the header Trustee writes and
+upstream COCONUT's proxy rebuilds."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from joserfc import jwe as jose_jwe
 from joserfc.jwk import ECKey
+from jwcrypto import jwe as jwcrypto_jwe
+from jwcrypto import jwk as jwcrypto_jwk
 
 from copra.attest.jwe import (
     DecryptionFields,
@@ -22,8 +26,10 @@ from copra.attest.jwe import (
     b64url_decode,
     b64url_encode,
     concat_kdf,
+    curve_name,
     decrypt,
     encrypt,
+    trustee_protected_header,
     unwrap_secret,
 )
 
@@ -167,6 +173,85 @@ def test_joserfc_decrypts_output_of_encrypt_as_general_json() -> None:
         token.to_json(), jose_key, algorithms=["ECDH-ES+A256KW", "A256GCM"]
     )
     assert result.plaintext == b"cross-check"
+
+
+# A fixed ephemeral key, and the protected header Trustee's KBS (kbs/src/jwe, kbs-types'
+# ProtectedHeader through serde_json, whose Map is sorted by key) writes for it, spelled
+# out by hand: alg, enc, then epk with crv, kty, x, y.
+FIXED_EPHEMERAL_D = int.from_bytes(b"copra ephemeral key for the Trustee header vector", "big")
+TRUSTEE_HEADER = (
+    '{"alg":"ECDH-ES+A256KW","enc":"A256GCM","epk":{"crv":"P-521","kty":"EC",'
+    '"x":"AXehA0mySO50z-rS-7zOp2bCSF64uYIcfIC9koms7sEa4FZAB9O8NspeK3vN6lpjXmDl6WzWL5zqRWOIhmDecqh5",'
+    '"y":"AF7TL6xswOIFFMDMbYZjPYw5ExIYDjgeKK76g9cYsY9TyAmy2Zh0CNXrLRm29daf6_PoSxfKZq6qYpyQhJGgojtH"}}'
+)
+
+
+def _upstream_proxy_aad(protected: str) -> bytes:
+    """The AAD upstream COCONUT's proxy uses (tools/aproxy/src/backend/kbs.rs): it parses
+    the header into kbs-types' ProtectedHeader {alg, enc, other_fields: serde_json Map}
+    and serialises it again (generate_aad): alg, enc, then the other members sorted by
+    key at every level (serde_json's Map without preserve_order is a BTreeMap), compact."""
+    header = json.loads(b64url_decode(protected))
+    others = {k: v for k, v in header.items() if k not in ("alg", "enc")}
+    text = json.dumps({"alg": header["alg"], "enc": header["enc"]}, separators=(",", ":"))
+    if others:
+        text = text[:-1] + "," + json.dumps(others, separators=(",", ":"), sort_keys=True)[1:]
+    return b64url_encode(text.encode()).encode()
+
+
+def test_encrypt_protected_header_is_byte_for_byte_trustees() -> None:
+    ephemeral = ec.derive_private_key(FIXED_EPHEMERAL_D, ec.SECP521R1())
+    recipient = ec.generate_private_key(ec.SECP521R1())
+    token = encrypt(b"s", recipient.public_key(), ephemeral=ephemeral)
+    assert b64url_decode(token.protected) == TRUSTEE_HEADER.encode()
+    epk = EcPoint.from_public_key(ephemeral.public_key())
+    assert trustee_protected_header(epk) == token.protected
+
+
+def test_upstream_proxy_aad_rebuild_of_encrypt_output_equals_protected_and_decrypts() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    token = encrypt(b"vtpm state key", key.public_key())
+    rebuilt = _upstream_proxy_aad(token.protected)
+    assert rebuilt == token.protected.encode()
+    fields, ciphertext = token.split()
+    assert unwrap_secret(key, replace(fields, aad=rebuilt), ciphertext) == b"vtpm state key"
+
+
+def test_upstream_proxy_aad_rebuild_of_header_in_other_order_differs() -> None:
+    """What copra sent before: epk as crv, x, y, kty (joserfc's order). Upstream's
+    rebuild then authenticates other bytes than were encrypted: an invalid tag."""
+    epk = json.loads(TRUSTEE_HEADER)["epk"]
+    other = {"alg": "ECDH-ES+A256KW", "enc": "A256GCM",
+             "epk": {"crv": epk["crv"], "x": epk["x"], "y": epk["y"], "kty": "EC"}}
+    protected = b64url_encode(json.dumps(other, separators=(",", ":")).encode())
+    assert _upstream_proxy_aad(protected) != protected.encode()
+
+
+def _jwcrypto_key(key: ec.EllipticCurvePrivateKey) -> jwcrypto_jwk.JWK:
+    return jwcrypto_jwk.JWK.from_pem(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()])
+def test_jwcrypto_decrypts_output_of_encrypt_as_flattened_json(curve: ec.EllipticCurve) -> None:
+    key = ec.generate_private_key(curve)
+    token = jwcrypto_jwe.JWE()
+    token.deserialize(json.dumps(encrypt(b"cross-check", key.public_key()).to_json()),
+                      key=_jwcrypto_key(key))
+    assert token.payload == b"cross-check"
+    assert token.jose_header["epk"]["crv"] == curve_name(curve)
+
+
+def test_unwrap_secret_jwcrypto_encrypted_jwe_returns_plaintext() -> None:
+    key = ec.generate_private_key(ec.SECP521R1())
+    public = jwcrypto_jwk.JWK.from_pem(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    token = jwcrypto_jwe.JWE(b"from jwcrypto",
+                             json.dumps({"alg": "ECDH-ES+A256KW", "enc": "A256GCM"}))
+    token.add_recipient(public)
+    flat = FlattenedJwe.from_compact(token.serialize(compact=True))
+    assert decrypt(key, flat) == b"from jwcrypto"
 
 
 def test_unwrap_secret_trustee_style_jwe_with_reordered_epk_returns_plaintext() -> None:

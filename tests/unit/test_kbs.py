@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from kbs_helpers import (
+    AUTH,
+    RESOURCE,
+    SECRET,
+    FakeClock,
+    _attested,
+    _auth,
+    _body,
+    _der,
+    _error,
+    _launch,
+)
 
-from copra.attest.aproxy import attestation_body
-from copra.attest.binding import PARAMS, Binding
-from copra.attest.binding import report_data as svsm_report_data
+from copra.attest.binding import Binding
 from copra.attest.evidence import coconut_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, decrypt, unwrap_secret
 from copra.attest.kbs.app import MAX_BODY, create_app
@@ -37,12 +46,6 @@ from copra.attest.kbs.broker import BrokerConfig, KbsError, KeyBroker
 from copra.attest.kbs.cli import kbs
 from copra.attest.kbs.policy import ResourcePolicy, parse_policy_bits, parse_product_tcb
 from copra.attest.kbs.store import ReferenceValues, ResourcePath, Store, StoreError
-from copra.attest.protocol import (
-    AttestationRequest,
-    PublicKeyBytes,
-    SnpEvidence,
-    Tee,
-)
 from copra.attest.verify import Verifier, load_certificates
 from copra.hw import hostfiles
 from copra.hw.snp import SnpFirmware, SnpGuest
@@ -56,111 +59,6 @@ from copra.hw.snp_report import (
     TcbVersion,
     build_cert_table,
 )
-
-SECRET = b"cocoonfs root key: 0123456789abcdef"
-RESOURCE = "/kbs/v0/resource/default/sample/test"
-AUTH = {"version": "0.4.0", "tee": "snp", "extra-params": ""}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def chip(tmp_path_factory: pytest.TempPathFactory) -> SnpFirmware:
-    return SnpFirmware.create(tmp_path_factory.mktemp("snp") / "chip", key_size=2048)
-
-
-def _launch(chip: SnpFirmware, image: bytes, policy: GuestPolicy | None = None) -> SnpGuest:
-    guest = chip.launch_start(policy=policy)
-    guest.launch_update(0x100000, image)
-    guest.launch_finish()
-    return guest
-
-
-@pytest.fixture(scope="module")
-def guest(chip: SnpFirmware) -> SnpGuest:
-    return _launch(chip, b"\x90" * 8192)
-
-
-def _der(*certs: Any) -> dict[CertGuid, bytes]:
-    kinds = (CertGuid.VCEK, CertGuid.ASK, CertGuid.ARK)
-    return {k: c.public_bytes(Encoding.DER) for k, c in zip(kinds, certs, strict=False)}
-
-
-@pytest.fixture
-def store(tmp_path: Path, guest: SnpGuest) -> Store:
-    store = Store(tmp_path / "kbs.db")
-    store.set_reference_values(ReferenceValues(measurements=frozenset({guest.measurement})))
-    store.set_resource(ResourcePath("default", "sample", "test"), SECRET,
-                       ResourcePolicy(measurements=frozenset({guest.measurement})))
-    return store
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def broker(store: Store, chip: SnpFirmware, clock: FakeClock) -> KeyBroker:
-    return KeyBroker(store, Verifier([chip.ark]), clock=clock)
-
-
-@pytest.fixture
-def client(broker: KeyBroker) -> Iterator[FlaskClient]:
-    with create_app(broker).test_client() as client:
-        yield client
-
-
-@pytest.fixture
-def key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP521R1())
-
-
-def _auth(client: FlaskClient) -> bytes:
-    response = client.post("/kbs/v0/auth", json=AUTH)
-    assert response.status_code == 200, response.json
-    return base64.b64decode(response.json["nonce"])
-
-
-def _body(
-    chip: SnpFirmware,
-    guest: SnpGuest,
-    nonce: bytes,
-    key: ec.EllipticCurvePrivateKey,
-    *,
-    binding: Binding = Binding.COCONUT,
-    certs: bool = True,
-    bind_key: ec.EllipticCurvePrivateKey | None = None,
-) -> dict[str, Any]:
-    """What the proxy sends for an SVSM that did everything right (unless told otherwise)."""
-    sent = EcPoint.from_public_key(key.public_key())
-    bound = EcPoint.from_public_key((bind_key or key).public_key())
-    report = guest.get_report(svsm_report_data(PARAMS[binding], nonce, bound), 0)
-    table = build_cert_table(_der(chip.vcek, chip.ask)) if certs else None
-    request = AttestationRequest(
-        Tee.SNP, SnpEvidence(report, table), nonce, PublicKeyBytes(sent.x, sent.y)
-    )
-    return attestation_body(binding, request)
-
-
-def _attested(client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any) -> str:
-    nonce = _auth(client)
-    response = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key))
-    assert response.status_code == 200, response.json
-    return str(response.json["token"])
-
-
-def _error(response: Any, status: int, kind: str) -> str:
-    assert response.status_code == status, response.json
-    assert response.json["type"].endswith("/" + kind)
-    return str(response.json["detail"])
-
 
 # --- auth ------------------------------------------------------------------------------
 
@@ -183,8 +81,8 @@ def test_auth_non_json_body_returns_400(client: FlaskClient) -> None:
     _error(response, 400, "InvalidRequest")
 
 
-def test_auth_unsupported_tee_returns_400(client: FlaskClient) -> None:
-    _error(client.post("/kbs/v0/auth", json={**AUTH, "tee": "tdx"}), 400, "InvalidRequest")
+def test_auth_unknown_tee_returns_400(client: FlaskClient) -> None:
+    _error(client.post("/kbs/v0/auth", json={**AUTH, "tee": "svsm"}), 400, "InvalidRequest")
 
 
 def test_anonymous_auth_flood_does_not_lock_out_a_guest(
@@ -350,7 +248,8 @@ def test_attest_vlek_report_without_certs_uses_the_stored_vlek_not_a_vcek_sortin
     body = {
         "runtime-data": {"nonce": session.nonce_b64,
                          "tee-pubkey": EcPoint.from_public_key(key.public_key()).to_jwk()},
-        "tee-evidence": {"primary_evidence": coconut_evidence(raw, None)},
+        "tee-evidence": {"primary_evidence": coconut_evidence(raw, None),
+                         "additional_evidence": ""},
     }
     with pytest.raises(KbsError) as info:
         broker.attest(session.id, body)
@@ -387,13 +286,16 @@ def test_attest_no_reference_measurement_returns_401_policy_deny(
     _error(client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key)), 401, "PolicyDeny")
 
 
-def test_attest_second_attempt_in_session_returns_401_replayed_nonce(
+def test_attest_second_attempt_in_attested_session_returns_the_same_token(
     client: FlaskClient, chip: SnpFirmware, guest: SnpGuest, key: Any
 ) -> None:
+    """As Trustee answers: the old token, without appraising the body again."""
     nonce = _auth(client)
-    body = _body(chip, guest, nonce, key)
-    assert client.post("/kbs/v0/attest", json=body).status_code == 200
-    _error(client.post("/kbs/v0/attest", json=body), 401, "ReplayedNonce")
+    first = client.post("/kbs/v0/attest", json=_body(chip, guest, nonce, key))
+    assert first.status_code == 200
+    again = client.post("/kbs/v0/attest", json={"not": "evidence"})
+    assert again.status_code == 200
+    assert again.json["token"] == first.json["token"]
 
 
 def test_attest_failed_attempt_still_consumes_nonce(
@@ -652,7 +554,7 @@ def test_resource_unknown_after_attest_returns_404(
 
 def test_resource_with_forged_bearer_token_returns_401(client: FlaskClient) -> None:
     response = client.get(RESOURCE, headers={"Authorization": "Bearer a.b.c"})
-    _error(response, 401, "TokenVerification")
+    _error(response, 401, "TokenVerifierError")
 
 
 def test_resource_with_token_after_expiry_returns_401(
@@ -661,7 +563,7 @@ def test_resource_with_token_after_expiry_returns_401(
     token = _attested(client, chip, guest, key)
     clock.now += 301
     response = client.get(RESOURCE, headers={"Authorization": f"Bearer {token}"})
-    _error(response, 401, "TokenVerification")
+    _error(response, 401, "TokenVerifierError")
 
 
 def test_unknown_route_and_wrong_method_return_json_errors(client: FlaskClient) -> None:
@@ -920,7 +822,7 @@ def test_resource_of_another_workload_returns_403_by_cookie_and_by_token(
     # r15: any attested session read every resource: B read A's key
     token = _attested(client, chip, guest_b, key)
     detail = _error(client.get(RESOURCE), 403, "PolicyDeny")
-    assert f"measurement {guest_b.measurement.hex()} may not read" in detail
+    assert f"measurement {guest_b.measurement.hex()[:16]}... may not read" in detail
     with create_app(broker).test_client() as fresh:
         response = fresh.get(RESOURCE, headers={"Authorization": f"Bearer {token}"})
         _error(response, 403, "PolicyDeny")
@@ -1101,6 +1003,7 @@ def test_cli_set_resource_without_measurement_says_it_is_released_to_no_one(
 
 
 def test_cli_set_policy_of_missing_resource_fails(tmp_path: Path) -> None:
+    Store(tmp_path / "db")
     result = CliRunner().invoke(kbs, ["--db", str(tmp_path / "db"), "set-policy", "a/b/c",
                                       "--measurement", "ab" * 48])
     assert result.exit_code == 1 and "no resource a/b/c" in result.output

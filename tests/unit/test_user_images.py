@@ -23,6 +23,7 @@ from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from copra.abi.spec import PAGE_SIZE, USER_MAP_END, USER_START
+from copra.kernel.image import check_program, foreign_program_hint
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "src" / "copra" / "images"
@@ -155,7 +156,35 @@ def test_program_enters_the_kernel_only_through_the_two_entries(name: str) -> No
     assert not any(i in ("syscall", "sysenter") for i in instructions)
 
 
-def test_images_are_reproducible_from_the_workspace(tmp_path: Path) -> None:
+def _workspace_with_a_new_crate(tmp_path: Path) -> Path:
+    """A copy of user/ with a program added as docs/user-library.md says: a crate with
+    the doc's example as its main.rs, depending on libcopra by path, its binary target
+    with test = false and bench = false, listed in the workspace members. Cargo.lock is
+    left as it is: the recipe does not ask for a lock-file update."""
+    user = tmp_path / "user"
+    shutil.copytree(REPO / "user", user, ignore=shutil.ignore_patterns("target"))
+    doc = (REPO / "docs" / "user-library.md").read_text(encoding="utf-8")
+    example = re.search(r"```rust\n(.*?)```", doc, re.S)
+    assert example is not None and "declare_main!(main)" in example.group(1)
+    crate = user / "motd"
+    (crate / "src").mkdir(parents=True)
+    (crate / "src" / "main.rs").write_text(example.group(1))
+    (crate / "Cargo.toml").write_text(
+        '[package]\nname = "motd"\nversion.workspace = true\nedition.workspace = true\n'
+        '[[bin]]\nname = "motd"\npath = "src/main.rs"\ntest = false\nbench = false\n'
+        '[dependencies]\nlibcopra = { path = "../libcopra" }\n')
+    manifest = user / "Cargo.toml"
+    text = manifest.read_text()
+    members = re.search(r"members = \[(.*?)\]", text)
+    assert members is not None
+    manifest.write_text(text.replace(members.group(0), f'members = [{members.group(1)}, "motd"]'))
+    return user
+
+
+def test_images_are_reproducible_and_a_crate_added_as_documented_builds(tmp_path: Path) -> None:
+    """One build of the workspace plus one crate added by docs/user-library.md's recipe:
+    the shipped images come out byte for byte, and the new program builds (no manual
+    Cargo.lock update) into a loadable copra program."""
     if shutil.which("cargo") is None:
         pytest.skip("cargo not installed")
     rustc = subprocess.run(
@@ -163,11 +192,14 @@ def test_images_are_reproducible_from_the_workspace(tmp_path: Path) -> None:
     ).stdout.strip()
     if rustc != MANIFEST["rustc"]:
         pytest.skip(f"images were built by {MANIFEST['rustc']!r}, this is {rustc!r}")
+    user = _workspace_with_a_new_crate(tmp_path)
     out = tmp_path / "images"
     result = subprocess.run(
         [
             sys.executable,
             str(REPO / "scripts" / "build-user-images"),
+            "--user-dir",
+            str(user),
             "--target-dir",
             str(tmp_path / "target"),
             "--out-dir",
@@ -179,11 +211,14 @@ def test_images_are_reproducible_from_the_workspace(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-4000:]
     built = sorted(p.stem for p in out.glob("*.elf"))
-    assert built == NAMES
+    assert built == sorted([*NAMES, "motd"])
     differing = [
         n for n in NAMES if (out / f"{n}.elf").read_bytes() != (IMAGES / f"{n}.elf").read_bytes()
     ]
     assert differing == [], "rebuild the images with scripts/build-user-images"
+    motd = (out / "motd.elf").read_bytes()
+    check_program("motd", motd)
+    assert foreign_program_hint("motd", motd) is None
 
 
 def test_portable_build_refuses_to_replace_the_shipped_images(tmp_path: Path) -> None:

@@ -16,7 +16,10 @@ own thread, any number in sequence. Per connection, with a fresh HTTP session
    ``GET /kbs/v0/resource/<repository>/<type>/<tag>``; the JWE is split into
    COCONUT's decryption fields (AAD = the protected header exactly as received) and
    sent back in the AttestationResponse, with the token as ``{"Jwt": ...}``.
-   Any refusal by the KBS becomes ``success: false``.
+   Any refusal by the KBS becomes ``success: false`` with a ``detail`` (a copra
+   extension upstream's SVSM ignores) saying who refused and why, the broker's error
+   detail included, escaped and bounded; when the broker cannot be asked at all, the
+   SVSM gets that reason too (docs/attestation-protocol.md §1, "Why it was refused").
 3. Read until EOF, then close.
 
 A malformed frame, a failed negotiation or an I/O error closes that connection with
@@ -67,6 +70,7 @@ import socket
 import stat
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +82,7 @@ import urllib3
 from copra.attest.binding import PARAMS, Binding, trustee_runtime_data
 from copra.attest.evidence import EvidenceError, coconut_evidence, trustee_evidence
 from copra.attest.jwe import CURVES, EcPoint, FlattenedJwe, JweError
+from copra.attest.metrics import Metric, labels
 from copra.attest.protocol import (
     MAX_FRAME_SIZE,
     AttestationRequest,
@@ -85,6 +90,7 @@ from copra.attest.protocol import (
     Clock,
     ConnectionClosed,
     DeadlineChannel,
+    NegotiationRefusal,
     NegotiationRequest,
     NegotiationResponse,
     ProtocolError,
@@ -173,12 +179,15 @@ class KbsReply:
             raise KbsClientError(f"reply is not JSON: {str(exc)[:80]}") from None
 
     def describe(self) -> str:
-        """Status and, if the body is Trustee's error shape, its detail (the broker's
-        text, so made :func:`~copra.attest.text.visible`)."""
+        """Status and, if the body is Trustee's error shape, the error kind (the last
+        part of its ``type``) and detail: the broker's text, so made
+        :func:`~copra.attest.text.visible` and cut to 400 characters."""
         with contextlib.suppress(KbsClientError):
             body = self.json()
             if isinstance(body, dict) and isinstance(body.get("detail"), str):
-                return f"{self.status} {visible(body['detail'][:200])}"
+                kind = body.get("type")
+                kind = kind.rsplit("/", 1)[-1][:64] + ": " if isinstance(kind, str) else ""
+                return f"{self.status} {visible(kind + body['detail'][:400])}"
         return f"{self.status} {visible(self.reason[:200])}"
 
 
@@ -246,32 +255,97 @@ class KbsBackend:
         return NegotiationResponse(nonce, PARAMS[self._config.binding])
 
     def attest(self, request: AttestationRequest) -> AttestationResponse:
+        """Forward the evidence and fetch the resource; a refusal is a failure response
+        whose ``detail`` says who refused and why (the broker's words, escaped)."""
         try:
             body = attestation_body(self._config.binding, request)
         except (EvidenceError, JweError) as exc:
-            log.warning("cannot forward the evidence: %s", exc)
-            return AttestationResponse.failure()
+            return self._refused(f"the attestation proxy cannot forward the evidence: {exc}")
         reply = self._call("POST", "/attest", body)
         if reply.status != 200:
-            log.warning("attestation refused: %s", reply.describe())
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker refused the evidence: {reply.describe()}")
         try:
             token = reply.json()["token"]
             if not isinstance(token, str):
                 raise TypeError("token is not a string")
         except (KbsClientError, KeyError, TypeError) as exc:
-            log.warning("attest reply has no token: %s", exc)
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker's attest reply has no token: {exc}")
         reply = self._call("GET", f"/resource/{self._config.resource}")
         if reply.status != 200:
-            log.warning("resource %s refused: %s", self._config.resource, reply.describe())
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker refused resource {self._config.resource}: "
+                                 f"{reply.describe()}")
         try:
             fields, ciphertext = FlattenedJwe.from_json(reply.json()).split()
         except (KbsClientError, ValueError, JweError) as exc:
-            log.warning("resource reply is not a usable JWE: %s", exc)
-            return AttestationResponse.failure()
+            return self._refused(f"the key broker's resource reply is not a usable JWE: {exc}")
         return AttestationResponse(True, ciphertext, fields, Token(TokenKind.JWT, token))
+
+    @staticmethod
+    def _refused(detail: str) -> AttestationResponse:
+        log.warning("%s", detail)
+        return AttestationResponse.failure(detail)
+
+
+def check_url(url: str) -> str:
+    """``url`` if it can be a key broker's base URL, else ``ValueError`` saying why:
+    ``http`` or ``https``, a host, a valid port if any, no credentials, query or
+    fragment (the proxy appends ``/kbs/v0/...`` to it)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"--url {url!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"--url {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"--url {url!r} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"--url {url!r} carries credentials, which the proxy does not send")
+    if parts.query or parts.fragment:
+        raise ValueError(f"--url {url!r} has a query or fragment; give the broker's base URL")
+    if port == 0:
+        raise ValueError(f"--url {url!r} names port 0")
+    return url
+
+
+#: The longest Unix socket path in bytes (``sun_path`` is 108 bytes with its NUL).
+MAX_SOCKET_PATH: Final = 107
+
+
+def check_socket_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if a socket can be made there, else ``ValueError`` naming the path and
+    the problem: too long for a Unix socket, or a directory that is missing, not a
+    directory, or not writable by this user."""
+    target = Path(path)
+    size = len(os.fsencode(target))
+    if size > MAX_SOCKET_PATH:
+        raise ValueError(f"socket path {target} is {size} bytes; a Unix socket path must be "
+                         f"at most {MAX_SOCKET_PATH}: choose a shorter one")
+    directory = target.parent
+    if not directory.exists():
+        raise ValueError(f"the socket's directory {directory} does not exist")
+    if not directory.is_dir():
+        raise ValueError(f"the socket's directory {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"the socket's directory {directory} is not writable by you")
+    return target
+
+
+def wait_for_broker(url: str, timeout: float, clock: Clock = time.monotonic) -> str | None:
+    """Wait until the broker's host and port accept a TCP connection, at most
+    ``timeout`` seconds; None when they do, else why not (the last error)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = clock() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, max(timeout, 0.1))):
+                return None
+        except OSError as exc:
+            if clock() >= deadline:
+                return exc.strerror or str(exc)
+        time.sleep(0.1)
 
 
 class AttestationProxy:
@@ -297,22 +371,56 @@ class AttestationProxy:
         with self._lock:
             self.stats[name] += 1
 
+    def metrics(self) -> list[Metric]:
+        """``stats`` and the connections open now, for ``--metrics`` (``copra_aproxy_*``)."""
+        with self._lock:
+            stats = collections.Counter(self.stats)
+            open_now = len(self._open)
+        return [
+            Metric.single("copra_aproxy_connections_total", "counter",
+                          "SVSM connections accepted.", stats["connections"]),
+            Metric.single("copra_aproxy_connections_open", "gauge",
+                          "SVSM connections open now.", open_now),
+            Metric("copra_aproxy_attestations_total", "counter",
+                   "Attestations answered to an SVSM, by result.",
+                   {labels(result=r): stats[r] for r in ("attested", "refused")}),
+            Metric("copra_aproxy_connections_closed_total", "counter",
+                   "SVSM connections closed before an answer, by reason.",
+                   {labels(reason=r): stats[f"closed_{r}"]
+                    for r in ("protocol", "kbs", "io", "timeout", "internal")}),
+        ]
+
+    def summary(self) -> str:
+        """One line of ``stats``, for the log at the end."""
+        with self._lock:
+            stats = collections.Counter(self.stats)
+        closed = ", ".join(f"{name[7:]} {n}" for name, n in sorted(stats.items())
+                           if name.startswith("closed_") and n)
+        return (f"{stats['connections']} SVSM connections: {stats['attested']} attested, "
+                f"{stats['refused']} refused, closed early: {closed or 'none'}")
+
     def handle(self, conn: socket.socket) -> None:
-        """Run one connection to its end or its deadline; closes ``conn``."""
+        """Run one connection to its end or its deadline; closes ``conn``.
+
+        When the key broker cannot be asked, the SVSM is told why before the connection
+        closes: a :class:`NegotiationRefusal` in place of the negotiation reply, or a
+        failure response with a ``detail`` after the AttestationRequest."""
         self._count("connections")
         deadline = self._clock() + self.config.connection_timeout
         channel = DeadlineChannel(conn, deadline, self.config.io_timeout, self._clock)
         backend: KbsBackend | None = None
+        negotiated = False
         try:
             limit = self.config.max_frame_size
             hello = receive_message(channel, NegotiationRequest, limit)
             backend = self._backend(self.config, deadline)
             negotiation = backend.negotiate(hello)
             send_message(channel, negotiation)
+            negotiated = True
             request = receive_message(channel, AttestationRequest, limit)
             if request.challenge != negotiation.challenge:
-                log.warning("SVSM echoed a different challenge; refusing")
-                response = AttestationResponse.failure()
+                response = KbsBackend._refused("the SVSM echoed a different challenge than "
+                                               "the proxy negotiated")
             else:
                 response = backend.attest(request)
             self._count("attested" if response.success else "refused")
@@ -323,7 +431,10 @@ class AttestationProxy:
             log.warning("closing SVSM connection: %s", exc)
         except KbsClientError as exc:
             self._count("closed_kbs")
-            log.warning("closing SVSM connection: key broker: %s", exc)
+            why = f"the attestation proxy cannot ask the key broker at {self.config.url}: {exc}"
+            log.warning("closing SVSM connection: %s", why)
+            self._tell(channel, AttestationResponse.failure(why) if negotiated
+                       else NegotiationRefusal(why))
         except TimeoutError as exc:
             self._count("closed_timeout")
             log.warning("closing SVSM connection: timed out: %s", exc)
@@ -333,10 +444,19 @@ class AttestationProxy:
         except Exception:  # a bug or a peer input nothing above foresaw: not fatal
             self._count("closed_internal")
             log.exception("closing SVSM connection: internal error")
+            why = "the attestation proxy failed with an internal error (its log has the details)"
+            self._tell(channel, AttestationResponse.failure(why) if negotiated
+                       else NegotiationRefusal(why))
         finally:
             if backend is not None:
                 backend.close()
             conn.close()
+
+    @staticmethod
+    def _tell(channel: DeadlineChannel, message: AttestationResponse | NegotiationRefusal) -> None:
+        """Send a last message on a connection about to close, if it still takes one."""
+        with contextlib.suppress(OSError, TimeoutError):
+            send_message(channel, message)
 
     @staticmethod
     def _drain(channel: DeadlineChannel) -> None:

@@ -15,6 +15,13 @@ The JWK is ``{"kty":"EC","crv":..,"alg":"ECDH-ES+A256KW","x":..,"y":..}`` with
 base64url coordinates, the form upstream's proxy sends as ``tee-pubkey``; the
 nonce is standard base64 with padding, as the KBS issued it.
 
+What a KBS hashes is not the ``tee-pubkey`` as received: Trustee deserialises it into
+kbs-types' ``TeePubKey`` (tagged by ``kty``; EC: ``crv``, ``alg``, ``x``, ``y``, all
+required; RSA: ``alg``, ``n``, ``e``) and serialises that again, so any other member
+(``kid``, ``use``, ...) is dropped and a missing one is an error.
+:func:`trustee_tee_pubkey` does the same, and :func:`trustee_report_data` hashes its
+result: a key sent with ``kid`` binds the same REPORT_DATA as without.
+
 Deviation from upstream: the SVSM accepts only parameter lists that bind its own key
 and a challenge (:func:`negotiated_binding`). Upstream hashes whatever list the proxy
 sends, so a proxy that asks for ``[Challenge]`` alone, with challenge = x' || y' ||
@@ -110,12 +117,39 @@ def trustee_runtime_data(challenge: bytes, key: EcPoint) -> dict[str, Any]:
     return {"nonce": base64.b64encode(challenge).decode("ascii"), "tee-pubkey": key.to_jwk()}
 
 
+#: The members kbs-types' ``TeePubKey`` keeps, per ``kty`` (its serde tag), in its order.
+TEE_PUBKEY_MEMBERS: Final[dict[str, tuple[str, ...]]] = {
+    "EC": ("crv", "alg", "x", "y"),
+    "RSA": ("alg", "n", "e"),
+}
+
+
+def trustee_tee_pubkey(jwk: object) -> dict[str, str]:
+    """``jwk`` as Trustee re-serialises it before hashing: ``kty`` and the members
+    kbs-types' ``TeePubKey`` has for it, strings as received, nothing else."""
+    if not isinstance(jwk, dict):
+        raise BindingError("tee-pubkey must be a JSON object")
+    kty = jwk.get("kty")
+    if not isinstance(kty, str) or kty not in TEE_PUBKEY_MEMBERS:
+        raise BindingError(f"tee-pubkey kty {kty!r} is neither 'EC' nor 'RSA'")
+    members = TEE_PUBKEY_MEMBERS[kty]
+    out: dict[str, str] = {"kty": kty}
+    for name in members:
+        value = jwk.get(name)
+        if not isinstance(value, str):
+            raise BindingError(f"tee-pubkey member {name!r} missing or not a string")
+        out[name] = value
+    return out
+
+
 def trustee_report_data(runtime_data: dict[str, Any], additional_evidence: str = "") -> bytes:
-    """Trustee's REPORT_DATA for SNP: SHA-384 of the JCS runtime data, zero-padded."""
+    """Trustee's REPORT_DATA for SNP: SHA-384 of the JCS of ``{"tee-pubkey",
+    "nonce", "additional-evidence"}``, zero-padded; the key as
+    :func:`trustee_tee_pubkey` re-serialises it."""
     if "nonce" not in runtime_data or "tee-pubkey" not in runtime_data:
         raise BindingError("runtime data needs 'nonce' and 'tee-pubkey'")
     material = {
-        "tee-pubkey": runtime_data["tee-pubkey"],
+        "tee-pubkey": trustee_tee_pubkey(runtime_data["tee-pubkey"]),
         "nonce": runtime_data["nonce"],
         "additional-evidence": additional_evidence,
     }
@@ -181,8 +215,8 @@ def expected_report_data(
 ) -> bytes:
     """REPORT_DATA a KBS expects under ``binding`` (the verifier side).
 
-    Under ``trustee`` the runtime data is hashed *as the peer sent it* (Trustee does the
-    same), so extra JWK members the peer included are bound too.
+    Under ``trustee`` the runtime data's key is re-serialised first, as Trustee does
+    (:func:`trustee_tee_pubkey`): members beyond kty/crv/alg/x/y are not bound.
     """
     if binding is Binding.TRUSTEE:
         return trustee_report_data(runtime_data or trustee_runtime_data(challenge, key))

@@ -129,7 +129,7 @@ def parse_min_tcb(text: str) -> TcbVersion:
         ) from None
 
 
-@click.group("attest")
+@click.group("attest", context_settings={"help_option_names": ["-h", "--help"]})
 def attest() -> None:
     """SEV-SNP attestation reports: decode and verify."""
 

@@ -17,7 +17,10 @@ for a report over 64 bytes of REPORT_DATA:
 
 Every failure, whatever the layer, raises :class:`AttestationFailed` with the cause
 chained (``OSError`` from the channel passes through untouched): upstream panics at
-boot; the caller decides here.
+boot; the caller decides here. When the proxy says why (the ``detail`` copra's proxy
+adds to a failure, or puts in place of a challenge: :mod:`copra.attest.protocol`),
+that reason, escaped and bounded, is the message: "the key broker refused the
+evidence: 401 AttestationFailed: MeasurementMismatch: ...".
 
 Stateless; one call uses its channel from the calling thread only.
 """
@@ -39,6 +42,7 @@ from copra.attest.protocol import (
     NegotiationRequest,
     NegotiationResponse,
     ProtocolError,
+    ProxyRefusal,
     PublicKeyBytes,
     SnpEvidence,
     Tee,
@@ -85,12 +89,15 @@ def attest(
         )
         send_message(channel, request)
         response = receive_message(channel, AttestationResponse, max_frame_size)
+    except ProxyRefusal as exc:  # the proxy's reason (copra extension), already escaped
+        raise AttestationFailed(exc.detail) from exc
     except ProtocolError as exc:
         raise AttestationFailed(f"proxy protocol: {exc}") from exc
     except BindingError as exc:
         raise AttestationFailed(f"negotiation refused: {exc}") from exc
     if not response.success:
-        raise AttestationFailed("the key broker refused the evidence")
+        raise AttestationFailed(response.detail or "the key broker refused the evidence "
+                                "(the proxy gave no reason)")
     if response.secret is None or response.decryption is None:
         raise AttestationFailed("the response carries no secret")
     try:

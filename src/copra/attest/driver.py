@@ -7,15 +7,17 @@ releases, which unlocks its persistent volume. copra does the same as two boot s
 (:class:`copra.kernel.boot.BootConfig`):
 
 ``before_init`` (:meth:`AttestationDriver.before_init`)
-  1. open the emulated SNP chip in the state directory, creating it if there is none
+  1. connect to the proxy's Unix socket (standing in for vsock port 1995), waiting at
+     most :attr:`AttestSettings.timeout` (30 s): without a proxy there is no
+     attestation, so that is found out before anything else is done;
+  2. open the emulated SNP chip in the state directory, creating it if there is none
      (and saying so in the log: a verifier must be given its new ARK);
-  2. launch the guest on it and measure the boot (:mod:`copra.attest.measure`);
-  3. connect to the proxy's Unix socket (standing in for vsock port 1995) and run
-     :func:`copra.attest.client.attest` with VMPL 0 reports and a certificate table
-     holding the chip's VCEK and ASK, all of it (connect, every read and write)
-     within one deadline, :attr:`AttestSettings.timeout` (30 s) from the start: a
-     proxy that trickles bytes cannot hold the boot past it;
-  4. open the persistent store (:mod:`copra.attest.persist`) with the secret, create
+  3. launch the guest on it and measure the boot (:mod:`copra.attest.measure`);
+  4. run :func:`copra.attest.client.attest` with VMPL 0 reports and a certificate
+     table holding the chip's VCEK and ASK, every read and write within one deadline,
+     :attr:`AttestSettings.timeout` from the first message: a proxy that trickles
+     bytes cannot hold the boot past it;
+  5. open the persistent store (:mod:`copra.attest.persist`) with the secret, create
      ``/persist`` in the RAM fs and put the store's files under it.
 
 ``after_run`` (:meth:`AttestationDriver.after_run`)
@@ -29,8 +31,10 @@ corrupted or sealed with another key: not mounted (...)``), is counted in
 :attr:`AttestMode.REQUIRE` the same line is logged and the boot stops with
 :class:`~copra.kernel.boot.AttestationRefused` (``copra run`` exits 123). A store
 that did not open is never sealed, so the file stays as it was. Why the key broker
-refused is not carried by the proxy protocol (``success: false`` only); the broker's
-own log names the check.
+refused is in the line: copra's proxy adds the broker's reason to its ``success:
+false`` (a ``detail`` member, docs/attestation-protocol.md §1), e.g. ``attestation
+failed: the key broker refused the evidence: 401 AttestationFailed: MeasurementMismatch:
+measurement 5e3f...``; behind a proxy that gives none, the line says so.
 
 Secrets: neither the secret nor the ephemeral private key (which never leaves the
 client) is logged, put in an exception message or written anywhere but into the AEAD.
@@ -167,21 +171,12 @@ class AttestationDriver:
             raise AttestationRefused(f"{line}; the boot stops (--attest=require)")
 
     def _attest(self, log: Log) -> bytes:
-        firmware = self._chip(log)
-        try:
-            guest = launch_guest(firmware, self._archive, self._memory)
-        except (SnpFirmwareError, ValueError) as exc:
-            raise _Refused(f"the emulated SNP firmware refused the launch: {exc}") from exc
-        self.measurement = guest.measurement
-        log(f"launch measurement {guest.measurement.hex()}")
-        der = Encoding.DER
-        certs = build_cert_table({CertGuid.VCEK: firmware.vcek.public_bytes(der),
-                                  CertGuid.ASK: firmware.ask.public_bytes(der)})
         path = self.settings.aproxy
         timeout = self.settings.timeout
-        deadline = time.monotonic() + timeout
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                # The proxy first: a missing or dead proxy is reported before a chip is
+                # created (RSA-4096 keys, seconds) for an attestation that cannot happen.
                 conn.settimeout(timeout)
                 try:
                     conn.connect(str(path))
@@ -190,9 +185,19 @@ class AttestationDriver:
                 except OSError as exc:
                     raise _Refused(f"cannot reach the attestation proxy at {path}: "
                                    f"{exc.strerror or exc}") from exc
-                # One deadline for the whole exchange: a proxy trickling bytes cannot
-                # stretch it, however short the gaps between them.
-                channel = DeadlineChannel(conn, deadline, timeout)
+                firmware = self._chip(log)
+                try:
+                    guest = launch_guest(firmware, self._archive, self._memory)
+                except (SnpFirmwareError, ValueError) as exc:
+                    raise _Refused(f"the emulated SNP firmware refused the launch: {exc}") from exc
+                self.measurement = guest.measurement
+                log(f"launch measurement {guest.measurement.hex()}")
+                der = Encoding.DER
+                certs = build_cert_table({CertGuid.VCEK: firmware.vcek.public_bytes(der),
+                                          CertGuid.ASK: firmware.ask.public_bytes(der)})
+                # One deadline for the whole exchange, from its first message: a proxy
+                # trickling bytes cannot stretch it, however short the gaps between them.
+                channel = DeadlineChannel(conn, time.monotonic() + timeout, timeout)
                 result = attest(channel, lambda data: guest.get_report(data, 0), certs_buf=certs)
         except AttestationFailed as exc:
             raise _Refused(str(exc)) from exc

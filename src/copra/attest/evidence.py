@@ -11,7 +11,9 @@
 The certificate table (``certs_buf``) has one codec and one GUID table, in
 :mod:`copra.hw.snp_report` (``parse_cert_table``, ``build_cert_table``, ``CertGuid``),
 which the emulated firmware builds tables with too; ``CertGuid``'s member names are
-also the kinds in Trustee's ``cert_chain``.
+also the kinds in Trustee's ``cert_chain``. Decoding keeps what Trustee's SNP verifier
+uses, ARK, ASK, VCEK and VLEK, and drops the rest as it does: CRL entries (revocation is
+not checked), unknown GUIDs, and ``cert_chain``'s ``Empty`` and ``{"OTHER": uuid}``.
 
 Which encoding arrived also selects the REPORT_DATA binding
 (:mod:`copra.attest.binding`): the two go together in the tools that produce them.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +59,18 @@ class Evidence:
     certificates: dict[CertGuid, bytes]
 
 
+#: The certificate kinds evidence can carry that copra checks (a CRL is ignored, as
+#: Trustee's SNP verifier ignores it: revocation is not checked, attestation-protocol.md).
+_CHAIN_KINDS = {g.name: g for g in (CertGuid.ARK, CertGuid.ASK, CertGuid.VCEK, CertGuid.VLEK)}
+
+
 def _cert_table(table: bytes) -> dict[CertGuid, bytes]:
+    """A certificate table's certificates; a CRL entry is dropped (see above)."""
     try:
-        return parse_cert_table(table)
+        certs = parse_cert_table(table)
     except CertTableError as exc:
         raise EvidenceError(f"certs-buf: {exc}") from exc
+    return {kind: der for kind, der in certs.items() if kind.name in _CHAIN_KINDS}
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -136,10 +146,11 @@ def trustee_evidence(report: bytes, certs_buf: bytes | None) -> dict[str, Any]:
         raise EvidenceError(f"report: {exc}") from exc
     chain = None
     if certs_buf is not None:
-        chain = [
-            {"cert_type": kind.name, "data": list(der)}
-            for kind, der in _cert_table(certs_buf).items()
-        ]
+        try:
+            table = parse_cert_table(certs_buf)
+        except CertTableError as exc:
+            raise EvidenceError(f"certs-buf: {exc}") from exc
+        chain = [{"cert_type": kind.name, "data": list(der)} for kind, der in table.items()]
     return {"attestation_report": trustee_report_json(parsed), "cert_chain": chain}
 
 
@@ -238,6 +249,50 @@ def report_from_trustee_json(value: object) -> AttestationReport:
         raise EvidenceError(f"attestation_report: {exc}") from exc
 
 
+#: virtee/sev's ``CertType`` unit variants that carry no certificate copra checks.
+_SKIPPED_CERT_TYPES = frozenset({"Empty", "CRL"})
+
+
+def _cert_chain(chain: object) -> dict[CertGuid, bytes]:
+    """Trustee's ``cert_chain`` (virtee's ``Vec<CertTableEntry>`` or null) as Trustee's
+    SNP verifier reads it: ARK, ASK, VCEK and VLEK are kept (the first VCEK or VLEK,
+    the last ARK or ASK); ``CRL``, ``Empty`` and ``{"OTHER": "<uuid>"}`` entries are
+    skipped; a ``cert_type`` virtee does not know is an error, as its deserialiser
+    makes it. Every entry's ``data`` must be a byte list."""
+    if chain is None:
+        return {}
+    if not isinstance(chain, list) or len(chain) > MAX_CERT_ENTRIES:
+        raise EvidenceError(f"cert_chain must be a list of at most {MAX_CERT_ENTRIES} or null")
+    out: dict[CertGuid, bytes] = {}
+    for index, entry in enumerate(chain):
+        if not isinstance(entry, dict):
+            raise EvidenceError(f"cert_chain[{index}] must be an object")
+        cert_type = entry.get("cert_type")
+        data = _byte_list(entry.get("data"), f"cert_chain[{index}].data")
+        if isinstance(cert_type, dict) and set(cert_type) == {"OTHER"}:
+            other = cert_type["OTHER"]
+            try:
+                uuid.UUID(other)
+            except (TypeError, ValueError, AttributeError):
+                raise EvidenceError(
+                    f"cert_chain[{index}].cert_type OTHER must name a UUID") from None
+            continue
+        if not isinstance(cert_type, str):
+            raise EvidenceError(f"cert_chain[{index}].cert_type must be a string or "
+                                '{"OTHER": uuid}')
+        if cert_type in _SKIPPED_CERT_TYPES:
+            continue
+        kind = _CHAIN_KINDS.get(cert_type)
+        if kind is None:
+            raise EvidenceError(f"cert_chain[{index}].cert_type {cert_type!r} is not a "
+                                "virtee/sev CertType")
+        if kind in (CertGuid.VCEK, CertGuid.VLEK):
+            out.setdefault(kind, data)
+        else:
+            out[kind] = data
+    return out
+
+
 def _b64(value: object, name: str) -> bytes:
     if not isinstance(value, str):
         raise EvidenceError(f"{name} must be a base64 string")
@@ -258,17 +313,5 @@ def parse_primary_evidence(value: object) -> Evidence:
         return Evidence(Binding.COCONUT, report, certs)
     if "attestation_report" in value:
         parsed = report_from_trustee_json(value["attestation_report"])
-        chain = value.get("cert_chain")
-        chain_certs: dict[CertGuid, bytes] = {}
-        if chain is not None:
-            if not isinstance(chain, list) or len(chain) > MAX_CERT_ENTRIES:
-                raise EvidenceError("cert_chain must be a list or null")
-            for entry in chain:
-                if not isinstance(entry, dict) or not isinstance(entry.get("cert_type"), str):
-                    raise EvidenceError("cert_chain entries need a cert_type string")
-                kind = CertGuid.__members__.get(entry["cert_type"])
-                if kind is None:
-                    continue  # OTHER(uuid) and unknown kinds carry nothing we check
-                chain_certs[kind] = _byte_list(entry.get("data"), f"cert_chain.{kind.name}.data")
-        return Evidence(Binding.TRUSTEE, parsed.to_bytes(), chain_certs)
+        return Evidence(Binding.TRUSTEE, parsed.to_bytes(), _cert_chain(value.get("cert_chain")))
     raise EvidenceError("primary_evidence is neither aproxy ('snp-report') nor Trustee form")

@@ -5,12 +5,18 @@ Two sides of one construction (RFC 7518 §4.6 and §5.3, RFC 7516):
 * the key broker *encrypts* a resource to the guest's ephemeral public key and
   sends a flattened JWE JSON object (:class:`FlattenedJwe`, Trustee's shape:
   ``protected``/``encrypted_key``/``iv``/``ciphertext``/``tag``, ``epk`` inside
-  the protected header); encryption is done by joserfc;
+  the protected header): :func:`encrypt`, whose protected header is byte for byte
+  the one Trustee's KBS writes (:func:`trustee_protected_header`), so that upstream's
+  proxy, which rebuilds the AAD by re-serialising the parsed header, gets the same
+  AAD back;
 * the SVSM *unwraps* the secret from the split form that the attestation proxy
   hands it (COCONUT's ``decryption`` fields: ``epk`` x/y, ``wrapped_cek``,
-  ``aad``, ``iv``, ``tag``, plus the ciphertext): :func:`unwrap_secret`, written
-  directly on ``cryptography`` because it takes the fields apart rather than a
-  whole JWE, exactly as COCONUT's ``kernel/src/attest.rs`` does.
+  ``aad``, ``iv``, ``tag``, plus the ciphertext): :func:`unwrap_secret`.
+
+Both are written directly on ``cryptography``: the header's bytes must be exactly
+Trustee's, and the SVSM side takes the fields apart rather than a whole JWE, exactly
+as COCONUT's ``kernel/src/attest.rs`` does. The tests check both against independent
+implementations (jwcrypto, joserfc, RFC 7520 §5.4, a header rebuilt as kbs-types does).
 
 Unwrapping, step by step: Z = ECDH(private key, epk) (the x coordinate, field
 size bytes); KEK = Concat KDF with SHA-256 (NIST SP 800-56A §5.8.1, RFC 7518
@@ -39,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import struct
 from dataclasses import dataclass
 from typing import Any, Final
@@ -48,7 +55,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+from cryptography.hazmat.primitives.keywrap import (
+    InvalidUnwrap,
+    aes_key_unwrap,
+    aes_key_wrap,
+)
 
 ALG_ECDH_ES_A256KW: Final = "ECDH-ES+A256KW"
 ENC_A256GCM: Final = "A256GCM"
@@ -341,33 +352,61 @@ def unwrap_secret(
         raise JweError("content decryption failed (tag mismatch)") from exc
 
 
-def encrypt(
-    plaintext: bytes, recipient: ec.EllipticCurvePublicKey, *, enc: str = ENC_A256GCM
-) -> FlattenedJwe:
-    """Encrypt to ``recipient`` with ECDH-ES+A256KW, ``epk`` in the protected header.
+def trustee_protected_header(epk: EcPoint, enc: str = ENC_A256GCM) -> str:
+    """The base64url protected header exactly as Trustee's KBS writes it.
 
-    Built by joserfc's compact serialization, whose protected header carries ``alg``,
-    ``enc`` and ``epk`` as Trustee's KBS sends them; the five parts become the
-    flattened members.
+    Trustee (``kbs/src/jwe``) serialises kbs-types' ``ProtectedHeader`` with serde_json:
+    ``alg`` and ``enc`` first (struct order), then the other members from a
+    ``serde_json::Map``, which without the ``preserve_order`` feature is sorted by key,
+    at every level; compact, no whitespace. So ``epk`` reads ``crv, kty, x, y``.
+    Upstream's proxy rebuilds the AAD by re-serialising the parsed header the same way
+    (``ProtectedHeader::generate_aad``), so any other member order fails its tag check.
     """
-    from joserfc import jwe as jose_jwe
-    from joserfc.errors import JoseError
-    from joserfc.jwk import ECKey
+    header = {
+        "alg": ALG_ECDH_ES_A256KW,
+        "enc": enc,
+        "epk": {"crv": epk.crv, "kty": "EC", "x": b64url_encode(epk.x), "y": b64url_encode(epk.y)},
+    }
+    return b64url_encode(json.dumps(header, separators=(",", ":")).encode("ascii"))
 
-    if enc not in _GCM_ENCS:
+
+def encrypt(
+    plaintext: bytes,
+    recipient: ec.EllipticCurvePublicKey,
+    *,
+    enc: str = ENC_A256GCM,
+    ephemeral: ec.EllipticCurvePrivateKey | None = None,
+) -> FlattenedJwe:
+    """Encrypt to ``recipient`` with ECDH-ES+A256KW, as Trustee's KBS does.
+
+    A fresh ephemeral key on the recipient's curve (``ephemeral`` fixes it, for test
+    vectors: the header then is known in advance), Z = ECDH, KEK = Concat KDF
+    (:func:`concat_kdf`, AlgorithmID ``ECDH-ES+A256KW``, empty PartyUInfo/PartyVInfo),
+    a random CEK wrapped with AES key wrap, a random 96-bit IV, AES-GCM with the
+    protected header's base64url text as AAD. The header's bytes are Trustee's
+    (:func:`trustee_protected_header`); no ``aad`` member.
+    """
+    cek_size = _GCM_ENCS.get(enc)
+    if cek_size is None:
         raise JweError(f"unsupported enc {enc}")
-    try:
-        curve_name(recipient.curve)
-        key = ECKey.import_key(recipient)
-        compact = jose_jwe.encrypt_compact(
-            {"alg": ALG_ECDH_ES_A256KW, "enc": enc},
-            plaintext,
-            key,
-            algorithms=[ALG_ECDH_ES_A256KW, enc],
-        )
-    except JoseError as exc:
-        raise JweError(f"encryption failed: {exc}") from exc
-    return FlattenedJwe.from_compact(compact)
+    crv = curve_name(recipient.curve)
+    if ephemeral is None:
+        ephemeral = ec.generate_private_key(CURVES[crv][0]())
+    elif curve_name(ephemeral.curve) != crv:
+        raise JweError("the ephemeral key must be on the recipient's curve")
+    protected = trustee_protected_header(EcPoint.from_public_key(ephemeral.public_key()), enc)
+    kek = concat_kdf(ephemeral.exchange(ec.ECDH(), recipient), ALG_ECDH_ES_A256KW,
+                     _KEY_WRAP_ALGS[ALG_ECDH_ES_A256KW] * 8)
+    cek = os.urandom(cek_size)
+    iv = os.urandom(_GCM_IV_SIZE)
+    sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
+    return FlattenedJwe(
+        protected=protected,
+        encrypted_key=b64url_encode(aes_key_wrap(kek, cek)),
+        iv=b64url_encode(iv),
+        ciphertext=b64url_encode(sealed[:-_GCM_TAG_SIZE]),
+        tag=b64url_encode(sealed[-_GCM_TAG_SIZE:]),
+    )
 
 
 def decrypt(private_key: ec.EllipticCurvePrivateKey, token: FlattenedJwe) -> bytes:

@@ -14,9 +14,18 @@ no value (upstream's deserialiser refuses JSON null for them, so this decoder
 does too); ``decryption`` and ``token`` are null or absent when there is none.
 Unknown members are ignored, as serde does by default.
 
-copra extension: the negotiation parameter ``"TrusteeRuntimeData"`` (see
-:mod:`copra.attest.binding` and docs/attestation-protocol.md). An upstream SVSM
-refuses it, which is the honest outcome: it cannot produce that binding.
+copra extensions (docs/attestation-protocol.md §1):
+
+* the negotiation parameter ``"TrusteeRuntimeData"`` (see :mod:`copra.attest.binding`).
+  An upstream SVSM refuses it, which is the honest outcome: it cannot produce that
+  binding;
+* ``"detail"``, a string in an AttestationResponse that says why ``success`` is false,
+  and the whole of a negotiation reply when the proxy cannot start an attestation
+  (``{"detail": "..."}``, no challenge): :class:`ProxyRefusal`. Upstream's SVSM ignores
+  the member (serde ignores unknown members) and fails on the reply without a
+  challenge as it would on a closed connection. The text is the proxy's and the key
+  broker's: it is bounded (:data:`MAX_DETAIL`) and shown escaped
+  (:func:`copra.attest.text.visible`).
 
 Reading is defensive: a frame longer than ``max_size`` (1 MiB by default) is
 refused before its body is read, and every malformed input (bad length,
@@ -41,6 +50,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol, Self, TypeVar
 
 from copra.attest.jwe import DecryptionFields
+from copra.attest.text import visible
 
 #: Upstream ``ATTEST_DEFAULT_VSOCK_PORT``.
 VSOCK_PORT: Final = 1995
@@ -55,6 +65,34 @@ class ProtocolError(Exception):
 
 class ConnectionClosed(ProtocolError):
     """The peer closed the connection cleanly, before the first byte of a frame."""
+
+
+class ProxyRefusal(ProtocolError):
+    """The proxy answered the negotiation with a reason instead of a challenge."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+#: The longest ``detail`` kept (characters); a longer one is cut, with ``...``.
+MAX_DETAIL: Final = 600
+
+
+def bounded_detail(text: str) -> str:
+    """``text`` made visible (:func:`~copra.attest.text.visible`) and cut to
+    :data:`MAX_DETAIL` characters."""
+    text = visible(text)
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def _detail(obj: dict[str, Any], what: str) -> str | None:
+    detail = obj.get("detail")
+    if detail is None:
+        return None
+    if not isinstance(detail, str):
+        raise ProtocolError(f"{what}.detail: expected a string")
+    return bounded_detail(detail)
 
 
 class Tee(StrEnum):
@@ -153,6 +191,10 @@ class NegotiationResponse:
     @classmethod
     def from_json(cls, value: object) -> Self:
         obj = _object(value, "NegotiationResponse")
+        if "challenge" not in obj and "params" not in obj:
+            detail = _detail(obj, "NegotiationResponse")
+            if detail is not None:
+                raise ProxyRefusal(detail)
         challenge = _unb64(
             _member(obj, "challenge", "NegotiationResponse"), "NegotiationResponse.challenge"
         )
@@ -286,10 +328,12 @@ class AttestationResponse:
     secret: bytes | None = None
     decryption: DecryptionFields | None = None
     token: Token | None = None
+    #: copra extension: why ``success`` is false (left out when None)
+    detail: str | None = None
 
     @classmethod
-    def failure(cls) -> Self:
-        return cls(False)
+    def failure(cls, detail: str | None = None) -> Self:
+        return cls(False, detail=None if detail is None else bounded_detail(detail))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"success": self.success}
@@ -299,6 +343,8 @@ class AttestationResponse:
             None if self.decryption is None else _decryption_to_json(self.decryption)
         )
         out["token"] = None if self.token is None else self.token.to_json()
+        if self.detail is not None:
+            out["detail"] = self.detail
         return out
 
     @classmethod
@@ -316,10 +362,25 @@ class AttestationResponse:
             secret,
             None if decryption is None else _decryption_from_json(decryption),
             None if token is None else Token.from_json(token),
+            _detail(obj, what),
         )
 
 
-Message = NegotiationRequest | NegotiationResponse | AttestationRequest | AttestationResponse
+@dataclass(frozen=True)
+class NegotiationRefusal:
+    """The proxy's reply to a NegotiationRequest when it cannot start an attestation
+    (copra extension): ``{"detail": "..."}``, read by the SVSM as :class:`ProxyRefusal`."""
+
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"detail": bounded_detail(self.detail)}
+
+
+Message = (
+    NegotiationRequest | NegotiationResponse | NegotiationRefusal | AttestationRequest
+    | AttestationResponse
+)
 _M = TypeVar("_M", NegotiationRequest, NegotiationResponse, AttestationRequest, AttestationResponse)
 
 

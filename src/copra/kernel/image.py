@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from copra.kernel.elf import ElfError, parse_elf
+from copra.kernel.elf import EHDR, PHDR, ElfError, parse_elf
 from copra.kernel.errors import SyscallError
 from copra.kernel.limits import DEFAULT_LIMITS, MAX_LIMIT, Limits
 from copra.kernel.packit import PackItEntry, PackItError, check_paths, encode
@@ -252,6 +253,38 @@ def check_program(what: str, data: bytes) -> None:
         parse_elf(data)
     except ElfError as exc:
         raise ImageError(f"{what} is not a loadable program: {exc}") from None
+
+
+#: Program header types that C libraries and language runtimes (glibc, musl, Go, Rust's
+#: std) put in a static executable and copra's link script (user/link.ld) never does.
+_FOREIGN_SEGMENTS = {
+    4: "PT_NOTE", 7: "PT_TLS", 0x6474E550: "PT_GNU_EH_FRAME", 0x6474E551: "PT_GNU_STACK",
+    0x6474E552: "PT_GNU_RELRO", 0x6474E553: "PT_GNU_PROPERTY",
+}
+
+
+def foreign_program_hint(what: str, data: bytes) -> str | None:
+    """A hint when ``data``, a loadable program, looks built for Linux rather than
+    against copra's user library (segments only a libc or language runtime emits);
+    None otherwise. The program is loaded either way: this only explains its fate."""
+    try:
+        header = EHDR.unpack_from(data)
+        phoff, phentsize, phnum = header[5], header[9], header[10]
+        found = []
+        for index in range(phnum):
+            p_type = PHDR.unpack_from(data, phoff + index * phentsize)[0]
+            name = _FOREIGN_SEGMENTS.get(p_type)
+            if name is not None and name not in found:
+                found.append(name)
+    except struct.error:
+        return None
+    if not found:
+        return None
+    return (f"{what} has {', '.join(found)} segments, which copra programs do not have: it "
+            "looks built against a C library or a language runtime (glibc, musl, Go, Rust's "
+            "std). Such a program expects Linux (its initial stack, its system calls), which "
+            "copra does not provide, and is killed by its first fault. copra programs are "
+            "built against the user library in user/ (docs/user-library.md).")
 
 
 def archive_entries(

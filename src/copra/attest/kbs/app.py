@@ -1,7 +1,9 @@
 """The key broker's HTTP layer (flask): Trustee's ``/kbs/v0`` endpoints over a KeyBroker.
 
 Endpoints: ``POST /kbs/v0/auth``, ``POST /kbs/v0/attest``,
-``GET /kbs/v0/resource/<repository>/<type>/<tag>``. Every failure, including
+``GET /kbs/v0/resource/<repository>/<type>/<tag>``, and ``GET /metrics``: the broker's
+and the server's counters in the Prometheus text format (:mod:`copra.attest.metrics`),
+unauthenticated, as Trustee's. Every failure, including
 unknown routes, wrong methods, bodies over 1 MiB (413, however they are sent:
 declared or chunked) and internal errors, answers
 a JSON body ``{"type": ".../errors/<Kind>", "detail": "..."}`` with its status;
@@ -27,6 +29,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from flask import Flask, Response, request
@@ -38,6 +41,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from copra.attest.kbs.broker import SESSION_COOKIE, KbsError, KeyBroker, Session
 from copra.attest.kbs.limits import MAX_BODY, ServerLimits
+from copra.attest.metrics import CONTENT_TYPE, Metric, labels, render
 from copra.attest.text import escape_logger
 
 log = escape_logger("copra.kbs")
@@ -69,9 +73,37 @@ def _body() -> object:
         raise KbsError(400, "InvalidRequest", f"body is not JSON: {exc}") from exc
 
 
-def create_app(broker: KeyBroker) -> Flask:
+def create_app(
+    broker: KeyBroker, server_metrics: Callable[[], list[Metric]] | None = None
+) -> Flask:
+    """The flask app over ``broker``; ``server_metrics`` adds the server's to /metrics."""
     app = Flask("copra.kbs")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1  # see _body
+    responses: collections.Counter[int] = collections.Counter()
+    responses_lock = threading.Lock()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        if request.path != "/metrics":  # as Trustee: scraping is not traffic
+            with responses_lock:
+                responses[response.status_code] += 1
+        return response
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        with responses_lock:
+            by_status = dict(responses)
+        http = [
+            Metric.single("kbs_http_requests_total", "counter",
+                          "HTTP requests the app answered (/metrics not counted).",
+                          sum(by_status.values())),
+            Metric("copra_kbs_http_responses_total", "counter",
+                   "HTTP responses by status code.",
+                   {labels(status=str(code)): n for code, n in by_status.items()}),
+        ]
+        extra = server_metrics() if server_metrics is not None else []
+        return Response(render(broker.metrics() + http + extra), status=200,
+                        content_type=CONTENT_TYPE)
 
     @app.errorhandler(KbsError)
     def _kbs_error(exc: KbsError) -> Response:
@@ -222,6 +254,19 @@ class _Server(TcpWSGIServer):
                 _close_soon(victim)
                 self.counters["evicted"] += 1
 
+    def metrics(self) -> list[Metric]:
+        """Connections open now and closed by the policy (read from another thread: a
+        moment's staleness is accepted)."""
+        counters = dict(self.counters)
+        return [
+            Metric.single("copra_kbs_connections_open", "gauge", "Connections open now.",
+                          len(self.active_channels)),  # type: ignore[arg-type]
+            Metric("copra_kbs_connections_closed_total", "counter",
+                   "Connections the server closed under its limits, by reason.",
+                   {labels(reason=r): counters.get(r, 0)
+                    for r in ("evicted", "idle_closed", "request_deadline")}),
+        ]
+
     def maintenance(self, now: float) -> None:
         now = time.time()
         for channel in self._channels():
@@ -252,7 +297,7 @@ class KbsServer:
         self.limits = limits or ServerLimits()
         self._map: dict[int, Any] = {}
         self._server = _Server(
-            create_app(broker),
+            create_app(broker, lambda: self._server.metrics()),
             self.limits,
             map=self._map,
             adj=Adjustments(

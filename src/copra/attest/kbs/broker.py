@@ -33,8 +33,13 @@ in a way no check foresaw is logged with its traceback, counted
 attempt, it has used up the session's nonce. Secrets (resources,
 private keys, tokens, session ids beyond an 8-character prefix) are never logged.
 
-Locking: ``_lock`` guards the session table and ``counters``; a session's fields are only changed
-under it. The store, verifier and token key are immutable or thread-safe.
+Counters (``counters``, ``labelled``; :meth:`KeyBroker.metrics` for ``GET /metrics``):
+requests, successes, refusals by the check that failed, releases by resource path,
+sessions. Their labels are this code's names, TEE names kbs-types knows and stored
+resource paths, never peer text.
+
+Locking: ``_lock`` guards the session table, ``counters`` and ``labelled``; a session's
+fields are only changed under it. The store, verifier and token key are immutable or thread-safe.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from __future__ import annotations
 import base64
 import collections
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -63,9 +69,10 @@ from copra.attest.binding import (
     trustee_report_data,
 )
 from copra.attest.evidence import Evidence, EvidenceError, parse_primary_evidence
-from copra.attest.jwe import EcPoint, FlattenedJwe, JweError, encrypt
+from copra.attest.jwe import ALG_ECDH_ES_A256KW, EcPoint, FlattenedJwe, JweError, encrypt
 from copra.attest.kbs.policy import Attested, PolicyDenied, check_minimum_tcb
 from copra.attest.kbs.store import ResourcePath, Store, StoreError
+from copra.attest.metrics import Labels, Metric
 from copra.attest.text import escape_logger, visible
 from copra.attest.verify import (
     MalformedReport,
@@ -91,6 +98,21 @@ from copra.hw.snp_report import (
 log = escape_logger("copra.kbs")
 
 PROTOCOL_VERSION: Final = "0.4.0"
+#: The TEE names kbs-types 0.16 knows (its ``Tee`` enum, as serde spells them): ``/auth``
+#: opens a session for any of them, as Trustee does; ``/attest`` appraises only ``snp``.
+KBS_TYPES_TEES: Final = frozenset({
+    "az-snp-vtpm", "az-tdx-vtpm", "nvidia", "sgx", "snp", "tdx", "cca", "csv", "se",
+    "hygondcu", "tpm", "sample", "sampledevice",
+})
+#: A semantic version (semver.org 2.0.0): major.minor.patch, optional pre-release after
+#: ``-`` and build metadata after ``+``; no leading zeros in numbers.
+_NUMBER = r"(?:0|[1-9][0-9]*)"
+_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+_SEMVER: Final = re.compile(
+    rf"({_NUMBER})\.({_NUMBER})\.({_NUMBER})"
+    rf"(?:-({_PRE_ID}(?:\.{_PRE_ID})*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+)
 NONCE_SIZE: Final = 32
 SESSION_COOKIE: Final = "kbs-session-id"
 ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
@@ -100,19 +122,54 @@ TOKEN_ISSUER: Final = "copra-kbs"
 class KbsError(Exception):
     """A refused request: HTTP ``status``, error ``kind`` (Trustee style) and ``detail``."""
 
-    def __init__(self, status: int, kind: str, detail: str) -> None:
+    def __init__(self, status: int, kind: str, detail: str, *, reason: str | None = None) -> None:
         detail = visible(detail)  # details quote peer input: names, values, exceptions
         super().__init__(f"{status} {kind}: {detail}")
         self.status = status
         self.kind = kind
         self.detail = detail
+        #: the failed check, for counting (a name from this code, never peer text)
+        self.reason = reason or kind
 
     def to_json(self) -> dict[str, str]:
         return {"type": ERROR_TYPE_PREFIX + self.kind, "detail": self.detail}
 
 
+#: Hex digits of a measurement shown in a refusal: enough to tell two builds apart.
+SHORT_HEX: Final = 16
+
+
+def short_hex(value: bytes) -> str:
+    """The first :data:`SHORT_HEX` hex digits of ``value`` and ``...``."""
+    text = value.hex()
+    return text if len(text) <= SHORT_HEX else text[:SHORT_HEX] + "..."
+
+
+def short_hex_list(values: frozenset[bytes], most: int = 3) -> str:
+    """Up to ``most`` of ``values`` (sorted) as :func:`short_hex`, and how many more."""
+    shown = [short_hex(v) for v in sorted(values)[:most]]
+    if len(values) > most:
+        shown.append(f"{len(values) - most} more")
+    return ", ".join(shown) or "none"
+
+
 def _bad_request(detail: str) -> KbsError:
     return KbsError(400, "InvalidRequest", detail)
+
+
+def check_protocol_version(version: object) -> None:
+    """Trustee's rule: ``version`` parses as a semantic version and matches ``=0.4.0``
+    (so no pre-release; build metadata is allowed, ``0.4.0+anything``); 401
+    ``ProtocolVersion`` otherwise, 400 if it is not a string at all."""
+    if not isinstance(version, str):
+        raise _bad_request("the auth request's version must be a string")
+    match = _SEMVER.fullmatch(version)
+    if match is None:
+        raise KbsError(401, "ProtocolVersion",
+                       f"protocol version {version!r} is not a semantic version")
+    if tuple(int(part) for part in match.group(1, 2, 3)) != (0, 4, 0) or match.group(4):
+        raise KbsError(401, "ProtocolVersion",
+                       f"protocol version {version!r} does not match ={PROTOCOL_VERSION}")
 
 
 @dataclass
@@ -122,6 +179,7 @@ class Session:
     id: str
     nonce: bytes
     expires: float
+    tee: str = "snp"
     nonce_used: bool = False
     attested: bool = False
     tee_pubkey: EcPoint | None = None
@@ -219,8 +277,12 @@ class KeyBroker:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         #: attest_internal_error (appraisals that failed unexpectedly), sessions_evicted
-        #: (un-attested sessions dropped for room); under ``_lock``
+        #: (un-attested sessions dropped for room), auth_requests, auth_successes,
+        #: attestation_requests, policy_approvals, policy_violations; under ``_lock``
         self.counters: collections.Counter[str] = collections.Counter()
+        #: (counter, label value): auth_errors and attestation_failures/_errors by reason,
+        #: attestation_successes by TEE, resource_reads by path; under ``_lock``
+        self.labelled: collections.Counter[tuple[str, str]] = collections.Counter()
         self._token_key = _load_or_create_token_key(store)
         self._jose_key = ECKey.import_key(self._token_key)
 
@@ -263,16 +325,26 @@ class KeyBroker:
         return session
 
     def auth(self, body: object) -> Session:
-        """Open a session for a Trustee ``Request`` body."""
+        """Open a session for a Trustee ``Request`` body (kbs-types: ``version``,
+        ``tee``, ``extra-params``, all required; ``extra-params`` may be any value)."""
+        self._count("auth_requests")
+        try:
+            session = self._auth(body)
+        except KbsError as exc:
+            self._count("auth_errors", exc.reason)
+            raise
+        self._count("auth_successes")
+        return session
+
+    def _auth(self, body: object) -> Session:
         if not isinstance(body, dict):
             raise _bad_request("the auth request must be a JSON object")
-        version = body.get("version")
-        if version != PROTOCOL_VERSION:
-            raise KbsError(
-                401, "ProtocolVersion", f"protocol version {version!r} != {PROTOCOL_VERSION}"
-            )
-        if body.get("tee") != "snp":
-            raise _bad_request(f"tee {body.get('tee')!r} is not supported (only 'snp')")
+        check_protocol_version(body.get("version"))
+        tee = body.get("tee")
+        if not isinstance(tee, str) or tee not in KBS_TYPES_TEES:
+            raise _bad_request(f"tee {tee!r} is not a TEE kbs-types knows")
+        if "extra-params" not in body:
+            raise _bad_request("the auth request has no extra-params")
         now = self._clock()
         with self._lock:
             self._make_room(now)
@@ -280,17 +352,35 @@ class KeyBroker:
                 id=secrets.token_hex(16),
                 nonce=secrets.token_bytes(NONCE_SIZE),
                 expires=now + min(self._config.unattested_timeout, self._config.session_timeout),
+                tee=tee,
             )
             self._sessions[session.id] = session
-        log.info("session %s opened", session.tag)
+        log.info("session %s opened (tee %s)", session.tag, tee)
         return session
 
     # -- attestation -------------------------------------------------------------------
 
     def attest(self, session_id: str | None, body: object) -> Session:
-        """Appraise evidence; returns the attested session (its ``token`` is set)."""
+        """Appraise evidence; returns the attested session (its ``token`` is set).
+
+        A session that has already attested gets its token again without an appraisal,
+        as Trustee answers (the cookie holder can read resources with it anyway)."""
+        self._count("attestation_requests")
+        try:
+            return self._attest(session_id, body)
+        except KbsError as exc:
+            if exc.status in (400, 500):
+                self._count("attestation_errors", exc.reason)
+            else:
+                self._count("attestation_failures", exc.reason)
+            raise
+
+    def _attest(self, session_id: str | None, body: object) -> Session:
         with self._lock:
             session = self._session(session_id)
+            if session.attested:
+                log.info("session %s is attested already: its token again", session.tag)
+                return session
             if session.nonce_used:
                 raise KbsError(
                     401, "ReplayedNonce", "this session's nonce was already used; call /auth again"
@@ -318,6 +408,7 @@ class KeyBroker:
             session.tee_pubkey = key
             session.attested_claims = attested
             session.token = token
+            self.labelled["attestation_successes", session.tee] += 1
         log.info(
             "session %s attested (binding %s, measurement %s)",
             session.tag,
@@ -343,9 +434,18 @@ class KeyBroker:
         if not hmac.compare_digest(nonce.encode("utf-8", "replace"), session.nonce_b64.encode()):
             raise KbsError(401, "InvalidNonce", "runtime-data.nonce is not this session's nonce")
         key = self._tee_pubkey(runtime.get("tee-pubkey"))
-        additional = tee_evidence.get("additional_evidence", "")
+        additional = tee_evidence.get("additional_evidence")
         if not isinstance(additional, str):
-            raise _bad_request("tee-evidence.additional_evidence must be a string")
+            raise _bad_request("tee-evidence.additional_evidence must be a string (\"\" for none)")
+        if session.tee != "snp":
+            raise KbsError(401, "AttestationFailed",
+                           f"this session was opened for tee {session.tee!r}: this broker "
+                           "appraises SNP evidence only", reason="UnsupportedTee")
+        if additional:
+            raise KbsError(401, "AttestationFailed",
+                           "additional_evidence is not empty: this broker has no verifier for "
+                           "secondary devices, so it cannot appraise it",
+                           reason="AdditionalEvidence")
         try:
             evidence = parse_primary_evidence(tee_evidence.get("primary_evidence"))
         except EvidenceError as exc:
@@ -385,10 +485,20 @@ class KeyBroker:
 
     @staticmethod
     def _tee_pubkey(jwk: object) -> EcPoint:
+        """The guest's key: an EC JWK with ``kty``, ``crv``, ``alg`` and ``x``/``y``, all
+        required as kbs-types requires them; ``alg`` ECDH-ES+A256KW, the only EC
+        algorithm Trustee offers; a curve :data:`~copra.attest.jwe.CURVES` names."""
         if not isinstance(jwk, dict):
             raise _bad_request("runtime-data.tee-pubkey must be a JWK object")
-        if jwk.get("kty") != "EC" or jwk.get("alg", "ECDH-ES+A256KW") != "ECDH-ES+A256KW":
-            raise _bad_request("tee-pubkey must be an EC key for ECDH-ES+A256KW")
+        if jwk.get("kty") == "RSA":
+            raise _bad_request("an RSA tee-pubkey is not supported: the proxy protocol "
+                               "carries only EC-wrapped secrets to the SVSM")
+        if jwk.get("kty") != "EC":
+            raise _bad_request("tee-pubkey must be an EC key (kty 'EC')")
+        if "alg" not in jwk:
+            raise _bad_request("tee-pubkey has no alg (kbs-types requires it)")
+        if jwk["alg"] != ALG_ECDH_ES_A256KW:
+            raise _bad_request(f"tee-pubkey alg {jwk['alg']!r} is not {ALG_ECDH_ES_A256KW}")
         try:
             point = EcPoint.from_jwk(jwk)
             point.public_key()
@@ -426,6 +536,7 @@ class KeyBroker:
                 401,
                 "AttestationFailed",
                 f"no {wanted.name} certificate in the evidence or the store",
+                reason="MissingCertificate",
             )
         return leaves, chain
 
@@ -433,10 +544,12 @@ class KeyBroker:
         try:
             report = AttestationReport.parse(evidence.report)
         except ReportFormatError as exc:
-            raise KbsError(401, "AttestationFailed", f"MalformedReport: {exc}") from exc
+            raise KbsError(401, "AttestationFailed", f"MalformedReport: {exc}",
+                           reason="MalformedReport") from exc
         values = self._store.reference_values()
         if not values.measurements:
-            raise KbsError(401, "PolicyDeny", "no reference measurement is configured")
+            raise KbsError(401, "PolicyDeny", "no reference measurement is configured",
+                           reason="NoReferenceValues")
         leaves, chain = self._certificates(evidence, report)
         policy = Policy(
             allow_debug=values.allow_debug,
@@ -450,25 +563,30 @@ class KeyBroker:
                 verified = self._verifier.verify(evidence.report, leaf, chain, policy)
                 break
             except (PolicyViolation, MalformedReport) as exc:  # authentic, or never will be
-                raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}") from exc
+                raise KbsError(401, "AttestationFailed", f"{type(exc).__name__}: {exc}",
+                               reason=type(exc).__name__) from exc
             except (VerificationError, ValueError) as exc:  # not this leaf: try the next
                 first = first or exc
         else:
             assert first is not None
             raise KbsError(
-                401, "AttestationFailed", f"{type(first).__name__}: {first}"
+                401, "AttestationFailed", f"{type(first).__name__}: {first}",
+                reason=type(first).__name__,
             ) from first
         try:  # per product: known only now, from the report's CPUID or the leaf
             check_minimum_tcb(values.minimum_tcb, verified.generation,
                               verified.report.reported_tcb)
         except PolicyDenied as exc:
-            raise KbsError(401, "AttestationFailed", f"TcbTooOld: {exc}") from exc
+            raise KbsError(401, "AttestationFailed", f"TcbTooOld: {exc}",
+                           reason="TcbTooOld") from exc
         if verified.report.measurement not in values.measurements:
             raise KbsError(
                 401,
                 "AttestationFailed",
-                f"MeasurementMismatch: {verified.report.measurement.hex()} is not among "
-                f"the {len(values.measurements)} reference measurement(s)",
+                f"MeasurementMismatch: measurement {short_hex(verified.report.measurement)} "
+                f"is not among the reference measurements "
+                f"({short_hex_list(values.measurements)})",
+                reason="MeasurementMismatch",
             )
         return verified
 
@@ -478,15 +596,15 @@ class KeyBroker:
         try:
             decoded = jwt.decode(token, self._jose_key, algorithms=["ES256"])
         except (JoseError, ValueError) as exc:
-            raise KbsError(401, "TokenVerification", f"bad token: {exc}") from exc
+            raise KbsError(401, "TokenVerifierError", f"bad token: {exc}") from exc
         claims = decoded.claims
         exp = claims.get("exp")
         if claims.get("iss") != TOKEN_ISSUER or not isinstance(exp, int) or exp <= self._clock():
-            raise KbsError(401, "TokenVerification", "token expired or not issued by this KBS")
+            raise KbsError(401, "TokenVerifierError", "token expired or not issued by this KBS")
         try:
             key = EcPoint.from_jwk(claims.get("tee-pubkey"))
         except JweError as exc:
-            raise KbsError(401, "TokenVerification", f"token tee-pubkey: {exc}") from exc
+            raise KbsError(401, "TokenVerifierError", f"token tee-pubkey: {exc}") from exc
         try:
             product = claims.get("product")
             attested = Attested(
@@ -496,7 +614,7 @@ class KeyBroker:
                 generation=None if product is None else Generation(product),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise KbsError(401, "TokenVerification", f"token claims: {exc}") from exc
+            raise KbsError(401, "TokenVerifierError", f"token claims: {exc}") from exc
         return key, attested
 
     def resource(
@@ -528,11 +646,75 @@ class KeyBroker:
         try:
             policy.check(attested)
         except PolicyDenied as exc:
+            self._count("policy_violations")
             log.warning("resource %s refused: %s", path, exc)
             raise KbsError(403, "PolicyDeny", f"resource {path}: {exc}") from exc
+        self._count("policy_approvals")
         try:
             jwe = encrypt(data, key.public_key())
         except JweError as exc:
-            raise KbsError(500, "JWEFailed", str(exc)) from exc
+            raise KbsError(500, "JweError", str(exc)) from exc
+        self._count("resource_reads", str(path))
         log.info("resource %s released (%d bytes, encrypted)", path, len(data))
         return jwe
+
+    # -- counters ----------------------------------------------------------------------
+
+    def _count(self, name: str, label: str | None = None) -> None:
+        with self._lock:
+            if label is None:
+                self.counters[name] += 1
+            else:
+                self.labelled[name, label] += 1
+
+    def metrics(self) -> list[Metric]:
+        """The broker's counters and its sessions, for ``GET /metrics``: Trustee's
+        metric names where the meaning is the same, ``copra_kbs_*`` for the rest."""
+        now = self._clock()
+        with self._lock:
+            plain = collections.Counter(self.counters)
+            labelled = collections.Counter(self.labelled)
+            live = [s for s in self._sessions.values() if s.expires > now]
+
+        def by(name: str, label: str) -> dict[Labels, float]:
+            return {((label, value),): count for (metric, value), count in labelled.items()
+                    if metric == name}
+
+        return [
+            Metric.single("kbs_auth_requests_total", "counter",
+                          "Auth requests (POST /kbs/v0/auth).", plain["auth_requests"]),
+            Metric.single("kbs_auth_successes_total", "counter",
+                          "Auth requests answered with a challenge.", plain["auth_successes"]),
+            Metric("copra_kbs_auth_errors_total", "counter",
+                   "Auth requests refused, by reason.", by("auth_errors", "reason")),
+            Metric.single("kbs_attestation_requests_total", "counter",
+                          "Attestation requests (POST /kbs/v0/attest).",
+                          plain["attestation_requests"]),
+            Metric("kbs_attestation_successes_total", "counter",
+                   "Attestations that passed the appraisal, by TEE.",
+                   by("attestation_successes", "tee_type")),
+            Metric("copra_kbs_attestation_refusals_total", "counter",
+                   "Attestations refused (401, 403), by the check that failed.",
+                   by("attestation_failures", "reason")),
+            Metric("copra_kbs_attestation_errors_total", "counter",
+                   "Attestation requests that were malformed (400) or failed inside the "
+                   "broker (500), by reason.", by("attestation_errors", "reason")),
+            Metric("kbs_resource_reads_total", "counter",
+                   "Resources released (encrypted to the reader's key), by path.",
+                   by("resource_reads", "resource_path")),
+            Metric.single("kbs_policy_approvals_total", "counter",
+                          "Resource reads the resource's policy admitted.",
+                          plain["policy_approvals"]),
+            Metric.single("kbs_policy_violations_total", "counter",
+                          "Resource reads the resource's policy refused.",
+                          plain["policy_violations"]),
+            Metric("copra_kbs_sessions", "gauge", "Sessions open now.", {
+                (("state", "attested"),): sum(1 for s in live if s.attested),
+                (("state", "unattested"),): sum(1 for s in live if not s.attested)}),
+            Metric.single("copra_kbs_sessions_evicted_total", "counter",
+                          "Un-attested sessions dropped to make room in a full table.",
+                          plain["sessions_evicted"]),
+            Metric.single("copra_kbs_attest_internal_errors_total", "counter",
+                          "Appraisals that failed in a way no check foresaw.",
+                          plain["attest_internal_error"]),
+        ]

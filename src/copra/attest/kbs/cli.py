@@ -7,7 +7,10 @@
     copra kbs --db kbs.db serve --listen 127.0.0.1:8080 --trust-root CHIPDIR/ark.pem
     copra kbs --db kbs.db --listen 127.0.0.1:8080 --trust-root amd      (same as serve)
 
-Nothing here prints resource contents or keys.
+Nothing here prints resource contents or keys. ``--db`` (or ``COPRA_KBS_DB``) is needed
+by every subcommand but not by ``--help``/``-h``; ``list-resources``,
+``show-reference``, ``show-policy``, ``set-policy`` and ``delete-resource`` refuse a
+store that does not exist rather than create an empty one.
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _store(ctx: click.Context) -> Store:
+def _store(ctx: click.Context, *, create: bool = True) -> Store:
+    """The store ``--db`` names; with ``create=False`` (commands that only read, or
+    change what must exist) a missing one is an error and nothing is created."""
     db = ctx.obj["db"]
+    if db is None:
+        raise click.UsageError("Missing option '--db' (or set COPRA_KBS_DB).", ctx)
     try:
-        return Store(db)
+        return Store(db, create=create)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -73,18 +80,19 @@ def _verifier(trust_root: str) -> Verifier:
         raise click.ClickException(f"trust root {trust_root}: {exc}") from exc
 
 
-@click.group("kbs", invoke_without_command=True)
+@click.group("kbs", invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
     envvar="COPRA_KBS_DB",
-    required=True,
-    help="SQLite store (created if missing, mode 0600).",
+    help="SQLite store, mode 0600 (required; commands that write create it, commands that "
+         "only read refuse a missing one).",
 )
 @click.option("--listen", default=None, help="HOST:PORT; without a subcommand, serve there.")
 @click.option("--trust-root", default=None, help="ARK PEM file (an emulated chip's) or 'amd'.")
 @click.pass_context
-def kbs(ctx: click.Context, db: str, listen: str | None, trust_root: str | None) -> None:
+def kbs(ctx: click.Context, db: str | None, listen: str | None, trust_root: str | None) -> None:
     """A development key broker speaking Trustee's KBS protocol (RCAR 0.4.0)."""
     ctx.ensure_object(dict)
     ctx.obj["db"] = db
@@ -293,7 +301,7 @@ def set_policy(
     """Replace the policy of resource PATH: which attested workloads may read it."""
     resource = _resource_path(path)
     policy = _resource_policy(measurements, policy_bits, min_tcbs)
-    if not _store(ctx).set_policy(resource, policy):
+    if not _store(ctx, create=False).set_policy(resource, policy):
         raise click.ClickException(f"no resource {resource}")
     click.echo(f"{resource}: {_describe(policy)}")
 
@@ -306,7 +314,7 @@ def show_policy(ctx: click.Context, path: str) -> None:
     import json
 
     resource = _resource_path(path)
-    store = _store(ctx)
+    store = _store(ctx, create=False)
     if store.get_resource_and_policy(resource) is None:
         raise click.ClickException(f"no resource {resource}")
     policy = store.policy(resource)
@@ -320,7 +328,7 @@ def show_policy(ctx: click.Context, path: str) -> None:
 def delete_resource(ctx: click.Context, path: str) -> None:
     """Remove resource PATH."""
     resource = _resource_path(path)
-    if not _store(ctx).delete_resource(resource):
+    if not _store(ctx, create=False).delete_resource(resource):
         raise click.ClickException(f"no resource {resource}")
 
 
@@ -328,7 +336,7 @@ def delete_resource(ctx: click.Context, path: str) -> None:
 @click.pass_context
 def list_resources(ctx: click.Context) -> None:
     """Resource paths, sizes and policies (never contents)."""
-    for path, size, policy in _store(ctx).list_resources():
+    for path, size, policy in _store(ctx, create=False).list_resources():
         click.echo(f"{path}\t{size}\t{_describe(policy)}")
 
 
@@ -378,7 +386,8 @@ def show_reference(ctx: click.Context) -> None:
     """Print the reference values as JSON."""
     import json
 
-    click.echo(json.dumps(_store(ctx).reference_values().to_json(), indent=2, sort_keys=True))
+    click.echo(json.dumps(_store(ctx, create=False).reference_values().to_json(), indent=2,
+                          sort_keys=True))
 
 
 @kbs.command("add-cert")

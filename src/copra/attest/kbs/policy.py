@@ -119,8 +119,10 @@ class ResourcePolicy:
     def check(self, attested: Attested) -> None:
         """Raise :class:`PolicyDenied` naming the first requirement ``attested`` misses."""
         if attested.measurement not in self.measurements:
-            raise PolicyDenied(f"measurement {attested.measurement.hex()} may not read this "
-                               f"resource")
+            allowed = ", ".join(m.hex()[:16] + "..." for m in sorted(self.measurements)[:3])
+            more = f", {len(self.measurements) - 3} more" if len(self.measurements) > 3 else ""
+            raise PolicyDenied(f"measurement {attested.measurement.hex()[:16]}... may not read "
+                               f"this resource (its policy admits {allowed}{more})")
         if attested.policy & self.policy_mask != self.policy_value:
             raise PolicyDenied(f"guest POLICY {attested.policy:#x} does not have "
                                f"{describe_bits(self.policy_mask, self.policy_value)}")

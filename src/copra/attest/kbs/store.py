@@ -69,6 +69,10 @@ class StoreError(Exception):
     """The store cannot do what was asked (bad path, corrupt contents, wrong schema)."""
 
 
+class StoreMissing(StoreError):
+    """The store does not exist, and the caller asked not to create it."""
+
+
 def _policy(path: object, text: str) -> ResourcePolicy:
     try:
         return ResourcePolicy.from_json(json.loads(text))
@@ -176,8 +180,14 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
 class Store:
     """One SQLite database file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open the store at ``path``, creating it unless ``create`` is false: then a
+        missing file is :class:`StoreMissing` and nothing is created, not even its
+        directory (for commands that only read, or change what must already exist)."""
         self._path = Path(path)
+        if not create and not os.path.lexists(self._path):
+            raise StoreMissing(f"{self._path}: no such store (a command that writes "
+                               "reference values or resources creates it)")
         self._create_or_check()
         with self._connect() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
