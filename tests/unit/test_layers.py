@@ -1,4 +1,4 @@
-"""The package layers import only downwards: abi <- hw <- kernel <- attest <- cli."""
+"""The package layers import only downwards: abi <- hw <- kernel <- vmm <- attest <- cli."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ ALLOWED = {
     "abi": {"abi"},
     "hw": {"abi", "hw"},
     "kernel": {"abi", "hw", "kernel"},
-    "attest": {"abi", "hw", "kernel", "attest"},
+    "vmm": {"abi", "hw", "kernel", "vmm"},
+    "attest": {"abi", "hw", "kernel", "vmm", "attest"},
 }
 
 

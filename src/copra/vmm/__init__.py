@@ -1,0 +1,7 @@
+"""Guests: KVM VMs other than the SVSM's own, booted and run on the SVSM's behalf.
+
+This layer sits above the kernel (hw <- kernel <- vmm <- attest/cli) and knows nothing of
+the SVSM's processes yet: it boots PVH kernels (``pvh``), runs their vCPUs and decodes their
+exits into plain values (``exits``, ``guest``), and emulates the few devices a test guest
+needs (``uart``, ``ports``). docs/guests.md describes what boots and what is missing.
+"""
