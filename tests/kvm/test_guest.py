@@ -97,6 +97,19 @@ def test_injected_interrupts_run_a_handler_that_returns_with_iret(
     assert result.counters["completed"] == 3  # each IRET, done by copra on PVM hosts
 
 
+def test_iret_to_the_same_level_is_completed(guest_kernels: dict[str, bytes]) -> None:
+    result, lines = boot(guest_kernels["probe"], "iret")
+    assert text(lines)[1] == "iret: back at the same level"
+    assert result.status == 9 and result.counters["completed"] == 1
+
+
+def test_iret_into_the_guests_own_cpl3_is_completed_and_cpl3_runs(
+        guest_kernels: dict[str, bytes]) -> None:
+    result, lines = boot(guest_kernels["probe"], "user")
+    assert text(lines)[1] == "user: running at CPL 3"
+    assert result.status == 11 and result.counters["completed"] == 1
+
+
 def test_interrupts_from_another_thread_wake_a_halted_guest(
         guest_kernels: dict[str, bytes]) -> None:
     waiting = threading.Event()

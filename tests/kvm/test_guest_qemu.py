@@ -9,8 +9,10 @@ exit status; where QEMU is missing the tests skip, saying so.
 What is compared where: ``hello`` (start info, command line, memory size, the UART's
 registers, scratch, divisor latch, loopback) and ``probe port`` (an unclaimed port) under
 both loaders; ``probe gp`` (#GP for an unknown MSR) under KVM only: QEMU's TCG in 7.2
-answers unknown MSRs with 0 instead. Memory outside RAM is not compared: QEMU
-answers 0 there, copra all ones (docs/guests.md).
+answers unknown MSRs with 0 instead; ``probe iret`` and ``probe user`` (IRET to the same
+level, and into the guest's own CPL3) under TCG only: under KVM on PVM hosts QEMU stops at
+the IRET with an emulation failure, which copra completes. Memory outside RAM is not
+compared: QEMU answers 0 there, copra all ones (docs/guests.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ CASES = [
     ("probe", "port", "pc", "tcg"),
     ("probe", "port", "microvm", "kvm"),
     ("probe", "gp", "microvm", "kvm"),
+    ("probe", "iret", "pc", "tcg"),
+    ("probe", "user", "pc", "tcg"),
 ]
 
 

@@ -16,6 +16,8 @@
 #define DEBUG_EXIT  0xf4
 #define SEL_CODE    0x08
 #define SEL_DATA    0x10
+#define SEL_CODE3   0x1b
+#define SEL_DATA3   0x23
 
     .code32
 
@@ -168,8 +170,8 @@ put_dec:
     pop %eax
     ret
 
-/* load_gdt: this guest's own flat GDT (the loader's is not ours to keep); reloads
- * every segment register. */
+/* load_gdt: this guest's own flat GDT (the loader's is not ours to keep): kernel code
+ * and data, user (DPL 3) code and data; reloads every segment register. */
 load_gdt:
     push %eax
     lgdt gdt_ptr
@@ -209,6 +211,8 @@ gdt:
     .quad 0
     .quad 0x00cf9b000000ffff    /* 0x08: code, 32-bit, flat */
     .quad 0x00cf93000000ffff    /* 0x10: data, 32-bit, flat */
+    .quad 0x00cffb000000ffff    /* 0x18: code, 32-bit, flat, DPL 3 */
+    .quad 0x00cff3000000ffff    /* 0x20: data, 32-bit, flat, DPL 3 */
 gdt_end:
 gdt_ptr:
     .word gdt_end - gdt - 1
@@ -219,6 +223,9 @@ idt_ptr:
 
     .bss
     .balign 16
+user_stack:
+    .skip 1024
+user_stack_top:
 start_info:
     .long 0
     .balign 8

@@ -6,6 +6,9 @@
  *   gp      takes #GP from RDMSR of an MSR nobody implements (0x4b564d99 is not one),
  *           prints the vector and error code from its handler; exits with 2
  *   mmio    reads and writes guest-physical memory past its RAM (0xd0000000); exits 3
+ *   iret    returns to itself with IRET from a frame it pushed; exits with 4
+ *   user    enters its own CPL3 with IRET (IOPL 3, so ports stay usable there), prints
+ *           its CPL from CPL3; exits with 5 from CPL3
  *   triple  raises #UD with an empty IDT: a triple fault
  *   halt    halts with interrupts disabled: nothing can wake it
  *   spin    spins forever at CPL0 without an exit
@@ -36,6 +39,10 @@ main:
     je probe_halt
     cmp $0x6e697073, %eax       /* "spin" */
     je probe_spin
+    cmp $0x74657269, %eax       /* "iret" */
+    je probe_iret
+    cmp $0x72657375, %eax       /* "user" */
+    je probe_user
     and $0xffffff, %eax
     cmp $0x7067, %eax           /* "gp\0" */
     je probe_gp
@@ -93,6 +100,36 @@ probe_mmio:
     call newline
     mov $3, %eax
     ret
+
+probe_iret:
+    call load_gdt
+    pushf
+    push %cs
+    push $1f
+    iret
+1:  print "iret: back at the same level\n"
+    mov $4, %eax
+    ret
+
+probe_user:
+    call load_gdt
+    push $SEL_DATA3
+    push $user_stack_top
+    pushf
+    orl $0x3000, (%esp)         /* IOPL 3: CPL3 may use the console's ports */
+    push $SEL_CODE3
+    push $1f
+    iret
+1:  mov $SEL_DATA3, %ax         /* IRET nulled the kernel's data segments */
+    mov %ax, %ds
+    mov %ax, %es
+    print "user: running at CPL "
+    mov %cs, %eax
+    and $3, %eax
+    call put_dec
+    call newline
+    mov $5, %eax
+    jmp exit_with
 
 probe_triple:
     lidt empty_idt

@@ -3,8 +3,8 @@
 On PVM hosts KVM runs a guest's ring 0 in its instruction emulator, which cannot execute
 IRET in protected or long mode: the guest stops with KVM_EXIT_INTERNAL_ERROR, suberror 1
 (emulation failure), at the IRET itself, with its state intact
-(../shared research: kvm-platform-facts.md, "Guests on this host"; QEMU 7.2 on the same
-host stops the same way). ``complete`` finishes such an instruction on the guest's state
+(measured on PVM hosts, docs/guests.md; QEMU 7.2 on the same host stops the same
+way). ``complete`` finishes such an instruction on the guest's state
 (struct kvm_regs / kvm_sregs and guest memory), so the VMM can write the state back and
 resume the guest.
 
