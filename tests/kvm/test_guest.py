@@ -110,6 +110,16 @@ def test_iret_into_the_guests_own_cpl3_is_completed_and_cpl3_runs(
     assert result.status == 11 and result.counters["completed"] == 1
 
 
+def test_an_instruction_the_emulator_lacks_ends_the_guest_with_its_bytes(
+        guest_kernels: dict[str, bytes]) -> None:
+    result, lines = boot(guest_kernels["probe"], "popcnt")
+    if result.outcome is Outcome.EXITED:  # ring 0 runs natively (VMX/SVM): POPCNT works
+        assert (text(lines)[1], result.status) == ("popcnt 8", 13)
+    else:
+        assert result.outcome is Outcome.EMULATION_FAILURE
+        assert "bytes f3 0f b8 c0" in result.detail and "only IRET" in result.detail
+
+
 def test_interrupts_from_another_thread_wake_a_halted_guest(
         guest_kernels: dict[str, bytes]) -> None:
     waiting = threading.Event()

@@ -45,3 +45,16 @@ def test_simple_exits_and_unknown_reasons() -> None:
     assert isinstance(exits.decode(run, ExitReason.IRQ_WINDOW_OPEN), exits.IrqWindowExit)
     assert isinstance(exits.decode(run, ExitReason.INTR), exits.InterruptedExit)
     assert exits.decode(run, 999) == exits.UnknownExit(999)
+
+
+def test_emulation_failure_instruction_bytes_come_from_the_data_words() -> None:
+    # As KVM reported an IRET here: flags 1, insn_size 15, then cf 56 be 74 01 10 00 ...
+    ex = exits.InternalError(1, (1, 0x00100174BE56CF0F, 0x05B85EFFFFFF34E8, 0x1000))
+    assert exits.emulation_insn_bytes(ex)[:7] == bytes.fromhex("cf56be74011000")
+    assert len(exits.emulation_insn_bytes(ex)) == 15
+
+
+def test_emulation_failure_without_the_bytes_flag_has_no_bytes() -> None:
+    assert exits.emulation_insn_bytes(exits.InternalError(1, (0, 0x0F, 0))) == b""
+    assert exits.emulation_insn_bytes(exits.InternalError(1, (1,))) == b""
+    assert exits.emulation_insn_bytes(exits.InternalError(2, (1, 0x0F, 0))) == b""

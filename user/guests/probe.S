@@ -9,6 +9,8 @@
  *   iret    returns to itself with IRET from a frame it pushed; exits with 4
  *   user    enters its own CPL3 with IRET (IOPL 3, so ports stay usable there), prints
  *           its CPL from CPL3; exits with 5 from CPL3
+ *   popcnt  runs POPCNT at CPL0, which KVM's instruction emulator lacks: on PVM hosts the
+ *           guest stops there; elsewhere it prints "popcnt 8" and exits with 6
  *   triple  raises #UD with an empty IDT: a triple fault
  *   halt    halts with interrupts disabled: nothing can wake it
  *   spin    spins forever at CPL0 without an exit
@@ -43,6 +45,8 @@ main:
     je probe_iret
     cmp $0x72657375, %eax       /* "user" */
     je probe_user
+    cmp $0x63706f70, %eax       /* "popc(nt)" */
+    je probe_popcnt
     and $0xffffff, %eax
     cmp $0x7067, %eax           /* "gp\0" */
     je probe_gp
@@ -130,6 +134,15 @@ probe_user:
     call newline
     mov $5, %eax
     jmp exit_with
+
+probe_popcnt:
+    mov $0xf0f0, %eax
+    popcnt %eax, %eax
+    print "popcnt "
+    call put_dec
+    call newline
+    mov $6, %eax
+    ret
 
 probe_triple:
     lidt empty_idt

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copra.hw.kvm import KVM_EXIT_IO_OUT, ExitReason, KvmRun
+from copra.hw.kvm import KVM_EXIT_IO_OUT, KVM_INTERNAL_ERROR_EMULATION, ExitReason, KvmRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,24 @@ class InternalError:
 
     suberror: int
     data: tuple[int, ...]
+
+
+#: kvm_run.emulation_failure.flags: insn_size and insn_bytes are valid (api.rst 5,
+#: KVM_EXIT_INTERNAL_ERROR).
+KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1
+
+
+def emulation_insn_bytes(ex: InternalError) -> bytes:
+    """The instruction bytes KVM fetched for an emulation failure, or b"" if it gave none.
+
+    struct emulation_failure overlays the data words: data[0] is ``flags``, then one
+    byte ``insn_size`` and 15 bytes of ``insn_bytes`` in data[1] and data[2].
+    """
+    if (ex.suberror != KVM_INTERNAL_ERROR_EMULATION or len(ex.data) < 3
+            or not ex.data[0] & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES):
+        return b""
+    raw = ex.data[1].to_bytes(8, "little") + ex.data[2].to_bytes(8, "little")
+    return raw[1:1 + min(raw[0], 15)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -269,37 +269,46 @@ class Guest:
             except OSError as e:
                 return GuestResult(Outcome.KVM_ERROR, detail=f"KVM_RUN failed: {e.strerror or e}")
             counters["exits"] += 1
-            ex = exits.decode(run, reason)
-            if isinstance(ex, exits.IoExit):
-                self._port_io(ex)
-                if self.debug_exit.value is not None:
-                    return GuestResult(Outcome.EXITED, self.debug_exit.value)
-            elif isinstance(ex, exits.InterruptedExit):
-                run.immediate_exit = 0
-            elif isinstance(ex, exits.IrqWindowExit):
-                pass  # the top of the loop injects
-            elif isinstance(ex, exits.HltExit):
-                counters["hlt"] += 1
-                if not self._wait_for_interrupt():
-                    return GuestResult(Outcome.HALTED, detail=f"at {self._rip():#x}")
-            elif isinstance(ex, exits.MmioExit):
-                counters["mmio"] += 1
-                if not ex.is_write:
-                    ctypes.memset(ctypes.addressof(run.exit.mmio.data), 0xFF, 8)
-            elif isinstance(ex, exits.MsrExit):
-                counters["msr"] += 1
-                run.exit.msr.error = 1  # #GP: nothing claims it (KVM's own answer)
-            elif isinstance(ex, exits.InternalError):
-                failure = self._internal_error(ex)
-                if failure is not None:
-                    return failure
-            elif isinstance(ex, exits.ShutdownExit):
-                return GuestResult(Outcome.TRIPLE_FAULT, detail=f"at {self._rip():#x}")
-            elif isinstance(ex, exits.FailEntryExit):
-                return GuestResult(Outcome.ENTRY_FAILED,
-                                   detail=f"hardware reason {ex.hardware_reason:#x}")
-            else:
-                return GuestResult(Outcome.KVM_ERROR, detail=f"unexpected exit {ex}")
+            try:
+                result = self._handle(exits.decode(run, reason))
+            except OSError as e:  # a register ioctl KVM refused: end this guest, not copra
+                return GuestResult(Outcome.KVM_ERROR, detail=f"KVM refused: {e.strerror or e}")
+            if result is not None:
+                return result
+
+    def _handle(self, ex: exits.Exit) -> GuestResult | None:
+        """Answer one exit; a result ends the guest."""
+        run = self.run_page
+        counters = self.counters
+        if isinstance(ex, exits.IoExit):
+            self._port_io(ex)
+            if self.debug_exit.value is not None:
+                return GuestResult(Outcome.EXITED, self.debug_exit.value)
+        elif isinstance(ex, exits.InterruptedExit):
+            run.immediate_exit = 0
+        elif isinstance(ex, exits.IrqWindowExit):
+            pass  # the top of the loop injects
+        elif isinstance(ex, exits.HltExit):
+            counters["hlt"] += 1
+            if not self._wait_for_interrupt():
+                return GuestResult(Outcome.HALTED, detail=f"at {self._rip():#x}")
+        elif isinstance(ex, exits.MmioExit):
+            counters["mmio"] += 1
+            if not ex.is_write:
+                ctypes.memset(ctypes.addressof(run.exit.mmio.data), 0xFF, 8)
+        elif isinstance(ex, exits.MsrExit):
+            counters["msr"] += 1
+            run.exit.msr.error = 1  # #GP: nothing claims it (KVM's own answer)
+        elif isinstance(ex, exits.InternalError):
+            return self._internal_error(ex)
+        elif isinstance(ex, exits.ShutdownExit):
+            return GuestResult(Outcome.TRIPLE_FAULT, detail=f"at {self._rip():#x}")
+        elif isinstance(ex, exits.FailEntryExit):
+            return GuestResult(Outcome.ENTRY_FAILED,
+                               detail=f"hardware reason {ex.hardware_reason:#x}")
+        else:
+            return GuestResult(Outcome.KVM_ERROR, detail=f"unexpected exit {ex}")
+        return None
 
     def _port_io(self, ex: exits.IoExit) -> None:
         self.counters["io"] += 1
@@ -335,7 +344,8 @@ class Guest:
     def _internal_error(self, ex: exits.InternalError) -> GuestResult | None:
         regs = self.vcpu.get_regs()
         sregs = self.vcpu.get_sregs()
-        insn = self._read_linear(sregs.cs.base + regs.rip, INSN_BYTES, sregs) or b""
+        insn = (exits.emulation_insn_bytes(ex)
+                or self._read_linear(sregs.cs.base + regs.rip, INSN_BYTES, sregs) or b"")
         if ex.suberror == kvm.KVM_INTERNAL_ERROR_EMULATION:
             try:
                 complete(insn, regs, sregs, self._read_physical)
