@@ -26,9 +26,9 @@ only a VMM bug could raise. docs/guests.md has the whole picture.
 
 Threads and locking: ``run`` is called by one host thread, which alone touches the vCPU,
 its run page, the devices and guest memory while the guest runs. ``interrupt`` and
-``stop`` may be called from any thread: they take ``_lock`` (which guards only the
-queue of interrupts and the stop flag) and kick the vCPU out of KVM_RUN by setting
-``immediate_exit`` and sending ``KICK_SIGNAL`` to the running thread. The signal needs a
+``stop`` may be called from any thread: they take ``_lock`` (which guards the queue of
+interrupts, the stop flag and the running thread's id) and kick the vCPU out of KVM_RUN
+by setting ``immediate_exit`` and sending ``KICK_SIGNAL`` to the running thread. The signal needs a
 Python handler (else its default action would end the process): ``install_kick_handler``
 installs a no-op one from the main thread; ``run`` does so itself when called there.
 """
@@ -67,6 +67,7 @@ KICK_SIGNAL: Final = signal.SIGUSR1
 TSS_ADDR: Final = 0xFFFB_D000
 #: How many bytes of the instruction an emulation-failure report shows.
 INSN_BYTES: Final = 15
+_RUN_STRUCT_SIZE: Final = ctypes.sizeof(kvm.KvmRun)  #: port data never lies inside it
 
 
 class GuestError(Exception):
@@ -175,6 +176,7 @@ class Guest:
             # the rest of a chunk (a kernel's bss) is fresh anonymous memory: zeros
         self.vcpu = self.vm.create_vcpu()
         self.run_page = self.vcpu.run_page
+        self._run_area = self.vcpu.run_area
         self.vcpu.set_cpuid(self.kvm.supported_cpuid())
         self.vcpu.set_fpu(KvmFpu.initial())
         sregs = self.vcpu.get_sregs()
@@ -218,11 +220,17 @@ class Guest:
         self._kick()
 
     def _kick(self) -> None:
-        self.run_page.immediate_exit = 1
-        thread_id = self._thread_id
-        if thread_id is not None and thread_id != threading.get_ident():
-            self.counters["kicks"] += 1
-            signal.pthread_kill(thread_id, KICK_SIGNAL)
+        run_page = getattr(self, "run_page", None)
+        if run_page is None:  # closed
+            return
+        run_page.immediate_exit = 1
+        # Under the lock: the running thread clears _thread_id under it before it leaves
+        # run, so the thread signalled here is alive.
+        with self._lock:
+            thread_id = self._thread_id
+            if thread_id is not None and thread_id != threading.get_ident():
+                self.counters["kicks"] += 1
+                signal.pthread_kill(thread_id, KICK_SIGNAL)
 
     # --- the vCPU thread ------------------------------------------------------------------
 
@@ -237,7 +245,8 @@ class Guest:
                              "a guest running on another thread is kicked with a signal")
         self._ran = True
         timer = threading.Timer(timeout, self.stop, (Outcome.TIMED_OUT,)) if timeout else None
-        self._thread_id = threading.get_ident()
+        with self._lock:
+            self._thread_id = threading.get_ident()
         try:
             if timer is not None:
                 timer.daemon = True
@@ -246,7 +255,8 @@ class Guest:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._thread_id = None
+            with self._lock:
+                self._thread_id = None
             self.console.flush()
         counters = dict(self.counters, unclaimed_port_reads=self.ports.unclaimed_reads,
                         unclaimed_port_writes=self.ports.unclaimed_writes,
@@ -312,16 +322,19 @@ class Guest:
 
     def _port_io(self, ex: exits.IoExit) -> None:
         self.counters["io"] += 1
-        area = self.vcpu.run_area
+        area = self._run_area
         size = ex.size if ex.size in (1, 2, 4) else 1
-        end = ex.data_offset + ex.count * size
-        if ex.data_offset < ctypes.sizeof(kvm.KvmRun) or end > len(area):
+        start = ex.data_offset
+        end = start + ex.count * size
+        if start < _RUN_STRUCT_SIZE or end > len(area):
             return  # KVM never reports this; nothing to answer
-        for i in range(ex.data_offset, end, size):
-            if ex.is_write:
-                self.ports.write(ex.port, size, int.from_bytes(area[i:i + size], "little"))
-            else:
-                area[i:i + size] = self.ports.read(ex.port, size).to_bytes(size, "little")
+        port = ex.port
+        if ex.is_write:
+            for i in range(start, end, size):
+                self.ports.write(port, size, int.from_bytes(area[i:i + size], "little"))
+        else:
+            for i in range(start, end, size):
+                area[i:i + size] = self.ports.read(port, size).to_bytes(size, "little")
 
     def _inject(self) -> None:
         run = self.run_page
@@ -378,7 +391,7 @@ class Guest:
 
     def close(self) -> None:
         """Release the VM, its memory and /dev/kvm (idempotent)."""
-        for name in ("run_page", "memory"):  # views of mmaps the VM closes
+        for name in ("run_page", "_run_area", "memory"):  # mmaps and views the VM closes
             if hasattr(self, name):
                 delattr(self, name)
         vm = getattr(self, "vm", None)

@@ -81,6 +81,7 @@ class PortBus:
     def __init__(self) -> None:
         self._ranges: list[_Range] = []
         self._bases: list[int] = []
+        self._owner: dict[int, _Range | None] = {}  #: port -> its range, filled on use
         self.unclaimed_reads = 0
         self.unclaimed_writes = 0
 
@@ -92,16 +93,25 @@ class PortBus:
         self._ranges.append(_Range(base, size, device))
         self._ranges.sort(key=lambda r: r.base)
         self._bases = [r.base for r in self._ranges]
+        self._owner.clear()
 
     def _find(self, port: int) -> _Range | None:
+        try:
+            return self._owner[port]
+        except KeyError:
+            pass
+        found = None
         i = bisect_right(self._bases, port) - 1
         if i >= 0:
             r = self._ranges[i]
             if port < r.base + r.size:
-                return r
-        return None
+                found = r
+        self._owner[port] = found
+        return found
 
     def _unclaimed(self, port: int, size: int) -> bool:
+        if size == 1:
+            return self._find(port) is None
         return all(self._find((port + i) & 0xFFFF) is None for i in range(size))
 
     def read(self, port: int, size: int) -> int:
