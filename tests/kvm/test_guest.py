@@ -5,11 +5,14 @@ The kernels (user/guests) are built in the session by tests/kvm/guest_kernels.py
 
 from __future__ import annotations
 
+import struct
 import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from copra.cli import EXIT_GUEST_HALTED, EXIT_GUEST_TRIPLE_FAULT, EXIT_TIMEOUT, main
 from copra.vmm.guest import Guest, GuestConfig, GuestError, GuestResult, Outcome
@@ -173,6 +176,28 @@ def test_interrupt_vectors_below_32_are_refused(guest_kernels: dict[str, bytes])
     with Guest(GuestConfig("g", guest_kernels["hello"], MEMORY), print) as guest, \
             pytest.raises(ValueError, match="32-255"):
         guest.interrupt(13)
+
+
+def pvh_kernel(code: bytes, entry: int = 0x100000) -> bytes:
+    """A minimal ELF32 PVH kernel: ``code`` loaded at ``entry``, 64 KiB of memory."""
+    note = struct.pack("<III4sI", 4, 4, 18, b"Xen\x00", entry)
+    phoff, phnum = 52, 2
+    code_at = phoff + 32 * phnum
+    note_at = code_at + len(code)
+    header = (b"\x7fELF\x01\x01\x01" + bytes(9)
+              + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, entry, phoff, 0, 0, 52, 32, phnum, 40,
+                            0, 0))
+    phdrs = (struct.pack("<8I", 1, code_at, entry, entry, len(code), 0x10000, 7, 0x1000)
+             + struct.pack("<8I", 4, note_at, 0, 0, len(note), len(note), 4, 4))
+    return header + phdrs + code + note
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=1, max_size=64))
+def test_random_guest_code_ends_in_a_result_never_an_exception(code: bytes) -> None:
+    with Guest(GuestConfig("fuzz", pvh_kernel(code), 2 << 20), lambda _line: None) as guest:
+        result = guest.run(0.05)
+    assert isinstance(result.outcome, Outcome)
 
 
 # --- copra guest ----------------------------------------------------------------------

@@ -185,9 +185,13 @@ def test_stack_beyond_its_segment_limit_is_refused() -> None:
     assert "#SS" in refusal(m)
 
 
-@pytest.mark.parametrize("insn", [b"", b"\x90", b"\x66", b"\xf0\xcf", b"\x48\xcf"])
+@pytest.mark.parametrize("insn", [b"\x90", b"\x66", b"\xf0\xcf", b"\x48\xcf"])
 def test_other_instructions_are_refused(insn: bytes) -> None:
     assert "only IRET" in refusal(Machine(), insn)
+
+
+def test_missing_instruction_bytes_are_refused() -> None:
+    assert "could not be read" in refusal(Machine(), b"")
 
 
 @given(st.binary(min_size=24, max_size=24), st.binary(min_size=8, max_size=8),

@@ -68,6 +68,8 @@ class Refused(Exception):
 def complete(insn: bytes, regs: KvmRegs, sregs: KvmSregs, read: ReadMemory) -> str:
     """Execute the instruction at the start of ``insn`` on regs/sregs (changed in place
     only on success); returns its name. Raises Refused saying why not."""
+    if not insn:
+        raise Refused("the instruction's bytes could not be read (outside guest RAM)")
     prefixes = 0
     operand_toggle = False
     while prefixes < len(insn) and insn[prefixes] == OPERAND_SIZE_PREFIX:
