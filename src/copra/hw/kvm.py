@@ -408,6 +408,8 @@ class KvmRun(ctypes.Structure):
     request_interrupt_window: int
     immediate_exit: int
     exit_reason: int
+    ready_for_interrupt_injection: int
+    if_flag: int
     exit: KvmRunExit
     kvm_valid_regs: int
     kvm_dirty_regs: int
@@ -434,6 +436,7 @@ KVM_SET_IDENTITY_MAP_ADDR: Final = _iow(0x48, 8)  # 4.58
 KVM_RUN: Final = _io(0x80)  # 4.10
 KVM_GET_REGS: Final = _ior(0x81, ctypes.sizeof(KvmRegs))  # 4.11
 KVM_SET_REGS: Final = _iow(0x82, ctypes.sizeof(KvmRegs))  # 4.12
+KVM_INTERRUPT: Final = _iow(0x86, 4)  # 4.16 (struct kvm_interrupt: __u32 irq)
 KVM_GET_SREGS: Final = _ior(0x83, ctypes.sizeof(KvmSregs))  # 4.13
 KVM_SET_SREGS: Final = _iow(0x84, ctypes.sizeof(KvmSregs))  # 4.14
 KVM_GET_FPU: Final = _ior(0x8C, ctypes.sizeof(KvmFpu))  # 4.22
@@ -451,11 +454,17 @@ KVM_API_VERSION: Final = 12
 
 # Capabilities (include/uapi/linux/kvm.h).
 KVM_CAP_USER_MEMORY: Final = 3
+KVM_CAP_SET_TSS_ADDR: Final = 4
 KVM_CAP_XSAVE: Final = 55
 KVM_CAP_XCRS: Final = 56
 KVM_CAP_SYNC_REGS: Final = 74
 KVM_CAP_IMMEDIATE_EXIT: Final = 136
 KVM_CAP_X86_USER_SPACE_MSR: Final = 188
+#: KVM_CAP_X86_USER_SPACE_MSR argument bits: which failed MSR accesses exit to user
+#: space (api.rst 7.21); also kvm_run.msr.reason.
+KVM_MSR_EXIT_REASON_INVAL: Final = 1 << 0
+KVM_MSR_EXIT_REASON_UNKNOWN: Final = 1 << 1
+KVM_MSR_EXIT_REASON_FILTER: Final = 1 << 2
 KVM_CAP_DISABLE_QUIRKS2: Final = 213
 #: KVM_CAP_DISABLE_QUIRKS2 bit: without it KVM rewrites a guest's VMCALL/VMMCALL in
 #: guest memory into the host vendor's instruction (api.rst 7.31).
@@ -489,6 +498,9 @@ class ExitReason:
 
 KVM_EXIT_IO_IN: Final = 0
 KVM_EXIT_IO_OUT: Final = 1
+#: kvm_run.internal.suberror of KVM_EXIT_INTERNAL_ERROR: the instruction emulator
+#: could not run an instruction (include/uapi/linux/kvm.h).
+KVM_INTERNAL_ERROR_EMULATION: Final = 1
 
 
 class KvmError(Exception):
@@ -676,6 +688,21 @@ class Vcpu:
         """
         fcntl.ioctl(self.fd, self._run_request, 0)
         return int(self.run_page.exit_reason)
+
+    @property
+    def run_area(self) -> mmap.mmap:
+        """The whole mmapped kvm_run area: port I/O data lives at
+        ``run_page.exit.io.data_offset`` in it (api.rst 5, KVM_EXIT_IO)."""
+        return self._map
+
+    def interrupt(self, vector: int) -> None:
+        """KVM_INTERRUPT (api.rst 4.16): queue external interrupt ``vector``; only
+        without an in-kernel irqchip, and only when ``run_page.ready_for_interrupt_injection``
+        says the guest can take it."""
+        if not 0 <= vector <= 0xFF:
+            raise ValueError(f"interrupt vector {vector} is not 0-255")
+        irq = ctypes.c_uint32(vector)
+        _ioctl_ulong(self.fd, KVM_INTERRUPT, ctypes.addressof(irq))
 
     def get_regs(self) -> KvmRegs:
         regs = KvmRegs()
