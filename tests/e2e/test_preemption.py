@@ -32,7 +32,7 @@ def test_int80_and_faulting_children_under_short_slice_each_end_as_their_role(
     assert kills == ["#BP", "#PF", "#UD"]
     if Path("/sys/module/kvm_pvm").exists():
         # Ring 0 is emulated here: with this slice, ticks land in the stubs every run.
-        assert run.kernel.machine.ring0_preemptions > 0, "no tick landed in a stub"
+        assert run.kernel.vm.ring0_preemptions > 0, "no tick landed in a stub"
     # Nothing of the processes is left; the RAM fs keeps the six one-page role files.
     assert run.stats["file_frames"] == run.baseline["file_frames"] + 6
     run.stats["free_frames"] += 6

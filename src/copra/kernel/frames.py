@@ -159,7 +159,7 @@ class FrameAccount:
     (PAGE_TABLE) — and never exceeds ``limit``. RAM-fs frames a read-only mapping
     shares (FILE) were not allocated here and are never charged. A frame that is
     unmapped is uncharged at once (``uncharge``) and freed through the allocator by
-    whoever invalidates the machine's mappings (Kernel.exit_process, sys_munmap).
+    whoever invalidates the VM's mappings (Kernel.exit_process, sys_munmap).
     """
 
     def __init__(self, frames: FrameAllocator, limit: int) -> None:

@@ -1,7 +1,7 @@
 """The copra kernel: processes, the scheduler and the exit loop of the SVSM vCPU.
 
 Every syscall, fault and preemption of a user process lands in ``Kernel.run``'s loop
-as a plain ``Exit`` value from the machine; syscalls go to the table in
+as a plain ``Exit`` value from the CPU (kernel/cpu.py); syscalls go to the table in
 kernel/syscalls.py, faults end the offending process only.
 
 Invariants:
@@ -37,23 +37,18 @@ from dataclasses import dataclass
 
 from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
 from copra.hw.x86 import Vector
+from copra.kernel.cpu import CpuError, FaultExit, PreemptExit, SyscallExit
 from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner, OutOfMemory
+from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.loader import load_elf
-from copra.kernel.machine import (
-    SYSCALL_LANDING,
-    FaultExit,
-    Machine,
-    MachineError,
-    PreemptExit,
-    SyscallExit,
-)
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process, State
 from copra.kernel.ramfs import Directory, File, RamFs
+from copra.kernel.svsm_vm import SvsmVm
 from copra.kernel.usermem import UserPtr, copy_in
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
@@ -103,9 +98,10 @@ def describe_status(status: int) -> str:
 
 
 class Kernel:
-    def __init__(self, machine: Machine, fs: RamFs, console: Callable[[str], None],
+    def __init__(self, vm: SvsmVm, fs: RamFs, console: Callable[[str], None],
                  limits: Limits = DEFAULT_LIMITS) -> None:
-        self.machine = machine
+        self.vm = vm
+        self.cpu = vm.cpus[0]
         self.fs = fs
         self.console = console
         self.limits = limits
@@ -122,7 +118,7 @@ class Kernel:
         """Stop the run at the next slice boundary, as a timeout does (a signal handler
         may call this: it only sets a flag and kicks the vCPU)."""
         self.stop_requested = True
-        self.machine.kick()
+        self.cpu.kick()
 
     def log(self, message: str) -> None:
         self.console(f"[kernel] {message}")
@@ -144,8 +140,8 @@ class Kernel:
         pid = self._next_pid
         log = Log(name, self.console)
         try:
-            proc = Process(pid, name, parent, self.machine.frames,
-                           self.machine.kernel_pml4_entries(), log,
+            proc = Process(pid, name, parent, self.vm.frames,
+                           self.vm.kernel_pml4_entries(), log,
                            root if root is not None else self.fs.root, self.limits)
         except OutOfMemory as e:
             raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
@@ -154,7 +150,7 @@ class Kernel:
             proc.map_stack()
         except BaseException as e:
             # Never ran: KVM holds no translation of it, the frames can go at once.
-            self.machine.frames.free_many(proc.release())
+            self.vm.frames.free_many(proc.release())
             if isinstance(e, ElfError):
                 raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
             if isinstance(e, OutOfMemory):
@@ -197,10 +193,10 @@ class Kernel:
     def exit_process(self, proc: Process, status: int) -> None:
         proc.status = status
         proc.state = State.EXITED
-        self.machine.forget(proc.context)
+        self.cpu.forget(proc.context)
         frames = proc.release()
-        self.machine.invalidate_mappings()
-        self.machine.frames.free_many(frames)
+        self.vm.invalidate_mappings()
+        self.vm.frames.free_many(frames)
         if proc in self.runqueue:
             self.runqueue.remove(proc)
         # Orphans are nobody's to reap: forget ended ones, detach running ones.
@@ -233,7 +229,7 @@ class Kernel:
         """Run until every process has ended or ``timeout`` seconds have passed,
         preempting the running process every ``time_slice`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.machine.arm_timer(time_slice):
+        if not self.cpu.arm_timer(time_slice):
             if timeout is not None:
                 raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
             self.counters["runs_without_preemption"] += 1
@@ -251,21 +247,21 @@ class Kernel:
                 if proc.blocked_on is not None:
                     # Woken from a blocking syscall: dispatch it again.
                     proc.blocked_on = None
-                    self.machine.load(proc.context)
+                    self.cpu.load(proc.context)
                     if not self._syscall(proc):
                         continue
                 self._run_slice(proc)
         finally:
-            self.machine.disarm_timer()
+            self.cpu.disarm_timer()
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
                      if p.state is not State.EXITED)
         return RunResult(init.status, timed_out, live, self.stop_requested)
 
     def _run_slice(self, proc: Process) -> None:
         """Run proc until it blocks, ends or its slice ends (then rotate the queue)."""
-        machine = self.machine
+        cpu = self.cpu
         while True:
-            ex = machine.enter(proc.context)
+            ex = cpu.enter(proc.context)
             if type(ex) is SyscallExit:
                 self.counters[ENTRY_COUNTERS[ex.entry]] += 1
                 if self._syscall(proc):
@@ -279,14 +275,14 @@ class Kernel:
             if isinstance(ex, FaultExit):
                 if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
                     self.counters[ENTRY_COUNTERS[Entry.INT80]] += 1
-                    machine.regs.rip = ex.rip + 2
-                    machine.mark_regs_dirty()
+                    cpu.regs.rip = ex.rip + 2
+                    cpu.mark_regs_dirty()
                     if self._syscall(proc):
                         continue
                     return
                 self._fault(proc, ex)
                 return
-            assert isinstance(ex, MachineError)
+            assert isinstance(ex, CpuError)
             self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION)
             return
 
@@ -305,7 +301,7 @@ class Kernel:
         if ex.vector == Vector.PF and ex.rip == SYSCALL_LANDING:
             # PVM hosts jump to LSTAR at CPL3 although EFER.SCE is clear; VMX/SVM
             # raise #UD at the instruction. Report both the same way.
-            syscall_rip = (self.machine.regs.rcx - len(_SYSCALL)) & 0xFFFF_FFFF_FFFF_FFFF
+            syscall_rip = (self.cpu.regs.rcx - len(_SYSCALL)) & 0xFFFF_FFFF_FFFF_FFFF
             if self._code_is(proc, syscall_rip, _SYSCALL):
                 self.kill(proc, f"#UD (vector {int(Vector.UD)}) at rip {syscall_rip:#x}: "
                                 "SYSCALL is not an entry to copra (use int 0x80 or the doorbell)",
@@ -329,7 +325,7 @@ class Kernel:
 
     def _syscall(self, proc: Process) -> bool:
         """Dispatch the syscall in proc's registers; True if proc may keep running."""
-        regs = self.machine.regs
+        regs = self.cpu.regs
         number = regs.rax
         proc.syscalls += 1
         spec = self._table.get(number)
@@ -368,13 +364,13 @@ class Kernel:
                 self.log(line)
             result = int(Errno.UNKNOWN)
         regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
-        self.machine.mark_regs_dirty()
+        self.cpu.mark_regs_dirty()
         return True
 
     # --- accounting -------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        frames = self.machine.frames
+        frames = self.vm.frames
         live = [p for p in self.processes.values() if p.state is not State.EXITED]
         return {
             "processes": len(live),

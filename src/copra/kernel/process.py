@@ -22,7 +22,7 @@ Invariants:
   by state (the kernel keeps all three, kernel/kernel.py).
 
 Unmapping hands the frames back to the caller instead of freeing them: KVM may still
-translate through the removed entries until the machine invalidates its mappings, so
+translate through the removed entries until the VM invalidates its mappings, so
 the caller invalidates first and frees after (Kernel.exit_process, sys_munmap). The
 charge comes off at once: the frames are on their way back to the pool.
 
@@ -47,11 +47,11 @@ from copra.abi.spec import (
     USER_START,
     Errno,
 )
+from copra.kernel.cpu import UserContext
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameAccount, FrameAllocator, FrameOwner, OutOfMemory
 from copra.kernel.handles import HandleTable, Rights
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
-from copra.kernel.machine import UserContext
 from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
@@ -272,7 +272,7 @@ class Process:
 
     def release(self) -> list[int]:
         """Close every handle and give up the address space; returns the frames to
-        free (after the machine has invalidated its mappings), page tables included.
+        free (after the VM has invalidated its mappings), page tables included.
 
         The leaves are not cleared one by one: the table frames themselves go back to
         the pool (zeroed when next handed out), so the space is unusable afterwards."""

@@ -170,7 +170,7 @@ def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
                                          executable=executable, kind=RegionKind.FILE_PRIVATE)
                 data = file.file.read(offset, pages * PAGE_SIZE)
                 for i in range(0, len(data), PAGE_SIZE):
-                    k.machine.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
+                    k.vm.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
             else:
                 shared = _file_frames(p, file, offset // PAGE_SIZE, pages)
                 try:
@@ -208,8 +208,8 @@ def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int
 def _unmap(k: Kernel, p: Process, start: int, end: int) -> int:
     released = p.unmap_range(start, end)
     if released:
-        k.machine.invalidate_mappings()
-        k.machine.frames.free_many(released)
+        k.vm.invalidate_mappings()
+        k.vm.frames.free_many(released)
     return len(released)
 
 
