@@ -33,8 +33,8 @@ from copra.kernel.cpu import UserContext
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.pagetable import AddressSpace
-from copra.kernel.process import Process
 from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.thread import Thread
 
 #: The clock of every timing here; ``--cpu`` makes it the thread's CPU time.
 clock = time.perf_counter
@@ -70,9 +70,9 @@ def syscall_paths(n: int) -> tuple[float, float]:
         kernel, _ = make_kernel(vm, archive, lambda line: None)
         dispatch = kernel._syscall
 
-        def timed(proc: Process) -> bool:
+        def timed(thread: Thread) -> bool:
             stamps.append(clock())
-            return dispatch(proc)
+            return dispatch(thread)
 
         kernel._syscall = timed  # type: ignore[method-assign]
         init = kernel.spawn("/init")

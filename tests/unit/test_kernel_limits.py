@@ -50,6 +50,7 @@ def process(k: Kernel) -> Process:
     entry = proc.space.lookup(PATH)
     assert entry is not None
     k.vm.memory.write(entry & PTE_ADDR_MASK, b"/f\0/new\0")
+    proc.start_at(PATH, tid=proc.pid)
     k.processes[proc.pid] = proc
     return proc
 
@@ -58,7 +59,7 @@ def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
     regs = k.cpu.regs
     regs.rax = number
     regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
-    assert k._syscall(proc)
+    assert k._syscall(proc.threads[0])
     value = regs.rax
     return value - (1 << 64) if value >> 63 else value
 

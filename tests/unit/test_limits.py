@@ -31,8 +31,9 @@ from copra.kernel.image import packaged_program
 from copra.kernel.kernel import Kernel
 from copra.kernel.limits import DEFAULT_FRAME_SHARE, DEFAULT_LIMITS, Limits
 from copra.kernel.objects.log import Log
-from copra.kernel.process import Process, State
+from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.thread import ThreadState
 
 STRINGS = USER_START  # a page holding the strings below
 FILE_PATH, PROGRAM_PATH, ROOT_PATH = STRINGS, STRINGS + 8, STRINGS + 24
@@ -59,6 +60,7 @@ def process(k: Kernel, pid: int = 7) -> Process:
     page = entry & PTE_ADDR_MASK
     for addr, text in ((FILE_PATH, b"/f\0"), (PROGRAM_PATH, b"/bin/prog\0"), (ROOT_PATH, b"/\0")):
         k.vm.memory.write(page + addr - STRINGS, text)
+    proc.start_at(STRINGS, tid=proc.pid)
     k.processes[proc.pid] = proc
     return proc
 
@@ -67,7 +69,7 @@ def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
     regs = k.cpu.regs
     regs.rax = number
     regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
-    assert k._syscall(proc)
+    assert k._syscall(proc.threads[0])
     value = regs.rax
     return value - (1 << 64) if value >> 63 else value
 
@@ -340,12 +342,13 @@ def test_blocked_wait_is_woken_by_the_end_of_the_child() -> None:
     k = make_kernel()
     parent = process(k)
     child = exec_(k, parent)
-    k.runqueue.appendleft(parent)
+    waiter = parent.threads[0]
+    k.runqueue.appendleft(waiter)
     regs = k.cpu.regs
     regs.rax, regs.rdi = Sys.WAIT, child
-    assert not k._syscall(parent) and parent.state is State.BLOCKED
+    assert not k._syscall(waiter) and waiter.state is ThreadState.BLOCKED
     k.exit_process(k.processes[child], 5 << 16)
-    assert parent.state is State.RUNNABLE and parent.unreaped_children == 1
+    assert waiter.state is ThreadState.RUNNABLE and parent.unreaped_children == 1
     assert call(k, parent, Sys.WAIT, child) == 5 << 16
 
 

@@ -76,7 +76,7 @@ def new_process() -> Process:
     pa = proc.space.lookup(DATA)
     assert pa is not None
     VM.memory.write(pa & 0x000F_FFFF_FFFF_F000, b"".join(PATHS))
-    proc.start_at(DATA)
+    proc.start_at(DATA, tid=proc.pid)
     KERNEL.processes[proc.pid] = proc
     return proc
 
@@ -95,7 +95,7 @@ def test_random_syscalls_answer_documented_codes_and_leak_nothing(
     regs = VM.cpus[0].regs
     for number, (a0, a1, a2, a3, a4) in calls:
         regs.rax, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = number, a0, a1, a2, a3, a4
-        assert KERNEL._syscall(proc)
+        assert KERNEL._syscall(proc.threads[0])
         result = regs.rax
         assert result < 2**63 or result in ERRORS, (hex(number), hex(result))
         assert result != int(Errno.UNKNOWN) & (2**64 - 1)

@@ -15,7 +15,7 @@ Invariants:
   parent's ``children`` set and its two counts change only in ``spawn``,
   ``exit_process`` and ``reap``;
 - a syscall handler either completes (rax is written, rip already points past the
-  entry instruction), blocks (the process is BLOCKED and the same syscall is
+  entry instruction), blocks (the thread is BLOCKED and the same syscall is
   dispatched again when it is woken), or ends the process;
 - a host ``MemoryError`` never escapes the dispatcher: the caller gets ENOMEM and
   ``counters["host_memory_errors"]`` counts it (budgets such as the RAM fs's metadata
@@ -24,11 +24,12 @@ Invariants:
   their reason, so a flood of them costs a few lines.
 
 Locking: one host thread drives the vCPU and owns the scheduler state
-(``processes``, ``runqueue``, each process's ``state``). Objects lock themselves.
+(``processes``, ``runqueue``, each thread's ``state``). Objects lock themselves.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 import traceback
 from collections import Counter, deque
@@ -46,9 +47,10 @@ from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.loader import load_elf
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
-from copra.kernel.process import Process, State
+from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.usermem import UserPtr, copy_in
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
@@ -62,7 +64,7 @@ ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscall
 
 
 class WouldBlock(Exception):
-    """Raised by a handler whose process must wait; the syscall is retried on wake."""
+    """Raised by a handler whose thread must wait; the syscall is retried on wake."""
 
 
 class ProcessExited(Exception):
@@ -106,8 +108,9 @@ class Kernel:
         self.console = console
         self.limits = limits
         self.processes: dict[int, Process] = {}
-        self.runqueue: deque[Process] = deque()
+        self.runqueue: deque[Thread] = deque()
         self._next_pid = 2
+        self._tids = itertools.count(1)
         self.counters: Counter[str] = Counter()
         self.stop_requested = False
         from copra.kernel.syscalls import SYSCALLS  # the table imports this module's types
@@ -159,13 +162,13 @@ class Kernel:
         if elf.has_wx:
             self.counters["wx_images"] += 1
             self.log(f"{path} has a writable and executable segment")
-        proc.start_at(elf.entry)
+        thread = proc.start_at(elf.entry, next(self._tids))
         self._next_pid += 1
         self.processes[pid] = proc
         if owner is not None:
             owner.children.add(pid)
             owner.live_children += 1
-        self.runqueue.append(proc)
+        self.runqueue.append(thread)
         return proc
 
     def _check_task_limits(self, owner: Process | None) -> None:
@@ -192,18 +195,20 @@ class Kernel:
 
     def exit_process(self, proc: Process, status: int) -> None:
         proc.status = status
-        proc.state = State.EXITED
-        self.cpu.forget(proc.context)
+        for thread in proc.threads:
+            if thread in self.runqueue:
+                self.runqueue.remove(thread)
+            thread.state = ThreadState.EXITED
+            self.cpu.forget(thread.context)
+        proc.threads.clear()
         frames = proc.release()
         self.vm.invalidate_mappings()
         self.vm.frames.free_many(frames)
-        if proc in self.runqueue:
-            self.runqueue.remove(proc)
         # Orphans are nobody's to reap: forget ended ones, detach running ones.
         for pid in proc.children:
             child = self.processes[pid]
             child.parent = 0
-            if child.state is State.EXITED:
+            if child.ended:
                 del self.processes[pid]
         proc.children.clear()
         proc.live_children = proc.unreaped_children = 0
@@ -213,9 +218,10 @@ class Kernel:
             return
         parent.live_children -= 1
         parent.unreaped_children += 1
-        if parent.state is State.BLOCKED and parent.blocked_on == proc.pid:
-            parent.state = State.RUNNABLE
-            self.runqueue.append(parent)
+        for thread in parent.threads:
+            if thread.state is ThreadState.BLOCKED and thread.waiting_for == proc.pid:
+                thread.state = ThreadState.RUNNABLE
+                self.runqueue.append(thread)
 
     def kill(self, proc: Process, why: str, status: int) -> None:
         self.log(f"{proc.name} (pid {proc.pid}) killed: {why}")
@@ -238,33 +244,34 @@ class Kernel:
         timed_out = False
         try:
             while self.runqueue:
-                proc = self.runqueue[0]
+                thread = self.runqueue[0]
                 if deadline is not None and time.monotonic() >= deadline:
                     timed_out = True
                     break
                 if self.stop_requested:
                     break
-                if proc.blocked_on is not None:
+                if thread.retry:
                     # Woken from a blocking syscall: dispatch it again.
-                    proc.blocked_on = None
-                    self.cpu.load(proc.context)
-                    if not self._syscall(proc):
+                    thread.retry = False
+                    self.cpu.load(thread.context)
+                    if not self._syscall(thread):
                         continue
-                self._run_slice(proc)
+                self._run_slice(thread)
         finally:
             self.cpu.disarm_timer()
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
-                     if p.state is not State.EXITED)
+                     if not p.ended)
         return RunResult(init.status, timed_out, live, self.stop_requested)
 
-    def _run_slice(self, proc: Process) -> None:
-        """Run proc until it blocks, ends or its slice ends (then rotate the queue)."""
+    def _run_slice(self, thread: Thread) -> None:
+        """Run thread until it blocks, ends or its slice ends (then rotate the queue)."""
         cpu = self.cpu
+        proc = thread.process
         while True:
-            ex = cpu.enter(proc.context)
+            ex = cpu.enter(thread.context)
             if type(ex) is SyscallExit:
                 self.counters[ENTRY_COUNTERS[ex.entry]] += 1
-                if self._syscall(proc):
+                if self._syscall(thread):
                     continue
                 return
             if isinstance(ex, PreemptExit):
@@ -277,7 +284,7 @@ class Kernel:
                     self.counters[ENTRY_COUNTERS[Entry.INT80]] += 1
                     cpu.regs.rip = ex.rip + 2
                     cpu.mark_regs_dirty()
-                    if self._syscall(proc):
+                    if self._syscall(thread):
                         continue
                     return
                 self._fault(proc, ex)
@@ -323,16 +330,17 @@ class Kernel:
             what += f", error code {ex.error_code:#x}"
         self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION)
 
-    def _syscall(self, proc: Process) -> bool:
-        """Dispatch the syscall in proc's registers; True if proc may keep running."""
+    def _syscall(self, thread: Thread) -> bool:
+        """Dispatch the syscall in thread's registers; True if it may keep running."""
         regs = self.cpu.regs
         number = regs.rax
-        proc.syscalls += 1
+        proc = thread.process
+        thread.syscalls += 1
         spec = self._table.get(number)
         try:
             if spec is None:
                 raise SyscallError(Errno.ENOSYS, f"no syscall {number:#x}")
-            result = spec.handler(self, proc, regs)
+            result = spec.handler(self, thread, regs)
         except SyscallError as e:
             result = int(e.errno)
             if e.errno is Errno.ENOMEM:
@@ -342,8 +350,9 @@ class Kernel:
                 if seen & (seen - 1) == 0:
                     self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}")
         except WouldBlock:
-            proc.state = State.BLOCKED
-            self.runqueue.remove(proc)
+            thread.state = ThreadState.BLOCKED
+            thread.retry = True
+            self.runqueue.remove(thread)
             return False
         except ProcessExited:
             return False
@@ -371,7 +380,7 @@ class Kernel:
 
     def stats(self) -> dict[str, int]:
         frames = self.vm.frames
-        live = [p for p in self.processes.values() if p.state is not State.EXITED]
+        live = [p for p in self.processes.values() if not p.ended]
         return {
             "processes": len(live),
             "tasks": len(self.processes),

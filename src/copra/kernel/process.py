@@ -1,4 +1,4 @@
-"""A process: an address space, a handle table, one thread's CPU context, a status.
+"""A process: an address space, a handle table, children, its threads, a status.
 
 Invariants:
 - ``regions`` (a RegionMap keyed by start, kernel/regionmap.py) holds every user
@@ -17,6 +17,9 @@ Invariants:
 - handle 0 is the task's log from creation until it is closed or the process ends;
 - ``status`` is None while the process lives, then the packed exit status
   (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is released once;
+- ``threads`` holds its threads (kernel/thread.py) that have not ended; the first
+  is created by ``start_at``; every thread shares this process's address space and
+  handle table, and when the process ends all of them end with it;
 - ``children`` holds the pids of its children in the kernel's table, running or
   ended and not yet reaped; ``live_children`` and ``unreaped_children`` count them
   by state (the kernel keeps all three, kernel/kernel.py).
@@ -27,8 +30,8 @@ the caller invalidates first and frees after (Kernel.exit_process, sys_munmap). 
 charge comes off at once: the frames are on their way back to the pool.
 
 Locking: ``mem_lock`` serialises changes to the address space (regions, page tables,
-the frame account) and every copy through usermem; the scheduler owns ``state`` and
-the child bookkeeping (only the vCPU thread changes them).
+the frame account) and every copy through usermem; the kernel owns ``threads``,
+``status`` and the child bookkeeping (kernel/kernel.py says under which lock).
 """
 
 from __future__ import annotations
@@ -56,15 +59,10 @@ from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
 from copra.kernel.regionmap import RegionMap
+from copra.kernel.thread import Thread
 
 #: The end of the area MMAP may use: the stack's guard page and the stack sit above it.
 MAP_AREA_END = USER_MAP_END
-
-
-class State(Enum):
-    RUNNABLE = "runnable"
-    BLOCKED = "blocked"
-    EXITED = "exited"
 
 
 class RegionKind(Enum):
@@ -112,11 +110,8 @@ class Process:
         self.handles = HandleTable(limits.handles)
         self.log = log
         self.handles.install(log, Rights.WRITE)
-        self.context = UserContext(self.space.pml4)
-        self.state = State.RUNNABLE
+        self.threads: list[Thread] = []
         self.status: int | None = None
-        self.blocked_on: int | None = None  # pid a WAIT is waiting for
-        self.syscalls = 0
         self.children: set[int] = set()
         self.live_children = 0
         self.unreaped_children = 0
@@ -193,8 +188,16 @@ class Process:
         self.map_anonymous(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_SIZE // PAGE_SIZE,
                            writable=True, executable=False, kind=RegionKind.STACK)
 
-    def start_at(self, entry: int) -> None:
-        self.context = UserContext.initial(self.space.pml4, entry, USER_INITIAL_RSP)
+    def start_at(self, entry: int, tid: int) -> Thread:
+        """Create the first thread, at ``entry`` with the initial stack pointer."""
+        thread = Thread(tid, self, UserContext.initial(self.space.pml4, entry,
+                                                       USER_INITIAL_RSP))
+        self.threads.append(thread)
+        return thread
+
+    @property
+    def ended(self) -> bool:
+        return self.status is not None
 
     # --- the MMAP area --------------------------------------------------------------------
 
