@@ -36,7 +36,7 @@ def mappings(n: int) -> float:
         ]), lambda line: None, Limits(mappings=n + 16))
         init = kernel.spawn("/init")
         start = time.perf_counter()
-        result = kernel.run(init)
+        result = kernel.serve(init)
         elapsed = time.perf_counter() - start
         if result.status != 0:
             raise SystemExit(f"limit-probe failed: status {result.status:#x}")

@@ -39,7 +39,7 @@ def run_services(k: int) -> tuple[float, int, int]:
         ]), lambda line: None)
         init = kernel.spawn("/init")
         start = syscall_roundtrip.clock()
-        result = kernel.run(init)
+        result = kernel.serve(init)
         elapsed = syscall_roundtrip.clock() - start
         if result.status != 0:
             raise SystemExit(f"init failed: status {result.status:#x}")

@@ -29,7 +29,7 @@ from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
-from copra.kernel.cpu import UserContext
+from copra.kernel.cpu import Cpu, Next, UserContext
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.pagetable import AddressSpace
@@ -68,15 +68,15 @@ def syscall_paths(n: int) -> tuple[float, float]:
     stamps: list[float] = []
     try:
         kernel, _ = make_kernel(vm, archive, lambda line: None)
-        dispatch = kernel._syscall
+        dispatch = kernel.dispatch
 
-        def timed(thread: Thread) -> bool:
+        def timed(cpu: Cpu, thread: Thread) -> Next:
             stamps.append(clock())
-            return dispatch(thread)
+            return dispatch(cpu, thread)
 
-        kernel._syscall = timed  # type: ignore[method-assign]
+        kernel.dispatch = timed  # type: ignore[method-assign]
         init = kernel.spawn("/init")
-        result = kernel.run(init)
+        result = kernel.serve(init)
         if result.status != 0:
             raise SystemExit(f"syscall-bench failed: status {result.status:#x}")
     finally:

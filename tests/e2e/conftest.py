@@ -88,7 +88,7 @@ def boot(vm: SvsmVm):  # type: ignore[no-untyped-def]
         try:
             start = tracemalloc.get_traced_memory()[0]
             proc = kernel.spawn("/init")
-            result = kernel.run(proc, timeout, time_slice)
+            result = kernel.serve(proc, timeout, time_slice)
             if trace_memory:
                 traced_peak = tracemalloc.get_traced_memory()[1] - start
         finally:

@@ -26,12 +26,14 @@ from copra.abi.spec import (
 from copra.hw.x86 import PTE_ADDR_MASK
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
+from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel, task_name
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.thread import ThreadState
 
 PATH = USER_START  # a page holding "/f\0"
 
@@ -50,16 +52,16 @@ def process(k: Kernel) -> Process:
     entry = proc.space.lookup(PATH)
     assert entry is not None
     k.vm.memory.write(entry & PTE_ADDR_MASK, b"/f\0/new\0")
-    proc.start_at(PATH, tid=proc.pid)
+    proc.start_at(PATH, tid=proc.pid).state = ThreadState.RUNNING  # as if on a CPU
     k.processes[proc.pid] = proc
     return proc
 
 
 def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
-    regs = k.cpu.regs
+    regs = k.vm.cpus[0].regs
     regs.rax = number
     regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
-    assert k._syscall(proc.threads[0])
+    assert k.dispatch(k.vm.cpus[0], proc.threads[0]) is Next.GO_ON  # type: ignore[arg-type]
     value = regs.rax
     return value - (1 << 64) if value >> 63 else value
 

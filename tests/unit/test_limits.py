@@ -25,6 +25,7 @@ from copra.abi.spec import (
 )
 from copra.hw.x86 import PTE_ADDR_MASK
 from copra.kernel import packit
+from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
@@ -60,16 +61,16 @@ def process(k: Kernel, pid: int = 7) -> Process:
     page = entry & PTE_ADDR_MASK
     for addr, text in ((FILE_PATH, b"/f\0"), (PROGRAM_PATH, b"/bin/prog\0"), (ROOT_PATH, b"/\0")):
         k.vm.memory.write(page + addr - STRINGS, text)
-    proc.start_at(STRINGS, tid=proc.pid)
+    proc.start_at(STRINGS, tid=proc.pid).state = ThreadState.RUNNING  # as if on a CPU
     k.processes[proc.pid] = proc
     return proc
 
 
 def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
-    regs = k.cpu.regs
+    regs = k.vm.cpus[0].regs
     regs.rax = number
     regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
-    assert k._syscall(proc.threads[0])
+    assert k.dispatch(k.vm.cpus[0], proc.threads[0]) is Next.GO_ON  # type: ignore[arg-type]
     value = regs.rax
     return value - (1 << 64) if value >> 63 else value
 
@@ -270,9 +271,9 @@ def test_exec_at_the_limit_of_running_children_is_eagain_and_spawns_nothing() ->
     k = make_kernel(Limits(children=2))
     parent = process(k)
     a, b = exec_(k, parent), exec_(k, parent)
-    free, runnable = k.vm.frames.free_count, len(k.runqueue)
+    free, runnable = k.vm.frames.free_count, k.sched.runnable()
     assert exec_(k, parent) == Errno.EAGAIN
-    assert (k.vm.frames.free_count, len(k.runqueue)) == (free, runnable)
+    assert (k.vm.frames.free_count, k.sched.runnable()) == (free, runnable)
     assert k.counters["task_limit_refusals"] == 1
     end(k, a)  # ended, not reaped: no longer running
     assert parent.live_children == 1 and parent.unreaped_children == 1
@@ -343,10 +344,10 @@ def test_blocked_wait_is_woken_by_the_end_of_the_child() -> None:
     parent = process(k)
     child = exec_(k, parent)
     waiter = parent.threads[0]
-    k.runqueue.appendleft(waiter)
-    regs = k.cpu.regs
+    regs = k.vm.cpus[0].regs
     regs.rax, regs.rdi = Sys.WAIT, child
-    assert not k._syscall(waiter) and waiter.state is ThreadState.BLOCKED
+    assert k.dispatch(k.vm.cpus[0], waiter) is Next.LEAVE  # type: ignore[arg-type]
+    assert waiter.state is ThreadState.BLOCKED
     k.exit_process(k.processes[child], 5 << 16)
     assert waiter.state is ThreadState.RUNNABLE and parent.unreaped_children == 1
     assert call(k, parent, Sys.WAIT, child) == 5 << 16

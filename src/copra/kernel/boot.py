@@ -176,7 +176,7 @@ def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
     except Exception as e:
         raise InitFailed(f"cannot start {INIT_PATH}: {e}") from e
     kernel.log(f"started {INIT_PATH} as task {init.pid}")
-    result = kernel.run(init, config.timeout)
+    result = kernel.serve(init, config.timeout)
     for stage in config.after_run:
         stage(kernel)
     if result.timed_out:

@@ -320,6 +320,23 @@ class Cpu:
         if ctx.loaded_on is self:
             ctx.loaded_on = None
 
+    # --- the loop -------------------------------------------------------------------------
+
+    def serve(self, driver: CpuDriver) -> None:
+        """This CPU's life: pick a thread, run it until it leaves, again, until the
+        driver has nothing more (see the state machine in the module docstring)."""
+        while True:
+            self.state = CpuState.IDLE
+            thread = driver.pick(self)
+            if thread is None:
+                self.state = CpuState.STOPPED
+                return
+            self.state = CpuState.KERNEL
+            self.load(thread.context)
+            step = driver.resume(self, thread)
+            while step is Next.GO_ON:
+                step = driver.handle(self, thread, self.enter(thread.context))
+
     # --- entering the guest -------------------------------------------------------------
 
     def _enter_guest(self) -> None:

@@ -36,7 +36,6 @@ the frame account) and every copy through usermem; the kernel owns ``threads``,
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -50,6 +49,7 @@ from copra.abi.spec import (
     USER_START,
     Errno,
 )
+from copra.kernel import lockdep
 from copra.kernel.cpu import UserContext
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameAccount, FrameAllocator, FrameOwner, OutOfMemory
@@ -60,6 +60,7 @@ from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
 from copra.kernel.regionmap import RegionMap
 from copra.kernel.thread import Thread
+from copra.kernel.waitqueue import WaitQueue
 
 #: The end of the area MMAP may use: the stack's guard page and the stack sit above it.
 MAP_AREA_END = USER_MAP_END
@@ -105,13 +106,15 @@ class Process:
         self.frames = frames
         self.account = FrameAccount(frames, limits.frame_limit(frames.total))
         self.space = AddressSpace(self.account, kernel_entries)
-        self.mem_lock = threading.RLock()
+        self.mem_lock = lockdep.rlock("process.mem")
         self.regions: RegionMap[Region] = RegionMap()
         self.handles = HandleTable(limits.handles)
         self.log = log
         self.handles.install(log, Rights.WRITE)
         self.threads: list[Thread] = []
         self.status: int | None = None
+        #: Raises Signal.ENDED when the process has ended (WAIT observes it).
+        self.ended_queue = WaitQueue()
         self.children: set[int] = set()
         self.live_children = 0
         self.unreaped_children = 0

@@ -48,6 +48,7 @@ from copra.kernel.objects.log import Log
 from copra.kernel.process import MAP_AREA_END, Process, RegionKind
 from copra.kernel.thread import Thread
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_in_str, copy_out
+from copra.kernel.waitqueue import Signal
 
 #: Largest single READ/WRITE transfer; larger requests are partial (the count says so).
 MAX_IO = 1 << 20
@@ -105,13 +106,13 @@ def sys_exec(k: Kernel, t: Thread, r: KvmRegs) -> int:
 def sys_wait(k: Kernel, t: Thread, r: KvmRegs) -> int:
     p = t.process
     pid = _u32(r.rdi)
-    child = k.processes.get(pid)
-    if child is None or child.parent != p.pid:
-        raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
-    if child.status is None:
-        t.waiting_for = pid
-        raise WouldBlock
-    return k.reap(p, child)
+    with k.tasks_lock:
+        child = k.processes.get(pid)
+        if child is None or child.parent != p.pid:
+            raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
+        if child.status is None and not k.wait_for(t, child.ended_queue, Signal.ENDED):
+            raise WouldBlock
+        return k.reap(p, child)
 
 
 def sys_close(k: Kernel, t: Thread, r: KvmRegs) -> int:

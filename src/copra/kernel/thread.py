@@ -17,11 +17,13 @@ Invariants:
   may load it next;
 - a RUNNABLE thread is in the scheduler's run queue exactly once; no other is;
 - a BLOCKED thread has a syscall to finish: when woken it is dispatched again
-  with the same registers (``retry``), and it waits on what ``waiting_for`` names;
+  with the same registers (``retry``); what it waits on is its ``waiter``'s
+  registrations (kernel/waitqueue.py), cancelled before that dispatch;
 - ``tid`` is unique for the kernel's life; a thread belongs to one process forever.
 
-Locking: ``state``, ``cpu``, ``retry`` and the wake-up bookkeeping belong to the
-scheduler and change only under its lock (kernel/scheduler.py); the context is
+Locking: ``state``, ``cpu``, ``retry`` and ``wake_pending`` belong to the scheduler
+and change only under its lock (kernel/scheduler.py), ``retry`` also by the thread's
+own CPU while it is RUNNING; the context is
 touched only by the CPU the thread runs on, or by anyone while the thread is
 neither RUNNING nor RUNNABLE-and-picked (it is then saved and unshared).
 """
@@ -35,6 +37,7 @@ from copra.kernel.cpu import UserContext
 
 if TYPE_CHECKING:
     from copra.kernel.process import Process
+    from copra.kernel.scheduler import Waiter
 
 
 class ThreadState(Enum):
@@ -50,8 +53,12 @@ class Thread:
         self.process = process
         self.context = context
         self.state = ThreadState.RUNNABLE
-        #: The pid a WAIT of this thread waits for (None: not waiting).
-        self.waiting_for: int | None = None
+        #: The CPU whose current thread this is (RUNNING), else None.
+        self.cpu: int | None = None
+        #: Woken while RUNNING, before it blocked: it must not block (scheduler.py).
+        self.wake_pending = False
+        #: Its registrations on the wait queues it waits on (created at its first wait).
+        self.waiter: Waiter | None = None
         #: A syscall to dispatch again before the thread next runs (it blocked in it).
         self.retry = False
         self.syscalls = 0
