@@ -195,6 +195,7 @@ def test_tick_inside_a_ring0_stub_is_not_reported_until_the_stub_is_left(
         vm: SvsmVm, cpu: Cpu) -> None:
     ctx = user_program(vm, b"\xeb\xfe")
     cpu.load(ctx)
+    cpu.preempt_requested = True  # as the timer's kick does
     before = cpu.ring0_preemptions
     real, fake = cpu.vcpu, _TickInStub(cpu)
     cpu.vcpu = fake  # type: ignore[assignment]

@@ -36,11 +36,21 @@ machine over ``CpuState``::
 GUEST is exactly "inside KVM_RUN or about to enter it": the stop-the-world
 invalidation (kernel/svsm_vm.py) waits until no CPU is in it.
 
+Kicks: ``kick`` makes the vCPU leave the guest: it sets ``kvm_run.immediate_exit``
+(a KVM_RUN about to start returns at once) and, when the CPU is in GUEST, sends
+KICK_SIGNAL to its host thread, whose KVM_RUN then returns EINTR (KVM refuses to run
+with a signal pending). The signal needs a Python handler, which only the main thread
+can install (``install_kick_handler``); the handler itself does nothing. Without it a
+kick is ``immediate_exit`` only and takes effect at the thread's next exit. A kick
+with ``preempt`` asks for a PreemptExit at the next clean CPL3 boundary; one without
+(the stop-the-world invalidation) only makes the CPU pass the VM's gate again.
+
 Ownership and locking: a ``Cpu`` is driven by one host thread (the one in ``serve``,
 or the caller of ``enter``); the run page, the loaded context and the kernel stack
-are touched only by it. ``kick`` may be called from any thread and from signal
-handlers: it only writes ``immediate_exit`` and sends a signal. ``state`` is written
-by the owner under the VM's gate lock (kernel/svsm_vm.py) where the gate exists.
+are touched only by it. ``state`` changes to and from GUEST under the VM's gate lock
+(class "vm.gate", kernel/svsm_vm.py), which is also what makes a kick's signal safe:
+it goes only to a CPU in GUEST, whose host thread is alive. ``kick`` with
+``signal=False`` takes no lock and may be called from a signal handler.
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from copra.abi.spec import DOORBELL_PORT, SYSCALL_VECTOR, USER_INITIAL_RFLAGS, Entry
 from copra.hw import kvm, x86
@@ -186,6 +196,25 @@ def _set_segment(seg: KvmSegment, selector: int, code: bool, dpl: int) -> None:
     seg.unusable = 0
 
 
+#: The signal that interrupts a CPU's KVM_RUN (sent to that CPU's host thread).
+KICK_SIGNAL: Final = signal.SIGUSR1
+
+
+def _on_kick(_signum: int, _frame: FrameType | None) -> None:
+    """The kick signal's Python handler: nothing to do, the EINTR was the point."""
+
+
+def install_kick_handler() -> bool:
+    """Install the kick signal's handler if this is the main thread (once for the
+    process); whether kicks can use the signal now."""
+    if signal.getsignal(KICK_SIGNAL) is _on_kick:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(KICK_SIGNAL, _on_kick)
+    return True
+
+
 _PORT_VECTOR: Final = layout.port_vectors()
 _STUB_EXIT_RIP: Final = layout.stub_exit_rips()
 
@@ -220,10 +249,15 @@ class Cpu:
         self._stack_lo = KERNEL_BASE + layout.kstack_pa(index)
         self._stack_hi = KERNEL_BASE + layout.kstack_top_pa(index)
         self.state = CpuState.KERNEL
+        #: The host thread in (or last in) KVM_RUN on this vCPU: where kicks go.
+        self.host_thread: int | None = None
+        #: A kick asked for a preemption: the next clean CPL3 boundary reports it.
+        self.preempt_requested = False
+        #: Whether a kick may send KICK_SIGNAL (``install_kick_handler`` succeeded).
+        self.signal_kicks = False
         self.exits = 0
         self.ring0_preemptions = 0  # kicks that found the vCPU in an entry stub
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
-        self._old_alarm: Any = signal.SIG_DFL
 
     def _sregs_template(self, sregs: KvmSregs) -> KvmSregs:
         _set_segment(sregs.cs, x86.SEL_USER_CODE, code=True, dpl=3)
@@ -340,10 +374,11 @@ class Cpu:
     # --- entering the guest -------------------------------------------------------------
 
     def _enter_guest(self) -> None:
-        self.state = CpuState.GUEST
+        self.host_thread = threading.get_ident()
+        self.vm.gate.enter(self)
 
     def _leave_guest(self) -> None:
-        self.state = CpuState.KERNEL
+        self.vm.gate.leave(self)
 
     def enter(self, ctx: UserContext) -> Exit:
         """Run ctx at CPL3 until it needs the kernel.
@@ -371,7 +406,10 @@ class Cpu:
                 break
             run_page.immediate_exit = 0
             if self._cs.selector & 3 and not self._event_in_flight():
-                return _PREEMPT
+                if self.preempt_requested:
+                    self.preempt_requested = False
+                    return _PREEMPT
+                continue  # a kick to pass the gate (an invalidation), or a stray signal
             # The kick landed while the vCPU was in a ring-0 entry stub (on PVM hosts
             # KVM emulates them, so the window is wide), or with an exception on its
             # way there. The registers are the stub's, not the process's, and the
@@ -450,30 +488,18 @@ class Cpu:
             return CpuError(f"access to unbacked guest memory {addr:#x}")
         return CpuError(f"unexpected KVM exit reason {reason}")
 
-    # --- preemption -----------------------------------------------------------------------
+    # --- kicks ------------------------------------------------------------------------------
 
-    def arm_timer(self, interval: float) -> bool:
-        """Interrupt the vCPU every ``interval`` seconds; False if this thread cannot."""
-        if threading.current_thread() is not threading.main_thread():
-            return False
-        run_page = self.run_page
-
-        def on_alarm(_signum: int, _frame: FrameType | None) -> None:
-            run_page.immediate_exit = 1
-
-        self._old_alarm = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, interval, interval)
-        return True
-
-    def kick(self) -> None:
-        """Make the running (or next) KVM_RUN return at once (a signal handler may call
-        it): the kernel gets the vCPU back at the next clean boundary, as on a tick."""
+    def kick(self, preempt: bool = True, signal_it: bool = True) -> None:
+        """Make the running (or next) KVM_RUN return at once; with ``preempt``, report a
+        PreemptExit at the next clean CPL3 boundary. ``signal_it`` needs the caller to
+        hold the VM's gate lock (``SvsmVm.kick``); without it no lock is taken."""
+        if preempt:
+            self.preempt_requested = True
         self.run_page.immediate_exit = 1
-
-    def disarm_timer(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.setitimer(signal.ITIMER_REAL, 0, 0)
-            signal.signal(signal.SIGALRM, self._old_alarm)
+        if signal_it and self.signal_kicks and self.state is CpuState.GUEST \
+                and self.host_thread is not None:
+            signal.pthread_kill(self.host_thread, KICK_SIGNAL)
 
     def close(self) -> None:
         del self._run_regs, self._run_sregs, self._io, self._cs, self._events, self.run_page

@@ -34,6 +34,8 @@ by boot stages, which run while no CPU does. Objects lock themselves.
 from __future__ import annotations
 
 import itertools
+import signal
+import threading
 import time
 import traceback
 from collections import Counter
@@ -52,6 +54,7 @@ from copra.kernel.cpu import (
     PreemptExit,
     Runnable,
     SyscallExit,
+    install_kick_handler,
 )
 from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
@@ -137,11 +140,12 @@ class Kernel:
         self._table = SYSCALLS
 
     def request_stop(self) -> None:
-        """Stop the run at the next slice boundary, as a timeout does (a signal handler
-        may call this: it only sets a flag and kicks the CPUs; takes no lock)."""
+        """Stop the run at the next slice boundary, as a timeout does. A signal handler
+        may call this: it takes no lock, only sets a flag and each CPU's
+        ``immediate_exit``; the timer thread does the rest within a slice."""
         self.stop_requested = True
         for cpu in self.vm.cpus:
-            cpu.kick()
+            cpu.kick(preempt=True, signal_it=False)
 
     def log(self, message: str) -> None:
         self.console(f"[kernel] {message}")
@@ -270,25 +274,77 @@ class Kernel:
     def serve(self, init: Process, timeout: float | None = None,
               time_slice: float = TIME_SLICE) -> RunResult:
         """Run until every process has ended (or none can run any more) or ``timeout``
-        seconds have passed, preempting the running thread every ``time_slice``
-        seconds."""
+        seconds have passed, preempting each running thread every ``time_slice``
+        seconds.
+
+        Each CPU runs its loop on a host thread of its own; a timer thread kicks the
+        busy CPUs every ``time_slice`` (preemption) and ends the run at the deadline
+        or on ``request_stop``; the calling thread only waits for the CPUs. Where the
+        caller is not the main thread and no kick handler was installed before, a
+        kick cannot interrupt a running KVM_RUN: it takes effect at the thread's next
+        exit (logged once)."""
+        signals = install_kick_handler()
+        if not signals:
+            self.count("runs_without_kick_signal")
+            self.log("not on the main thread: no kick signal; preemption and the timeout "
+                     "act at a thread's next exit to the kernel")
+        self.vm.use_kick_signal(signals)
+        for cpu in self.vm.cpus:
+            cpu.preempt_requested = False
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timed_out = False
-        cpu = self.vm.cpus[0]
-        if not cpu.arm_timer(time_slice):
-            if timeout is not None:
-                raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
-            self.count("runs_without_preemption")
-            self.log("not on the main thread: no preemption timer; each process runs "
-                     "until it blocks, faults or exits")
+        self._failure: BaseException | None = None
+        ticking = threading.Event()
+        timer = threading.Thread(target=self._tick, args=(time_slice, ticking),
+                                 name="copra-timer", daemon=True)
+        loops = [threading.Thread(target=self._cpu_main, args=(cpu,), name=f"copra-cpu{i}",
+                                  daemon=True)
+                 for i, cpu in enumerate(self.vm.cpus)]
+        timer.start()
+        for loop in loops:
+            loop.start()
         try:
-            cpu.serve(self)
+            for loop in loops:
+                loop.join()
+        except BaseException:  # KeyboardInterrupt where nobody handles SIGINT
+            self.request_stop()
+            self.sched.stop()
+            for loop in loops:
+                loop.join()
+            raise
         finally:
-            cpu.disarm_timer()
+            ticking.set()
+            timer.join()
+        if self._failure is not None:
+            raise RuntimeError("a CPU loop failed") from self._failure
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
                      if not p.ended)
         return RunResult(init.status, self._timed_out, live,
                          self.stop_requested and not self._timed_out)
+
+    def _cpu_main(self, cpu: Cpu) -> None:
+        """A CPU's host thread. SIGINT is left to the main thread, which handles it."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            cpu.serve(self)
+        except BaseException as e:  # a kernel bug outside any syscall: end the run
+            self._failure = e
+            self.request_stop()
+            self.sched.stop()
+
+    def _tick(self, time_slice: float, done: threading.Event) -> None:
+        """The timer thread: a kick per slice for every busy CPU, and the end of the
+        run at the deadline or when a stop was requested."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        while not done.wait(time_slice):
+            deadline = self._deadline
+            if deadline is not None and not self.stop_requested \
+                    and time.monotonic() >= deadline:
+                self._timed_out = True
+                self.stop_requested = True
+            if self.stop_requested:
+                self.sched.stop()
+            self.vm.kick(preempt=True)
 
     def pick(self, cpu: Cpu) -> Thread | None:
         return self.sched.pick(cpu.index)
@@ -311,10 +367,6 @@ class Kernel:
             return self.dispatch(cpu, thread)
         if type(ex) is PreemptExit:
             self.count("preemptions")
-            deadline = self._deadline
-            if deadline is not None and time.monotonic() >= deadline:
-                self._timed_out = True
-                self.stop_requested = True
             if self.stop_requested:
                 self.sched.stop()
             if not self.sched.others_waiting():

@@ -7,11 +7,15 @@ VM-wide state lives here; each vCPU is a ``Cpu`` (kernel/cpu.py). The VM owns:
   stubs, a TSS and a kernel stack page per CPU, the kernel half's page tables;
 - the CPUID table and XCR0 every vCPU gets (decided before the VM exists, so that a
   refusal closes /dev/kvm), and whether UMIP is on;
+- the gate every CPU passes to enter the guest (``Gate``): it knows which CPUs are
+  in guest mode, delivers kicks to them, and closes for a stop-the-world;
 - invalidation: making KVM forget every translation it derived from copra's page
-  tables (``invalidate_mappings``).
+  tables (``invalidate_mappings``), with no CPU in guest mode meanwhile.
 
 Locking: construction and ``close`` run on one thread with no CPU running. The frame
-allocator locks itself; the image is written once, before any vCPU runs.
+allocator locks itself; the image is written once, before any vCPU runs. The gate's
+lock (class "vm.gate") guards every CPU's GUEST state, the count of CPUs in guest
+mode and the closed flag; only kicks (``Cpu.kick``) run under it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from typing import Final
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR
 from copra.hw import kvm, x86
 from copra.hw.kvm import KvmCpuid2
-from copra.kernel import layout
-from copra.kernel.cpu import Cpu
+from copra.kernel import layout, lockdep
+from copra.kernel.cpu import Cpu, CpuState
 from copra.kernel.frames import FrameAllocator, PhysicalMemory
 from copra.kernel.layout import KERNEL_BASE
 
@@ -61,6 +65,63 @@ def xsave_cpuid(cpuid: KvmCpuid2) -> int:
     return xcr0
 
 
+class Gate:
+    """Which CPUs are in guest mode, and the stop-the-world that empties it.
+
+    Invariants: ``in_guest`` is the number of CPUs whose state is GUEST; while
+    ``closed``, no CPU enters (``enter`` waits), and ``close`` returns only once
+    ``in_guest`` is 0. CPUs in the kernel (handling exits) go on meanwhile: they use
+    no translation of KVM's.
+    """
+
+    def __init__(self) -> None:
+        self.lock = lockdep.lock("vm.gate")
+        self._cond = lockdep.condition(self.lock)
+        self.in_guest = 0
+        self.closed = False
+        self.closings = 0
+
+    def enter(self, cpu: Cpu) -> None:
+        with self.lock:
+            while self.closed:
+                self._cond.wait()
+            cpu.state = CpuState.GUEST
+            self.in_guest += 1
+
+    def leave(self, cpu: Cpu) -> None:
+        with self.lock:
+            cpu.state = CpuState.KERNEL
+            self.in_guest -= 1
+            if self.closed and not self.in_guest:
+                self._cond.notify_all()
+
+    def kick(self, cpus: list[Cpu], preempt: bool) -> None:
+        """Kick every CPU of ``cpus`` that is not idle: a signal to those in guest
+        mode, ``immediate_exit`` for the rest (they see it at their next entry)."""
+        with self.lock:
+            for cpu in cpus:
+                if cpu.state is CpuState.GUEST or cpu.state is CpuState.KERNEL:
+                    cpu.kick(preempt)
+
+    def close(self, cpus: list[Cpu]) -> None:
+        """Stop the world: kick every CPU out of the guest and keep them out."""
+        with self.lock:
+            while self.closed:  # another stop-the-world is under way
+                self._cond.wait()
+            self.closed = True
+            self.closings += 1
+            for cpu in cpus:
+                if cpu.state is CpuState.GUEST:
+                    cpu.kick(preempt=False)
+            while self.in_guest:
+                self._cond.wait()
+
+    def open(self) -> None:
+        with self.lock:
+            self.closed = False
+            self._cond.notify_all()
+
+
 class SvsmVm:
     """The SVSM's KVM VM: memory, frames, kernel image, invalidation, and its CPUs."""
 
@@ -86,6 +147,7 @@ class SvsmVm:
         self.memory = PhysicalMemory(memoryview(self._mmap))
         self.frames = FrameAllocator(self.memory, layout.KERNEL_REGION)
         self.invalidations = 0
+        self.gate = Gate()
         self.cpus: list[Cpu] = []
         try:
             self._build_kernel_image()
@@ -171,9 +233,25 @@ class SvsmVm:
         and re-adding the memory slot zaps every shadow page and flushes every TLB
         (api.rst 4.35); it costs about a millisecond, so it runs on process exit and
         unmap only, never on the syscall path.
+
+        The slot is missing while it is re-added: a CPU in the guest then would fault
+        on every access. So this is a stop-the-world: the gate closes, every CPU in
+        the guest is kicked out and none enters until the slot is back.
         """
-        self.kvm_vm.remap_memory(0)
-        self.invalidations += 1
+        self.gate.close(self.cpus)
+        try:
+            self.kvm_vm.remap_memory(0)
+            self.invalidations += 1
+        finally:
+            self.gate.open()
+
+    def kick(self, preempt: bool = True) -> None:
+        """Kick every busy CPU (the timer's tick; a stop)."""
+        self.gate.kick(self.cpus, preempt)
+
+    def use_kick_signal(self, enabled: bool) -> None:
+        for cpu in self.cpus:
+            cpu.signal_kicks = enabled
 
     def close(self) -> None:
         for cpu in self.cpus:
