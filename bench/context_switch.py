@@ -1,18 +1,18 @@
 """Benchmark: what a process switch adds to a trip through the kernel.
 
 Two CPL3 contexts in two address spaces each run ``out DOORBELL_PORT, al; jmp $-2``.
-On one machine, three loops run in interleaved batches:
+On one CPU, three loops run in interleaved batches:
 
 - the floor: bare ``KVM_RUN`` ioctls on the loaded context (as in
   bench/syscall_roundtrip.py: the cheapest way for CPL3 code to leave the VM);
-- ``Machine.enter`` of the same context again and again (no switch: the cost of an
+- ``Cpu.enter`` of the same context again and again (no switch: the cost of an
   exit as a syscall sees it);
-- ``Machine.enter`` alternating between the two contexts (a switch before every
+- ``Cpu.enter`` alternating between the two contexts (a switch before every
   entry: the outgoing context's registers and XSAVE state are saved, the incoming
   one's loaded). Its difference to the previous row is the switch.
 
 Then, also interleaved, the state ioctls of a switch on their own: the XSAVE pair the
-machine uses (KVM_GET_XSAVE2 into the outgoing context's buffer, KVM_SET_XSAVE of the
+CPU uses (KVM_GET_XSAVE2 into the outgoing context's buffer, KVM_SET_XSAVE of the
 incoming one's) and the KVM_GET_FPU/KVM_SET_FPU pair, which carries only the x87 and
 SSE state (what a switch used before the XSAVE state was kept per process).
 
@@ -35,18 +35,19 @@ from collections.abc import Callable
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.hw.kvm import KvmFpu
+from copra.kernel.cpu import UserContext
 from copra.kernel.frames import FrameOwner
-from copra.kernel.machine import Machine, UserContext
 from copra.kernel.pagetable import AddressSpace
+from copra.kernel.svsm_vm import SvsmVm
 
 _LOOP = bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC])  # out DOORBELL_PORT, al; jmp -4
 BATCH = 100
 
 
-def _context(machine: Machine) -> UserContext:
-    space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
-    text = machine.frames.alloc(FrameOwner.USER)
-    machine.memory.write(text, _LOOP)
+def _context(vm: SvsmVm) -> UserContext:
+    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+    text = vm.frames.alloc(FrameOwner.USER)
+    vm.memory.write(text, _LOOP)
     space.map(USER_START, text, writable=False, executable=True)
     return UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
 
@@ -65,11 +66,11 @@ def _interleaved(n: int, *ops: Callable[[], None]) -> list[float]:
 
 def enter_costs(n: int) -> list[float]:
     """Seconds per bare KVM_RUN, per ``enter`` without a switch and with one each time."""
-    machine = Machine(16 << 20)
+    vm = SvsmVm(16 << 20)
     try:
-        a, b = _context(machine), _context(machine)
-        enter = machine.enter
-        fd, request, ioctl = machine.vcpu.fd, kvm.KVM_RUN, fcntl.ioctl
+        a, b = _context(vm), _context(vm)
+        enter = vm.cpus[0].enter
+        fd, request, ioctl = vm.cpus[0].vcpu.fd, kvm.KVM_RUN, fcntl.ioctl
         toggle = [b, a]
 
         def bare() -> None:
@@ -85,15 +86,15 @@ def enter_costs(n: int) -> list[float]:
         enter(a)
         return _interleaved(n, bare, same, switching)
     finally:
-        machine.close()
+        vm.close()
 
 
 def state_ioctls(n: int) -> tuple[float, float]:
     """Seconds per GET+SET pair: XSAVE (what a switch does) and FPU (x87/SSE only)."""
-    machine = Machine(16 << 20)
+    vm = SvsmVm(16 << 20)
     try:
-        machine.enter(_context(machine))
-        vcpu = machine.vcpu
+        vm.cpus[0].enter(_context(vm))
+        vcpu = vm.cpus[0].vcpu
         area, fpu = vcpu.new_xsave(), KvmFpu()
 
         def xsave_pair() -> None:
@@ -107,7 +108,7 @@ def state_ioctls(n: int) -> tuple[float, float]:
         xsave, fpu_only = _interleaved(n, xsave_pair, fpu_pair)
         return xsave, fpu_only
     finally:
-        machine.close()
+        vm.close()
 
 
 def main() -> None:

@@ -22,27 +22,27 @@ from copra.kernel import packit
 from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
 from copra.kernel.limits import Limits
-from copra.kernel.machine import Machine
+from copra.kernel.svsm_vm import SvsmVm
 from syscall_roundtrip import floor
 
 
 def mappings(n: int) -> float:
     """Seconds for n one-page file MMAPs in one process (plus one MUNMAP and MMAP)."""
-    machine = Machine(64 << 20)
+    vm = SvsmVm(64 << 20)
     try:
-        kernel, _ = make_kernel(machine, packit.encode([
+        kernel, _ = make_kernel(vm, packit.encode([
             packit.PackItEntry("/init", packaged_program("limit-probe")),
             packit.PackItEntry("/etc/probe.conf", f"file-mappings {n}".encode()),
         ]), lambda line: None, Limits(mappings=n + 16))
         init = kernel.spawn("/init")
         start = time.perf_counter()
-        result = kernel.run(init)
+        result = kernel.serve(init)
         elapsed = time.perf_counter() - start
         if result.status != 0:
             raise SystemExit(f"limit-probe failed: status {result.status:#x}")
         return elapsed
     finally:
-        machine.close()
+        vm.close()
 
 
 def main() -> None:

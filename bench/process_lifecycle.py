@@ -3,7 +3,7 @@
 Reported as a ratio to the same floor as the syscall benchmark (a bare KVM_RUN
 round trip of a CPL3 doorbell write, measured in this run), and broken down by
 where the time goes: the kernel counts the exits and the memory-slot invalidations
-(machine.invalidate_mappings, one per process exit) a run costs.
+(SvsmVm.invalidate_mappings, one per process exit) a run costs.
 
 init starts the ``hello`` service K times and then 2K times from
 /etc/init.services; the per-child cost is the difference divided by K, so boot
@@ -24,28 +24,28 @@ import syscall_roundtrip
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
-from copra.kernel.machine import Machine
+from copra.kernel.svsm_vm import SvsmVm
 from syscall_roundtrip import floor
 
 
 def run_services(k: int) -> tuple[float, int, int]:
     """Seconds, exits and invalidations for one boot of init starting k children."""
-    machine = Machine(64 << 20)
+    vm = SvsmVm(64 << 20)
     try:
-        kernel, _ = make_kernel(machine, packit.encode([
+        kernel, _ = make_kernel(vm, packit.encode([
             packit.PackItEntry("/init", packaged_program("init")),
             packit.PackItEntry("/bin/hello", packaged_program("hello")),
             packit.PackItEntry("/etc/init.services", b"/bin/hello\n" * k),
         ]), lambda line: None)
         init = kernel.spawn("/init")
         start = syscall_roundtrip.clock()
-        result = kernel.run(init)
+        result = kernel.serve(init)
         elapsed = syscall_roundtrip.clock() - start
         if result.status != 0:
             raise SystemExit(f"init failed: status {result.status:#x}")
-        return elapsed, machine.exits, machine.invalidations
+        return elapsed, vm.exits, vm.invalidations
     finally:
-        machine.close()
+        vm.close()
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Reports each path as a ratio to a floor measured in the same run by the same Python:
 a bare ``KVM_RUN`` loop around a CPL3 ``out`` to the doorbell port (the cheapest way
-CPL3 code can leave the VM), with copra's machine set up exactly as for the kernel
+CPL3 code can leave the VM), with copra's VM set up exactly as for the kernel
 (sync regs on) but no decoding and no kernel work.
 
 The syscall paths run the shipped ``syscall-bench`` program under the full kernel:
@@ -29,11 +29,12 @@ from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
+from copra.kernel.cpu import Cpu, Next, UserContext
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
-from copra.kernel.machine import Machine, UserContext
 from copra.kernel.pagetable import AddressSpace
-from copra.kernel.process import Process
+from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.thread import Thread
 
 #: The clock of every timing here; ``--cpu`` makes it the thread's CPU time.
 clock = time.perf_counter
@@ -41,21 +42,21 @@ clock = time.perf_counter
 
 def floor(n: int) -> float:
     """Seconds per bare KVM_RUN round trip of a CPL3 doorbell write."""
-    machine = Machine(16 << 20)
+    vm = SvsmVm(16 << 20)
     try:
-        space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
-        text = machine.frames.alloc(FrameOwner.USER)
-        machine.memory.write(text, bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC]))  # out; jmp -4
+        space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+        text = vm.frames.alloc(FrameOwner.USER)
+        vm.memory.write(text, bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC]))  # out; jmp -4
         space.map(USER_START, text, writable=False, executable=True)
         ctx = UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
-        machine.enter(ctx)  # load the context once
-        fd, request, ioctl = machine.vcpu.fd, kvm.KVM_RUN, fcntl.ioctl
+        vm.cpus[0].enter(ctx)  # load the context once
+        fd, request, ioctl = vm.cpus[0].vcpu.fd, kvm.KVM_RUN, fcntl.ioctl
         start = clock()
         for _ in range(n):
             ioctl(fd, request, 0)
         return (clock() - start) / n
     finally:
-        machine.close()
+        vm.close()
 
 
 def syscall_paths(n: int) -> tuple[float, float]:
@@ -63,23 +64,23 @@ def syscall_paths(n: int) -> tuple[float, float]:
     image = packaged_program("syscall-bench")
     archive = packit.encode([packit.PackItEntry("/init", image),
                              packit.PackItEntry("/etc/bench.n", str(n).encode())])
-    machine = Machine(32 << 20)
+    vm = SvsmVm(32 << 20)
     stamps: list[float] = []
     try:
-        kernel, _ = make_kernel(machine, archive, lambda line: None)
-        dispatch = kernel._syscall
+        kernel, _ = make_kernel(vm, archive, lambda line: None)
+        dispatch = kernel.dispatch
 
-        def timed(proc: Process) -> bool:
+        def timed(cpu: Cpu, thread: Thread) -> Next:
             stamps.append(clock())
-            return dispatch(proc)
+            return dispatch(cpu, thread)
 
-        kernel._syscall = timed  # type: ignore[method-assign]
+        kernel.dispatch = timed  # type: ignore[method-assign]
         init = kernel.spawn("/init")
-        result = kernel.run(init)
+        result = kernel.serve(init)
         if result.status != 0:
             raise SystemExit(f"syscall-bench failed: status {result.status:#x}")
     finally:
-        machine.close()
+        vm.close()
     # Calls: open/read/close of /etc/bench.n and one reference call, then N + N, then exit.
     doorbell = stamps[-2 * n - 1 : -n - 1]
     int80 = stamps[-n - 1 : -1]

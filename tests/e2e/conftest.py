@@ -1,11 +1,11 @@
 """End-to-end helpers: boot the real kernel on KVM with shipped programs, in process.
 
-As ``copra run`` does, the RAM fs keeps its files in the machine's frames. The machine
+As ``copra run`` does, the RAM fs keeps its files in the VM's frames. The VM
 outlives each run, so the garbage of earlier runs (a RamFs and its file frames) is
 collected before a run takes its baseline: frame counts then move only with the run
 (and with the log file, which ``settled`` takes out).
 ``metadata_limit`` overrides the RAM fs's metadata budget (default: an eighth of the
-machine's 64 MiB); ``trace_memory`` records, with tracemalloc, the most host memory
+VM's 64 MiB); ``trace_memory`` records, with tracemalloc, the most host memory
 the run had allocated beyond its start (``Run.traced_peak``, bytes).
 """
 
@@ -23,8 +23,8 @@ from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
 from copra.kernel.kernel import TIME_SLICE, Kernel, RunResult
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
-from copra.kernel.machine import Machine
 from copra.kernel.ramfs import RamFs
+from copra.kernel.svsm_vm import SvsmVm
 
 
 @dataclass
@@ -55,14 +55,14 @@ def settled(stats: dict[str, int], baseline: dict[str, int]) -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def machine() -> Iterator[Machine]:
-    m = Machine(64 << 20)
+def vm() -> Iterator[SvsmVm]:
+    m = SvsmVm(64 << 20)
     yield m
     m.close()
 
 
 @pytest.fixture
-def boot(machine: Machine):  # type: ignore[no-untyped-def]
+def boot(vm: SvsmVm):  # type: ignore[no-untyped-def]
     """boot(init_program, files={path: bytes | program-name}, timeout=..., time_slice=...,
     limits=...) -> Run. ``init`` is a shipped program's name or an image's bytes."""
 
@@ -78,7 +78,7 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
             entries.append(packit.PackItEntry(path, data))
         gc.collect()
         lines: list[str] = []
-        kernel, _ = make_kernel(machine, packit.encode(entries), lines.append, limits,
+        kernel, _ = make_kernel(vm, packit.encode(entries), lines.append, limits,
                                 metadata_limit=metadata_limit)
         fs = kernel.fs
         baseline = kernel.stats()
@@ -88,7 +88,7 @@ def boot(machine: Machine):  # type: ignore[no-untyped-def]
         try:
             start = tracemalloc.get_traced_memory()[0]
             proc = kernel.spawn("/init")
-            result = kernel.run(proc, timeout, time_slice)
+            result = kernel.serve(proc, timeout, time_slice)
             if trace_memory:
                 traced_peak = tracemalloc.get_traced_memory()[1] - start
         finally:

@@ -72,9 +72,9 @@ _reports: dict[int, Report] = {}
 
 
 @pytest.fixture
-def report(boot: Any, machine: Any) -> Report:
+def report(boot: Any, vm: Any) -> Report:
     """The suite's report: run on the first request of a session, then reused."""
-    key = id(machine)
+    key = id(vm)
     if key not in _reports:
         _reports[key] = parse(boot("conformance", HELPERS))
     return _reports[key]

@@ -72,10 +72,10 @@ def test_frame_hog_stops_at_its_limit_and_its_sibling_still_gets_memory(boot: An
     (hog,) = lines_of(run)
     (sibling,) = run.task_lines("limit-probe")
     held = int(re.fullmatch(r"hog holds (\d+) pages then ENOMEM", hog).group(1))  # type: ignore[union-attr]
-    limit = Limits().frame_limit(run.kernel.machine.frames.total)
+    limit = Limits().frame_limit(run.kernel.vm.frames.total)
     # Below the limit by the image, the stack and the page tables only.
     assert limit - 64 < held < limit
-    assert run.kernel.machine.frames.free_count > 2048  # the pool itself was never empty
+    assert run.kernel.vm.frames.free_count > 2048  # the pool itself was never empty
     assert sibling == "sibling got 2048 pages"
     assert_back_at_baseline(run)
 

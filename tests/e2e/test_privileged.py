@@ -32,7 +32,7 @@ def probe_results(boot: Any) -> tuple[Any, dict[str, str]]:
 
 def test_descriptor_table_instructions_fault_under_umip(boot: Any) -> None:
     run, results = probe_results(boot)
-    if not run.kernel.machine.umip:
+    if not run.kernel.vm.umip:
         return  # documented: without UMIP these read the values (no kernel address)
     for name in ("sgdt", "sidt", "sldt", "str", "smsw"):
         assert results[name] == "Killed { vector: 13 }", name

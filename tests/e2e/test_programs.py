@@ -113,7 +113,7 @@ def test_exec_of_non_elf_file_reports_enoexec_to_init(boot: Any) -> None:
 def test_syscall_bench_completes_on_both_entries(boot: Any) -> None:
     run = boot("syscall-bench", {"/etc/bench.n": b"200"})
     assert run.result.status == 0
-    assert run.kernel.machine.exits >= 400
+    assert run.kernel.vm.exits >= 400
     assert_no_leak(run)
 
 

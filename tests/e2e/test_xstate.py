@@ -48,7 +48,7 @@ def test_xsave_state_is_private_to_each_process(boot: Any) -> None:
 
 def test_process_cpuid_offers_exactly_the_state_the_kernel_keeps(boot: Any) -> None:
     run = boot("xstate", CHILD)
-    xcr0 = run.kernel.machine.xcr0
+    xcr0 = run.kernel.vm.xcr0
     avx = bool(xcr0 & (1 << x86.XFeature.AVX))
     avx512 = xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512
     header = run.task_lines("init")[0]

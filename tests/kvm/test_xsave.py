@@ -1,4 +1,4 @@
-"""KVM integration: the XSAVE binding on a real vCPU and the machine's per-context vector state.
+"""KVM integration: the XSAVE binding on a real vCPU and a CPU's per-context vector state.
 
 The user code is hand-assembled; each snippet's source is in the comment above it. On
 PVM hosts CPL3 code runs under the host's XCR0, so AVX works there whatever the guest
@@ -16,9 +16,10 @@ import pytest
 
 from copra.abi.spec import PAGE_SIZE, USER_START, Entry
 from copra.hw import kvm, x86
+from copra.kernel.cpu import SyscallExit, UserContext
 from copra.kernel.frames import FrameOwner
-from copra.kernel.machine import Machine, SyscallExit, UserContext, xsave_cpuid
 from copra.kernel.pagetable import AddressSpace
+from copra.kernel.svsm_vm import SvsmVm, xsave_cpuid
 
 STACK_TOP = USER_START + 0x10000
 
@@ -49,124 +50,124 @@ STTILECFG = bytes.fromhex("4881ec800000004883e4c048c70424ffffffff48c7442410fffff
 
 
 @pytest.fixture(scope="module")
-def machine() -> Iterator[Machine]:
-    m = Machine(32 << 20)
+def vm() -> Iterator[SvsmVm]:
+    m = SvsmVm(32 << 20)
     yield m
     m.close()
 
 
-def user_program(machine: Machine, code: bytes) -> UserContext:
-    space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
-    text = machine.frames.alloc(FrameOwner.USER)
-    machine.memory.write(text, code)
+def user_program(vm: SvsmVm, code: bytes) -> UserContext:
+    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+    text = vm.frames.alloc(FrameOwner.USER)
+    vm.memory.write(text, code)
     space.map(USER_START, text, writable=False, executable=True)
-    stack = machine.frames.alloc(FrameOwner.USER)
+    stack = vm.frames.alloc(FrameOwner.USER)
     space.map(STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
     return UserContext.initial(space.pml4, USER_START, STACK_TOP - 8)
 
 
-def run_to_doorbell(machine: Machine, ctx: UserContext) -> None:
-    assert machine.enter(ctx) == SyscallExit(Entry.DOORBELL)
+def run_to_doorbell(vm: SvsmVm, ctx: UserContext) -> None:
+    assert vm.cpus[0].enter(ctx) == SyscallExit(Entry.DOORBELL)
 
 
-def avx_offset(machine: Machine) -> int:
+def avx_offset(vm: SvsmVm) -> int:
     """Where ymm0-15's upper halves sit in KVM's XSAVE buffer: CPUID 0xD.2 EBX (host)."""
-    leaf = machine.kvm.supported_cpuid().find(0xD, x86.XFeature.AVX)
+    leaf = vm.kvm.supported_cpuid().find(0xD, x86.XFeature.AVX)
     assert leaf is not None and leaf.eax == 256
     return int(leaf.ebx)
 
 
-def cpl3_cpuid(machine: Machine) -> tuple[int, int, int]:
+def cpl3_cpuid(vm: SvsmVm) -> tuple[int, int, int]:
     """CPUID.1:ECX, CPUID.7.0:EBX and XCR0 (0 unless OSXSAVE) as a process sees them."""
-    run_to_doorbell(machine, user_program(machine, CPUID))
-    r = machine.regs
+    run_to_doorbell(vm, user_program(vm, CPUID))
+    r = vm.cpus[0].regs
     return r.rsi & 0xFFFF_FFFF, r.rdi & 0xFFFF_FFFF, (r.rdx << 32) | (r.rax & 0xFFFF_FFFF)
 
 
-def test_xsave_buffer_is_as_large_as_kvm_says(machine: Machine) -> None:
-    vcpu = machine.vcpu
+def test_xsave_buffer_is_as_large_as_kvm_says(vm: SvsmVm) -> None:
+    vcpu = vm.cpus[0].vcpu
     assert vcpu.xsave_size == max(kvm.KVM_XSAVE_SIZE, vcpu.vm.check_extension(kvm.KVM_CAP_XSAVE2))
     assert ctypes.sizeof(vcpu.new_xsave()) == vcpu.xsave_size
 
 
-def test_xsave_buffer_of_wrong_size_is_refused(machine: Machine) -> None:
-    short = (ctypes.c_uint8 * (machine.vcpu.xsave_size - 1))()
+def test_xsave_buffer_of_wrong_size_is_refused(vm: SvsmVm) -> None:
+    short = (ctypes.c_uint8 * (vm.cpus[0].vcpu.xsave_size - 1))()
     with pytest.raises(ValueError, match="XSAVE buffer"):
-        machine.vcpu.set_xsave(short)
+        vm.cpus[0].vcpu.set_xsave(short)
     with pytest.raises(ValueError, match="XSAVE buffer"):
-        machine.vcpu.get_xsave(short)
+        vm.cpus[0].vcpu.get_xsave(short)
 
 
-def test_get_xsave_shows_ymm_upper_half_written_at_cpl3(machine: Machine) -> None:
-    ctx = user_program(machine, WRITE + READ)
-    run_to_doorbell(machine, ctx)
-    area = machine.vcpu.new_xsave()
-    machine.vcpu.get_xsave(area)
+def test_get_xsave_shows_ymm_upper_half_written_at_cpl3(vm: SvsmVm) -> None:
+    ctx = user_program(vm, WRITE + READ)
+    run_to_doorbell(vm, ctx)
+    area = vm.cpus[0].vcpu.new_xsave()
+    vm.cpus[0].vcpu.get_xsave(area)
     xstate_bv = struct.unpack_from("<Q", area, x86.XSAVE_XSTATE_BV_OFFSET)[0]
     assert xstate_bv & (1 << x86.XFeature.AVX)
-    assert struct.unpack_from("<Q", area, avx_offset(machine))[0] == YMM0_HI
+    assert struct.unpack_from("<Q", area, avx_offset(vm))[0] == YMM0_HI
     assert struct.unpack_from("<I", area, x86.XSAVE_MXCSR_OFFSET)[0] == MXCSR_ROUND_TO_ZERO
 
 
-def test_set_xsave_round_trip_reaches_cpl3(machine: Machine) -> None:
-    ctx = user_program(machine, WRITE + READ)
-    run_to_doorbell(machine, ctx)
-    area = machine.vcpu.new_xsave()
-    machine.vcpu.get_xsave(area)
-    struct.pack_into("<Q", area, avx_offset(machine), 0xCAFE_F00D_0BAD_BEEF)
-    machine.vcpu.set_xsave(area)
-    again = machine.vcpu.new_xsave()
-    machine.vcpu.get_xsave(again)
+def test_set_xsave_round_trip_reaches_cpl3(vm: SvsmVm) -> None:
+    ctx = user_program(vm, WRITE + READ)
+    run_to_doorbell(vm, ctx)
+    area = vm.cpus[0].vcpu.new_xsave()
+    vm.cpus[0].vcpu.get_xsave(area)
+    struct.pack_into("<Q", area, avx_offset(vm), 0xCAFE_F00D_0BAD_BEEF)
+    vm.cpus[0].vcpu.set_xsave(area)
+    again = vm.cpus[0].vcpu.new_xsave()
+    vm.cpus[0].vcpu.get_xsave(again)
     assert bytes(again[:x86.XSAVE_LEGACY_AND_HEADER]) == bytes(area[:x86.XSAVE_LEGACY_AND_HEADER])
-    assert struct.unpack_from("<Q", again, avx_offset(machine))[0] == 0xCAFE_F00D_0BAD_BEEF
-    run_to_doorbell(machine, ctx)  # READ: the process sees what KVM_SET_XSAVE loaded
-    assert machine.regs.rax == 0xCAFE_F00D_0BAD_BEEF
-    assert machine.regs.rbx == MXCSR_ROUND_TO_ZERO
+    assert struct.unpack_from("<Q", again, avx_offset(vm))[0] == 0xCAFE_F00D_0BAD_BEEF
+    run_to_doorbell(vm, ctx)  # READ: the process sees what KVM_SET_XSAVE loaded
+    assert vm.cpus[0].regs.rax == 0xCAFE_F00D_0BAD_BEEF
+    assert vm.cpus[0].regs.rbx == MXCSR_ROUND_TO_ZERO
 
 
-def test_guest_xcr0_is_every_component_kvm_supports(machine: Machine) -> None:
-    leaf = machine.kvm.supported_cpuid().find(0xD, 0)
+def test_guest_xcr0_is_every_component_kvm_supports(vm: SvsmVm) -> None:
+    leaf = vm.kvm.supported_cpuid().find(0xD, 0)
     assert leaf is not None
-    assert machine.vcpu.get_xcr0() == machine.xcr0 == leaf.eax | (leaf.edx << 32)
+    assert vm.cpus[0].vcpu.get_xcr0() == vm.xcr0 == leaf.eax | (leaf.edx << 32)
 
 
-def test_new_context_starts_with_initial_vector_state(machine: Machine) -> None:
-    writer = user_program(machine, WRITE + READ)
-    run_to_doorbell(machine, writer)
-    fresh = user_program(machine, READ)
-    run_to_doorbell(machine, fresh)
-    r = machine.regs
+def test_new_context_starts_with_initial_vector_state(vm: SvsmVm) -> None:
+    writer = user_program(vm, WRITE + READ)
+    run_to_doorbell(vm, writer)
+    fresh = user_program(vm, READ)
+    run_to_doorbell(vm, fresh)
+    r = vm.cpus[0].regs
     assert (r.rax, r.rbx, r.rcx) == (0, x86.MXCSR_INITIAL, x86.FCW_INITIAL)
 
 
-def test_vector_state_survives_a_switch_to_another_context(machine: Machine) -> None:
-    writer = user_program(machine, WRITE + READ)
-    run_to_doorbell(machine, writer)
-    other = user_program(machine, WRITE)  # writes the same registers, then stops
-    run_to_doorbell(machine, other)
-    area = machine.vcpu.new_xsave()
-    machine.vcpu.get_xsave(area)
-    struct.pack_into("<Q", area, avx_offset(machine), 0x5A5A)
-    machine.vcpu.set_xsave(area)  # scribble on `other`'s ymm0 while it is loaded
-    run_to_doorbell(machine, writer)
-    r = machine.regs
+def test_vector_state_survives_a_switch_to_another_context(vm: SvsmVm) -> None:
+    writer = user_program(vm, WRITE + READ)
+    run_to_doorbell(vm, writer)
+    other = user_program(vm, WRITE)  # writes the same registers, then stops
+    run_to_doorbell(vm, other)
+    area = vm.cpus[0].vcpu.new_xsave()
+    vm.cpus[0].vcpu.get_xsave(area)
+    struct.pack_into("<Q", area, avx_offset(vm), 0x5A5A)
+    vm.cpus[0].vcpu.set_xsave(area)  # scribble on `other`'s ymm0 while it is loaded
+    run_to_doorbell(vm, writer)
+    r = vm.cpus[0].regs
     assert (r.rax, r.rbx, r.rcx) == (YMM0_HI, MXCSR_ROUND_TO_ZERO, FCW_ROUND_TO_ZERO)
 
 
-def test_cpl3_cpuid_says_what_the_xsave_state_allows(machine: Machine) -> None:
-    ecx1, ebx7, xcr0 = cpl3_cpuid(machine)
+def test_cpl3_cpuid_says_what_the_xsave_state_allows(vm: SvsmVm) -> None:
+    ecx1, ebx7, xcr0 = cpl3_cpuid(vm)
     assert ecx1 & x86.CPUID1_ECX_OSXSAVE, "CR4.OSXSAVE is on: CPUID must say so"
     # Whatever XCR0 the process sees (the host's, on PVM), every component copra
     # keeps per context is in it, and CPUID's AVX and AVX-512F follow those components.
-    assert xcr0 & machine.xcr0 == machine.xcr0
-    if machine.xcr0 & (1 << x86.XFeature.AVX):
+    assert xcr0 & vm.xcr0 == vm.xcr0
+    if vm.xcr0 & (1 << x86.XFeature.AVX):
         assert ecx1 & x86.CPUID1_ECX_AVX
-    if machine.xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512:
+    if vm.xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512:
         assert ebx7 & x86.CPUID7_EBX_AVX512F
 
 
-def test_vcpu_cpuid_table_agrees_with_xcr0(machine: Machine) -> None:
-    cpuid = machine.kvm.supported_cpuid()
+def test_vcpu_cpuid_table_agrees_with_xcr0(vm: SvsmVm) -> None:
+    cpuid = vm.kvm.supported_cpuid()
     xcr0 = xsave_cpuid(cpuid)
     leaf1, leaf7 = cpuid.find(1), cpuid.find(7, 0)
     assert leaf1 is not None and leaf7 is not None
@@ -175,12 +176,12 @@ def test_vcpu_cpuid_table_agrees_with_xcr0(machine: Machine) -> None:
     assert bool(leaf7.ebx & x86.CPUID7_EBX_AVX512F) == (xcr0 & x86.XCR0_AVX512 == x86.XCR0_AVX512)
 
 
-def test_amx_tile_configuration_does_not_cross_contexts(machine: Machine) -> None:
-    _, _, xcr0 = cpl3_cpuid(machine)
+def test_amx_tile_configuration_does_not_cross_contexts(vm: SvsmVm) -> None:
+    _, _, xcr0 = cpl3_cpuid(vm)
     if not xcr0 & (1 << x86.XFeature.XTILECFG):
         pytest.skip("AMX tile state is not enabled for CPL3 on this host")
     # On PVM hosts a process can configure AMX tiles although CPUID does not offer
     # AMX and KVM's XSAVE buffer cannot hold the state; KVM_SET_XSAVE resets it.
-    run_to_doorbell(machine, user_program(machine, LDTILECFG))
-    run_to_doorbell(machine, user_program(machine, STTILECFG))
-    assert (machine.regs.rax, machine.regs.rbx) == (0, 0)
+    run_to_doorbell(vm, user_program(vm, LDTILECFG))
+    run_to_doorbell(vm, user_program(vm, STTILECFG))
+    assert (vm.cpus[0].regs.rax, vm.cpus[0].regs.rbx) == (0, 0)

@@ -1,6 +1,6 @@
 """The kernel under memory and handle pressure, and the W^X rule for file mappings.
 
-Runs the real handlers over the fake machine (no KVM): each test checks the answer
+Runs the real handlers over the fake VM (no KVM): each test checks the answer
 and that nothing is left behind.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fake_machine import FakeMachine
+from fake_vm import FakeVm
 
 from copra.abi.spec import (
     MAX_HANDLES,
@@ -26,45 +26,48 @@ from copra.abi.spec import (
 from copra.hw.x86 import PTE_ADDR_MASK
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
+from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel, task_name
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.thread import ThreadState
 
 PATH = USER_START  # a page holding "/f\0"
 
 
 @pytest.fixture
 def kernel() -> Iterator[Kernel]:
-    machine = FakeMachine(pages=512)
-    fs = RamFs(store=FramePageStore(machine.frames))  # type: ignore[arg-type]
+    vm = FakeVm(pages=512)
+    fs = RamFs(store=FramePageStore(vm.frames))  # type: ignore[arg-type]
     fs.populate(packit.encode([packit.PackItEntry("/f", b"\x90" * 100)]))
-    yield Kernel(machine, fs, lambda line: None)  # type: ignore[arg-type]
+    yield Kernel(vm, fs, lambda line: None)  # type: ignore[arg-type]
 
 
 def process(k: Kernel) -> Process:
-    proc = Process(7, "t", 0, k.machine.frames, {}, Log("t", lambda line: None), k.fs.root)
+    proc = Process(7, "t", 0, k.vm.frames, {}, Log("t", lambda line: None), k.fs.root)
     proc.map_anonymous(PATH, 1, writable=False, executable=False)
     entry = proc.space.lookup(PATH)
     assert entry is not None
-    k.machine.memory.write(entry & PTE_ADDR_MASK, b"/f\0/new\0")
+    k.vm.memory.write(entry & PTE_ADDR_MASK, b"/f\0/new\0")
+    proc.start_at(PATH, tid=proc.pid).state = ThreadState.RUNNING  # as if on a CPU
     k.processes[proc.pid] = proc
     return proc
 
 
 def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
-    regs = k.machine.regs
+    regs = k.vm.cpus[0].regs
     regs.rax = number
     regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
-    assert k._syscall(proc)
+    assert k.dispatch(k.vm.cpus[0], proc.threads[0]) is Next.GO_ON  # type: ignore[arg-type]
     value = regs.rax
     return value - (1 << 64) if value >> 63 else value
 
 
 def exhaust(k: Kernel, keep: int) -> list[int]:
-    frames = k.machine.frames
+    frames = k.vm.frames
     taken = [frames.alloc(FrameOwner.USER) for _ in range(frames.free_count - keep)]
     return taken
 
@@ -78,8 +81,8 @@ def test_mmap_that_runs_out_of_page_table_frames_maps_nothing_and_leaks_nothing(
     flags = MapFlag.READ | MapFlag.WRITE | MapFlag.ANONYMOUS | MapFlag.FIXED
     assert call(kernel, proc, Sys.MMAP, 0, start, 0, 2 * PAGE_SIZE, flags) == Errno.ENOMEM
     assert proc.space.lookup(start) is None
-    assert kernel.machine.frames.free_count == 2
-    kernel.machine.frames.free_many(taken)
+    assert kernel.vm.frames.free_count == 2
+    kernel.vm.frames.free_many(taken)
     assert call(kernel, proc, Sys.MMAP, 0, start, 0, 2 * PAGE_SIZE, flags) == start
     assert kernel.counters["internal_errors"] == 0
 
@@ -90,8 +93,8 @@ def test_spawn_without_a_frame_for_the_page_tables_is_enomem(kernel: Kernel) -> 
     with pytest.raises(SyscallError) as err:
         kernel.spawn("/bin/x")
     assert err.value.errno == Errno.ENOMEM
-    kernel.machine.frames.free_many(taken)
-    assert kernel.machine.frames.used[FrameOwner.PAGE_TABLE] == 0
+    kernel.vm.frames.free_many(taken)
+    assert kernel.vm.frames.used[FrameOwner.PAGE_TABLE] == 0
 
 
 def test_open_create_at_the_handle_limit_is_emfile_and_creates_nothing(kernel: Kernel) -> None:
@@ -121,7 +124,7 @@ def test_executable_file_mapping_is_a_private_copy(kernel: Kernel) -> None:
     assert entry is not None
     assert entry & PTE_ADDR_MASK != kernel.fs.open("/f").frame(0)
     kernel.fs.open("/f").write(0, b"\xcc")  # the file changes; the code does not
-    assert kernel.machine.memory.read(entry & PTE_ADDR_MASK, 1) == b"\x90"
+    assert kernel.vm.memory.read(entry & PTE_ADDR_MASK, 1) == b"\x90"
 
 
 def test_read_only_file_mapping_shares_the_file_frame(kernel: Kernel) -> None:
@@ -136,10 +139,10 @@ def test_read_only_file_mapping_shares_the_file_frame(kernel: Kernel) -> None:
 def test_huge_read_only_file_mapping_past_eof_is_enomem_at_once(kernel: Kernel) -> None:
     proc = process(kernel)
     handle = call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0)
-    free = kernel.machine.frames.free_count
+    free = kernel.vm.frames.free_count
     result = call(kernel, proc, Sys.MMAP, handle, 0, 0, (free + 2) * PAGE_SIZE, MapFlag.READ)
     assert result == Errno.ENOMEM
-    assert kernel.machine.frames.free_count == free
+    assert kernel.vm.frames.free_count == free
 
 
 def test_mmap_fixed_may_not_cover_the_stack_guard_page(kernel: Kernel) -> None:
@@ -166,19 +169,19 @@ def test_task_names_cannot_forge_another_log_prefix(path: str, name: str) -> Non
 def budgeted(room: int) -> tuple[Kernel, list[str]]:
     """A kernel whose RAM fs has ``room`` bytes of metadata budget left after /f, and
     the lines it logs."""
-    machine = FakeMachine(pages=512)
+    vm = FakeVm(pages=512)
     archive = packit.encode([packit.PackItEntry("/f", b"\x90" * 100)])
-    probe, _ = make_kernel(machine, archive, lambda line: None)  # type: ignore[arg-type]
+    probe, _ = make_kernel(vm, archive, lambda line: None)  # type: ignore[arg-type]
     limit = probe.fs.metadata.in_use + room
     lines: list[str] = []
-    kernel, _ = make_kernel(machine, archive, lines.append,  # type: ignore[arg-type]
+    kernel, _ = make_kernel(vm, archive, lines.append,  # type: ignore[arg-type]
                             metadata_limit=limit)
     return kernel, lines
 
 
 def test_make_kernel_takes_an_eighth_of_the_memory_for_metadata_by_default() -> None:
-    machine = FakeMachine(pages=512)
-    kernel, _ = make_kernel(machine, packit.encode([]), lambda line: None)  # type: ignore[arg-type]
+    vm = FakeVm(pages=512)
+    kernel, _ = make_kernel(vm, packit.encode([]), lambda line: None)  # type: ignore[arg-type]
     assert kernel.fs.metadata.limit == 512 * PAGE_SIZE // 8
     assert kernel.stats()["metadata_bytes"] == kernel.fs.metadata.in_use > 0
 
@@ -201,7 +204,7 @@ def test_opendir_snapshots_go_back_to_the_budget_when_the_process_exits() -> Non
     proc = process(kernel)
     entry = proc.space.lookup(PATH)
     assert entry is not None
-    kernel.machine.memory.write((entry & PTE_ADDR_MASK) + 8, b"/\0")
+    kernel.vm.memory.write((entry & PTE_ADDR_MASK) + 8, b"/\0")
     before = kernel.stats()["metadata_bytes"]
     for _ in range(10):
         assert call(kernel, proc, Sys.OPENDIR, PATH + 8) > 0  # "/": the root

@@ -1,4 +1,4 @@
-"""Resource limits (kernel/limits.py) under the real handlers over the fake machine.
+"""Resource limits (kernel/limits.py) under the real handlers over the fake VM.
 
 Each limit is driven to its edge: the call at the limit gets its error, changes
 nothing, and the kernel's counts say so; below the limit the same call succeeds.
@@ -9,7 +9,7 @@ against a naive model of pages.
 from __future__ import annotations
 
 import pytest
-from fake_machine import FakeMachine
+from fake_vm import FakeVm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +25,16 @@ from copra.abi.spec import (
 )
 from copra.hw.x86 import PTE_ADDR_MASK
 from copra.kernel import packit
+from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.kernel import Kernel
 from copra.kernel.limits import DEFAULT_FRAME_SHARE, DEFAULT_LIMITS, Limits
 from copra.kernel.objects.log import Log
-from copra.kernel.process import Process, State
+from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.thread import ThreadState
 
 STRINGS = USER_START  # a page holding the strings below
 FILE_PATH, PROGRAM_PATH, ROOT_PATH = STRINGS, STRINGS + 8, STRINGS + 24
@@ -42,32 +44,33 @@ PROGRAM = packaged_program("hello")
 
 
 def make_kernel(limits: Limits = DEFAULT_LIMITS, pages: int = 1024) -> Kernel:
-    machine = FakeMachine(pages=pages)
-    fs = RamFs(store=FramePageStore(machine.frames))  # type: ignore[arg-type]
+    vm = FakeVm(pages=pages)
+    fs = RamFs(store=FramePageStore(vm.frames))  # type: ignore[arg-type]
     fs.populate(packit.encode([packit.PackItEntry("/f", b"\x90" * 100),
                                packit.PackItEntry("/bin/prog", PROGRAM)]))
-    return Kernel(machine, fs, lambda line: None, limits)  # type: ignore[arg-type]
+    return Kernel(vm, fs, lambda line: None, limits)  # type: ignore[arg-type]
 
 
 def process(k: Kernel, pid: int = 7) -> Process:
     """A process with one read-only page of strings, as if spawned by nobody."""
-    proc = Process(pid, "t", 0, k.machine.frames, {}, Log("t", lambda line: None), k.fs.root,
+    proc = Process(pid, "t", 0, k.vm.frames, {}, Log("t", lambda line: None), k.fs.root,
                    k.limits)
     proc.map_anonymous(STRINGS, 1, writable=False, executable=False)
     entry = proc.space.lookup(STRINGS)
     assert entry is not None
     page = entry & PTE_ADDR_MASK
     for addr, text in ((FILE_PATH, b"/f\0"), (PROGRAM_PATH, b"/bin/prog\0"), (ROOT_PATH, b"/\0")):
-        k.machine.memory.write(page + addr - STRINGS, text)
+        k.vm.memory.write(page + addr - STRINGS, text)
+    proc.start_at(STRINGS, tid=proc.pid).state = ThreadState.RUNNING  # as if on a CPU
     k.processes[proc.pid] = proc
     return proc
 
 
 def call(k: Kernel, proc: Process, number: int, *args: int) -> int:
-    regs = k.machine.regs
+    regs = k.vm.cpus[0].regs
     regs.rax = number
     regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = (*args, 0, 0, 0, 0, 0)[:5]
-    assert k._syscall(proc)
+    assert k.dispatch(k.vm.cpus[0], proc.threads[0]) is Next.GO_ON  # type: ignore[arg-type]
     value = regs.rax
     return value - (1 << 64) if value >> 63 else value
 
@@ -77,7 +80,7 @@ def mmap(k: Kernel, proc: Process, pages: int, hint: int = 0, flags: int = ANON)
 
 
 def held_by_owner(k: Kernel) -> int:
-    used = k.machine.frames.used
+    used = k.vm.frames.used
     return used[FrameOwner.USER] + used[FrameOwner.PAGE_TABLE]
 
 
@@ -111,10 +114,10 @@ def test_process_frames_and_page_tables_are_charged_to_it() -> None:
 def test_mmap_beyond_the_frame_limit_is_enomem_and_takes_nothing() -> None:
     k = make_kernel(Limits(frames=40))
     proc = process(k)
-    free = k.machine.frames.free_count
+    free = k.vm.frames.free_count
     room = proc.account.limit - proc.account.held
     assert mmap(k, proc, room) == Errno.ENOMEM  # the tables need frames too
-    assert k.machine.frames.free_count == free
+    assert k.vm.frames.free_count == free
     assert len(proc.regions) == 1
     assert mmap(k, proc, room - 3) == MMAP_BASE
     assert proc.account.held == proc.account.limit
@@ -148,10 +151,10 @@ def test_read_only_file_mapping_past_eof_beyond_the_limit_is_enomem() -> None:
     k = make_kernel(Limits(frames=20))
     proc = process(k)
     handle = call(k, proc, Sys.OPEN, FILE_PATH, FileMode.READ, 0)
-    free, refs = k.machine.frames.free_count, k.machine.frames.refcount(k.fs.open("/f").frame(0))
+    free, refs = k.vm.frames.free_count, k.vm.frames.refcount(k.fs.open("/f").frame(0))
     assert call(k, proc, Sys.MMAP, handle, 0, 0, 30 * PAGE_SIZE, MapFlag.READ) == Errno.ENOMEM
-    assert k.machine.frames.free_count == free
-    assert k.machine.frames.refcount(k.fs.open("/f").frame(0)) == refs
+    assert k.vm.frames.free_count == free
+    assert k.vm.frames.refcount(k.fs.open("/f").frame(0)) == refs
 
 
 def test_mresize_growth_is_charged_and_refused_beyond_the_limit() -> None:
@@ -179,12 +182,12 @@ def test_frame_hog_at_its_limit_leaves_a_sibling_the_rest() -> None:
 
 def test_spawn_with_a_frame_limit_below_the_image_is_enomem_and_leaks_nothing() -> None:
     k = make_kernel(Limits(frames=8))
-    free = k.machine.frames.free_count
+    free = k.vm.frames.free_count
     with pytest.raises(SyscallError) as err:
         k.spawn("/bin/prog")
     assert err.value.errno == Errno.ENOMEM
     assert "limit of 8 frames" in err.value.message
-    assert k.machine.frames.free_count == free
+    assert k.vm.frames.free_count == free
     assert k.processes == {}
 
 
@@ -196,11 +199,11 @@ def test_mmap_at_the_mapping_limit_is_enomem_and_takes_no_frame() -> None:
     proc = process(k)
     for _ in range(4):
         assert mmap(k, proc, 1) > 0
-    free = k.machine.frames.free_count
+    free = k.vm.frames.free_count
     assert mmap(k, proc, 1) == Errno.ENOMEM
     handle = call(k, proc, Sys.OPEN, FILE_PATH, FileMode.READ, 0)
     assert call(k, proc, Sys.MMAP, handle, 0, 0, PAGE_SIZE, MapFlag.READ) == Errno.ENOMEM
-    assert k.machine.frames.free_count == free
+    assert k.vm.frames.free_count == free
     assert len(proc.regions) == 5
 
 
@@ -208,9 +211,9 @@ def test_munmap_that_would_split_at_the_mapping_limit_is_enomem_and_unmaps_nothi
     k = make_kernel(Limits(mappings=2))
     proc = process(k)
     addr = mmap(k, proc, 3)
-    free = k.machine.frames.free_count
+    free = k.vm.frames.free_count
     assert call(k, proc, Sys.MUNMAP, addr + PAGE_SIZE, PAGE_SIZE) == Errno.ENOMEM
-    assert k.machine.frames.free_count == free
+    assert k.vm.frames.free_count == free
     assert proc.space.lookup(addr + PAGE_SIZE) is not None
     assert call(k, proc, Sys.MUNMAP, addr, PAGE_SIZE) == 0  # trimming splits nothing
     assert call(k, proc, Sys.MUNMAP, addr + 2 * PAGE_SIZE, PAGE_SIZE) == 0
@@ -228,12 +231,12 @@ def test_munmap_split_below_the_mapping_limit_makes_two_regions() -> None:
 
 def test_spawn_of_an_image_with_more_segments_than_the_mapping_limit_is_enomem() -> None:
     k = make_kernel(Limits(mappings=2))
-    free = k.machine.frames.free_count
+    free = k.vm.frames.free_count
     with pytest.raises(SyscallError) as err:
         k.spawn("/bin/prog")
     assert err.value.errno == Errno.ENOMEM
     assert "limit of 2 mappings" in err.value.message
-    assert k.machine.frames.free_count == free
+    assert k.vm.frames.free_count == free
 
 
 # --- handles --------------------------------------------------------------------------------
@@ -268,9 +271,9 @@ def test_exec_at_the_limit_of_running_children_is_eagain_and_spawns_nothing() ->
     k = make_kernel(Limits(children=2))
     parent = process(k)
     a, b = exec_(k, parent), exec_(k, parent)
-    free, runnable = k.machine.frames.free_count, len(k.runqueue)
+    free, runnable = k.vm.frames.free_count, k.sched.runnable()
     assert exec_(k, parent) == Errno.EAGAIN
-    assert (k.machine.frames.free_count, len(k.runqueue)) == (free, runnable)
+    assert (k.vm.frames.free_count, k.sched.runnable()) == (free, runnable)
     assert k.counters["task_limit_refusals"] == 1
     end(k, a)  # ended, not reaped: no longer running
     assert parent.live_children == 1 and parent.unreaped_children == 1
@@ -340,12 +343,13 @@ def test_blocked_wait_is_woken_by_the_end_of_the_child() -> None:
     k = make_kernel()
     parent = process(k)
     child = exec_(k, parent)
-    k.runqueue.appendleft(parent)
-    regs = k.machine.regs
+    waiter = parent.threads[0]
+    regs = k.vm.cpus[0].regs
     regs.rax, regs.rdi = Sys.WAIT, child
-    assert not k._syscall(parent) and parent.state is State.BLOCKED
+    assert k.dispatch(k.vm.cpus[0], waiter) is Next.LEAVE  # type: ignore[arg-type]
+    assert waiter.state is ThreadState.BLOCKED
     k.exit_process(k.processes[child], 5 << 16)
-    assert parent.state is State.RUNNABLE and parent.unreaped_children == 1
+    assert waiter.state is ThreadState.RUNNABLE and parent.unreaped_children == 1
     assert call(k, parent, Sys.WAIT, child) == 5 << 16
 
 

@@ -21,7 +21,7 @@ from copra.attest.measure import (
 from copra.cli import main
 from copra.hw.snp import SnpFirmware
 from copra.kernel.image import build_boot_archive, packaged_program
-from copra.kernel.machine import DEFAULT_MEMORY
+from copra.kernel.svsm_vm import DEFAULT_MEMORY
 
 ARCHIVE = b"PKIT" + bytes(4) + bytes(range(256)) * 20  # 5128 bytes: two pages
 

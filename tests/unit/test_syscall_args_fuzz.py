@@ -1,6 +1,6 @@
 """Hypothesis fuzzing of syscall arguments against the real handlers, without KVM.
 
-The kernel runs over a fake machine: guest memory is a bytearray, the frame
+The kernel runs over a fake VM: guest memory is a bytearray, the frame
 allocator and page tables are the real ones, and the vCPU's registers are a plain
 ``KvmRegs``. A process gets a few mapped pages (some holding valid paths) and every
 example issues a sequence of syscalls with drawn numbers and arguments, then ends
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
-from fake_machine import FakeMachine
+from fake_vm import FakeVm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +28,7 @@ from copra.abi.spec import (
     Sys,
 )
 from copra.kernel import packit
+from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel
@@ -35,16 +36,17 @@ from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.thread import ThreadState
 
 DATA = USER_START  # one page of paths and buffers
 BUF = DATA + PAGE_SIZE  # one writable page
 PATHS = [b"/etc/a\0", b"/etc\0", b"/new\0", b"/\0", b"\xff\xfe\0", b"/etc/a/x\0"]
 
 
-MACHINE = FakeMachine()
-FS = RamFs(store=FramePageStore(MACHINE.frames))  # type: ignore[arg-type]
+VM = FakeVm()
+FS = RamFs(store=FramePageStore(VM.frames))  # type: ignore[arg-type]
 FS.populate(packit.encode([packit.PackItEntry("/etc/a", b"0123456789" * 100)]))
-KERNEL = Kernel(MACHINE, FS, lambda line: None)  # type: ignore[arg-type]
+KERNEL = Kernel(VM, FS, lambda line: None)  # type: ignore[arg-type]
 
 #: EXIT ends the process and EXEC/WAIT need a scheduler: the e2e fuzzer covers them.
 PROCESS_CALLS = {int(Sys.EXIT), int(Sys.EXEC), int(Sys.WAIT)}
@@ -70,19 +72,19 @@ ERRORS = {int(e) & (2**64 - 1) for e in Errno}
 
 def new_process() -> Process:
     log = Log("fuzz", lambda line: None)
-    proc = Process(99, "fuzz", 0, MACHINE.frames, {}, log, FS.root)
+    proc = Process(99, "fuzz", 0, VM.frames, {}, log, FS.root)
     proc.map_anonymous(DATA, 1, writable=False, executable=False)
     proc.map_anonymous(BUF, 1, writable=True, executable=False)
     pa = proc.space.lookup(DATA)
     assert pa is not None
-    MACHINE.memory.write(pa & 0x000F_FFFF_FFFF_F000, b"".join(PATHS))
-    proc.start_at(DATA)
+    VM.memory.write(pa & 0x000F_FFFF_FFFF_F000, b"".join(PATHS))
+    proc.start_at(DATA, tid=proc.pid).state = ThreadState.RUNNING  # as if on a CPU
     KERNEL.processes[proc.pid] = proc
     return proc
 
 
 def baseline() -> tuple[int, int, int]:
-    return (MACHINE.frames.free_count, MACHINE.frames.used[FrameOwner.USER],
+    return (VM.frames.free_count, VM.frames.used[FrameOwner.USER],
             sum(KernelObject.live.values()))
 
 
@@ -92,10 +94,10 @@ def test_random_syscalls_answer_documented_codes_and_leak_nothing(
         calls: list[tuple[int, tuple[int, int, int, int, int]]]) -> None:
     before = baseline()
     proc = new_process()
-    regs = MACHINE.regs
+    regs = VM.cpus[0].regs
     for number, (a0, a1, a2, a3, a4) in calls:
         regs.rax, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.r10 = number, a0, a1, a2, a3, a4
-        assert KERNEL._syscall(proc)
+        assert KERNEL.dispatch(VM.cpus[0], proc.threads[0]) is Next.GO_ON  # type: ignore[arg-type]
         result = regs.rax
         assert result < 2**63 or result in ERRORS, (hex(number), hex(result))
         assert result != int(Errno.UNKNOWN) & (2**64 - 1)

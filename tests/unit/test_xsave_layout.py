@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from copra.hw import kvm, x86
-from copra.kernel.machine import xsave_cpuid
+from copra.kernel.svsm_vm import xsave_cpuid
 
 
 def test_xcr_structures_have_the_uapi_layout() -> None:

@@ -45,7 +45,7 @@ from typing import Final
 
 from copra import __version__
 from copra.hw.snp import PAGE_SIZE, LaunchMeasurement, SnpFirmware, SnpGuest
-from copra.kernel.machine import DEFAULT_MEMORY
+from copra.kernel.svsm_vm import DEFAULT_MEMORY
 
 IDENTITY_MAGIC: Final = b"COPRA-ID"
 LAYOUT_VERSION: Final = 1

@@ -100,8 +100,7 @@ SEL_KERNEL_CODE: Final = 0x08
 SEL_KERNEL_DATA: Final = 0x10
 SEL_USER_DATA: Final = 0x18 | 3
 SEL_USER_CODE: Final = 0x20 | 3
-SEL_TSS: Final = 0x28
-GDT_ENTRIES: Final = 7  # null, kcode, kdata, udata, ucode, tss (two slots)
+SEL_TSS: Final = 0x28  # the first TSS descriptor (two slots); kernel/layout.py has one per CPU
 
 DESC_KERNEL_CODE64: Final = 0x00AF_9A00_0000_FFFF
 DESC_KERNEL_DATA: Final = 0x00CF_9200_0000_FFFF

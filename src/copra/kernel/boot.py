@@ -1,7 +1,7 @@
-"""Booting copra: the SVSM machine, RAM fs from a PackIt archive, init, the exit loop.
+"""Booting copra: the SVSM VM, RAM fs from a PackIt archive, init, the exit loop.
 
-The RAM fs keeps its files in the machine's guest frames (``FramePageStore``), so a
-read-only file mapping can share them; the machine is therefore created first.
+The RAM fs keeps its files in the VM's guest frames (``FramePageStore``), so a
+read-only file mapping can share them; the VM is therefore created first.
 
 The boot log is printed through the console callable with the ``[kernel]`` prefix;
 user lines come through each task's log with ``[taskname]``. Boot fails with
@@ -24,9 +24,9 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.logfile import LogFile
-from copra.kernel.machine import DEFAULT_MEMORY, Machine
 from copra.kernel.packit import PackItError
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.svsm_vm import DEFAULT_MEMORY, SvsmVm
 
 INIT_PATH = "/init"
 
@@ -36,7 +36,7 @@ class BootError(Exception):
 
 
 class MachineUnavailable(BootError):
-    """KVM is unusable or refused to create the SVSM machine."""
+    """KVM is unusable or refused to create the SVSM VM."""
 
 
 class InitFailed(BootError):
@@ -84,14 +84,14 @@ def summarize_tasks(tasks: tuple[str, ...]) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
-def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None],
+def make_kernel(vm: SvsmVm, archive: bytes, console: Callable[[str], None],
                 limits: Limits = DEFAULT_LIMITS, *,
                 metadata_limit: int | None = None) -> tuple[Kernel, int]:
-    """A kernel on ``machine`` whose RAM fs (in the machine's frames) holds ``archive``,
+    """A kernel on ``vm`` whose RAM fs (in the VM's frames) holds ``archive``,
     enforcing ``limits``, and the number of files the archive gave it.
 
     ``metadata_limit`` bounds the host bytes of the RAM fs's names, nodes and OPENDIR
-    snapshots (``RamFs.metadata``); None takes the default, one eighth of the machine's
+    snapshots (``RamFs.metadata``); None takes the default, one eighth of the VM's
     memory (``budget.default_metadata_limit``).
 
     Every console line also goes to the RAM fs's log file (kernel/logfile.py), which
@@ -102,43 +102,43 @@ def make_kernel(machine: Machine, archive: bytes, console: Callable[[str], None]
     boots copra — ``boot``, the end-to-end tests, the benchmarks — starts here.
     """
     if metadata_limit is None:
-        metadata_limit = default_metadata_limit(machine.memory.size)
-    fs = RamFs(store=FramePageStore(machine.frames), metadata_limit=metadata_limit)
+        metadata_limit = default_metadata_limit(vm.memory.size)
+    fs = RamFs(store=FramePageStore(vm.frames), metadata_limit=metadata_limit)
     log = LogFile(fs, console)
     files = fs.populate(archive)
-    return Kernel(machine, fs, log, limits), files
+    return Kernel(vm, fs, log, limits), files
 
 
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     """Boot, run init and every process until they end (or the timeout); then shut down."""
     try:
-        machine = Machine(config.memory, config.kvm_device)
+        vm = SvsmVm(config.memory, config.kvm_device)
     except KvmError as e:
         raise MachineUnavailable(str(e)) from e
     except OSError as e:  # the host refused memory or a VM/vCPU ioctl
-        raise MachineUnavailable(f"cannot create the SVSM machine: {e.strerror or e}") from e
+        raise MachineUnavailable(f"cannot create the SVSM VM: {e.strerror or e}") from e
     try:
-        return _boot_on(machine, config, console)
+        return _boot_on(vm, config, console)
     finally:
-        machine.close()
+        vm.close()
 
 
-def _boot_on(machine: Machine, config: BootConfig,
+def _boot_on(vm: SvsmVm, config: BootConfig,
              console: Callable[[str], None]) -> RunResult:
-    """The boot sequence on a machine; its locals (kernel, RAM fs) die with it, so
-    that nothing refers to guest memory any more when the caller closes the machine."""
+    """The boot sequence on a VM; its locals (kernel, RAM fs) die with it, so
+    that nothing refers to guest memory any more when the caller closes the VM."""
     try:
         metadata_limit = config.metadata_limit
         if metadata_limit is None:
             metadata_limit = config.limits.metadata
-        kernel, files = make_kernel(machine, config.archive, console, config.limits,
+        kernel, files = make_kernel(vm, config.archive, console, config.limits,
                                     metadata_limit=metadata_limit)
     except (PackItError, SyscallError) as e:
         raise BootError(f"the boot archive is unusable: {e}") from e
     except ValueError as e:  # a metadata limit too small for the root directory
         raise BootError(f"cannot make the RAM fs: {e}") from e
     kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
-               f"{config.memory >> 20} MiB, {machine.frames.total} free frames")
+               f"{config.memory >> 20} MiB, {vm.frames.total} free frames")
     metadata = kernel.fs.metadata
     kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive; "
                f"metadata {metadata.in_use} of {metadata.limit} host bytes")
@@ -168,7 +168,7 @@ def _ctrl_c_stops(kernel: Kernel) -> Iterator[None]:
 
 
 def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
-    machine = kernel.machine
+    vm = kernel.vm
     try:
         init = kernel.spawn(INIT_PATH, parent=0)
     except SyscallError as e:
@@ -176,7 +176,7 @@ def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
     except Exception as e:
         raise InitFailed(f"cannot start {INIT_PATH}: {e}") from e
     kernel.log(f"started {INIT_PATH} as task {init.pid}")
-    result = kernel.run(init, config.timeout)
+    result = kernel.serve(init, config.timeout)
     for stage in config.after_run:
         stage(kernel)
     if result.timed_out:
@@ -186,5 +186,5 @@ def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
         kernel.log("interrupted; still running: " + summarize_tasks(result.still_running))
     elif result.status is not None:
         kernel.log(f"init {describe_status(result.status)}; "
-                   f"{machine.exits} exits to the kernel")
+                   f"{vm.exits} exits to the kernel")
     return result

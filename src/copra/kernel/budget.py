@@ -26,9 +26,8 @@ one made while that thread holds this lock. Nothing is called out under it.
 
 from __future__ import annotations
 
-import threading
-
 from copra.abi.spec import Errno
+from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
 
 #: The default limit is the SVSM memory size divided by this.
@@ -49,7 +48,7 @@ class MetadataBudget:
         if limit is not None and limit < 0:
             raise ValueError(f"metadata limit must be >= 0, not {limit}")
         self.limit = limit
-        self._lock = threading.RLock()
+        self._lock = lockdep.rlock("budget")
         self._in_use = 0
         self._peak = 0
         self._refused = 0

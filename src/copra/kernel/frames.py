@@ -16,21 +16,22 @@ Invariants:
 ``FrameAccount`` is one process's view of the allocator: the frames it allocates
 (private pages, page tables) are charged against its limit (kernel/limits.py).
 
-Locking: one ``threading.Lock`` guards the free list and the counters; the memory
-buffer itself is not locked (each frame has one owner, who serialises its own use).
+Locking: one lock (class "frames", a leaf) guards the free list and the counters; the
+memory buffer itself is not locked (each frame has one owner, who serialises its own
+use).
 A ``FrameAccount`` is changed only under its process's ``mem_lock`` (or before the
 process is visible to anyone).
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterable
 from enum import Enum
 from typing import Protocol
 
 from copra.abi.spec import PAGE_SIZE
+from copra.kernel import lockdep
 
 _ZERO_PAGE = bytes(PAGE_SIZE)
 
@@ -78,7 +79,7 @@ class FrameAllocator:
         if first_free % PAGE_SIZE:
             raise ValueError("first_free must be page-aligned")
         self.memory = memory
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("frames")
         end = memory.base + memory.size
         # Hand out low addresses first: pop() takes from the end of the list.
         self._free: list[int] = list(range(end - PAGE_SIZE, first_free - 1, -PAGE_SIZE))
@@ -159,7 +160,7 @@ class FrameAccount:
     (PAGE_TABLE) — and never exceeds ``limit``. RAM-fs frames a read-only mapping
     shares (FILE) were not allocated here and are never charged. A frame that is
     unmapped is uncharged at once (``uncharge``) and freed through the allocator by
-    whoever invalidates the machine's mappings (Kernel.exit_process, sys_munmap).
+    whoever invalidates the VM's mappings (Kernel.exit_process, sys_munmap).
     """
 
     def __init__(self, frames: FrameAllocator, limit: int) -> None:

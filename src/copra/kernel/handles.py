@@ -24,11 +24,11 @@ returned with no lock held.
 from __future__ import annotations
 
 import heapq
-import threading
 from enum import IntFlag
 from typing import TypeVar, overload
 
 from copra.abi.spec import MAX_HANDLES, Errno
+from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject
 
@@ -46,7 +46,7 @@ class Rights(IntFlag):
 class HandleTable:
     def __init__(self, limit: int = MAX_HANDLES) -> None:
         self.limit = limit
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("handles")
         self._objects: dict[int, tuple[KernelObject, int]] = {}  # rights as a plain int
         self._next = 0  # every id >= _next is free
         self._holes: list[int] = []  # free ids below _next (a min-heap)

@@ -1,8 +1,9 @@
-"""The copra kernel: processes, the scheduler and the exit loop of the SVSM vCPU.
+"""The copra kernel: processes, the exit handlers of the CPUs, the syscall dispatcher.
 
-Every syscall, fault and preemption of a user process lands in ``Kernel.run``'s loop
-as a plain ``Exit`` value from the machine; syscalls go to the table in
-kernel/syscalls.py, faults end the offending process only.
+The kernel is the driver of every CPU's loop (``Cpu.serve``, kernel/cpu.py): it
+picks threads through the scheduler (kernel/scheduler.py) and handles each exit, a
+plain ``Exit`` value; syscalls go to the table in kernel/syscalls.py, faults end the
+offending process only.
 
 Invariants:
 - pid 1 is reserved (upstream's initial kernel task); user pids count up from 2;
@@ -15,7 +16,7 @@ Invariants:
   parent's ``children`` set and its two counts change only in ``spawn``,
   ``exit_process`` and ``reap``;
 - a syscall handler either completes (rax is written, rip already points past the
-  entry instruction), blocks (the process is BLOCKED and the same syscall is
+  entry instruction), blocks (the thread is BLOCKED and the same syscall is
   dispatched again when it is woken), or ends the process;
 - a host ``MemoryError`` never escapes the dispatcher: the caller gets ENOMEM and
   ``counters["host_memory_errors"]`` counts it (budgets such as the RAM fs's metadata
@@ -23,38 +24,53 @@ Invariants:
   counted (``counters["enomem"]``) and the 1st, 2nd, 4th, 8th... are logged with
   their reason, so a flood of them costs a few lines.
 
-Locking: one host thread drives the vCPU and owns the scheduler state
-(``processes``, ``runqueue``, each process's ``state``). Objects lock themselves.
+Locking: ``tasks_lock`` (class "tasks", the outermost, kernel/lockdep.py) guards
+``processes``, the pid counter, every process's ``status``, ``threads``, ``parent``
+and child bookkeeping: spawn, exit, reap and WAIT's look-up take it. The scheduler
+has its own lock; ``counters`` are changed under ``_counters_lock`` (a leaf), except
+by boot stages, which run while no CPU does. Objects lock themselves.
 """
 
 from __future__ import annotations
 
+import itertools
+import signal
+import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
 from copra.hw.x86 import Vector
+from copra.kernel import lockdep
+from copra.kernel.cpu import (
+    Cpu,
+    CpuError,
+    Exit,
+    FaultExit,
+    Next,
+    PreemptExit,
+    Runnable,
+    SyscallExit,
+    install_kick_handler,
+)
 from copra.kernel.elf import ElfError
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner, OutOfMemory
+from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.loader import load_elf
-from copra.kernel.machine import (
-    SYSCALL_LANDING,
-    FaultExit,
-    Machine,
-    MachineError,
-    PreemptExit,
-    SyscallExit,
-)
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
-from copra.kernel.process import Process, State
+from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, File, RamFs
+from copra.kernel.scheduler import Scheduler, Waiter
+from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.usermem import UserPtr, copy_in
+from copra.kernel.waitqueue import Signal, WaitQueue
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
 _INT80 = b"\xcd\x80"
@@ -67,7 +83,7 @@ ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscall
 
 
 class WouldBlock(Exception):
-    """Raised by a handler whose process must wait; the syscall is retried on wake."""
+    """Raised by a handler whose thread must wait; the syscall is retried on wake."""
 
 
 class ProcessExited(Exception):
@@ -103,29 +119,40 @@ def describe_status(status: int) -> str:
 
 
 class Kernel:
-    def __init__(self, machine: Machine, fs: RamFs, console: Callable[[str], None],
+    def __init__(self, vm: SvsmVm, fs: RamFs, console: Callable[[str], None],
                  limits: Limits = DEFAULT_LIMITS) -> None:
-        self.machine = machine
+        self.vm = vm
         self.fs = fs
         self.console = console
         self.limits = limits
+        self.tasks_lock = lockdep.lock("tasks")
         self.processes: dict[int, Process] = {}
-        self.runqueue: deque[Process] = deque()
+        self.sched = Scheduler(len(vm.cpus))
         self._next_pid = 2
+        self._tids = itertools.count(1)
         self.counters: Counter[str] = Counter()
+        self._counters_lock = lockdep.lock("counters")
         self.stop_requested = False
+        self._deadline: float | None = None
+        self._timed_out = False
         from copra.kernel.syscalls import SYSCALLS  # the table imports this module's types
 
         self._table = SYSCALLS
 
     def request_stop(self) -> None:
-        """Stop the run at the next slice boundary, as a timeout does (a signal handler
-        may call this: it only sets a flag and kicks the vCPU)."""
+        """Stop the run at the next slice boundary, as a timeout does. A signal handler
+        may call this: it takes no lock, only sets a flag and each CPU's
+        ``immediate_exit``; the timer thread does the rest within a slice."""
         self.stop_requested = True
-        self.machine.kick()
+        for cpu in self.vm.cpus:
+            cpu.kick(preempt=True, signal_it=False)
 
     def log(self, message: str) -> None:
         self.console(f"[kernel] {message}")
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._counters_lock:
+            self.counters[key] += n
 
     # --- processes --------------------------------------------------------------------
 
@@ -137,39 +164,40 @@ class Kernel:
         file is not a loadable image, ENOMEM when frames run out or the image has
         more segments than the limit of mappings. Nothing is left behind on failure.
         """
-        owner = self.processes.get(parent)
-        self._check_task_limits(owner)
-        image = self.fs.open(path).read(0, 1 << 62)
-        name = task_name(path)
-        pid = self._next_pid
-        log = Log(name, self.console)
-        try:
-            proc = Process(pid, name, parent, self.machine.frames,
-                           self.machine.kernel_pml4_entries(), log,
-                           root if root is not None else self.fs.root, self.limits)
-        except OutOfMemory as e:
-            raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
-        try:
-            elf = load_elf(proc, image)
-            proc.map_stack()
-        except BaseException as e:
-            # Never ran: KVM holds no translation of it, the frames can go at once.
-            self.machine.frames.free_many(proc.release())
-            if isinstance(e, ElfError):
-                raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
-            if isinstance(e, OutOfMemory):
+        with self.tasks_lock:
+            owner = self.processes.get(parent)
+            self._check_task_limits(owner)
+            image = self.fs.open(path).read(0, 1 << 62)
+            name = task_name(path)
+            pid = self._next_pid
+            log = Log(name, self.console)
+            try:
+                proc = Process(pid, name, parent, self.vm.frames,
+                               self.vm.kernel_pml4_entries(), log,
+                               root if root is not None else self.fs.root, self.limits)
+            except OutOfMemory as e:
                 raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
-            raise
+            try:
+                elf = load_elf(proc, image)
+                proc.map_stack()
+            except BaseException as e:
+                # Never ran: KVM holds no translation of it, the frames can go at once.
+                self.vm.frames.free_many(proc.release())
+                if isinstance(e, ElfError):
+                    raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
+                if isinstance(e, OutOfMemory):
+                    raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
+                raise
+            thread = proc.start_at(elf.entry, next(self._tids))
+            self._next_pid += 1
+            self.processes[pid] = proc
+            if owner is not None:
+                owner.children.add(pid)
+                owner.live_children += 1
         if elf.has_wx:
-            self.counters["wx_images"] += 1
+            self.count("wx_images")
             self.log(f"{path} has a writable and executable segment")
-        proc.start_at(elf.entry)
-        self._next_pid += 1
-        self.processes[pid] = proc
-        if owner is not None:
-            owner.children.add(pid)
-            owner.live_children += 1
-        self.runqueue.append(proc)
+        self.sched.add(thread)
         return proc
 
     def _check_task_limits(self, owner: Process | None) -> None:
@@ -183,11 +211,12 @@ class Kernel:
             why = (f"the caller has {owner.unreaped_children} ended children it has not "
                    "waited for, its limit")
         if why is not None:
-            self.counters["task_limit_refusals"] += 1
+            self.count("task_limit_refusals")
             raise SyscallError(Errno.EAGAIN, why)
 
     def reap(self, parent: Process, child: Process) -> int:
-        """Forget an ended child of parent (WAIT); returns its status."""
+        """Forget an ended child of parent (WAIT); returns its status. Caller holds
+        ``tasks_lock``."""
         assert child.status is not None and child.parent == parent.pid
         del self.processes[child.pid]
         parent.children.discard(child.pid)
@@ -195,100 +224,174 @@ class Kernel:
         return child.status
 
     def exit_process(self, proc: Process, status: int) -> None:
-        proc.status = status
-        proc.state = State.EXITED
-        self.machine.forget(proc.context)
-        frames = proc.release()
-        self.machine.invalidate_mappings()
-        self.machine.frames.free_many(frames)
-        if proc in self.runqueue:
-            self.runqueue.remove(proc)
-        # Orphans are nobody's to reap: forget ended ones, detach running ones.
-        for pid in proc.children:
-            child = self.processes[pid]
-            child.parent = 0
-            if child.state is State.EXITED:
-                del self.processes[pid]
-        proc.children.clear()
-        proc.live_children = proc.unreaped_children = 0
-        parent = self.processes.get(proc.parent)
-        if parent is None:
-            self.processes.pop(proc.pid, None)  # nobody can reap it
-            return
-        parent.live_children -= 1
-        parent.unreaped_children += 1
-        if parent.state is State.BLOCKED and parent.blocked_on == proc.pid:
-            parent.state = State.RUNNABLE
-            self.runqueue.append(parent)
+        """End proc and every thread of it; release what it holds; tell its parent.
+
+        A RUNNING thread of it stays its CPU's current thread until that CPU sees it
+        EXITED (``Kernel.handle``): the caller's own thread, when a process ends itself."""
+        with self.tasks_lock:
+            if proc.ended:
+                return
+            proc.status = status
+            for thread in proc.threads:
+                self.sched.exit(thread)
+                if thread.waiter is not None:
+                    thread.waiter.cancel()
+                    thread.waiter = None  # a cycle would keep the process (its root) alive
+            proc.threads.clear()
+            frames = proc.release()
+            self.vm.invalidate_mappings()
+            self.vm.frames.free_many(frames)
+            # Orphans are nobody's to reap: forget ended ones, detach running ones.
+            for pid in proc.children:
+                child = self.processes[pid]
+                child.parent = 0
+                if child.ended:
+                    del self.processes[pid]
+            proc.children.clear()
+            proc.live_children = proc.unreaped_children = 0
+            parent = self.processes.get(proc.parent)
+            if parent is None:
+                self.processes.pop(proc.pid, None)  # nobody can reap it
+            else:
+                parent.live_children -= 1
+                parent.unreaped_children += 1
+            proc.ended_queue.raise_signals(Signal.ENDED)
 
     def kill(self, proc: Process, why: str, status: int) -> None:
         self.log(f"{proc.name} (pid {proc.pid}) killed: {why}")
-        self.counters["killed"] += 1
+        self.count("killed")
         self.exit_process(proc, status)
 
-    # --- the exit loop ----------------------------------------------------------------
+    def wait_for(self, thread: Thread, queue: WaitQueue, mask: Signal) -> Signal:
+        """The bits of ``mask`` raised on ``queue``; if none, the thread will be woken
+        when one is (a handler then raises WouldBlock and is dispatched again)."""
+        if thread.waiter is None:
+            thread.waiter = Waiter(thread, self.sched.wake)
+        return thread.waiter.watch(queue, mask)
 
-    def run(self, init: Process, timeout: float | None = None,
-            time_slice: float = TIME_SLICE) -> RunResult:
-        """Run until every process has ended or ``timeout`` seconds have passed,
-        preempting the running process every ``time_slice`` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.machine.arm_timer(time_slice):
-            if timeout is not None:
-                raise RuntimeError("a run with a timeout needs the main thread (SIGALRM)")
-            self.counters["runs_without_preemption"] += 1
-            self.log("not on the main thread: no preemption timer; each process runs "
-                     "until it blocks, faults or exits")
-        timed_out = False
+    # --- the CPU loops --------------------------------------------------------------------
+
+    def serve(self, init: Process, timeout: float | None = None,
+              time_slice: float = TIME_SLICE) -> RunResult:
+        """Run until every process has ended (or none can run any more) or ``timeout``
+        seconds have passed, preempting each running thread every ``time_slice``
+        seconds.
+
+        Each CPU runs its loop on a host thread of its own; a timer thread kicks the
+        busy CPUs every ``time_slice`` (preemption) and ends the run at the deadline
+        or on ``request_stop``; the calling thread only waits for the CPUs. Where the
+        caller is not the main thread and no kick handler was installed before, a
+        kick cannot interrupt a running KVM_RUN: it takes effect at the thread's next
+        exit (logged once)."""
+        signals = install_kick_handler()
+        if not signals:
+            self.count("runs_without_kick_signal")
+            self.log("not on the main thread: no kick signal; preemption and the timeout "
+                     "act at a thread's next exit to the kernel")
+        self.vm.use_kick_signal(signals)
+        for cpu in self.vm.cpus:
+            cpu.preempt_requested = False
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._timed_out = False
+        self._failure: BaseException | None = None
+        ticking = threading.Event()
+        timer = threading.Thread(target=self._tick, args=(time_slice, ticking),
+                                 name="copra-timer", daemon=True)
+        loops = [threading.Thread(target=self._cpu_main, args=(cpu,), name=f"copra-cpu{i}",
+                                  daemon=True)
+                 for i, cpu in enumerate(self.vm.cpus)]
+        timer.start()
+        for loop in loops:
+            loop.start()
         try:
-            while self.runqueue:
-                proc = self.runqueue[0]
-                if deadline is not None and time.monotonic() >= deadline:
-                    timed_out = True
-                    break
-                if self.stop_requested:
-                    break
-                if proc.blocked_on is not None:
-                    # Woken from a blocking syscall: dispatch it again.
-                    proc.blocked_on = None
-                    self.machine.load(proc.context)
-                    if not self._syscall(proc):
-                        continue
-                self._run_slice(proc)
+            for loop in loops:
+                loop.join()
+        except BaseException:  # KeyboardInterrupt where nobody handles SIGINT
+            self.request_stop()
+            self.sched.stop()
+            for loop in loops:
+                loop.join()
+            raise
         finally:
-            self.machine.disarm_timer()
+            ticking.set()
+            timer.join()
+        if self._failure is not None:
+            raise RuntimeError("a CPU loop failed") from self._failure
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
-                     if p.state is not State.EXITED)
-        return RunResult(init.status, timed_out, live, self.stop_requested)
+                     if not p.ended)
+        return RunResult(init.status, self._timed_out, live,
+                         self.stop_requested and not self._timed_out)
 
-    def _run_slice(self, proc: Process) -> None:
-        """Run proc until it blocks, ends or its slice ends (then rotate the queue)."""
-        machine = self.machine
-        while True:
-            ex = machine.enter(proc.context)
-            if type(ex) is SyscallExit:
-                self.counters[ENTRY_COUNTERS[ex.entry]] += 1
-                if self._syscall(proc):
-                    continue
-                return
-            if isinstance(ex, PreemptExit):
-                self.counters["preemptions"] += 1
-                if len(self.runqueue) > 1:
-                    self.runqueue.rotate(-1)
-                return
-            if isinstance(ex, FaultExit):
-                if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
-                    self.counters[ENTRY_COUNTERS[Entry.INT80]] += 1
-                    machine.regs.rip = ex.rip + 2
-                    machine.mark_regs_dirty()
-                    if self._syscall(proc):
-                        continue
-                    return
-                self._fault(proc, ex)
-                return
-            assert isinstance(ex, MachineError)
+    def _cpu_main(self, cpu: Cpu) -> None:
+        """A CPU's host thread. SIGINT is left to the main thread, which handles it."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            cpu.serve(self)
+        except BaseException as e:  # a kernel bug outside any syscall: end the run
+            self._failure = e
+            self.request_stop()
+            self.sched.stop()
+
+    def _tick(self, time_slice: float, done: threading.Event) -> None:
+        """The timer thread: a kick per slice for every busy CPU, and the end of the
+        run at the deadline or when a stop was requested."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        while not done.wait(time_slice):
+            deadline = self._deadline
+            if deadline is not None and not self.stop_requested \
+                    and time.monotonic() >= deadline:
+                self._timed_out = True
+                self.stop_requested = True
+            if self.stop_requested:
+                self.sched.stop()
+            self.vm.kick(preempt=True)
+
+    def pick(self, cpu: Cpu) -> Thread | None:
+        return self.sched.pick(cpu.index)
+
+    def resume(self, cpu: Cpu, thread: Runnable) -> Next:
+        assert isinstance(thread, Thread)
+        if not thread.retry:
+            return Next.GO_ON
+        # Woken from a blocking syscall: dispatch it again.
+        thread.retry = False
+        if thread.waiter is not None:
+            thread.waiter.cancel()
+        return self.dispatch(cpu, thread)
+
+    def handle(self, cpu: Cpu, thread: Runnable, ex: Exit) -> Next:
+        """What an exit of ``thread`` on ``cpu`` means, and whether it goes on."""
+        assert isinstance(thread, Thread)
+        if type(ex) is SyscallExit:
+            self.count(ENTRY_COUNTERS[ex.entry])
+            return self.dispatch(cpu, thread)
+        if type(ex) is PreemptExit:
+            self.count("preemptions")
+            if self.stop_requested:
+                self.sched.stop()
+            if not self.sched.others_waiting():
+                return Next.GO_ON
+            cpu.save()
+            self.sched.yield_(thread)
+            return Next.LEAVE
+        proc = thread.process
+        if type(ex) is FaultExit:
+            if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
+                self.count(ENTRY_COUNTERS[Entry.INT80])
+                cpu.regs.rip = ex.rip + 2
+                cpu.mark_regs_dirty()
+                return self.dispatch(cpu, thread)
+            self._fault(cpu, proc, ex)
+        else:
+            assert isinstance(ex, CpuError)
             self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION)
-            return
+        return self._ended(cpu, thread)
+
+    def _ended(self, cpu: Cpu, thread: Thread) -> Next:
+        """``thread``, ``cpu``'s current thread, has ended: it leaves the CPU for good."""
+        cpu.forget(thread.context)
+        self.sched.leave(thread)
+        return Next.LEAVE
 
     def _is_int80(self, proc: Process, rip: int) -> bool:
         return self._code_is(proc, rip, _INT80)
@@ -301,11 +404,11 @@ class Kernel:
         except SyscallError:
             return False
 
-    def _fault(self, proc: Process, ex: FaultExit) -> None:
+    def _fault(self, cpu: Cpu, proc: Process, ex: FaultExit) -> None:
         if ex.vector == Vector.PF and ex.rip == SYSCALL_LANDING:
             # PVM hosts jump to LSTAR at CPL3 although EFER.SCE is clear; VMX/SVM
             # raise #UD at the instruction. Report both the same way.
-            syscall_rip = (self.machine.regs.rcx - len(_SYSCALL)) & 0xFFFF_FFFF_FFFF_FFFF
+            syscall_rip = (cpu.regs.rcx - len(_SYSCALL)) & 0xFFFF_FFFF_FFFF_FFFF
             if self._code_is(proc, syscall_rip, _SYSCALL):
                 self.kill(proc, f"#UD (vector {int(Vector.UD)}) at rip {syscall_rip:#x}: "
                                 "SYSCALL is not an entry to copra (use int 0x80 or the doorbell)",
@@ -327,58 +430,66 @@ class Kernel:
             what += f", error code {ex.error_code:#x}"
         self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION)
 
-    def _syscall(self, proc: Process) -> bool:
-        """Dispatch the syscall in proc's registers; True if proc may keep running."""
-        regs = self.machine.regs
+    def dispatch(self, cpu: Cpu, thread: Thread) -> Next:
+        """Dispatch the syscall in the registers of ``thread`` (loaded on ``cpu``)."""
+        regs = cpu.regs
         number = regs.rax
-        proc.syscalls += 1
+        proc = thread.process
+        thread.syscalls += 1
         spec = self._table.get(number)
         try:
             if spec is None:
                 raise SyscallError(Errno.ENOSYS, f"no syscall {number:#x}")
-            result = spec.handler(self, proc, regs)
+            result = spec.handler(self, thread, regs)
         except SyscallError as e:
             result = int(e.errno)
             if e.errno is Errno.ENOMEM:
                 # Out of frames or of a budget: say why, without a line per call.
-                self.counters["enomem"] += 1
-                seen = self.counters["enomem"]
+                seen = self._count_seen("enomem")
                 if seen & (seen - 1) == 0:
                     self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}")
         except WouldBlock:
-            proc.state = State.BLOCKED
-            self.runqueue.remove(proc)
-            return False
+            cpu.save()  # before another CPU may take it
+            self.sched.block(thread)
+            return Next.LEAVE
         except ProcessExited:
-            return False
+            return self._ended(cpu, thread)
         except MemoryError:
             # The host ran out before a budget refused: not a bug in the handler, and
             # not worth a traceback per call (they come in floods). The caller gets
             # ENOMEM; the first, second, fourth, eighth... are logged, all counted.
-            self.counters["host_memory_errors"] += 1
-            seen = self.counters["host_memory_errors"]
+            seen = self._count_seen("host_memory_errors")
             if seen & (seen - 1) == 0:
                 self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
                          f"{proc.name} (pid {proc.pid}): answered ENOMEM")
             result = int(Errno.ENOMEM)
         except Exception as e:  # a kernel bug: the caller gets UNKNOWN, the kernel goes on
-            self.counters["internal_errors"] += 1
+            self.count("internal_errors")
             self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}")
             for line in traceback.format_exc().splitlines():
                 self.log(line)
             result = int(Errno.UNKNOWN)
         regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
-        self.machine.mark_regs_dirty()
-        return True
+        cpu.mark_regs_dirty()
+        if thread.state is ThreadState.EXITED:  # its process ended meanwhile
+            return self._ended(cpu, thread)
+        return Next.GO_ON
+
+    def _count_seen(self, key: str) -> int:
+        with self._counters_lock:
+            self.counters[key] += 1
+            return self.counters[key]
 
     # --- accounting -------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        frames = self.machine.frames
-        live = [p for p in self.processes.values() if p.state is not State.EXITED]
+        frames = self.vm.frames
+        with self.tasks_lock:
+            live = [p for p in self.processes.values() if not p.ended]
+            tasks = len(self.processes)
         return {
             "processes": len(live),
-            "tasks": len(self.processes),
+            "tasks": tasks,
             "handles": sum(len(p.handles) for p in live),
             "objects": sum(KernelObject.live.values()),
             "user_frames": frames.used[FrameOwner.USER],

@@ -28,10 +28,10 @@ RamFs and File calls, after it. The console is called outside it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from copra.abi.spec import LOG_FILE_MAX, LOG_FILE_PATH
+from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
 from copra.kernel.paths import split_file_path
 from copra.kernel.ramfs import RamFs
@@ -49,7 +49,7 @@ class LogFile:
         self.limit = limit
         self.dropped = 0
         self._console = console
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("logfile")
         self._full = False
         parent = "/".join(split_file_path(path)[:-1])
         try:

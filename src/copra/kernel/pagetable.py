@@ -10,7 +10,7 @@ Invariants:
 - a user-half table frame belongs to this address space alone; it comes from the
   ``FrameSource`` given at creation (a process's ``FrameAccount``, which charges it
   to the process's frame limit); ``table_frames`` hands them to the caller, who
-  frees them once the machine has invalidated its mappings; kernel-half tables are
+  frees them once the VM has invalidated its mappings; kernel-half tables are
   shared and never freed here;
 - ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
   never lost by overwriting;
@@ -21,7 +21,7 @@ Locking: the owning process's memory lock serialises all calls; nothing here loc
 Translations: adding a mapping needs nothing (the CPU, or KVM's shadow MMU, walks
 the tables on the next miss). Removing or changing a present entry, or freeing a
 table frame, is not seen by KVM's shadow MMU (the tables are written from the host):
-callers invalidate with ``Machine.invalidate_mappings`` before the frames are reused
+callers invalidate with ``SvsmVm.invalidate_mappings`` before the frames are reused
 (kernel/process.py, docs/architecture.md).
 """
 
@@ -140,7 +140,7 @@ class AddressSpace:
 
     def table_frames(self) -> list[int]:
         """Give up every table frame of the user half: the caller frees them once the
-        machine no longer translates through them. The space is unusable afterwards."""
+        VM no longer translates through them. The space is unusable afterwards."""
         tables, self._tables = self._tables, []
         return tables
 

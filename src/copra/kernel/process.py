@@ -1,4 +1,4 @@
-"""A process: an address space, a handle table, one thread's CPU context, a status.
+"""A process: an address space, a handle table, children, its threads, a status.
 
 Invariants:
 - ``regions`` (a RegionMap keyed by start, kernel/regionmap.py) holds every user
@@ -17,23 +17,25 @@ Invariants:
 - handle 0 is the task's log from creation until it is closed or the process ends;
 - ``status`` is None while the process lives, then the packed exit status
   (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is released once;
+- ``threads`` holds its threads (kernel/thread.py) that have not ended; the first
+  is created by ``start_at``; every thread shares this process's address space and
+  handle table, and when the process ends all of them end with it;
 - ``children`` holds the pids of its children in the kernel's table, running or
   ended and not yet reaped; ``live_children`` and ``unreaped_children`` count them
   by state (the kernel keeps all three, kernel/kernel.py).
 
 Unmapping hands the frames back to the caller instead of freeing them: KVM may still
-translate through the removed entries until the machine invalidates its mappings, so
+translate through the removed entries until the VM invalidates its mappings, so
 the caller invalidates first and frees after (Kernel.exit_process, sys_munmap). The
 charge comes off at once: the frames are on their way back to the pool.
 
 Locking: ``mem_lock`` serialises changes to the address space (regions, page tables,
-the frame account) and every copy through usermem; the scheduler owns ``state`` and
-the child bookkeeping (only the vCPU thread changes them).
+the frame account) and every copy through usermem; the kernel owns ``threads``,
+``status`` and the child bookkeeping (kernel/kernel.py says under which lock).
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -47,24 +49,21 @@ from copra.abi.spec import (
     USER_START,
     Errno,
 )
+from copra.kernel import lockdep
+from copra.kernel.cpu import UserContext
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameAccount, FrameAllocator, FrameOwner, OutOfMemory
 from copra.kernel.handles import HandleTable, Rights
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
-from copra.kernel.machine import UserContext
 from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
 from copra.kernel.regionmap import RegionMap
+from copra.kernel.thread import Thread
+from copra.kernel.waitqueue import WaitQueue
 
 #: The end of the area MMAP may use: the stack's guard page and the stack sit above it.
 MAP_AREA_END = USER_MAP_END
-
-
-class State(Enum):
-    RUNNABLE = "runnable"
-    BLOCKED = "blocked"
-    EXITED = "exited"
 
 
 class RegionKind(Enum):
@@ -107,16 +106,15 @@ class Process:
         self.frames = frames
         self.account = FrameAccount(frames, limits.frame_limit(frames.total))
         self.space = AddressSpace(self.account, kernel_entries)
-        self.mem_lock = threading.RLock()
+        self.mem_lock = lockdep.rlock("process.mem")
         self.regions: RegionMap[Region] = RegionMap()
         self.handles = HandleTable(limits.handles)
         self.log = log
         self.handles.install(log, Rights.WRITE)
-        self.context = UserContext(self.space.pml4)
-        self.state = State.RUNNABLE
+        self.threads: list[Thread] = []
         self.status: int | None = None
-        self.blocked_on: int | None = None  # pid a WAIT is waiting for
-        self.syscalls = 0
+        #: Raises Signal.ENDED when the process has ended (WAIT observes it).
+        self.ended_queue = WaitQueue()
         self.children: set[int] = set()
         self.live_children = 0
         self.unreaped_children = 0
@@ -193,8 +191,16 @@ class Process:
         self.map_anonymous(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_SIZE // PAGE_SIZE,
                            writable=True, executable=False, kind=RegionKind.STACK)
 
-    def start_at(self, entry: int) -> None:
-        self.context = UserContext.initial(self.space.pml4, entry, USER_INITIAL_RSP)
+    def start_at(self, entry: int, tid: int) -> Thread:
+        """Create the first thread, at ``entry`` with the initial stack pointer."""
+        thread = Thread(tid, self, UserContext.initial(self.space.pml4, entry,
+                                                       USER_INITIAL_RSP))
+        self.threads.append(thread)
+        return thread
+
+    @property
+    def ended(self) -> bool:
+        return self.status is not None
 
     # --- the MMAP area --------------------------------------------------------------------
 
@@ -272,7 +278,7 @@ class Process:
 
     def release(self) -> list[int]:
         """Close every handle and give up the address space; returns the frames to
-        free (after the machine has invalidated its mappings), page tables included.
+        free (after the VM has invalidated its mappings), page tables included.
 
         The leaves are not cleared one by one: the table frames themselves go back to
         the pool (zeroed when next handed out), so the space is unusable afterwards."""

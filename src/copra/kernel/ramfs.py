@@ -41,7 +41,7 @@ Invariants:
   and changes nothing. A removed name still listed by a snapshot, or a file still
   open, stays charged until its last holder goes.
 
-Locking: one ``threading.Lock`` per RamFs guards the whole tree and the contents of
+Locking: one lock (class "ramfs") per RamFs guards the whole tree and the contents of
 every file in it; every public method takes it for its whole duration, so each
 operation is atomic with respect to the others. ``File``'s own methods take the same
 lock. The page counter has a leaf lock of its own (it is also updated from a
@@ -60,12 +60,12 @@ Not supported: growing a file by truncate (upstream cannot either); huge pages.
 from __future__ import annotations
 
 import sys
-import threading
 import weakref
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, TypeAlias
 
 from copra.abi.spec import PAGE_SIZE, Errno, FileType
+from copra.kernel import lockdep
 from copra.kernel.budget import MetadataBudget
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameAllocator, FrameOwner, OutOfMemory
@@ -201,7 +201,7 @@ class _PagePool:
 
     def __init__(self, store: PageStore, limit: int | None) -> None:
         self.store = store
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("ramfs.pages")
         self._in_use = 0
         self.limit = limit
 
@@ -251,7 +251,7 @@ class File:
 
     __slots__ = ("_budget", "_lock", "_pages", "_pool", "_size")
 
-    def __init__(self, lock: threading.Lock, pool: _PagePool, budget: MetadataBudget) -> None:
+    def __init__(self, lock: lockdep.KernelLock, pool: _PagePool, budget: MetadataBudget) -> None:
         """The caller has charged ``FILE_BYTES`` to ``budget``; the file's death releases
         them and gives its pages back (``__del__``)."""
         self._lock = lock
@@ -409,7 +409,7 @@ class Directory:
     __slots__ = ("_budget", "_entries", "_high", "_index", "_lock", "_removed", "_shared")
     file_type: ClassVar[FileType] = FileType.DIRECTORY
 
-    def __init__(self, lock: threading.Lock, budget: MetadataBudget) -> None:
+    def __init__(self, lock: lockdep.KernelLock, budget: MetadataBudget) -> None:
         self._lock = lock
         self._entries: list[DirListEntry] = []
         self._index: dict[str, int] = {}
@@ -534,7 +534,7 @@ class RamFs:
         if metadata_limit is not None and metadata_limit < DIRECTORY_BYTES:
             raise ValueError(f"metadata_limit {metadata_limit} leaves no room for the root "
                              f"directory ({DIRECTORY_BYTES} bytes)")
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("ramfs")
         self._pool = _PagePool(HostPageStore() if store is None else store, max_pages)
         self._budget = MetadataBudget(metadata_limit)
         with _Prepaid(self._budget, DIRECTORY_BYTES, "the root directory") as prepaid:

@@ -7,7 +7,7 @@ raises ``SyscallError`` (the dispatcher writes -errno), ``WouldBlock`` or
 ``ProcessExited``. Arguments come from rdi, rsi, r8, r9, r10 (spec.ARG_REGISTERS);
 handle arguments use the low 32 bits, as upstream.
 
-Locking: handlers run on the vCPU thread of the calling process; memory copies hold
+Locking: handlers run on the vCPU thread of the calling thread; memory copies hold
 the process's ``mem_lock``; file objects lock themselves.
 """
 
@@ -45,15 +45,17 @@ from copra.kernel.objects.file import (
     decode_seek_mode,
 )
 from copra.kernel.objects.log import Log
-from copra.kernel.process import MAP_AREA_END, Process, RegionKind, State
+from copra.kernel.process import MAP_AREA_END, Process, RegionKind
+from copra.kernel.thread import Thread
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_in_str, copy_out
+from copra.kernel.waitqueue import Signal
 
 #: Largest single READ/WRITE transfer; larger requests are partial (the count says so).
 MAX_IO = 1 << 20
 #: Most entries one READDIR fills.
 MAX_READDIR = 256
 
-Handler = Callable[[Kernel, Process, KvmRegs], int]
+Handler = Callable[[Kernel, Thread, KvmRegs], int]
 _ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
                      | MapFlag.ANONYMOUS | MapFlag.FIXED)
 
@@ -83,12 +85,14 @@ def _path(proc: Process, addr: int) -> str:
 # --- class 0: core ----------------------------------------------------------------------
 
 
-def sys_exit(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_exit(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     k.exit_process(p, (r.rdi & 0xFFFF) << EXIT_STATUS_SHIFT)
     raise ProcessExited
 
 
-def sys_exec(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_exec(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     path = _path(p, r.rdi)
     root_path = _path(p, r.rsi)
     if r.r8:
@@ -99,18 +103,20 @@ def sys_exec(k: Kernel, p: Process, r: KvmRegs) -> int:
     return k.spawn(path, parent=p.pid, root=root).pid
 
 
-def sys_wait(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_wait(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     pid = _u32(r.rdi)
-    child = k.processes.get(pid)
-    if child is None or child.parent != p.pid:
-        raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
-    if child.status is None:
-        p.blocked_on = pid
-        raise WouldBlock
-    return k.reap(p, child)
+    with k.tasks_lock:
+        child = k.processes.get(pid)
+        if child is None or child.parent != p.pid:
+            raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
+        if child.status is None and not k.wait_for(t, child.ended_queue, Signal.ENDED):
+            raise WouldBlock
+        return k.reap(p, child)
 
 
-def sys_close(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_close(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     if not p.handles.remove(_u32(r.rdi)):
         raise SyscallError(Errno.ENOTFOUND, f"no handle {_u32(r.rdi)}")
     return 0
@@ -133,7 +139,8 @@ def _pages(length: int) -> int:
     return -(-length // PAGE_SIZE)
 
 
-def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_mmap(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     hint, offset, flags = r.rsi, r.r8, _map_flags(r.r10)
     pages = _pages(r.r9)
     if hint % PAGE_SIZE or offset % PAGE_SIZE:
@@ -170,7 +177,7 @@ def sys_mmap(k: Kernel, p: Process, r: KvmRegs) -> int:
                                          executable=executable, kind=RegionKind.FILE_PRIVATE)
                 data = file.file.read(offset, pages * PAGE_SIZE)
                 for i in range(0, len(data), PAGE_SIZE):
-                    k.machine.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
+                    k.vm.memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
             else:
                 shared = _file_frames(p, file, offset // PAGE_SIZE, pages)
                 try:
@@ -208,12 +215,13 @@ def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int
 def _unmap(k: Kernel, p: Process, start: int, end: int) -> int:
     released = p.unmap_range(start, end)
     if released:
-        k.machine.invalidate_mappings()
-        k.machine.frames.free_many(released)
+        k.vm.invalidate_mappings()
+        k.vm.frames.free_many(released)
     return len(released)
 
 
-def sys_munmap(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_munmap(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     start, pages = r.rdi, _pages(r.rsi)
     if start % PAGE_SIZE:
         raise SyscallError(Errno.EINVAL, f"address {start:#x} is not page-aligned")
@@ -226,7 +234,8 @@ def sys_munmap(k: Kernel, p: Process, r: KvmRegs) -> int:
     return 0
 
 
-def sys_mresize(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_mresize(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     start, pages = r.rdi, _pages(r.rsi)
     with p.mem_lock:
         region = p.region_at(start)
@@ -248,7 +257,8 @@ def sys_mresize(k: Kernel, p: Process, r: KvmRegs) -> int:
 # --- class 1: files ---------------------------------------------------------------------
 
 
-def sys_open(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_open(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     path = _path(p, r.rdi)
     mode = decode_file_mode(r.rsi)
     flags = decode_file_flags(r.r8)
@@ -262,7 +272,8 @@ def sys_open(k: Kernel, p: Process, r: KvmRegs) -> int:
     return p.handles.install(opened, rights)
 
 
-def sys_read(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_read(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     handle, buf, length = _u32(r.rdi), UserPtr(r.rsi), min(r.r8, MAX_IO)
     # The log is write-only: its handle lacks READ, so it answers EWRONLY too.
     obj = p.handles.get(handle, (OpenFile, Log), Rights.READ, Errno.EWRONLY)
@@ -277,7 +288,8 @@ def sys_read(k: Kernel, p: Process, r: KvmRegs) -> int:
     return len(obj.read(length, out))
 
 
-def sys_write(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_write(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     handle, length = _u32(r.rdi), min(r.r8, MAX_IO)
     obj = p.handles.get(handle, (OpenFile, Log), Rights.WRITE, Errno.ERDONLY)
     assert isinstance(obj, OpenFile | Log)
@@ -287,7 +299,8 @@ def sys_write(k: Kernel, p: Process, r: KvmRegs) -> int:
     return obj.write(data)
 
 
-def sys_seek(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_seek(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     # Upstream's order: the handle (any fs object), then the mode, then its kind, so
     # a directory with a bad mode is EINVAL. The log is a file of size 0 upstream:
     # every SEEK on it answers 0.
@@ -300,17 +313,20 @@ def sys_seek(k: Kernel, p: Process, r: KvmRegs) -> int:
     return obj.seek(r.rsi, mode)
 
 
-def sys_truncate(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_truncate(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     obj = p.handles.get(_u32(r.rdi), OpenFile, Rights.WRITE, Errno.ERDONLY)
     return obj.truncate(r.rsi)
 
 
-def sys_unlink(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_unlink(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     k.fs.unlink(_path(p, r.rdi), root=p.root)
     return 0
 
 
-def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_opendir(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     path = _path(p, r.rdi)
     if not path:  # upstream's find_dir refuses "" ("/" is the root)
         raise SyscallError(Errno.EINVAL, "OPENDIR of an empty path")
@@ -318,7 +334,8 @@ def sys_opendir(k: Kernel, p: Process, r: KvmRegs) -> int:
     return p.handles.install(OpenDirectory.open(k.fs, path, root=p.root), Rights.READ)
 
 
-def sys_readdir(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_readdir(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     obj = p.handles.get(_u32(r.rdi), OpenDirectory, Rights.READ)
     buf, count = UserPtr(r.rsi), min(r.r8, MAX_READDIR)
     if r.r8 > (USER_END // DIRENT.size):
@@ -333,12 +350,14 @@ def sys_readdir(k: Kernel, p: Process, r: KvmRegs) -> int:
     return len(obj.readdir(count, out))
 
 
-def sys_mkdir(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_mkdir(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     k.fs.mkdir(_path(p, r.rdi), root=p.root)
     return 0
 
 
-def sys_rmdir(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_rmdir(k: Kernel, t: Thread, r: KvmRegs) -> int:
+    p = t.process
     k.fs.rmdir(_path(p, r.rdi), root=p.root)
     return 0
 
@@ -346,7 +365,7 @@ def sys_rmdir(k: Kernel, p: Process, r: KvmRegs) -> int:
 # --- class 3: system information ----------------------------------------------------------
 
 
-def sys_capabilities(k: Kernel, p: Process, r: KvmRegs) -> int:
+def sys_capabilities(k: Kernel, t: Thread, r: KvmRegs) -> int:
     index = _u32(r.rdi)
     if index == Capability.COUNT:
         return len(Capability) - 1  # the values after index 0, as upstream counts
@@ -381,4 +400,4 @@ SYSCALLS: dict[int, SyscallSpec] = {
     )
 }
 
-__all__ = ["SYSCALLS", "State", "Status", "SyscallSpec"]
+__all__ = ["SYSCALLS", "Status", "SyscallSpec"]

@@ -53,10 +53,10 @@ _runs: dict[int, tuple[Any, dict[str, str | None], bytes]] = {}
 
 
 @pytest.fixture
-def suite(boot: Any, machine: Any, tmp_path_factory: pytest.TempPathFactory,
+def suite(boot: Any, vm: Any, tmp_path_factory: pytest.TempPathFactory,
           ) -> tuple[Any, dict[str, str | None], bytes]:
     """(run, case -> None or why it failed, image): built and run once per session."""
-    key = id(machine)
+    key = id(vm)
     if key not in _runs:
         image = build("conformance.c", tmp_path_factory.mktemp("cconf"), Layout.LLD)
         run = boot(image, {"/bin/cconf": image})

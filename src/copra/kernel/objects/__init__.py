@@ -12,10 +12,11 @@ own rule for its state at the top of its module.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from enum import Enum
 from typing import ClassVar
+
+from copra.kernel import lockdep
 
 
 class ObjectKind(Enum):
@@ -31,11 +32,11 @@ class KernelObject:
     #: Objects referred to by at least one handle, per kind, system-wide (for tests
     #: and accounting: every count returns to its baseline when processes end).
     live: ClassVar[Counter[ObjectKind]] = Counter()
-    _live_lock: ClassVar[threading.Lock] = threading.Lock()
+    _live_lock: ClassVar[lockdep.KernelLock] = lockdep.lock("object.live")
 
     def __init__(self) -> None:
         self._refs = 0
-        self._ref_lock = threading.Lock()
+        self._ref_lock = lockdep.lock("object.refs")
 
     def acquire(self) -> None:
         with self._ref_lock:

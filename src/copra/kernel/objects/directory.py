@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import re
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from copra.abi.spec import DIRENT, FileType, Struct
+from copra.kernel import lockdep
 from copra.kernel.budget import MetadataBudget
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
@@ -137,7 +137,7 @@ class OpenDirectory(KernelObject):
         super().__init__()
         self._snapshot: Snapshot | None = snapshot
         self._entries: tuple[DirListEntry, ...] = snapshot.entries
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("directory")
         self._position = 0
         self._budget = budget  # last: only a fully built object releases the charge
 

@@ -32,10 +32,10 @@ use this handle.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from copra.abi.spec import Errno, FileFlag, FileMode, SeekMode
+from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
 from copra.kernel.ramfs import Directory, File, RamFs
@@ -77,7 +77,7 @@ class OpenFile(KernelObject):
         super().__init__()
         self.file = file
         self.access = FileMode(access & _ACCESS)
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("file")
         self._position = 0
 
     @classmethod

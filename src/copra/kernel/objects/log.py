@@ -13,9 +13,9 @@ Locking: one lock per log serialises writers, so lines of two threads never inte
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
+from copra.kernel import lockdep
 from copra.kernel.objects import KernelObject, ObjectKind
 
 LINE_MAX = 223
@@ -28,7 +28,7 @@ class Log(KernelObject):
         super().__init__()
         self.prefix = f"[{task_name}] "
         self._sink = sink
-        self._lock = threading.Lock()
+        self._lock = lockdep.lock("log")
         self._pending = bytearray()
 
     def write(self, data: bytes) -> int:

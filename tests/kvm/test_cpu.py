@@ -1,4 +1,4 @@
-"""KVM integration: CPL3 entry, the syscall registers and every exception path of the machine."""
+"""KVM integration: CPL3 entry, the syscall registers and every exception path of a CPU."""
 
 from __future__ import annotations
 
@@ -9,70 +9,69 @@ import pytest
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START, Entry
 from copra.hw import x86
+from copra.kernel.cpu import Cpu, CpuError, FaultExit, PreemptExit, SyscallExit, UserContext
 from copra.kernel.frames import FrameOwner
-from copra.kernel.machine import (
-    KERNEL_BASE,
-    FaultExit,
-    Machine,
-    MachineError,
-    PreemptExit,
-    SyscallExit,
-    UserContext,
-)
+from copra.kernel.layout import KERNEL_BASE
 from copra.kernel.pagetable import AddressSpace
+from copra.kernel.svsm_vm import SvsmVm
 
 CODE = USER_START
 STACK_TOP = USER_START + 0x10000
 
 
 @pytest.fixture(scope="module")
-def machine() -> Iterator[Machine]:
-    m = Machine(32 << 20)
+def vm() -> Iterator[SvsmVm]:
+    m = SvsmVm(32 << 20)
     yield m
     m.close()
 
 
-def user_program(machine: Machine, code: bytes) -> UserContext:
-    space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
-    text = machine.frames.alloc(FrameOwner.USER)
-    machine.memory.write(text, code)
+@pytest.fixture
+def cpu(vm: SvsmVm) -> Cpu:
+    return vm.cpus[0]
+
+
+def user_program(vm: SvsmVm, code: bytes) -> UserContext:
+    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+    text = vm.frames.alloc(FrameOwner.USER)
+    vm.memory.write(text, code)
     space.map(CODE, text, writable=False, executable=True)
-    stack = machine.frames.alloc(FrameOwner.USER)
+    stack = vm.frames.alloc(FrameOwner.USER)
     space.map(STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
     return UserContext.initial(space.pml4, CODE, STACK_TOP - 8)
 
 
-def test_doorbell_exits_with_cpl3_registers(machine: Machine) -> None:
-    ctx = user_program(machine, bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe")
+def test_doorbell_exits_with_cpl3_registers(vm: SvsmVm, cpu: Cpu) -> None:
+    ctx = user_program(vm, bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe")
     ctx.regs.rax, ctx.regs.rdi, ctx.regs.rsi = 0x3_0000_0000, 11, 22
     ctx.regs.r8, ctx.regs.r9, ctx.regs.r10 = 33, 44, 55
-    ex = machine.enter(ctx)
+    ex = cpu.enter(ctx)
     assert ex == SyscallExit(Entry.DOORBELL)
-    r = machine.regs
+    r = cpu.regs
     assert (r.rax, r.rdi, r.rsi, r.r8, r.r9, r.r10) == (0x3_0000_0000, 11, 22, 33, 44, 55)
     # PVM reports RIP past the `out`; VMX/SVM report it at the `out` and skip it on
-    # re-entry (the machine completes it before a context switch).
+    # re-entry (the CPU completes it before a context switch).
     assert r.rip in (CODE, CODE + 2)
-    assert machine.run.s.sregs.cs.selector & 3 == 3
+    assert cpu.run_page.s.sregs.cs.selector & 3 == 3
 
 
-def test_int80_is_reported_as_ud_or_gate_with_user_frame(machine: Machine) -> None:
-    ctx = user_program(machine, b"\xcd\x80\xeb\xfe")
-    ex = machine.enter(ctx)
+def test_int80_is_reported_as_ud_or_gate_with_user_frame(vm: SvsmVm, cpu: Cpu) -> None:
+    ctx = user_program(vm, b"\xcd\x80\xeb\xfe")
+    ex = cpu.enter(ctx)
     # PVM delivers int 0x80 from CPL3 as #UD at the instruction; VMX/SVM use the gate.
     assert ex in (SyscallExit(Entry.INT80), FaultExit(x86.Vector.UD, 0, CODE, 0))
-    assert machine.regs.rsp == STACK_TOP - 8
+    assert cpu.regs.rsp == STACK_TOP - 8
 
 
-def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
+def test_result_written_to_rax_reaches_user_mode(vm: SvsmVm, cpu: Cpu) -> None:
     # out; mov rdi, rax; out; jmp $
     code = bytes([0xE6, DOORBELL_PORT, 0x48, 0x89, 0xC7, 0xE6, DOORBELL_PORT, 0xEB, 0xFE])
-    ctx = user_program(machine, code)
-    assert isinstance(machine.enter(ctx), SyscallExit)
-    machine.regs.rax = 0xFFFF_FFFF_FFFF_FFFB
-    machine.mark_regs_dirty()
-    assert isinstance(machine.enter(ctx), SyscallExit)
-    assert machine.regs.rdi == 0xFFFF_FFFF_FFFF_FFFB
+    ctx = user_program(vm, code)
+    assert isinstance(cpu.enter(ctx), SyscallExit)
+    cpu.regs.rax = 0xFFFF_FFFF_FFFF_FFFB
+    cpu.mark_regs_dirty()
+    assert isinstance(cpu.enter(ctx), SyscallExit)
+    assert cpu.regs.rdi == 0xFFFF_FFFF_FFFF_FFFB
 
 
 @pytest.mark.parametrize(
@@ -97,17 +96,17 @@ def test_result_written_to_rax_reaches_user_mode(machine: Machine) -> None:
     ids=["ud2", "div0", "hlt", "cli", "int3", "out-denied-port", "in-doorbell", "out-doorbell-32",
          "single-step", "simd", "x87"],
 )
-def test_user_exception_reaches_kernel_with_vector(machine: Machine, code: bytes,
+def test_user_exception_reaches_kernel_with_vector(vm: SvsmVm, cpu: Cpu, code: bytes,
                                                    vector: int) -> None:
-    ex = machine.enter(user_program(machine, code))
+    ex = cpu.enter(user_program(vm, code))
     assert isinstance(ex, FaultExit)
     assert ex.vector == vector
 
 
-def test_write_to_kernel_half_is_page_fault_with_address(machine: Machine) -> None:
+def test_write_to_kernel_half_is_page_fault_with_address(vm: SvsmVm, cpu: Cpu) -> None:
     target = KERNEL_BASE + 0x1000  # the GDT page: mapped, supervisor-only
     code = b"\x48\xb8" + struct.pack("<Q", target) + b"\xc6\x00\x01"  # mov rax, imm; mov [rax], 1
-    ex = machine.enter(user_program(machine, code))
+    ex = cpu.enter(user_program(vm, code))
     assert isinstance(ex, FaultExit)
     assert ex.vector == x86.Vector.PF
     assert ex.address == target
@@ -115,93 +114,94 @@ def test_write_to_kernel_half_is_page_fault_with_address(machine: Machine) -> No
         x86.PF_PRESENT | x86.PF_WRITE | x86.PF_USER)
 
 
-def test_read_of_unmapped_user_page_is_page_fault(machine: Machine) -> None:
+def test_read_of_unmapped_user_page_is_page_fault(vm: SvsmVm, cpu: Cpu) -> None:
     code = b"\x48\xb8" + struct.pack("<Q", 0xDEAD0000) + b"\x8a\x00"  # mov al, [rax]
-    ex = machine.enter(user_program(machine, code))
+    ex = cpu.enter(user_program(vm, code))
     assert isinstance(ex, FaultExit)
     assert (ex.vector, ex.address, ex.error_code & x86.PF_PRESENT) == (x86.Vector.PF, 0xDEAD0000, 0)
 
 
-def test_execute_of_nx_stack_is_page_fault(machine: Machine) -> None:
+def test_execute_of_nx_stack_is_page_fault(vm: SvsmVm, cpu: Cpu) -> None:
     code = b"\x48\xb8" + struct.pack("<Q", STACK_TOP - PAGE_SIZE) + b"\xff\xe0"  # jmp rax
-    ex = machine.enter(user_program(machine, code))
+    ex = cpu.enter(user_program(vm, code))
     assert isinstance(ex, FaultExit)
     assert ex.vector == x86.Vector.PF
     assert ex.error_code & x86.PF_FETCH
 
 
-def test_non_canonical_access_is_general_protection(machine: Machine) -> None:
+def test_non_canonical_access_is_general_protection(vm: SvsmVm, cpu: Cpu) -> None:
     code = b"\x48\xb8" + struct.pack("<Q", 0x0000_8000_0000_0000) + b"\x8a\x00"
-    ex = machine.enter(user_program(machine, code))
+    ex = cpu.enter(user_program(vm, code))
     assert isinstance(ex, FaultExit)
     assert ex.vector == x86.Vector.GP
 
 
-def test_sse_state_is_private_to_each_context(machine: Machine) -> None:
+def test_sse_state_is_private_to_each_context(vm: SvsmVm, cpu: Cpu) -> None:
     # movq xmm0, rdi; out; movq rax, xmm0; out
     code = b"\x66\x48\x0f\x6e\xc7" + bytes([0xE6, DOORBELL_PORT]) + \
         b"\x66\x48\x0f\x7e\xc0" + bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
-    a, b = user_program(machine, code), user_program(machine, code)
+    a, b = user_program(vm, code), user_program(vm, code)
     a.regs.rdi, b.regs.rdi = 0xAAAA, 0xBBBB
-    assert isinstance(machine.enter(a), SyscallExit)
-    assert isinstance(machine.enter(b), SyscallExit)
-    assert isinstance(machine.enter(a), SyscallExit)
-    assert machine.regs.rax == 0xAAAA
-    assert isinstance(machine.enter(b), SyscallExit)
-    assert machine.regs.rax == 0xBBBB
+    assert isinstance(cpu.enter(a), SyscallExit)
+    assert isinstance(cpu.enter(b), SyscallExit)
+    assert isinstance(cpu.enter(a), SyscallExit)
+    assert cpu.regs.rax == 0xAAAA
+    assert isinstance(cpu.enter(b), SyscallExit)
+    assert cpu.regs.rax == 0xBBBB
 
 
-def test_machine_error_is_plain_data() -> None:
-    assert MachineError("x").reason == "x"
+def test_cpu_error_is_plain_data() -> None:
+    assert CpuError("x").reason == "x"
 
 
-def test_remapped_page_shows_new_frame_after_invalidate(machine: Machine) -> None:
+def test_remapped_page_shows_new_frame_after_invalidate(vm: SvsmVm, cpu: Cpu) -> None:
     # mov al, [0x401000]; out; jmp $  -- reads a data page, then rings the doorbell
     code = b"\x8a\x04\x25" + (USER_START + PAGE_SIZE).to_bytes(4, "little") + \
         bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
-    old = machine.frames.alloc(FrameOwner.USER)
-    machine.memory.write(old, b"\x11")
-    new = machine.frames.alloc(FrameOwner.USER)
-    machine.memory.write(new, b"\x22")
-    ctx_space = AddressSpace(machine.frames, machine.kernel_pml4_entries())
-    text = machine.frames.alloc(FrameOwner.USER)
-    machine.memory.write(text, code)
+    old = vm.frames.alloc(FrameOwner.USER)
+    vm.memory.write(old, b"\x11")
+    new = vm.frames.alloc(FrameOwner.USER)
+    vm.memory.write(new, b"\x22")
+    ctx_space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+    text = vm.frames.alloc(FrameOwner.USER)
+    vm.memory.write(text, code)
     ctx_space.map(USER_START, text, writable=False, executable=True)
     ctx_space.map(USER_START + PAGE_SIZE, old, writable=False, executable=False)
     ctx = UserContext.initial(ctx_space.pml4, USER_START, USER_START + PAGE_SIZE)
-    assert isinstance(machine.enter(ctx), SyscallExit)
-    assert machine.regs.rax & 0xFF == 0x11
+    assert isinstance(cpu.enter(ctx), SyscallExit)
+    assert cpu.regs.rax & 0xFF == 0x11
     ctx_space.unmap(USER_START + PAGE_SIZE)
     ctx_space.map(USER_START + PAGE_SIZE, new, writable=False, executable=False)
-    machine.invalidate_mappings()
-    machine.regs.rip = USER_START
-    machine.mark_regs_dirty()
-    assert isinstance(machine.enter(ctx), SyscallExit)
-    assert machine.regs.rax & 0xFF == 0x22
+    vm.invalidate_mappings()
+    cpu.regs.rip = USER_START
+    cpu.mark_regs_dirty()
+    assert isinstance(cpu.enter(ctx), SyscallExit)
+    assert cpu.regs.rax & 0xFF == 0x22
 
 
 class _TickInStub:
     """A vCPU whose first KVM_RUN is interrupted inside a ring-0 stub, the second at CPL3."""
 
-    def __init__(self, machine: Machine) -> None:
-        self.machine, self.runs = machine, 0
+    def __init__(self, cpu: Cpu) -> None:
+        self.cpu, self.runs = cpu, 0
 
     def run(self) -> int:
         self.runs += 1
-        self.machine._cs.selector = 0x08 if self.runs == 1 else 0x23
+        self.cpu._cs.selector = 0x08 if self.runs == 1 else 0x23
         raise InterruptedError
 
 
 def test_tick_inside_a_ring0_stub_is_not_reported_until_the_stub_is_left(
-        machine: Machine) -> None:
-    ctx = user_program(machine, b"\xeb\xfe")
-    machine.load(ctx)
-    before = machine.ring0_preemptions
-    real, fake = machine.vcpu, _TickInStub(machine)
-    machine.vcpu = fake  # type: ignore[assignment]
+        vm: SvsmVm, cpu: Cpu) -> None:
+    ctx = user_program(vm, b"\xeb\xfe")
+    cpu.load(ctx)
+    cpu.preempt_requested = True  # as the timer's kick does
+    before = cpu.ring0_preemptions
+    real, fake = cpu.vcpu, _TickInStub(cpu)
+    cpu.vcpu = fake  # type: ignore[assignment]
     try:
-        ex = machine.enter(ctx)
+        ex = cpu.enter(ctx)
     finally:
-        machine.vcpu = real
+        cpu.vcpu = real
     assert isinstance(ex, PreemptExit)
-    assert fake.runs == 2 and machine.ring0_preemptions == before + 1
+    assert fake.runs == 2 and cpu.ring0_preemptions == before + 1

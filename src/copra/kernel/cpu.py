@@ -1,0 +1,506 @@
+"""One vCPU of the SVSM: its run page, the context loaded on it, exit decoding, kick.
+
+A ``Cpu`` is the ring-0 half of one processor that copra's CPL3 code runs on. Its
+structures in the kernel image are its own (kernel/layout.py): a TSS whose RSP0 is
+its own kernel stack page and whose I/O bitmap allows only the doorbell; the entry
+stubs and the IDT are shared.
+
+How CPL3 reaches Python (docs/architecture.md has the measurements behind it):
+- the doorbell ``out DOORBELL_PORT, al`` at CPL3 exits with KVM_EXIT_IO, RIP already
+  past the instruction, no ring-0 code at all: the fast path;
+- a CPU exception at CPL3 enters its ring-0 stub through the IDT; the stub's ``out``
+  to the vector's private port exits to Python, which reads the hardware frame
+  (error code, RIP, CS, RFLAGS, RSP, SS) from this CPU's kernel stack. On PVM hosts
+  ``int 0x80`` arrives this way as #UD and is recognised by its bytes ``CD 80``; on
+  VMX/SVM hosts it arrives through the DPL 3 gate at vector 0x80. The CPU reports
+  the #UD; the kernel, which owns the process's memory, recognises the bytes.
+- Python never returns through ring 0: it writes the user registers and the user
+  segment registers back through KVM_CAP_SYNC_REGS, so a ring-0 stub runs exactly
+  two instructions per exception (KVM emulates ring 0 on PVM hosts, slowly).
+
+Per-context state: the general registers, the FS base and the whole XSAVE-managed
+state (x87, SSE, AVX, AVX-512 and whatever else KVM's XSAVE set holds) belong to one
+``UserContext``. ``save`` stores the loaded context's state (KVM_GET_XSAVE2),
+``load`` puts another's on the vCPU (KVM_SET_XSAVE); a context that never ran gets
+``x86.initial_xsave``. XCR0 is the same for every context (CPL3 cannot change it).
+
+The loop: ``serve`` is this CPU's whole life on its host thread, a small state
+machine over ``CpuState``::
+
+    IDLE --pick--> KERNEL --enter--> GUEST --exit--> KERNEL --(thread goes on)--> GUEST
+      ^  (no thread: the host thread         |             |
+      |   blocks in the scheduler)           |             +--(thread left)--> IDLE
+      +--------------------------------------+
+    IDLE --(the run ends)--> STOPPED
+
+GUEST is exactly "inside KVM_RUN or about to enter it": the stop-the-world
+invalidation (kernel/svsm_vm.py) waits until no CPU is in it.
+
+Kicks: ``kick`` makes the vCPU leave the guest: it sets ``kvm_run.immediate_exit``
+(a KVM_RUN about to start returns at once) and, when the CPU is in GUEST, sends
+KICK_SIGNAL to its host thread, whose KVM_RUN then returns EINTR (KVM refuses to run
+with a signal pending). The signal needs a Python handler, which only the main thread
+can install (``install_kick_handler``); the handler itself does nothing. Without it a
+kick is ``immediate_exit`` only and takes effect at the thread's next exit. A kick
+with ``preempt`` asks for a PreemptExit at the next clean CPL3 boundary; one without
+(the stop-the-world invalidation) only makes the CPU pass the VM's gate again.
+
+Ownership and locking: a ``Cpu`` is driven by one host thread (the one in ``serve``,
+or the caller of ``enter``); the run page, the loaded context and the kernel stack
+are touched only by it. ``state`` changes to and from GUEST under the VM's gate lock
+(class "vm.gate", kernel/svsm_vm.py), which is also what makes a kick's signal safe:
+it goes only to a CPU in GUEST, whose host thread is alive. ``kick`` with
+``signal=False`` takes no lock and may be called from a signal handler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import struct
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+from types import FrameType
+from typing import TYPE_CHECKING, Final, Protocol
+
+from copra.abi.spec import DOORBELL_PORT, SYSCALL_VECTOR, USER_INITIAL_RFLAGS, Entry
+from copra.hw import kvm, x86
+from copra.hw.kvm import ExitReason, KvmRegs, KvmSegment, KvmSregs
+from copra.kernel import layout
+from copra.kernel.layout import KERNEL_BASE
+
+if TYPE_CHECKING:
+    from copra.kernel.svsm_vm import SvsmVm
+
+FRAME_WORDS: Final = struct.Struct("<6Q")  # error, rip, cs, rflags, rsp, ss
+
+# Byte offsets in struct kvm_vcpu_events (api.rst 4.31, KVM_GET_VCPU_EVENTS).
+_EV_EXCEPTION_INJECTED: Final = 0
+_EV_EXCEPTION_PENDING: Final = 3
+_EV_INTERRUPT_INJECTED: Final = 8
+_EV_NMI_INJECTED: Final = 12
+
+_CR0 = x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE | x86.CR0_WP | x86.CR0_PG
+_CR4 = x86.CR4_PAE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT | x86.CR4_OSXSAVE
+_EFER = x86.EFER_LME | x86.EFER_LMA | x86.EFER_NXE
+
+
+# --- exits as plain data ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallExit:
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class FaultExit:
+    vector: int
+    error_code: int
+    rip: int
+    address: int  # CR2 for #PF, else 0
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptExit:
+    """The CPU was kicked (time slice, stop, invalidation) at a clean CPL3 boundary."""
+
+
+@dataclass(frozen=True, slots=True)
+class CpuError:
+    """The vCPU stopped in a way no user action explains by itself (emulation gap, ...)."""
+
+    reason: str
+
+
+Exit = SyscallExit | FaultExit | PreemptExit | CpuError
+# The exits that carry no data are shared values: no allocation on the syscall path.
+_DOORBELL = SyscallExit(Entry.DOORBELL)
+_INT80 = SyscallExit(Entry.INT80)
+_PREEMPT = PreemptExit()
+
+
+@dataclass(eq=False)
+class UserContext:
+    """The CPU state of one user thread while it is not on a vCPU."""
+
+    cr3: int
+    regs: KvmRegs = field(default_factory=KvmRegs)
+    #: The XSAVE-managed state, saved into a buffer allocated at the first save;
+    #: None until then (the context starts from the initial state).
+    xsave: ctypes.Array[ctypes.c_uint8] | None = None
+    #: The FS segment base (thread-local storage), loaded with the context.
+    fs_base: int = 0
+    #: The CPU whose vCPU last had this context loaded (its state is still there if
+    #: that CPU loaded nothing since): a load on the same CPU is then free.
+    loaded_on: Cpu | None = None
+
+    @classmethod
+    def initial(cls, cr3: int, rip: int, rsp: int) -> UserContext:
+        ctx = cls(cr3)
+        ctx.regs.rip = rip
+        ctx.regs.rsp = rsp
+        ctx.regs.rflags = USER_INITIAL_RFLAGS
+        return ctx
+
+
+class CpuState(Enum):
+    IDLE = "idle"  #: no thread: the host thread waits in the scheduler
+    KERNEL = "kernel"  #: Python is handling an exit or switching threads
+    GUEST = "guest"  #: inside KVM_RUN (or about to enter it)
+    STOPPED = "stopped"  #: ``serve`` has returned
+
+
+class Runnable(Protocol):
+    """What ``serve`` runs: a thread of the kernel's (kernel/thread.py)."""
+
+    @property
+    def context(self) -> UserContext: ...
+
+
+class Next(Enum):
+    """What the kernel tells the CPU loop after an exit."""
+
+    GO_ON = "go on"  #: enter the same thread again
+    LEAVE = "leave"  #: the thread left this CPU (blocked, ended, preempted): pick anew
+
+
+class CpuDriver(Protocol):
+    """The kernel side of ``Cpu.serve``: the scheduler and the exit handlers."""
+
+    def pick(self, cpu: Cpu) -> Runnable | None:
+        """The next thread for ``cpu``, blocking while there is none; None to stop."""
+        ...
+
+    def resume(self, cpu: Cpu, thread: Runnable) -> Next:
+        """``thread`` was picked and is loaded: finish what it was doing (a syscall
+        it blocked in) before it runs."""
+        ...
+
+    def handle(self, cpu: Cpu, thread: Runnable, ex: Exit) -> Next: ...
+
+
+def _set_segment(seg: KvmSegment, selector: int, code: bool, dpl: int) -> None:
+    seg.base = 0
+    seg.limit = 0xFFFF_FFFF
+    seg.selector = selector
+    seg.type = 11 if code else 3
+    seg.present = 1
+    seg.dpl = dpl
+    seg.db = 0 if code else 1
+    seg.s = 1
+    seg.l = 1 if code else 0
+    seg.g = 1
+    seg.avl = 0
+    seg.unusable = 0
+
+
+#: The signal that interrupts a CPU's KVM_RUN (sent to that CPU's host thread).
+KICK_SIGNAL: Final = signal.SIGUSR1
+
+
+def _on_kick(_signum: int, _frame: FrameType | None) -> None:
+    """The kick signal's Python handler: nothing to do, the EINTR was the point."""
+
+
+def install_kick_handler() -> bool:
+    """Install the kick signal's handler if this is the main thread (once for the
+    process); whether kicks can use the signal now."""
+    if signal.getsignal(KICK_SIGNAL) is _on_kick:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(KICK_SIGNAL, _on_kick)
+    return True
+
+
+_PORT_VECTOR: Final = layout.port_vectors()
+_STUB_EXIT_RIP: Final = layout.stub_exit_rips()
+
+
+class Cpu:
+    """One vCPU of the SVSM VM and the user context loaded on it."""
+
+    def __init__(self, vm: SvsmVm, index: int) -> None:
+        self.vm = vm
+        self.index = index
+        self.vcpu = vm.kvm_vm.create_vcpu()
+        self.vcpu.set_cpuid(vm.cpuid)
+        # EFER.SCE is clear, so SYSCALL is #UD on VMX/SVM hosts; PVM hosts jump to
+        # LSTAR at CPL3 regardless. Point it at the kernel half's unmapped first page:
+        # the jump faults there and the kernel reports the SYSCALL (kernel.py).
+        self.vcpu.set_msrs({x86.MSR_LSTAR: layout.SYSCALL_LANDING})
+        self.vcpu.set_xcr0(vm.xcr0)
+        self._initial_xsave = self.vcpu.new_xsave()
+        ctypes.memmove(self._initial_xsave, x86.initial_xsave(self.vcpu.xsave_size),
+                       self.vcpu.xsave_size)
+        self._sregs = self._sregs_template(self.vcpu.get_sregs())
+        self.vcpu.enable_sync_regs()
+        self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
+        self.run_page = self.vcpu.run_page
+        self._loaded: UserContext | None = None
+        self._unsaved = False  # the loaded context ran since it was last saved
+        self._run_regs = self.run_page.s.regs
+        self._run_sregs = self.run_page.s.sregs
+        self._io = self.run_page.exit.io  # views into the run page, made once
+        self._events = self.run_page.s.events.raw
+        self._cs = self._run_sregs.cs
+        self._stack_lo = KERNEL_BASE + layout.kstack_pa(index)
+        self._stack_hi = KERNEL_BASE + layout.kstack_top_pa(index)
+        self.state = CpuState.KERNEL
+        #: The host thread in (or last in) KVM_RUN on this vCPU: where kicks go.
+        self.host_thread: int | None = None
+        #: A kick asked for a preemption: the next clean CPL3 boundary reports it.
+        self.preempt_requested = False
+        #: Whether a kick may send KICK_SIGNAL (``install_kick_handler`` succeeded).
+        self.signal_kicks = False
+        self.exits = 0
+        self.ring0_preemptions = 0  # kicks that found the vCPU in an entry stub
+        self._io_pending = False  # the last exit was a port access KVM has yet to complete
+
+    def _sregs_template(self, sregs: KvmSregs) -> KvmSregs:
+        _set_segment(sregs.cs, x86.SEL_USER_CODE, code=True, dpl=3)
+        for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss):
+            _set_segment(seg, x86.SEL_USER_DATA, code=False, dpl=3)
+        tr = sregs.tr
+        tr.base, tr.limit = KERNEL_BASE + layout.tss_pa(self.index), layout.TSS_LIMIT
+        tr.selector, tr.type = layout.tss_selector(self.index), 11
+        tr.present, tr.dpl, tr.db, tr.s, tr.l, tr.g, tr.avl, tr.unusable = 1, 0, 0, 0, 0, 0, 0, 0
+        sregs.ldt.unusable = 1
+        sregs.gdt.base, sregs.gdt.limit = KERNEL_BASE + layout.GDT_PA, layout.GDT_SLOTS * 8 - 1
+        sregs.idt.base, sregs.idt.limit = KERNEL_BASE + layout.IDT_PA, 256 * 16 - 1
+        # UMIP where the CPU or KVM offers it: SGDT/SIDT/SLDT/STR/SMSW at CPL3 would
+        # otherwise show user code where the kernel's structures are.
+        sregs.cr0, sregs.efer = _CR0, _EFER
+        sregs.cr4 = _CR4 | (x86.CR4_UMIP if self.vm.umip else 0)
+        sregs.cr2 = 0
+        return sregs
+
+    # --- the loaded context -----------------------------------------------------------
+
+    @property
+    def regs(self) -> KvmRegs:
+        """The registers of the context on the vCPU (valid between ``enter`` calls)."""
+        return self._run_regs
+
+    def mark_regs_dirty(self) -> None:
+        self.run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS
+
+    def _complete_pending_io(self) -> None:
+        """Let KVM finish the port instruction of the last exit before its context is
+        saved or replaced.
+
+        KVM completes an I/O exit on the next KVM_RUN (api.rst 5, KVM_EXIT_IO). On PVM
+        hosts RIP is already past the ``out`` at the exit; on VMX/SVM it still points
+        at it and KVM skips it on re-entry, but only if the same RIP is loaded again. A
+        KVM_RUN with ``immediate_exit`` set applies the pending completion (and any
+        dirty registers) and returns at once with EINTR, without running the guest.
+        """
+        self._io_pending = False
+        self.run_page.immediate_exit = 1
+        self._enter_guest()
+        try:
+            self.vcpu.run()
+        except InterruptedError:
+            pass
+        finally:
+            self._leave_guest()
+            self.run_page.immediate_exit = 0
+
+    def save(self) -> None:
+        """Store the loaded context's registers, FS base and XSAVE state in it, so that
+        any CPU may load it next. The context stays loaded here: loading it again on
+        this CPU, with nothing loaded in between, costs nothing."""
+        ctx = self._loaded
+        if ctx is None or not self._unsaved:
+            return
+        if self._io_pending:
+            self._complete_pending_io()
+        ctypes.memmove(ctypes.addressof(ctx.regs), ctypes.addressof(self._run_regs),
+                       ctypes.sizeof(KvmRegs))
+        ctx.fs_base = self._run_sregs.fs.base
+        if ctx.xsave is None:
+            ctx.xsave = self.vcpu.new_xsave()
+        self.vcpu.get_xsave(ctx.xsave)
+        self._unsaved = False
+
+    def load(self, ctx: UserContext) -> None:
+        """Put ctx on the vCPU (its registers become ``regs``) without running it."""
+        if self._loaded is ctx and ctx.loaded_on is self:
+            return
+        self.save()
+        ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
+                       ctypes.sizeof(KvmRegs))
+        self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
+        self._sregs.cr3 = ctx.cr3
+        self._sregs.fs.base = ctx.fs_base
+        self._load_user_sregs()
+        self._loaded = ctx
+        ctx.loaded_on = self
+        self._unsaved = True
+
+    def _load_user_sregs(self) -> None:
+        ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._sregs),
+                       ctypes.sizeof(KvmSregs))
+        self.run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
+
+    def forget(self, ctx: UserContext) -> None:
+        """The context's thread is gone: never save into it again."""
+        if self._loaded is ctx:
+            self._loaded = None
+            self._unsaved = False
+            self._io_pending = False
+        if ctx.loaded_on is self:
+            ctx.loaded_on = None
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def serve(self, driver: CpuDriver) -> None:
+        """This CPU's life: pick a thread, run it until it leaves, again, until the
+        driver has nothing more (see the state machine in the module docstring)."""
+        while True:
+            self.state = CpuState.IDLE
+            thread = driver.pick(self)
+            if thread is None:
+                self.state = CpuState.STOPPED
+                return
+            self.state = CpuState.KERNEL
+            self.load(thread.context)
+            step = driver.resume(self, thread)
+            while step is Next.GO_ON:
+                step = driver.handle(self, thread, self.enter(thread.context))
+
+    # --- entering the guest -------------------------------------------------------------
+
+    def _enter_guest(self) -> None:
+        self.host_thread = threading.get_ident()
+        self.vm.gate.enter(self)
+
+    def _leave_guest(self) -> None:
+        self.vm.gate.leave(self)
+
+    def enter(self, ctx: UserContext) -> Exit:
+        """Run ctx at CPL3 until it needs the kernel.
+
+        A kick that lands while the vCPU is inside a ring-0 stub (between taking an
+        exception and the stub's ``out``; on PVM hosts KVM emulates those
+        instructions, so the window is wide) is not reported: the stub runs on to its
+        exit first. Reporting it would let the scheduler save a ring-0 RIP and RSP into
+        the context and resume them later at CPL3, where the stub page faults."""
+        self.load(ctx)
+        self._io_pending = False  # this KVM_RUN completes it
+        self._unsaved = True
+        vcpu, run_page = self.vcpu, self.run_page
+        while True:
+            self._enter_guest()
+            try:
+                reason = vcpu.run()
+            except InterruptedError:
+                reason = ExitReason.INTR
+            except OSError as e:  # KVM refused to run this state: end the process, not copra
+                self._leave_guest()
+                return CpuError(f"KVM_RUN failed: {e.strerror or e}")
+            self._leave_guest()
+            if reason != ExitReason.INTR:
+                break
+            run_page.immediate_exit = 0
+            if self._cs.selector & 3 and not self._event_in_flight():
+                if self.preempt_requested:
+                    self.preempt_requested = False
+                    return _PREEMPT
+                continue  # a kick to pass the gate (an invalidation), or a stray signal
+            # The kick landed while the vCPU was in a ring-0 entry stub (on PVM hosts
+            # KVM emulates them, so the window is wide), or with an exception on its
+            # way there. The registers are the stub's, not the process's, and the
+            # frame is half built on the kernel stack: finish the entry, which exits
+            # within a few instructions, and switch only at a clean CPL3 boundary.
+            self.ring0_preemptions += 1
+        self.exits += 1
+        if reason == ExitReason.IO:
+            return self._decode_io()
+        return self._decode_other(reason)
+
+    def _event_in_flight(self) -> bool:
+        """Whether KVM holds an exception or interrupt it has yet to deliver.
+
+        A kick can stop KVM_RUN after an instruction at CPL3 raised an exception (on
+        PVM hosts ``int 0x80`` becomes a #UD this way) but before KVM delivered it
+        through the IDT: the registers still say CPL3, yet the event belongs to this
+        context. Switching now would deliver it into the next thread.
+        """
+        events = self._events
+        return bool(events[_EV_EXCEPTION_INJECTED] | events[_EV_EXCEPTION_PENDING]
+                    | events[_EV_INTERRUPT_INJECTED] | events[_EV_NMI_INJECTED])
+
+    def _decode_io(self) -> Exit:
+        io = self._io
+        port = io.port
+        sregs = self._run_sregs
+        cpl = self._cs.selector & 3
+        if port == DOORBELL_PORT and cpl == 3:
+            if io.direction != kvm.KVM_EXIT_IO_OUT or io.size != 1 or io.count != 1:
+                # Only a one-byte OUT is the doorbell: `in` and wider forms are #GP, and
+                # so is a string OUT KVM reports in a batch (count > 1). PVM reports a
+                # string `outsb` one byte per exit: that rings once per byte (abi.md).
+                self._io_pending = True
+                return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
+            self._io_pending = True
+            return _DOORBELL
+        if cpl != 0 or port not in _PORT_VECTOR:
+            # PVM may deliver a CPL3 port access without consulting the I/O bitmap:
+            # every port but the doorbell is a #GP as the bitmap says.
+            return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
+        regs = self._run_regs
+        if regs.rip != _STUB_EXIT_RIP[port]:
+            return CpuError(f"ring-0 exit at unexpected rip {regs.rip:#x}")
+        if not self._stack_lo <= regs.rsp <= self._stack_hi - FRAME_WORDS.size:
+            return CpuError(f"ring-0 exit with rsp {regs.rsp:#x} outside CPU {self.index}'s "
+                            "kernel stack")
+        vector = _PORT_VECTOR[port]
+        error, rip, cs, rflags, rsp, _ss = FRAME_WORDS.unpack_from(
+            self.vm.memory.view, regs.rsp - KERNEL_BASE)
+        if cs & 3 != 3:
+            return CpuError(f"exception {vector} taken in ring 0 at {rip:#x}")
+        regs.rip, regs.rsp, regs.rflags = rip, rsp, rflags
+        address = sregs.cr2 if vector == x86.Vector.PF else 0
+        self._sregs.fs.base = sregs.fs.base  # an exception leaves FS alone
+        self._load_user_sregs()
+        if vector == SYSCALL_VECTOR:
+            return _INT80
+        return FaultExit(vector, error, rip, address)
+
+    def _decode_other(self, reason: int) -> Exit:
+        run_page = self.run_page
+        if reason == ExitReason.INTERNAL_ERROR:
+            internal = run_page.exit.internal
+            data = " ".join(f"{internal.data[i]:#x}" for i in range(min(internal.ndata, 16)))
+            return CpuError(f"KVM internal error, suberror {internal.suberror} [{data}] "
+                            f"at rip {self._run_regs.rip:#x}")
+        if reason == ExitReason.SHUTDOWN:
+            return CpuError("triple fault (KVM_EXIT_SHUTDOWN)")
+        if reason == ExitReason.HLT:
+            return CpuError(f"hlt reached at rip {self._run_regs.rip:#x}")
+        if reason == ExitReason.FAIL_ENTRY:
+            return CpuError(f"VM entry failed, reason {run_page.exit.hw_reason:#x}")
+        if reason == ExitReason.MMIO:
+            addr = run_page.exit.mmio.phys_addr
+            return CpuError(f"access to unbacked guest memory {addr:#x}")
+        return CpuError(f"unexpected KVM exit reason {reason}")
+
+    # --- kicks ------------------------------------------------------------------------------
+
+    def kick(self, preempt: bool = True, signal_it: bool = True) -> None:
+        """Make the running (or next) KVM_RUN return at once; with ``preempt``, report a
+        PreemptExit at the next clean CPL3 boundary. ``signal_it`` needs the caller to
+        hold the VM's gate lock (``SvsmVm.kick``); without it no lock is taken."""
+        if preempt:
+            self.preempt_requested = True
+        self.run_page.immediate_exit = 1
+        if signal_it and self.signal_kicks and self.state is CpuState.GUEST \
+                and self.host_thread is not None:
+            signal.pthread_kill(self.host_thread, KICK_SIGNAL)
+
+    def close(self) -> None:
+        del self._run_regs, self._run_sregs, self._io, self._cs, self._events, self.run_page
+        self.vcpu.close()

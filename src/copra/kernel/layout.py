@@ -1,0 +1,112 @@
+"""The kernel image: where copra's ring-0 structures sit in the SVSM's physical memory.
+
+Guest-physical layout (the kernel half maps [0, KERNEL_REGION) at KERNEL_BASE, no U bit)::
+
+    0x0000  null page        never mapped
+    0x1000  GDT              null, kernel code/data, user data/code (DPL 3), then one
+                             64-bit TSS descriptor (two slots) per CPU
+    0x2000  IDT              256 gates; vectors 0-31 DPL 0 (3 for #BP), 0x80 DPL 3
+    0x3000  entry stubs      one 16-byte stub per gate: [push 0]; out STUB_PORT(v), al; hlt
+    0x4000  per-CPU areas    MAX_CPUS blocks of PERCPU_SIZE, CPU i's at percpu_pa(i):
+              +0x0000          its TSS: RSP0 and an I/O bitmap allowing only
+                               spec.DOORBELL_PORT (104 + 8192 + 1 bytes, three pages)
+              +0x3000          its kernel stack page: RSP0 for every exception taken at
+                               CPL3 on that CPU, so the hardware frame the stub leaves
+                               (error code, RIP, CS, RFLAGS, RSP, SS) is that CPU's own
+    0x24000 kernel PDPT, PD, PT, then the frame allocator's pool (KERNEL_REGION)
+
+The image is laid out for MAX_CPUS whatever number of vCPUs a boot creates: the
+launch layout does not depend on ``--cpus``. Stubs are shared (they are code and
+the same on every CPU); everything a CPU writes in ring 0 is in its own area.
+
+Invariants: every address here is page-aligned, below KERNEL_REGION, and the areas
+are pairwise disjoint (``tests/unit/test_layout.py``). Nothing here is mutable.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from copra.abi.spec import PAGE_SIZE, SYSCALL_VECTOR
+from copra.hw import x86
+
+KERNEL_BASE: Final = 0xFFFF_FF80_0000_0000  # PML4 slot 511
+KERNEL_PML4_SLOT: Final = 511
+#: The most vCPUs one SVSM has (``copra run --cpus`` is capped here).
+MAX_CPUS: Final = 8
+GDT_PA: Final = 0x1000
+IDT_PA: Final = 0x2000
+STUB_PA: Final = 0x3000
+PERCPU_PA: Final = 0x4000
+PERCPU_SIZE: Final = 0x4000
+TSS_OFFSET: Final = 0  # within a CPU's area
+KSTACK_OFFSET: Final = 0x3000  # within a CPU's area: one page
+KERNEL_PDPT_PA: Final = PERCPU_PA + MAX_CPUS * PERCPU_SIZE
+KERNEL_PD_PA: Final = KERNEL_PDPT_PA + PAGE_SIZE
+KERNEL_PT_PA: Final = KERNEL_PD_PA + PAGE_SIZE
+KERNEL_REGION: Final = KERNEL_PT_PA + PAGE_SIZE  # frames below this are the kernel image
+STUB_SIZE: Final = 16
+EXCEPTION_PORT_BASE: Final = 0xA0  # stub of vector v (< 32) writes port 0xA0 + v
+GATE80_PORT: Final = 0xDF
+#: MSR_LSTAR: the kernel half's first page, never mapped (a SYSCALL lands there on PVM).
+SYSCALL_LANDING: Final = KERNEL_BASE
+#: The limit of every CPU's TSS segment: the TSS, its I/O bitmap and the final 0xFF.
+TSS_LIMIT: Final = x86.TSS_SIZE + x86.IO_BITMAP_BYTES
+#: GDT slots: five segment descriptors, then two per CPU's TSS.
+GDT_SLOTS: Final = 5 + 2 * MAX_CPUS
+
+assert TSS_LIMIT < KSTACK_OFFSET and KSTACK_OFFSET + PAGE_SIZE == PERCPU_SIZE
+assert GDT_SLOTS * 8 <= PAGE_SIZE and KERNEL_REGION <= 512 * PAGE_SIZE  # one PT maps it
+
+
+def percpu_pa(cpu: int) -> int:
+    if not 0 <= cpu < MAX_CPUS:
+        raise ValueError(f"CPU {cpu} is outside 0..{MAX_CPUS - 1}")
+    return PERCPU_PA + cpu * PERCPU_SIZE
+
+
+def tss_pa(cpu: int) -> int:
+    return percpu_pa(cpu) + TSS_OFFSET
+
+
+def kstack_pa(cpu: int) -> int:
+    """The first byte of CPU ``cpu``'s kernel stack page."""
+    return percpu_pa(cpu) + KSTACK_OFFSET
+
+
+def kstack_top_pa(cpu: int) -> int:
+    return kstack_pa(cpu) + PAGE_SIZE
+
+
+def tss_selector(cpu: int) -> int:
+    """The GDT selector of CPU ``cpu``'s TSS descriptor (after the five segments)."""
+    return x86.SEL_TSS + 16 * cpu
+
+
+def stub_vectors() -> list[int]:
+    return [*range(32), SYSCALL_VECTOR]
+
+
+def stub_port(vector: int) -> int:
+    return GATE80_PORT if vector == SYSCALL_VECTOR else EXCEPTION_PORT_BASE + vector
+
+
+def stub_code(vector: int) -> bytes:
+    """The ring-0 entry stub of one vector: at most three instructions."""
+    code = b"" if vector in x86.VECTORS_WITH_ERROR_CODE else b"\x6a\x00"  # push 0
+    code += bytes((0xE6, stub_port(vector)))  # out port, al
+    code += b"\xf4"  # hlt: never reached, Python resumes at CPL3
+    assert len(code) <= STUB_SIZE
+    return code
+
+
+def stub_exit_rips() -> dict[int, int]:
+    """Port -> the RIP a stub's ``out`` to it leaves (the ``hlt`` after it)."""
+    return {
+        stub_port(v): KERNEL_BASE + STUB_PA + i * STUB_SIZE + len(stub_code(v)) - 1
+        for i, v in enumerate(stub_vectors())
+    }
+
+
+def port_vectors() -> dict[int, int]:
+    return {stub_port(v): v for v in stub_vectors()}

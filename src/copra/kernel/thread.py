@@ -1,0 +1,71 @@
+"""A thread: one flow of user execution in a process, the unit the scheduler runs.
+
+A thread owns its CPU state (``context``: the general registers, the FS base and the
+XSAVE-managed state, kernel/cpu.py's ``UserContext``) and its run state; everything
+else — the address space, mappings, handles, children — is its process's
+(kernel/process.py), shared by all of its threads.
+
+Run states::
+
+    RUNNABLE --picked by a CPU--> RUNNING --preempted--> RUNNABLE
+    RUNNING --blocks in a syscall--> BLOCKED --woken--> RUNNABLE
+    any --its process ends (or THREAD_EXIT)--> EXITED (final)
+
+Invariants:
+- a RUNNING thread is the current thread of exactly one CPU (``cpu``), and its
+  context is loaded there; any other thread's context is saved in it, so any CPU
+  may load it next;
+- a RUNNABLE thread is in the scheduler's run queue exactly once; no other is;
+- a BLOCKED thread has a syscall to finish: when woken it is dispatched again
+  with the same registers (``retry``); what it waits on is its ``waiter``'s
+  registrations (kernel/waitqueue.py), cancelled before that dispatch;
+- ``tid`` is unique for the kernel's life; a thread belongs to one process forever.
+
+Locking: ``state``, ``cpu``, ``retry`` and ``wake_pending`` belong to the scheduler
+and change only under its lock (kernel/scheduler.py), ``retry`` also by the thread's
+own CPU while it is RUNNING; the context is
+touched only by the CPU the thread runs on, or by anyone while the thread is
+neither RUNNING nor RUNNABLE-and-picked (it is then saved and unshared).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from copra.kernel.cpu import UserContext
+
+if TYPE_CHECKING:
+    from copra.kernel.process import Process
+    from copra.kernel.scheduler import Waiter
+
+
+class ThreadState(Enum):
+    RUNNABLE = "runnable"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    EXITED = "exited"
+
+
+class Thread:
+    def __init__(self, tid: int, process: Process, context: UserContext) -> None:
+        self.tid = tid
+        self.process = process
+        self.context = context
+        self.state = ThreadState.RUNNABLE
+        #: The CPU whose current thread this is (RUNNING), else None.
+        self.cpu: int | None = None
+        #: Woken while RUNNING, before it blocked: it must not block (scheduler.py).
+        self.wake_pending = False
+        #: Its registrations on the wait queues it waits on (created at its first wait).
+        self.waiter: Waiter | None = None
+        #: A syscall to dispatch again before the thread next runs (it blocked in it).
+        self.retry = False
+        self.syscalls = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.process.name} (pid {self.process.pid}, thread {self.tid})"
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.tid} of {self.process.name} {self.state.value}>"

@@ -1,0 +1,93 @@
+"""Signals and observers: how a thread waits for kernel objects, whatever their kind.
+
+Every object a thread can wait for (a process that ends; later events, threads,
+channels, VCPUs, IRQ objects) owns a ``WaitQueue``: a set of signal bits, the
+object's observable state (``Signal``), and the observers waiting for some of them.
+A waiting thread registers one ``Observer`` (kernel/thread.py's ``Waiter``) on each
+queue it waits on, each with a mask; when any queue raises a bit in an observer's
+mask, the observer is notified once and removed from that queue. A syscall that
+waits is written once, for every kind: check the state, ``observe`` (which checks
+the signals again, atomically with the registration), and block if nothing is
+ready; the scheduler runs it again when an observer fires (kernel/kernel.py).
+
+Why no wake-up can be lost: ``observe`` tests the signals and adds the observer
+under the queue's lock, and ``raise_signals`` sets the bits and collects the
+observers under the same lock; so an observer either sees the bits at once or is
+notified when they come. The notified thread may not have blocked yet (it is still
+on its way out of the syscall): the scheduler keeps that wake-up (``Thread``'s
+``wake_pending``) and the thread does not block.
+
+Invariants: an observer is in a queue's list at most once, and only while none of
+its mask's bits is raised there (a raise removes it before notifying); ``cancel``
+removes it and is harmless when it already went.
+
+Locking: one lock per queue (class "waitqueue"), taken after every object lock and
+before the scheduler's: ``notify`` runs with it held and may take the scheduler lock
+(kernel/lockdep.py). Observers must not touch other wait queues in ``notify``.
+"""
+
+from __future__ import annotations
+
+from enum import IntFlag
+from typing import Protocol
+
+from copra.kernel import lockdep
+
+
+class Signal(IntFlag):
+    """The observable states of an object; each kind says which it raises."""
+
+    NONE = 0
+    ENDED = 1 << 0  #: a process or thread has ended (for good)
+    READABLE = 1 << 1  #: a READ would not block (an event's counter is non-zero)
+    WRITABLE = 1 << 2  #: a WRITE would not block
+
+
+class Observer(Protocol):
+    def notify(self, queue: WaitQueue, signals: Signal) -> None:
+        """Some bit of this observer's mask was raised on ``queue`` (lock held)."""
+
+
+class WaitQueue:
+    """One object's signals and the observers waiting for them."""
+
+    __slots__ = ("_lock", "_observers", "_signals")
+
+    def __init__(self, signals: Signal = Signal.NONE) -> None:
+        self._lock = lockdep.lock("waitqueue")
+        self._signals = signals
+        self._observers: list[tuple[Observer, Signal]] = []
+
+    @property
+    def signals(self) -> Signal:
+        return self._signals
+
+    def __len__(self) -> int:
+        """How many observers wait here."""
+        return len(self._observers)
+
+    def observe(self, observer: Observer, mask: Signal) -> Signal:
+        """The bits of ``mask`` raised now; if none, ``observer`` waits for them."""
+        with self._lock:
+            ready = self._signals & mask
+            if not ready:
+                self._observers.append((observer, mask))
+            return ready
+
+    def cancel(self, observer: Observer) -> None:
+        with self._lock:
+            self._observers = [(o, m) for o, m in self._observers if o is not observer]
+
+    def raise_signals(self, bits: Signal) -> None:
+        """Set ``bits``; notify (and remove) every observer waiting for one of them."""
+        with self._lock:
+            self._signals |= bits
+            fired = [(o, m) for o, m in self._observers if m & bits]
+            if fired:
+                self._observers = [(o, m) for o, m in self._observers if not m & bits]
+            for observer, mask in fired:
+                observer.notify(self, self._signals & mask)
+
+    def clear_signals(self, bits: Signal) -> None:
+        with self._lock:
+            self._signals &= ~bits
