@@ -97,6 +97,7 @@ def boot(vm: SvsmVm):  # type: ignore[no-untyped-def]
         for p in list(kernel.processes.values()):
             if p.status is None:  # stopped by the timeout: end it like a shutdown would
                 kernel.exit_process(p, 0)
+        vm.flush_quarantine()
         return Run(lines, result, settled(kernel.stats(), baseline), baseline, kernel, fs,
                    traced_peak)
 

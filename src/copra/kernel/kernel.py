@@ -216,9 +216,10 @@ class Kernel:
         return child if child is not None and child.parent == parent.pid else None
 
     def release_unmapped(self, frames: list[int]) -> None:
-        """Frames a process just unmapped: once no CPU translates to them, free them."""
+        """Frames a process just unmapped: the range must fault at once on every CPU,
+        so invalidate now (which frees them, and whatever else was in quarantine)."""
+        self.vm.frames.retire(frames)
         self.vm.invalidate_mappings()
-        self.vm.frames.free_many(frames)
 
     def reap(self, parent: Process, child: Process) -> int:
         """Forget an ended child of parent (WAIT); returns its status. Caller holds
@@ -244,9 +245,8 @@ class Kernel:
                     thread.waiter.cancel()
                     thread.waiter = None  # a cycle would keep the process (its root) alive
             proc.threads.clear()
-            frames = proc.release()
-            self.vm.invalidate_mappings()
-            self.vm.frames.free_many(frames)
+            # KVM may still translate to them: they wait for the next invalidation.
+            self.vm.frames.retire(proc.release())
             # Orphans are nobody's to reap: forget ended ones, detach running ones.
             for pid in proc.children:
                 child = self.processes[pid]
@@ -321,6 +321,7 @@ class Kernel:
         finally:
             ticking.set()
             timer.join()
+            self.vm.flush_quarantine()
         if self._failure is not None:
             raise RuntimeError("a CPU loop failed") from self._failure
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
@@ -505,6 +506,7 @@ class Kernel:
             "file_frames": frames.used[FrameOwner.FILE],
             "log_file_frames": self._log_file_pages(),  #: of file_frames, the log file's
             "free_frames": frames.free_count,
+            "quarantined_frames": frames.quarantined,
             "metadata_bytes": self.fs.metadata.in_use,
         }
 
