@@ -449,7 +449,10 @@ class Kernel:
                 raise SyscallError(Errno.ENOSYS, f"no syscall {number:#x}")
             call = self._calls[cpu.index]
             call.start(thread, spec)
-            result = spec.handler(call, regs)
+            try:
+                result = spec.handler(call, regs)
+            finally:
+                call.end()
         except SyscallError as e:
             result = int(e.errno)
             if e.errno is Errno.ENOMEM:

@@ -116,6 +116,10 @@ class Call:
         self.process = thread.process
         self.spec = spec
 
+    def end(self) -> None:
+        """Forget the caller: an ended process must not live on in a CPU's context."""
+        del self.thread, self.process, self.spec
+
     def handle(self, handle: int, kind: type[T], *,
                refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T:
         """The object of ``kind`` behind ``handle``, which must grant the row's rights."""
