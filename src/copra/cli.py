@@ -16,6 +16,7 @@ from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.cli import kbs
 from copra.attest.measure import measure_boot
 from copra.kernel.boot import AttestationRefused, BootConfig, BootError, InitFailed, boot
+from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import Limits
 
 # `copra run`'s own exit statuses (docs/abi.md, "copra run's exit status"). Init's
@@ -91,6 +92,9 @@ def _image(config_path: Path | None, init_elf: Path | None,
 @_MEMORY
 @click.option("--kvm-device", default="/dev/kvm", show_default=True, metavar="PATH",
               help="The KVM device node.")
+@click.option("--cpus", type=click.IntRange(1, MAX_CPUS), default=None, metavar="N",
+              help=f"vCPUs of the SVSM, each run by a host thread in parallel (default: "
+                   f"the host's online cores, at most {MAX_CPUS}).")
 @click.option("--attest", "attest_mode", type=click.Choice([m.value for m in AttestMode]),
               is_flag=False, flag_value=AttestMode.OPTIONAL.value, default=None,
               help="Attest at boot and mount the persistent state at /persist; 'require' "
@@ -105,7 +109,8 @@ def _image(config_path: Path | None, init_elf: Path | None,
               metavar="FILE", help="The sealed persistent store (with --attest); "
                                    "created on the first attested boot.")
 def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
-        timeout: float | None, memory: int, kvm_device: str, attest_mode: str | None,
+        timeout: float | None, memory: int, kvm_device: str, cpus: int | None,
+        attest_mode: str | None,
         aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None) -> None:
     """Boot copra and run init; exit with init's status."""
     if attest_mode is None:
@@ -116,7 +121,8 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
     elif aproxy_socket is None:
         raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
     archive, limits = _image(config_path, init_elf, files)
-    config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits)
+    config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits,
+                        cpus=cpus)
     if attest_mode is not None:
         assert aproxy_socket is not None
         settings = AttestSettings(

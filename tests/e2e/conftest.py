@@ -61,11 +61,28 @@ def vm() -> Iterator[SvsmVm]:
     m.close()
 
 
+@pytest.fixture(scope="session")
+def vm2() -> Iterator[SvsmVm]:
+    """A VM with two CPUs: its runs put two host threads in KVM_RUN at once."""
+    m = SvsmVm(64 << 20, cpus=2)
+    yield m
+    m.close()
+
+
 @pytest.fixture
 def boot(vm: SvsmVm):  # type: ignore[no-untyped-def]
     """boot(init_program, files={path: bytes | program-name}, timeout=..., time_slice=...,
     limits=...) -> Run. ``init`` is a shipped program's name or an image's bytes."""
+    return booter(vm)
 
+
+@pytest.fixture
+def boot2(vm2: SvsmVm):  # type: ignore[no-untyped-def]
+    """``boot`` on the two-CPU VM."""
+    return booter(vm2)
+
+
+def booter(vm: SvsmVm):  # type: ignore[no-untyped-def]
     def run(init: str | bytes, files: dict[str, bytes | str] | None = None,
             timeout: float | None = 20.0, time_slice: float = TIME_SLICE,
             metadata_limit: int | None = None, trace_memory: bool = False,
@@ -97,6 +114,7 @@ def boot(vm: SvsmVm):  # type: ignore[no-untyped-def]
         for p in list(kernel.processes.values()):
             if p.status is None:  # stopped by the timeout: end it like a shutdown would
                 kernel.exit_process(p, 0)
+        vm.flush_quarantine()
         return Run(lines, result, settled(kernel.stats(), baseline), baseline, kernel, fs,
                    traced_peak)
 

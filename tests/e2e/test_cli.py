@@ -126,3 +126,16 @@ def test_copra_run_takes_the_metadata_budget_from_the_image_config(tmp_path: Pat
     assert out.returncode == 0, out.stdout + out.stderr
     assert any(line.startswith("[kernel] RAM fs:") and line.endswith(" of 200000 host bytes")
                for line in out.stdout.splitlines()), out.stdout
+
+
+def test_copra_run_on_two_cpus_boots_default_image_and_says_so() -> None:
+    out = copra("run", "--cpus", "2")
+    assert out.returncode == 0, out.stderr
+    assert "2 CPUs" in out.stdout.splitlines()[0]
+    assert "[hello] Hello from a copra service" in out.stdout
+
+
+def test_copra_run_refuses_more_cpus_than_the_layout_has() -> None:
+    out = copra("run", "--cpus", "9")
+    assert out.returncode == 2
+    assert "--cpus" in out.stderr and "Traceback" not in out.stderr

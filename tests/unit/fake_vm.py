@@ -44,6 +44,7 @@ class FakeVm:
     def __init__(self, pages: int = 2048) -> None:
         self.memory = PhysicalMemory(memoryview(bytearray(pages * PAGE_SIZE)))
         self.frames = FrameAllocator(self.memory, PAGE_SIZE)
+        self.frames.reclaim = self.invalidate_mappings
         self.cpus = [FakeCpu()]
         self.invalidations = 0
 
@@ -56,3 +57,8 @@ class FakeVm:
 
     def invalidate_mappings(self) -> None:
         self.invalidations += 1
+        self.frames.free_many(self.frames.take_quarantine())
+
+    def flush_quarantine(self) -> None:
+        if self.frames.quarantined:
+            self.invalidate_mappings()

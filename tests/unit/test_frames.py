@@ -220,3 +220,48 @@ def test_random_alloc_share_free_sequence_keeps_accounting_invariants(
         for pa, (tag, refs) in held.items():
             assert frames.owner_of(pa) is tag
             assert frames.refcount(pa) == refs
+
+
+# --- the quarantine: frames KVM may still translate to ---------------------------------
+
+
+def test_retired_frames_stay_allocated_until_the_quarantine_is_taken_and_freed() -> None:
+    frames = allocator(pages=8, reserved=2)
+    pa = frames.alloc(FrameOwner.USER)
+    frames.retire([pa])
+    assert (frames.quarantined, frames.owner_of(pa), frames.free_count) == (1, FrameOwner.USER, 5)
+    assert frames.available == 6
+    frames.free_many(frames.take_quarantine())
+    assert (frames.quarantined, frames.owner_of(pa), frames.free_count) == (0, None, 6)
+
+
+def test_alloc_from_an_empty_pool_reclaims_the_quarantine_first() -> None:
+    frames = allocator(pages=4, reserved=2)
+    held = [frames.alloc(FrameOwner.USER) for _ in range(2)]
+    frames.retire(held)
+    reclaims: list[int] = []
+
+    def reclaim() -> None:  # what the VM does: invalidate, then free what waited
+        reclaims.append(frames.quarantined)
+        frames.free_many(frames.take_quarantine())
+
+    frames.reclaim = reclaim
+    assert frames.alloc(FrameOwner.USER) in held
+    assert reclaims == [2] and frames.free_count == 1
+
+
+def test_alloc_with_nothing_free_or_quarantined_is_out_of_memory_without_reclaim() -> None:
+    frames = allocator(pages=3, reserved=2)
+    frames.alloc(FrameOwner.USER)
+    frames.reclaim = lambda: pytest.fail("nothing to reclaim")
+    with pytest.raises(OutOfMemory):
+        frames.alloc(FrameOwner.USER)
+
+
+def test_quarantined_reference_to_a_shared_frame_drops_only_that_reference() -> None:
+    frames = allocator()
+    pa = frames.alloc(FrameOwner.FILE)
+    frames.share(pa)
+    frames.retire([pa])
+    frames.free_many(frames.take_quarantine())
+    assert frames.refcount(pa) == 1

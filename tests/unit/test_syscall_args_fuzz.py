@@ -103,6 +103,7 @@ def test_random_syscalls_answer_documented_codes_and_leak_nothing(
         assert result != int(Errno.UNKNOWN) & (2**64 - 1)
     KERNEL.exit_process(proc, 0)
     KERNEL.processes.pop(proc.pid, None)
+    VM.flush_quarantine()  # the ended process's frames wait for an invalidation
     for remove in (FS.unlink, FS.rmdir):  # what OPEN with CREATE or MKDIR may have made
         with contextlib.suppress(SyscallError):
             remove("/new")

@@ -10,6 +10,7 @@ user lines come through each task's log with ``[taskname]``. Boot fails with
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from copra.hw.kvm import KvmError
 from copra.kernel.budget import default_metadata_limit
 from copra.kernel.errors import SyscallError
 from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.logfile import LogFile
 from copra.kernel.packit import PackItError
@@ -70,6 +72,13 @@ class BootConfig:
     #: beyond); None: ``limits.metadata``, and if that is None too, one eighth of
     #: ``memory`` (``budget.default_metadata_limit``).
     metadata_limit: int | None = None
+    #: vCPUs of the SVSM, each run by a host thread; None: ``default_cpus()``.
+    cpus: int | None = None
+
+
+def default_cpus() -> int:
+    """The host's online cores, at most ``layout.MAX_CPUS``."""
+    return max(1, min(os.cpu_count() or 1, MAX_CPUS))
 
 
 #: How many task names the timeout line lists before it only counts the rest.
@@ -112,7 +121,8 @@ def make_kernel(vm: SvsmVm, archive: bytes, console: Callable[[str], None],
 def boot(config: BootConfig, console: Callable[[str], None]) -> RunResult:
     """Boot, run init and every process until they end (or the timeout); then shut down."""
     try:
-        vm = SvsmVm(config.memory, config.kvm_device)
+        vm = SvsmVm(config.memory, config.kvm_device,
+                    cpus=config.cpus if config.cpus is not None else default_cpus())
     except KvmError as e:
         raise MachineUnavailable(str(e)) from e
     except OSError as e:  # the host refused memory or a VM/vCPU ioctl
@@ -137,8 +147,10 @@ def _boot_on(vm: SvsmVm, config: BootConfig,
         raise BootError(f"the boot archive is unusable: {e}") from e
     except ValueError as e:  # a metadata limit too small for the root directory
         raise BootError(f"cannot make the RAM fs: {e}") from e
-    kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, "
-               f"{config.memory >> 20} MiB, {vm.frames.total} free frames")
+    cpus = len(vm.cpus)
+    kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, {cpus} CPU"
+               f"{'s' if cpus > 1 else ''}, {config.memory >> 20} MiB, "
+               f"{vm.frames.total} free frames")
     metadata = kernel.fs.metadata
     kernel.log(f"RAM fs: {files} files from a {len(config.archive)}-byte PackIt archive; "
                f"metadata {metadata.in_use} of {metadata.limit} host bytes")

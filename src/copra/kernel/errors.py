@@ -1,8 +1,10 @@
-"""The one exception a syscall handler raises.
+"""The exceptions a syscall handler raises.
 
 A handler that cannot complete raises :class:`SyscallError` carrying an
 :class:`~copra.abi.spec.Errno`; only the syscall dispatcher turns it into ``rax``.
-Nothing else in the kernel maps errors to numbers.
+Nothing else in the kernel maps errors to numbers. A handler whose thread must wait
+raises :class:`WouldBlock` (the syscall is dispatched again when the thread is
+woken); one that ended the calling process raises :class:`ProcessExited`.
 
 Invariants: ``errno`` is always an ``Errno`` member; the message is for logs and
 tests, never shown to user mode.
@@ -25,3 +27,11 @@ class SyscallError(Exception):
 
     def __reduce__(self) -> tuple[type[SyscallError], tuple[Errno, str]]:
         return (SyscallError, (self.errno, self.message))
+
+
+class WouldBlock(Exception):
+    """Raised by a handler whose thread must wait; the syscall is retried on wake."""
+
+
+class ProcessExited(Exception):
+    """Raised by a handler that ended the calling process."""

@@ -12,6 +12,15 @@ Invariants:
 - every allocated frame is zero-filled when handed out, so no data crosses owners;
 - ``used[tag]`` counts the frames each owner holds; the sum equals
   ``total - free_count``. Tests read these counts to prove nothing leaks.
+- the quarantine holds references whose owner gave them up (an ended process's
+  pages and page tables, an unmapped range) but which KVM may still translate to: a
+  CPU's shadow MMU can hold stale translations of page tables written from the host
+  until the VM invalidates (kernel/svsm_vm.py). They are dropped (``free``) only by
+  ``take_quarantine``'s caller after an invalidation that began after they were
+  retired; until then the frames stay allocated, counted in ``used`` and in
+  ``quarantined``. ``alloc`` that finds no free frame asks ``reclaim`` (the VM's
+  invalidation) to empty the quarantine first, so quarantined frames never cause
+  an ENOMEM.
 
 ``FrameAccount`` is one process's view of the allocator: the frames it allocates
 (private pages, page tables) are charged against its limit (kernel/limits.py).
@@ -26,7 +35,7 @@ process is visible to anyone).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Protocol
 
@@ -87,21 +96,53 @@ class FrameAllocator:
         self._refs: dict[int, int] = {}  # only frames with more than one reference
         self.total = len(self._free)
         self.used: Counter[FrameOwner] = Counter()
+        self._quarantine: list[int] = []
+        #: Called (no lock held) when ``alloc`` finds the pool empty but references in
+        #: quarantine: it must invalidate and free what ``take_quarantine`` gives it.
+        self.reclaim: Callable[[], None] | None = None
 
     @property
     def free_count(self) -> int:
         return len(self._free)
 
+    @property
+    def quarantined(self) -> int:
+        """References waiting in quarantine for the next invalidation."""
+        return len(self._quarantine)
+
+    @property
+    def available(self) -> int:
+        """Frames an allocation may get: free ones, and at most the quarantined ones."""
+        return len(self._free) + len(self._quarantine)
+
     def alloc(self, owner: FrameOwner) -> int:
         """A zeroed frame's physical address."""
         with self._lock:
-            if not self._free:
-                raise OutOfMemory(f"no free frame for {owner.value}")
-            pa = self._free.pop()
+            pa = self._free.pop() if self._free else None
+            reclaim = self.reclaim if pa is None and self._quarantine else None
+        if reclaim is not None:
+            reclaim()  # invalidate: the quarantine goes back to the pool
+            with self._lock:
+                pa = self._free.pop() if self._free else None
+        if pa is None:
+            raise OutOfMemory(f"no free frame for {owner.value}")
+        with self._lock:
             self._owner[pa] = owner
             self.used[owner] += 1
         self.memory.zero(pa)
         return pa
+
+    def retire(self, frames: Iterable[int]) -> None:
+        """Give up references KVM may still translate to: they wait in quarantine."""
+        with self._lock:
+            self._quarantine.extend(frames)
+
+    def take_quarantine(self) -> list[int]:
+        """Every reference in quarantine now (the caller frees them once an
+        invalidation that starts after this call has completed)."""
+        with self._lock:
+            taken, self._quarantine = self._quarantine, []
+        return taken
 
     def share(self, pa: int) -> None:
         """Add a reference to an allocated frame."""
@@ -159,8 +200,8 @@ class FrameAccount:
     given back — the process's private frames (FrameOwner.USER) and its page tables
     (PAGE_TABLE) — and never exceeds ``limit``. RAM-fs frames a read-only mapping
     shares (FILE) were not allocated here and are never charged. A frame that is
-    unmapped is uncharged at once (``uncharge``) and freed through the allocator by
-    whoever invalidates the VM's mappings (Kernel.exit_process, sys_munmap).
+    unmapped is uncharged at once (``uncharge``) and retired to the allocator's
+    quarantine (Kernel.exit_process, MUNMAP), from which an invalidation frees it.
     """
 
     def __init__(self, frames: FrameAllocator, limit: int) -> None:
@@ -177,7 +218,7 @@ class FrameAccount:
     @property
     def available(self) -> int:
         """How many frames an allocation could get now: the pool and the limit allow."""
-        return max(0, min(self.frames.free_count, self.limit - self.held))
+        return max(0, min(self.frames.available, self.limit - self.held))
 
     def alloc(self, owner: FrameOwner) -> int:
         if self.held >= self.limit:

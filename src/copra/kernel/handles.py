@@ -33,6 +33,7 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject
 
 T = TypeVar("T", bound=KernelObject)
+U = TypeVar("U", bound=KernelObject)
 
 
 class Rights(IntFlag):
@@ -78,24 +79,38 @@ class HandleTable:
 
     @overload
     def get(self, handle: int, kind: type[T], need: int = 0,
-            denied: Errno = Errno.EPERM) -> T: ...
+            denied: Errno = Errno.EPERM, *,
+            refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T: ...
+
+    @overload
+    def get(self, handle: int, kind: tuple[type[T], type[U]], need: int = 0,
+            denied: Errno = Errno.EPERM, *,
+            refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U: ...
 
     @overload
     def get(self, handle: int, kind: tuple[type[KernelObject], ...], need: int = 0,
-            denied: Errno = Errno.EPERM) -> KernelObject: ...
+            denied: Errno = Errno.EPERM, *,
+            refused_by_rights: tuple[type[KernelObject], ...] = ()) -> KernelObject: ...
 
-    def get(self, handle: int, kind: type[T] | tuple[type[KernelObject], ...],
-            need: int = 0, denied: Errno = Errno.EPERM) -> KernelObject:
+    def get(self, handle: int, kind: type[KernelObject] | tuple[type[KernelObject], ...],
+            need: int = 0, denied: Errno = Errno.EPERM, *,
+            refused_by_rights: tuple[type[KernelObject], ...] = ()) -> KernelObject:
         """The object behind ``handle`` if it is of ``kind`` (a class or a tuple of
-        classes) and the handle grants the rights ``need``."""
+        classes) and the handle grants the rights ``need``.
+
+        An object of a ``refused_by_rights`` kind is answered as the rights say: with
+        ``denied`` when its handle lacks ``need``, ENOTSUPP otherwise (the log on READ:
+        upstream answers EWRONLY, the log being a write-only file)."""
         entry = self._objects.get(handle & 0xFFFF_FFFF)
         if entry is None:
             raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
         obj, rights = entry
-        if not isinstance(obj, kind):
+        if not isinstance(obj, kind) and not isinstance(obj, refused_by_rights):
             raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
         if need and need & ~rights:
             raise SyscallError(denied, f"handle {handle} lacks {Rights(need & ~rights)!r}")
+        if not isinstance(obj, kind):
+            raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
         return obj
 
     def remove(self, handle: int) -> bool:

@@ -2,7 +2,7 @@
 
 The kernel is the driver of every CPU's loop (``Cpu.serve``, kernel/cpu.py): it
 picks threads through the scheduler (kernel/scheduler.py) and handles each exit, a
-plain ``Exit`` value; syscalls go to the table in kernel/syscalls.py, faults end the
+plain ``Exit`` value; syscalls go to the table in kernel/syscalls/, faults end the
 offending process only.
 
 Invariants:
@@ -57,8 +57,8 @@ from copra.kernel.cpu import (
     install_kick_handler,
 )
 from copra.kernel.elf import ElfError
-from copra.kernel.errors import SyscallError
-from copra.kernel.frames import FrameOwner, OutOfMemory
+from copra.kernel.errors import ProcessExited, SyscallError, WouldBlock
+from copra.kernel.frames import FrameOwner, OutOfMemory, PhysicalMemory
 from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.loader import load_elf
@@ -68,6 +68,7 @@ from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.scheduler import Scheduler, Waiter
 from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.syscalls import SYSCALLS, Call
 from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.usermem import UserPtr, copy_in
 from copra.kernel.waitqueue import Signal, WaitQueue
@@ -80,14 +81,6 @@ PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
 #: ``Kernel.counters`` key per entry: how many syscalls came in through each (a program
 #: built for upstream must show none through the doorbell).
 ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscalls_via_int80"}
-
-
-class WouldBlock(Exception):
-    """Raised by a handler whose thread must wait; the syscall is retried on wake."""
-
-
-class ProcessExited(Exception):
-    """Raised by a handler that ended the calling process."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +128,8 @@ class Kernel:
         self.stop_requested = False
         self._deadline: float | None = None
         self._timed_out = False
-        from copra.kernel.syscalls import SYSCALLS  # the table imports this module's types
-
         self._table = SYSCALLS
+        self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
 
     def request_stop(self) -> None:
         """Stop the run at the next slice boundary, as a timeout does. A signal handler
@@ -146,6 +138,10 @@ class Kernel:
         self.stop_requested = True
         for cpu in self.vm.cpus:
             cpu.kick(preempt=True, signal_it=False)
+
+    @property
+    def memory(self) -> PhysicalMemory:
+        return self.vm.memory
 
     def log(self, message: str) -> None:
         self.console(f"[kernel] {message}")
@@ -214,6 +210,17 @@ class Kernel:
             self.count("task_limit_refusals")
             raise SyscallError(Errno.EAGAIN, why)
 
+    def child(self, parent: Process, pid: int) -> Process | None:
+        """``parent``'s child ``pid``, running or unreaped; caller holds ``tasks_lock``."""
+        child = self.processes.get(pid)
+        return child if child is not None and child.parent == parent.pid else None
+
+    def release_unmapped(self, frames: list[int]) -> None:
+        """Frames a process just unmapped: the range must fault at once on every CPU,
+        so invalidate now (which frees them, and whatever else was in quarantine)."""
+        self.vm.frames.retire(frames)
+        self.vm.invalidate_mappings()
+
     def reap(self, parent: Process, child: Process) -> int:
         """Forget an ended child of parent (WAIT); returns its status. Caller holds
         ``tasks_lock``."""
@@ -238,9 +245,8 @@ class Kernel:
                     thread.waiter.cancel()
                     thread.waiter = None  # a cycle would keep the process (its root) alive
             proc.threads.clear()
-            frames = proc.release()
-            self.vm.invalidate_mappings()
-            self.vm.frames.free_many(frames)
+            # KVM may still translate to them: they wait for the next invalidation.
+            self.vm.frames.retire(proc.release())
             # Orphans are nobody's to reap: forget ended ones, detach running ones.
             for pid in proc.children:
                 child = self.processes[pid]
@@ -315,6 +321,7 @@ class Kernel:
         finally:
             ticking.set()
             timer.join()
+            self.vm.flush_quarantine()
         if self._failure is not None:
             raise RuntimeError("a CPU loop failed") from self._failure
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
@@ -440,7 +447,12 @@ class Kernel:
         try:
             if spec is None:
                 raise SyscallError(Errno.ENOSYS, f"no syscall {number:#x}")
-            result = spec.handler(self, thread, regs)
+            call = self._calls[cpu.index]
+            call.start(thread, spec)
+            try:
+                result = spec.handler(call, regs)
+            finally:
+                call.end()
         except SyscallError as e:
             result = int(e.errno)
             if e.errno is Errno.ENOMEM:
@@ -497,6 +509,7 @@ class Kernel:
             "file_frames": frames.used[FrameOwner.FILE],
             "log_file_frames": self._log_file_pages(),  #: of file_frames, the log file's
             "free_frames": frames.free_count,
+            "quarantined_frames": frames.quarantined,
             "metadata_bytes": self.fs.metadata.in_use,
         }
 

@@ -133,8 +133,8 @@ class Process:
         if pages > account.limit - account.held:
             raise OutOfMemory(f"{pages} pages asked; the process holds {account.held} of "
                               f"its limit of {account.limit} frames")
-        if pages > self.frames.free_count:
-            raise OutOfMemory(f"{pages} pages asked, {self.frames.free_count} frames free")
+        if pages > self.frames.available:
+            raise OutOfMemory(f"{pages} pages asked, {self.frames.available} frames free")
         frames: list[int] = []
         try:
             for _ in range(pages):

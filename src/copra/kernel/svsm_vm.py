@@ -10,7 +10,8 @@ VM-wide state lives here; each vCPU is a ``Cpu`` (kernel/cpu.py). The VM owns:
 - the gate every CPU passes to enter the guest (``Gate``): it knows which CPUs are
   in guest mode, delivers kicks to them, and closes for a stop-the-world;
 - invalidation: making KVM forget every translation it derived from copra's page
-  tables (``invalidate_mappings``), with no CPU in guest mode meanwhile.
+  tables (``invalidate_mappings``), with no CPU in guest mode meanwhile, and then
+  freeing the frames that waited in quarantine for it (kernel/frames.py).
 
 Locking: construction and ``close`` run on one thread with no CPU running. The frame
 allocator locks itself; the image is written once, before any vCPU runs. The gate's
@@ -146,6 +147,7 @@ class SvsmVm:
             raise
         self.memory = PhysicalMemory(memoryview(self._mmap))
         self.frames = FrameAllocator(self.memory, layout.KERNEL_REGION)
+        self.frames.reclaim = self.invalidate_mappings
         self.invalidations = 0
         self.gate = Gate()
         self.cpus: list[Cpu] = []
@@ -231,8 +233,10 @@ class SvsmVm:
         which KVM's shadow MMU (used on PVM hosts) does not see: it keeps shadow pages
         built from the old contents, and would go on translating through them. Deleting
         and re-adding the memory slot zaps every shadow page and flushes every TLB
-        (api.rst 4.35); it costs about a millisecond, so it runs on process exit and
-        unmap only, never on the syscall path.
+        (api.rst 4.35); it costs about a millisecond, so it runs on unmap and when
+        the frame pool runs dry, never on the syscall path. Frames given up in the
+        meantime (an ended process's, above all) wait in the allocator's quarantine,
+        and each invalidation frees every one of them: one serves many exits.
 
         The slot is missing while it is re-added: a CPU in the guest then would fault
         on every access. So this is a stop-the-world: the gate closes, every CPU in
@@ -240,10 +244,23 @@ class SvsmVm:
         """
         self.gate.close(self.cpus)
         try:
-            self.kvm_vm.remap_memory(0)
+            # Taken with the world stopped: every reference in it was retired before
+            # this invalidation, so no translation to it survives the remap.
+            batch = self.frames.take_quarantine()
+            try:
+                self.kvm_vm.remap_memory(0)
+            except BaseException:
+                self.frames.retire(batch)
+                raise
             self.invalidations += 1
         finally:
             self.gate.open()
+        self.frames.free_many(batch)
+
+    def flush_quarantine(self) -> None:
+        """Invalidate if frames wait in quarantine (the end of a run)."""
+        if self.frames.quarantined:
+            self.invalidate_mappings()
 
     def kick(self, preempt: bool = True) -> None:
         """Kick every busy CPU (the timer's tick; a stop)."""

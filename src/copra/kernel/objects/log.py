@@ -6,7 +6,7 @@ buffer holds the newline too) is cut into LINE_MAX-byte lines. Invalid UTF-8 is 
 with replacement characters, never rejected. A partial last line is flushed when the
 task ends (upstream loses it). The log is write-only: READ on it answers EWRONLY,
 like a file opened without READ (upstream's log file object is write-only too), and
-SEEK answers 0 (syscalls.py), the size upstream's log reports.
+SEEK answers 0 (syscalls/fs.py), the size upstream's log reports.
 
 Locking: one lock per log serialises writers, so lines of two threads never interleave.
 """

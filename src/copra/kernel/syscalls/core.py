@@ -1,0 +1,213 @@
+"""Class 0, core: EXIT, MMAP, MUNMAP, MRESIZE, EXEC, WAIT, CLOSE (docs/abi.md).
+
+Upstream's numbers; MMAP, MUNMAP and MRESIZE follow upstream's unmerged draft, WAIT
+is copra's. The handlers' shape and context are in table.py.
+
+Address-space changes hold the process's ``mem_lock`` throughout; frames a MUNMAP or
+a shrinking MRESIZE takes away go to ``Services.release_unmapped``, which makes
+sure no CPU still translates to them before they are reused. WAIT looks its child up
+under the kernel's ``tasks_lock`` and waits on the child's ``ended_queue``.
+"""
+
+from __future__ import annotations
+
+from copra.abi.spec import (
+    EXIT_STATUS_SHIFT,
+    PAGE_SIZE,
+    USER_END,
+    USER_START,
+    Errno,
+    MapFlag,
+    Sys,
+)
+from copra.hw.kvm import KvmRegs
+from copra.kernel.errors import ProcessExited, SyscallError, WouldBlock
+from copra.kernel.frames import FrameOwner, OutOfMemory
+from copra.kernel.handles import Rights
+from copra.kernel.objects.file import OpenFile
+from copra.kernel.process import MAP_AREA_END, Process, RegionKind
+from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
+from copra.kernel.waitqueue import Signal
+
+_ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
+                     | MapFlag.ANONYMOUS | MapFlag.FIXED)
+
+
+def sys_exit(c: Call, r: KvmRegs) -> int:
+    p = c.process
+    c.kernel.exit_process(p, (r.rdi & 0xFFFF) << EXIT_STATUS_SHIFT)
+    raise ProcessExited
+
+
+def sys_exec(c: Call, r: KvmRegs) -> int:
+    p = c.process
+    path = c.path(r.rdi)
+    root_path = c.path(r.rsi)
+    if r.r8:
+        raise SyscallError(Errno.EINVAL, f"EXEC flags {r.r8:#x}: none are defined")
+    if not root_path:
+        raise SyscallError(Errno.EINVAL, "EXEC root path is empty")
+    root = c.kernel.fs.lookup_dir(root_path, root=p.root)
+    return c.kernel.spawn(path, parent=p.pid, root=root).pid
+
+
+def sys_wait(c: Call, r: KvmRegs) -> int:
+    p, k = c.process, c.kernel
+    pid = u32(r.rdi)
+    with k.tasks_lock:
+        child = k.child(p, pid)
+        if child is None:
+            raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
+        if child.status is None and not k.wait_for(c.thread, child.ended_queue, Signal.ENDED):
+            raise WouldBlock
+        return k.reap(p, child)
+
+
+def sys_close(c: Call, r: KvmRegs) -> int:
+    p = c.process
+    if not p.handles.remove(u32(r.rdi)):
+        raise SyscallError(Errno.ENOTFOUND, f"no handle {u32(r.rdi)}")
+    return 0
+
+
+def _map_flags(raw: int) -> MapFlag:
+    if raw & ~_ALL_MAP_FLAGS:
+        raise SyscallError(Errno.EINVAL, f"unknown MMAP flag bits {raw & ~_ALL_MAP_FLAGS:#x}")
+    flags = MapFlag(raw)
+    if MapFlag.READ not in flags:
+        raise SyscallError(Errno.EINVAL, "MMAP needs READ: every x86 mapping is readable")
+    if MapFlag.WRITE in flags and MapFlag.EXEC in flags:
+        raise SyscallError(Errno.EPERM, "copra refuses writable and executable mappings")
+    return flags
+
+
+def _pages(length: int) -> int:
+    if length == 0 or length > MAP_AREA_END:
+        raise SyscallError(Errno.EINVAL, f"length {length:#x} is zero or beyond user space")
+    return -(-length // PAGE_SIZE)
+
+
+def sys_mmap(c: Call, r: KvmRegs) -> int:
+    p = c.process
+    hint, offset, flags = r.rsi, r.r8, _map_flags(r.r10)
+    pages = _pages(r.r9)
+    if hint % PAGE_SIZE or offset % PAGE_SIZE:
+        raise SyscallError(Errno.EINVAL, "address hint and offset must be page-aligned")
+    file: OpenFile | None = None
+    if MapFlag.ANONYMOUS in flags:
+        if offset:
+            raise SyscallError(Errno.EINVAL, "an anonymous mapping has no offset")
+    else:
+        file = c.handle(u32(r.rdi), OpenFile)
+        if MapFlag.WRITE in flags and MapFlag.PRIVATE not in flags:
+            raise SyscallError(Errno.ENOTSUPP, "shared writable file mappings are not supported")
+    writable, executable = MapFlag.WRITE in flags, MapFlag.EXEC in flags
+    with p.mem_lock:
+        p.check_mapping_room()
+        if MapFlag.FIXED in flags:
+            end = hint + pages * PAGE_SIZE
+            if hint < USER_START or end > MAP_AREA_END:
+                raise SyscallError(Errno.EINVAL, f"FIXED range {hint:#x}+{pages} pages is "
+                                                 "outside the mapping area")
+            if not p.is_free(hint, end):
+                raise SyscallError(Errno.EEXIST, f"FIXED range at {hint:#x} is already mapped")
+            start = hint
+        else:
+            start = p.find_free(pages, hint)
+        try:
+            if file is None:
+                p.map_anonymous(start, pages, writable=writable, executable=executable)
+            elif writable or executable:
+                # A private copy: writable, or executable — the file's own frames stay
+                # writable through WRITE, so sharing them would let code change after
+                # it was mapped executable (a W+X mapping by another name).
+                region = p.map_anonymous(start, pages, writable=writable,
+                                         executable=executable, kind=RegionKind.FILE_PRIVATE)
+                data = file.file.read(offset, pages * PAGE_SIZE)
+                memory = c.kernel.memory
+                for i in range(0, len(data), PAGE_SIZE):
+                    memory.write(region.frames[i // PAGE_SIZE], data[i:i + PAGE_SIZE])
+            else:
+                shared = _file_frames(p, file, offset // PAGE_SIZE, pages)
+                try:
+                    p.map_frames(start, shared, writable=False, executable=False,
+                                 kind=RegionKind.FILE_SHARED)
+                except BaseException:
+                    p.account.free_many(shared)
+                    raise
+        except OutOfMemory as e:
+            raise SyscallError(Errno.ENOMEM, str(e)) from e
+    return start
+
+
+def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int]:
+    """References on the file's frames for pages [first, first + pages); pages past
+    the file's end get fresh zeroed private frames, charged to the process."""
+    past_end = pages - max(0, min(pages, file.file.page_count - first))
+    if past_end > p.account.available:
+        raise SyscallError(Errno.ENOMEM, f"{past_end} pages past the file's end, "
+                                         f"{p.account.available} frames available")
+    out: list[int] = []
+    try:
+        for index in range(first, first + pages):
+            try:
+                pa = file.file.share_frame(index)  # atomic with respect to truncate
+            except IndexError:
+                pa = p.account.alloc(FrameOwner.USER)
+            out.append(pa)
+    except BaseException:
+        p.account.free_many(out)
+        raise
+    return out
+
+
+def _unmap(c: Call, start: int, end: int) -> int:
+    released = c.process.unmap_range(start, end)
+    if released:
+        c.kernel.release_unmapped(released)
+    return len(released)
+
+
+def sys_munmap(c: Call, r: KvmRegs) -> int:
+    p = c.process
+    start, pages = r.rdi, _pages(r.rsi)
+    if start % PAGE_SIZE:
+        raise SyscallError(Errno.EINVAL, f"address {start:#x} is not page-aligned")
+    end = start + pages * PAGE_SIZE
+    if start < USER_START or end > USER_END:
+        raise SyscallError(Errno.EINVAL, "range is outside user space")
+    with p.mem_lock:
+        if not _unmap(c, start, end):
+            raise SyscallError(Errno.ENOTFOUND, f"nothing is mapped in {start:#x}..{end:#x}")
+    return 0
+
+
+def sys_mresize(c: Call, r: KvmRegs) -> int:
+    p = c.process
+    start, pages = r.rdi, _pages(r.rsi)
+    with p.mem_lock:
+        region = p.region_at(start)
+        if region is None or not region.mmapped:
+            raise SyscallError(Errno.ENOTFOUND, f"no MMAP mapping starts at {start:#x}")
+        have = len(region.frames)
+        if pages < have:
+            _unmap(c, start + pages * PAGE_SIZE, region.end)
+        elif pages > have:
+            if region.kind is not RegionKind.ANONYMOUS:
+                raise SyscallError(Errno.ENOTSUPP, "only anonymous mappings can grow")
+            try:
+                p.grow(region, pages - have)
+            except OutOfMemory as e:
+                raise SyscallError(Errno.ENOMEM, str(e)) from e
+    return 0
+
+
+TABLE = table((
+    SyscallSpec(Sys.EXIT, sys_exit, Status.UPSTREAM),
+    SyscallSpec(Sys.MMAP, sys_mmap, Status.IMPROVED, Rights.MAP, Errno.EWRONLY),
+    SyscallSpec(Sys.MUNMAP, sys_munmap, Status.IMPROVED),
+    SyscallSpec(Sys.MRESIZE, sys_mresize, Status.IMPROVED),
+    SyscallSpec(Sys.EXEC, sys_exec, Status.IMPROVED),
+    SyscallSpec(Sys.WAIT, sys_wait, Status.COPRA),
+    SyscallSpec(Sys.CLOSE, sys_close, Status.IMPROVED),
+))
