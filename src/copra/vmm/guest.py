@@ -28,9 +28,10 @@ Threads and locking: ``run`` is called by one host thread, which alone touches t
 its run page, the devices and guest memory while the guest runs. ``interrupt`` and
 ``stop`` may be called from any thread: they take ``_lock`` (which guards the queue of
 interrupts, the stop flag and the running thread's id) and kick the vCPU out of KVM_RUN
-by setting ``immediate_exit`` and sending ``KICK_SIGNAL`` to the running thread. The signal needs a
-Python handler (else its default action would end the process): ``install_kick_handler``
-installs a no-op one from the main thread; ``run`` does so itself when called there.
+by setting ``immediate_exit`` and sending ``KICK_SIGNAL`` to the running thread: the
+SVSM's own CPUs' signal and no-op handler (kernel/cpu.py), so both kinds of vCPU share
+one. The handler only the main thread can install (else the signal's default action
+would end the process); ``run`` does so itself when called there.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from types import FrameType
 from typing import Final
 
 from copra.hw import kvm
 from copra.hw.kvm import KvmFpu
+from copra.kernel.cpu import KICK_SIGNAL, install_kick_handler
 from copra.vmm import exits, pvh
 from copra.vmm.complete import Refused, complete, segment
 from copra.vmm.ports import (
@@ -60,8 +61,6 @@ from copra.vmm.ports import (
 )
 from copra.vmm.uart import LineConsole, Uart16550
 
-#: Sent to the thread running a vCPU to make KVM_RUN return (with immediate_exit set).
-KICK_SIGNAL: Final = signal.SIGUSR1
 #: KVM_SET_TSS_ADDR: three pages KVM needs on VMX hosts for real-mode emulation; above
 #: guest RAM (MAX_MEMORY is 3 GiB) and out of the way, where QEMU puts them.
 TSS_ADDR: Final = 0xFFFB_D000
@@ -112,17 +111,6 @@ class GuestConfig:
     kernel: bytes  #: the ELF image
     memory: int = 128 << 20  #: bytes
     cmdline: bytes = b""
-
-
-def install_kick_handler() -> None:
-    """Give KICK_SIGNAL a no-op handler (main thread only; idempotent). An ignored signal
-    would not interrupt KVM_RUN, so SIG_IGN is replaced too."""
-    if signal.getsignal(KICK_SIGNAL) in (signal.SIG_DFL, signal.SIG_IGN, None):
-        signal.signal(KICK_SIGNAL, _ignore_kick)
-
-
-def _ignore_kick(_signum: int, _frame: FrameType | None) -> None:
-    pass
 
 
 class Guest:
@@ -238,9 +226,7 @@ class Guest:
         """Run the guest until it ends (or ``timeout`` seconds pass); once per guest."""
         if self._ran:
             raise GuestError(f"guest {self.name} has already run")
-        if threading.current_thread() is threading.main_thread():
-            install_kick_handler()
-        elif signal.getsignal(KICK_SIGNAL) in (signal.SIG_DFL, signal.SIG_IGN, None):
+        if not install_kick_handler():
             raise GuestError("call install_kick_handler() from the main thread first: "
                              "a guest running on another thread is kicked with a signal")
         self._ran = True
