@@ -148,7 +148,7 @@ struct copra_heap_stats {
 	uint64_t peak_in_use; /* the most in_use has been */
 	uint64_t mapped; /* bytes the heap holds from the kernel, its tables included */
 	uint64_t peak_mapped; /* the most mapped has been */
-	uint64_t retained; /* of mapped: empty slabs and freed large blocks kept for reuse */
+	uint64_t retained; /* of mapped: empty slabs, freed large blocks kept for reuse */
 	uint64_t metadata; /* of mapped: the heap's own tables */
 	uint64_t live_blocks; /* blocks handed out and not freed */
 	uint64_t allocations; /* blocks handed out since the start */

@@ -234,7 +234,7 @@ HEAP_STATS = Struct(
         Field("peak_in_use", "u64", 8, "the most in_use has been"),
         Field("mapped", "u64", 16, "bytes the heap holds from the kernel, its tables included"),
         Field("peak_mapped", "u64", 24, "the most mapped has been"),
-        Field("retained", "u64", 32, "of mapped: empty slabs and freed large blocks kept for reuse"),
+        Field("retained", "u64", 32, "of mapped: empty slabs, freed large blocks kept for reuse"),
         Field("metadata", "u64", 40, "of mapped: the heap's own tables"),
         Field("live_blocks", "u64", 48, "blocks handed out and not freed"),
         Field("allocations", "u64", 56, "blocks handed out since the start"),

@@ -733,7 +733,7 @@ pub struct HeapStats {
     pub mapped: u64,
     /// the most mapped has been
     pub peak_mapped: u64,
-    /// of mapped: empty slabs and freed large blocks kept for reuse
+    /// of mapped: empty slabs, freed large blocks kept for reuse
     pub retained: u64,
     /// of mapped: the heap's own tables
     pub metadata: u64,

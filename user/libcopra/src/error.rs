@@ -23,7 +23,7 @@ pub struct Error(i64);
 pub type Result<T> = core::result::Result<T, Error>;
 
 /// The library's own codes: (value, name). The kernel's are -1..=-128.
-const LIBRARY_CODES: [(i64, &str); 4] = [
+pub const LIBRARY_CODES: [(i64, &str); 4] = [
     (-4095, "UNEXPECTED_EOF"),
     (-4094, "INVALID_UTF8"),
     (-4093, "WRITE_ZERO"),
@@ -57,6 +57,11 @@ impl Error {
     /// The status code, if it is one of the spec's.
     pub const fn errno(self) -> Option<Errno> {
         Errno::from_raw(self.0)
+    }
+
+    /// The error a raw value names, if it is one (-4095..=-1).
+    pub const fn from_raw(raw: i64) -> Option<Self> {
+        if raw < 0 && raw >= -4095 { Some(Self(raw)) } else { None }
     }
 
     /// The raw value (negative).
