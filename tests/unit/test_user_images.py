@@ -50,6 +50,7 @@ EXPECTED = {
     "heap-stress",
     "heap-misuse",
     "c-hello",
+    "c-heap-bench",
 }
 
 

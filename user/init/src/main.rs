@@ -16,10 +16,10 @@
 #![no_main]
 
 use libcopra::abi::Errno;
+use libcopra::declare_main;
 use libcopra::fs::File;
 use libcopra::prelude::*;
 use libcopra::process::{Child, ExitStatus};
-use libcopra::declare_main;
 
 declare_main!(main);
 

@@ -98,7 +98,11 @@ pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    if p.is_null() { 0 } else { heap::usable_size(p.cast()) }
+    if p.is_null() {
+        0
+    } else {
+        heap::usable_size(p.cast())
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -134,7 +138,14 @@ fn sys(nr: Sys, a: [u64; 5]) -> i64 {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn copra_syscall(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> i64 {
+pub unsafe extern "C" fn copra_syscall(
+    nr: u64,
+    a0: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+) -> i64 {
     // SAFETY: the caller's responsibility, as for any raw syscall.
     unsafe { syscall5_via(entry(), nr, a0, a1, a2, a3, a4) as i64 }
 }
@@ -161,7 +172,10 @@ pub extern "C" fn copra_close(handle: u32) -> i64 {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn copra_open(path: *const c_char, mode: u32, flags: u32) -> i64 {
-    sys(Sys::OPEN, [path as u64, u64::from(mode), u64::from(flags), 0, 0])
+    sys(
+        Sys::OPEN,
+        [path as u64, u64::from(mode), u64::from(flags), 0, 0],
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -171,12 +185,18 @@ pub unsafe extern "C" fn copra_read(handle: u32, buf: *mut c_void, len: usize) -
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn copra_write(handle: u32, buf: *const c_void, len: usize) -> i64 {
-    sys(Sys::WRITE, [u64::from(handle), buf as u64, len as u64, 0, 0])
+    sys(
+        Sys::WRITE,
+        [u64::from(handle), buf as u64, len as u64, 0, 0],
+    )
 }
 
 #[unsafe(no_mangle)]
 pub extern "C" fn copra_seek(handle: u32, offset: i64, mode: u32) -> i64 {
-    sys(Sys::SEEK, [u64::from(handle), offset as u64, u64::from(mode), 0, 0])
+    sys(
+        Sys::SEEK,
+        [u64::from(handle), offset as u64, u64::from(mode), 0, 0],
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -200,7 +220,10 @@ pub unsafe extern "C" fn copra_readdir(
     entries: *mut libcopra::abi::DirEnt,
     count: usize,
 ) -> i64 {
-    sys(Sys::READDIR, [u64::from(handle), entries as u64, count as u64, 0, 0])
+    sys(
+        Sys::READDIR,
+        [u64::from(handle), entries as u64, count as u64, 0, 0],
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -221,7 +244,10 @@ pub unsafe extern "C" fn copra_mmap(
     len: usize,
     flags: u64,
 ) -> i64 {
-    sys(Sys::MMAP, [u64::from(handle), hint as u64, offset, len as u64, flags])
+    sys(
+        Sys::MMAP,
+        [u64::from(handle), hint as u64, offset, len as u64, flags],
+    )
 }
 
 #[unsafe(no_mangle)]

@@ -46,7 +46,10 @@ impl Error {
         if let Some(errno) = self.errno() {
             return Some(errno.name());
         }
-        LIBRARY_CODES.iter().find(|(raw, _)| *raw == self.0).map(|(_, name)| *name)
+        LIBRARY_CODES
+            .iter()
+            .find(|(raw, _)| *raw == self.0)
+            .map(|(_, name)| *name)
     }
 
     /// The error for a known status code.
@@ -61,7 +64,11 @@ impl Error {
 
     /// The error a raw value names, if it is one (-4095..=-1).
     pub const fn from_raw(raw: i64) -> Option<Self> {
-        if raw < 0 && raw >= -4095 { Some(Self(raw)) } else { None }
+        if raw < 0 && raw >= -4095 {
+            Some(Self(raw))
+        } else {
+            None
+        }
     }
 
     /// The raw value (negative).

@@ -25,8 +25,8 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::abi::{Errno, Sys};
 pub use crate::abi::{DirEnt, FileFlag, FileMode, FileType, SeekMode};
+use crate::abi::{Errno, Sys};
 use crate::error::{Error, Result};
 use crate::handle::{AsHandle, Handle};
 pub use crate::io::{Read, Seek, SeekFrom, Write};
@@ -185,7 +185,12 @@ impl File {
     }
 
     /// Maps `len` bytes of the file from `offset` (see [`crate::memory::Mapping`]).
-    pub fn map(&self, offset: u64, len: u64, flags: crate::memory::MapFlag) -> Result<crate::memory::Mapping> {
+    pub fn map(
+        &self,
+        offset: u64,
+        len: u64,
+        flags: crate::memory::MapFlag,
+    ) -> Result<crate::memory::Mapping> {
         crate::memory::Mapping::file(self, offset, len, flags)
     }
 }
@@ -222,10 +227,16 @@ impl Write for &File {
 
 fn seek_from(handle: &Handle, pos: SeekFrom) -> Result<u64> {
     match pos {
-        SeekFrom::Start(n) => seek(handle, i64::try_from(n).unwrap_or(i64::MAX), SeekMode::ABSOLUTE),
+        SeekFrom::Start(n) => seek(
+            handle,
+            i64::try_from(n).unwrap_or(i64::MAX),
+            SeekMode::ABSOLUTE,
+        ),
         SeekFrom::Current(n) => seek(handle, n, SeekMode::RELATIVE),
         // The kernel's END counts backwards from the end (upstream's semantics).
-        SeekFrom::End(n) if n <= 0 => seek(handle, n.checked_neg().unwrap_or(i64::MAX), SeekMode::END),
+        SeekFrom::End(n) if n <= 0 => {
+            seek(handle, n.checked_neg().unwrap_or(i64::MAX), SeekMode::END)
+        }
         SeekFrom::End(_) => Err(Error::from_errno(Errno::EINVAL)),
     }
 }

@@ -18,8 +18,8 @@
 
 use core::ops::Deref;
 
-use crate::abi::{Errno, PAGE_SIZE, Sys};
 pub use crate::abi::MapFlag;
+use crate::abi::{Errno, PAGE_SIZE, Sys};
 use crate::error::{Error, Result};
 use crate::handle::AsHandle;
 use crate::syscall::call;

@@ -168,7 +168,11 @@ impl<K: Eq + Hash, V, S: BuildHasher> HashMap<K, V, S> {
 
     /// Gives memory back: the table shrinks to fit the entries.
     pub fn shrink_to_fit(&mut self) {
-        let want = if self.len == 0 { 0 } else { slots_for(self.len) };
+        let want = if self.len == 0 {
+            0
+        } else {
+            slots_for(self.len)
+        };
         if want < self.slots.len() {
             self.rehash(want);
         }
@@ -358,7 +362,10 @@ impl<K: Eq + Hash, V, S: BuildHasher> HashMap<K, V, S> {
 
 /// Slots for `entries` at the maximum load of 7/8: a power of two, at least 8.
 fn slots_for(entries: usize) -> usize {
-    let need = entries.checked_mul(8).expect("capacity overflow").div_ceil(7);
+    let need = entries
+        .checked_mul(8)
+        .expect("capacity overflow")
+        .div_ceil(7);
     need.max(8).next_power_of_two()
 }
 
@@ -467,7 +474,10 @@ impl<'a, K: Eq + Hash, V, S: BuildHasher> OccupiedEntry<'a, K, V, S> {
 
     /// The value, for as long as the map is borrowed.
     pub fn into_mut(self) -> &'a mut V {
-        &mut self.map.slots[self.index].as_mut().expect("occupied entry").value
+        &mut self.map.slots[self.index]
+            .as_mut()
+            .expect("occupied entry")
+            .value
     }
 
     /// Replaces the value; returns the old one.

@@ -15,7 +15,9 @@ pub struct HashSet<T, S = RandomState> {
 impl<T> HashSet<T, RandomState> {
     /// An empty set.
     pub fn new() -> Self {
-        Self { map: HashMap::new() }
+        Self {
+            map: HashMap::new(),
+        }
     }
 
     /// An empty set with room for `capacity` values.

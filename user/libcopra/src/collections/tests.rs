@@ -140,7 +140,10 @@ fn clone_eq_debug_and_iterators() {
     let c = m.clone();
     assert_eq!(m, c);
     let text = format!("{m:?}");
-    assert!(text == "{1: 'a', 2: 'b'}" || text == "{2: 'b', 1: 'a'}", "{text}");
+    assert!(
+        text == "{1: 'a', 2: 'b'}" || text == "{2: 'b', 1: 'a'}",
+        "{text}"
+    );
     assert_eq!(m.iter().len(), 2);
     let mut owned: Vec<_> = m.into_iter().collect();
     owned.sort();

@@ -25,9 +25,12 @@
 //! - A large block starts at its slot (so every alignment up to 1 GiB holds), owns
 //!   `run` slots of address space and maps `pages` of them; it grows in place into
 //!   its slots. Freed large blocks may stay mapped in a small cache, for reuse.
-//! - Memory mapped but holding no live block (empty slabs, cached large blocks) is
-//!   `retained`, and at most `max(RETAIN_MIN, in_use / RETAIN_DIVISOR)` is kept; the
-//!   rest goes back to the kernel at once. [`Heap::trim`] gives back all of it.
+//! - Memory mapped but holding no live block (spare slabs, cached large blocks) is
+//!   `retained`. It is kept up to `max(RETAIN_MIN, recent_peak)`, where `recent_peak`
+//!   follows `in_use` up at once and down by an eighth every DECAY_FREES frees; what
+//!   a free finds beyond that goes back to the kernel (cached large blocks oldest
+//!   first, then spare slabs), except a class's only slab. A large block above
+//!   LARGE_KEEP_MAX is never kept. [`Heap::trim`] gives back everything kept.
 //! - Counters: `in_use` is the usable size of every live block, `mapped` every byte
 //!   mapped from the source (tables included), both with their peaks.
 //!
@@ -40,7 +43,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::classes::{self, CLASSES, COUNT, SMALL_COUNT};
+use super::classes::{self, CLASSES, COUNT, Class, SMALL_COUNT};
 use super::pages::PageSource;
 use crate::abi::Errno;
 use crate::error::Error;
@@ -64,17 +67,28 @@ const LARGE_SLOTS: usize = 1024;
 /// The address space one heap uses from its base.
 pub const SPAN: usize = 2 << 40;
 
-/// The first mapping of a small slab; it doubles up to 64 KiB as blocks are carved.
+/// The first mapping of a small slab; it grows (SLAB_GROWTH) up to 64 KiB as blocks
+/// are carved.
 const SMALL_INITIAL: usize = 16 * KIB;
 /// The least first mapping of a medium slab.
 const MEDIUM_INITIAL: usize = 64 * KIB;
+/// A slab's mapping grows by at least a 1/SLAB_GROWTH of itself and SLAB_GROW_MIN.
+const SLAB_GROWTH: usize = 4;
+/// See [`SLAB_GROWTH`].
+const SLAB_GROW_MIN: usize = 16 * KIB;
 /// Memory kept for reuse (empty slabs, freed large blocks) is at most the larger of
-/// this and `in_use / RETAIN_DIVISOR`.
+/// this and the recent peak of `in_use` ([`Counters::recent_peak`]).
 pub const RETAIN_MIN: usize = 2 * MIB;
-/// See [`RETAIN_MIN`].
-pub const RETAIN_DIVISOR: usize = 2;
+/// The recent peak loses an eighth every this many frees (down to `in_use`), so a
+/// program that has stopped using memory gives it back as it goes on freeing.
+pub const DECAY_FREES: u32 = 65536;
+/// A cached large block is reused as it is for a request of at least 1/REUSE_WASTE
+/// of its size.
+const REUSE_WASTE: usize = 8;
+/// A freed large block larger than this goes back to the kernel at once.
+pub const LARGE_KEEP_MAX: usize = 16 * MIB;
 /// Freed large blocks kept mapped for reuse, at most.
-const LARGE_CACHE: usize = 16;
+const LARGE_CACHE: usize = 64;
 /// A large block that shrinks by at least half, and by at least this much, gives the
 /// tail back (MRESIZE); smaller shrinks keep the pages.
 const SHRINK_MIN: usize = 64 * KIB;
@@ -89,7 +103,7 @@ const LISTED: u8 = 1;
 const FULL: u8 = 2;
 const LIVE: u8 = 3;
 const CACHED: u8 = 4;
-/// An empty slab kept for reuse (at most one per class); listed like LISTED.
+/// An empty slab kept for reuse; listed like LISTED, and on its area's spare stack.
 const SPARE: u8 = 7;
 const TAIL: u8 = 5;
 /// The kernel would not map this slot where asked: never used again.
@@ -111,9 +125,14 @@ struct Slab {
     live: u16,
     class: u8,
     state: u8,
+    /// Link in the area's stack of spare slabs; UNLINKED when not in it.
+    spare_next: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Slab>() == 32);
+
+/// `Slab::spare_next` of a slab that is not on its area's spare stack.
+const UNLINKED: u32 = u32::MAX - 1;
 
 /// One large slot's bookkeeping.
 #[repr(C)]
@@ -147,11 +166,15 @@ struct AreaState {
     table_len: usize,
     /// Stack of UNUSED slots below `high`, linked through `Slab::next`.
     free_slots: u32,
+    /// Stack of slabs that became SPARE, linked through `Slab::spare_next`; an entry
+    /// whose slab was reused since is skipped when popped.
+    spares: u32,
 }
 
 const AREA_STATE: AreaState = AreaState {
     table_len: 0,
     free_slots: NIL,
+    spares: NIL,
 };
 
 impl Area {
@@ -248,14 +271,23 @@ pub enum Misuse {
 impl core::fmt::Display for Misuse {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            Self::Foreign(p) => write!(f, "{p:#x} is not a heap pointer (free of a foreign pointer)"),
+            Self::Foreign(p) => write!(
+                f,
+                "{p:#x} is not a heap pointer (free of a foreign pointer)"
+            ),
             Self::NotAllocated(p) => {
-                write!(f, "{p:#x} is not an allocated block (double free or wild pointer)")
+                write!(
+                    f,
+                    "{p:#x} is not an allocated block (double free or wild pointer)"
+                )
             }
             Self::Interior(p) => write!(f, "{p:#x} points inside a block, not at its start"),
             Self::DoubleFree(p) => write!(f, "double free of {p:#x}"),
             Self::Corrupt(p) => {
-                write!(f, "free list of the slab at {p:#x} is damaged (write after free?)")
+                write!(
+                    f,
+                    "free list of the slab at {p:#x} is damaged (write after free?)"
+                )
             }
         }
     }
@@ -287,6 +319,8 @@ pub struct Counters {
     pub unmaps: u64,
     pub resizes: u64,
     pub failures: u64,
+    /// The most `in_use` has been lately: raised with it, decayed by frees.
+    pub recent_peak: usize,
 }
 
 impl Counters {
@@ -300,11 +334,12 @@ impl Counters {
     #[inline]
     fn alloc(&mut self, usable: usize) {
         self.in_use += usable;
-        if self.in_use > self.peak_in_use {
-            self.peak_in_use = self.in_use;
+        // recent_peak <= peak_in_use always: one comparison in the common case.
+        if self.in_use > self.recent_peak {
+            self.recent_peak = self.in_use;
+            self.peak_in_use = self.peak_in_use.max(self.in_use);
         }
         self.live_blocks += 1;
-        self.allocations += 1;
     }
 }
 
@@ -320,8 +355,6 @@ pub struct Heap<S: PageSource> {
     area_state: [AreaState; 2],
     /// Head of each class's list of slabs with room (NIL: none).
     lists: [u32; COUNT],
-    /// Whether each class has a SPARE slab.
-    spare: [bool; COUNT],
     large_table_len: usize,
     /// Large slots below this have a table entry.
     large_high: u32,
@@ -348,7 +381,6 @@ impl<S: PageSource> Heap<S> {
             ],
             area_state: [AREA_STATE; 2],
             lists: [NIL; COUNT],
-            spare: [false; COUNT],
             large_table_len: 0,
             large_high: 0,
             cache: [NIL; LARGE_CACHE],
@@ -367,18 +399,25 @@ impl<S: PageSource> Heap<S> {
                 unmaps: 0,
                 resizes: 0,
                 failures: 0,
+                recent_peak: 0,
             },
             last_failure: None,
         }
     }
 
-    /// The counters.
+    /// The counters (`allocations` is derived: every block freed or still live).
     pub fn counters(&self) -> Counters {
-        self.counters
+        let mut c = self.counters;
+        c.allocations = c.frees + c.live_blocks as u64;
+        c
     }
 
     /// The last allocation failure, cleared.
+    #[inline]
     pub fn take_failure(&mut self) -> Option<Failure> {
+        if self.last_failure.is_none() {
+            return None; // the common case: no store
+        }
         self.last_failure.take()
     }
 
@@ -395,6 +434,7 @@ impl<S: PageSource> Heap<S> {
     // --- allocation ----------------------------------------------------------------
 
     /// A block of at least `size` bytes aligned to `align` (a power of two), or null.
+    #[inline]
     pub fn alloc(&mut self, size: usize, align: usize) -> *mut u8 {
         match classes::class_for(size, align) {
             Some(class) => self.alloc_class(class, size, align),
@@ -418,7 +458,35 @@ impl<S: PageSource> Heap<S> {
     }
 
     /// A block of `class`, from a thread cache's refill or an allocation.
+    #[inline]
     pub fn alloc_class(&mut self, class: usize, size: usize, align: usize) -> *mut u8 {
+        // The common case inline: the class's first slab has a free block.
+        let s = self.lists[class];
+        if s != NIL {
+            let secret = self.secret;
+            let area = &self.areas[usize::from(class >= SMALL_COUNT)];
+            let slab = area.slab(s);
+            if slab.free != secret && slab.live != 0 {
+                let p = slab.free ^ secret;
+                // SAFETY: `p` is a free block of this slab; free blocks hold two words.
+                let next = unsafe { (p as *const usize).read() };
+                let decoded = next ^ secret;
+                if decoded != 0 && (decoded ^ p) >> area.shift != 0 {
+                    self.corrupt(area.slot_addr(s));
+                }
+                slab.free = next;
+                slab.live += 1;
+                // SAFETY: as above; clear the free mark.
+                unsafe { (p as *mut usize).add(1).write(0) };
+                self.counters.alloc(CLASSES[class].size as usize);
+                return p as *mut u8;
+            }
+        }
+        self.alloc_class_slow(class, size, align)
+    }
+
+    #[inline(never)]
+    fn alloc_class_slow(&mut self, class: usize, size: usize, align: usize) -> *mut u8 {
         let a = usize::from(class >= SMALL_COUNT);
         let csize = CLASSES[class].size as usize;
         loop {
@@ -449,7 +517,8 @@ impl<S: PageSource> Heap<S> {
                 let end = slab.bump as usize + csize;
                 if end > slab.mapped as usize {
                     let old = slab.mapped as usize;
-                    let new = (old * 2).max(end.next_multiple_of(PAGE)).min(slot_size);
+                    let step = (old / SLAB_GROWTH).max(SLAB_GROW_MIN);
+                    let new = (old + step).max(end).next_multiple_of(PAGE).min(slot_size);
                     if let Err(e) = self.source.resize(slot, old, new) {
                         return self.fail(size, align, Reason::Kernel(e));
                     }
@@ -471,8 +540,7 @@ impl<S: PageSource> Heap<S> {
             if slab.live == 0 {
                 self.counters.retained -= slab.mapped as usize;
                 if slab.state == SPARE {
-                    slab.state = LISTED;
-                    self.spare[class] = false;
+                    slab.state = LISTED; // stays on the spare stack, skipped there
                 }
             }
             slab.live += 1;
@@ -555,7 +623,7 @@ impl<S: PageSource> Heap<S> {
             let e = *self.large_ref(self.cache[i]);
             let have = e.pages as usize;
             if have >= pages {
-                if have <= pages * 2
+                if have <= pages * REUSE_WASTE
                     && fit.is_none_or(|j| have < self.large_ref(self.cache[j]).pages as usize)
                 {
                     fit = Some(i);
@@ -596,23 +664,46 @@ impl<S: PageSource> Heap<S> {
     // --- free ----------------------------------------------------------------------
 
     /// Gives `p` back; null is ignored. Nothing changes when `p` is misused.
+    #[inline]
     pub fn free(&mut self, p: *mut u8) -> Result<(), Misuse> {
-        if p.is_null() {
+        let addr = p as usize;
+        // The common case inline: a small block.
+        if let Some(s) = self.areas[0].slot_of(addr) {
+            return self.free_slab(0, s, addr);
+        }
+        self.free_other(addr)
+    }
+
+    #[inline(never)]
+    fn free_other(&mut self, p: usize) -> Result<(), Misuse> {
+        if p == 0 {
             return Ok(());
         }
-        match self.locate(p as usize)? {
-            Block::Slab(a, s) => self.free_slab(a, s, p as usize),
+        match self.locate(p)? {
+            Block::Slab(a, s) => self.free_slab(a, s, p),
             Block::Large(slot) => self.free_large(slot),
         }
     }
 
+    /// Frees `p`, which lies in slot `s` of area `a`, after the checks `locate` makes.
+    #[inline(always)]
     fn free_slab(&mut self, a: usize, s: u32, p: usize) -> Result<(), Misuse> {
         let secret = self.secret;
         let area = &self.areas[a];
+        if s >= area.high.load(Ordering::Relaxed) {
+            return Err(Misuse::NotAllocated(p));
+        }
+        let offset = (p - area.slot_addr(s)) as u64;
         let slab = area.slab(s);
+        if (slab.state != LISTED && slab.state != FULL) || offset >= u64::from(slab.bump) {
+            return Err(Misuse::NotAllocated(p)); // SPARE and UNUSED slabs hold no block
+        }
         let class = slab.class as usize;
-        let csize = CLASSES[class].size as usize;
-        // SAFETY: `locate` checked that `p` is the start of a carved block of this slab.
+        let Class { size, magic } = CLASSES[class];
+        if !classes::is_multiple(offset, magic) {
+            return Err(Misuse::Interior(p));
+        }
+        // SAFETY: `p` starts a carved block of this slab (checked just above).
         let mark = unsafe { (p as *mut usize).add(1) };
         // SAFETY: as above.
         if unsafe { mark.read() } == free_mark(p, secret) {
@@ -625,19 +716,10 @@ impl<S: PageSource> Heap<S> {
         }
         slab.free = p ^ secret;
         slab.live -= 1;
-        let was_full = slab.state == FULL;
-        if was_full {
-            slab.state = LISTED;
-        }
-        let emptied = slab.live == 0;
-        self.counters.in_use -= csize;
-        self.counters.live_blocks -= 1;
-        self.counters.frees += 1;
-        if was_full {
-            self.push_front(a, class, s);
-        }
-        if emptied {
-            self.slab_emptied(a, class, s);
+        let transition = slab.state == FULL || slab.live == 0;
+        self.count_free(size as usize);
+        if transition {
+            self.slab_transition(a, class, s);
         }
         if self.counters.retained > self.retain_budget() {
             self.shed();
@@ -645,32 +727,86 @@ impl<S: PageSource> Heap<S> {
         Ok(())
     }
 
-    /// A slab lost its last block: keep it as its class's spare, or give it back.
+    /// After a free: a full slab has room again, or a slab has emptied.
+    #[cold]
+    #[inline(never)]
+    fn slab_transition(&mut self, a: usize, class: usize, s: u32) {
+        let slab = self.areas[a].slab(s);
+        let (was_full, emptied) = (slab.state == FULL, slab.live == 0);
+        if was_full {
+            slab.state = LISTED;
+            self.push_front(a, class, s);
+        }
+        if emptied {
+            self.slab_emptied(a, class, s);
+        }
+    }
+
+    /// A slab lost its last block: keep it as a spare, or give it back.
+    ///
+    /// A class's only slab is always kept (and never shed): a program that allocates
+    /// and frees one block over and over must not map and unmap a slab each time.
     fn slab_emptied(&mut self, a: usize, class: usize, s: u32) {
         let secret = self.secret;
         let budget = self.retain_budget();
-        let keep = !self.spare[class];
         let area = &self.areas[a];
         let slab = area.slab(s);
         let mapped = slab.mapped as usize;
-        if keep && self.counters.retained + mapped <= budget {
+        let only = self.lists[class] == s && slab.next == NIL;
+        if only || self.counters.retained + mapped <= budget {
             // Carve again from the start, in address order.
             slab.free = secret;
             slab.bump = 0;
             slab.state = SPARE;
-            self.spare[class] = true;
+            if !only && slab.spare_next == UNLINKED {
+                slab.spare_next = self.area_state[a].spares;
+                self.area_state[a].spares = s;
+            }
             self.counters.retained += mapped;
         } else {
             self.release_slab(a, class, s);
         }
     }
 
-    /// Gives cached large blocks back, oldest first, until what is retained fits the
-    /// budget again (spare slabs stay: one per class at most).
+    /// Gives retained memory back until it fits the budget again: cached large blocks
+    /// first (oldest first), then spare slabs (the most recently emptied first),
+    /// except a class's only slab.
+    #[cold]
     fn shed(&mut self) {
-        while self.cached > 0 && self.counters.retained > self.retain_budget() {
-            self.evict_oldest();
+        while self.counters.retained > self.retain_budget() {
+            if self.cached > 0 {
+                self.evict_oldest();
+            } else if !self.release_a_spare(1) && !self.release_a_spare(0) {
+                return;
+            }
         }
+    }
+
+    /// Releases the first spare slab on area `a`'s stack that is not its class's only
+    /// slab; false when there is none.
+    fn release_a_spare(&mut self, a: usize) -> bool {
+        while let Some(s) = self.pop_spare(a) {
+            let slab = *self.areas[a].slab(s);
+            let only = self.lists[slab.class as usize] == s && slab.next == NIL;
+            if slab.state == SPARE && !only {
+                self.counters.retained -= slab.mapped as usize;
+                self.release_slab(a, slab.class as usize, s);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The next entry of area `a`'s spare stack, unlinked (its slab may be in use again).
+    fn pop_spare(&mut self, a: usize) -> Option<u32> {
+        let s = self.area_state[a].spares;
+        if s == NIL {
+            return None;
+        }
+        let slab = self.areas[a].slab(s);
+        self.area_state[a].spares = slab.spare_next;
+        slab.spare_next = UNLINKED;
+        Some(s)
     }
 
     fn release_slab(&mut self, a: usize, class: usize, s: u32) {
@@ -690,11 +826,9 @@ impl<S: PageSource> Heap<S> {
     fn free_large(&mut self, slot: u32) -> Result<(), Misuse> {
         let e = *self.large(slot);
         let bytes = e.pages as usize * PAGE;
-        self.counters.in_use -= bytes;
-        self.counters.live_blocks -= 1;
-        self.counters.frees += 1;
+        self.count_free(bytes);
         let budget = self.retain_budget();
-        if bytes <= budget {
+        if bytes <= budget && bytes <= LARGE_KEEP_MAX {
             // Newest first: older cached blocks make room.
             while self.cached > 0
                 && (self.cached == LARGE_CACHE || self.counters.retained + bytes > budget)
@@ -702,7 +836,10 @@ impl<S: PageSource> Heap<S> {
                 self.evict_oldest();
             }
         }
-        if self.cached < LARGE_CACHE && self.counters.retained + bytes <= budget {
+        if self.cached < LARGE_CACHE
+            && bytes <= LARGE_KEEP_MAX
+            && self.counters.retained + bytes <= budget
+        {
             self.large(slot).state = CACHED;
             self.cache[self.cached] = slot;
             self.cached += 1;
@@ -759,8 +896,23 @@ impl<S: PageSource> Heap<S> {
     /// The class of the block at `p` when it is a live small block (one a thread cache
     /// may hold), after the checks of [`Heap::free`]; None for a live block of any
     /// other kind.
+    #[inline]
     pub fn small_class_of(&self, p: *mut u8) -> Result<Option<usize>, Misuse> {
-        match self.locate(p as usize)? {
+        let addr = p as usize;
+        let area = &self.areas[0];
+        if let Some(s) = area.slot_of(addr)
+            && s < area.high.load(Ordering::Relaxed)
+        {
+            let slab = area.slab(s);
+            let offset = (addr - area.slot_addr(s)) as u64;
+            if (slab.state == LISTED || slab.state == FULL)
+                && offset < u64::from(slab.bump)
+                && classes::is_multiple(offset, CLASSES[slab.class as usize].magic)
+            {
+                return Ok(Some(slab.class as usize));
+            }
+        }
+        match self.locate(addr)? {
             Block::Slab(0, s) => Ok(Some(self.areas[0].slab(s).class as usize)),
             _ => Ok(None),
         }
@@ -854,8 +1006,10 @@ impl<S: PageSource> Heap<S> {
         self.counters.resizes += 1;
         self.counters.add_mapped(want - have);
         self.large(slot).pages = (want / PAGE) as u32;
-        self.counters.in_use += want - have;
-        self.counters.peak_in_use = self.counters.peak_in_use.max(self.counters.in_use);
+        let c = &mut self.counters;
+        c.in_use += want - have;
+        c.peak_in_use = c.peak_in_use.max(c.in_use);
+        c.recent_peak = c.recent_peak.max(c.in_use);
         Some(addr as *mut u8)
     }
 
@@ -864,7 +1018,11 @@ impl<S: PageSource> Heap<S> {
     pub fn trim(&mut self) -> usize {
         let before = self.counters.mapped;
         self.drop_cache();
+        for a in 0..2 {
+            while self.release_a_spare(a) {}
+        }
         for class in 0..COUNT {
+            // A slab made for an allocation that then failed is empty but not SPARE.
             let a = usize::from(class >= SMALL_COUNT);
             let mut s = self.lists[class];
             while s != NIL {
@@ -873,7 +1031,6 @@ impl<S: PageSource> Heap<S> {
                     self.counters.retained -= slab.mapped as usize;
                     self.release_slab(a, class, s);
                 }
-                self.spare[class] = false;
                 s = slab.next;
             }
         }
@@ -946,7 +1103,11 @@ impl<S: PageSource> Heap<S> {
             self.secret = (self.seed)() | 1;
         }
         let csize = CLASSES[class].size as usize;
-        let initial = if a == 0 { SMALL_INITIAL } else { MEDIUM_INITIAL };
+        let initial = if a == 0 {
+            SMALL_INITIAL
+        } else {
+            MEDIUM_INITIAL
+        };
         let initial = initial.max(csize.next_multiple_of(PAGE));
         let mut tries = 0;
         loop {
@@ -958,7 +1119,8 @@ impl<S: PageSource> Heap<S> {
                     self.counters.add_mapped(initial);
                     self.counters.retained += initial; // empty until its first block
                     let secret = self.secret;
-                    *self.areas[a].slab(s) = Slab {
+                    let slab = self.areas[a].slab(s);
+                    *slab = Slab {
                         free: secret,
                         next: NIL,
                         prev: NIL,
@@ -967,6 +1129,7 @@ impl<S: PageSource> Heap<S> {
                         live: 0,
                         class: class as u8,
                         state: LISTED,
+                        spare_next: slab.spare_next, // it may still be on the spare stack
                     };
                     self.push_front(a, class, s);
                     return Ok(s);
@@ -1016,6 +1179,7 @@ impl<S: PageSource> Heap<S> {
             self.area_state[a].table_len = new;
         }
         self.areas[a].high.store(s + 1, Ordering::Release);
+        self.areas[a].slab(s).spare_next = UNLINKED; // a fresh entry (zeroed)
         Ok(s)
     }
 
@@ -1046,7 +1210,9 @@ impl<S: PageSource> Heap<S> {
     fn find_large_run(&self, run: u32, step: u32) -> Option<u32> {
         let mut first = 0;
         while (first + run) as usize <= LARGE_SLOTS {
-            match (first..first + run).find(|&i| i < self.large_high && self.large_ref(i).state != UNUSED) {
+            match (first..first + run)
+                .find(|&i| i < self.large_high && self.large_ref(i).state != UNUSED)
+            {
                 None => return Some(first),
                 Some(taken) => first = (taken + 1).next_multiple_of(step),
             }
@@ -1108,7 +1274,19 @@ impl<S: PageSource> Heap<S> {
     // --- counters --------------------------------------------------------------------
 
     fn retain_budget(&self) -> usize {
-        RETAIN_MIN.max(self.counters.in_use / RETAIN_DIVISOR)
+        RETAIN_MIN.max(self.counters.recent_peak)
+    }
+
+    /// Counts a free; every DECAY_FREES frees the recent peak decays.
+    #[inline]
+    fn count_free(&mut self, usable: usize) {
+        let c = &mut self.counters;
+        c.in_use -= usable;
+        c.live_blocks -= 1;
+        c.frees += 1;
+        if c.frees % u64::from(DECAY_FREES) == 0 {
+            c.recent_peak = c.in_use.max(c.recent_peak - c.recent_peak / 8);
+        }
     }
 
     fn unmap(&mut self, addr: usize, len: usize) {

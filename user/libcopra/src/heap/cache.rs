@@ -22,8 +22,8 @@
 //! The heap counts blocks held by caches as in use: they were handed out.
 
 use super::Locked;
-use super::classes::{CLASSES, SMALL_COUNT};
 use super::allocator::{Heap, Misuse, cache_mark, free_mark};
+use super::classes::{CLASSES, SMALL_COUNT};
 use super::pages::PageSource;
 
 /// Frees queued before the queue is drained.

@@ -3,7 +3,7 @@
 //! Sizes are multiples of 16: 16..=128 in steps of 16, then four classes per
 //! doubling (`2^k + i * 2^(k-2)`, `i` = 1..=4) up to [`MEDIUM_MAX`]. A block wastes at
 //! most a quarter of its size (12.5 % on average for evenly spread sizes). Classes up
-//! to [`SMALL_MAX`] live in 64 KiB slabs, the rest in 1 MiB slabs; anything larger is a
+//! to [`SMALL_MAX`] live in 64 KiB slabs, the rest in 8 MiB slabs; anything larger is a
 //! large block, mapped by itself.
 //!
 //! Alignment: every block of a class starts at a multiple of the class size from its

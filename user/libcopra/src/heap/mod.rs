@@ -15,9 +15,10 @@
 //!   by placing a large block at an aligned run of slots.
 //! - **realloc in place** within a block's class, and for large blocks by MRESIZE.
 //! - **Memory goes back to the kernel** when a slab empties or a large block is
-//!   freed, except for at most `max(2 MiB, in_use / 2)` kept for reuse (MUNMAP costs
-//!   a memory-slot re-registration on copra, about a millisecond); [`trim`] gives
-//!   that back too.
+//!   freed, except what is kept for reuse: up to the recent peak of the bytes in use
+//!   (decaying as frees go on), because on copra an unmap costs a memory-slot
+//!   re-registration and the re-faulting of every page the process touches;
+//!   [`trim`] gives everything kept back.
 //! - **Out of memory**: the allocation returns null after one log line
 //!   (`heap: out of memory: …`); for Rust's collections `handle_alloc_error` then
 //!   panics with `memory allocation of N bytes failed`. C's `malloc` returns NULL.
@@ -35,9 +36,9 @@
 //! ([`cache::ThreadCache`], [`set_thread_cache_hook`]), which takes the lock once per
 //! batch of small blocks instead of once per block.
 
+mod allocator;
 mod cache;
 mod classes;
-mod allocator;
 mod pages;
 
 use ::core::alloc::{GlobalAlloc, Layout};
@@ -46,9 +47,9 @@ use ::core::fmt;
 use ::core::ops::{Deref, DerefMut};
 use ::core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+pub use self::allocator::{Counters, Failure, Heap, LARGE_SLOT, Misuse, PAGE, Reason, SPAN};
 pub use self::cache::ThreadCache;
 pub use self::classes::{MEDIUM_MAX, MIN_ALIGN, SMALL_MAX};
-pub use self::allocator::{Counters, Failure, Heap, LARGE_SLOT, Misuse, PAGE, Reason, SPAN};
 pub use self::pages::{KernelPages, PageSource};
 pub use crate::abi::HeapStats;
 
@@ -59,7 +60,7 @@ pub const HEAP_BASE: usize = 0x4000_0000_0000;
 /// A spin lock around a value: the heap's lock until the SMP work's `Mutex` exists.
 ///
 /// `lock` spins (with `pause`) until it owns the value; the guard releases on drop.
-/// Uncontended it costs one atomic exchange.
+/// Uncontended it costs one atomic exchange (`xchg`) and a plain store.
 pub struct Locked<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
@@ -80,11 +81,7 @@ impl<T> Locked<T> {
     /// Waits for the lock and returns the value.
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while self.locked.swap(true, Ordering::Acquire) {
             while self.locked.load(Ordering::Relaxed) {
                 ::core::hint::spin_loop();
             }

@@ -37,15 +37,15 @@ use libcopra::abi::{
     LOG_FILE_PATH, MAX_HANDLES, MMAP_BASE, NAME_MAX, PAGE_SIZE, PATH_MAX, PlatformType, Sys,
     USER_END, USER_MAP_END, USER_START, sysno,
 };
+use libcopra::declare_main;
 use libcopra::error::check;
 use libcopra::fs::{self, FileFlag, FileMode, SeekMode};
 use libcopra::handle::{AsHandle, Handle, LOG};
 use libcopra::memory::MapFlag;
+use libcopra::prelude::*;
 use libcopra::process;
 use libcopra::rt::image_start;
-use libcopra::prelude::*;
 use libcopra::syscall::{self, Entry, syscall0_via, syscall5_via};
-use libcopra::declare_main;
 
 declare_main!(main);
 
@@ -60,7 +60,10 @@ type Msg = String;
 fn msg(args: fmt::Arguments<'_>) -> Msg {
     let mut m = alloc::fmt::format(args);
     if m.len() > MSG_CAP {
-        let cut = (0..=MSG_CAP).rev().find(|&i| m.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=MSG_CAP)
+            .rev()
+            .find(|&i| m.is_char_boundary(i))
+            .unwrap_or(0);
         m.truncate(cut);
     }
     m
@@ -954,8 +957,7 @@ fn open_create_with_every_mode_makes_a_read_write_handle() -> Outcome {
     for mode in 0..16u64 {
         let path = cpath!("create-mode");
         let rax = sc(Sys::OPEN, &[ptr(path), mode, FileFlag::CREATE.bits()]);
-        let id = expect_ok("OPEN", rax)
-            .map_err(|m| msg(format_args!("mode {mode:#x}: {m}")))?;
+        let id = expect_ok("OPEN", rax).map_err(|m| msg(format_args!("mode {mode:#x}: {m}")))?;
         // SAFETY: the kernel just made this id for us.
         let file = unsafe { Handle::from_raw(id as u32) };
         write_exact(&file, b"z")?;

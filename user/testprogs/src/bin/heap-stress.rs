@@ -115,7 +115,10 @@ fn main() -> u32 {
     let before = heap::stats();
     println!("heap-stress: baseline ({before})");
     if before.mapped != 0 {
-        println!("heap-stress: FAIL: the heap holds {} bytes before the run", before.mapped);
+        println!(
+            "heap-stress: FAIL: the heap holds {} bytes before the run",
+            before.mapped
+        );
         return 1;
     }
     let result = run(ops, slots, seed);
