@@ -49,6 +49,7 @@ EXPECTED = {
     "priv-probe",
     "heap-stress",
     "heap-misuse",
+    "lib-check",
     "c-hello",
     "c-heap-bench",
 }
