@@ -142,4 +142,36 @@ _Static_assert(offsetof(struct copra_dir_ent, file_type) == 256, "copra_dir_ent.
 _Static_assert(offsetof(struct copra_dir_ent, _pad) == 257, "copra_dir_ent._pad: offset");
 _Static_assert(offsetof(struct copra_dir_ent, size) == 264, "copra_dir_ent.size: offset");
 
+/* The user library's heap statistics (libcopra `heap::stats`, C `copra_heap_stats`).  Not a kernel structure: it passes between libcopra and a C program linked with it, and is declared here so that both languages take one layout. */
+struct copra_heap_stats {
+	uint64_t in_use; /* bytes in live blocks, counted at their usable size */
+	uint64_t peak_in_use; /* the most in_use has been */
+	uint64_t mapped; /* bytes the heap holds from the kernel, its tables included */
+	uint64_t peak_mapped; /* the most mapped has been */
+	uint64_t retained; /* of mapped: empty slabs, freed large blocks kept for reuse */
+	uint64_t metadata; /* of mapped: the heap's own tables */
+	uint64_t live_blocks; /* blocks handed out and not freed */
+	uint64_t allocations; /* blocks handed out since the start */
+	uint64_t frees; /* blocks given back since the start */
+	uint64_t maps; /* MMAP calls the heap made */
+	uint64_t unmaps; /* MUNMAP calls the heap made */
+	uint64_t resizes; /* MRESIZE calls the heap made */
+	uint64_t failures; /* allocations that found no memory */
+};
+_Static_assert(sizeof(struct copra_heap_stats) == 104, "copra_heap_stats: size");
+_Static_assert(_Alignof(struct copra_heap_stats) == 8, "copra_heap_stats: alignment");
+_Static_assert(offsetof(struct copra_heap_stats, in_use) == 0, "copra_heap_stats.in_use: offset");
+_Static_assert(offsetof(struct copra_heap_stats, peak_in_use) == 8, "copra_heap_stats.peak_in_use: offset");
+_Static_assert(offsetof(struct copra_heap_stats, mapped) == 16, "copra_heap_stats.mapped: offset");
+_Static_assert(offsetof(struct copra_heap_stats, peak_mapped) == 24, "copra_heap_stats.peak_mapped: offset");
+_Static_assert(offsetof(struct copra_heap_stats, retained) == 32, "copra_heap_stats.retained: offset");
+_Static_assert(offsetof(struct copra_heap_stats, metadata) == 40, "copra_heap_stats.metadata: offset");
+_Static_assert(offsetof(struct copra_heap_stats, live_blocks) == 48, "copra_heap_stats.live_blocks: offset");
+_Static_assert(offsetof(struct copra_heap_stats, allocations) == 56, "copra_heap_stats.allocations: offset");
+_Static_assert(offsetof(struct copra_heap_stats, frees) == 64, "copra_heap_stats.frees: offset");
+_Static_assert(offsetof(struct copra_heap_stats, maps) == 72, "copra_heap_stats.maps: offset");
+_Static_assert(offsetof(struct copra_heap_stats, unmaps) == 80, "copra_heap_stats.unmaps: offset");
+_Static_assert(offsetof(struct copra_heap_stats, resizes) == 88, "copra_heap_stats.resizes: offset");
+_Static_assert(offsetof(struct copra_heap_stats, failures) == 96, "copra_heap_stats.failures: offset");
+
 #endif /* COPRA_ABI_H */

@@ -5,15 +5,17 @@ outlives each run, so the garbage of earlier runs (a RamFs and its file frames) 
 collected before a run takes its baseline: frame counts then move only with the run
 (and with the log file, which ``settled`` takes out).
 ``metadata_limit`` overrides the RAM fs's metadata budget (default: an eighth of the
-VM's 64 MiB); ``trace_memory`` records, with tracemalloc, the most host memory
-the run had allocated beyond its start (``Run.traced_peak``, bytes).
+machine's 64 MiB); ``trace_memory`` records, with tracemalloc, the most host memory
+the run had allocated beyond its start (``Run.traced_peak``, bytes). ``watch(kernel,
+line)`` is called with every console line as it is written (inside the WRITE that
+prints it), so a test can look at the kernel at a moment a program names.
 """
 
 from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -86,7 +88,8 @@ def booter(vm: SvsmVm):  # type: ignore[no-untyped-def]
     def run(init: str | bytes, files: dict[str, bytes | str] | None = None,
             timeout: float | None = 20.0, time_slice: float = TIME_SLICE,
             metadata_limit: int | None = None, trace_memory: bool = False,
-            limits: Limits = DEFAULT_LIMITS) -> Run:
+            limits: Limits = DEFAULT_LIMITS,
+            watch: Callable[[Kernel, str], None] | None = None) -> Run:
         image = packaged_program(init) if isinstance(init, str) else init
         entries = [packit.PackItEntry("/init", image)]
         for path, data in (files or {}).items():
@@ -95,8 +98,16 @@ def booter(vm: SvsmVm):  # type: ignore[no-untyped-def]
             entries.append(packit.PackItEntry(path, data))
         gc.collect()
         lines: list[str] = []
-        kernel, _ = make_kernel(vm, packit.encode(entries), lines.append, limits,
+        made: list[Kernel] = []
+
+        def console(line: str) -> None:
+            lines.append(line)
+            if watch is not None and made:
+                watch(made[0], line)
+
+        kernel, _ = make_kernel(vm, packit.encode(entries), console, limits,
                                 metadata_limit=metadata_limit)
+        made.append(kernel)
         fs = kernel.fs
         baseline = kernel.stats()
         traced_peak = None

@@ -226,4 +226,27 @@ DIRENT = Struct(
     "One entry filled by READDIR (upstream's layout).",
 )
 
-STRUCTS: tuple[Struct, ...] = (DIRENT,)
+HEAP_STATS = Struct(
+    "HeapStats",
+    104,
+    (
+        Field("in_use", "u64", 0, "bytes in live blocks, counted at their usable size"),
+        Field("peak_in_use", "u64", 8, "the most in_use has been"),
+        Field("mapped", "u64", 16, "bytes the heap holds from the kernel, its tables included"),
+        Field("peak_mapped", "u64", 24, "the most mapped has been"),
+        Field("retained", "u64", 32, "of mapped: empty slabs, freed large blocks kept for reuse"),
+        Field("metadata", "u64", 40, "of mapped: the heap's own tables"),
+        Field("live_blocks", "u64", 48, "blocks handed out and not freed"),
+        Field("allocations", "u64", 56, "blocks handed out since the start"),
+        Field("frees", "u64", 64, "blocks given back since the start"),
+        Field("maps", "u64", 72, "MMAP calls the heap made"),
+        Field("unmaps", "u64", 80, "MUNMAP calls the heap made"),
+        Field("resizes", "u64", 88, "MRESIZE calls the heap made"),
+        Field("failures", "u64", 96, "allocations that found no memory"),
+    ),
+    "The user library's heap statistics (libcopra `heap::stats`, C `copra_heap_stats`).\n\n"
+    "Not a kernel structure: it passes between libcopra and a C program linked with it,\n"
+    "and is declared here so that both languages take one layout.",
+)
+
+STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS)

@@ -8,33 +8,28 @@
 //! Exits 0 when every service started and exited with status 0, 1 otherwise. A
 //! kernel without WAIT is tolerated: init then does not wait and decides on the starts
 //! alone. Such a kernel answers ENOSYS, or EINVAL as upstream COCONUT-SVSM answers any
-//! unknown number (copra's WAIT never answers EINVAL).
+//! unknown number (copra's WAIT never answers EINVAL). How many services can run at
+//! once is the kernel's `children` limit: beyond it EXEC answers EAGAIN, which init
+//! reports like any other failed start.
 
 #![no_std]
 #![no_main]
 
 use libcopra::abi::Errno;
-use libcopra::fs::{self, FileFlag, FileMode};
-use libcopra::process::{ExitStatus, exec, wait};
-use libcopra::{declare_main, println};
+use libcopra::declare_main;
+use libcopra::fs::File;
+use libcopra::prelude::*;
+use libcopra::process::{Child, ExitStatus};
 
 declare_main!(main);
 
 const CONFIG: &str = "/etc/init.services";
 /// Largest configuration file read.
-const CONFIG_MAX: usize = 4096;
-/// Most services started.
-const SERVICES_MAX: usize = 64;
-
-struct Started<'a> {
-    path: &'a str,
-    task: u64,
-}
+const CONFIG_MAX: usize = 64 * 1024;
 
 fn main() -> u32 {
     println!("copra init starting");
-    let mut buf = [0u8; CONFIG_MAX];
-    let config = match read_config(&mut buf) {
+    let config = match read_config() {
         Ok(config) => config,
         Err(why) => {
             println!("init: cannot read {CONFIG}: {why}");
@@ -42,8 +37,7 @@ fn main() -> u32 {
         }
     };
 
-    let mut started: [Option<Started<'_>>; SERVICES_MAX] = [const { None }; SERVICES_MAX];
-    let mut count = 0;
+    let mut started: Vec<(&str, Child)> = Vec::new();
     let mut failures = 0u32;
     for line in config.split(|&b| b == b'\n') {
         let line = line.trim_ascii();
@@ -55,16 +49,10 @@ fn main() -> u32 {
             failures += 1;
             continue;
         };
-        if count == SERVICES_MAX {
-            println!("service {path}: not started: more than {SERVICES_MAX} services");
-            failures += 1;
-            continue;
-        }
-        match exec(path) {
-            Ok(task) => {
-                println!("service {path}: started as task {task}");
-                started[count] = Some(Started { path, task });
-                count += 1;
+        match Child::spawn(path) {
+            Ok(child) => {
+                println!("service {path}: started as task {}", child.id());
+                started.push((path, child));
             }
             Err(e) => {
                 println!("service {path}: not started: {e}");
@@ -73,10 +61,12 @@ fn main() -> u32 {
         }
     }
 
-    for service in started.iter().flatten() {
-        match wait(service.task) {
+    let count = started.len();
+    for (path, child) in &mut started {
+        let task = child.id();
+        match child.wait() {
             Ok(status) => {
-                println!("service {} (task {}): {status}", service.path, service.task);
+                println!("service {path} (task {task}): {status}");
                 if status != ExitStatus::Exited(0) {
                     failures += 1;
                 }
@@ -86,10 +76,7 @@ fn main() -> u32 {
                 break;
             }
             Err(e) => {
-                println!(
-                    "service {} (task {}): wait failed: {e}",
-                    service.path, service.task
-                );
+                println!("service {path} (task {task}): wait failed: {e}");
                 failures += 1;
             }
         }
@@ -119,19 +106,16 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
-/// Reads the whole configuration file into `buf`.
-fn read_config(buf: &mut [u8; CONFIG_MAX]) -> Result<&[u8], ConfigError> {
-    let file = fs::open(CONFIG, FileMode::READ, FileFlag::EMPTY).map_err(ConfigError::Kernel)?;
-    let mut len = 0;
-    while len < buf.len() {
-        match fs::read(&file, &mut buf[len..]).map_err(ConfigError::Kernel)? {
-            0 => return Ok(&buf[..len]),
-            n => len += n,
+/// The whole configuration file, if it is at most CONFIG_MAX bytes.
+fn read_config() -> Result<Vec<u8>, ConfigError> {
+    let mut file = File::open(CONFIG).map_err(ConfigError::Kernel)?;
+    let mut config = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match file.read(&mut chunk).map_err(ConfigError::Kernel)? {
+            0 => return Ok(config),
+            n if config.len() + n > CONFIG_MAX => return Err(ConfigError::TooLarge),
+            n => config.extend_from_slice(&chunk[..n]),
         }
-    }
-    // Full: one more byte means the file is larger than init is willing to read.
-    match fs::read(&file, &mut [0u8; 1]).map_err(ConfigError::Kernel)? {
-        0 => Ok(&buf[..len]),
-        _ => Err(ConfigError::TooLarge),
     }
 }

@@ -717,3 +717,78 @@ const _: () = assert!(core::mem::offset_of!(DirEnt, name) == 0);
 const _: () = assert!(core::mem::offset_of!(DirEnt, file_type) == 256);
 const _: () = assert!(core::mem::offset_of!(DirEnt, _pad) == 257);
 const _: () = assert!(core::mem::offset_of!(DirEnt, size) == 264);
+
+/// The user library's heap statistics (libcopra `heap::stats`, C `copra_heap_stats`).
+///
+/// Not a kernel structure: it passes between libcopra and a C program linked with it,
+/// and is declared here so that both languages take one layout.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HeapStats {
+    /// bytes in live blocks, counted at their usable size
+    pub in_use: u64,
+    /// the most in_use has been
+    pub peak_in_use: u64,
+    /// bytes the heap holds from the kernel, its tables included
+    pub mapped: u64,
+    /// the most mapped has been
+    pub peak_mapped: u64,
+    /// of mapped: empty slabs, freed large blocks kept for reuse
+    pub retained: u64,
+    /// of mapped: the heap's own tables
+    pub metadata: u64,
+    /// blocks handed out and not freed
+    pub live_blocks: u64,
+    /// blocks handed out since the start
+    pub allocations: u64,
+    /// blocks given back since the start
+    pub frees: u64,
+    /// MMAP calls the heap made
+    pub maps: u64,
+    /// MUNMAP calls the heap made
+    pub unmaps: u64,
+    /// MRESIZE calls the heap made
+    pub resizes: u64,
+    /// allocations that found no memory
+    pub failures: u64,
+}
+
+impl HeapStats {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 104;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            in_use: 0,
+            peak_in_use: 0,
+            mapped: 0,
+            peak_mapped: 0,
+            retained: 0,
+            metadata: 0,
+            live_blocks: 0,
+            allocations: 0,
+            frees: 0,
+            maps: 0,
+            unmaps: 0,
+            resizes: 0,
+            failures: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<HeapStats>() == 104);
+const _: () = assert!(core::mem::align_of::<HeapStats>() == 8);
+const _: () = assert!(core::mem::offset_of!(HeapStats, in_use) == 0);
+const _: () = assert!(core::mem::offset_of!(HeapStats, peak_in_use) == 8);
+const _: () = assert!(core::mem::offset_of!(HeapStats, mapped) == 16);
+const _: () = assert!(core::mem::offset_of!(HeapStats, peak_mapped) == 24);
+const _: () = assert!(core::mem::offset_of!(HeapStats, retained) == 32);
+const _: () = assert!(core::mem::offset_of!(HeapStats, metadata) == 40);
+const _: () = assert!(core::mem::offset_of!(HeapStats, live_blocks) == 48);
+const _: () = assert!(core::mem::offset_of!(HeapStats, allocations) == 56);
+const _: () = assert!(core::mem::offset_of!(HeapStats, frees) == 64);
+const _: () = assert!(core::mem::offset_of!(HeapStats, maps) == 72);
+const _: () = assert!(core::mem::offset_of!(HeapStats, unmaps) == 80);
+const _: () = assert!(core::mem::offset_of!(HeapStats, resizes) == 88);
+const _: () = assert!(core::mem::offset_of!(HeapStats, failures) == 96);

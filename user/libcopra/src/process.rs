@@ -6,6 +6,8 @@
 //! | [`exec`], [`exec_in`] | EXEC (0, 4) | path, root directory, flags (0) → task id |
 //! | [`wait`] | WAIT (0, 5), copra's | task id → packed exit status |
 //!
+//! [`Child`] wraps EXEC and WAIT for a child that is waited for once.
+//!
 //! EXEC spawns: the caller keeps running and the child gets a fresh address space and
 //! handle table (handle 0 its own log). WAIT does not exist upstream; copra's blocks
 //! until the child ends and returns its status packed as upstream stores it:
@@ -115,5 +117,43 @@ impl fmt::Display for ExitStatus {
             }
             Self::Other(raw) => write!(f, "ended with raw status {raw:#x}"),
         }
+    }
+}
+
+/// A started child process, to WAIT for.
+///
+/// Dropping a `Child` does not wait: the child runs on, and when it ends it counts
+/// against the parent's `unreaped` limit (docs/abi.md) until the parent WAITs for it
+/// or ends. `std::process::Child` behaves the same.
+#[derive(Debug)]
+pub struct Child {
+    task: u64,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// EXEC of `path` under the caller's root.
+    pub fn spawn(path: &str) -> Result<Self> {
+        Self::spawn_in(path, "/")
+    }
+
+    /// EXEC of `path` with `root` as the child's root directory.
+    pub fn spawn_in(path: &str, root: &str) -> Result<Self> {
+        exec_in(path, root).map(|task| Self { task, status: None })
+    }
+
+    /// The child's task id.
+    pub fn id(&self) -> u64 {
+        self.task
+    }
+
+    /// WAITs until the child ends (once; later calls return the same status).
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let status = wait(self.task)?;
+        self.status = Some(status);
+        Ok(status)
     }
 }

@@ -11,7 +11,9 @@
 //! EXITs with [`PANIC_EXIT_CODE`] (0xFFFF, what upstream's `exit(!0)` leaves after the
 //! kernel keeps the low 16 bits). A panic while panicking exits without printing.
 
+#[cfg(not(test))]
 use core::panic::PanicInfo;
+#[cfg(not(test))]
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::process::exit;
@@ -64,6 +66,15 @@ pub fn image_start() -> u64 {
 /// Runs `main` and EXITs with what it returns. Called by `_start`.
 pub fn run(main: fn() -> u32) -> ! {
     exit(main())
+}
+
+/// Named by the cleanup paths of the precompiled `alloc` (built for unwinding). With
+/// `panic = "abort"` no unwinding ever starts, so nothing reaches it; if something
+/// did, the program ends as a panic does.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    exit(PANIC_EXIT_CODE)
 }
 
 #[cfg(not(test))]

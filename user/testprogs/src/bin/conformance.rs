@@ -26,8 +26,10 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 use core::arch::asm;
-use core::fmt::{self, Write};
+use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use libcopra::abi::{
@@ -35,54 +37,35 @@ use libcopra::abi::{
     LOG_FILE_PATH, MAX_HANDLES, MMAP_BASE, NAME_MAX, PAGE_SIZE, PATH_MAX, PlatformType, Sys,
     USER_END, USER_MAP_END, USER_START, sysno,
 };
+use libcopra::declare_main;
 use libcopra::error::check;
 use libcopra::fs::{self, FileFlag, FileMode, SeekMode};
 use libcopra::handle::{AsHandle, Handle, LOG};
 use libcopra::memory::MapFlag;
+use libcopra::prelude::*;
 use libcopra::process;
 use libcopra::rt::image_start;
 use libcopra::syscall::{self, Entry, syscall0_via, syscall5_via};
-use libcopra::{declare_main, println};
 
 declare_main!(main);
 
 // --- verdicts -------------------------------------------------------------------------
 
+/// A verdict's message is cut to this many bytes (at a character boundary).
 const MSG_CAP: usize = 176;
 
-/// Why a case failed: a short message in a fixed buffer (there is no heap).
-struct Msg {
-    len: usize,
-    buf: [u8; MSG_CAP],
-}
-
-impl Msg {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-}
-
-impl Write for Msg {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for ch in s.chars() {
-            let mut tmp = [0u8; 4];
-            let bytes = ch.encode_utf8(&mut tmp).as_bytes();
-            if self.len + bytes.len() > MSG_CAP {
-                break; // cut, at a character boundary
-            }
-            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-            self.len += bytes.len();
-        }
-        Ok(())
-    }
-}
+/// Why a case failed.
+type Msg = String;
 
 fn msg(args: fmt::Arguments<'_>) -> Msg {
-    let mut m = Msg {
-        len: 0,
-        buf: [0; MSG_CAP],
-    };
-    let _ = m.write_fmt(args);
+    let mut m = alloc::fmt::format(args);
+    if m.len() > MSG_CAP {
+        let cut = (0..=MSG_CAP)
+            .rev()
+            .find(|&i| m.is_char_boundary(i))
+            .unwrap_or(0);
+        m.truncate(cut);
+    }
     m
 }
 
@@ -218,59 +201,31 @@ fn setup() -> Outcome {
         Err(e) => fail!("MKDIR /tmp: {e}"),
     }
     if fs::opendir(SCRATCH).is_ok() {
-        remove_tree(&mut PathBuf::from(SCRATCH)?)?; // left over from an earlier run
+        remove_tree(&mut String::from(SCRATCH))?; // left over from an earlier run
     }
     ok("MKDIR /tmp/conf", fs::mkdir(SCRATCH))
 }
 
-/// A path being built, in a fixed buffer.
-struct PathBuf {
-    len: usize,
-    buf: [u8; 1024],
-}
-
-impl PathBuf {
-    fn from(path: &str) -> Result<Self, Msg> {
-        let mut p = Self {
-            len: 0,
-            buf: [0; 1024],
-        };
-        p.push(path.as_bytes())?;
-        Ok(p)
-    }
-
-    fn push(&mut self, bytes: &[u8]) -> Outcome {
-        ensure!(
-            self.len + bytes.len() <= self.buf.len(),
-            "path too long for the suite"
-        );
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-        Ok(())
-    }
-
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-/// Removes `path` and everything below it (READDIR's snapshot makes removing while
-/// listing safe).
-fn remove_tree(path: &mut PathBuf) -> Outcome {
-    let dir = ok(path.as_str(), fs::opendir(path.as_str()))?;
+/// Removes `path` and everything below it, one READDIR entry at a time (READDIR's
+/// snapshot makes removing while listing safe).
+fn remove_tree(path: &mut String) -> Outcome {
+    let dir = ok(path, fs::opendir(path))?;
     let mut entry = [DirEnt::zeroed()];
     while ok("READDIR", fs::readdir(&dir, &mut entry))? == 1 {
-        let base = path.len;
-        path.push(b"/")?;
-        path.push(entry[0].name_bytes())?;
+        let base = path.len();
+        let Some(name) = entry[0].name_str() else {
+            fail!("READDIR of {path}: a name that is not UTF-8");
+        };
+        path.push('/');
+        path.push_str(name);
         match entry[0].kind() {
             Some(FileType::DIRECTORY) => remove_tree(path)?,
-            _ => ok(path.as_str(), fs::unlink(path.as_str()))?,
+            _ => ok(path, fs::unlink(path))?,
         }
-        path.len = base;
+        path.truncate(base);
     }
     drop(dir);
-    ok(path.as_str(), fs::rmdir(path.as_str()))
+    ok(path, fs::rmdir(path))
 }
 
 // --- file helpers -----------------------------------------------------------------------
@@ -673,10 +628,8 @@ fn exec_with_unmapped_path_returns_efault() -> Outcome {
 
 fn exec_root_is_the_childs_root() -> Outcome {
     for dir in ["jail", "jail/tmp", "jail/tmp/conf"] {
-        let mut path = PathBuf::from(SCRATCH)?;
-        path.push(b"/")?;
-        path.push(dir.as_bytes())?;
-        ok(path.as_str(), fs::mkdir(path.as_str()))?;
+        let path = format!("{SCRATCH}/{dir}");
+        ok(&path, fs::mkdir(&path))?;
     }
     make_file(scratch!("jail/tmp/conf/child.action"), b"exit 7")?;
     set_action("exit 9")?;
@@ -994,7 +947,7 @@ fn open_every_mode_combination_on_existing_file() -> Outcome {
     for flags in [0, FileFlag::CREATE.bits()] {
         for mode in 0..16 {
             check_open_mode(scratch!("modes"), mode, flags)
-                .map_err(|m| msg(format_args!("mode {mode:#x} flags {flags}: {}", m.as_str())))?;
+                .map_err(|m| msg(format_args!("mode {mode:#x} flags {flags}: {m}")))?;
         }
     }
     Ok(())
@@ -1004,8 +957,7 @@ fn open_create_with_every_mode_makes_a_read_write_handle() -> Outcome {
     for mode in 0..16u64 {
         let path = cpath!("create-mode");
         let rax = sc(Sys::OPEN, &[ptr(path), mode, FileFlag::CREATE.bits()]);
-        let id = expect_ok("OPEN", rax)
-            .map_err(|m| msg(format_args!("mode {mode:#x}: {}", m.as_str())))?;
+        let id = expect_ok("OPEN", rax).map_err(|m| msg(format_args!("mode {mode:#x}: {m}")))?;
         // SAFETY: the kernel just made this id for us.
         let file = unsafe { Handle::from_raw(id as u32) };
         write_exact(&file, b"z")?;
@@ -1023,7 +975,7 @@ fn open_with_unknown_mode_bits_returns_einval() -> Outcome {
     for mode in [0x10, 0x1F, 1 << 32, 1 << 63] {
         let rax = sc(Sys::OPEN, &[ptr(cpath!("bad-mode")), mode, 0]);
         expect_errno("OPEN", rax, Errno::EINVAL)
-            .map_err(|m| msg(format_args!("mode {mode:#x}: {}", m.as_str())))?;
+            .map_err(|m| msg(format_args!("mode {mode:#x}: {m}")))?;
     }
     Ok(())
 }
@@ -1033,7 +985,7 @@ fn open_with_unknown_flag_bits_returns_einval() -> Outcome {
     for flags in [2, 3, 1 << 40, u64::MAX] {
         let rax = sc(Sys::OPEN, &[ptr(cpath!("bad-flags")), 1, flags]);
         expect_errno("OPEN", rax, Errno::EINVAL)
-            .map_err(|m| msg(format_args!("flags {flags:#x}: {}", m.as_str())))?;
+            .map_err(|m| msg(format_args!("flags {flags:#x}: {m}")))?;
     }
     Ok(())
 }
@@ -1624,7 +1576,7 @@ fn seek_with_unknown_mode_returns_einval() -> Outcome {
     seek_to(&file, 4)?;
     for mode in [3, 1 << 32, u64::MAX] {
         expect_errno("SEEK", seek(&file, 1, mode), Errno::EINVAL)
-            .map_err(|m| msg(format_args!("mode {mode:#x}: {}", m.as_str())))?;
+            .map_err(|m| msg(format_args!("mode {mode:#x}: {m}")))?;
     }
     expect_position(&file, 4)
 }
@@ -1786,12 +1738,8 @@ fn name_recreated_after_unlink_is_a_new_file() -> Outcome {
 /// A directory with a 5-byte file `a` and a subdirectory `d`, in that order.
 fn make_listing(dir: &str) -> Outcome {
     ok("MKDIR", fs::mkdir(dir))?;
-    let mut path = PathBuf::from(dir)?;
-    path.push(b"/a")?;
-    make_file(path.as_str(), b"12345")?;
-    path.len -= 1;
-    path.push(b"d")?;
-    ok("MKDIR", fs::mkdir(path.as_str()))
+    make_file(&format!("{dir}/a"), b"12345")?;
+    ok("MKDIR", fs::mkdir(&format!("{dir}/d")))
 }
 
 #[repr(C, align(8))]
@@ -2391,7 +2339,7 @@ fn mmap_length_is_rounded_up_to_whole_pages() -> Outcome {
 fn mmap_with_unknown_flag_bits_returns_einval() -> Outcome {
     for extra in [0x40, 0x80, 1 << 32, 1 << 63] {
         mmap_errno([NO_HANDLE, 0, 0, PAGE, ANON_R | extra], Errno::EINVAL)
-            .map_err(|m| msg(format_args!("flag {extra:#x}: {}", m.as_str())))?;
+            .map_err(|m| msg(format_args!("flag {extra:#x}: {m}")))?;
     }
     Ok(())
 }
@@ -2873,7 +2821,7 @@ fn load_after_mresize_shrink_kills_with_pf() -> Outcome {
 // === the end ==============================================================================
 
 fn scratch_tree_is_removed_entry_by_entry() -> Outcome {
-    remove_tree(&mut PathBuf::from(SCRATCH)?)?;
+    remove_tree(&mut String::from(SCRATCH))?;
     expect_err("OPENDIR", fs::opendir(SCRATCH), Errno::ENOTFOUND)?;
     if MADE_TMP.load(Ordering::Relaxed) {
         ok("RMDIR /tmp", fs::rmdir("/tmp"))?;
@@ -3135,7 +3083,7 @@ cases! {
 
 fn main() -> u32 {
     if let Err(why) = setup() {
-        println!("FAIL setup: {}", why.as_str());
+        println!("FAIL setup: {why}");
         println!("SUMMARY 0/{}", CASES.len());
         return 1;
     }
@@ -3146,7 +3094,7 @@ fn main() -> u32 {
                 passed += 1;
                 println!("PASS {name}");
             }
-            Err(why) => println!("FAIL {name}: {}", why.as_str()),
+            Err(why) => println!("FAIL {name}: {why}"),
         }
         syscall::set_entry(Entry::DOORBELL); // whatever a failed case left behind
     }

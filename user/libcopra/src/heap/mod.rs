@@ -1,0 +1,358 @@
+//! The heap: every program's global allocator, on MMAP, MUNMAP and MRESIZE.
+//!
+//! With it, `alloc`'s `Vec`, `String`, `Box`, `BTreeMap`, `Arc` … work in every
+//! program, and C programs get `malloc` & co. from the same heap (user/libcopra-c).
+//! docs/heap.md has the design and the numbers; in short:
+//!
+//! - **Size classes** (heap/classes.rs) from 16 B to 128 KiB, four per doubling, in
+//!   slabs of 64 KiB (up to 4 KiB) and 1 MiB; **large blocks** above that are mapped
+//!   by themselves, each in a 1 GiB slot of address space so that it can grow in
+//!   place (MRESIZE).
+//! - **Free without the size**: a block's slot, found from its address, says what it
+//!   is; no header precedes a block.
+//! - **Alignment** up to 1 GiB (blocks of a class are aligned to the largest power of
+//!   two dividing the class size; large blocks to their slot); more, up to 512 GiB,
+//!   by placing a large block at an aligned run of slots.
+//! - **realloc in place** within a block's class, and for large blocks by MRESIZE.
+//! - **Memory goes back to the kernel** when a slab empties or a large block is
+//!   freed, except what is kept for reuse: up to the recent peak of the bytes in use
+//!   (decaying as frees go on), because on copra an unmap costs a memory-slot
+//!   re-registration and the re-faulting of every page the process touches;
+//!   [`trim`] gives everything kept back.
+//! - **Out of memory**: the allocation returns null after one log line
+//!   (`heap: out of memory: …`); for Rust's collections `handle_alloc_error` then
+//!   panics with `memory allocation of N bytes failed`. C's `malloc` returns NULL.
+//! - **Misuse** (double free, a foreign or interior pointer, a damaged free list) is
+//!   caught before anything changes and ends the program with a panic naming it.
+//! - [`stats`]: bytes in use, mapped, their peaks, and the syscalls made.
+//!
+//! # Locking
+//!
+//! One [`Locked`] spin lock around the whole heap, taken for every operation and
+//! never held across anything that could wait. It is correct with any number of
+//! threads; a process has one thread today. **The SMP work replaces it** with the
+//! futex-based `Mutex` of libcopra's sync module (a waiting thread then sleeps
+//! instead of spinning), and switches on the per-thread cache in front of it
+//! ([`cache::ThreadCache`], [`set_thread_cache_hook`]), which takes the lock once per
+//! batch of small blocks instead of once per block.
+
+mod allocator;
+mod cache;
+mod classes;
+mod pages;
+
+use ::core::alloc::{GlobalAlloc, Layout};
+use ::core::cell::UnsafeCell;
+use ::core::fmt;
+use ::core::ops::{Deref, DerefMut};
+use ::core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+pub use self::allocator::{Counters, Failure, Heap, LARGE_SLOT, Misuse, PAGE, Reason, SPAN};
+pub use self::cache::ThreadCache;
+pub use self::classes::{MEDIUM_MAX, MIN_ALIGN, SMALL_MAX};
+pub use self::pages::{KernelPages, PageSource};
+pub use crate::abi::HeapStats;
+
+/// Where every program's heap lives: 64 TiB, far from MMAP_BASE (16 TiB), where
+/// MMAP without a hint places mappings, and from the program's image.
+pub const HEAP_BASE: usize = 0x4000_0000_0000;
+
+/// A spin lock around a value: the heap's lock until the SMP work's `Mutex` exists.
+///
+/// `lock` spins (with `pause`) until it owns the value; the guard releases on drop.
+/// Uncontended it costs one atomic exchange (`xchg`) and a plain store.
+pub struct Locked<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out the value to one holder at a time.
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+impl<T> Locked<T> {
+    /// An unlocked value.
+    pub const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Waits for the lock and returns the value.
+    #[inline]
+    pub fn lock(&self) -> Guard<'_, T> {
+        while self.locked.swap(true, Ordering::Acquire) {
+            while self.locked.load(Ordering::Relaxed) {
+                ::core::hint::spin_loop();
+            }
+        }
+        Guard { lock: self }
+    }
+}
+
+/// The value of a [`Locked`], held.
+pub struct Guard<'a, T> {
+    lock: &'a Locked<T>,
+}
+
+impl<T> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard owns the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard owns the lock.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+fn seed() -> usize {
+    crate::random::seed() as usize
+}
+
+/// The process's heap.
+static HEAP: Locked<Heap<KernelPages>> = Locked::new(Heap::new(HEAP_BASE, KernelPages, seed));
+
+/// Returns the calling thread's cache, or null where it has none.
+pub type CacheHook = fn() -> *mut ThreadCache;
+
+/// The installed [`CacheHook`] as an address; 0: none (every operation takes the lock).
+static CACHE_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Switches the per-thread cache on: from now on small allocations and every free go
+/// through the cache `hook` returns for the calling thread.
+///
+/// # Safety
+/// `hook` must return, for each thread, a cache that only that thread uses and that
+/// lives as long as the thread; the thread must call [`flush_thread_cache`] before it
+/// ends. The SMP work calls this once `thread_local!` exists.
+pub unsafe fn set_thread_cache_hook(hook: CacheHook) {
+    CACHE_HOOK.store(hook as usize, Ordering::Release);
+}
+
+#[inline]
+fn thread_cache() -> Option<&'static mut ThreadCache> {
+    let hook = CACHE_HOOK.load(Ordering::Acquire);
+    if hook == 0 {
+        return None;
+    }
+    // SAFETY: only `set_thread_cache_hook` stores here, and it stores a CacheHook.
+    let hook: CacheHook = unsafe { ::core::mem::transmute::<usize, CacheHook>(hook) };
+    // SAFETY: the hook's contract: the calling thread's own cache, or null.
+    unsafe { hook().as_mut() }
+}
+
+/// Gives the calling thread's cached blocks back to the heap (at thread exit).
+pub fn flush_thread_cache() {
+    if let Some(cache) = thread_cache()
+        && let Err(m) = cache.flush(&HEAP)
+    {
+        misuse(m);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn misuse(m: Misuse) -> ! {
+    panic!("heap: {m}");
+}
+
+#[cold]
+#[inline(never)]
+fn report(failure: Failure, counters: &Counters) {
+    crate::println!(
+        "heap: out of memory: {failure}; {} bytes in use, {} mapped",
+        counters.in_use,
+        counters.mapped
+    );
+}
+
+/// Runs `f` on the locked heap, then reports a failure it left (after unlocking).
+#[inline]
+fn with_heap<R>(f: impl FnOnce(&mut Heap<KernelPages>) -> R) -> R {
+    let mut heap = HEAP.lock();
+    let result = f(&mut heap);
+    if let Some(failure) = heap.take_failure() {
+        let counters = heap.counters();
+        drop(heap);
+        report(failure, &counters);
+    }
+    result
+}
+
+/// A block of `size` bytes aligned to `align` (a power of two), zeroed if asked;
+/// null when no memory is left.
+pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if let Some(cache) = thread_cache()
+        && let Some(class) = classes::class_for(size, align)
+        && class < classes::SMALL_COUNT
+    {
+        match cache.alloc(&HEAP, class) {
+            Ok(p) if !p.is_null() => {
+                if zeroed {
+                    // SAFETY: the block holds at least `size` bytes.
+                    unsafe { ::core::ptr::write_bytes(p, 0, size) };
+                }
+                return p;
+            }
+            Ok(_) => {} // out of memory: the shared path reports it
+            Err(m) => misuse(m),
+        }
+    }
+    with_heap(|heap| {
+        if zeroed {
+            heap.alloc_zeroed(size, align)
+        } else {
+            heap.alloc(size, align)
+        }
+    })
+}
+
+/// Frees a block [`allocate`] or [`reallocate`] gave; null is ignored. A pointer the
+/// heap did not hand out ends the program (a panic naming the misuse).
+pub fn free(p: *mut u8) {
+    if let Some(cache) = thread_cache() {
+        if let Err(m) = cache.free(&HEAP, p) {
+            misuse(m);
+        }
+        return;
+    }
+    let result = HEAP.lock().free(p);
+    if let Err(m) = result {
+        misuse(m);
+    }
+}
+
+/// Resizes the block at `p` (from [`allocate`], with `align`) to `new_size` bytes,
+/// in place where it can. Null when no memory is left; `p` is then still valid.
+/// `old_size`, when known, bounds the bytes copied if the block moves.
+pub fn reallocate(p: *mut u8, old_size: Option<usize>, new_size: usize, align: usize) -> *mut u8 {
+    match with_heap(|heap| heap.realloc(p, old_size, new_size, align)) {
+        Ok(q) => q,
+        Err(m) => misuse(m),
+    }
+}
+
+/// The usable size of the block at `p`: at least what was asked for.
+pub fn usable_size(p: *mut u8) -> usize {
+    let result = HEAP.lock().usable_size(p);
+    result.unwrap_or_else(|m| misuse(m))
+}
+
+/// The heap's statistics now.
+pub fn stats() -> HeapStats {
+    to_stats(&HEAP.lock().counters())
+}
+
+/// Gives every retained byte back to the kernel (empty slabs, freed large blocks, and
+/// the heap's tables when no block is live); returns how many bytes were unmapped.
+pub fn trim() -> usize {
+    HEAP.lock().trim()
+}
+
+/// The counters as the shared [`HeapStats`] layout.
+pub fn to_stats(c: &Counters) -> HeapStats {
+    HeapStats {
+        in_use: c.in_use as u64,
+        peak_in_use: c.peak_in_use as u64,
+        mapped: c.mapped as u64,
+        peak_mapped: c.peak_mapped as u64,
+        retained: c.retained as u64,
+        metadata: c.metadata as u64,
+        live_blocks: c.live_blocks as u64,
+        allocations: c.allocations,
+        frees: c.frees,
+        maps: c.maps,
+        unmaps: c.unmaps,
+        resizes: c.resizes,
+        failures: c.failures,
+    }
+}
+
+impl fmt::Debug for HeapStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapStats")
+            .field("in_use", &self.in_use)
+            .field("peak_in_use", &self.peak_in_use)
+            .field("mapped", &self.mapped)
+            .field("peak_mapped", &self.peak_mapped)
+            .field("retained", &self.retained)
+            .field("metadata", &self.metadata)
+            .field("live_blocks", &self.live_blocks)
+            .field("allocations", &self.allocations)
+            .field("frees", &self.frees)
+            .field("maps", &self.maps)
+            .field("unmaps", &self.unmaps)
+            .field("resizes", &self.resizes)
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
+impl fmt::Display for HeapStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "in use {} (peak {}), mapped {} (peak {}, retained {}, tables {}), {} live blocks, \
+             {} allocations, {} frees, {} MMAP, {} MUNMAP, {} MRESIZE, {} failures",
+            self.in_use,
+            self.peak_in_use,
+            self.mapped,
+            self.peak_mapped,
+            self.retained,
+            self.metadata,
+            self.live_blocks,
+            self.allocations,
+            self.frees,
+            self.maps,
+            self.unmaps,
+            self.resizes,
+            self.failures
+        )
+    }
+}
+
+/// The global allocator of every program built against libcopra.
+pub struct CopraHeap;
+
+// SAFETY: `allocate` returns blocks of at least `size` bytes at `align`, distinct
+// while live; `free` and `reallocate` accept exactly those.
+unsafe impl GlobalAlloc for CopraHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        allocate(layout.size(), layout.align(), false)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        allocate(layout.size(), layout.align(), true)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        free(p);
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        reallocate(p, Some(layout.size()), new_size, layout.align())
+    }
+}
+
+#[cfg(not(test))]
+#[global_allocator]
+static GLOBAL: CopraHeap = CopraHeap;
+
+#[cfg(test)]
+mod tests;
