@@ -40,7 +40,7 @@ from pathlib import Path
 from copra.kernel import packit
 from copra.kernel.boot import make_kernel
 from copra.kernel.image import packaged_program
-from copra.kernel.machine import Machine
+from copra.kernel.svsm_vm import SvsmVm
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "user" / "c" / "heap-bench.c"
@@ -97,14 +97,14 @@ def run_copra(workload: str, ops: int, cpu: bool) -> Result:
             stamps["end"] = clock()
             ended.append(line)
 
-    machine = Machine(MEMORY)
+    vm = SvsmVm(MEMORY)
     try:
-        kernel, _ = make_kernel(machine, archive, console)
-        result = kernel.run(kernel.spawn("/init"), None)
+        kernel, _ = make_kernel(vm, archive, console)
+        result = kernel.serve(kernel.spawn("/init"), None)
         if result.status != 0 or not ended:
             raise SystemExit(f"c-heap-bench {workload} failed: status {result.status}")
     finally:
-        machine.close()
+        vm.close()
     match = _END.search(ended[0])
     assert match is not None
     f = _fields(match.group(2))
