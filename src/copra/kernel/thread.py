@@ -62,6 +62,8 @@ class Thread:
         #: A syscall to dispatch again before the thread next runs (it blocked in it).
         self.retry = False
         self.syscalls = 0
+        #: Kicks in a row this thread went on after an ``int3`` (kernel.py).
+        self.soft_trap_deferrals = 0
 
     @property
     def name(self) -> str:
