@@ -12,6 +12,8 @@
 //! | [`handle`] | [`Handle`] (owned, CLOSE on drop), [`HandleRef`], [`LOG`] |
 //! | [`fs`] | class 1: OPEN, READ, WRITE, SEEK, TRUNCATE, UNLINK, OPENDIR, READDIR, MKDIR, RMDIR |
 //! | [`process`] | class 0: EXIT, EXEC, WAIT |
+//! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, THREAD_JOIN |
+//! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`] |
 //! | [`memory`] | class 0: MMAP, MUNMAP, MRESIZE |
 //! | [`sysinfo`] | class 3: CAPABILITIES |
 //! | [`io`] | `print!`/`println!` to handle 0 |
@@ -45,8 +47,10 @@ pub mod io;
 pub mod memory;
 pub mod process;
 pub mod rt;
+pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
+pub mod thread;
 
 mod mem;
 mod path;
