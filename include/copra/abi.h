@@ -33,7 +33,8 @@
 #define COPRA_ERRNO_EMFILE INT64_C(-15) /* the process has reached its limit of open handles */
 #define COPRA_ERRNO_ENOEXEC INT64_C(-16) /* EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image */
 #define COPRA_ERRNO_ENAMETOOLONG INT64_C(-17) /* a path is longer than PATH_MAX or a name longer than NAME_MAX */
-#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT) */
+#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value */
+#define COPRA_ERRNO_ETIMEDOUT INT64_C(-19) /* a wait's timeout passed first (FUTEX_WAIT) */
 #define COPRA_ERRNO_UNKNOWN INT64_C(-128) /* an internal error with no better code (counted by the kernel) */
 
 /* SyscallClass */
@@ -50,6 +51,11 @@
 #define COPRA_SYS_EXEC UINT64_C(0x4)
 #define COPRA_SYS_WAIT UINT64_C(0x5) /* copra: wait for a child and read its status (upstream has none) */
 #define COPRA_SYS_CLOSE UINT64_C(0xa)
+#define COPRA_SYS_THREAD_CREATE UINT64_C(0x10) /* entry, stack top, argument, FS base -> thread handle */
+#define COPRA_SYS_THREAD_EXIT UINT64_C(0x11) /* code: ends the calling thread (the last: the process) */
+#define COPRA_SYS_THREAD_JOIN UINT64_C(0x12) /* thread handle -> its code, once it has ended */
+#define COPRA_SYS_FUTEX_WAIT UINT64_C(0x13) /* address, expected u32, timeout ns: sleep while equal */
+#define COPRA_SYS_FUTEX_WAKE UINT64_C(0x14) /* address, count -> threads woken */
 #define COPRA_SYS_OPEN UINT64_C(0x100000000)
 #define COPRA_SYS_READ UINT64_C(0x100000001)
 #define COPRA_SYS_WRITE UINT64_C(0x100000002)
@@ -125,6 +131,7 @@
 #define COPRA_MMAP_BASE UINT64_C(0x100000000000) /* Where MMAP places mappings when no hint is given (searching upward). */
 #define COPRA_USER_STACK_GUARD UINT64_C(4096) /* One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END. */
 #define COPRA_USER_MAP_END UINT64_C(0x7ffffffee000)
+#define COPRA_TIMEOUT_NEVER UINT64_C(0xffffffffffffffff) /* FUTEX_WAIT's timeout that means "no timeout". */
 #define COPRA_EXIT_STATUS_SHIFT UINT64_C(16) /* Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1. */
 #define COPRA_KILLED_BY_EXCEPTION UINT64_C(1)
 

@@ -52,6 +52,9 @@ class FakeVm:
     def exits(self) -> int:
         return 0
 
+    def kick_one(self, index: int) -> None:
+        pass
+
     def kernel_pml4_entries(self) -> dict[int, int]:
         return {}
 

@@ -48,8 +48,10 @@ FS = RamFs(store=FramePageStore(VM.frames))  # type: ignore[arg-type]
 FS.populate(packit.encode([packit.PackItEntry("/etc/a", b"0123456789" * 100)]))
 KERNEL = Kernel(VM, FS, lambda line: None)  # type: ignore[arg-type]
 
-#: EXIT ends the process and EXEC/WAIT need a scheduler: the e2e fuzzer covers them.
-PROCESS_CALLS = {int(Sys.EXIT), int(Sys.EXEC), int(Sys.WAIT)}
+#: Calls that end the caller, block it or start threads need running CPUs: the e2e
+#: fuzzer and tests/e2e/test_threads.py cover them.
+PROCESS_CALLS = {int(Sys.EXIT), int(Sys.EXEC), int(Sys.WAIT), int(Sys.THREAD_CREATE),
+                 int(Sys.THREAD_EXIT), int(Sys.THREAD_JOIN), int(Sys.FUTEX_WAIT)}
 NUMBERS = st.one_of(
     st.sampled_from([int(s) for s in Sys if s not in PROCESS_CALLS]),
     st.integers(0, 2**64 - 1),

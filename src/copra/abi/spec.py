@@ -52,8 +52,11 @@ class Errno(IntEnum):
     ENOEXEC = -16  #: EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image
     ENAMETOOLONG = -17  #: a path is longer than PATH_MAX or a name longer than NAME_MAX
     #: EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped
-    #: children is reached; try again once a task has ended or been reaped (WAIT)
+    #: children is reached; try again once a task has ended or been reaped (WAIT);
+    #: THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word
+    #: no longer holds the expected value
     EAGAIN = -18
+    ETIMEDOUT = -19  #: a wait's timeout passed first (FUTEX_WAIT)
     UNKNOWN = -128  #: an internal error with no better code (counted by the kernel)
 
 
@@ -74,6 +77,13 @@ class Sys(IntEnum):
     EXEC = sysno(0, 4)
     WAIT = sysno(0, 5)  # copra: wait for a child and read its status (upstream has none)
     CLOSE = sysno(0, 10)
+    # copra's threads and synchronisation; class 0 indices from 0x10 up, so that the
+    # indices upstream may still give its own class-0 calls stay free.
+    THREAD_CREATE = sysno(0, 0x10)  # entry, stack top, argument, FS base -> thread handle
+    THREAD_EXIT = sysno(0, 0x11)  # code: ends the calling thread (the last: the process)
+    THREAD_JOIN = sysno(0, 0x12)  # thread handle -> its code, once it has ended
+    FUTEX_WAIT = sysno(0, 0x13)  # address, expected u32, timeout ns: sleep while equal
+    FUTEX_WAKE = sysno(0, 0x14)  # address, count -> threads woken
     OPEN = sysno(1, 0)
     READ = sysno(1, 1)
     WRITE = sysno(1, 2)
@@ -191,6 +201,9 @@ MMAP_BASE = 0x0000_1000_0000_0000
 #: a mapping. Program segments and MMAP both end at or below USER_MAP_END.
 USER_STACK_GUARD = PAGE_SIZE
 USER_MAP_END = USER_STACK_TOP - USER_STACK_SIZE - USER_STACK_GUARD
+
+#: FUTEX_WAIT's timeout that means "no timeout".
+TIMEOUT_NEVER = (1 << 64) - 1
 
 #: Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of
 #: EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.

@@ -4,7 +4,8 @@ A handler that cannot complete raises :class:`SyscallError` carrying an
 :class:`~copra.abi.spec.Errno`; only the syscall dispatcher turns it into ``rax``.
 Nothing else in the kernel maps errors to numbers. A handler whose thread must wait
 raises :class:`WouldBlock` (the syscall is dispatched again when the thread is
-woken); one that ended the calling process raises :class:`ProcessExited`.
+woken); one after which the calling thread no longer runs (EXIT, THREAD_EXIT, its
+process ending under it) raises :class:`ThreadEnded`.
 
 Invariants: ``errno`` is always an ``Errno`` member; the message is for logs and
 tests, never shown to user mode.
@@ -33,5 +34,5 @@ class WouldBlock(Exception):
     """Raised by a handler whose thread must wait; the syscall is retried on wake."""
 
 
-class ProcessExited(Exception):
-    """Raised by a handler that ended the calling process."""
+class ThreadEnded(Exception):
+    """Raised by a handler after which the calling thread no longer runs."""

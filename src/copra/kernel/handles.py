@@ -41,7 +41,8 @@ class Rights(IntFlag):
     READ = 1  #: READ, READDIR
     WRITE = 2  #: WRITE, TRUNCATE
     MAP = 4  #: MMAP of the object
-    ALL = READ | WRITE | MAP
+    WAIT = 8  #: wait for the object's signals and read its result (THREAD_JOIN)
+    ALL = READ | WRITE | MAP | WAIT
 
 
 class HandleTable:

@@ -54,10 +54,11 @@ from copra.kernel.cpu import (
     PreemptExit,
     Runnable,
     SyscallExit,
+    UserContext,
     install_kick_handler,
 )
 from copra.kernel.elf import ElfError
-from copra.kernel.errors import ProcessExited, SyscallError, WouldBlock
+from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory, PhysicalMemory
 from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
@@ -235,21 +236,30 @@ class Kernel:
         parent.unreaped_children -= 1
         return child.status
 
-    def exit_process(self, proc: Process, status: int) -> None:
+    def exit_process(self, proc: Process, status: int, caller: Thread | None = None) -> None:
         """End proc and every thread of it; release what it holds; tell its parent.
 
-        A RUNNING thread of it stays its CPU's current thread until that CPU sees it
-        EXITED (``Kernel.handle``): the caller's own thread, when a process ends itself."""
+        ``caller`` is the thread of proc that asks (EXIT, a fault), if any: it stays its
+        CPU's current thread until that CPU sees it EXITED (``Kernel.handle``). Every
+        other thread of proc is stopped first, on whatever CPU it runs: each such CPU
+        is kicked and this waits until it has left the thread (a syscall it is in
+        completes first), so that no CPU runs or touches proc's memory when its pages
+        go. A second call while the first is under way returns at once."""
         with self.tasks_lock:
-            if proc.ended:
+            if proc.ending:
                 return
-            proc.status = status
-            for thread in proc.threads:
+            proc.ending = True
+            threads = list(proc.threads)
+            for thread in threads:
                 self.sched.exit(thread)
+        self.sched.wait_left(threads, caller, self._kick_cpu)
+        with self.tasks_lock:
+            proc.threads.clear()
+            for thread in threads:
                 if thread.waiter is not None:
                     thread.waiter.cancel()
                     thread.waiter = None  # a cycle would keep the process (its root) alive
-            proc.threads.clear()
+            proc.futexes.clear()
             # KVM may still translate to them: they wait for the next invalidation.
             self.vm.frames.retire(proc.release())
             # Orphans are nobody's to reap: forget ended ones, detach running ones.
@@ -266,12 +276,66 @@ class Kernel:
             else:
                 parent.live_children -= 1
                 parent.unreaped_children += 1
+            proc.status = status
+            for thread in threads:
+                if thread.code is None:
+                    thread.code = status
+                    thread.ended_queue.raise_signals(Signal.ENDED)
             proc.ended_queue.raise_signals(Signal.ENDED)
 
-    def kill(self, proc: Process, why: str, status: int) -> None:
+    def _kick_cpu(self, index: int) -> None:
+        self.vm.kick_one(index)
+
+    def kill(self, proc: Process, why: str, status: int, caller: Thread | None = None) -> None:
         self.log(f"{proc.name} (pid {proc.pid}) killed: {why}")
         self.count("killed")
-        self.exit_process(proc, status)
+        self.exit_process(proc, status, caller)
+
+    # --- threads ------------------------------------------------------------------------
+
+    def new_thread(self, proc: Process, entry: int, stack: int, arg: int,
+                   fs_base: int) -> Thread:
+        """A thread of proc that will start at ``entry`` with ``rsp`` = ``stack``,
+        ``rdi`` = ``arg`` and FS base ``fs_base``; not started (``start_thread``).
+        EAGAIN at the process's limit of threads."""
+        with self.tasks_lock:
+            if len(proc.threads) >= self.limits.threads:
+                self.count("thread_limit_refusals")
+                raise SyscallError(Errno.EAGAIN, f"the process holds its limit of "
+                                                 f"{self.limits.threads} threads")
+            context = UserContext.initial(proc.space.pml4, entry, stack)
+            context.regs.rdi = arg
+            context.fs_base = fs_base
+            return Thread(next(self._tids), proc, context)
+
+    def start_thread(self, thread: Thread) -> None:
+        proc = thread.process
+        with self.tasks_lock:
+            if proc.ending:
+                raise ThreadEnded  # the caller's process is ending under it
+            if len(proc.threads) >= self.limits.threads:
+                raise SyscallError(Errno.EAGAIN, f"the process holds its limit of "
+                                                 f"{self.limits.threads} threads")
+            proc.threads.append(thread)
+        self.sched.add(thread)
+
+    def end_thread(self, thread: Thread, code: int) -> None:
+        """THREAD_EXIT: the calling thread ends; the last one ends its process, with
+        the same status EXIT(code) would give."""
+        proc = thread.process
+        with self.tasks_lock:
+            last = proc.threads == [thread]
+            if not last and not proc.ending:
+                proc.threads.remove(thread)
+                self.sched.exit(thread)
+                if thread.waiter is not None:
+                    thread.waiter.cancel()
+                    thread.waiter = None
+                thread.code = code
+                thread.ended_queue.raise_signals(Signal.ENDED)
+                return
+        if last:
+            self.exit_process(proc, (code & 0xFFFF) << EXIT_STATUS_SHIFT, thread)
 
     def wait_for(self, thread: Thread, queue: WaitQueue, mask: Signal) -> Signal:
         """The bits of ``mask`` raised on ``queue``; if none, the thread will be woken
@@ -345,13 +409,27 @@ class Kernel:
             self.sched.stop()
 
     def _tick(self, time_slice: float, done: threading.Event) -> None:
-        """The timer thread: a kick per slice for every busy CPU, and the end of the
-        run at the deadline or when a stop was requested."""
+        """The timer thread: a kick per slice for every busy CPU, the wake-up of timed
+        waits whose deadline passed, and the end of the run at the deadline or when a
+        stop was requested. It sleeps until the next slice or the next deadline,
+        whichever comes first (a deadline set meanwhile is seen within a slice)."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        while not done.wait(time_slice):
+        next_slice = time.monotonic() + time_slice
+        while True:
+            now = time.monotonic()
+            wake_at = next_slice
+            next_deadline = self.sched.next_deadline()
+            if next_deadline is not None:
+                wake_at = min(wake_at, next_deadline)
+            if done.wait(max(0.0, wake_at - now)):
+                return
+            now = time.monotonic()
+            self.sched.expire(now)
+            if now < next_slice:
+                continue
+            next_slice = now + time_slice
             deadline = self._deadline
-            if deadline is not None and not self.stop_requested \
-                    and time.monotonic() >= deadline:
+            if deadline is not None and not self.stop_requested and now >= deadline:
                 self._timed_out = True
                 self.stop_requested = True
             if self.stop_requested:
@@ -369,11 +447,17 @@ class Kernel:
         thread.retry = False
         if thread.waiter is not None:
             thread.waiter.cancel()
-        return self.dispatch(cpu, thread)
+        thread.resumed = True
+        try:
+            return self.dispatch(cpu, thread)
+        finally:
+            thread.resumed = False
 
     def handle(self, cpu: Cpu, thread: Runnable, ex: Exit) -> Next:
         """What an exit of ``thread`` on ``cpu`` means, and whether it goes on."""
         assert isinstance(thread, Thread)
+        if thread.state is ThreadState.EXITED:  # its process ended under it (a kick)
+            return self._ended(cpu, thread)
         if type(ex) is SyscallExit:
             self.count(ENTRY_COUNTERS[ex.entry])
             return self.dispatch(cpu, thread)
@@ -395,10 +479,10 @@ class Kernel:
                 cpu.regs.rip = ex.rip + 2
                 cpu.mark_regs_dirty()
                 return self.dispatch(cpu, thread)
-            self._fault(cpu, proc, ex)
+            self._fault(cpu, thread, ex)
         else:
             assert isinstance(ex, CpuError)
-            self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION)
+            self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION, thread)
         return self._ended(cpu, thread)
 
     def _ended(self, cpu: Cpu, thread: Thread) -> Next:
@@ -441,7 +525,8 @@ class Kernel:
         except SyscallError:
             return False
 
-    def _fault(self, cpu: Cpu, proc: Process, ex: FaultExit) -> None:
+    def _fault(self, cpu: Cpu, thread: Thread, ex: FaultExit) -> None:
+        proc = thread.process
         if ex.vector == Vector.PF and ex.rip == SYSCALL_LANDING:
             # PVM hosts jump to LSTAR at CPL3 although EFER.SCE is clear; VMX/SVM
             # raise #UD at the instruction. Report both the same way.
@@ -449,7 +534,7 @@ class Kernel:
             if self._code_is(proc, syscall_rip, _SYSCALL):
                 self.kill(proc, f"#UD (vector {int(Vector.UD)}) at rip {syscall_rip:#x}: "
                                 "SYSCALL is not an entry to copra (use int 0x80 or the doorbell)",
-                          (int(Vector.UD) << 8) | KILLED_BY_EXCEPTION)
+                          (int(Vector.UD) << 8) | KILLED_BY_EXCEPTION, thread)
                 return
         if ex.vector == Vector.PF and ex.address == ex.rip and ex.error_code & PF_WRITE \
                 and self._code_is(proc, ex.rip, _VMMCALL):
@@ -457,7 +542,7 @@ class Kernel:
             # hypercall instruction; the text page is read-only, so that write faults.
             self.kill(proc, f"#UD (vector {int(Vector.UD)}) at rip {ex.rip:#x}: VMMCALL is "
                             "not available to user programs",
-                      (int(Vector.UD) << 8) | KILLED_BY_EXCEPTION)
+                      (int(Vector.UD) << 8) | KILLED_BY_EXCEPTION, thread)
             return
         name = Vector(ex.vector).name
         what = f"#{name} (vector {ex.vector}) at rip {ex.rip:#x}"
@@ -465,7 +550,7 @@ class Kernel:
             what += f", address {ex.address:#x}, error code {ex.error_code:#x}"
         elif ex.vector in (Vector.GP, Vector.SS, Vector.NP, Vector.TS):
             what += f", error code {ex.error_code:#x}"
-        self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION)
+        self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION, thread)
 
     def dispatch(self, cpu: Cpu, thread: Thread) -> Next:
         """Dispatch the syscall in the registers of ``thread`` (loaded on ``cpu``)."""
@@ -494,7 +579,7 @@ class Kernel:
             cpu.save()  # before another CPU may take it
             self.sched.block(thread)
             return Next.LEAVE
-        except ProcessExited:
+        except ThreadEnded:
             return self._ended(cpu, thread)
         except MemoryError:
             # The host ran out before a budget refused: not a bug in the handler, and
@@ -513,6 +598,10 @@ class Kernel:
             result = int(Errno.UNKNOWN)
         regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         cpu.mark_regs_dirty()
+        # The syscall is over: whatever it waited for is history.
+        thread.deadline = None
+        if thread.waiter is not None:
+            thread.waiter.fired.clear()
         if thread.state is ThreadState.EXITED:  # its process ended meanwhile
             return self._ended(cpu, thread)
         return Next.GO_ON
@@ -551,4 +640,4 @@ class Kernel:
         return node.page_count if isinstance(node, File) else 0
 
 
-__all__ = ["Entry", "Kernel", "ProcessExited", "RunResult", "WouldBlock", "describe_status"]
+__all__ = ["Entry", "Kernel", "RunResult", "ThreadEnded", "WouldBlock", "describe_status"]

@@ -17,6 +17,8 @@ reasons for them are in docs/abi.md ("Limits").
   ``Kernel.spawn``, EAGAIN;
 - ``tasks``: processes system-wide, running or unreaped; ``Kernel.spawn``, EAGAIN
   (at boot, /init itself counts);
+- ``threads``: a process's threads that have not ended; ``Kernel.create_thread``,
+  EAGAIN (THREAD_CREATE);
 - ``metadata``: host bytes the RAM fs's names, nodes and OPENDIR snapshots may take
   (kernel/budget.py), ENOMEM beyond; None: one eighth of the SVSM's memory.
 
@@ -44,6 +46,7 @@ DEFAULT_HANDLES = MAX_HANDLES
 DEFAULT_CHILDREN = 64
 DEFAULT_UNREAPED = 64
 DEFAULT_TASKS = 256
+DEFAULT_THREADS = 128
 #: The largest value any limit takes (handle ids and task ids are u32).
 MAX_LIMIT = (1 << 32) - 1
 
@@ -59,6 +62,7 @@ class Limits:
     children: int = DEFAULT_CHILDREN
     unreaped: int = DEFAULT_UNREAPED
     tasks: int = DEFAULT_TASKS
+    threads: int = DEFAULT_THREADS
     #: host bytes of RAM-fs metadata; None: ``budget.default_metadata_limit``
     metadata: int | None = None
 

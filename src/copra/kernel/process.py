@@ -18,8 +18,10 @@ Invariants:
 - ``status`` is None while the process lives, then the packed exit status
   (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is released once;
 - ``threads`` holds its threads (kernel/thread.py) that have not ended; the first
-  is created by ``start_at``; every thread shares this process's address space and
-  handle table, and when the process ends all of them end with it;
+  is created by ``start_at``, more by THREAD_CREATE (at most ``limits.threads``);
+  every thread shares this process's address space and handle table, and when the
+  process ends all of them end with it: every one has left its CPU before any page
+  is released (Kernel.exit_process);
 - ``children`` holds the pids of its children in the kernel's table, running or
   ended and not yet reaped; ``live_children`` and ``unreaped_children`` count them
   by state (the kernel keeps all three, kernel/kernel.py).
@@ -112,6 +114,12 @@ class Process:
         self.log = log
         self.handles.install(log, Rights.WRITE)
         self.threads: list[Thread] = []
+        #: Set when the process starts to end (its threads are being stopped); the
+        #: status comes once they have stopped and its memory is released.
+        self.ending = False
+        #: FUTEX_WAIT's queues by user address, under ``mem_lock``; a queue goes when
+        #: its last waiter does.
+        self.futexes: dict[int, WaitQueue] = {}
         self.status: int | None = None
         #: Raises Signal.ENDED when the process has ended (WAIT observes it).
         self.ended_queue = WaitQueue()

@@ -7,9 +7,12 @@ thread on the scheduler's condition variable (no spinning) until a thread become
 runnable or the run ends. Any host thread may wake a blocked thread (``wake``):
 the CPU loops, the timer, an observer fired by an object's signal.
 
+A blocked thread with a ``deadline`` (a wait with a timeout) is also kept in
+``_timed``; the timer thread calls ``expire`` to wake those whose deadline passed.
+
 The run ends (every ``pick`` returns None) when ``stop`` is called, or when every
-CPU is idle with nothing runnable: no thread can ever run again then, because only
-a running thread (or the timer, for deadlines) makes another one runnable.
+CPU is idle with nothing runnable and no timed wait pending: no thread can ever run
+again then, because only a running thread or the timer makes another one runnable.
 
 Invariants (with kernel/thread.py's states):
 - a thread is in ``_queue`` iff it is RUNNABLE, at most once;
@@ -17,7 +20,8 @@ Invariants (with kernel/thread.py's states):
   exactly one CPU's current thread (``thread.cpu``);
 - ``wake_pending`` is only set on a RUNNING thread, by a wake-up that came before it
   blocked; ``block`` then makes it RUNNABLE at once (no wake-up is lost);
-- ``idle`` counts the CPUs waiting in ``pick``; ``finished`` never goes back.
+- ``idle`` counts the CPUs waiting in ``pick``; ``finished`` never goes back;
+- ``_timed`` holds exactly the BLOCKED threads that have a deadline.
 
 Locking: ONE lock (class "sched", kernel/lockdep.py) guards all of the above and every
 thread's ``state``, ``cpu``, ``retry`` and ``wake_pending``; the idle condition
@@ -45,6 +49,7 @@ class Scheduler:
         self.idle = 0
         self.stopped = False
         self.finished = False
+        self._timed: set[Thread] = set()
 
     # --- what the CPUs do ------------------------------------------------------------
 
@@ -63,7 +68,7 @@ class Scheduler:
                 if self.stopped or self.finished:
                     return None
                 self.idle += 1
-                if self.idle == len(self.current):
+                if self.idle == len(self.current) and not self._timed:
                     self.finished = True  # nothing runs, nothing can wake anything
                     self.idle -= 1
                     self._cond.notify_all()
@@ -104,11 +109,14 @@ class Scheduler:
                 self._cond.notify()
             else:
                 thread.state = ThreadState.BLOCKED
+                if thread.deadline is not None:
+                    self._timed.add(thread)
 
     def leave(self, thread: Thread) -> None:
         """The RUNNING thread has ended on its CPU."""
         with self.lock:
             self._leave(thread)
+            self._cond.notify_all()  # ``wait_left`` may wait for it
 
     def _leave(self, thread: Thread) -> None:
         cpu = thread.cpu
@@ -122,6 +130,7 @@ class Scheduler:
         """Make a BLOCKED thread RUNNABLE (a RUNNING one will not block next)."""
         with self.lock:
             if thread.state is ThreadState.BLOCKED:
+                self._timed.discard(thread)
                 thread.state = ThreadState.RUNNABLE
                 self._queue.append(thread)
                 self._cond.notify()
@@ -134,6 +143,7 @@ class Scheduler:
         with self.lock:
             if thread.state is ThreadState.RUNNABLE:
                 self._queue.remove(thread)
+            self._timed.discard(thread)
             thread.state = ThreadState.EXITED
 
     def stop(self) -> None:
@@ -141,6 +151,35 @@ class Scheduler:
         with self.lock:
             self.stopped = True
             self._cond.notify_all()
+
+    def wait_left(self, threads: list[Thread], caller: Thread | None,
+                  kick: Callable[[int], None]) -> None:
+        """Return once no thread of ``threads`` (EXITED already) but ``caller`` is any
+        CPU's current thread: ``kick(cpu)`` makes each such CPU notice."""
+        with self.lock:
+            while True:
+                busy = {t.cpu for t in threads if t is not caller and t.cpu is not None}
+                if not busy:
+                    return
+                for cpu in busy:
+                    assert cpu is not None
+                    kick(cpu)
+                self._cond.wait()
+
+    def expire(self, now: float) -> None:
+        """Wake every timed wait whose deadline has passed (the timer thread)."""
+        with self.lock:
+            due = [t for t in self._timed if t.deadline is not None and t.deadline <= now]
+            for thread in due:
+                self._timed.discard(thread)
+                thread.state = ThreadState.RUNNABLE
+                self._queue.append(thread)
+                self._cond.notify()
+
+    def next_deadline(self) -> float | None:
+        with self.lock:
+            return min((t.deadline for t in self._timed if t.deadline is not None),
+                       default=None)
 
     def runnable(self) -> int:
         with self.lock:
@@ -150,12 +189,14 @@ class Scheduler:
 class Waiter:
     """A thread's registrations on the wait queues it waits on: fires once, wakes it."""
 
-    __slots__ = ("_queues", "_wake", "thread")
+    __slots__ = ("_queues", "_wake", "fired", "thread")
 
     def __init__(self, thread: Thread, wake: Callable[[Thread], None]) -> None:
         self.thread = thread
         self._wake = wake
         self._queues: list[WaitQueue] = []
+        #: The queues that notified it since the thread's syscall began (what woke it).
+        self.fired: list[WaitQueue] = []
 
     def watch(self, queue: WaitQueue, mask: Signal) -> Signal:
         """The bits of ``mask`` raised on ``queue`` now; if none, wait for them."""
@@ -165,6 +206,7 @@ class Waiter:
         return ready
 
     def notify(self, queue: WaitQueue, signals: Signal) -> None:
+        self.fired.append(queue)
         self._wake(self.thread)
 
     def cancel(self) -> None:

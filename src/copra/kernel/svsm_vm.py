@@ -266,6 +266,10 @@ class SvsmVm:
         """Kick every busy CPU (the timer's tick; a stop)."""
         self.gate.kick(self.cpus, preempt)
 
+    def kick_one(self, index: int) -> None:
+        """Kick CPU ``index`` if it is busy (a thread of an ending process runs there)."""
+        self.gate.kick([self.cpus[index]], preempt=True)
+
     def use_kick_signal(self, enabled: bool) -> None:
         for cpu in self.cpus:
             cpu.signal_kicks = enabled

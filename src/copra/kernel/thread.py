@@ -3,7 +3,9 @@
 A thread owns its CPU state (``context``: the general registers, the FS base and the
 XSAVE-managed state, kernel/cpu.py's ``UserContext``) and its run state; everything
 else — the address space, mappings, handles, children — is its process's
-(kernel/process.py), shared by all of its threads.
+(kernel/process.py), shared by all of its threads. A thread is also a kernel object:
+THREAD_CREATE returns a handle on it; the handle's WAIT right lets THREAD_JOIN wait
+for its end and read its ``code``. Closing the handle does not stop the thread.
 
 Run states::
 
@@ -19,7 +21,12 @@ Invariants:
 - a BLOCKED thread has a syscall to finish: when woken it is dispatched again
   with the same registers (``retry``); what it waits on is its ``waiter``'s
   registrations (kernel/waitqueue.py), cancelled before that dispatch;
-- ``tid`` is unique for the kernel's life; a thread belongs to one process forever.
+- ``tid`` is unique for the kernel's life; a thread belongs to one process forever;
+- ``ended_queue`` raises Signal.ENDED once, when the thread is EXITED for good and
+  ``code`` is set (THREAD_EXIT's code; the process's status when the process ended);
+- ``deadline`` is set only while a syscall of the thread waits with a timeout
+  (monotonic seconds); ``resumed`` is True only while a blocked syscall is being
+  dispatched again.
 
 Locking: ``state``, ``cpu``, ``retry`` and ``wake_pending`` belong to the scheduler
 and change only under its lock (kernel/scheduler.py), ``retry`` also by the thread's
@@ -34,6 +41,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from copra.kernel.cpu import UserContext
+from copra.kernel.objects import KernelObject, ObjectKind
+from copra.kernel.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from copra.kernel.process import Process
@@ -47,8 +56,11 @@ class ThreadState(Enum):
     EXITED = "exited"
 
 
-class Thread:
+class Thread(KernelObject):
+    kind = ObjectKind.THREAD
+
     def __init__(self, tid: int, process: Process, context: UserContext) -> None:
+        super().__init__()
         self.tid = tid
         self.process = process
         self.context = context
@@ -61,6 +73,13 @@ class Thread:
         self.waiter: Waiter | None = None
         #: A syscall to dispatch again before the thread next runs (it blocked in it).
         self.retry = False
+        #: True while that syscall is being dispatched again (its handler may look at
+        #: what woke it: ``waiter.fired``).
+        self.resumed = False
+        #: When the waiting syscall times out (time.monotonic()), or None.
+        self.deadline: float | None = None
+        self.ended_queue = WaitQueue()
+        self.code: int | None = None
         self.syscalls = 0
         #: Kicks in a row this thread went on after an ``int3`` (kernel.py).
         self.soft_trap_deferrals = 0

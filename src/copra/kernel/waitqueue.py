@@ -88,6 +88,15 @@ class WaitQueue:
             for observer, mask in fired:
                 observer.notify(self, self._signals & mask)
 
+    def wake(self, count: int) -> int:
+        """Notify (and remove) the first ``count`` observers, whatever their mask: an
+        edge, not a state (a futex's wake-up). Returns how many were notified."""
+        with self._lock:
+            woken, self._observers = self._observers[:count], self._observers[count:]
+            for observer, _mask in woken:
+                observer.notify(self, Signal.NONE)
+            return len(woken)
+
     def clear_signals(self, bits: Signal) -> None:
         with self._lock:
             self._signals &= ~bits

@@ -53,15 +53,17 @@ pub enum Errno {
     ENOEXEC = -16,
     /// a path is longer than PATH_MAX or a name longer than NAME_MAX
     ENAMETOOLONG = -17,
-    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT)
+    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value
     EAGAIN = -18,
+    /// a wait's timeout passed first (FUTEX_WAIT)
+    ETIMEDOUT = -19,
     /// an internal error with no better code (counted by the kernel)
     UNKNOWN = -128,
 }
 
 impl Errno {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::EINVAL,
         Self::ENOSYS,
         Self::ENOMEM,
@@ -80,6 +82,7 @@ impl Errno {
         Self::ENOEXEC,
         Self::ENAMETOOLONG,
         Self::EAGAIN,
+        Self::ETIMEDOUT,
         Self::UNKNOWN,
     ];
 
@@ -104,6 +107,7 @@ impl Errno {
             -16 => Some(Self::ENOEXEC),
             -17 => Some(Self::ENAMETOOLONG),
             -18 => Some(Self::EAGAIN),
+            -19 => Some(Self::ETIMEDOUT),
             -128 => Some(Self::UNKNOWN),
             _ => None,
         }
@@ -135,6 +139,7 @@ impl Errno {
             Self::ENOEXEC => "ENOEXEC",
             Self::ENAMETOOLONG => "ENAMETOOLONG",
             Self::EAGAIN => "EAGAIN",
+            Self::ETIMEDOUT => "ETIMEDOUT",
             Self::UNKNOWN => "UNKNOWN",
         }
     }
@@ -198,6 +203,16 @@ pub enum Sys {
     /// copra: wait for a child and read its status (upstream has none)
     WAIT = 0x5,
     CLOSE = 0xa,
+    /// entry, stack top, argument, FS base -> thread handle
+    THREAD_CREATE = 0x10,
+    /// code: ends the calling thread (the last: the process)
+    THREAD_EXIT = 0x11,
+    /// thread handle -> its code, once it has ended
+    THREAD_JOIN = 0x12,
+    /// address, expected u32, timeout ns: sleep while equal
+    FUTEX_WAIT = 0x13,
+    /// address, count -> threads woken
+    FUTEX_WAKE = 0x14,
     OPEN = 0x1_0000_0000,
     READ = 0x1_0000_0001,
     WRITE = 0x1_0000_0002,
@@ -213,7 +228,7 @@ pub enum Sys {
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 23] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -221,6 +236,11 @@ impl Sys {
         Self::EXEC,
         Self::WAIT,
         Self::CLOSE,
+        Self::THREAD_CREATE,
+        Self::THREAD_EXIT,
+        Self::THREAD_JOIN,
+        Self::FUTEX_WAIT,
+        Self::FUTEX_WAKE,
         Self::OPEN,
         Self::READ,
         Self::WRITE,
@@ -244,6 +264,11 @@ impl Sys {
             0x4 => Some(Self::EXEC),
             0x5 => Some(Self::WAIT),
             0xa => Some(Self::CLOSE),
+            0x10 => Some(Self::THREAD_CREATE),
+            0x11 => Some(Self::THREAD_EXIT),
+            0x12 => Some(Self::THREAD_JOIN),
+            0x13 => Some(Self::FUTEX_WAIT),
+            0x14 => Some(Self::FUTEX_WAKE),
             0x1_0000_0000 => Some(Self::OPEN),
             0x1_0000_0001 => Some(Self::READ),
             0x1_0000_0002 => Some(Self::WRITE),
@@ -274,6 +299,11 @@ impl Sys {
             Self::EXEC => "EXEC",
             Self::WAIT => "WAIT",
             Self::CLOSE => "CLOSE",
+            Self::THREAD_CREATE => "THREAD_CREATE",
+            Self::THREAD_EXIT => "THREAD_EXIT",
+            Self::THREAD_JOIN => "THREAD_JOIN",
+            Self::FUTEX_WAIT => "FUTEX_WAIT",
+            Self::FUTEX_WAKE => "FUTEX_WAKE",
             Self::OPEN => "OPEN",
             Self::READ => "READ",
             Self::WRITE => "WRITE",
@@ -678,6 +708,8 @@ pub const MMAP_BASE: u64 = 0x1000_0000_0000;
 /// One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END.
 pub const USER_STACK_GUARD: u64 = 4096;
 pub const USER_MAP_END: u64 = 0x7fff_fffe_e000;
+/// FUTEX_WAIT's timeout that means "no timeout".
+pub const TIMEOUT_NEVER: u64 = 0xffff_ffff_ffff_ffff;
 /// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
 pub const EXIT_STATUS_SHIFT: u64 = 16;
 pub const KILLED_BY_EXCEPTION: u64 = 1;

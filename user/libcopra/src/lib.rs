@@ -13,6 +13,8 @@
 //! | [`handle`] | [`Handle`] (owned, CLOSE on drop), [`HandleRef`], [`LOG`] |
 //! | [`fs`] | class 1: OPEN, READ, WRITE, SEEK, TRUNCATE, UNLINK, OPENDIR, READDIR, MKDIR, RMDIR; [`fs::File`], [`fs::read_dir`] |
 //! | [`process`] | class 0: EXIT, EXEC, WAIT; [`process::Child`] |
+//! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, THREAD_JOIN |
+//! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`] |
 //! | [`memory`] | class 0: MMAP, MUNMAP, MRESIZE; [`memory::Mapping`] (unmaps on drop) |
 //! | [`sysinfo`] | class 3: CAPABILITIES |
 //! | [`io`] | `Read`/`Write`/`Seek`; `print!`/`println!` to handle 0 |
@@ -58,8 +60,10 @@ pub mod prelude;
 pub mod process;
 pub mod random;
 pub mod rt;
+pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
+pub mod thread;
 
 #[cfg_attr(test, allow(dead_code))] // host tests link libc's
 mod mem;

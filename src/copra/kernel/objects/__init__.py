@@ -23,6 +23,7 @@ class ObjectKind(Enum):
     LOG = "log"
     FILE = "file"
     DIRECTORY = "directory"
+    THREAD = "thread"
 
 
 class KernelObject:

@@ -1,7 +1,16 @@
-"""Class 0, core: EXIT, MMAP, MUNMAP, MRESIZE, EXEC, WAIT, CLOSE (docs/abi.md).
+"""Class 0, core: EXIT, MMAP, MUNMAP, MRESIZE, EXEC, WAIT, CLOSE, and copra's threads
+and futexes: THREAD_CREATE, THREAD_EXIT, THREAD_JOIN, FUTEX_WAIT, FUTEX_WAKE
+(docs/abi.md).
 
 Upstream's numbers; MMAP, MUNMAP and MRESIZE follow upstream's unmerged draft, WAIT
-is copra's. The handlers' shape and context are in table.py.
+and the thread and futex calls are copra's. The handlers' shape and context are in
+table.py.
+
+A futex is a 32-bit word of the process's memory, named by its user address; its
+wait queue lives in the process (``Process.futexes``) under ``mem_lock``, which
+FUTEX_WAIT holds from reading the word to registering its waiter and FUTEX_WAKE
+holds while it wakes: a wake-up between the two is impossible, so none is lost.
+A woken FUTEX_WAIT returns 0 without looking at the word again (as Linux's).
 
 Address-space changes hold the process's ``mem_lock`` throughout; frames a MUNMAP or
 a shrinking MRESIZE takes away go to ``Services.release_unmapped``, which makes
@@ -11,9 +20,12 @@ under the kernel's ``tasks_lock`` and waits on the child's ``ended_queue``.
 
 from __future__ import annotations
 
+import time
+
 from copra.abi.spec import (
     EXIT_STATUS_SHIFT,
     PAGE_SIZE,
+    TIMEOUT_NEVER,
     USER_END,
     USER_START,
     Errno,
@@ -21,13 +33,15 @@ from copra.abi.spec import (
     Sys,
 )
 from copra.hw.kvm import KvmRegs
-from copra.kernel.errors import ProcessExited, SyscallError, WouldBlock
+from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.handles import Rights
 from copra.kernel.objects.file import OpenFile
 from copra.kernel.process import MAP_AREA_END, Process, RegionKind
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
-from copra.kernel.waitqueue import Signal
+from copra.kernel.thread import Thread
+from copra.kernel.usermem import UserPtr, copy_in
+from copra.kernel.waitqueue import Signal, WaitQueue
 
 _ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
                      | MapFlag.ANONYMOUS | MapFlag.FIXED)
@@ -35,8 +49,8 @@ _ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVA
 
 def sys_exit(c: Call, r: KvmRegs) -> int:
     p = c.process
-    c.kernel.exit_process(p, (r.rdi & 0xFFFF) << EXIT_STATUS_SHIFT)
-    raise ProcessExited
+    c.kernel.exit_process(p, (r.rdi & 0xFFFF) << EXIT_STATUS_SHIFT, c.thread)
+    raise ThreadEnded
 
 
 def sys_exec(c: Call, r: KvmRegs) -> int:
@@ -202,6 +216,88 @@ def sys_mresize(c: Call, r: KvmRegs) -> int:
     return 0
 
 
+
+# --- threads and futexes ------------------------------------------------------------
+
+
+def sys_thread_create(c: Call, r: KvmRegs) -> int:
+    entry, stack, arg, fs_base = r.rdi, r.rsi, r.r8, r.r9
+    if not USER_START <= entry < USER_END:
+        raise SyscallError(Errno.EINVAL, f"entry {entry:#x} is outside user space")
+    if not USER_START < stack <= USER_END:
+        raise SyscallError(Errno.EINVAL, f"stack top {stack:#x} is outside user space")
+    if fs_base >= USER_END:
+        raise SyscallError(Errno.EINVAL, f"FS base {fs_base:#x} is outside user space")
+    p = c.process
+    p.handles.check_room()
+    thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
+    handle = p.handles.install(thread, Rights.WAIT)
+    try:
+        c.kernel.start_thread(thread)
+    except BaseException:
+        p.handles.remove(handle)
+        raise
+    return handle
+
+
+def sys_thread_exit(c: Call, r: KvmRegs) -> int:
+    c.kernel.end_thread(c.thread, u32(r.rdi))
+    raise ThreadEnded
+
+
+def sys_thread_join(c: Call, r: KvmRegs) -> int:
+    target = c.handle(u32(r.rdi), Thread)
+    if target is c.thread:
+        raise SyscallError(Errno.EINVAL, "a thread cannot join itself")
+    if target.code is None and not c.kernel.wait_for(c.thread, target.ended_queue,
+                                                     Signal.ENDED):
+        raise WouldBlock
+    assert target.code is not None  # set before ENDED is raised
+    return target.code
+
+
+def _futex_address(addr: int) -> int:
+    if addr % 4 or not USER_START <= addr < USER_END:
+        raise SyscallError(Errno.EINVAL, f"futex address {addr:#x} is not an aligned "
+                                         "user address")
+    return addr
+
+
+def sys_futex_wait(c: Call, r: KvmRegs) -> int:
+    addr, expected, timeout = _futex_address(r.rdi), u32(r.rsi), r.r8
+    t, p = c.thread, c.process
+    if t.resumed:
+        if t.waiter is not None and t.waiter.fired:
+            return 0  # woken by FUTEX_WAKE
+    else:
+        t.deadline = None if timeout == TIMEOUT_NEVER else time.monotonic() + timeout / 1e9
+    with p.mem_lock:
+        word = int.from_bytes(copy_in(p.space, UserPtr(addr), 4), "little")
+        if word != expected:
+            raise SyscallError(Errno.EAGAIN, f"the futex word is {word:#x}, not {expected:#x}")
+        if t.deadline is not None and time.monotonic() >= t.deadline:
+            queue = p.futexes.get(addr)
+            if queue is not None and not len(queue):
+                del p.futexes[addr]
+            raise SyscallError(Errno.ETIMEDOUT, "the futex wait timed out")
+        queue = p.futexes.setdefault(addr, WaitQueue())
+        c.kernel.wait_for(t, queue, Signal.NONE)
+    raise WouldBlock
+
+
+def sys_futex_wake(c: Call, r: KvmRegs) -> int:
+    addr, count = _futex_address(r.rdi), min(r.rsi, 1 << 31)
+    p = c.process
+    with p.mem_lock:
+        queue = p.futexes.get(addr)
+        if queue is None:
+            return 0
+        woken = queue.wake(count)
+        if not len(queue):
+            del p.futexes[addr]
+    return woken
+
+
 TABLE = table((
     SyscallSpec(Sys.EXIT, sys_exit, Status.UPSTREAM),
     SyscallSpec(Sys.MMAP, sys_mmap, Status.IMPROVED, Rights.MAP, Errno.EWRONLY),
@@ -210,4 +306,9 @@ TABLE = table((
     SyscallSpec(Sys.EXEC, sys_exec, Status.IMPROVED),
     SyscallSpec(Sys.WAIT, sys_wait, Status.COPRA),
     SyscallSpec(Sys.CLOSE, sys_close, Status.IMPROVED),
+    SyscallSpec(Sys.THREAD_CREATE, sys_thread_create, Status.COPRA),
+    SyscallSpec(Sys.THREAD_EXIT, sys_thread_exit, Status.COPRA),
+    SyscallSpec(Sys.THREAD_JOIN, sys_thread_join, Status.COPRA, Rights.WAIT),
+    SyscallSpec(Sys.FUTEX_WAIT, sys_futex_wait, Status.COPRA),
+    SyscallSpec(Sys.FUTEX_WAKE, sys_futex_wake, Status.COPRA),
 ))

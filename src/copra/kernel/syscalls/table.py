@@ -9,7 +9,7 @@ Every handler has one shape, seL4's decode-then-invoke: read and validate every
 argument with no side effect, look up handles through ``Call.handle`` (the expected
 kind; the rights come from the row), act, then copy results out. A handler returns
 the value for rax or raises ``SyscallError`` (the dispatcher writes -errno),
-``WouldBlock`` or ``ProcessExited`` (kernel/errors.py). Arguments come from rdi,
+``WouldBlock`` or ``ThreadEnded`` (kernel/errors.py). Arguments come from rdi,
 rsi, r8, r9, r10 (spec.ARG_REGISTERS); handle arguments use the low 32 bits, as
 upstream.
 
@@ -66,7 +66,15 @@ class Services(Protocol):
     def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
         ...
 
-    def exit_process(self, proc: Process, status: int) -> None: ...
+    def exit_process(self, proc: Process, status: int, caller: Thread | None = None) -> None:
+        ...
+
+    def new_thread(self, proc: Process, entry: int, stack: int, arg: int,
+                   fs_base: int) -> Thread: ...
+
+    def start_thread(self, thread: Thread) -> None: ...
+
+    def end_thread(self, thread: Thread, code: int) -> None: ...
 
     def child(self, parent: Process, pid: int) -> Process | None:
         """``parent``'s child ``pid``, running or unreaped (caller holds tasks_lock)."""

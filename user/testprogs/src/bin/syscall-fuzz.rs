@@ -501,13 +501,24 @@ impl Fuzzer {
         }
         let sys = loop {
             let sys = self.rng.pick(&Sys::ALL);
-            if sys != Sys::EXIT {
+            // These end this program, or start code it did not write.
+            if !matches!(sys, Sys::EXIT | Sys::THREAD_EXIT | Sys::THREAD_CREATE) {
                 break sys;
             }
         };
         let mut a = [0u64; 5];
         match sys {
-            Sys::EXIT => unreachable!(),
+            Sys::EXIT | Sys::THREAD_EXIT | Sys::THREAD_CREATE => unreachable!(),
+            Sys::THREAD_JOIN => a[0] = self.handle_arg(),
+            Sys::FUTEX_WAIT => {
+                a[0] = self.map_addr();
+                a[1] = if self.rng.percent() < 50 { 0 } else { self.int_arg() };
+                a[2] = self.rng.below(1_000_000); // at most 1 ms: never a wait without end
+            }
+            Sys::FUTEX_WAKE => {
+                a[0] = self.map_addr();
+                a[1] = self.int_arg();
+            }
             Sys::MMAP => {
                 let anonymous = self.rng.percent() < 55;
                 a[0] = self.handle_arg();
