@@ -205,3 +205,12 @@ def test_tick_inside_a_ring0_stub_is_not_reported_until_the_stub_is_left(
         cpu.vcpu = real
     assert isinstance(ex, PreemptExit)
     assert fake.runs == 2 and cpu.ring0_preemptions == before + 1
+
+
+def test_user_byte_reads_through_the_context_page_tables(vm: SvsmVm, cpu: Cpu) -> None:
+    # What the trap check (Cpu._after_trap) reads: the byte before RIP, as CPL3 sees it.
+    ctx = user_program(vm, b"\xf1\xcc\xeb\xfe")
+    assert cpu._user_byte(ctx.cr3, CODE + 1) == 0xCC
+    assert cpu._user_byte(ctx.cr3, CODE) == 0xF1
+    assert cpu._user_byte(ctx.cr3, 0xDEAD0000) is None  # unmapped
+    assert cpu._user_byte(ctx.cr3, KERNEL_BASE + 0x1000) is None  # not user memory

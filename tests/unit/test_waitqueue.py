@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from copra.kernel.waitqueue import Signal, WaitQueue
+from copra.kernel.waitqueue import NO_SIGNALS, Signal, WaitQueue
 
 
 class Recorder:
@@ -21,7 +21,7 @@ def test_observe_of_a_raised_signal_answers_at_once_and_registers_nothing() -> N
 
 def test_raise_notifies_a_matching_observer_once_and_removes_it() -> None:
     queue, obs = WaitQueue(), Recorder()
-    assert queue.observe(obs, Signal.ENDED) == Signal.NONE
+    assert queue.observe(obs, Signal.ENDED) == NO_SIGNALS
     queue.raise_signals(Signal.ENDED)
     queue.raise_signals(Signal.ENDED)
     assert obs.seen == [Signal.ENDED] and len(queue) == 0
@@ -46,4 +46,4 @@ def test_cancelled_observer_is_not_notified() -> None:
 def test_cleared_signal_makes_observers_wait_again() -> None:
     queue, obs = WaitQueue(Signal.READABLE), Recorder()
     queue.clear_signals(Signal.READABLE)
-    assert queue.observe(obs, Signal.READABLE) == Signal.NONE and len(queue) == 1
+    assert queue.observe(obs, Signal.READABLE) == NO_SIGNALS and len(queue) == 1

@@ -34,6 +34,7 @@ from copra.kernel.objects import KernelObject
 
 T = TypeVar("T", bound=KernelObject)
 U = TypeVar("U", bound=KernelObject)
+V = TypeVar("V", bound=KernelObject)
 
 
 class Rights(IntFlag):
@@ -41,7 +42,7 @@ class Rights(IntFlag):
     READ = 1  #: READ, READDIR
     WRITE = 2  #: WRITE, TRUNCATE
     MAP = 4  #: MMAP of the object
-    WAIT = 8  #: wait for the object's signals and read its result (THREAD_JOIN)
+    WAIT = 8  #: wait for the object's signals and read its result (JOIN)
     ALL = READ | WRITE | MAP | WAIT
 
 
@@ -87,6 +88,11 @@ class HandleTable:
     def get(self, handle: int, kind: tuple[type[T], type[U]], need: int = 0,
             denied: Errno = Errno.EPERM, *,
             refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U: ...
+
+    @overload
+    def get(self, handle: int, kind: tuple[type[T], type[U], type[V]], need: int = 0,
+            denied: Errno = Errno.EPERM, *,
+            refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U | V: ...
 
     @overload
     def get(self, handle: int, kind: tuple[type[KernelObject], ...], need: int = 0,

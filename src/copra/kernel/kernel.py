@@ -179,7 +179,7 @@ class Kernel:
                 proc.map_stack()
             except BaseException as e:
                 # Never ran: KVM holds no translation of it, the frames can go at once.
-                self.vm.frames.free_many(proc.release())
+                self.vm.frames.free_many(proc.tear_down())
                 if isinstance(e, ElfError):
                     raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
                 if isinstance(e, OutOfMemory):
@@ -256,7 +256,7 @@ class Kernel:
                     thread.waiter = None  # a cycle would keep the process (its root) alive
             proc.futexes.clear()
             # KVM may still translate to them: they wait for the next invalidation.
-            self.vm.frames.retire(proc.release())
+            self.vm.frames.retire(proc.tear_down())
             # Orphans are nobody's to reap: forget ended ones, detach running ones.
             for pid in proc.children:
                 child = self.processes[pid]

@@ -9,7 +9,7 @@
 //!   (the lock works across vCPUs);
 //! - each worker runs with its own FS base (a TLS block whose second word is its index)
 //!   and reads its index through `fs:` throughout, across preemptions and migrations;
-//! - THREAD_JOIN returns each worker's code.
+//! - JOIN returns each worker's code.
 //!
 //! The worker count and rounds come from `/etc/threads.conf` ("WORKERS ROUNDS") when
 //! it exists, else 4 and 20000.
