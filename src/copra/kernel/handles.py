@@ -121,13 +121,21 @@ class HandleTable:
         return obj
 
     def remove(self, handle: int) -> bool:
-        """Drop the entry and its reference; False if there was none."""
+        """Drop the entry and its reference; False if there was none.
+
+        Threads blocked on the object (a READ of an event, a JOIN, a WAIT_MANY) are
+        woken: their call runs again and finds the handle gone (ENOTFOUND), or, if
+        the id was reused meanwhile, whatever it names now. Waiters through another
+        handle on the same object just look again and wait on."""
         with self._lock:
             entry = self._objects.pop(handle & 0xFFFF_FFFF, None)
             if entry is None:
                 return False
             obj = entry[0]
             heapq.heappush(self._holes, handle & 0xFFFF_FFFF)
+        queue = obj.wait_queue()
+        if queue is not None:
+            queue.wake(len(queue))
         obj.release()
         return True
 
