@@ -13,7 +13,7 @@
 //! | [`fs`] | class 1: OPEN, READ, WRITE, SEEK, TRUNCATE, UNLINK, OPENDIR, READDIR, MKDIR, RMDIR |
 //! | [`process`] | class 0: EXIT, EXEC, WAIT |
 //! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, JOIN |
-//! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`] |
+//! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`], [`sync::Condvar`], [`sync::Once`] |
 //! | [`event`] | class 0, copra's: EVENT_CREATE; READ/WRITE of an event |
 //! | [`wait`] | class 0, copra's: WAIT_MANY, CLOCK, SLEEP |
 //! | [`memory`] | class 0: MMAP, MUNMAP, MRESIZE |
