@@ -59,8 +59,10 @@ class HandleTable:
 
     def check_room(self) -> None:
         """EMFILE now if no handle could be installed: a syscall that changes state
-        before it installs its handle (OPEN with CREATE or TRUNC) asks first. One vCPU
-        thread per process today, so nothing can take the room in between."""
+        before it installs its handle (OPEN with CREATE or TRUNC) asks first. Another
+        thread of the process may still take the last id in between; the call then
+        answers EMFILE at ``install`` with its change made (a file created or
+        truncated), the one case where a refused call is not free of side effects."""
         if len(self._objects) >= self.limit:
             raise SyscallError(Errno.EMFILE,
                                f"the process holds its limit of {self.limit} handles")
