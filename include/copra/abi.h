@@ -35,6 +35,7 @@
 #define COPRA_ERRNO_ENAMETOOLONG INT64_C(-17) /* a path is longer than PATH_MAX or a name longer than NAME_MAX */
 #define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value */
 #define COPRA_ERRNO_ETIMEDOUT INT64_C(-19) /* a wait's timeout passed first (FUTEX_WAIT) */
+#define COPRA_ERRNO_EOVERFLOW INT64_C(-20) /* a WRITE to an event would carry its counter past EVENT_MAX */
 #define COPRA_ERRNO_UNKNOWN INT64_C(-128) /* an internal error with no better code (counted by the kernel) */
 
 /* SyscallClass */
@@ -53,9 +54,14 @@
 #define COPRA_SYS_CLOSE UINT64_C(0xa)
 #define COPRA_SYS_THREAD_CREATE UINT64_C(0x10) /* entry, stack top, argument, FS base -> thread handle */
 #define COPRA_SYS_THREAD_EXIT UINT64_C(0x11) /* code: ends the calling thread (the last: the process) */
-#define COPRA_SYS_THREAD_JOIN UINT64_C(0x12) /* thread handle -> its code, once it has ended */
+#define COPRA_SYS_JOIN UINT64_C(0x12) /* thread or process handle -> its code or status, once it ended */
 #define COPRA_SYS_FUTEX_WAIT UINT64_C(0x13) /* address, expected u32, timeout ns: sleep while equal */
 #define COPRA_SYS_FUTEX_WAKE UINT64_C(0x14) /* address, count -> threads woken */
+#define COPRA_SYS_PROCESS_OPEN UINT64_C(0x15) /* task id of a child -> process handle */
+#define COPRA_SYS_EVENT_CREATE UINT64_C(0x16) /* EventFlag -> event handle (READ/WRITE 8 bytes) */
+#define COPRA_SYS_WAIT_MANY UINT64_C(0x17) /* WaitItem array, count, timeout ns -> items ready */
+#define COPRA_SYS_CLOCK UINT64_C(0x18) /* -> monotonic nanoseconds */
+#define COPRA_SYS_SLEEP UINT64_C(0x19) /* nanoseconds */
 #define COPRA_SYS_OPEN UINT64_C(0x100000000)
 #define COPRA_SYS_READ UINT64_C(0x100000001)
 #define COPRA_SYS_WRITE UINT64_C(0x100000002)
@@ -105,6 +111,14 @@
 #define COPRA_MAP_FLAG_ANONYMOUS UINT64_C(0x10)
 #define COPRA_MAP_FLAG_FIXED UINT64_C(0x20)
 
+/* Signal: Observable states of kernel objects, for WAIT_MANY (each kind raises some). */
+#define COPRA_SIGNAL_ENDED UINT64_C(0x1) /* a thread or process has ended (for good) */
+#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block */
+#define COPRA_SIGNAL_WRITABLE UINT64_C(0x4) /* an event's counter is below EVENT_MAX: a WRITE of 1 would succeed */
+
+/* EventFlag: EVENT_CREATE's flags. */
+#define COPRA_EVENT_FLAG_NONBLOCK UINT64_C(0x1) /* READ of a zero counter answers EAGAIN instead of blocking */
+
 /* Entry: How user mode enters the kernel. Both reach the same dispatcher with the same registers. */
 #define COPRA_ENTRY_INT80 UINT64_C(0) /* ``int 0x80`` (CD 80): upstream's entry, through the IDT gate or a #UD trap */
 #define COPRA_ENTRY_DOORBELL UINT64_C(1) /* ``out DOORBELL_PORT, al``: copra's fast path, the TSS I/O bitmap allows it */
@@ -131,7 +145,9 @@
 #define COPRA_MMAP_BASE UINT64_C(0x100000000000) /* Where MMAP places mappings when no hint is given (searching upward). */
 #define COPRA_USER_STACK_GUARD UINT64_C(4096) /* One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END. */
 #define COPRA_USER_MAP_END UINT64_C(0x7ffffffee000)
-#define COPRA_TIMEOUT_NEVER UINT64_C(0xffffffffffffffff) /* FUTEX_WAIT's timeout that means "no timeout". */
+#define COPRA_TIMEOUT_NEVER UINT64_C(0xffffffffffffffff) /* The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout". */
+#define COPRA_WAIT_MANY_MAX UINT64_C(64) /* The most (handle, signals) items one WAIT_MANY takes. */
+#define COPRA_EVENT_MAX UINT64_C(0xfffffffffffffffe) /* The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW. */
 #define COPRA_EXIT_STATUS_SHIFT UINT64_C(16) /* Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1. */
 #define COPRA_KILLED_BY_EXCEPTION UINT64_C(1)
 
@@ -180,5 +196,19 @@ _Static_assert(offsetof(struct copra_heap_stats, maps) == 72, "copra_heap_stats.
 _Static_assert(offsetof(struct copra_heap_stats, unmaps) == 80, "copra_heap_stats.unmaps: offset");
 _Static_assert(offsetof(struct copra_heap_stats, resizes) == 88, "copra_heap_stats.resizes: offset");
 _Static_assert(offsetof(struct copra_heap_stats, failures) == 96, "copra_heap_stats.failures: offset");
+
+/* One (handle, signals) pair of WAIT_MANY's array. */
+struct copra_wait_item {
+	uint32_t handle; /* a thread, process or event handle with the WAIT right */
+	uint32_t signals; /* the Signal bits waited for (non-zero) */
+	uint32_t ready; /* written by WAIT_MANY: those of them raised */
+	uint32_t _pad; /* zero */
+};
+_Static_assert(sizeof(struct copra_wait_item) == 16, "copra_wait_item: size");
+_Static_assert(_Alignof(struct copra_wait_item) == 4, "copra_wait_item: alignment");
+_Static_assert(offsetof(struct copra_wait_item, handle) == 0, "copra_wait_item.handle: offset");
+_Static_assert(offsetof(struct copra_wait_item, signals) == 4, "copra_wait_item.signals: offset");
+_Static_assert(offsetof(struct copra_wait_item, ready) == 8, "copra_wait_item.ready: offset");
+_Static_assert(offsetof(struct copra_wait_item, _pad) == 12, "copra_wait_item._pad: offset");
 
 #endif /* COPRA_ABI_H */

@@ -9,7 +9,15 @@ import pytest
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START, Entry
 from copra.hw import x86
-from copra.kernel.cpu import Cpu, CpuError, FaultExit, PreemptExit, SyscallExit, UserContext
+from copra.kernel.cpu import (
+    TRAP_HOLDS,
+    Cpu,
+    CpuError,
+    FaultExit,
+    PreemptExit,
+    SyscallExit,
+    UserContext,
+)
 from copra.kernel.frames import FrameOwner
 from copra.kernel.layout import KERNEL_BASE
 from copra.kernel.pagetable import AddressSpace
@@ -205,3 +213,43 @@ def test_tick_inside_a_ring0_stub_is_not_reported_until_the_stub_is_left(
         cpu.vcpu = real
     assert isinstance(ex, PreemptExit)
     assert fake.runs == 2 and cpu.ring0_preemptions == before + 1
+
+
+def test_user_byte_reads_through_the_context_page_tables(vm: SvsmVm, cpu: Cpu) -> None:
+    # What the trap check (Cpu._after_trap) reads: the byte before RIP, as CPL3 sees it.
+    ctx = user_program(vm, b"\xf1\xcc\xeb\xfe")
+    assert cpu._user_byte(ctx.cr3, CODE + 1) == 0xCC
+    assert cpu._user_byte(ctx.cr3, CODE) == 0xF1
+    assert cpu._user_byte(ctx.cr3, 0xDEAD0000) is None  # unmapped
+    assert cpu._user_byte(ctx.cr3, KERNEL_BASE + 0x1000) is None  # not user memory
+
+
+class _KickedAfterInt3:
+    """A vCPU whose every KVM_RUN is interrupted at CPL3 with RIP right after a CC byte."""
+
+    def __init__(self, cpu: Cpu, rip: int) -> None:
+        self.cpu, self.rip, self.runs = cpu, rip, 0
+
+    def run(self) -> int:
+        self.runs += 1
+        self.cpu._cs.selector = 0x23
+        self.cpu.regs.rip = self.rip
+        raise InterruptedError
+
+
+def test_kicks_after_int3_are_held_but_a_spinning_thread_is_preempted_after_a_bound(
+        vm: SvsmVm, cpu: Cpu) -> None:
+    # mov al, 0xCC; jmp $: the jmp follows a CC byte and never exits by itself.
+    ctx = user_program(vm, b"\xb0\xcc\xeb\xfe")
+    cpu.load(ctx)
+    cpu.preempt_requested = True  # as the timer's kick does
+    before = cpu.trap_holds
+    real, fake = cpu.vcpu, _KickedAfterInt3(cpu, CODE + 2)
+    cpu.vcpu = fake  # type: ignore[assignment]
+    try:
+        ex = cpu.enter(ctx)
+    finally:
+        cpu.vcpu = real
+    assert isinstance(ex, PreemptExit)
+    assert fake.runs == TRAP_HOLDS + 1
+    assert cpu.trap_holds == before + TRAP_HOLDS

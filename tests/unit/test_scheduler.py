@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from copra.kernel.cpu import UserContext
 from copra.kernel.scheduler import Scheduler, Waiter
 from copra.kernel.thread import Thread, ThreadState
-from copra.kernel.waitqueue import Signal, WaitQueue
+from copra.kernel.waitqueue import NO_SIGNALS, Signal, WaitQueue
 
 
 def thread(tid: int) -> Thread:
@@ -98,7 +98,7 @@ def test_waiter_wakes_its_thread_when_the_queue_signals() -> None:
     sched.pick(0)
     queue = WaitQueue()
     waiter = Waiter(t, sched.wake)
-    assert waiter.watch(queue, Signal.ENDED) == Signal.NONE
+    assert waiter.watch(queue, Signal.ENDED) == NO_SIGNALS
     sched.block(t)
     queue.raise_signals(Signal.ENDED)
     assert t.state is ThreadState.RUNNABLE

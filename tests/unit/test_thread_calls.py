@@ -1,14 +1,25 @@
-"""THREAD_* and FUTEX_* handlers over the fake VM (no KVM): answers and bookkeeping."""
+"""Thread, futex, event, WAIT_MANY and time handlers over the fake VM (no KVM)."""
 
 from __future__ import annotations
 
+import struct
+
 from fake_vm import FakeVm
 
-from copra.abi.spec import PAGE_SIZE, TIMEOUT_NEVER, USER_END, USER_START, Errno, Sys
+from copra.abi.spec import (
+    PAGE_SIZE,
+    TIMEOUT_NEVER,
+    USER_END,
+    USER_START,
+    WAIT_MANY_MAX,
+    Errno,
+    Sys,
+)
 from copra.hw.x86 import PTE_ADDR_MASK
 from copra.kernel.cpu import Next
 from copra.kernel.kernel import Kernel
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
+from copra.kernel.objects.event import Event
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
@@ -77,7 +88,7 @@ def test_thread_exit_of_one_of_two_threads_sets_its_code_and_signals_its_handle(
     assert call(k, other, Sys.THREAD_EXIT, 5) is Next.LEAVE
     assert other.state is ThreadState.EXITED and other.code == 5
     assert other.ended_queue.signals & Signal.ENDED and proc.status is None
-    assert call(k, main, Sys.THREAD_JOIN, handle) == 5
+    assert call(k, main, Sys.JOIN, handle) == 5
 
 
 def test_last_thread_exit_ends_the_process_as_exit_would() -> None:
@@ -89,8 +100,8 @@ def test_last_thread_exit_ends_the_process_as_exit_would() -> None:
 def test_thread_join_of_itself_or_a_non_thread_is_refused() -> None:
     k, proc, main = setup()
     own = proc.handles.install(main)
-    assert call(k, main, Sys.THREAD_JOIN, own) == Errno.EINVAL
-    assert call(k, main, Sys.THREAD_JOIN, 0) == Errno.ENOTSUPP  # the log
+    assert call(k, main, Sys.JOIN, own) == Errno.EINVAL
+    assert call(k, main, Sys.JOIN, 0) == Errno.ENOTSUPP  # the log
 
 
 def test_futex_wait_on_a_changed_word_is_eagain_and_a_bad_address_is_refused() -> None:
@@ -120,3 +131,71 @@ def test_process_exit_ends_every_thread_and_signals_their_handles() -> None:
     assert call(k, main, Sys.EXIT, 9) is Next.LEAVE
     assert other.state is ThreadState.EXITED and other.ended_queue.signals & Signal.ENDED
     assert proc.status == 9 << 16 and proc.threads == [] and k.sched.runnable() == 0
+
+
+# --- events, WAIT_MANY, process handles, time -----------------------------------------------
+
+ITEMS = WORD + 64  # WaitItem array in the writable page
+
+
+def items(k: Kernel, proc: Process, *pairs: tuple[int, int]) -> None:
+    raw = b"".join(struct.pack("<IIII", h, mask, 0, 0) for h, mask in pairs)
+    entry = proc.space.lookup(WORD)
+    assert entry is not None
+    k.vm.memory.write((entry & PTE_ADDR_MASK) + (ITEMS - WORD), raw)
+
+
+def ready(k: Kernel, proc: Process, count: int) -> list[int]:
+    entry = proc.space.lookup(WORD)
+    assert entry is not None
+    raw = k.vm.memory.read((entry & PTE_ADDR_MASK) + (ITEMS - WORD), 16 * count)
+    return [struct.unpack_from("<I", raw, 16 * i + 8)[0] for i in range(count)]
+
+
+def test_wait_many_answers_at_once_for_a_raised_signal_and_fills_ready() -> None:
+    k, proc, main = setup()
+    idle, busy = (call(k, main, Sys.EVENT_CREATE, 0) for _ in range(2))
+    assert isinstance(idle, int) and isinstance(busy, int)
+    proc.handles.get(busy, Event).write(2)
+    items(k, proc, (idle, Signal.READABLE), (busy, Signal.READABLE | Signal.ENDED))
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 2, TIMEOUT_NEVER) == 1
+    assert ready(k, proc, 2) == [0, Signal.READABLE]
+
+
+def test_wait_many_blocks_on_nothing_raised_and_answers_zero_after_a_zero_timeout() -> None:
+    k, proc, main = setup()
+    idle = call(k, main, Sys.EVENT_CREATE, 0)
+    assert isinstance(idle, int)
+    items(k, proc, (idle, Signal.READABLE))
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == 0
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, TIMEOUT_NEVER) is Next.LEAVE
+    assert main.state is ThreadState.BLOCKED
+
+
+def test_wait_many_refuses_bad_counts_masks_and_handles_without_wait() -> None:
+    k, proc, main = setup()
+    event = call(k, main, Sys.EVENT_CREATE, 0)
+    assert isinstance(event, int)
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 0, 0) == Errno.EINVAL
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, WAIT_MANY_MAX + 1, 0) == Errno.EINVAL
+    items(k, proc, (event, 0))
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == Errno.EINVAL
+    items(k, proc, (event, 8))
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == Errno.EINVAL
+    items(k, proc, (0, Signal.READABLE))  # the log: no WAIT right
+    assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == Errno.EPERM
+
+
+def test_process_open_of_a_task_that_is_no_child_is_enotfound() -> None:
+    k, _, main = setup()
+    assert call(k, main, Sys.PROCESS_OPEN, 7) == Errno.ENOTFOUND  # itself
+    assert call(k, main, Sys.PROCESS_OPEN, 99) == Errno.ENOTFOUND
+
+
+def test_clock_never_goes_back_and_sleep_of_zero_returns_at_once() -> None:
+    k, _, main = setup()
+    first = call(k, main, Sys.CLOCK)
+    second = call(k, main, Sys.CLOCK)
+    assert isinstance(first, int) and isinstance(second, int) and second >= first
+    assert call(k, main, Sys.SLEEP, 0) == 0
+    assert call(k, main, Sys.SLEEP, 10**9) is Next.LEAVE and main.deadline is not None

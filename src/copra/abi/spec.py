@@ -57,6 +57,7 @@ class Errno(IntEnum):
     #: no longer holds the expected value
     EAGAIN = -18
     ETIMEDOUT = -19  #: a wait's timeout passed first (FUTEX_WAIT)
+    EOVERFLOW = -20  #: a WRITE to an event would carry its counter past EVENT_MAX
     UNKNOWN = -128  #: an internal error with no better code (counted by the kernel)
 
 
@@ -81,9 +82,14 @@ class Sys(IntEnum):
     # indices upstream may still give its own class-0 calls stay free.
     THREAD_CREATE = sysno(0, 0x10)  # entry, stack top, argument, FS base -> thread handle
     THREAD_EXIT = sysno(0, 0x11)  # code: ends the calling thread (the last: the process)
-    THREAD_JOIN = sysno(0, 0x12)  # thread handle -> its code, once it has ended
+    JOIN = sysno(0, 0x12)  # thread or process handle -> its code or status, once it ended
     FUTEX_WAIT = sysno(0, 0x13)  # address, expected u32, timeout ns: sleep while equal
     FUTEX_WAKE = sysno(0, 0x14)  # address, count -> threads woken
+    PROCESS_OPEN = sysno(0, 0x15)  # task id of a child -> process handle
+    EVENT_CREATE = sysno(0, 0x16)  # EventFlag -> event handle (READ/WRITE 8 bytes)
+    WAIT_MANY = sysno(0, 0x17)  # WaitItem array, count, timeout ns -> items ready
+    CLOCK = sysno(0, 0x18)  # -> monotonic nanoseconds
+    SLEEP = sysno(0, 0x19)  # nanoseconds
     OPEN = sysno(1, 0)
     READ = sysno(1, 1)
     WRITE = sysno(1, 2)
@@ -152,6 +158,20 @@ class MapFlag(IntFlag):
     FIXED = 32
 
 
+class Signal(IntFlag):
+    """Observable states of kernel objects, for WAIT_MANY (each kind raises some)."""
+
+    ENDED = 1  #: a thread or process has ended (for good)
+    READABLE = 2  #: an event's counter is non-zero: a READ would not block
+    WRITABLE = 4  #: an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
+
+
+class EventFlag(IntFlag):
+    """EVENT_CREATE's flags."""
+
+    NONBLOCK = 1  #: READ of a zero counter answers EAGAIN instead of blocking
+
+
 class Entry(IntEnum):
     """How user mode enters the kernel. Both reach the same dispatcher with the same registers."""
 
@@ -202,8 +222,12 @@ MMAP_BASE = 0x0000_1000_0000_0000
 USER_STACK_GUARD = PAGE_SIZE
 USER_MAP_END = USER_STACK_TOP - USER_STACK_SIZE - USER_STACK_GUARD
 
-#: FUTEX_WAIT's timeout that means "no timeout".
+#: The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout".
 TIMEOUT_NEVER = (1 << 64) - 1
+#: The most (handle, signals) items one WAIT_MANY takes.
+WAIT_MANY_MAX = 64
+#: The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW.
+EVENT_MAX = (1 << 64) - 2
 
 #: Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of
 #: EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
@@ -262,4 +286,16 @@ HEAP_STATS = Struct(
     "and is declared here so that both languages take one layout.",
 )
 
-STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS)
+WAIT_ITEM = Struct(
+    "WaitItem",
+    16,
+    (
+        Field("handle", "u32", 0, "a thread, process or event handle with the WAIT right"),
+        Field("signals", "u32", 4, "the Signal bits waited for (non-zero)"),
+        Field("ready", "u32", 8, "written by WAIT_MANY: those of them raised"),
+        Field("_pad", "u32", 12, "zero"),
+    ),
+    "One (handle, signals) pair of WAIT_MANY's array.",
+)
+
+STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM)

@@ -34,6 +34,7 @@ from copra.kernel.objects import KernelObject
 
 T = TypeVar("T", bound=KernelObject)
 U = TypeVar("U", bound=KernelObject)
+V = TypeVar("V", bound=KernelObject)
 
 
 class Rights(IntFlag):
@@ -41,7 +42,7 @@ class Rights(IntFlag):
     READ = 1  #: READ, READDIR
     WRITE = 2  #: WRITE, TRUNCATE
     MAP = 4  #: MMAP of the object
-    WAIT = 8  #: wait for the object's signals and read its result (THREAD_JOIN)
+    WAIT = 8  #: wait for the object's signals and read its result (JOIN)
     ALL = READ | WRITE | MAP | WAIT
 
 
@@ -58,8 +59,10 @@ class HandleTable:
 
     def check_room(self) -> None:
         """EMFILE now if no handle could be installed: a syscall that changes state
-        before it installs its handle (OPEN with CREATE or TRUNC) asks first. One vCPU
-        thread per process today, so nothing can take the room in between."""
+        before it installs its handle (OPEN with CREATE or TRUNC) asks first. Another
+        thread of the process may still take the last id in between; the call then
+        answers EMFILE at ``install`` with its change made (a file created or
+        truncated), the one case where a refused call is not free of side effects."""
         if len(self._objects) >= self.limit:
             raise SyscallError(Errno.EMFILE,
                                f"the process holds its limit of {self.limit} handles")
@@ -89,6 +92,11 @@ class HandleTable:
             refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U: ...
 
     @overload
+    def get(self, handle: int, kind: tuple[type[T], type[U], type[V]], need: int = 0,
+            denied: Errno = Errno.EPERM, *,
+            refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U | V: ...
+
+    @overload
     def get(self, handle: int, kind: tuple[type[KernelObject], ...], need: int = 0,
             denied: Errno = Errno.EPERM, *,
             refused_by_rights: tuple[type[KernelObject], ...] = ()) -> KernelObject: ...
@@ -115,13 +123,21 @@ class HandleTable:
         return obj
 
     def remove(self, handle: int) -> bool:
-        """Drop the entry and its reference; False if there was none."""
+        """Drop the entry and its reference; False if there was none.
+
+        Threads blocked on the object (a READ of an event, a JOIN, a WAIT_MANY) are
+        woken: their call runs again and finds the handle gone (ENOTFOUND), or, if
+        the id was reused meanwhile, whatever it names now. Waiters through another
+        handle on the same object just look again and wait on."""
         with self._lock:
             entry = self._objects.pop(handle & 0xFFFF_FFFF, None)
             if entry is None:
                 return False
             obj = entry[0]
             heapq.heappush(self._holes, handle & 0xFFFF_FFFF)
+        queue = obj.wait_queue()
+        if queue is not None:
+            queue.wake(len(queue))
         obj.release()
         return True
 

@@ -75,11 +75,6 @@ from copra.kernel.usermem import UserPtr, copy_in
 from copra.kernel.waitqueue import Signal, WaitQueue
 
 TIME_SLICE = 0.01  # seconds between preemption ticks
-#: Kicks in a row a thread right after an ``int3`` may go on before it is preempted
-#: anyway (``Kernel._soft_trap_may_be_queued``).
-SOFT_TRAP_DEFERRALS = 8
-_INT3 = b"\xcc"
-_INT_3 = b"\xcd\x03"
 _INT80 = b"\xcd\x80"
 _SYSCALL = b"\x0f\x05"
 _VMMCALL = b"\x0f\x01\xd9"
@@ -184,7 +179,7 @@ class Kernel:
                 proc.map_stack()
             except BaseException as e:
                 # Never ran: KVM holds no translation of it, the frames can go at once.
-                self.vm.frames.free_many(proc.release())
+                self.vm.frames.free_many(proc.tear_down())
                 if isinstance(e, ElfError):
                     raise SyscallError(Errno.ENOEXEC, f"{path}: {e}") from e
                 if isinstance(e, OutOfMemory):
@@ -261,7 +256,7 @@ class Kernel:
                     thread.waiter = None  # a cycle would keep the process (its root) alive
             proc.futexes.clear()
             # KVM may still translate to them: they wait for the next invalidation.
-            self.vm.frames.retire(proc.release())
+            self.vm.frames.retire(proc.tear_down())
             # Orphans are nobody's to reap: forget ended ones, detach running ones.
             for pid in proc.children:
                 child = self.processes[pid]
@@ -467,8 +462,6 @@ class Kernel:
                 self.sched.stop()
             if not self.sched.others_waiting():
                 return Next.GO_ON
-            if self._soft_trap_may_be_queued(thread, cpu.regs.rip):
-                return Next.GO_ON
             cpu.save()
             self.sched.yield_(thread)
             return Next.LEAVE
@@ -490,29 +483,6 @@ class Kernel:
         cpu.forget(thread.context)
         self.sched.leave(thread)
         return Next.LEAVE
-
-    def _soft_trap_may_be_queued(self, thread: Thread, rip: int) -> bool:
-        """Whether a preemption at ``rip`` must wait, because KVM may hold a #BP it has
-        yet to deliver: then it goes on the same thread, with its registers untouched.
-
-        KVM does not report software exceptions (#BP, #OF) in ``kvm_vcpu_events``; it
-        counts on RIP not having moved. PVM hosts move RIP past ``int3`` before the #BP
-        is delivered, so a kick there looks like a clean CPL3 boundary, and loading
-        another thread's registers drops the #BP: the process would go on past its
-        ``int3``. An ``int3`` (``CC`` or ``CD 03``) just before RIP marks the window;
-        re-entering the thread delivers the #BP at once. A program that merely stops
-        after such bytes is preempted anyway after SOFT_TRAP_DEFERRALS kicks there.
-        """
-        proc = thread.process
-        if not (self._code_is(proc, rip - 1, _INT3) or self._code_is(proc, rip - 2, _INT_3)):
-            thread.soft_trap_deferrals = 0
-            return False
-        if thread.soft_trap_deferrals >= SOFT_TRAP_DEFERRALS:
-            thread.soft_trap_deferrals = 0
-            return False
-        thread.soft_trap_deferrals += 1
-        self.count("preemptions_after_int3")
-        return True
 
     def _is_int80(self, proc: Process, rip: int) -> bool:
         return self._code_is(proc, rip, _INT80)

@@ -12,11 +12,11 @@ Invariants:
   charged to its ``account`` (FrameAccount), as are its page tables, never more than
   its frame limit; a shared region's frames are RAM-fs file frames on which the
   region holds one reference each (``FrameAllocator.share``), not charged (zero
-  pages past the file's end are private and charged); ``release`` and unmapping drop
+  pages past the file's end are private and charged); ``tear_down`` and unmapping drop
   exactly those references, so every frame is returned once, whatever the kind;
 - handle 0 is the task's log from creation until it is closed or the process ends;
 - ``status`` is None while the process lives, then the packed exit status
-  (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is released once;
+  (spec.EXIT_STATUS_SHIFT / KILLED_BY_EXCEPTION); a process is torn down once;
 - ``threads`` holds its threads (kernel/thread.py) that have not ended; the first
   is created by ``start_at``, more by THREAD_CREATE (at most ``limits.threads``);
   every thread shares this process's address space and handle table, and when the
@@ -57,6 +57,7 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameAccount, FrameAllocator, FrameOwner, OutOfMemory
 from copra.kernel.handles import HandleTable, Rights
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
+from copra.kernel.objects import KernelObject, ObjectKind
 from copra.kernel.objects.log import Log
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.ramfs import Directory
@@ -96,10 +97,16 @@ class Region:
                              RegionKind.FILE_SHARED)
 
 
-class Process:
+class Process(KernelObject):
+    """A process; also a kernel object: PROCESS_OPEN gives its parent a handle on it,
+    which WAIT_MANY and JOIN wait on (ENDED) and JOIN reads the status through."""
+
+    kind = ObjectKind.PROCESS
+
     def __init__(self, pid: int, name: str, parent: int, frames: FrameAllocator,
                  kernel_entries: dict[int, int], log: Log, root: Directory,
                  limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__()
         self.pid = pid
         self.name = name
         self.parent = parent
@@ -210,6 +217,9 @@ class Process:
     def ended(self) -> bool:
         return self.status is not None
 
+    def wait_queue(self) -> WaitQueue:
+        return self.ended_queue
+
     # --- the MMAP area --------------------------------------------------------------------
 
     def is_free(self, start: int, end: int) -> bool:
@@ -284,7 +294,7 @@ class Process:
 
     # --- the end -----------------------------------------------------------------------------
 
-    def release(self) -> list[int]:
+    def tear_down(self) -> list[int]:
         """Close every handle and give up the address space; returns the frames to
         free (after the VM has invalidated its mappings), page tables included.
 

@@ -4,7 +4,7 @@ A thread owns its CPU state (``context``: the general registers, the FS base and
 XSAVE-managed state, kernel/cpu.py's ``UserContext``) and its run state; everything
 else — the address space, mappings, handles, children — is its process's
 (kernel/process.py), shared by all of its threads. A thread is also a kernel object:
-THREAD_CREATE returns a handle on it; the handle's WAIT right lets THREAD_JOIN wait
+THREAD_CREATE returns a handle on it; the handle's WAIT right lets JOIN wait
 for its end and read its ``code``. Closing the handle does not stop the thread.
 
 Run states::
@@ -81,8 +81,9 @@ class Thread(KernelObject):
         self.ended_queue = WaitQueue()
         self.code: int | None = None
         self.syscalls = 0
-        #: Kicks in a row this thread went on after an ``int3`` (kernel.py).
-        self.soft_trap_deferrals = 0
+
+    def wait_queue(self) -> WaitQueue:
+        return self.ended_queue
 
     @property
     def name(self) -> str:

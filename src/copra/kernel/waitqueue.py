@@ -1,8 +1,9 @@
 """Signals and observers: how a thread waits for kernel objects, whatever their kind.
 
-Every object a thread can wait for (a process that ends; later events, threads,
+Every object a thread can wait for (threads and processes, which end; events; later
 channels, VCPUs, IRQ objects) owns a ``WaitQueue``: a set of signal bits, the
-object's observable state (``Signal``), and the observers waiting for some of them.
+object's observable state (``spec.Signal``, part of the ABI: WAIT_MANY's masks), and
+the observers waiting for some of them.
 A waiting thread registers one ``Observer`` (kernel/thread.py's ``Waiter``) on each
 queue it waits on, each with a mask; when any queue raises a bit in an observer's
 mask, the observer is notified once and removed from that queue. A syscall that
@@ -28,19 +29,15 @@ before the scheduler's: ``notify`` runs with it held and may take the scheduler 
 
 from __future__ import annotations
 
-from enum import IntFlag
 from typing import Protocol
 
+from copra.abi.spec import Signal
 from copra.kernel import lockdep
 
+#: No signal: the mask of an observer that waits for ``wake`` only (a futex's).
+NO_SIGNALS = Signal(0)
 
-class Signal(IntFlag):
-    """The observable states of an object; each kind says which it raises."""
-
-    NONE = 0
-    ENDED = 1 << 0  #: a process or thread has ended (for good)
-    READABLE = 1 << 1  #: a READ would not block (an event's counter is non-zero)
-    WRITABLE = 1 << 2  #: a WRITE would not block
+__all__ = ["NO_SIGNALS", "Observer", "Signal", "WaitQueue"]
 
 
 class Observer(Protocol):
@@ -53,7 +50,7 @@ class WaitQueue:
 
     __slots__ = ("_lock", "_observers", "_signals")
 
-    def __init__(self, signals: Signal = Signal.NONE) -> None:
+    def __init__(self, signals: Signal = NO_SIGNALS) -> None:
         self._lock = lockdep.lock("waitqueue")
         self._signals = signals
         self._observers: list[tuple[Observer, Signal]] = []
@@ -94,7 +91,7 @@ class WaitQueue:
         with self._lock:
             woken, self._observers = self._observers[:count], self._observers[count:]
             for observer, _mask in woken:
-                observer.notify(self, Signal.NONE)
+                observer.notify(self, NO_SIGNALS)
             return len(woken)
 
     def clear_signals(self, bits: Signal) -> None:

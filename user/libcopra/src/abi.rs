@@ -57,13 +57,15 @@ pub enum Errno {
     EAGAIN = -18,
     /// a wait's timeout passed first (FUTEX_WAIT)
     ETIMEDOUT = -19,
+    /// a WRITE to an event would carry its counter past EVENT_MAX
+    EOVERFLOW = -20,
     /// an internal error with no better code (counted by the kernel)
     UNKNOWN = -128,
 }
 
 impl Errno {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::EINVAL,
         Self::ENOSYS,
         Self::ENOMEM,
@@ -83,6 +85,7 @@ impl Errno {
         Self::ENAMETOOLONG,
         Self::EAGAIN,
         Self::ETIMEDOUT,
+        Self::EOVERFLOW,
         Self::UNKNOWN,
     ];
 
@@ -108,6 +111,7 @@ impl Errno {
             -17 => Some(Self::ENAMETOOLONG),
             -18 => Some(Self::EAGAIN),
             -19 => Some(Self::ETIMEDOUT),
+            -20 => Some(Self::EOVERFLOW),
             -128 => Some(Self::UNKNOWN),
             _ => None,
         }
@@ -140,6 +144,7 @@ impl Errno {
             Self::ENAMETOOLONG => "ENAMETOOLONG",
             Self::EAGAIN => "EAGAIN",
             Self::ETIMEDOUT => "ETIMEDOUT",
+            Self::EOVERFLOW => "EOVERFLOW",
             Self::UNKNOWN => "UNKNOWN",
         }
     }
@@ -207,12 +212,22 @@ pub enum Sys {
     THREAD_CREATE = 0x10,
     /// code: ends the calling thread (the last: the process)
     THREAD_EXIT = 0x11,
-    /// thread handle -> its code, once it has ended
-    THREAD_JOIN = 0x12,
+    /// thread or process handle -> its code or status, once it ended
+    JOIN = 0x12,
     /// address, expected u32, timeout ns: sleep while equal
     FUTEX_WAIT = 0x13,
     /// address, count -> threads woken
     FUTEX_WAKE = 0x14,
+    /// task id of a child -> process handle
+    PROCESS_OPEN = 0x15,
+    /// EventFlag -> event handle (READ/WRITE 8 bytes)
+    EVENT_CREATE = 0x16,
+    /// WaitItem array, count, timeout ns -> items ready
+    WAIT_MANY = 0x17,
+    /// -> monotonic nanoseconds
+    CLOCK = 0x18,
+    /// nanoseconds
+    SLEEP = 0x19,
     OPEN = 0x1_0000_0000,
     READ = 0x1_0000_0001,
     WRITE = 0x1_0000_0002,
@@ -228,7 +243,7 @@ pub enum Sys {
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 28] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -238,9 +253,14 @@ impl Sys {
         Self::CLOSE,
         Self::THREAD_CREATE,
         Self::THREAD_EXIT,
-        Self::THREAD_JOIN,
+        Self::JOIN,
         Self::FUTEX_WAIT,
         Self::FUTEX_WAKE,
+        Self::PROCESS_OPEN,
+        Self::EVENT_CREATE,
+        Self::WAIT_MANY,
+        Self::CLOCK,
+        Self::SLEEP,
         Self::OPEN,
         Self::READ,
         Self::WRITE,
@@ -266,9 +286,14 @@ impl Sys {
             0xa => Some(Self::CLOSE),
             0x10 => Some(Self::THREAD_CREATE),
             0x11 => Some(Self::THREAD_EXIT),
-            0x12 => Some(Self::THREAD_JOIN),
+            0x12 => Some(Self::JOIN),
             0x13 => Some(Self::FUTEX_WAIT),
             0x14 => Some(Self::FUTEX_WAKE),
+            0x15 => Some(Self::PROCESS_OPEN),
+            0x16 => Some(Self::EVENT_CREATE),
+            0x17 => Some(Self::WAIT_MANY),
+            0x18 => Some(Self::CLOCK),
+            0x19 => Some(Self::SLEEP),
             0x1_0000_0000 => Some(Self::OPEN),
             0x1_0000_0001 => Some(Self::READ),
             0x1_0000_0002 => Some(Self::WRITE),
@@ -301,9 +326,14 @@ impl Sys {
             Self::CLOSE => "CLOSE",
             Self::THREAD_CREATE => "THREAD_CREATE",
             Self::THREAD_EXIT => "THREAD_EXIT",
-            Self::THREAD_JOIN => "THREAD_JOIN",
+            Self::JOIN => "JOIN",
             Self::FUTEX_WAIT => "FUTEX_WAIT",
             Self::FUTEX_WAKE => "FUTEX_WAKE",
+            Self::PROCESS_OPEN => "PROCESS_OPEN",
+            Self::EVENT_CREATE => "EVENT_CREATE",
+            Self::WAIT_MANY => "WAIT_MANY",
+            Self::CLOCK => "CLOCK",
+            Self::SLEEP => "SLEEP",
             Self::OPEN => "OPEN",
             Self::READ => "READ",
             Self::WRITE => "WRITE",
@@ -633,6 +663,102 @@ impl core::ops::BitOrAssign for MapFlag {
     }
 }
 
+/// Observable states of kernel objects, for WAIT_MANY (each kind raises some).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Signal(u64);
+
+impl Signal {
+    /// a thread or process has ended (for good)
+    pub const ENDED: Self = Self(0x1);
+    /// an event's counter is non-zero: a READ would not block
+    pub const READABLE: Self = Self(0x2);
+    /// an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
+    pub const WRITABLE: Self = Self(0x4);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x7);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for Signal {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for Signal {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+/// EVENT_CREATE's flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EventFlag(u64);
+
+impl EventFlag {
+    /// READ of a zero counter answers EAGAIN instead of blocking
+    pub const NONBLOCK: Self = Self(0x1);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x1);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for EventFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for EventFlag {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
 /// How user mode enters the kernel. Both reach the same dispatcher with the same registers.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -708,8 +834,12 @@ pub const MMAP_BASE: u64 = 0x1000_0000_0000;
 /// One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END.
 pub const USER_STACK_GUARD: u64 = 4096;
 pub const USER_MAP_END: u64 = 0x7fff_fffe_e000;
-/// FUTEX_WAIT's timeout that means "no timeout".
+/// The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout".
 pub const TIMEOUT_NEVER: u64 = 0xffff_ffff_ffff_ffff;
+/// The most (handle, signals) items one WAIT_MANY takes.
+pub const WAIT_MANY_MAX: u64 = 64;
+/// The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW.
+pub const EVENT_MAX: u64 = 0xffff_ffff_ffff_fffe;
 /// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
 pub const EXIT_STATUS_SHIFT: u64 = 16;
 pub const KILLED_BY_EXCEPTION: u64 = 1;
@@ -824,3 +954,39 @@ const _: () = assert!(core::mem::offset_of!(HeapStats, maps) == 72);
 const _: () = assert!(core::mem::offset_of!(HeapStats, unmaps) == 80);
 const _: () = assert!(core::mem::offset_of!(HeapStats, resizes) == 88);
 const _: () = assert!(core::mem::offset_of!(HeapStats, failures) == 96);
+
+/// One (handle, signals) pair of WAIT_MANY's array.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct WaitItem {
+    /// a thread, process or event handle with the WAIT right
+    pub handle: u32,
+    /// the Signal bits waited for (non-zero)
+    pub signals: u32,
+    /// written by WAIT_MANY: those of them raised
+    pub ready: u32,
+    /// zero
+    pub _pad: u32,
+}
+
+impl WaitItem {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 16;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            handle: 0,
+            signals: 0,
+            ready: 0,
+            _pad: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<WaitItem>() == 16);
+const _: () = assert!(core::mem::align_of::<WaitItem>() == 4);
+const _: () = assert!(core::mem::offset_of!(WaitItem, handle) == 0);
+const _: () = assert!(core::mem::offset_of!(WaitItem, signals) == 4);
+const _: () = assert!(core::mem::offset_of!(WaitItem, ready) == 8);
+const _: () = assert!(core::mem::offset_of!(WaitItem, _pad) == 12);

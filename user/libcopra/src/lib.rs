@@ -13,8 +13,10 @@
 //! | [`handle`] | [`Handle`] (owned, CLOSE on drop), [`HandleRef`], [`LOG`] |
 //! | [`fs`] | class 1: OPEN, READ, WRITE, SEEK, TRUNCATE, UNLINK, OPENDIR, READDIR, MKDIR, RMDIR; [`fs::File`], [`fs::read_dir`] |
 //! | [`process`] | class 0: EXIT, EXEC, WAIT; [`process::Child`] |
-//! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, THREAD_JOIN |
-//! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`] |
+//! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, JOIN |
+//! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`], [`sync::Condvar`], [`sync::Once`] |
+//! | [`event`] | class 0, copra's: EVENT_CREATE; READ/WRITE of an event |
+//! | [`wait`] | class 0, copra's: WAIT_MANY, CLOCK, SLEEP |
 //! | [`memory`] | class 0: MMAP, MUNMAP, MRESIZE; [`memory::Mapping`] (unmaps on drop) |
 //! | [`sysinfo`] | class 3: CAPABILITIES |
 //! | [`io`] | `Read`/`Write`/`Seek`; `print!`/`println!` to handle 0 |
@@ -51,6 +53,7 @@ extern crate std;
 pub mod abi;
 pub mod collections;
 pub mod error;
+pub mod event;
 pub mod fs;
 pub mod handle;
 pub mod heap;
@@ -64,6 +67,7 @@ pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
 pub mod thread;
+pub mod wait;
 
 #[cfg_attr(test, allow(dead_code))] // host tests link libc's
 mod mem;

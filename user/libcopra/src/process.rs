@@ -5,6 +5,8 @@
 //! | [`exit`] | EXIT (0, 0) | code (the kernel keeps the low 16 bits) |
 //! | [`exec`], [`exec_in`] | EXEC (0, 4) | path, root directory, flags (0) → task id |
 //! | [`wait`] | WAIT (0, 5), copra's | task id → packed exit status |
+//! | [`open`] | PROCESS_OPEN (0, 0x15), copra's | task id → process handle |
+//! | [`join`] | JOIN (0, 0x12), copra's | process handle → packed exit status |
 //!
 //! [`Child`] wraps EXEC and WAIT for a child that is waited for once.
 //!
@@ -17,6 +19,7 @@ use core::fmt;
 
 use crate::abi::{EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Sys};
 use crate::error::Result;
+use crate::handle::{AsHandle, Handle};
 use crate::path::CPath;
 use crate::syscall::call;
 
@@ -44,6 +47,20 @@ pub fn exec_in(path: &str, root: &str) -> Result<u64> {
 /// WAIT: blocks until task `task` has ended and returns how it ended.
 pub fn wait(task: u64) -> Result<ExitStatus> {
     call!(Sys::WAIT, task).map(ExitStatus::from_raw)
+}
+
+/// PROCESS_OPEN: a handle on child `task` (WAIT right): [`join`] and
+/// [`crate::wait::wait_many`] wait for its end. It neither reaps the child nor keeps
+/// it from being reaped: [`wait`] still does that.
+pub fn open(task: u64) -> Result<Handle> {
+    let raw = call!(Sys::PROCESS_OPEN, task)?;
+    // SAFETY: PROCESS_OPEN returned a fresh handle that nothing else owns.
+    Ok(unsafe { Handle::from_raw(raw as u32) })
+}
+
+/// JOIN of a process handle: waits for the process's end and returns how it ended.
+pub fn join(process: &impl AsHandle) -> Result<ExitStatus> {
+    call!(Sys::JOIN, process.as_handle().raw()).map(ExitStatus::from_raw)
 }
 
 /// How a process ended, unpacked from WAIT's result.

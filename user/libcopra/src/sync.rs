@@ -8,7 +8,9 @@
 //! [`Mutex`] costs no syscall while uncontended: the lock word is 0 (free), 1 (held)
 //! or 2 (held, and someone may sleep on it); only a thread that finds it held sleeps
 //! in FUTEX_WAIT, and only an unlock that saw 2 calls FUTEX_WAKE (Drepper, "Futexes
-//! Are Tricky", mutex 2).
+//! Are Tricky", mutex 2). [`Condvar`] is a sequence number waiters sleep on; a notify
+//! bumps it and wakes one or all. [`Once`] runs its closure exactly once; late callers
+//! sleep until it has run.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -100,5 +102,94 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         self.mutex.unlock();
+    }
+}
+
+impl<'a, T> MutexGuard<'a, T> {
+    fn mutex(&self) -> &'a Mutex<T> {
+        self.mutex
+    }
+}
+
+/// A condition variable for threads holding a [`Mutex`].
+pub struct Condvar {
+    seq: AtomicU32,
+}
+
+impl Condvar {
+    /// A condition variable nobody waits on.
+    pub const fn new() -> Self {
+        Self { seq: AtomicU32::new(0) }
+    }
+
+    /// Releases the guard's lock, sleeps until a notify (or spuriously), and takes the
+    /// lock again. Callers check their condition in a loop.
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        let seq = self.seq.load(Ordering::Acquire);
+        let mutex = guard.mutex();
+        drop(guard);
+        match futex_wait(&self.seq, seq, None) {
+            Ok(()) => {}
+            Err(e) if e.is(Errno::EAGAIN) => {} // notified between the load and the wait
+            Err(e) => panic!("FUTEX_WAIT of a condition variable failed: {e}"),
+        }
+        mutex.lock()
+    }
+
+    /// Wakes one waiter.
+    pub fn notify_one(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        let _ = futex_wake(&self.seq, 1);
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        let _ = futex_wake(&self.seq, u32::MAX);
+    }
+}
+
+impl Default for Condvar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs a closure once, whichever threads ask.
+pub struct Once {
+    state: AtomicU32, // 0: not run, 1: running, 2: done
+}
+
+impl Once {
+    /// Not run yet.
+    pub const fn new() -> Self {
+        Self { state: AtomicU32::new(0) }
+    }
+
+    /// Runs `f` if no call ran it before; returns once it has run (by anyone).
+    pub fn call_once(&self, f: impl FnOnce()) {
+        if self.state.load(Ordering::Acquire) == 2 {
+            return;
+        }
+        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_ok() {
+            f();
+            self.state.store(2, Ordering::Release);
+            let _ = futex_wake(&self.state, u32::MAX);
+            return;
+        }
+        while self.state.load(Ordering::Acquire) == 1 {
+            let _ = futex_wait(&self.state, 1, None);
+        }
+    }
+
+    /// Whether the closure has run.
+    pub fn is_completed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == 2
+    }
+}
+
+impl Default for Once {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -1,10 +1,10 @@
-//! Threads: THREAD_CREATE, THREAD_EXIT, THREAD_JOIN (copra's, syscall class 0).
+//! Threads: THREAD_CREATE, THREAD_EXIT, JOIN (copra's, syscall class 0).
 //!
 //! | wrapper | syscall | registers |
 //! |---|---|---|
 //! | [`spawn`], [`spawn_with_fs_base`] | THREAD_CREATE (0, 0x10) | entry, stack top, argument, FS base → handle |
 //! | [`exit`] | THREAD_EXIT (0, 0x11) | code |
-//! | [`JoinHandle::join`] | THREAD_JOIN (0, 0x12) | thread handle → its code |
+//! | [`JoinHandle::join`] | JOIN (0, 0x12) | thread handle → its code |
 //!
 //! A thread runs a `fn(u64) -> u32` with one argument on a stack of its own
 //! ([`STACK_SIZE`] bytes, mapped with MMAP); returning from it is THREAD_EXIT with the
@@ -40,9 +40,9 @@ pub struct JoinHandle {
 }
 
 impl JoinHandle {
-    /// THREAD_JOIN: waits until the thread has ended and returns its code.
+    /// JOIN: waits until the thread has ended and returns its code.
     pub fn join(self) -> Result<u32> {
-        let code = call!(Sys::THREAD_JOIN, self.handle.as_handle().raw())?;
+        let code = call!(Sys::JOIN, self.handle.as_handle().raw())?;
         // SAFETY: the thread has ended: nothing runs on its stack any more.
         unsafe { munmap(self.stack, STACK_SIZE)? };
         Ok(code as u32)

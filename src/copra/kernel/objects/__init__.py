@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections import Counter
 from enum import Enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from copra.kernel import lockdep
+
+if TYPE_CHECKING:
+    from copra.kernel.waitqueue import WaitQueue
 
 
 class ObjectKind(Enum):
@@ -24,6 +27,8 @@ class ObjectKind(Enum):
     FILE = "file"
     DIRECTORY = "directory"
     THREAD = "thread"
+    PROCESS = "process"
+    EVENT = "event"
 
 
 class KernelObject:
@@ -58,3 +63,7 @@ class KernelObject:
 
     def on_close(self) -> None:
         """Release what the object holds; called once, when its last handle goes."""
+
+    def wait_queue(self) -> WaitQueue | None:
+        """The queue of the object's signals, for WAIT_MANY; None: it raises none."""
+        return None

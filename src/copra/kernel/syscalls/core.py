@@ -1,5 +1,5 @@
 """Class 0, core: EXIT, MMAP, MUNMAP, MRESIZE, EXEC, WAIT, CLOSE, and copra's threads
-and futexes: THREAD_CREATE, THREAD_EXIT, THREAD_JOIN, FUTEX_WAIT, FUTEX_WAKE
+and futexes: THREAD_CREATE, THREAD_EXIT, JOIN, FUTEX_WAIT, FUTEX_WAKE
 (docs/abi.md).
 
 Upstream's numbers; MMAP, MUNMAP and MRESIZE follow upstream's unmerged draft, WAIT
@@ -20,6 +20,7 @@ under the kernel's ``tasks_lock`` and waits on the child's ``ended_queue``.
 
 from __future__ import annotations
 
+import struct
 import time
 
 from copra.abi.spec import (
@@ -28,21 +29,30 @@ from copra.abi.spec import (
     TIMEOUT_NEVER,
     USER_END,
     USER_START,
+    WAIT_ITEM,
+    WAIT_MANY_MAX,
     Errno,
     MapFlag,
+    Signal,
     Sys,
 )
 from copra.hw.kvm import KvmRegs
 from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.handles import Rights
+from copra.kernel.objects import KernelObject
+from copra.kernel.objects.event import Event, decode_event_flags
 from copra.kernel.objects.file import OpenFile
 from copra.kernel.process import MAP_AREA_END, Process, RegionKind
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.thread import Thread
-from copra.kernel.usermem import UserPtr, copy_in
-from copra.kernel.waitqueue import Signal, WaitQueue
+from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_out
+from copra.kernel.waitqueue import NO_SIGNALS, WaitQueue
 
+_WAIT_ITEM = struct.Struct("<IIII")  # handle, signals, ready, pad
+assert _WAIT_ITEM.size == WAIT_ITEM.size
+_READY_OFFSET = 8
+_ALL_SIGNALS = int(Signal.ENDED | Signal.READABLE | Signal.WRITABLE)
 _ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
                      | MapFlag.ANONYMOUS | MapFlag.FIXED)
 
@@ -245,15 +255,94 @@ def sys_thread_exit(c: Call, r: KvmRegs) -> int:
     raise ThreadEnded
 
 
-def sys_thread_join(c: Call, r: KvmRegs) -> int:
-    target = c.handle(u32(r.rdi), Thread)
+def sys_join(c: Call, r: KvmRegs) -> int:
+    target = c.handle_either(u32(r.rdi), Thread, Process)
     if target is c.thread:
         raise SyscallError(Errno.EINVAL, "a thread cannot join itself")
-    if target.code is None and not c.kernel.wait_for(c.thread, target.ended_queue,
-                                                     Signal.ENDED):
-        raise WouldBlock
-    assert target.code is not None  # set before ENDED is raised
-    return target.code
+    result = target.code if isinstance(target, Thread) else target.status
+    if result is None:
+        if not c.kernel.wait_for(c.thread, target.ended_queue, Signal.ENDED):
+            raise WouldBlock
+        # ENDED is raised after the code (status) is set.
+        result = target.code if isinstance(target, Thread) else target.status
+        if result is None:
+            raise SyscallError(Errno.UNKNOWN, "ended without a result")
+    return result
+
+
+# --- processes as objects, events, waiting on many, time ----------------------------
+
+
+def sys_process_open(c: Call, r: KvmRegs) -> int:
+    pid = u32(r.rdi)
+    p, k = c.process, c.kernel
+    p.handles.check_room()
+    with k.tasks_lock:
+        child = k.child(p, pid)
+        if child is None:
+            raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
+        return p.handles.install(child, Rights.WAIT)
+
+
+def sys_event_create(c: Call, r: KvmRegs) -> int:
+    flags = decode_event_flags(r.rdi)
+    p = c.process
+    p.handles.check_room()
+    return p.handles.install(Event(flags), Rights.READ | Rights.WRITE | Rights.WAIT)
+
+
+def _deadline(c: Call, timeout: int) -> float | None:
+    """The deadline of a wait with ``timeout`` ns, fixed at its first dispatch."""
+    t = c.thread
+    if not t.resumed:
+        t.deadline = None if timeout == TIMEOUT_NEVER else time.monotonic() + timeout / 1e9
+    return t.deadline
+
+
+def sys_wait_many(c: Call, r: KvmRegs) -> int:
+    items, count, timeout = UserPtr(r.rdi), r.rsi, r.r8
+    if not 1 <= count <= WAIT_MANY_MAX:
+        raise SyscallError(Errno.EINVAL, f"WAIT_MANY of {count} items: 1 to "
+                                         f"{WAIT_MANY_MAX} are allowed")
+    p = c.process
+    size = WAIT_ITEM.size * count
+    with p.mem_lock:
+        check_buffer(p.space, items, size, write=True, usable=size)
+        raw = copy_in(p.space, items, size)
+    wanted: list[tuple[WaitQueue, Signal]] = []
+    for i in range(count):
+        handle, mask = _WAIT_ITEM.unpack_from(raw, i * WAIT_ITEM.size)[:2]
+        if not mask or mask & ~_ALL_SIGNALS:
+            raise SyscallError(Errno.EINVAL, f"item {i}: signals {mask:#x}")
+        obj = p.handles.get(handle, KernelObject, Rights.WAIT)
+        queue = obj.wait_queue()
+        if queue is None:
+            raise SyscallError(Errno.ENOTSUPP, f"item {i}: a {obj.kind.value} raises no signals")
+        wanted.append((queue, Signal(mask)))
+    deadline = _deadline(c, timeout)
+    ready = [queue.signals & mask for queue, mask in wanted]
+    if not any(ready) and (deadline is None or time.monotonic() < deadline):
+        for i, (queue, mask) in enumerate(wanted):
+            ready[i] = c.kernel.wait_for(c.thread, queue, mask)
+        if not any(ready):
+            raise WouldBlock
+    out = bytearray(raw)
+    for i, bits in enumerate(ready):
+        struct.pack_into("<I", out, i * WAIT_ITEM.size + _READY_OFFSET, int(bits))
+    with p.mem_lock:
+        copy_out(p.space, items, out)
+    return sum(1 for bits in ready if bits)
+
+
+def sys_clock(c: Call, r: KvmRegs) -> int:
+    return time.monotonic_ns()
+
+
+def sys_sleep(c: Call, r: KvmRegs) -> int:
+    deadline = _deadline(c, r.rdi)
+    if deadline is not None and time.monotonic() < deadline:
+        raise WouldBlock  # the timer wakes the thread at the deadline
+    return 0
 
 
 def _futex_address(addr: int) -> int:
@@ -266,11 +355,9 @@ def _futex_address(addr: int) -> int:
 def sys_futex_wait(c: Call, r: KvmRegs) -> int:
     addr, expected, timeout = _futex_address(r.rdi), u32(r.rsi), r.r8
     t, p = c.thread, c.process
-    if t.resumed:
-        if t.waiter is not None and t.waiter.fired:
-            return 0  # woken by FUTEX_WAKE
-    else:
-        t.deadline = None if timeout == TIMEOUT_NEVER else time.monotonic() + timeout / 1e9
+    if t.resumed and t.waiter is not None and t.waiter.fired:
+        return 0  # woken by FUTEX_WAKE
+    _deadline(c, timeout)
     with p.mem_lock:
         word = int.from_bytes(copy_in(p.space, UserPtr(addr), 4), "little")
         if word != expected:
@@ -281,7 +368,7 @@ def sys_futex_wait(c: Call, r: KvmRegs) -> int:
                 del p.futexes[addr]
             raise SyscallError(Errno.ETIMEDOUT, "the futex wait timed out")
         queue = p.futexes.setdefault(addr, WaitQueue())
-        c.kernel.wait_for(t, queue, Signal.NONE)
+        c.kernel.wait_for(t, queue, NO_SIGNALS)
     raise WouldBlock
 
 
@@ -308,7 +395,12 @@ TABLE = table((
     SyscallSpec(Sys.CLOSE, sys_close, Status.IMPROVED),
     SyscallSpec(Sys.THREAD_CREATE, sys_thread_create, Status.COPRA),
     SyscallSpec(Sys.THREAD_EXIT, sys_thread_exit, Status.COPRA),
-    SyscallSpec(Sys.THREAD_JOIN, sys_thread_join, Status.COPRA, Rights.WAIT),
+    SyscallSpec(Sys.JOIN, sys_join, Status.COPRA, Rights.WAIT),
     SyscallSpec(Sys.FUTEX_WAIT, sys_futex_wait, Status.COPRA),
     SyscallSpec(Sys.FUTEX_WAKE, sys_futex_wake, Status.COPRA),
+    SyscallSpec(Sys.PROCESS_OPEN, sys_process_open, Status.COPRA),
+    SyscallSpec(Sys.EVENT_CREATE, sys_event_create, Status.COPRA),
+    SyscallSpec(Sys.WAIT_MANY, sys_wait_many, Status.COPRA),
+    SyscallSpec(Sys.CLOCK, sys_clock, Status.COPRA),
+    SyscallSpec(Sys.SLEEP, sys_sleep, Status.COPRA),
 ))

@@ -1,5 +1,6 @@
 """Class 1, files: OPEN ... RMDIR, upstream's numbers and semantics (docs/ramfs.md).
 
+READ and WRITE also move an event's counter (objects/event.py): exactly 8 bytes.
 Paths resolve against the caller's root. READ and READDIR check the whole buffer
 before they act and copy out under the object's lock (kernel/objects/), so a bad
 buffer moves no position. The handlers' shape and context are in table.py.
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 from copra.abi.spec import DIRENT, USER_END, Errno, FileFlag, FileMode, Sys
 from copra.hw.kvm import KvmRegs
-from copra.kernel.errors import SyscallError
+from copra.kernel.errors import SyscallError, WouldBlock
 from copra.kernel.handles import Rights
 from copra.kernel.objects.directory import OpenDirectory
+from copra.kernel.objects.event import EVENT_IO, Event
 from copra.kernel.objects.file import (
     OpenFile,
     decode_file_flags,
@@ -21,6 +23,7 @@ from copra.kernel.objects.file import (
 from copra.kernel.objects.log import Log
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_out
+from copra.kernel.waitqueue import Signal
 
 #: Largest single READ/WRITE transfer; larger requests are partial (the count says so).
 MAX_IO = 1 << 20
@@ -47,7 +50,9 @@ def sys_read(c: Call, r: KvmRegs) -> int:
     p = c.process
     handle, buf, length = u32(r.rdi), UserPtr(r.rsi), min(r.r8, MAX_IO)
     # The log is write-only: its handle lacks READ, so it answers EWRONLY too.
-    obj = c.handle(handle, OpenFile, refused_by_rights=(Log,))
+    obj = c.handle_either(handle, OpenFile, Event, refused_by_rights=(Log,))
+    if isinstance(obj, Event):
+        return _read_event(c, obj, buf, r.r8)
     with p.mem_lock:
         check_buffer(p.space, buf, r.r8, write=True, usable=length)
 
@@ -58,10 +63,38 @@ def sys_read(c: Call, r: KvmRegs) -> int:
     return len(obj.read(length, out))
 
 
+def _read_event(c: Call, event: Event, buf: UserPtr, length: int) -> int:
+    """READ of an event: its value (8 bytes), which becomes 0; blocks while it is 0."""
+    p = c.process
+    if length != EVENT_IO:
+        raise SyscallError(Errno.EINVAL, f"an event is read 8 bytes at a time, not {length}")
+    with p.mem_lock:
+        check_buffer(p.space, buf, EVENT_IO, write=True, usable=EVENT_IO)
+
+    def out(data: bytes) -> None:
+        with p.mem_lock:
+            copy_out(p.space, buf, data)
+
+    while event.take(out) is None:
+        if event.nonblocking:
+            raise SyscallError(Errno.EAGAIN, "the event's counter is 0")
+        if not c.kernel.wait_for(c.thread, event.queue, Signal.READABLE):
+            raise WouldBlock
+    return EVENT_IO
+
+
 def sys_write(c: Call, r: KvmRegs) -> int:
     p = c.process
     handle, length = u32(r.rdi), min(r.r8, MAX_IO)
-    obj = c.handle_either(handle, OpenFile, Log)
+    obj = c.handle_of(handle, OpenFile, Log, Event)
+    if isinstance(obj, Event):
+        if r.r8 != EVENT_IO:
+            raise SyscallError(Errno.EINVAL, f"an event is written 8 bytes at a time, "
+                                             f"not {r.r8}")
+        with p.mem_lock:
+            amount = int.from_bytes(copy_in(p.space, UserPtr(r.rsi), EVENT_IO), "little")
+        obj.write(amount)
+        return EVENT_IO
     with p.mem_lock:
         check_buffer(p.space, UserPtr(r.rsi), r.r8, write=False, usable=length)
         data = copy_in(p.space, UserPtr(r.rsi), length)

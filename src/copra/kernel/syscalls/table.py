@@ -43,6 +43,7 @@ from copra.kernel.waitqueue import Signal, WaitQueue
 
 T = TypeVar("T", bound=KernelObject)
 U = TypeVar("U", bound=KernelObject)
+V = TypeVar("V", bound=KernelObject)
 
 
 class Status(Enum):
@@ -135,10 +136,19 @@ class Call:
         return self.process.handles.get(handle, kind, spec.rights, spec.denied,
                                         refused_by_rights=refused_by_rights)
 
-    def handle_either(self, handle: int, first: type[T], second: type[U]) -> T | U:
+    def handle_either(self, handle: int, first: type[T], second: type[U], *,
+                      refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U:
         """The object of either kind behind ``handle``, with the row's rights."""
         spec = self.spec
-        return self.process.handles.get(handle, (first, second), spec.rights, spec.denied)
+        return self.process.handles.get(handle, (first, second), spec.rights, spec.denied,
+                                        refused_by_rights=refused_by_rights)
+
+    def handle_of(self, handle: int, first: type[T], second: type[U], third: type[V]
+                  ) -> T | U | V:
+        """The object of one of three kinds behind ``handle``, with the row's rights."""
+        spec = self.spec
+        return self.process.handles.get(handle, (first, second, third), spec.rights,
+                                        spec.denied)
 
     def path(self, addr: int) -> str:
         """A NUL-terminated path from the caller's memory."""

@@ -509,7 +509,7 @@ impl Fuzzer {
         let mut a = [0u64; 5];
         match sys {
             Sys::EXIT | Sys::THREAD_EXIT | Sys::THREAD_CREATE => unreachable!(),
-            Sys::THREAD_JOIN => a[0] = self.handle_arg(),
+            Sys::JOIN => a[0] = self.handle_arg(),
             Sys::FUTEX_WAIT => {
                 a[0] = self.map_addr();
                 a[1] = if self.rng.percent() < 50 { 0 } else { self.int_arg() };
@@ -519,6 +519,16 @@ impl Fuzzer {
                 a[0] = self.map_addr();
                 a[1] = self.int_arg();
             }
+            Sys::PROCESS_OPEN => a[0] = self.int_arg(),
+            // Always NONBLOCK: a READ of an empty blocking event would wait forever.
+            Sys::EVENT_CREATE => a[0] = 1 | (self.rng.below(4) << 1) * u64::from(self.rng.percent() < 10),
+            Sys::WAIT_MANY => {
+                (a[0], _, _) = self.target();
+                a[1] = if self.rng.percent() < 80 { self.rng.below(66) } else { self.int_arg() };
+                a[2] = self.rng.below(1_000_000); // at most 1 ms
+            }
+            Sys::CLOCK => {}
+            Sys::SLEEP => a[0] = self.rng.below(1_000_000),
             Sys::MMAP => {
                 let anonymous = self.rng.percent() < 55;
                 a[0] = self.handle_arg();
@@ -705,7 +715,7 @@ impl Fuzzer {
         };
         let [a0, a1, a2, a3, a4] = call.args;
         match sys {
-            Sys::OPEN | Sys::OPENDIR => {
+            Sys::OPEN | Sys::OPENDIR | Sys::EVENT_CREATE | Sys::PROCESS_OPEN => {
                 if rax >= MAX_HANDLES {
                     return Some("a handle beyond MAX_HANDLES");
                 }

@@ -9,7 +9,7 @@
 //!   (the lock works across vCPUs);
 //! - each worker runs with its own FS base (a TLS block whose second word is its index)
 //!   and reads its index through `fs:` throughout, across preemptions and migrations;
-//! - THREAD_JOIN returns each worker's code.
+//! - JOIN returns each worker's code.
 //!
 //! The worker count and rounds come from `/etc/threads.conf` ("WORKERS ROUNDS") when
 //! it exists, else 4 and 20000.
@@ -21,7 +21,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libcopra::abi::Errno;
 use libcopra::fs::{self, FileFlag, FileMode};
-use libcopra::sync::{Mutex, futex_wait, futex_wake};
+use libcopra::sync::{Condvar, Mutex, Once, futex_wait, futex_wake};
 use libcopra::{sysinfo, thread};
 use libcopra::{declare_main, println};
 
@@ -41,6 +41,11 @@ const EMPTY: TlsBlock = TlsBlock { me: AtomicU64::new(0), index: AtomicU64::new(
 static TLS: [TlsBlock; MAX_WORKERS] = [EMPTY; MAX_WORKERS];
 static COUNTER: Mutex<u64> = Mutex::new(0);
 static ROUNDS: AtomicU64 = AtomicU64::new(20_000);
+/// Items the main thread hands out through the condition variable; each worker takes one.
+static QUEUE: Mutex<u64> = Mutex::new(0);
+static READY: Condvar = Condvar::new();
+static ONCE: Once = Once::new();
+static ONCE_RUNS: AtomicU64 = AtomicU64::new(0);
 
 fn fs_word(offset: u64) -> u64 {
     let value: u64;
@@ -53,6 +58,15 @@ fn fs_word(offset: u64) -> u64 {
 }
 
 fn worker(index: u64) -> u32 {
+    ONCE.call_once(|| {
+        ONCE_RUNS.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut queue = QUEUE.lock();
+    while *queue == 0 {
+        queue = READY.wait(queue);
+    }
+    *queue -= 1;
+    drop(queue);
     let rounds = ROUNDS.load(Ordering::Relaxed);
     for round in 0..rounds {
         let mut counter = COUNTER.lock();
@@ -115,6 +129,10 @@ fn main() -> u32 {
             }
         }
     }
+    for _ in 0..workers {
+        *QUEUE.lock() += 1;
+        READY.notify_one();
+    }
     for i in 0..workers {
         let Some(handle) = handles[i as usize].take() else { return 6 };
         match handle.join() {
@@ -124,6 +142,10 @@ fn main() -> u32 {
                 return 7;
             }
         }
+    }
+    if ONCE_RUNS.load(Ordering::Relaxed) != 1 || !ONCE.is_completed() {
+        println!("FAIL threads: the Once ran {} times", ONCE_RUNS.load(Ordering::Relaxed));
+        return 9;
     }
     let total = *COUNTER.lock();
     if total != workers * rounds {

@@ -1,0 +1,112 @@
+"""Benchmark: threads on two vCPUs against the floors of the same run.
+
+Runs the shipped ``thread-bench`` program under ``Kernel.serve`` on a VM with two CPUs
+(and, for comparison, one) and timestamps every syscall dispatch with its thread and
+number; the program separates its phases with CLOCK calls:
+
+1. two threads of one process each make N trivial syscalls (CAPABILITIES(0), doorbell):
+   the aggregate rate while both call, against the parallel floor (two host threads
+   each in a bare KVM_RUN loop on its own vCPU, bench/smp_throughput.py) — the target
+   is >= 0.8x;
+2. event ping-pong between two threads: a WRITE wakes the other thread blocked in
+   READ; one wake-up is half a round trip, against the floor (one bare exit) — the
+   target is <= 2x;
+3. THREAD_CREATE of a thread that returns at once, then JOIN: per pair, against the
+   floor.
+
+Usage: python bench/threads.py [N]   (prints a table; timings are never tests)
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+from copra.abi.spec import Sys
+from copra.kernel import packit
+from copra.kernel.boot import make_kernel
+from copra.kernel.cpu import Cpu, Next
+from copra.kernel.image import packaged_program
+from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.thread import Thread
+from smp_throughput import floors
+
+
+def run(cpus: int, calls: int, rounds: int, spawns: int) -> tuple[float, float, float]:
+    """(syscalls/s of two threads together, seconds per wake-up, seconds per
+    create + join) on a VM with ``cpus`` CPUs."""
+    vm = SvsmVm(64 << 20, cpus=cpus)
+    stamps: list[tuple[float, int, int]] = []  # time, tid, syscall number
+    try:
+        kernel, _ = make_kernel(vm, packit.encode([
+            packit.PackItEntry("/init", packaged_program("thread-bench")),
+            packit.PackItEntry("/etc/bench.conf", f"{calls} {rounds} {spawns}".encode()),
+        ]), lambda line: None)
+        dispatch, clock = kernel.dispatch, time.perf_counter
+
+        def timed(cpu: Cpu, thread: Thread) -> Next:
+            stamps.append((clock(), thread.tid, cpu.regs.rax))
+            return dispatch(cpu, thread)
+
+        kernel.dispatch = timed  # type: ignore[method-assign]
+        result = kernel.serve(kernel.spawn("/init"))
+        if result.status != 0:
+            raise SystemExit(f"thread-bench failed: status {result.status:#x}")
+    finally:
+        vm.close()
+    marks = [t for t, _, nr in stamps if nr == Sys.CLOCK]
+    if len(marks) != 6:
+        raise SystemExit(f"expected 6 CLOCK marks, saw {len(marks)}")
+    per_tid: dict[int, list[float]] = defaultdict(list)
+    for t, tid, nr in stamps:
+        if nr == Sys.CAPABILITIES and marks[0] < t < marks[1]:
+            per_tid[tid].append(t)
+    phases = list(per_tid.values())
+    lo, hi = max(p[0] for p in phases), min(p[-1] for p in phases)
+    both = sum(1 for p in phases for t in p if lo <= t <= hi)
+    rate = both / (hi - lo)
+    wakeup = (marks[3] - marks[2]) / (2 * rounds)
+    spawn = (marks[5] - marks[4]) / spawns
+    return rate, wakeup, spawn
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    rounds_count = 3
+    rows: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds_count):
+        one, two = floors(n)
+        rows["floor"].append(one)
+        rows["parallel"].append(two)
+        for cpus in (1, 2):
+            rate, wakeup, spawn = run(cpus, n, n // 4, n // 40)
+            rows[f"rate{cpus}"].append(rate)
+            rows[f"wakeup{cpus}"].append(wakeup)
+            rows[f"spawn{cpus}"].append(spawn)
+    m = {k: statistics.median(v) for k, v in rows.items()}
+    exit_s = 1 / m["floor"]
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, {n} calls per thread, median of {rounds_count} "
+          "rounds, wall time")
+    print(f"{'what':<62} {'value':>12} {'ratio':>7}")
+    print(f"{'floor: one bare KVM_RUN loop':<62} {m['floor'] / 1e3:9.2f} k/s {1.0:7.2f}")
+    print(f"{'parallel floor: two loops, two vCPUs':<62} {m['parallel'] / 1e3:9.2f} k/s "
+          f"{m['parallel'] / m['floor']:7.2f}")
+    for cpus in (1, 2):
+        print(f"{f'two threads syscalls, {cpus} CPU(s), together':<62} "
+              f"{m[f'rate{cpus}'] / 1e3:9.2f} k/s {m[f'rate{cpus}'] / m['floor']:7.2f}")
+    print(f"two threads on two CPUs against the parallel floor: "
+          f"{m['rate2'] / m['parallel']:.2f}x")
+    for cpus in (1, 2):
+        print(f"{f'event wake-up, WRITE to the reader running, {cpus} CPU(s)':<62} "
+              f"{m[f'wakeup{cpus}'] * 1e6:9.1f} us {m[f'wakeup{cpus}'] / exit_s:7.2f}")
+    for cpus in (1, 2):
+        print(f"{f'THREAD_CREATE + JOIN, {cpus} CPU(s)':<62} "
+              f"{m[f'spawn{cpus}'] * 1e6:9.1f} us {m[f'spawn{cpus}'] / exit_s:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
