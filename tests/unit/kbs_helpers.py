@@ -4,8 +4,10 @@ RCAR requests a guest sends through the proxy, from evidence of the emulated chi
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask.testing import FlaskClient
@@ -13,8 +15,12 @@ from flask.testing import FlaskClient
 from copra.attest.aproxy import attestation_body
 from copra.attest.binding import PARAMS, Binding
 from copra.attest.binding import report_data as svsm_report_data
+from copra.attest.evidence import coconut_evidence
 from copra.attest.jwe import EcPoint
+from copra.attest.kbs.broker import KbsError, KeyBroker
+from copra.attest.kbs.store import Store
 from copra.attest.protocol import AttestationRequest, PublicKeyBytes, SnpEvidence, Tee
+from copra.attest.verify import Verifier
 from copra.hw.snp import SnpFirmware, SnpGuest
 from copra.hw.snp_report import CertGuid, GuestPolicy, build_cert_table
 
@@ -81,3 +87,21 @@ def _error(response: Any, status: int, kind: str) -> str:
     assert response.status_code == status, response.json
     assert response.json["type"].endswith("/" + kind)
     return str(response.json["detail"])
+
+
+def refusal_of_genuine_report(store: Store, raw: bytes, key: Any) -> str:
+    """The detail of the broker's refusal of a genuine AMD report (``raw``, made for
+    another session) attested with ``key`` in a fresh session, verified against AMD's
+    roots on 2025-06-01 with what ``store`` holds."""
+    verifier = Verifier.with_amd_roots(clock=lambda: datetime(2025, 6, 1, tzinfo=UTC))
+    broker = KeyBroker(store, verifier)
+    session = broker.auth(AUTH)
+    body = {
+        "runtime-data": {"nonce": session.nonce_b64,
+                         "tee-pubkey": EcPoint.from_public_key(key.public_key()).to_jwk()},
+        "tee-evidence": {"primary_evidence": coconut_evidence(raw, None),
+                         "additional_evidence": ""},
+    }
+    with pytest.raises(KbsError) as info:
+        broker.attest(session.id, body)
+    return info.value.detail

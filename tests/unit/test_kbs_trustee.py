@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,23 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from flask.testing import FlaskClient
-from kbs_helpers import AUTH, RESOURCE, SECRET, _auth, _body, _der, _error
+from kbs_helpers import (
+    AUTH,
+    RESOURCE,
+    SECRET,
+    _auth,
+    _body,
+    _der,
+    _error,
+    refusal_of_genuine_report,
+)
 
 from copra.attest.aproxy import attestation_body
 from copra.attest.binding import Binding, jcs, trustee_runtime_data
-from copra.attest.evidence import coconut_evidence
 from copra.attest.jwe import EcPoint, FlattenedJwe, b64url_encode, decrypt
-from copra.attest.kbs.broker import KbsError, KeyBroker
 from copra.attest.kbs.store import ReferenceValues, Store
 from copra.attest.protocol import AttestationRequest, PublicKeyBytes, SnpEvidence, Tee
-from copra.attest.verify import Verifier, load_certificates
+from copra.attest.verify import load_certificates
 from copra.hw.snp import SnpFirmware, SnpGuest
 from copra.hw.snp_report import AttestationReport, CertGuid, build_cert_table
 
@@ -258,15 +264,5 @@ def test_attest_version_2_report_is_appraised_not_refused_for_its_version(
     for index, cert in enumerate(load_certificates((vectors / "milan_ask_ark_asvk.pem")
                                                    .read_bytes())):
         store.add_certificate(f"chain {index}", cert.public_bytes(Encoding.DER))
-    verifier = Verifier.with_amd_roots(clock=lambda: datetime(2025, 6, 1, tzinfo=UTC))
-    broker = KeyBroker(store, verifier)
-    session = broker.auth(AUTH)
-    body = {
-        "runtime-data": {"nonce": session.nonce_b64,
-                         "tee-pubkey": EcPoint.from_public_key(key.public_key()).to_jwk()},
-        "tee-evidence": {"primary_evidence": coconut_evidence(raw, None),
-                         "additional_evidence": ""},
-    }
-    with pytest.raises(KbsError) as info:
-        broker.attest(session.id, body)
-    assert info.value.detail.startswith("ReportDataMismatch"), info.value.detail
+    detail = refusal_of_genuine_report(store, raw, key)
+    assert detail.startswith("ReportDataMismatch"), detail
