@@ -31,13 +31,12 @@ from collections import defaultdict
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
-from copra.kernel.boot import make_kernel
-from copra.kernel.cpu import Cpu, Next, UserContext
+from copra.kernel.cpu import Cpu, UserContext
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm
-from copra.kernel.thread import Thread
+from harness import serve_observed
 
 _LOOP = bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC])  # out DOORBELL_PORT, al; jmp -4
 #: Calls syscall-bench makes before its doorbell phase: open, read, close, reference.
@@ -85,27 +84,16 @@ def floors(n: int) -> tuple[float, float]:
 
 def kernel_throughput(cpus: int, n: int) -> float:
     """Doorbell syscalls per second while two syscall-bench processes both call."""
-    vm = SvsmVm(64 << 20, cpus=cpus)
     stamps: dict[int, list[float]] = defaultdict(list)
-    try:
-        kernel, _ = make_kernel(vm, packit.encode([
-            packit.PackItEntry("/init", packaged_program("init")),
-            packit.PackItEntry("/bin/syscall-bench", packaged_program("syscall-bench")),
-            packit.PackItEntry("/etc/bench.n", str(n).encode()),
-            packit.PackItEntry("/etc/init.services", b"/bin/syscall-bench\n" * 2),
-        ]), lambda line: None)
-        dispatch, clock = kernel.dispatch, time.perf_counter
-
-        def timed(cpu: Cpu, thread: Thread) -> Next:
-            stamps[thread.process.pid].append(clock())
-            return dispatch(cpu, thread)
-
-        kernel.dispatch = timed  # type: ignore[method-assign]
-        result = kernel.serve(kernel.spawn("/init"))
-        if result.status != 0:
-            raise SystemExit(f"init failed: status {result.status:#x}")
-    finally:
-        vm.close()
+    clock = time.perf_counter
+    archive = packit.encode([
+        packit.PackItEntry("/init", packaged_program("init")),
+        packit.PackItEntry("/bin/syscall-bench", packaged_program("syscall-bench")),
+        packit.PackItEntry("/etc/bench.n", str(n).encode()),
+        packit.PackItEntry("/etc/init.services", b"/bin/syscall-bench\n" * 2),
+    ])
+    serve_observed(archive, lambda cpu, thread: stamps[thread.process.pid].append(clock()),
+                   "init", cpus=cpus)
     benches = [s for pid, s in stamps.items() if pid != 2]  # init is task 2
     phases = [s[_PROLOGUE:_PROLOGUE + n] for s in benches]
     lo = max(p[0] for p in phases)

@@ -28,13 +28,12 @@ import time
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
 from copra.hw import kvm
 from copra.kernel import packit
-from copra.kernel.boot import make_kernel
-from copra.kernel.cpu import Cpu, Next, UserContext
+from copra.kernel.cpu import UserContext
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm
-from copra.kernel.thread import Thread
+from harness import serve_observed
 
 #: The clock of every timing here; ``--cpu`` makes it the thread's CPU time.
 clock = time.perf_counter
@@ -64,23 +63,9 @@ def syscall_paths(n: int) -> tuple[float, float]:
     image = packaged_program("syscall-bench")
     archive = packit.encode([packit.PackItEntry("/init", image),
                              packit.PackItEntry("/etc/bench.n", str(n).encode())])
-    vm = SvsmVm(32 << 20)
     stamps: list[float] = []
-    try:
-        kernel, _ = make_kernel(vm, archive, lambda line: None)
-        dispatch = kernel.dispatch
-
-        def timed(cpu: Cpu, thread: Thread) -> Next:
-            stamps.append(clock())
-            return dispatch(cpu, thread)
-
-        kernel.dispatch = timed  # type: ignore[method-assign]
-        init = kernel.spawn("/init")
-        result = kernel.serve(init)
-        if result.status != 0:
-            raise SystemExit(f"syscall-bench failed: status {result.status:#x}")
-    finally:
-        vm.close()
+    serve_observed(archive, lambda cpu, thread: stamps.append(clock()), "syscall-bench",
+                   memory=32 << 20)
     # Calls: open/read/close of /etc/bench.n and one reference call, then N + N, then exit.
     doorbell = stamps[-2 * n - 1 : -n - 1]
     int80 = stamps[-n - 1 : -1]

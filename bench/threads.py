@@ -27,36 +27,23 @@ from collections import defaultdict
 
 from copra.abi.spec import Sys
 from copra.kernel import packit
-from copra.kernel.boot import make_kernel
-from copra.kernel.cpu import Cpu, Next
 from copra.kernel.image import packaged_program
-from copra.kernel.svsm_vm import SvsmVm
-from copra.kernel.thread import Thread
+from harness import serve_observed
 from smp_throughput import floors
 
 
 def run(cpus: int, calls: int, rounds: int, spawns: int) -> tuple[float, float, float]:
     """(syscalls/s of two threads together, seconds per wake-up, seconds per
     create + join) on a VM with ``cpus`` CPUs."""
-    vm = SvsmVm(64 << 20, cpus=cpus)
     stamps: list[tuple[float, int, int]] = []  # time, tid, syscall number
-    try:
-        kernel, _ = make_kernel(vm, packit.encode([
-            packit.PackItEntry("/init", packaged_program("thread-bench")),
-            packit.PackItEntry("/etc/bench.conf", f"{calls} {rounds} {spawns}".encode()),
-        ]), lambda line: None)
-        dispatch, clock = kernel.dispatch, time.perf_counter
-
-        def timed(cpu: Cpu, thread: Thread) -> Next:
-            stamps.append((clock(), thread.tid, cpu.regs.rax))
-            return dispatch(cpu, thread)
-
-        kernel.dispatch = timed  # type: ignore[method-assign]
-        result = kernel.serve(kernel.spawn("/init"))
-        if result.status != 0:
-            raise SystemExit(f"thread-bench failed: status {result.status:#x}")
-    finally:
-        vm.close()
+    clock = time.perf_counter
+    archive = packit.encode([
+        packit.PackItEntry("/init", packaged_program("thread-bench")),
+        packit.PackItEntry("/etc/bench.conf", f"{calls} {rounds} {spawns}".encode()),
+    ])
+    serve_observed(archive,
+                   lambda cpu, thread: stamps.append((clock(), thread.tid, cpu.regs.rax)),
+                   "thread-bench", cpus=cpus)
     marks = [t for t, _, nr in stamps if nr == Sys.CLOCK]
     if len(marks) != 6:
         raise SystemExit(f"expected 6 CLOCK marks, saw {len(marks)}")
