@@ -42,7 +42,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
+from copra.abi.spec import (
+    EXIT_STATUS_SHIFT,
+    KILLED_BY_EXCEPTION,
+    LOG_FILE_PATH,
+    Entry,
+    Errno,
+    SyscallClass,
+)
 from copra.hw.x86 import Vector
 from copra.kernel import lockdep
 from copra.kernel.cpu import (
@@ -69,7 +76,7 @@ from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.scheduler import Scheduler, Waiter
 from copra.kernel.svsm_vm import SvsmVm
-from copra.kernel.syscalls import SYSCALLS, Call
+from copra.kernel.syscalls import SYSCALLS, Call, SyscallSpec
 from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.usermem import UserPtr, copy_in
 from copra.kernel.waitqueue import Signal, WaitQueue
@@ -130,6 +137,8 @@ class Kernel:
         self._deadline: float | None = None
         self._timed_out = False
         self._table = SYSCALLS
+        self._contexts: dict[SyscallClass, object] = {}
+        self._vm_bitmap: Callable[[], int] = lambda: 0
         self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
 
     def request_stop(self) -> None:
@@ -143,6 +152,25 @@ class Kernel:
     @property
     def memory(self) -> PhysicalMemory:
         return self.vm.memory
+
+    def register_class(self, cls: SyscallClass, rows: dict[int, SyscallSpec], context: object,
+                       vm_bitmap: Callable[[], int] | None = None) -> None:
+        """Add a class of syscalls that lives in a higher layer (the VMM's, class 2),
+        before any CPU runs; ``context`` is what its handlers find with ``context_of``,
+        ``vm_bitmap`` what CAPABILITIES answers for its VM bitmap."""
+        for number in rows:
+            if number >> 32 != cls or number in self._table:
+                raise ValueError(f"syscall {number:#x} is not a free number of class {cls}")
+        self._table = {**self._table, **rows}
+        self._contexts[cls] = context
+        if vm_bitmap is not None:
+            self._vm_bitmap = vm_bitmap
+
+    def context_of(self, cls: SyscallClass) -> object | None:
+        return self._contexts.get(cls)
+
+    def vm_bitmap(self) -> int:
+        return self._vm_bitmap()
 
     def log(self, message: str) -> None:
         self.console(f"[kernel] {message}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar
 
-from copra.abi.spec import PATH_MAX, Errno, Sys
+from copra.abi.spec import PATH_MAX, Errno, Sys, SyscallClass
 from copra.hw.kvm import KvmRegs
 from copra.kernel.frames import PhysicalMemory
 from copra.kernel.handles import Rights
@@ -87,6 +87,14 @@ class Services(Protocol):
 
     def release_unmapped(self, frames: list[int]) -> None:
         """Frames just unmapped: no CPU may translate to them any more, then free."""
+        ...
+
+    def context_of(self, cls: SyscallClass) -> object | None:
+        """What a class registered at boot (Kernel.register_class) gave its handlers."""
+        ...
+
+    def vm_bitmap(self) -> int:
+        """CAPABILITIES' VM bitmap: the guest VMs that can be opened."""
         ...
 
 
