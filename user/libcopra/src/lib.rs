@@ -67,6 +67,7 @@ pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
 pub mod thread;
+pub mod vmm;
 pub mod wait;
 
 #[cfg_attr(test, allow(dead_code))] // host tests link libc's

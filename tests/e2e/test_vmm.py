@@ -1,0 +1,71 @@
+"""End to end: a native user-mode VMM (`vmm-test`) drives a guest VM through the VMM
+interface: VM_OPEN, VCPU_OPEN, the run page, VCPU_RUN, VM_SET_MSR_FILTER, VM_MEMORY,
+and the hostile cases of issue 10 (garbage in the run page, a second runner, CLOSE
+while running, a triple fault, a timeout, a VMM killed while its guest runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_programs import assert_no_leak
+
+from copra.kernel.objects import KernelObject, ObjectKind
+from copra.vmm.vm import GuestSpec
+
+_BUILDER = Path(__file__).resolve().parents[1] / "kvm" / "guest_kernels.py"
+
+
+@pytest.fixture(scope="module")
+def vmmtest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    spec = importlib.util.spec_from_file_location("guest_kernels_e2e", _BUILDER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kernels: dict[str, bytes] = module.build(tmp_path_factory.mktemp("guests"))
+    return kernels["vmmtest"]
+
+
+def _guest(kernel: bytes, name: str = "vmmtest", cpus: int = 1) -> GuestSpec:
+    return GuestSpec(name, kernel, 4 << 20, cpus)
+
+
+def _vmm_objects_gone() -> bool:
+    live = KernelObject.live
+    return all(live[k] == 0 for k in (ObjectKind.VM, ObjectKind.VCPU, ObjectKind.GUEST_MEMORY))
+
+
+def test_vmm_tour_answers_every_exit_and_refuses_garbage(boot: Any, vmmtest: bytes) -> None:
+    run = boot("vmm-test", {"/etc/vmm-test.conf": b"tour"}, guests=[_guest(vmmtest, cpus=2)])
+    lines = run.task_lines("init")
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: tour ok" in lines
+    assert "guest: tour done" in lines
+    guest = run.vmm.guests[0]
+    counters = guest.cpus[0].counters
+    assert counters["kernel_exits"] >= 4  # APIC_BASE read and write, the x2APIC ID, the #GP
+    assert _vmm_objects_gone()
+    assert_no_leak(run)
+
+
+def test_vmm_timeout_triple_fault_second_runner_and_close_while_running(
+        boot2: Any, vmmtest: bytes) -> None:
+    run = boot2("vmm-test", {"/etc/vmm-test.conf": b"hostile"},
+                guests=[_guest(vmmtest, "spin"), _guest(vmmtest, "triple")])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: hostile ok" in run.task_lines("init")
+    assert run.vmm.guests[1].cpus[0].shutdown
+    assert _vmm_objects_gone()
+    assert_no_leak(run)
+
+
+def test_vmm_killed_while_its_guest_runs_releases_everything(boot: Any, vmmtest: bytes) -> None:
+    run = boot("vmm-test", {"/etc/vmm-test.conf": b"abandon"}, guests=[_guest(vmmtest)])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: abandoning the guest" in run.task_lines("init")
+    guest = run.vmm.guests[0]
+    assert guest.cpus[0].dead and guest.vm is None  # stopped when its handle went
+    assert _vmm_objects_gone()
+    assert_no_leak(run)

@@ -1,0 +1,371 @@
+//! vmm-test: a small user-mode VMM over copra's VMM interface, driving the `vmmtest`
+//! guest kernel (user/guests/vmmtest.S) through VM_OPEN, VCPU_OPEN, the run page,
+//! VCPU_RUN, VM_SET_MSR_FILTER and VM_MEMORY.
+//!
+//! What it does comes from `/etc/vmm-test.conf`:
+//! - `tour` (guest 0: vmmtest, 2 vCPUs, 4 MiB): exclusivity (EBUSY), capabilities, the
+//!   guest's RAM seen through VM_MEMORY, garbage in the run page (EINVAL), then every
+//!   exit of the guest's tour answered and checked; prints `vmm-test: tour ok`;
+//! - `hostile` (guests 0 and 1: vmmtest; two SVSM CPUs): a VCPU_RUN timeout (EINTR), a
+//!   triple fault (SHUTDOWN, twice), a second thread's VCPU_RUN (EBUSY) and its CLOSE
+//!   of the VCPU while the first thread runs the guest (EINTR); prints `vmm-test: hostile ok`;
+//! - `abandon` (guest 0): a thread runs a spinning guest and the process exits under it;
+//! - `bench N`: ns per exit for N iterations of: a syscall (CLOCK, the CPL3 floor), a
+//!   guest OUT forwarded here, a claimed RDMSR forwarded here, a kernel-owned RDMSR;
+//!   prints `vmm-bench: floor_ns=.. out_ns=.. forwarded_ns=.. kernel_ns=..`.
+//!
+//! Any failed check prints a FAIL line and exits with a non-zero code.
+
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use alloc::string::String;
+use libcopra::abi::{Errno, MsrFilterFlag, Sys};
+use libcopra::fs::{self, FileFlag, FileMode};
+use libcopra::memory::Mapping;
+use libcopra::vmm::{self, FOREVER, MsrRange, RunPageMap, VcpuExit, Vm, VmCap};
+use libcopra::wait::{self, Instant};
+use libcopra::{declare_main, println, thread};
+
+extern crate alloc;
+
+declare_main!(main);
+
+const MS: u64 = 1_000_000;
+const RSI: usize = 4;
+const RDI: usize = 5;
+const RBX: usize = 1;
+const RFLAGS: usize = 17;
+const CLAIMED: u32 = 0x4000_0200;
+const MSR_ANSWER: u64 = 0x0123_4567_89ab_cdef;
+const COM1: u16 = 0x3f8;
+const DEBUG_EXIT: u16 = 0xf4;
+
+macro_rules! check {
+    ($code:expr, $cond:expr, $($why:tt)*) => {
+        if !$cond {
+            println!("FAIL vmm-test: {}", format_args!($($why)*));
+            return $code;
+        }
+    };
+}
+
+fn is_err<T>(r: libcopra::Result<T>, errno: Errno) -> bool {
+    r.err().is_some_and(|e| e.is(errno))
+}
+
+fn main() -> u32 {
+    let mut buf = [0u8; 64];
+    let text = match fs::open("/etc/vmm-test.conf", FileMode::READ, FileFlag::EMPTY) {
+        Ok(file) => {
+            let n = fs::read(&file, &mut buf).unwrap_or(0);
+            core::str::from_utf8(&buf[..n]).unwrap_or("")
+        }
+        Err(_) => "tour",
+    };
+    let mut words = text.split_ascii_whitespace();
+    match words.next() {
+        Some("tour") => tour(),
+        Some("hostile") => hostile(),
+        Some("abandon") => abandon(),
+        Some("bench") => bench(words.next().and_then(|w| w.parse().ok()).unwrap_or(1000)),
+        _ => {
+            println!("FAIL vmm-test: unknown mode");
+            1
+        }
+    }
+}
+
+/// A guest's console (COM1) and exit port, as far as the tour needs them.
+struct Devices {
+    line: String,
+    exit: Option<u64>,
+}
+
+impl Devices {
+    /// Handle a port access the test does not check itself; true if it was one.
+    fn port(&mut self, page: &RunPageMap, port: u16, out: bool, size: u64) -> bool {
+        if port == COM1 && out {
+            let c = page.io_byte(0);
+            if c == b'\n' {
+                println!("guest: {}", self.line);
+                self.line.clear();
+            } else if c >= 0x20 {
+                self.line.push(c as char); // (the divisor latch's byte is not text)
+            }
+            return true;
+        }
+        if (COM1..COM1 + 8).contains(&port) {
+            if !out {
+                // LSR: transmitter empty; everything else reads 0.
+                page.answer_in(if port == COM1 + 5 { 0x60 } else { 0 }, size);
+            }
+            return true;
+        }
+        if port == DEBUG_EXIT && out {
+            self.exit = Some(page.io_value(size));
+            return true;
+        }
+        false
+    }
+}
+
+fn tour() -> u32 {
+    check!(10, vmm::vm_bitmap() == Ok(1), "VM bitmap {:?}", vmm::vm_bitmap());
+    let Ok(vm) = Vm::open(0) else { return 11 };
+    check!(12, is_err(Vm::open(0), Errno::EBUSY), "second VM_OPEN");
+    check!(13, is_err(Vm::open(5), Errno::ENOTFOUND), "VM_OPEN of a missing VM");
+    check!(14, vm.capability(VmCap::COUNT) == Ok(4), "VmCap::COUNT");
+    check!(15, vm.capability(VmCap::VCPUS) == Ok(2), "VmCap::VCPUS");
+    check!(16, vm.capability(VmCap::MEMORY_SIZE) == Ok(4 << 20), "MEMORY_SIZE");
+    check!(17, vm.capability(VmCap::MEMORY_BASE) == Ok(0), "MEMORY_BASE");
+    let Ok(v0) = vm.vcpu(0) else { return 18 };
+    check!(19, is_err(vm.vcpu(0), Errno::EBUSY), "second VCPU_OPEN");
+    check!(20, is_err(vm.vcpu(2), Errno::ENOTFOUND), "VCPU_OPEN past the vCPUs");
+
+    // The MSR split: kernel-owned MSRs cannot be claimed; 0x40000200 can.
+    let x2apic_bit = [1u8];
+    let owned = [MsrRange { flags: MsrFilterFlag::READ.bits() as u32, base: 0x802, count: 1,
+                            _pad: 0, bitmap: x2apic_bit.as_ptr() as u64 }];
+    check!(21, is_err(vm.set_msr_filter(&owned), Errno::EINVAL), "claiming an x2APIC MSR");
+    let claimed = [MsrRange { flags: (MsrFilterFlag::READ | MsrFilterFlag::WRITE).bits() as u32,
+                              base: CLAIMED, count: 1, _pad: 0,
+                              bitmap: x2apic_bit.as_ptr() as u64 }];
+    check!(22, vm.set_msr_filter(&claimed).is_ok(), "claiming 0x40000200");
+
+    // Guest RAM, shared: the PVH start info the kernel wrote at boot is there.
+    let Ok(memory) = vm.memory() else { return 23 };
+    let Ok(ram) = Mapping::object(&memory, 4 << 20, libcopra::abi::MapFlag::READ
+                                  | libcopra::abi::MapFlag::WRITE) else { return 24 };
+    let magic = u32::from_le_bytes([ram[0x6000], ram[0x6001], ram[0x6002], ram[0x6003]]);
+    check!(25, magic == 0x336e_c578, "start info magic {magic:#x} in guest RAM");
+
+    let Ok(page) = v0.map_run_page() else { return 26 };
+    check!(27, page.version() == 1, "run page version {}", page.version());
+    check!(28, page.reg(RBX) == 0x6000, "ebx at entry {:#x}", page.reg(RBX));
+    // Garbage in the run page: EINVAL, the guest untouched.
+    page.write_u32(8, 5);
+    check!(29, is_err(v0.run(FOREVER), Errno::EINVAL), "regs_dirty 5");
+    page.set_reg(RFLAGS, 0x8002);
+    check!(30, is_err(v0.run(FOREVER), Errno::EINVAL), "rflags with bit 15");
+    page.set_reg(RFLAGS, 0x2);
+    page.set_reg(RSI, 0); // the tour
+
+    let mut dev = Devices { line: String::new(), exit: None };
+    let (mut checked, mut hlts, mut garbage_done) = (0u32, 0u32, false);
+    while dev.exit.is_none() {
+        if let Err(e) = v0.run(FOREVER) {
+            println!("FAIL vmm-test: VCPU_RUN {:?}", e);
+            return 31;
+        }
+        let reason = page.exit_reason();
+        if reason == VcpuExit::IO as u32 {
+            let io = page.io();
+            let (port, out, size) = (io.port, io.direction == 1, u64::from(io.size));
+            if dev.port(&page, port, out, size) {
+                continue;
+            }
+            let value = page.io_value(size);
+            match (port, out) {
+                (0x80, true) => check!(40, value == 0x11, "out 0x80 {value:#x}"),
+                (0x81, false) => page.answer_in(0x5a, size),
+                (0x82, true) => check!(41, value == 0x5a, "echo of IN {value:#x}"),
+                (0x83, true) => check!(42, value == MSR_ANSWER & 0xffff_ffff, "rdmsr eax {value:#x}"),
+                (0x84, true) => check!(43, value == MSR_ANSWER >> 32, "rdmsr edx {value:#x}"),
+                (0x85, true) => check!(44, value == 0, "x2APIC id {value:#x}"),
+                (0x86, true) => check!(45, value == 0x0d, "#GP for an unclaimed MSR: {value:#x}"),
+                (0x87, true) => check!(46, value == 0xfeed_face, "MMIO read {value:#x}"),
+                _ => {
+                    println!("FAIL vmm-test: port {port:#x} out {out}");
+                    return 47;
+                }
+            }
+            checked += 1;
+        } else if reason == VcpuExit::MSR_READ as u32 {
+            let msr = page.msr();
+            check!(50, msr.index == CLAIMED, "MSR_READ of {:#x}", msr.index);
+            if !garbage_done {
+                page.write_u8(libcopra::abi::RUN_PAGE_PAYLOAD + 4, 7); // error = 7
+                check!(51, is_err(v0.run(FOREVER), Errno::EINVAL), "MSR error byte 7");
+                garbage_done = true;
+            }
+            page.answer_msr(MSR_ANSWER, false);
+            checked += 1;
+        } else if reason == VcpuExit::MSR_WRITE as u32 {
+            let msr = page.msr();
+            check!(52, msr.index == CLAIMED && msr.data == MSR_ANSWER + 1,
+                   "MSR_WRITE {:#x} <- {:#x}", msr.index, msr.data);
+            page.answer_msr(0, false);
+            checked += 1;
+        } else if reason == VcpuExit::MMIO as u32 {
+            let mmio = page.mmio();
+            check!(53, mmio.address == 0xc000_0000 && mmio.is_write == 0 && mmio.length == 4,
+                   "MMIO {:#x}", mmio.address);
+            page.answer_mmio(0xfeed_face);
+            checked += 1;
+        } else if reason == VcpuExit::HLT as u32 {
+            hlts += 1;
+        } else {
+            println!("FAIL vmm-test: exit {reason}");
+            return 54;
+        }
+    }
+    check!(60, dev.exit == Some(0), "guest exit value {:?}", dev.exit);
+    check!(61, checked == 12 && hlts == 1, "{checked} checked exits, {hlts} HLTs");
+    // vCPU 1 waits for a SIPI nobody sends: VCPU_RUN reports HLT without running it.
+    let Ok(v1) = vm.vcpu(1) else { return 62 };
+    let Ok(page1) = v1.map_run_page() else { return 63 };
+    check!(64, v1.run(FOREVER).is_ok() && page1.exit_reason() == VcpuExit::HLT as u32,
+           "vCPU 1 before its SIPI");
+    println!("vmm-test: tour ok");
+    0
+}
+
+/// Set the guest's registers as at its PVH entry, with mode `rsi` and count `rdi`.
+fn restart(page: &RunPageMap, entry: &[u64; 18], rsi: u64, rdi: u64) {
+    for (i, value) in entry.iter().enumerate() {
+        page.set_reg(i, *value);
+    }
+    page.set_reg(RSI, rsi);
+    page.set_reg(RDI, rdi);
+}
+
+/// VCPU_RUN until an exit other than the console's (answered here): its reason, or the error.
+fn run_past_console(v: &vmm::Vcpu, page: &RunPageMap, timeout: u64) -> libcopra::Result<u32> {
+    let mut dev = Devices { line: String::new(), exit: None };
+    loop {
+        v.run(timeout)?;
+        let reason = page.exit_reason();
+        if reason == VcpuExit::IO as u32 {
+            let io = page.io();
+            if io.port != DEBUG_EXIT && dev.port(page, io.port, io.direction == 1, u64::from(io.size)) {
+                continue;
+            }
+        }
+        return Ok(reason);
+    }
+}
+
+static STARTED: AtomicU32 = AtomicU32::new(0);
+static VCPU_RAW: AtomicU64 = AtomicU64::new(0);
+static RACER: AtomicU64 = AtomicU64::new(0);
+
+fn racer(_: u64) -> u32 {
+    while STARTED.load(Ordering::Acquire) == 0 {
+        let _ = wait::sleep(MS);
+    }
+    let _ = wait::sleep(30 * MS); // the main thread is in VCPU_RUN by now
+    let raw = VCPU_RAW.load(Ordering::Relaxed);
+    // SAFETY: a raw syscall on a handle the main thread holds; only its result matters.
+    let busy = unsafe { libcopra::syscall::syscall2(Sys::VCPU_RUN as u64, raw, 0) };
+    RACER.store(busy, Ordering::Relaxed);
+    let _ = libcopra::handle::close_raw(raw as u32);
+    0
+}
+
+fn hostile() -> u32 {
+    let (Ok(vm0), Ok(vm1)) = (Vm::open(0), Vm::open(1)) else { return 10 };
+    // A spinning guest and a timeout: EINTR.
+    let Ok(v0) = vm0.vcpu(0) else { return 11 };
+    let Ok(page0) = v0.map_run_page() else { return 12 };
+    page0.set_reg(RSI, 5);
+    let start = Instant::now();
+    check!(13, is_err(run_past_console(&v0, &page0, 30 * MS), Errno::EINTR), "VCPU_RUN timeout");
+    check!(14, Instant::now().since(start) >= 30 * MS, "timeout returned early");
+    // A triple fault: SHUTDOWN, and SHUTDOWN again.
+    let Ok(v1) = vm1.vcpu(0) else { return 15 };
+    let Ok(page1) = v1.map_run_page() else { return 16 };
+    page1.set_reg(RSI, 4);
+    check!(17, run_past_console(&v1, &page1, FOREVER) == Ok(VcpuExit::SHUTDOWN as u32),
+           "triple fault: exit {}", page1.exit_reason());
+    check!(18, v1.run(FOREVER).is_ok() && page1.exit_reason() == VcpuExit::SHUTDOWN as u32,
+           "after the triple fault");
+    // A second thread: its VCPU_RUN answers EBUSY, its CLOSE kicks this one out.
+    VCPU_RAW.store(u64::from(v0.handle().raw()), Ordering::Relaxed);
+    let Ok(worker) = thread::spawn(racer, 0) else { return 19 };
+    STARTED.store(1, Ordering::Release);
+    let result = v0.run(FOREVER);
+    check!(20, is_err(result, Errno::EINTR), "VCPU_RUN while another thread closes: {result:?}");
+    check!(21, worker.join() == Ok(0), "racer");
+    let busy = RACER.load(Ordering::Relaxed);
+    check!(22, busy == Errno::EBUSY as i64 as u64, "second VCPU_RUN answered {busy:#x}");
+    core::mem::forget(v0); // the racer closed it
+    drop(page0);
+    println!("vmm-test: hostile ok");
+    0
+}
+
+fn spinner(raw: u64) -> u32 {
+    // SAFETY: the main thread keeps the handle; the process ends under this call.
+    unsafe { libcopra::syscall::syscall2(Sys::VCPU_RUN as u64, raw, FOREVER) as u32 }
+}
+
+fn abandon() -> u32 {
+    let Ok(vm) = Vm::open(0) else { return 10 };
+    let Ok(v0) = vm.vcpu(0) else { return 11 };
+    let Ok(page) = v0.map_run_page() else { return 12 };
+    page.set_reg(RSI, 5);
+    let Ok(_worker) = thread::spawn(spinner, u64::from(v0.handle().raw())) else { return 13 };
+    let _ = wait::sleep(30 * MS);
+    println!("vmm-test: abandoning the guest");
+    libcopra::process::exit(0)
+}
+
+fn per_op(start: Instant, n: u64) -> u64 {
+    Instant::now().since(start) / n
+}
+
+/// Run the guest from its entry in `mode` until it writes the exit port, answering
+/// forwarded exits; the ns per iteration.
+fn measure(v: &vmm::Vcpu, page: &RunPageMap, entry: &[u64; 18], mode: u64, n: u64) -> Option<u64> {
+    restart(page, entry, mode, n);
+    let mut dev = Devices { line: String::new(), exit: None };
+    let start = Instant::now();
+    while dev.exit.is_none() {
+        v.run(FOREVER).ok()?;
+        let reason = page.exit_reason();
+        if reason == VcpuExit::IO as u32 {
+            let io = page.io();
+            let size = u64::from(io.size);
+            if !dev.port(page, io.port, io.direction == 1, size) && io.direction == 0 {
+                page.answer_in(0, size);
+            }
+        } else if reason == VcpuExit::MSR_READ as u32 {
+            page.answer_msr(1, false);
+        } else if reason != VcpuExit::HLT as u32 {
+            println!("FAIL vmm-bench: exit {reason}");
+            return None;
+        }
+    }
+    Some(per_op(start, n))
+}
+
+fn bench(n: u64) -> u32 {
+    let Ok(vm) = Vm::open(0) else { return 10 };
+    let bit = [1u8];
+    let claimed = [MsrRange { flags: MsrFilterFlag::READ.bits() as u32, base: CLAIMED, count: 1,
+                              _pad: 0, bitmap: bit.as_ptr() as u64 }];
+    check!(11, vm.set_msr_filter(&claimed).is_ok(), "filter");
+    let Ok(v) = vm.vcpu(0) else { return 12 };
+    let Ok(page) = v.map_run_page() else { return 13 };
+    let mut entry = [0u64; 18];
+    for (i, e) in entry.iter_mut().enumerate() {
+        *e = page.reg(i);
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        let _ = Instant::now();
+    }
+    let floor = per_op(start, n);
+    let (Some(out), Some(forwarded), Some(kernel)) = (
+        measure(&v, &page, &entry, 3, n),
+        measure(&v, &page, &entry, 1, n),
+        measure(&v, &page, &entry, 2, n),
+    ) else {
+        return 14;
+    };
+    println!("vmm-bench: floor_ns={floor} out_ns={out} forwarded_ns={forwarded} kernel_ns={kernel}");
+    0
+}
