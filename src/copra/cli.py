@@ -16,6 +16,7 @@ from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.cli import kbs
 from copra.attest.measure import measure_boot
 from copra.kernel.boot import AttestationRefused, BootConfig, BootError, InitFailed, boot
+from copra.kernel.image import GUEST_CPUS, GUEST_MEMORY_MIB, GuestImage
 from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import Limits
 
@@ -62,8 +63,9 @@ def default_snp_state() -> Path:
 
 
 def _image(config_path: Path | None, init_elf: Path | None,
-           files: tuple[str, ...]) -> tuple[bytes, Limits]:
-    """The boot archive and the limits of the image configuration with the overrides."""
+           files: tuple[str, ...]) -> tuple[bytes, Limits, tuple[GuestImage, ...]]:
+    """The boot archive, the limits and the guests of the image configuration with the
+    overrides."""
     from copra.kernel.image import (
         ImageError,
         boot_image_config,
@@ -80,7 +82,7 @@ def _image(config_path: Path | None, init_elf: Path | None,
         hint = foreign_program_hint(f"--init {init_elf}", init_elf.read_bytes())
         if hint is not None:
             click.echo(f"copra: note: {hint}", err=True)
-    return archive, config.limits
+    return archive, config.limits, config.guests
 
 
 @main.command()
@@ -108,10 +110,19 @@ def _image(config_path: Path | None, init_elf: Path | None,
 @click.option("--persist", "persist_file", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="The sealed persistent store (with --attest); "
                                    "created on the first attested boot.")
+@click.option("--guest", "guest_kernels", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KERNEL.elf",
+              help="Create a guest VM booting this PVH kernel (repeatable; VM n is the "
+                   "n-th guest of the image configuration and then of these).")
+@click.option("--guest-memory", type=click.IntRange(*GUEST_MEMORY_MIB), default=64,
+              show_default=True, metavar="MIB", help="RAM of each --guest.")
+@click.option("--guest-cpus", type=click.IntRange(*GUEST_CPUS), default=1, show_default=True,
+              metavar="N", help="vCPUs of each --guest.")
 def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         timeout: float | None, memory: int, kvm_device: str, cpus: int | None,
         attest_mode: str | None,
-        aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None) -> None:
+        aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None,
+        guest_kernels: tuple[Path, ...], guest_memory: int, guest_cpus: int) -> None:
     """Boot copra and run init; exit with init's status."""
     if attest_mode is None:
         given = [name for name, value in (("--aproxy", aproxy_socket), ("--snp-state", snp_state),
@@ -120,9 +131,15 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             raise click.UsageError(f"{', '.join(given)} need --attest")
     elif aproxy_socket is None:
         raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
-    archive, limits = _image(config_path, init_elf, files)
+    archive, limits, guests = _image(config_path, init_elf, files)
+    guests += tuple(GuestImage(k, guest_memory, guest_cpus) for k in guest_kernels)
     config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits,
                         cpus=cpus)
+    if guests:
+        from copra.vmm.service import boot_stages
+
+        create, close = boot_stages(guests)
+        config = replace(config, before_init=(create,), after_run=(close,))
     if attest_mode is not None:
         assert aproxy_socket is not None
         settings = AttestSettings(
@@ -130,8 +147,8 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             snp_state=snp_state if snp_state is not None else default_snp_state(),
             persist=persist_file)
         driver = AttestationDriver(settings, archive, memory << 20)
-        config = replace(config, before_init=(driver.before_init,),
-                         after_run=(driver.after_run,))
+        config = replace(config, before_init=(driver.before_init, *config.before_init),
+                         after_run=(*config.after_run, driver.after_run))
     try:
         result = boot(config, _console)
     except KeyboardInterrupt:  # before the run started (boot, attestation)

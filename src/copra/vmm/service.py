@@ -36,9 +36,11 @@ from copra.abi.spec import (
     VmFeature,
 )
 from copra.hw.kvm import KvmRegs
+from copra.kernel.boot import BootError, BootHook
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import OutOfMemory
 from copra.kernel.handles import Rights
+from copra.kernel.image import GuestImage, ImageError
 from copra.kernel.kernel import Kernel
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in
@@ -79,6 +81,33 @@ class Vmm:
         """Shutdown, after every process has ended: stop the guests, return their RAM."""
         for guest in self.guests:
             guest.close()
+
+
+def boot_stages(guests: tuple[GuestImage, ...]) -> tuple[BootHook, BootHook]:
+    """The boot stages that create the guests before /init starts (as a Vmm registered
+    with the kernel) and stop them and return their RAM after the run."""
+    made: list[Vmm] = []
+
+    def create(kernel: Kernel) -> None:
+        try:
+            specs = [GuestSpec(g.label, g.load(), g.memory << 20, g.cpus, g.cmdline.encode())
+                     for g in guests]
+            made.append(Vmm(kernel, specs))
+        except (ImageError, GuestSetupError) as e:
+            raise BootError(str(e)) from e
+        except OSError as e:
+            raise BootError(f"KVM refused a guest VM: {e.strerror or e}") from e
+        for g in made[0].guests:
+            kernel.log(f"guest VM {g.index} ({g.name}): {g.memory_size >> 20} MiB, "
+                       f"{len(g.cpus)} vCPU{'s' if len(g.cpus) > 1 else ''}, kernel loaded; "
+                       f"VM_OPEN({g.index}) hands it to a VMM")
+
+    def close(kernel: Kernel) -> None:
+        for vmm in made:
+            vmm.close()
+        made.clear()
+
+    return create, close
 
 
 def _vmm(c: Call) -> Vmm:

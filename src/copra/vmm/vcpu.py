@@ -53,7 +53,13 @@ from copra.kernel.objects import MappableObject, ObjectKind
 from copra.kernel.thread import Thread, ThreadState
 from copra.vmm import exits, runpage
 from copra.vmm.complete import Refused, complete
-from copra.vmm.msr import MsrPolicy, kernel_owned
+from copra.vmm.msr import (
+    MSR_APIC_BASE,
+    MSR_TSC_DEADLINE,
+    X2APIC_FIRST,
+    X2APIC_LAST,
+    MsrPolicy,
+)
 from copra.vmm.runpage import Pending
 from copra.vmm.x2apic import ApicBus, Gp, X2Apic
 
@@ -62,6 +68,8 @@ if TYPE_CHECKING:
 
 INSN_BYTES: Final = 15
 _REGS_SIZE: Final = ctypes.sizeof(KvmRegs)
+#: The kernel-owned MSRs outside the x2APIC range (msr.KERNEL_OWNED, inlined for speed).
+_OTHER_KERNEL_OWNED: Final = frozenset({MSR_APIC_BASE, MSR_TSC_DEADLINE})
 
 
 @dataclass
@@ -98,6 +106,7 @@ class GuestCpu:
         self.index = index
         self.vcpu = vcpu
         self.run_page = vcpu.run_page
+        self._msr = self.run_page.exit.msr  # a view made once: the hot path allocates none
         self._area = vcpu.run_area
         self.apic = apic
         self._bus = bus
@@ -140,7 +149,7 @@ class GuestCpu:
                 return
             self.dead = True
             self._wait_runner_left()
-        del self.run_page, self._area
+        del self.run_page, self._area, self._msr
 
     def close_handle(self) -> None:
         """The Vcpu object goes: kick its runner out, wait until it has left."""
@@ -252,17 +261,21 @@ class GuestCpu:
             return self._publish(page, runpage.Plain(VcpuExit.SHUTDOWN))
         if not self.started:
             return self._publish(page, runpage.Plain(VcpuExit.HLT))
-        cpu, run, vcpu = caller.cpu, self.run_page, self.vcpu
+        cpu, run, vcpu, counters = caller.cpu, self.run_page, self.vcpu, self.counters
+        kicked = True  # look at the reasons once on entry, then after every kick
         while True:
-            why = self._interrupted(caller)
-            if why is not None:
-                raise SyscallError(Errno.EINTR, why)
-            if cpu.preempt_requested:
-                cpu.preempt_requested = False
-                if caller.sched.others_waiting():
-                    self.counters["yields"] += 1
-                    caller.sched.wake(caller.thread)  # runnable again at once: a yield
-                    raise WouldBlock
+            if kicked:
+                # Every reason to stop comes with a kick (immediate_exit, so KVM_RUN
+                # returns INTR): the deadline's with the timer's kick at each slice.
+                why = self._interrupted(caller)
+                if why is not None:
+                    raise SyscallError(Errno.EINTR, why)
+                if cpu.preempt_requested:
+                    cpu.preempt_requested = False
+                    if caller.sched.others_waiting():
+                        counters["yields"] += 1
+                        caller.sched.wake(caller.thread)  # runnable again at once: a yield
+                        raise WouldBlock
             try:
                 reason = vcpu.run()
             except InterruptedError:
@@ -270,22 +283,23 @@ class GuestCpu:
             except OSError as e:
                 return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
                                                            e.errno or 0, b""))
-            self.counters["exits"] += 1
-            if reason == ExitReason.INTR:
+            counters["exits"] += 1
+            kicked = reason == ExitReason.INTR
+            if kicked:
                 run.immediate_exit = 0
                 continue
             ex = self._exit(reason)
             if ex is not None:
                 return self._publish(page, ex)
-            self.counters["kernel_exits"] += 1
+            counters["kernel_exits"] += 1
 
     def _exit(self, reason: int) -> Pending | None:
         """The exit for user mode, or None when the kernel handled it."""
         run = self.run_page
         if reason == ExitReason.X86_RDMSR or reason == ExitReason.X86_WRMSR:
-            msr = run.exit.msr
-            index, write = int(msr.index), reason == ExitReason.X86_WRMSR
-            if kernel_owned(index):
+            msr = self._msr
+            index, write = msr.index, reason == ExitReason.X86_WRMSR
+            if X2APIC_FIRST <= index <= X2APIC_LAST or index in _OTHER_KERNEL_OWNED:
                 with self._bus.lock:
                     if write:
                         result: int | Gp | None = self.apic.write_msr(index, int(msr.data))
