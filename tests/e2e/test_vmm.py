@@ -6,12 +6,15 @@ while running, a triple fault, a timeout, a VMM killed while its guest runs)."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_programs import assert_no_leak
 
+from copra.kernel.image import packaged_program
 from copra.kernel.objects import KernelObject, ObjectKind
 from copra.vmm.vm import GuestSpec
 
@@ -69,3 +72,30 @@ def test_vmm_killed_while_its_guest_runs_releases_everything(boot: Any, vmmtest:
     assert guest.cpus[0].dead and guest.vm is None  # stopped when its handle went
     assert _vmm_objects_gone()
     assert_no_leak(run)
+
+
+def _copra(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "copra", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_copra_run_guest_creates_the_vm_a_vmm_program_then_runs(tmp_path: Path,
+                                                                vmmtest: bytes) -> None:
+    kernel, conf, init = tmp_path / "vmmtest.elf", tmp_path / "conf", tmp_path / "vmm.elf"
+    kernel.write_bytes(vmmtest)
+    conf.write_text("tour")
+    init.write_bytes(packaged_program("vmm-test"))
+    out = _copra("run", "--init", str(init), "--file", f"{conf}=/etc/vmm-test.conf",
+                 "--guest", str(kernel), "--guest-memory", "4", "--guest-cpus", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "[kernel] guest VM 0 (vmmtest): 4 MiB, 2 vCPUs" in out.stdout
+    assert "[init] vmm-test: tour ok" in out.stdout
+
+
+def test_copra_run_guest_that_is_not_a_pvh_kernel_fails_the_boot_in_one_line(
+        tmp_path: Path) -> None:
+    kernel = tmp_path / "not-pvh.elf"
+    kernel.write_bytes(packaged_program("hello"))  # an ELF64 program, no PVH note
+    out = _copra("run", "--guest", str(kernel))
+    assert out.returncode == 125
+    assert "PHYS32_ENTRY" in out.stderr and len(out.stderr.strip().splitlines()) == 1
