@@ -63,18 +63,23 @@ def default_snp_state() -> Path:
 
 
 def _image(config_path: Path | None, init_elf: Path | None,
-           files: tuple[str, ...]) -> tuple[bytes, Limits, tuple[GuestImage, ...]]:
+           files: tuple[str, ...], init_program: str | None = None,
+           ) -> tuple[bytes, Limits, tuple[GuestImage, ...]]:
     """The boot archive, the limits and the guests of the image configuration with the
-    overrides."""
+    overrides; ``init_program`` names a packaged program to boot as /init instead."""
     from copra.kernel.image import (
+        INIT_PATH,
         ImageError,
         boot_image_config,
         build_archive,
         foreign_program_hint,
+        packaged_program,
     )
 
     try:
         config = boot_image_config(config_path, init_elf, files)
+        if init_program is not None:
+            config = config.with_file(INIT_PATH, packaged_program(init_program))
         archive = build_archive(config)
     except ImageError as e:
         raise click.ClickException(str(e)) from e
@@ -113,16 +118,21 @@ def _image(config_path: Path | None, init_elf: Path | None,
 @click.option("--guest", "guest_kernels", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KERNEL.elf",
               help="Create a guest VM booting this PVH kernel (repeatable; VM n is the "
-                   "n-th guest of the image configuration and then of these).")
+                   "n-th guest of the image configuration and then of these). Without "
+                   "--init or --config, the vmm service is /init: it runs the guests, shows "
+                   "their consoles and exits with VM 0's isa-debug-exit status.")
 @click.option("--guest-memory", type=click.IntRange(*GUEST_MEMORY_MIB), default=64,
               show_default=True, metavar="MIB", help="RAM of each --guest.")
 @click.option("--guest-cpus", type=click.IntRange(*GUEST_CPUS), default=1, show_default=True,
               metavar="N", help="vCPUs of each --guest.")
+@click.option("--guest-cmdline", default="", metavar="TEXT",
+              help="The command line of each --guest (in its PVH start info).")
 def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         timeout: float | None, memory: int, kvm_device: str, cpus: int | None,
         attest_mode: str | None,
         aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None,
-        guest_kernels: tuple[Path, ...], guest_memory: int, guest_cpus: int) -> None:
+        guest_kernels: tuple[Path, ...], guest_memory: int, guest_cpus: int,
+        guest_cmdline: str) -> None:
     """Boot copra and run init; exit with init's status."""
     if attest_mode is None:
         given = [name for name, value in (("--aproxy", aproxy_socket), ("--snp-state", snp_state),
@@ -131,8 +141,12 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             raise click.UsageError(f"{', '.join(given)} need --attest")
     elif aproxy_socket is None:
         raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
-    archive, limits, guests = _image(config_path, init_elf, files)
-    guests += tuple(GuestImage(k, guest_memory, guest_cpus) for k in guest_kernels)
+    # `copra run --guest K.elf` alone runs the guest as QEMU would: the vmm service is
+    # /init, shows its console and exits with its status (docs/vmm.md).
+    vmm_init = "vmm" if guest_kernels and init_elf is None and config_path is None else None
+    archive, limits, guests = _image(config_path, init_elf, files, vmm_init)
+    guests += tuple(GuestImage(k, guest_memory, guest_cpus, guest_cmdline)
+                    for k in guest_kernels)
     config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits,
                         cpus=cpus)
     if guests:

@@ -22,13 +22,18 @@ _BUILDER = Path(__file__).resolve().parents[1] / "kvm" / "guest_kernels.py"
 
 
 @pytest.fixture(scope="module")
-def vmmtest(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def guest_kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     spec = importlib.util.spec_from_file_location("guest_kernels_e2e", _BUILDER)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     kernels: dict[str, bytes] = module.build(tmp_path_factory.mktemp("guests"))
-    return kernels["vmmtest"]
+    return kernels
+
+
+@pytest.fixture(scope="module")
+def vmmtest(guest_kernels: dict[str, bytes]) -> bytes:
+    return guest_kernels["vmmtest"]
 
 
 def _guest(kernel: bytes, name: str = "vmmtest", cpus: int = 1) -> GuestSpec:
@@ -99,3 +104,14 @@ def test_copra_run_guest_that_is_not_a_pvh_kernel_fails_the_boot_in_one_line(
     out = _copra("run", "--guest", str(kernel))
     assert out.returncode == 125
     assert "PHYS32_ENTRY" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_copra_run_guest_alone_runs_it_under_the_vmm_service_with_its_status(
+        tmp_path: Path, guest_kernels: dict[str, bytes]) -> None:
+    kernel = tmp_path / "hello.elf"
+    kernel.write_bytes(guest_kernels["hello"])
+    out = _copra("run", "--guest", str(kernel), "--guest-memory", "32",
+                 "--guest-cmdline", "console=ttyS0 quiet")
+    assert out.returncode == 85, out.stdout + out.stderr  # QEMU's (42 << 1) | 1
+    assert "[init] vm0: hello from a PVH guest" in out.stdout.splitlines()
+    assert "[init] vm0: command line: console=ttyS0 quiet" in out.stdout.splitlines()
