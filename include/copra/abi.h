@@ -152,7 +152,7 @@
 
 /* Signal: Observable states of kernel objects, for WAIT_MANY (each kind raises some). */
 #define COPRA_SIGNAL_ENDED UINT64_C(0x1) /* a thread or process has ended (for good) */
-#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block */
+#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block; a VCPU has an exit waiting for user mode's answer */
 #define COPRA_SIGNAL_WRITABLE UINT64_C(0x4) /* an event's counter is below EVENT_MAX: a WRITE of 1 would succeed */
 
 /* EventFlag: EVENT_CREATE's flags. */

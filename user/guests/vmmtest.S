@@ -12,6 +12,8 @@
  *        x2APIC on (kernel-owned APIC_BASE), rdmsr 0x802 (its ID, kernel-owned) -> out 0x85
  *        rdmsr 0x40000300 (unclaimed, unknown) -> #GP in the guest, its handler outs 0x86
  *        mov 0xc0000000 (outside RAM) -> MMIO read, the VMM answers; out 0x87
+ *        guest RAM: out 0x88 <- the word the VMM wrote at 0x3ff000 through VM_MEMORY,
+ *                   and 0x600dcafe stored at 0x3ff004 for the VMM to read
  *        hlt                                   (the VMM resumes it)
  *      then exits with 0 through port 0xf4 (the console line "tour done" first)
  *   1  %edi times rdmsr 0x40000200 (claimed: forwarded to user mode), then exit
@@ -73,6 +75,9 @@ tour:
 after_gp:
     mov 0xc0000000, %eax
     out %eax, $0x87
+    mov 0x3ff000, %eax
+    out %eax, $0x88
+    movl $0x600dcafe, 0x3ff004
     hlt
     print "tour done\n"
     xor %eax, %eax

@@ -217,7 +217,9 @@ class Signal(IntFlag):
     """Observable states of kernel objects, for WAIT_MANY (each kind raises some)."""
 
     ENDED = 1  #: a thread or process has ended (for good)
-    READABLE = 2  #: an event's counter is non-zero: a READ would not block
+    #: an event's counter is non-zero: a READ would not block; a VCPU has an exit
+    #: waiting for user mode's answer
+    READABLE = 2
     WRITABLE = 4  #: an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
 
 

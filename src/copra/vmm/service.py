@@ -13,7 +13,8 @@ on the caller's thread instead of a WAIT_FOR_EVENT served by a per-CPU kernel th
 that is what KVM_RUN does, and it costs no thread switch per exit (docs/vmm.md).
 
 Rights: VM handles carry READ (VM_CAPABILITIES), WRITE (VCPU_OPEN, VM_SET_MSR_FILTER)
-and MAP (VM_MEMORY); VCPU handles WRITE (VCPU_RUN) and MAP (its run page); guest-memory
+and MAP (VM_MEMORY); VCPU handles WRITE (VCPU_RUN), MAP (its run page) and WAIT
+(WAIT_MANY: READABLE while an exit waits for user mode); guest-memory
 handles READ, WRITE and MAP.
 
 Locking: ``Vmm`` is immutable after boot; the objects lock themselves.
@@ -169,7 +170,7 @@ def sys_vcpu_open(c: Call, r: KvmRegs) -> int:
         if isinstance(e, OutOfMemory):
             raise SyscallError(Errno.ENOMEM, "no frame for the run page") from e
         raise
-    return p.handles.install(vcpu, Rights.WRITE | Rights.MAP)
+    return p.handles.install(vcpu, Rights.WRITE | Rights.MAP | Rights.WAIT)
 
 
 def sys_vcpu_run(c: Call, r: KvmRegs) -> int:

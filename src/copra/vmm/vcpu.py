@@ -27,7 +27,10 @@ Invariants:
   once (an answer refused as garbage leaves it pending);
 - once ``dead`` (its VM released) the GuestCpu never enters KVM_RUN again; release
   waits for the runner to leave before the KVM vCPU is closed;
-- ``opened``: a Vcpu object exists for it (VCPU_OPEN is exclusive).
+- ``opened``: a Vcpu object exists for it (VCPU_OPEN is exclusive);
+- its queue's READABLE is raised exactly while an exit waits for user mode's answer
+  (from the return of VCPU_RUN with 0 until the next call has taken the answer):
+  WAIT_MANY on a VCPU handle (WAIT right) waits for that.
 
 Locking: ``lock`` (class "vmm.vcpu", after "vm.gate": a CPU kick takes it under the
 gate) guards ``runner``, ``dead`` and ``opened``; everything else belongs to the runner.
@@ -42,7 +45,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from copra.abi.spec import PAGE_SIZE, Errno, VcpuExit
+from copra.abi.spec import PAGE_SIZE, Errno, Signal, VcpuExit
 from copra.hw import kvm
 from copra.hw.kvm import ExitReason, KvmRegs
 from copra.kernel import lockdep
@@ -51,6 +54,7 @@ from copra.kernel.errors import SyscallError, WouldBlock
 from copra.kernel.frames import FrameAllocator, FrameOwner
 from copra.kernel.objects import MappableObject, ObjectKind
 from copra.kernel.thread import Thread, ThreadState
+from copra.kernel.waitqueue import WaitQueue
 from copra.vmm import exits, runpage
 from copra.vmm.complete import Refused, complete
 from copra.vmm.msr import (
@@ -124,6 +128,8 @@ class GuestCpu:
         self.pending: Pending | None = None
         self._io: _KvmIo | None = None
         self.shutdown = False
+        #: READABLE while an exit waits for user mode's answer (WAIT_MANY on a VCPU).
+        self.queue = WaitQueue()
         self.counters = {"exits": 0, "kernel_exits": 0, "user_exits": 0, "kicks": 0,
                          "yields": 0, "completed": 0}
         vcpu.enable_sync_regs()
@@ -187,6 +193,7 @@ class GuestCpu:
                 raise SyscallError(Errno.EINVAL, str(e)) from e
             if self.pending is not None:
                 self._complete(answer)
+            self.queue.clear_signals(Signal.READABLE)
             if regs is not None:
                 ctypes.memmove(ctypes.addressof(self.run_page.s.regs), regs, _REGS_SIZE)
                 self.run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS
@@ -238,6 +245,7 @@ class GuestCpu:
         runpage.write_exit(page, ex, out)
         runpage.write_regs(page, bytes(self.run_page.s.regs))
         self.counters["user_exits"] += 1
+        self.queue.raise_signals(Signal.READABLE)
         return 0
 
     def _interrupted(self, caller: RunCaller) -> str | None:
@@ -390,6 +398,9 @@ class Vcpu(MappableObject):
         self.page = memory.view[offset:offset + PAGE_SIZE]
         runpage.init_page(self.page)
         runpage.write_regs(self.page, bytes(cpu.vcpu.get_regs()))
+
+    def wait_queue(self) -> WaitQueue:
+        return self.cpu.queue
 
     def map_pages(self, first: int, pages: int, writable: bool) -> list[int]:
         if first != 0 or pages != 1:

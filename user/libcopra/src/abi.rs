@@ -973,7 +973,7 @@ pub struct Signal(u64);
 impl Signal {
     /// a thread or process has ended (for good)
     pub const ENDED: Self = Self(0x1);
-    /// an event's counter is non-zero: a READ would not block
+    /// an event's counter is non-zero: a READ would not block; a VCPU has an exit waiting for user mode's answer
     pub const READABLE: Self = Self(0x2);
     /// an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
     pub const WRITABLE: Self = Self(0x4);

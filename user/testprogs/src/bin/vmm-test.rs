@@ -26,7 +26,7 @@ use libcopra::abi::{Errno, MsrFilterFlag, Sys};
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::memory::Mapping;
 use libcopra::vmm::{self, FOREVER, MsrRange, RunPageMap, VcpuExit, Vm, VmCap};
-use libcopra::wait::{self, Instant};
+use libcopra::wait::{self, Instant, Signal};
 use libcopra::{declare_main, println, thread};
 
 extern crate alloc;
@@ -141,9 +141,16 @@ fn tour() -> u32 {
                                   | libcopra::abi::MapFlag::WRITE) else { return 24 };
     let magic = u32::from_le_bytes([ram[0x6000], ram[0x6001], ram[0x6002], ram[0x6003]]);
     check!(25, magic == 0x336e_c578, "start info magic {magic:#x} in guest RAM");
+    // Shared with the running guest: volatile accesses only from here on.
+    let word = |offset: u64| (ram.addr() + offset) as *mut u32;
+    // SAFETY: inside the 4 MiB mapping, aligned.
+    unsafe { word(0x3f_f000).write_volatile(0xc0ff_ee00) };
 
     let Ok(page) = v0.map_run_page() else { return 26 };
     check!(27, page.version() == 1, "run page version {}", page.version());
+    // WAIT_MANY on the VCPU: READABLE only while an exit waits for this VMM.
+    let mut items = [wait::item(&v0, Signal::READABLE)];
+    check!(32, wait::wait_many(&mut items, Some(MS)) == Ok(0), "VCPU readable before a run");
     check!(28, page.reg(RBX) == 0x6000, "ebx at entry {:#x}", page.reg(RBX));
     // Garbage in the run page: EINVAL, the guest untouched.
     page.write_u32(8, 5);
@@ -177,6 +184,7 @@ fn tour() -> u32 {
                 (0x85, true) => check!(44, value == 0, "x2APIC id {value:#x}"),
                 (0x86, true) => check!(45, value == 0x0d, "#GP for an unclaimed MSR: {value:#x}"),
                 (0x87, true) => check!(46, value == 0xfeed_face, "MMIO read {value:#x}"),
+                (0x88, true) => check!(48, value == 0xc0ff_ee00, "guest read of VMM's word {value:#x}"),
                 _ => {
                     println!("FAIL vmm-test: port {port:#x} out {out}");
                     return 47;
@@ -186,6 +194,8 @@ fn tour() -> u32 {
         } else if reason == VcpuExit::MSR_READ as u32 {
             let msr = page.msr();
             check!(50, msr.index == CLAIMED, "MSR_READ of {:#x}", msr.index);
+            let mut items = [wait::item(&v0, Signal::READABLE)];
+            check!(55, wait::wait_many(&mut items, Some(0)) == Ok(1), "VCPU readable at an exit");
             if !garbage_done {
                 page.write_u8(libcopra::abi::RUN_PAGE_PAYLOAD + 4, 7); // error = 7
                 check!(51, is_err(v0.run(FOREVER), Errno::EINVAL), "MSR error byte 7");
@@ -213,7 +223,10 @@ fn tour() -> u32 {
         }
     }
     check!(60, dev.exit == Some(0), "guest exit value {:?}", dev.exit);
-    check!(61, checked == 12 && hlts == 1, "{checked} checked exits, {hlts} HLTs");
+    check!(61, checked == 13 && hlts == 1, "{checked} checked exits, {hlts} HLTs");
+    // SAFETY: as above.
+    let stored = unsafe { word(0x3f_f004).read_volatile() };
+    check!(65, stored == 0x600d_cafe, "the guest's store seen through VM_MEMORY: {stored:#x}");
     // vCPU 1 waits for a SIPI nobody sends: VCPU_RUN reports HLT without running it.
     let Ok(v1) = vm.vcpu(1) else { return 62 };
     let Ok(page1) = v1.map_run_page() else { return 63 };
