@@ -79,6 +79,8 @@
 #define COPRA_SYS_VCPU_RUN UINT64_C(0x200000003) /* VCPU handle, timeout ns -> 0, the exit in the run page */
 #define COPRA_SYS_VM_SET_MSR_FILTER UINT64_C(0x200000004) /* VM handle, MsrRange array, count: the MSRs user mode claims */
 #define COPRA_SYS_VM_MEMORY UINT64_C(0x200000005) /* VM handle -> a handle on the guest's RAM (MMAP it) */
+#define COPRA_SYS_IO_EVENT_CREATE UINT64_C(0x200000006) /* VM handle, first port, ports -> device event handle */
+#define COPRA_SYS_MMIO_EVENT_CREATE UINT64_C(0x200000007) /* VM handle, guest-physical address, bytes -> handle */
 #define COPRA_SYS_CAPABILITIES UINT64_C(0x300000000)
 
 /* Capability: Indices accepted by CAPABILITIES (class 3, index 0). */
@@ -115,6 +117,7 @@
 #define COPRA_VCPU_EXIT_SHUTDOWN UINT64_C(7) /* a triple fault: the vCPU is dead, every VCPU_RUN reports it again */
 #define COPRA_VCPU_EXIT_EMULATION_FAILURE UINT64_C(8) /* an instruction neither KVM nor copra can run: VcpuFailure */
 #define COPRA_VCPU_EXIT_INTERNAL_ERROR UINT64_C(9) /* KVM stopped the vCPU (failed entry, internal error): VcpuFailure */
+#define COPRA_VCPU_EXIT_DEVICE_GONE UINT64_C(10) /* a device model's event went away with this access unanswered: the guest got all ones (a read) and goes on; VcpuIo or VcpuMmio describes the access; no answer */
 
 /* IoDirection */
 #define COPRA_IO_DIRECTION_IN UINT64_C(0)
@@ -382,5 +385,37 @@ _Static_assert(offsetof(struct copra_msr_range, base) == 4, "copra_msr_range.bas
 _Static_assert(offsetof(struct copra_msr_range, count) == 8, "copra_msr_range.count: offset");
 _Static_assert(offsetof(struct copra_msr_range, _pad) == 12, "copra_msr_range._pad: offset");
 _Static_assert(offsetof(struct copra_msr_range, bitmap) == 16, "copra_msr_range.bitmap: offset");
+
+/* What READ of a device event takes: one guest access in the event's range. */
+struct copra_device_access {
+	uint64_t address; /* the port (IO event) or guest-physical address (MMIO event) */
+	uint64_t data; /* the value written (a write), else 0; little-endian */
+	uint32_t size; /* bytes: 1, 2 or 4 (port), 1 to 8 (MMIO) */
+	uint8_t is_write; /* 1: OUT or a store; 0: IN or a load */
+	uint8_t _pad[3]; /* zero */
+	uint32_t seq; /* names the access in its DeviceAnswer */
+	uint32_t vcpu; /* the vCPU that made it */
+};
+_Static_assert(sizeof(struct copra_device_access) == 32, "copra_device_access: size");
+_Static_assert(_Alignof(struct copra_device_access) == 8, "copra_device_access: alignment");
+_Static_assert(offsetof(struct copra_device_access, address) == 0, "copra_device_access.address: offset");
+_Static_assert(offsetof(struct copra_device_access, data) == 8, "copra_device_access.data: offset");
+_Static_assert(offsetof(struct copra_device_access, size) == 16, "copra_device_access.size: offset");
+_Static_assert(offsetof(struct copra_device_access, is_write) == 20, "copra_device_access.is_write: offset");
+_Static_assert(offsetof(struct copra_device_access, _pad) == 21, "copra_device_access._pad: offset");
+_Static_assert(offsetof(struct copra_device_access, seq) == 24, "copra_device_access.seq: offset");
+_Static_assert(offsetof(struct copra_device_access, vcpu) == 28, "copra_device_access.vcpu: offset");
+
+/* What WRITE of a device event gives: completes the access it names. */
+struct copra_device_answer {
+	uint32_t seq; /* the DeviceAccess.seq answered */
+	uint32_t _pad; /* zero */
+	uint64_t data; /* a read's value (little-endian; size bytes used) */
+};
+_Static_assert(sizeof(struct copra_device_answer) == 16, "copra_device_answer: size");
+_Static_assert(_Alignof(struct copra_device_answer) == 8, "copra_device_answer: alignment");
+_Static_assert(offsetof(struct copra_device_answer, seq) == 0, "copra_device_answer.seq: offset");
+_Static_assert(offsetof(struct copra_device_answer, _pad) == 4, "copra_device_answer._pad: offset");
+_Static_assert(offsetof(struct copra_device_answer, data) == 8, "copra_device_answer.data: offset");
 
 #endif /* COPRA_ABI_H */

@@ -115,3 +115,16 @@ def test_copra_run_guest_alone_runs_it_under_the_vmm_service_with_its_status(
     assert out.returncode == 85, out.stdout + out.stderr  # QEMU's (42 << 1) | 1
     assert "[init] vm0: hello from a PVH guest" in out.stdout.splitlines()
     assert "[init] vm0: command line: console=ttyS0 quiet" in out.stdout.splitlines()
+
+
+def test_vmm_device_events_serve_ports_and_mmio_and_a_vanished_model_reads_all_ones(
+        boot2: Any, vmmtest: bytes) -> None:
+    run = boot2("vmm-test", {"/etc/vmm-test.conf": b"devices"}, guests=[_guest(vmmtest)])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: devices ok" in run.task_lines("init")
+    counters = run.vmm.guests[0].cpus[0].counters
+    assert counters["device_exits"] == 4  # IN, MMIO read, MMIO write, the abandoned IN
+    assert run.vmm.guests[0].devices.io == run.vmm.guests[0].devices.mmio == ()
+    assert _vmm_objects_gone()
+    assert KernelObject.live[ObjectKind.IO_EVENT] == KernelObject.live[ObjectKind.MMIO_EVENT] == 0
+    assert_no_leak(run)

@@ -21,6 +21,10 @@
  *   3  %edi times out 0x80 (forwarded to user mode), then exit
  *   4  triple fault (an exception with an empty IDT)
  *   5  spin forever at CPL0, no exits
+ *   6  the device tour, ports and MMIO served by a device model's events:
+ *        in 0x81 (device: 0x77) echoed with out 0x82; mov 0xc0000000 (device:
+ *        0xabcd1234) echoed with out 0x87; movl 0x5555 -> 0xc0000010 (device sees it);
+ *        in 0x81 again (the device model goes away: all ones) echoed with out 0x82
  */
 #include "common.S"
 
@@ -42,6 +46,8 @@ main:
     je triple
     cmp $5, %esi
     je spin
+    cmp $6, %esi
+    je devices
 
 tour:
     mov $0x11, %al
@@ -117,6 +123,17 @@ bench_out:
 1:  out %al, $0x80
     dec %edi
     jnz 1b
+    xor %eax, %eax
+    ret
+
+devices:
+    in $0x81, %al
+    out %al, $0x82
+    mov 0xc0000000, %eax
+    out %eax, $0x87
+    movl $0x5555, 0xc0000010
+    in $0x81, %al
+    out %al, $0x82
     xor %eax, %eax
     ret
 

@@ -110,6 +110,8 @@ class Sys(IntEnum):
     VCPU_RUN = sysno(2, 3)  # VCPU handle, timeout ns -> 0, the exit in the run page
     VM_SET_MSR_FILTER = sysno(2, 4)  # VM handle, MsrRange array, count: the MSRs user mode claims
     VM_MEMORY = sysno(2, 5)  # VM handle -> a handle on the guest's RAM (MMAP it)
+    IO_EVENT_CREATE = sysno(2, 6)  # VM handle, first port, ports -> device event handle
+    MMIO_EVENT_CREATE = sysno(2, 7)  # VM handle, guest-physical address, bytes -> handle
     CAPABILITIES = sysno(3, 0)
 
 
@@ -166,6 +168,9 @@ class VcpuExit(IntEnum):
     SHUTDOWN = 7  #: a triple fault: the vCPU is dead, every VCPU_RUN reports it again
     EMULATION_FAILURE = 8  #: an instruction neither KVM nor copra can run: VcpuFailure
     INTERNAL_ERROR = 9  #: KVM stopped the vCPU (failed entry, internal error): VcpuFailure
+    #: a device model's event went away with this access unanswered: the guest got all
+    #: ones (a read) and goes on; VcpuIo or VcpuMmio describes the access; no answer
+    DEVICE_GONE = 10
 
 
 class IoDirection(IntEnum):
@@ -463,6 +468,32 @@ VCPU_FAILURE = Struct(
     "The payload of VcpuExit.EMULATION_FAILURE and INTERNAL_ERROR.",
 )
 
+DEVICE_ACCESS = Struct(
+    "DeviceAccess",
+    32,
+    (
+        Field("address", "u64", 0, "the port (IO event) or guest-physical address (MMIO event)"),
+        Field("data", "u64", 8, "the value written (a write), else 0; little-endian"),
+        Field("size", "u32", 16, "bytes: 1, 2 or 4 (port), 1 to 8 (MMIO)"),
+        Field("is_write", "u8", 20, "1: OUT or a store; 0: IN or a load"),
+        Field("_pad", "u8[3]", 21, "zero"),
+        Field("seq", "u32", 24, "names the access in its DeviceAnswer"),
+        Field("vcpu", "u32", 28, "the vCPU that made it"),
+    ),
+    "What READ of a device event takes: one guest access in the event's range.",
+)
+
+DEVICE_ANSWER = Struct(
+    "DeviceAnswer",
+    16,
+    (
+        Field("seq", "u32", 0, "the DeviceAccess.seq answered"),
+        Field("_pad", "u32", 4, "zero"),
+        Field("data", "u64", 8, "a read's value (little-endian; size bytes used)"),
+    ),
+    "What WRITE of a device event gives: completes the access it names.",
+)
+
 MSR_RANGE = Struct(
     "MsrRange",
     24,
@@ -477,4 +508,5 @@ MSR_RANGE = Struct(
 )
 
 STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, RUN_PAGE, VCPU_IO, VCPU_MMIO,
-                               VCPU_MSR, VCPU_CPUID, VCPU_FAILURE, MSR_RANGE)
+                               VCPU_MSR, VCPU_CPUID, VCPU_FAILURE, MSR_RANGE, DEVICE_ACCESS,
+                               DEVICE_ANSWER)

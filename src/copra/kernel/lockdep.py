@@ -38,6 +38,7 @@ ORDER: Final = (
     "directory",  # OpenDirectory: one handle's cursor (READDIR copies out under it)
     "event",  # Event: its counter (READ copies out under it)
     "vmm.vm",  # GuestVm: its state (open, released) and MSR policy
+    "vmm.device",  # DeviceEvent: its accesses (READ copies out under it); the VM's routes
     "process.mem",  # Process: address space, regions, frame account, user copies
     "handles",  # HandleTable: ids -> objects
     "log",  # Log: one task's line buffer (emits lines under it)

@@ -162,6 +162,11 @@ def write_exit(page: Buffer, ex: Pending, out_data: bytes = b"") -> None:
     _U32.pack_into(page, REASON_OFFSET, reason)
 
 
+def set_reason(page: Buffer, reason: VcpuExit) -> None:
+    """Report ``reason`` with the payload ``write_exit`` just wrote (DEVICE_GONE)."""
+    _U32.pack_into(page, REASON_OFFSET, reason)
+
+
 def write_regs(page: Buffer, raw: bytes) -> None:
     """The guest's registers (KVM's struct kvm_regs bytes) into ``regs``."""
     page[REGS_OFFSET:REGS_OFFSET + REGS_SIZE] = raw

@@ -184,7 +184,7 @@ def sys_vcpu_run(c: Call, r: KvmRegs) -> int:
     if cpu_index is None:
         raise SyscallError(Errno.UNKNOWN, "VCPU_RUN from a thread on no CPU")
     caller = RunCaller(thread, kernel.vm.cpus[cpu_index], kernel.sched, thread.deadline,
-                       kernel.stop_requested)
+                       kernel.wait_for, kernel.stop_requested)
     return vcpu.cpu.run(vcpu.page, caller)
 
 
@@ -223,6 +223,29 @@ def sys_vm_set_msr_filter(c: Call, r: KvmRegs) -> int:
     return 0
 
 
+def _event_create(c: Call, r: KvmRegs, is_mmio: bool) -> int:
+    base, size = r.rsi, r.r8
+    guest = c.handle(u32(r.rdi), GuestVm)
+    if not guest.available:
+        raise SyscallError(Errno.ENOTFOUND, "the VM was released")
+    p = c.process
+    p.handles.check_room()
+    event = guest.devices.create(is_mmio, base, size)
+    try:
+        return p.handles.install(event, Rights.READ | Rights.WRITE | Rights.WAIT)
+    except BaseException:
+        event.on_close()  # never held: unroute it
+        raise
+
+
+def sys_io_event_create(c: Call, r: KvmRegs) -> int:
+    return _event_create(c, r, is_mmio=False)
+
+
+def sys_mmio_event_create(c: Call, r: KvmRegs) -> int:
+    return _event_create(c, r, is_mmio=True)
+
+
 def sys_vm_memory(c: Call, r: KvmRegs) -> int:
     guest = c.handle(u32(r.rdi), GuestVm)
     memory: GuestMemory = guest.memory
@@ -237,4 +260,6 @@ TABLE = table((
     SyscallSpec(Sys.VCPU_RUN, sys_vcpu_run, Status.COPRA, Rights.WRITE),
     SyscallSpec(Sys.VM_SET_MSR_FILTER, sys_vm_set_msr_filter, Status.COPRA, Rights.WRITE),
     SyscallSpec(Sys.VM_MEMORY, sys_vm_memory, Status.COPRA, Rights.MAP),
+    SyscallSpec(Sys.IO_EVENT_CREATE, sys_io_event_create, Status.COPRA, Rights.WRITE),
+    SyscallSpec(Sys.MMIO_EVENT_CREATE, sys_mmio_event_create, Status.COPRA, Rights.WRITE),
 ))

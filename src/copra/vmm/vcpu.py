@@ -42,6 +42,7 @@ import ctypes
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -57,6 +58,7 @@ from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.waitqueue import WaitQueue
 from copra.vmm import exits, runpage
 from copra.vmm.complete import Refused, complete
+from copra.vmm.device import DeviceAccess, DeviceRouter
 from copra.vmm.msr import (
     MSR_APIC_BASE,
     MSR_TSC_DEADLINE,
@@ -101,13 +103,15 @@ class RunCaller:
     cpu: Cpu
     sched: Scheduler
     deadline: float | None
+    wait_for: Callable[[Thread, WaitQueue, Signal], Signal]
     stopping: bool = False  #: the kernel's run is ending
 
 
 class GuestCpu:
     def __init__(self, index: int, vcpu: kvm.Vcpu, apic: X2Apic, bus: ApicBus,
-                 memory: memoryview, started: bool) -> None:
+                 memory: memoryview, started: bool, router: DeviceRouter) -> None:
         self.index = index
+        self.router = router
         self.vcpu = vcpu
         self.run_page = vcpu.run_page
         self._msr = self.run_page.exit.msr  # a view made once: the hot path allocates none
@@ -127,11 +131,14 @@ class GuestCpu:
         self.closing = False  #: its Vcpu object is going: the runner must leave
         self.pending: Pending | None = None
         self._io: _KvmIo | None = None
+        #: An access a device model's event serves, and the exit it came from; the
+        #: runner waits for its answer (vmm/device.py).
+        self._device: DeviceAccess | None = None
         self.shutdown = False
         #: READABLE while an exit waits for user mode's answer (WAIT_MANY on a VCPU).
         self.queue = WaitQueue()
         self.counters = {"exits": 0, "kernel_exits": 0, "user_exits": 0, "kicks": 0,
-                         "yields": 0, "completed": 0}
+                         "yields": 0, "completed": 0, "device_exits": 0, "device_waits": 0}
         vcpu.enable_sync_regs()
 
     # --- other threads ---------------------------------------------------------------
@@ -236,13 +243,15 @@ class GuestCpu:
         if not isinstance(ex, runpage.Plain) or ex.reason is not VcpuExit.SHUTDOWN:
             self.pending = None
 
-    def _publish(self, page: memoryview, ex: Pending) -> int:
+    def _publish(self, page: memoryview, ex: Pending, device_gone: bool = False) -> int:
         out = b""
         if isinstance(ex, runpage.Io) and ex.is_write and self._io is not None:
             start = self._io.offset + self._io.done * ex.size
             out = bytes(self._area[start:start + ex.count * ex.size])
-        self.pending = ex
+        self.pending = None if device_gone else ex
         runpage.write_exit(page, ex, out)
+        if device_gone:
+            runpage.set_reason(page, VcpuExit.DEVICE_GONE)
         runpage.write_regs(page, bytes(self.run_page.s.regs))
         self.counters["user_exits"] += 1
         self.queue.raise_signals(Signal.READABLE)
@@ -262,7 +271,40 @@ class GuestCpu:
             return "the timeout passed"
         return None
 
+    def _device_answered(self, page: memoryview, caller: RunCaller) -> int | None:
+        """The device access this vCPU waits for: answered, it is completed in kvm_run
+        (None: go on; 0: DEVICE_GONE is reported first); else the thread waits for it."""
+        access = self._device
+        assert access is not None
+        if not access.done and not caller.wait_for(caller.thread, access.queue,
+                                                   Signal.READABLE):
+            self.counters["device_waits"] += 1
+            raise WouldBlock
+        self._device = None
+        run = self.run_page
+        if access.is_mmio:
+            if not access.is_write:
+                run.exit.mmio.data[:access.size] = list(access.data.to_bytes(access.size,
+                                                                             "little"))
+            gone: Pending = runpage.Mmio(access.address, access.size, access.is_write,
+                                         access.data if access.is_write else 0)
+        else:
+            io = self._io
+            assert io is not None
+            if not access.is_write:
+                self._area[io.offset:io.offset + access.size] = access.data.to_bytes(
+                    access.size, "little")
+            self._io = None
+            gone = runpage.Io(access.address, access.size, access.is_write, 1)
+        if access.abandoned:
+            return self._publish(page, gone, device_gone=True)
+        return None
+
     def _loop(self, page: memoryview, caller: RunCaller) -> int:
+        if self._device is not None:
+            result = self._device_answered(page, caller)
+            if result is not None:
+                return result
         if self._io is not None:  # the next piece of a long string access
             return self._publish(page, self._io.piece())
         if self.shutdown:
@@ -299,6 +341,12 @@ class GuestCpu:
             ex = self._exit(reason)
             if ex is not None:
                 return self._publish(page, ex)
+            if self._device is not None:  # a device model serves it
+                counters["device_exits"] += 1
+                result = self._device_answered(page, caller)
+                if result is not None:
+                    return result
+                continue
             counters["kernel_exits"] += 1
 
     def _exit(self, reason: int) -> Pending | None:
@@ -327,14 +375,26 @@ class GuestCpu:
         if reason == ExitReason.IO:
             io = run.exit.io
             size = io.size if io.size in (1, 2, 4) else 1
-            self._io = _KvmIo(io.port, size, io.direction == kvm.KVM_EXIT_IO_OUT,
-                              max(1, io.count), io.data_offset)
-            return self._io.piece()
+            kio = self._io = _KvmIo(io.port, size, io.direction == kvm.KVM_EXIT_IO_OUT,
+                                    max(1, io.count), io.data_offset)
+            if kio.count == 1 and self.router.io:
+                data = int.from_bytes(self._area[kio.offset:kio.offset + size], "little")
+                self._device = self.router.route(False, self.index, kio.port, size,
+                                                 kio.is_write, data if kio.is_write else 0)
+                if self._device is not None:
+                    return None
+            return kio.piece()
         if reason == ExitReason.MMIO:
             mmio = run.exit.mmio
             length = min(max(int(mmio.len), 1), 8)
             data = int.from_bytes(bytes(mmio.data[:length]), "little") if mmio.is_write else 0
-            return runpage.Mmio(int(mmio.phys_addr), length, bool(mmio.is_write), data)
+            address, is_write = int(mmio.phys_addr), bool(mmio.is_write)
+            if self.router.mmio:
+                self._device = self.router.route(True, self.index, address, length, is_write,
+                                                 data)
+                if self._device is not None:
+                    return None
+            return runpage.Mmio(address, length, is_write, data)
         if reason == ExitReason.HLT:
             return runpage.Plain(VcpuExit.HLT)
         if reason == ExitReason.IRQ_WINDOW_OPEN:

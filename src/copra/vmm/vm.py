@@ -44,6 +44,7 @@ from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, MappableObject, ObjectKind
 from copra.kernel.svsm_vm import SvsmVm
 from copra.vmm import pvh
+from copra.vmm.device import DeviceRouter
 from copra.vmm.guest import TSS_ADDR, enter_pvh
 from copra.vmm.msr import MsrPolicy
 from copra.vmm.vcpu import GuestCpu
@@ -118,6 +119,7 @@ class GuestVm(KernelObject):
         self._view: memoryview | None = None
         self.vm: kvm.Vm | None = None
         self.cpus: list[GuestCpu] = []
+        self.devices = DeviceRouter(spec.memory)
         try:
             self._create(image, spec.cpus)
         except BaseException as e:
@@ -151,7 +153,8 @@ class GuestVm(KernelObject):
             if i == 0:
                 enter_pvh(vcpu, image)
             apic = bus.create(i, bsp=i == 0)
-            self.cpus.append(GuestCpu(i, vcpu, apic, bus, view, started=i == 0))
+            self.cpus.append(GuestCpu(i, vcpu, apic, bus, view, started=i == 0,
+                                      router=self.devices))
 
     @property
     def available(self) -> bool:

@@ -255,12 +255,16 @@ pub enum Sys {
     VM_SET_MSR_FILTER = 0x2_0000_0004,
     /// VM handle -> a handle on the guest's RAM (MMAP it)
     VM_MEMORY = 0x2_0000_0005,
+    /// VM handle, first port, ports -> device event handle
+    IO_EVENT_CREATE = 0x2_0000_0006,
+    /// VM handle, guest-physical address, bytes -> handle
+    MMIO_EVENT_CREATE = 0x2_0000_0007,
     CAPABILITIES = 0x3_0000_0000,
 }
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 34] = [
+    pub const ALL: [Self; 36] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -294,6 +298,8 @@ impl Sys {
         Self::VCPU_RUN,
         Self::VM_SET_MSR_FILTER,
         Self::VM_MEMORY,
+        Self::IO_EVENT_CREATE,
+        Self::MMIO_EVENT_CREATE,
         Self::CAPABILITIES,
     ];
 
@@ -333,6 +339,8 @@ impl Sys {
             0x2_0000_0003 => Some(Self::VCPU_RUN),
             0x2_0000_0004 => Some(Self::VM_SET_MSR_FILTER),
             0x2_0000_0005 => Some(Self::VM_MEMORY),
+            0x2_0000_0006 => Some(Self::IO_EVENT_CREATE),
+            0x2_0000_0007 => Some(Self::MMIO_EVENT_CREATE),
             0x3_0000_0000 => Some(Self::CAPABILITIES),
             _ => None,
         }
@@ -379,6 +387,8 @@ impl Sys {
             Self::VCPU_RUN => "VCPU_RUN",
             Self::VM_SET_MSR_FILTER => "VM_SET_MSR_FILTER",
             Self::VM_MEMORY => "VM_MEMORY",
+            Self::IO_EVENT_CREATE => "IO_EVENT_CREATE",
+            Self::MMIO_EVENT_CREATE => "MMIO_EVENT_CREATE",
             Self::CAPABILITIES => "CAPABILITIES",
         }
     }
@@ -608,11 +618,13 @@ pub enum VcpuExit {
     EMULATION_FAILURE = 8,
     /// KVM stopped the vCPU (failed entry, internal error): VcpuFailure
     INTERNAL_ERROR = 9,
+    /// a device model's event went away with this access unanswered: the guest got all ones (a read) and goes on; VcpuIo or VcpuMmio describes the access; no answer
+    DEVICE_GONE = 10,
 }
 
 impl VcpuExit {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::NONE,
         Self::IO,
         Self::MMIO,
@@ -623,6 +635,7 @@ impl VcpuExit {
         Self::SHUTDOWN,
         Self::EMULATION_FAILURE,
         Self::INTERNAL_ERROR,
+        Self::DEVICE_GONE,
     ];
 
     /// The member whose value is `value`, if any.
@@ -638,6 +651,7 @@ impl VcpuExit {
             7 => Some(Self::SHUTDOWN),
             8 => Some(Self::EMULATION_FAILURE),
             9 => Some(Self::INTERNAL_ERROR),
+            10 => Some(Self::DEVICE_GONE),
             _ => None,
         }
     }
@@ -660,6 +674,7 @@ impl VcpuExit {
             Self::SHUTDOWN => "SHUTDOWN",
             Self::EMULATION_FAILURE => "EMULATION_FAILURE",
             Self::INTERNAL_ERROR => "INTERNAL_ERROR",
+            Self::DEVICE_GONE => "DEVICE_GONE",
         }
     }
 }
@@ -1612,3 +1627,83 @@ const _: () = assert!(core::mem::offset_of!(MsrRange, base) == 4);
 const _: () = assert!(core::mem::offset_of!(MsrRange, count) == 8);
 const _: () = assert!(core::mem::offset_of!(MsrRange, _pad) == 12);
 const _: () = assert!(core::mem::offset_of!(MsrRange, bitmap) == 16);
+
+/// What READ of a device event takes: one guest access in the event's range.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceAccess {
+    /// the port (IO event) or guest-physical address (MMIO event)
+    pub address: u64,
+    /// the value written (a write), else 0; little-endian
+    pub data: u64,
+    /// bytes: 1, 2 or 4 (port), 1 to 8 (MMIO)
+    pub size: u32,
+    /// 1: OUT or a store; 0: IN or a load
+    pub is_write: u8,
+    /// zero
+    pub _pad: [u8; 3],
+    /// names the access in its DeviceAnswer
+    pub seq: u32,
+    /// the vCPU that made it
+    pub vcpu: u32,
+}
+
+impl DeviceAccess {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 32;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            address: 0,
+            data: 0,
+            size: 0,
+            is_write: 0,
+            _pad: [0; 3],
+            seq: 0,
+            vcpu: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<DeviceAccess>() == 32);
+const _: () = assert!(core::mem::align_of::<DeviceAccess>() == 8);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, address) == 0);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, data) == 8);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, size) == 16);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, is_write) == 20);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, _pad) == 21);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, seq) == 24);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, vcpu) == 28);
+
+/// What WRITE of a device event gives: completes the access it names.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceAnswer {
+    /// the DeviceAccess.seq answered
+    pub seq: u32,
+    /// zero
+    pub _pad: u32,
+    /// a read's value (little-endian; size bytes used)
+    pub data: u64,
+}
+
+impl DeviceAnswer {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 16;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            seq: 0,
+            _pad: 0,
+            data: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<DeviceAnswer>() == 16);
+const _: () = assert!(core::mem::align_of::<DeviceAnswer>() == 8);
+const _: () = assert!(core::mem::offset_of!(DeviceAnswer, seq) == 0);
+const _: () = assert!(core::mem::offset_of!(DeviceAnswer, _pad) == 4);
+const _: () = assert!(core::mem::offset_of!(DeviceAnswer, data) == 8);

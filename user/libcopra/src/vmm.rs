@@ -9,6 +9,10 @@
 //! | [`Vcpu::run`] | VCPU_RUN (2, 3) | VCPU handle, timeout ns → 0, the exit in the run page |
 //! | [`Vm::set_msr_filter`] | VM_SET_MSR_FILTER (2, 4) | VM handle, [`MsrRange`] array, count |
 //! | [`Vm::memory`] | VM_MEMORY (2, 5) | VM handle → guest-memory handle (MMAP it) |
+//! | [`Vm::io_event`] | IO_EVENT_CREATE (2, 6) | VM handle, first port, ports → device event |
+//! | [`Vm::mmio_event`] | MMIO_EVENT_CREATE (2, 7) | VM handle, address, bytes → device event |
+//! | [`DeviceEvent::take`] | READ (1, 1) of a [`DeviceAccess`] | blocks until the guest makes one |
+//! | [`DeviceEvent::answer`] | WRITE (1, 2) of a `DeviceAnswer` | completes it |
 //!
 //! [`Vcpu::map_run_page`] maps the VCPU's run page ([`RunPage`]), which the kernel and
 //! this process share: the kernel writes the exit there, the VMM its answer, then calls
@@ -17,8 +21,10 @@
 use core::ptr::{addr_of, addr_of_mut};
 
 pub use crate::abi::{
-    IoDirection, MsrFilterFlag, MsrRange, RunPage, VcpuExit, VcpuIo, VcpuMmio, VcpuMsr, VmCap,
+    DeviceAccess, IoDirection, MsrFilterFlag, MsrRange, RunPage, VcpuExit, VcpuIo, VcpuMmio,
+    VcpuMsr, VmCap,
 };
+use crate::fs;
 use crate::abi::{Capability, MapFlag, PAGE_SIZE, REGS_DIRTY, RUN_PAGE_IO_DATA, RUN_PAGE_PAYLOAD, Sys};
 use crate::error::Result;
 use crate::handle::{AsHandle, Handle, HandleRef};
@@ -66,9 +72,65 @@ impl Vm {
         Ok(unsafe { Handle::from_raw(raw as u32) })
     }
 
+    /// IO_EVENT_CREATE: ports [`first`, `first + count`) go to a device model.
+    pub fn io_event(&self, first: u16, count: u32) -> Result<DeviceEvent> {
+        let raw = call!(Sys::IO_EVENT_CREATE, self.0.raw(), first, count)?;
+        // SAFETY: as above.
+        Ok(DeviceEvent(unsafe { Handle::from_raw(raw as u32) }))
+    }
+
+    /// MMIO_EVENT_CREATE: guest-physical [`address`, `address + len`) (outside RAM) goes to
+    /// a device model.
+    pub fn mmio_event(&self, address: u64, len: u64) -> Result<DeviceEvent> {
+        let raw = call!(Sys::MMIO_EVENT_CREATE, self.0.raw(), address, len)?;
+        // SAFETY: as above.
+        Ok(DeviceEvent(unsafe { Handle::from_raw(raw as u32) }))
+    }
+
     /// The handle.
     pub fn handle(&self) -> &Handle {
         &self.0
+    }
+}
+
+/// A device model's event: the guest's accesses to a port or MMIO range.
+pub struct DeviceEvent(Handle);
+
+impl DeviceEvent {
+    /// Take the next access (blocks until the guest makes one).
+    pub fn take(&self) -> Result<DeviceAccess> {
+        let mut raw = [0u8; 32];
+        fs::read(&self.0, &mut raw)?;
+        let u64_at = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().unwrap_or([0; 4]));
+        Ok(DeviceAccess {
+            address: u64_at(0),
+            data: u64_at(8),
+            size: u32_at(16),
+            is_write: raw[20],
+            _pad: [0; 3],
+            seq: u32_at(24),
+            vcpu: u32_at(28),
+        })
+    }
+
+    /// Answer access `seq` (a read gets `data`).
+    pub fn answer(&self, seq: u32, data: u64) -> Result<()> {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&seq.to_le_bytes());
+        raw[8..].copy_from_slice(&data.to_le_bytes());
+        fs::write(&self.0, &raw).map(|_| ())
+    }
+
+    /// The handle.
+    pub fn handle(&self) -> &Handle {
+        &self.0
+    }
+}
+
+impl AsHandle for DeviceEvent {
+    fn as_handle(&self) -> HandleRef<'_> {
+        self.0.as_handle()
     }
 }
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, ClassVar
 from copra.kernel import lockdep
 
 if TYPE_CHECKING:
+    from copra.kernel.syscalls.table import Call
+    from copra.kernel.usermem import UserPtr
     from copra.kernel.waitqueue import WaitQueue
 
 
@@ -36,6 +38,8 @@ class ObjectKind(Enum):
     VM = "vm"
     VCPU = "vcpu"
     GUEST_MEMORY = "guest memory"
+    IO_EVENT = "io event"
+    MMIO_EVENT = "mmio event"
 
 
 class KernelObject:
@@ -86,4 +90,17 @@ class MappableObject(KernelObject):
         each for the mapping (``FrameAllocator.share``; frames of a foreign range
         need none), given up by unmapping. Raises SyscallError (EINVAL past the
         object's end, EPERM for a write the object refuses)."""
+        raise NotImplementedError
+
+
+class StreamObject(KernelObject):
+    """An object that READ and WRITE exchange records with (not a file): a device
+    model's event takes guest accesses with READ and answers them with WRITE. The
+    handlers check the handle's rights (READ, WRITE) first; the object does the rest:
+    validates the length, copies through the caller's memory, blocks (WouldBlock)."""
+
+    def read_stream(self, c: Call, buf: UserPtr, length: int) -> int:
+        raise NotImplementedError
+
+    def write_stream(self, c: Call, buf: UserPtr, length: int) -> int:
         raise NotImplementedError

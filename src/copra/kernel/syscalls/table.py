@@ -151,12 +151,12 @@ class Call:
         return self.process.handles.get(handle, (first, second), spec.rights, spec.denied,
                                         refused_by_rights=refused_by_rights)
 
-    def handle_of(self, handle: int, first: type[T], second: type[U], third: type[V]
-                  ) -> T | U | V:
+    def handle_of(self, handle: int, first: type[T], second: type[U], third: type[V], *,
+                  refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U | V:
         """The object of one of three kinds behind ``handle``, with the row's rights."""
         spec = self.spec
         return self.process.handles.get(handle, (first, second, third), spec.rights,
-                                        spec.denied)
+                                        spec.denied, refused_by_rights=refused_by_rights)
 
     def path(self, addr: int) -> str:
         """A NUL-terminated path from the caller's memory."""

@@ -546,6 +546,11 @@ impl Fuzzer {
                 a[2] = self.rng.below(20);
             }
             Sys::VM_MEMORY => a[0] = self.handle_arg(),
+            Sys::IO_EVENT_CREATE | Sys::MMIO_EVENT_CREATE => {
+                a[0] = self.handle_arg();
+                a[1] = self.int_arg();
+                a[2] = self.int_arg();
+            }
             Sys::MMAP => {
                 let anonymous = self.rng.percent() < 55;
                 a[0] = self.handle_arg();

@@ -10,9 +10,14 @@
 //!   triple fault (SHUTDOWN, twice), a second thread's VCPU_RUN (EBUSY) and its CLOSE
 //!   of the VCPU while the first thread runs the guest (EINTR); prints `vmm-test: hostile ok`;
 //! - `abandon` (guest 0): a thread runs a spinning guest and the process exits under it;
+//! - `devices` (guest 0): a port and an MMIO range served by a device-model thread through
+//!   IO and MMIO events (never seen by VCPU_RUN), overlapping and RAM ranges refused, and
+//!   the device model closing its event mid-access (DEVICE_GONE, the guest reads all
+//!   ones); prints `vmm-test: devices ok`;
 //! - `bench N`: ns per exit for N iterations of: a syscall (CLOCK, the CPL3 floor), a
-//!   guest OUT forwarded here, a claimed RDMSR forwarded here, a kernel-owned RDMSR;
-//!   prints `vmm-bench: floor_ns=.. out_ns=.. forwarded_ns=.. kernel_ns=..`.
+//!   guest OUT forwarded here, a claimed RDMSR forwarded here, a kernel-owned RDMSR, a
+//!   guest OUT answered by a device-model thread through an IO event;
+//!   prints `vmm-bench: floor_ns=.. out_ns=.. forwarded_ns=.. kernel_ns=.. device_ns=..`.
 //!
 //! Any failed check prints a FAIL line and exits with a non-zero code.
 
@@ -70,6 +75,7 @@ fn main() -> u32 {
         Some("tour") => tour(),
         Some("hostile") => hostile(),
         Some("abandon") => abandon(),
+        Some("devices") => devices(),
         Some("bench") => bench(words.next().and_then(|w| w.parse().ok()).unwrap_or(1000)),
         _ => {
             println!("FAIL vmm-test: unknown mode");
@@ -326,6 +332,124 @@ fn abandon() -> u32 {
     libcopra::process::exit(0)
 }
 
+static IO_EVENT: AtomicU64 = AtomicU64::new(0);
+static MMIO_EVENT: AtomicU64 = AtomicU64::new(0);
+
+/// The device model of the `devices` mode: answers in the order the guest asks, then
+/// closes its port event with an access taken and unanswered. Returns 0 when all was
+/// as expected.
+fn device_model(_: u64) -> u32 {
+    // SAFETY: the main thread keeps both events open (the IO one is closed here).
+    let io = unsafe { libcopra::HandleRef::borrow_raw(IO_EVENT.load(Ordering::Relaxed) as u32) };
+    let mmio = unsafe { libcopra::HandleRef::borrow_raw(MMIO_EVENT.load(Ordering::Relaxed) as u32) };
+    let take = |h: &libcopra::HandleRef<'_>| -> Option<vmm::DeviceAccess> {
+        let mut raw = [0u8; 32];
+        libcopra::fs::read(h, &mut raw).ok()?;
+        let q = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().unwrap_or([0; 8]));
+        let d = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().unwrap_or([0; 4]));
+        Some(vmm::DeviceAccess { address: q(0), data: q(8), size: d(16), is_write: raw[20],
+                                 _pad: [0; 3], seq: d(24), vcpu: d(28) })
+    };
+    let answer = |h: &libcopra::HandleRef<'_>, seq: u32, data: u64| {
+        let mut raw = [0u8; 16];
+        raw[..4].copy_from_slice(&seq.to_le_bytes());
+        raw[8..].copy_from_slice(&data.to_le_bytes());
+        libcopra::fs::write(h, &raw).is_ok()
+    };
+    let Some(a) = take(&io) else { return 1 };
+    if a.address != 0x81 || a.is_write != 0 || a.size != 1 || !answer(&io, a.seq, 0x77) {
+        return 2;
+    }
+    let Some(a) = take(&mmio) else { return 3 };
+    if a.address != 0xc000_0000 || a.is_write != 0 || a.size != 4
+        || !answer(&mmio, a.seq, 0xabcd_1234) {
+        return 4;
+    }
+    let Some(a) = take(&mmio) else { return 5 };
+    if a.address != 0xc000_0010 || a.is_write != 1 || a.data != 0x5555 || !answer(&mmio, a.seq, 0) {
+        return 6;
+    }
+    // A second answer to the same access is refused.
+    let mut raw = [0u8; 16];
+    raw[..4].copy_from_slice(&a.seq.to_le_bytes());
+    if libcopra::fs::write(&mmio, &raw).err().is_none_or(|e| !e.is(Errno::EINVAL)) {
+        return 7;
+    }
+    let Some(_) = take(&io) else { return 8 };
+    // Gone with the access unanswered: the guest reads all ones, the VMM is told.
+    if libcopra::handle::close_raw(IO_EVENT.load(Ordering::Relaxed) as u32).is_err() {
+        return 9;
+    }
+    0
+}
+
+fn devices() -> u32 {
+    let Ok(vm) = Vm::open(0) else { return 10 };
+    let Ok(io) = vm.io_event(0x81, 1) else { return 11 };
+    check!(12, is_err(vm.io_event(0x80, 2), Errno::EEXIST), "overlapping port ranges");
+    check!(13, is_err(vm.mmio_event(0x1000, 0x1000), Errno::EINVAL), "MMIO over guest RAM");
+    let Ok(mmio) = vm.mmio_event(0xc000_0000, 0x1000) else { return 14 };
+    IO_EVENT.store(u64::from(io.handle().raw()), Ordering::Relaxed);
+    MMIO_EVENT.store(u64::from(mmio.handle().raw()), Ordering::Relaxed);
+    let Ok(v) = vm.vcpu(0) else { return 15 };
+    let Ok(page) = v.map_run_page() else { return 16 };
+    page.set_reg(RSI, 6);
+    let Ok(model) = thread::spawn(device_model, 0) else { return 17 };
+    let mut dev = Devices { line: String::new(), exit: None };
+    let (mut echoes, mut gone) = (0u32, 0u32);
+    while dev.exit.is_none() {
+        if let Err(e) = v.run(FOREVER) {
+            println!("FAIL vmm-test: VCPU_RUN {:?}", e);
+            return 18;
+        }
+        let reason = page.exit_reason();
+        if reason == VcpuExit::DEVICE_GONE as u32 {
+            check!(19, page.io().port == 0x81, "DEVICE_GONE for port {:#x}", page.io().port);
+            gone += 1;
+            continue;
+        }
+        check!(20, reason == VcpuExit::IO as u32, "exit {reason}: the device's accesses came here");
+        let io_exit = page.io();
+        let (port, out, size) = (io_exit.port, io_exit.direction == 1, u64::from(io_exit.size));
+        if dev.port(&page, port, out, size) {
+            continue;
+        }
+        let value = page.io_value(size);
+        match (port, echoes) {
+            (0x82, 0) => check!(21, value == 0x77, "the device's IN answer: {value:#x}"),
+            (0x87, 1) => check!(22, value == 0xabcd_1234, "the device's MMIO answer: {value:#x}"),
+            (0x82, 2) => check!(23, value == 0xff, "IN after the device went: {value:#x}"),
+            _ => {
+                println!("FAIL vmm-test: port {port:#x} (echo {echoes})");
+                return 24;
+            }
+        }
+        echoes += 1;
+    }
+    check!(25, dev.exit == Some(0) && echoes == 3 && gone == 1,
+           "exit {:?}, {echoes} echoes, {gone} DEVICE_GONE", dev.exit);
+    check!(26, model.join() == Ok(0), "the device model");
+    core::mem::forget(io); // the device model closed it
+    println!("vmm-test: devices ok");
+    0
+}
+
+static BENCH_EVENT: AtomicU64 = AtomicU64::new(0);
+
+fn bench_device(_: u64) -> u32 {
+    // SAFETY: the bench keeps the event open until it stops this thread by closing it.
+    let event = unsafe { libcopra::HandleRef::borrow_raw(BENCH_EVENT.load(Ordering::Relaxed) as u32) };
+    let mut raw = [0u8; 32];
+    while libcopra::fs::read(&event, &mut raw).is_ok() {
+        let mut answer = [0u8; 16];
+        answer[..4].copy_from_slice(&raw[24..28]);
+        if libcopra::fs::write(&event, &answer).is_err() {
+            return 1;
+        }
+    }
+    0
+}
+
 fn per_op(start: Instant, n: u64) -> u64 {
     Instant::now().since(start) / n
 }
@@ -379,6 +503,15 @@ fn bench(n: u64) -> u32 {
     ) else {
         return 14;
     };
-    println!("vmm-bench: floor_ns={floor} out_ns={out} forwarded_ns={forwarded} kernel_ns={kernel}");
+    // A device model (a thread here: moving the event to a process of its own needs
+    // the channels) answers the guest's port writes.
+    let Ok(event) = vm.io_event(0x80, 1) else { return 15 };
+    BENCH_EVENT.store(u64::from(event.handle().raw()), Ordering::Relaxed);
+    let Ok(model) = thread::spawn(bench_device, 0) else { return 16 };
+    let Some(device) = measure(&v, &page, &entry, 3, n) else { return 17 };
+    drop(event); // the model's READ then fails and it ends
+    check!(18, model.join() == Ok(0), "bench device model");
+    println!("vmm-bench: floor_ns={floor} out_ns={out} forwarded_ns={forwarded} \
+              kernel_ns={kernel} device_ns={device}");
     0
 }
