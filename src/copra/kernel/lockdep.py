@@ -39,6 +39,7 @@ ORDER: Final = (
     "event",  # Event: its counter (READ copies out under it)
     "vmm.vm",  # GuestVm: its state (open, released) and MSR policy
     "vmm.device",  # DeviceEvent: its accesses (READ copies out under it); the VM's routes
+    "vmm.apic",  # ApicBus: a guest's APIC models (IPIs, timers, injection, IRQ signals)
     "process.mem",  # Process: address space, regions, frame account, user copies
     "handles",  # HandleTable: ids -> objects
     "log",  # Log: one task's line buffer (emits lines under it)

@@ -59,6 +59,7 @@ from copra.kernel.waitqueue import WaitQueue
 from copra.vmm import exits, runpage
 from copra.vmm.complete import Refused, complete
 from copra.vmm.device import DeviceAccess, DeviceRouter
+from copra.vmm.irq import ApicTimer, VcpuIrq
 from copra.vmm.msr import (
     MSR_APIC_BASE,
     MSR_TSC_DEADLINE,
@@ -109,7 +110,8 @@ class RunCaller:
 
 class GuestCpu:
     def __init__(self, index: int, vcpu: kvm.Vcpu, apic: X2Apic, bus: ApicBus,
-                 memory: memoryview, started: bool, router: DeviceRouter) -> None:
+                 memory: memoryview, started: bool, router: DeviceRouter,
+                 timer: ApicTimer) -> None:
         self.index = index
         self.router = router
         self.vcpu = vcpu
@@ -119,8 +121,6 @@ class GuestCpu:
         self.apic = apic
         self._bus = bus
         self._memory = memory  #: the guest's RAM (guest-physical 0 = offset 0)
-        #: vCPUs but 0 wait for the INIT/SIPI the APIC work will bring (issue 11): until
-        #: then VCPU_RUN reports HLT for them without entering the guest.
         self.started = started
         self.policy = MsrPolicy()  #: replaced whole by VM_SET_MSR_FILTER
         self.lock = lockdep.lock("vmm.vcpu")
@@ -140,6 +140,9 @@ class GuestCpu:
         self.counters = {"exits": 0, "kernel_exits": 0, "user_exits": 0, "kicks": 0,
                          "yields": 0, "completed": 0, "device_exits": 0, "device_waits": 0}
         vcpu.enable_sync_regs()
+        #: Interrupt delivery, HLT and INIT/SIPI (vmm/irq.py); vCPUs but 0 start in
+        #: wait-for-SIPI.
+        self.irq = VcpuIrq(self, apic, bus, timer, started)
 
     # --- other threads ---------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class GuestCpu:
                 return
             self.dead = True
             self._wait_runner_left()
+        self.irq.released()
         del self.run_page, self._area, self._msr
 
     def close_handle(self) -> None:
@@ -172,6 +176,7 @@ class GuestCpu:
                 self._wait_runner_left()
             self.closing = False
             self.opened = False
+        self.irq.released()
 
     def _wait_runner_left(self) -> None:
         """With ``lock`` held: kick the runner until it has left VCPU_RUN (it sees
@@ -192,6 +197,7 @@ class GuestCpu:
             if self.runner is not None:
                 raise SyscallError(Errno.EBUSY, "another thread runs this VCPU")
             self.runner = threading.get_ident()
+        self.irq.restore_deadline(caller)
         try:
             try:  # decode: nothing changes unless both are good
                 answer = runpage.read_answer(page, self.pending)
@@ -309,9 +315,8 @@ class GuestCpu:
             return self._publish(page, self._io.piece())
         if self.shutdown:
             return self._publish(page, runpage.Plain(VcpuExit.SHUTDOWN))
-        if not self.started:
-            return self._publish(page, runpage.Plain(VcpuExit.HLT))
         cpu, run, vcpu, counters = caller.cpu, self.run_page, self.vcpu, self.counters
+        irq = self.irq
         kicked = True  # look at the reasons once on entry, then after every kick
         while True:
             if kicked:
@@ -326,6 +331,9 @@ class GuestCpu:
                         counters["yields"] += 1
                         caller.sched.wake(caller.thread)  # runnable again at once: a yield
                         raise WouldBlock
+            if irq.needs_attention():
+                irq.prepare(caller)  # INIT, SIPI; sleeps while halted (WouldBlock)
+            irq.before_entry()
             try:
                 reason = vcpu.run()
             except InterruptedError:
@@ -334,6 +342,7 @@ class GuestCpu:
                 return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
                                                            e.errno or 0, b""))
             counters["exits"] += 1
+            irq.after_exit()
             kicked = reason == ExitReason.INTR
             if kicked:
                 run.immediate_exit = 0
@@ -367,6 +376,8 @@ class GuestCpu:
                     msr.error = 0
                     if isinstance(result, int):
                         msr.data = result
+                    elif write:
+                        self.irq.msr_written(index)
                 return None
             if self.policy.claimed(index, write):
                 return runpage.Msr(index, write, int(msr.data) if write else 0)
@@ -396,7 +407,7 @@ class GuestCpu:
                     return None
             return runpage.Mmio(address, length, is_write, data)
         if reason == ExitReason.HLT:
-            return runpage.Plain(VcpuExit.HLT)
+            return None if self.irq.halt() else runpage.Plain(VcpuExit.HLT)
         if reason == ExitReason.IRQ_WINDOW_OPEN:
             return None
         if reason == ExitReason.SHUTDOWN:

@@ -46,6 +46,7 @@ from copra.kernel.svsm_vm import SvsmVm
 from copra.vmm import pvh
 from copra.vmm.device import DeviceRouter
 from copra.vmm.guest import TSS_ADDR, enter_pvh
+from copra.vmm.irq import ApicTimer, guest_tsc
 from copra.vmm.msr import MsrPolicy
 from copra.vmm.vcpu import GuestCpu
 from copra.vmm.x2apic import ApicBus
@@ -119,6 +120,7 @@ class GuestVm(KernelObject):
         self._view: memoryview | None = None
         self.vm: kvm.Vm | None = None
         self.cpus: list[GuestCpu] = []
+        self.timer: ApicTimer | None = None
         self.devices = DeviceRouter(spec.memory)
         try:
             self._create(image, spec.cpus)
@@ -146,15 +148,18 @@ class GuestVm(KernelObject):
         self._svsm.frames.add_foreign(self.svsm_base, len(self.ram))
         cpuid = host.supported_cpuid()
         bus = ApicBus(time.monotonic_ns)
+        bus.lock = lockdep.lock("vmm.apic")  # type: ignore[assignment]
+        self.timer = ApicTimer(bus, self.name)
         view = self._view = memoryview(self.ram)
         for i in range(cpus):
             vcpu = vm.create_vcpu()
             vcpu.set_cpuid(cpuid)
             if i == 0:
                 enter_pvh(vcpu, image)
+                bus.tsc = guest_tsc(vcpu)
             apic = bus.create(i, bsp=i == 0)
             self.cpus.append(GuestCpu(i, vcpu, apic, bus, view, started=i == 0,
-                                      router=self.devices))
+                                      router=self.devices, timer=self.timer))
 
     @property
     def available(self) -> bool:
@@ -192,6 +197,8 @@ class GuestVm(KernelObject):
         self._stop()
 
     def _stop(self) -> None:
+        if self.timer is not None:
+            self.timer.stop()
         for cpu in self.cpus:
             cpu.release()
         if self.vm is not None:

@@ -1,0 +1,312 @@
+"""Interrupt delivery to guest vCPUs: the x2APIC model (vmm/x2apic.py) wired to VCPU_RUN.
+
+``VcpuIrq`` is one guest vCPU's side of the APIC contract of docs/apic.md ("The VMM's
+loop"), run by the thread inside VCPU_RUN (vmm/vcpu.py calls it at a few hook points):
+
+- **before each KVM_RUN** (``before_entry``): CR8 from the TPR; a latched NMI goes in
+  with KVM_NMI; the highest deliverable vector is acknowledged (IRR -> ISR) and
+  injected with KVM_INTERRUPT when the last exit said the vCPU can take it
+  (``ready_for_interrupt_injection`` and IF), otherwise ``request_interrupt_window``
+  asks KVM for an exit as soon as it can (KVM_EXIT_IRQ_WINDOW_OPEN). No in-kernel
+  irqchip: docs/apic.md says why.
+- **after each exit** (``after_exit``): the TPR from CR8 (one register, SDM 11.8.6.1).
+- **HLT with IF set** (``halt``): the kernel keeps the exit; the vCPU is HALTED and its
+  thread sleeps inside VCPU_RUN (blocked, holding no SVSM CPU) until something can
+  wake it: a deliverable interrupt, an NMI, an INIT, or VCPU_RUN's own reasons to stop
+  (its timeout, a closed handle, the process ending). HLT with IF clear still goes to
+  user mode: nothing but an NMI could wake it, and the VMM decides what that means.
+- **INIT and SIPI** (SDM 8.4, 11.6.1): vCPUs other than 0 start in wait-for-SIPI;
+  an INIT puts any vCPU there (the APIC has reset itself); a start-up IPI received
+  there starts it in real mode at CS = vector << 8, IP = 0. A vCPU waiting for SIPI
+  sleeps inside VCPU_RUN like a halted one.
+
+``ApicTimer`` is one guest's host timer: a host thread that sleeps until the bus's next
+APIC timer deadline, fires what is due (``expire_timers``, which raises the LVT timer
+interrupt) and so kicks the vCPU that became pending. A guest's timer cannot make that
+thread spin: it wakes at most once per ``MIN_TIMER_INTERVAL_NS`` (a periodic timer
+faster than that coalesces its expirations into one interrupt, counted by the model).
+
+When something becomes pending on an APIC (the model's ``notify``, under the bus lock),
+``VcpuIrq.notify`` raises READABLE on the vCPU's private ``wake`` queue (a sleeping
+runner is woken) and kicks the vCPU out of KVM_RUN when another host thread runs it,
+so an IPI, a timer or an IRQ object's signal is injected promptly, not at the guest's
+next unrelated exit.
+
+Invariants:
+- ``state`` is RUNNING, HALTED or WAIT_SIPI; only the runner changes it;
+- a vector leaves IRR only through ``ack`` right before its KVM_INTERRUPT, so KVM
+  holds at most one injected vector and the model's ISR mirrors what the guest runs;
+- ``wake`` has READABLE raised whenever something became pending since the runner last
+  cleared it: the runner clears it before it looks, so no wake-up is lost.
+
+Locking: the bus lock (class "vmm.apic") around every call into the model; ``notify``
+runs under it and takes the wake queue's lock and the vCPU's (a kick), both later in
+the order. The timer's condition is a leaf of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import struct
+import threading
+import time
+from enum import Enum
+from typing import TYPE_CHECKING, Final
+
+from copra.abi.spec import Signal
+from copra.hw import kvm
+from copra.kernel.errors import WouldBlock
+from copra.kernel.waitqueue import WaitQueue
+from copra.vmm.x2apic import NS_PER_S, ApicBus, Msr, TscMap, X2Apic
+
+if TYPE_CHECKING:
+    from copra.kernel.thread import Thread
+    from copra.vmm.vcpu import GuestCpu, RunCaller
+
+KVM_NMI: Final = (kvm.KVMIO << 8) | 0x9A  #: _IO(KVMIO, 0x9a), api.rst 4.38
+RFLAGS_IF: Final = 1 << 9
+#: The host timer wakes at most this often per guest (20,000 times a second): a
+#: periodic APIC timer programmed faster coalesces its expirations (docs/apic.md).
+MIN_TIMER_INTERVAL_NS: Final = 50_000
+#: The MSRs whose writes can change when the APIC timer next fires.
+TIMER_MSRS: Final = frozenset({Msr.TSC_DEADLINE, Msr.LVT_TIMER, Msr.TIMER_INITIAL,
+                               Msr.TIMER_DIVIDE, Msr.SVR, Msr.APIC_BASE})
+
+
+class VcpuState(Enum):
+    RUNNING = "running"
+    HALTED = "halted"  #: HLT with IF set: sleeps until an interrupt can be taken
+    WAIT_SIPI = "wait-for-SIPI"  #: after INIT (and at power-up for vCPUs but 0)
+
+
+class ApicTimer:
+    """One guest's host timer thread (started at the first timer write, stopped with
+    the VM)."""
+
+    def __init__(self, bus: ApicBus, name: str) -> None:
+        self._bus = bus
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._dirty = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self.fired = 0  #: wake-ups that found a timer due
+
+    def changed(self) -> None:
+        """A timer register was written (any thread): look at the deadline again."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._dirty = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name=f"apic-timer-{self._name}",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _main(self) -> None:
+        bus = self._bus
+        last = 0
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                self._dirty = False
+            with bus.lock:
+                if any([apic.expire_timers() for apic in bus]):
+                    self.fired += 1
+                    last = time.monotonic_ns()
+                deadline = bus.next_deadline_ns()
+            with self._cond:
+                if self._stopped:
+                    return
+                if self._dirty:
+                    continue
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic_ns()
+                wake_at = max(deadline, last + MIN_TIMER_INTERVAL_NS)
+                if wake_at > now:
+                    self._cond.wait((wake_at - now) / 1e9)
+
+
+class VcpuIrq:
+    """The interrupt side of one guest vCPU (see the module docstring)."""
+
+    def __init__(self, cpu: GuestCpu, apic: X2Apic, bus: ApicBus, timer: ApicTimer,
+                 started: bool) -> None:
+        self.cpu = cpu
+        self.apic = apic
+        self.bus = bus
+        self.timer = timer
+        self.state = VcpuState.RUNNING if started else VcpuState.WAIT_SIPI
+        self.wake = WaitQueue()
+        self._saved: tuple[Thread, float | None] | None = None
+        self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
+                         "inits": 0, "sipis": 0}
+        apic.notify = self.notify
+
+    # --- any thread (the bus lock held) --------------------------------------------------
+
+    def notify(self, apic: X2Apic) -> None:
+        self.wake.raise_signals(Signal.READABLE)
+        cpu = self.cpu
+        runner = cpu.runner
+        if runner is not None and runner != threading.get_ident():
+            cpu.kick(signal_it=True)
+
+    # --- the runner ----------------------------------------------------------------------
+
+    def needs_attention(self) -> bool:
+        """Whether ``prepare`` must run before the next entry (cheap: the hot path)."""
+        return self.state is not VcpuState.RUNNING or self.apic.init_pending
+
+    def prepare(self, caller: RunCaller) -> None:
+        """Before entering the guest: take INIT and SIPI, and sleep (raise WouldBlock,
+        the thread blocked until ``wake``) while the vCPU is halted or waits for SIPI
+        and nothing can wake it."""
+        apic = self.apic
+        while True:
+            self.wake.clear_signals(Signal.READABLE)
+            with self.bus.lock:
+                if apic.take_init():
+                    self.counters["inits"] += 1
+                    self.state = VcpuState.WAIT_SIPI
+                vector = apic.take_sipi()
+                if self.state is VcpuState.WAIT_SIPI:
+                    if vector is None:
+                        ready = False
+                    else:
+                        self._start(vector)
+                        ready = True
+                elif self.state is VcpuState.HALTED:
+                    ready = apic.nmi_pending or apic.highest_pending() is not None
+                    if ready:
+                        self.state = VcpuState.RUNNING
+                else:
+                    ready = True
+            if ready:
+                return
+            if not caller.wait_for(caller.thread, self.wake, Signal.READABLE):
+                self.counters["sleeps"] += 1
+                self._sleep_until_timer(caller)
+                raise WouldBlock
+
+    def _sleep_until_timer(self, caller: RunCaller) -> None:
+        """The thread's wait ends at the APIC timer's deadline too (or VCPU_RUN's own
+        timeout, if earlier): the scheduler then sees a timed wait, not a thread that
+        nothing can wake, and ``restore_deadline`` gives VCPU_RUN its own back."""
+        with self.bus.lock:
+            due = self.apic.next_deadline_ns()
+        if due is None:
+            return
+        wake_at = due / NS_PER_S
+        thread = caller.thread
+        self._saved = (thread, caller.deadline)
+        if caller.deadline is None or wake_at < caller.deadline:
+            thread.deadline = wake_at
+
+    def restore_deadline(self, caller: RunCaller) -> None:
+        """At VCPU_RUN's start: undo what ``_sleep_until_timer`` did to the deadline."""
+        saved, self._saved = self._saved, None
+        if saved is not None and saved[0] is caller.thread and caller.thread.resumed:
+            caller.deadline = caller.thread.deadline = saved[1]
+
+    def _start(self, vector: int) -> None:
+        """SIPI in wait-for-SIPI (SDM 8.4.4.1): real mode at CS = vector << 8, IP = 0."""
+        self.counters["sipis"] += 1
+        run = self.cpu.run_page
+        sregs = run.s.sregs
+        for seg in (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss, sregs.cs):
+            seg.selector, seg.base, seg.limit = 0, 0, 0xFFFF
+            seg.type, seg.present, seg.dpl, seg.db, seg.s, seg.l, seg.g = 3, 1, 0, 0, 1, 0, 0
+            seg.unusable = 0
+        sregs.cs.selector, sregs.cs.base, sregs.cs.type = vector << 8, vector << 12, 0xB
+        sregs.cr0 = 0x6000_0010
+        sregs.cr4 = 0
+        sregs.efer = 0
+        regs = run.s.regs
+        ctypes.memset(ctypes.addressof(regs), 0, ctypes.sizeof(regs))
+        regs.rflags = 2
+        run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
+        self.state = VcpuState.RUNNING
+
+    def before_entry(self) -> None:
+        run = self.cpu.run_page
+        apic = self.apic
+        if not apic.irr and not apic.nmi_pending and not run.request_interrupt_window:
+            tpr = apic.cr8
+            if run.cr8 != tpr:
+                run.cr8 = tpr
+            return
+        with self.bus.lock:
+            run.cr8 = apic.cr8
+            if apic.take_nmi():
+                self.counters["nmis"] += 1
+                fcntl.ioctl(self.cpu.vcpu.fd, KVM_NMI)
+            if apic.highest_pending() is None:
+                run.request_interrupt_window = 0
+            elif run.ready_for_interrupt_injection and run.if_flag:
+                vector = apic.ack()
+                assert vector is not None
+                self.cpu.vcpu.interrupt(vector)
+                self.counters["injected"] += 1
+                run.request_interrupt_window = 0
+            else:
+                self.counters["windows"] += 1
+                run.request_interrupt_window = 1
+
+    def after_exit(self) -> None:
+        cr8 = self.cpu.run_page.cr8
+        apic = self.apic
+        if cr8 != apic.cr8:
+            with self.bus.lock:
+                apic.cr8 = cr8
+
+    def halt(self) -> bool:
+        """A HLT exit: True when the kernel keeps it (IF set: the vCPU sleeps until an
+        interrupt), False when user mode must see it (IF clear)."""
+        if not self.cpu.run_page.s.regs.rflags & RFLAGS_IF:
+            return False
+        self.counters["halts"] += 1
+        self.state = VcpuState.HALTED
+        return True
+
+    def msr_written(self, index: int) -> None:
+        if index in TIMER_MSRS:
+            self.timer.changed()
+
+    def released(self) -> None:
+        """The VM or the VCPU handle goes: wake a sleeping runner so that it leaves."""
+        self.wake.raise_signals(Signal.READABLE)
+
+
+
+KVM_GET_MSRS: Final = (3 << 30) | (8 << 16) | (kvm.KVMIO << 8) | 0x88  #: _IOWR, api.rst 4.18
+KVM_GET_TSC_KHZ: Final = (kvm.KVMIO << 8) | 0xA3  #: _IO, api.rst 4.56
+MSR_IA32_TSC: Final = 0x10
+
+
+def guest_tsc(vcpu: kvm.Vcpu) -> TscMap:
+    """How ``vcpu``'s TSC relates to the host's monotonic clock (for TSC-deadline mode):
+    its frequency from KVM_GET_TSC_KHZ and its value now from KVM_GET_MSRS."""
+    khz = fcntl.ioctl(vcpu.fd, KVM_GET_TSC_KHZ)
+    buf = bytearray(24)
+    struct.pack_into("<II", buf, 0, 1, 0)
+    struct.pack_into("<IIQ", buf, 8, MSR_IA32_TSC, 0, 0)
+    before = time.monotonic_ns()
+    fcntl.ioctl(vcpu.fd, KVM_GET_MSRS, buf)
+    after = time.monotonic_ns()
+    tsc = struct.unpack_from("<Q", buf, 16)[0]
+    hz = max(1, khz) * 1000
+    return TscMap(hz=hz, offset=tsc - (before + after) // 2 * hz // NS_PER_S)
