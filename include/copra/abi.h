@@ -81,6 +81,8 @@
 #define COPRA_SYS_VM_MEMORY UINT64_C(0x200000005) /* VM handle -> a handle on the guest's RAM (MMAP it) */
 #define COPRA_SYS_IO_EVENT_CREATE UINT64_C(0x200000006) /* VM handle, first port, ports -> device event handle */
 #define COPRA_SYS_MMIO_EVENT_CREATE UINT64_C(0x200000007) /* VM handle, guest-physical address, bytes -> handle */
+#define COPRA_SYS_IRQ_CREATE UINT64_C(0x200000008) /* VM handle, APIC id, vector, IrqFlag -> IRQ handle */
+#define COPRA_SYS_IRQ_SIGNAL UINT64_C(0x200000009) /* IRQ handle: assert it (the vector becomes pending) */
 #define COPRA_SYS_CAPABILITIES UINT64_C(0x300000000)
 
 /* Capability: Indices accepted by CAPABILITIES (class 3, index 0). */
@@ -126,6 +128,10 @@
 /* MsrFilterFlag: MsrRange.flags: which accesses of the range's MSRs come to user mode. */
 #define COPRA_MSR_FILTER_FLAG_READ UINT64_C(0x1)
 #define COPRA_MSR_FILTER_FLAG_WRITE UINT64_C(0x2)
+
+/* IrqFlag: IRQ_CREATE's trigger mode: edge (0) or level (resampled at the guest's EOI). */
+#define COPRA_IRQ_FLAG_EDGE UINT64_C(0x0)
+#define COPRA_IRQ_FLAG_LEVEL UINT64_C(0x1)
 
 /* FileMode */
 #define COPRA_FILE_MODE_READ UINT64_C(0x1)

@@ -112,6 +112,8 @@ class Sys(IntEnum):
     VM_MEMORY = sysno(2, 5)  # VM handle -> a handle on the guest's RAM (MMAP it)
     IO_EVENT_CREATE = sysno(2, 6)  # VM handle, first port, ports -> device event handle
     MMIO_EVENT_CREATE = sysno(2, 7)  # VM handle, guest-physical address, bytes -> handle
+    IRQ_CREATE = sysno(2, 8)  # VM handle, APIC id, vector, IrqFlag -> IRQ handle
+    IRQ_SIGNAL = sysno(2, 9)  # IRQ handle: assert it (the vector becomes pending)
     CAPABILITIES = sysno(3, 0)
 
 
@@ -183,6 +185,13 @@ class MsrFilterFlag(IntFlag):
 
     READ = 1
     WRITE = 2
+
+
+class IrqFlag(IntFlag):
+    """IRQ_CREATE's trigger mode: edge (0) or level (resampled at the guest's EOI)."""
+
+    EDGE = 0
+    LEVEL = 1
 
 
 class FileMode(IntFlag):

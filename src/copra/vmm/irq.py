@@ -62,6 +62,7 @@ from copra.vmm.x2apic import NS_PER_S, ApicBus, Msr, TscMap, X2Apic
 
 if TYPE_CHECKING:
     from copra.kernel.thread import Thread
+    from copra.vmm.irqobject import IrqObject
     from copra.vmm.vcpu import GuestCpu, RunCaller
 
 KVM_NMI: Final = (kvm.KVMIO << 8) | 0x9A  #: _IO(KVMIO, 0x9a), api.rst 4.38
@@ -154,7 +155,10 @@ class VcpuIrq:
         self._saved: tuple[Thread, float | None] | None = None
         self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
                          "inits": 0, "sipis": 0}
+        #: Level-triggered IRQ objects by vector: they hear the guest's EOI (resample).
+        self._level: dict[int, list[IrqObject]] = {}
         apic.notify = self.notify
+        apic.eoi_listener = self._eoi
 
     # --- any thread (the bus lock held) --------------------------------------------------
 
@@ -163,7 +167,22 @@ class VcpuIrq:
         cpu = self.cpu
         runner = cpu.runner
         if runner is not None and runner != threading.get_ident():
-            cpu.kick(signal_it=True)
+            run = getattr(cpu, "run_page", None)  # None once the VM is released
+            if run is not None and not run.immediate_exit:  # kicks coalesce
+                cpu.kick(signal_it=True)
+
+    def listen(self, vector: int, irq: IrqObject) -> None:
+        """A level IRQ object of this APIC (bus lock held)."""
+        self._level.setdefault(vector, []).append(irq)
+
+    def unlisten(self, vector: int, irq: IrqObject) -> None:
+        irqs = self._level.get(vector, [])
+        if irq in irqs:
+            irqs.remove(irq)
+
+    def _eoi(self, vector: int) -> None:
+        for irq in self._level.get(vector, ()):
+            irq.resampled()
 
     # --- the runner ----------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ that is what KVM_RUN does, and it costs no thread switch per exit (docs/vmm.md).
 Rights: VM handles carry READ (VM_CAPABILITIES), WRITE (VCPU_OPEN, VM_SET_MSR_FILTER)
 and MAP (VM_MEMORY); VCPU handles WRITE (VCPU_RUN), MAP (its run page) and WAIT
 (WAIT_MANY: READABLE while an exit waits for user mode); guest-memory
-handles READ, WRITE and MAP.
+handles READ, WRITE and MAP; IRQ handles READ (the resample count), WRITE (IRQ_SIGNAL,
+WRITE) and WAIT (READABLE: a resample waits).
 
 Locking: ``Vmm`` is immutable after boot; the objects lock themselves.
 """
@@ -30,6 +31,7 @@ from copra.abi.spec import (
     MSR_RANGE,
     TIMEOUT_NEVER,
     Errno,
+    IrqFlag,
     MsrFilterFlag,
     Sys,
     SyscallClass,
@@ -45,6 +47,7 @@ from copra.kernel.image import GuestImage, ImageError
 from copra.kernel.kernel import Kernel
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in
+from copra.vmm.irqobject import FIRST_VECTOR, IrqObject
 from copra.vmm.msr import ClaimRange, MsrPolicy, PolicyError, check_range
 from copra.vmm.vcpu import RunCaller, Vcpu
 from copra.vmm.vm import MAX_GUESTS, GuestMemory, GuestSetupError, GuestSpec, GuestVm
@@ -246,6 +249,33 @@ def sys_mmio_event_create(c: Call, r: KvmRegs) -> int:
     return _event_create(c, r, is_mmio=True)
 
 
+def sys_irq_create(c: Call, r: KvmRegs) -> int:
+    apic_id, vector, flags = r.rsi, r.r8, r.r9
+    guest = c.handle(u32(r.rdi), GuestVm)
+    if flags & ~int(IrqFlag.LEVEL):
+        raise SyscallError(Errno.EINVAL, f"IRQ flags {flags:#x}: only LEVEL (1) is defined")
+    if not FIRST_VECTOR <= vector <= 0xFF:
+        raise SyscallError(Errno.EINVAL, f"vector {vector}: fixed interrupts use 16-255")
+    if apic_id >= len(guest.cpus):
+        raise SyscallError(Errno.ENOTFOUND, f"VM {guest.index} has no APIC id {apic_id} "
+                                            f"(ids are 0-{len(guest.cpus) - 1})")
+    if not guest.available:
+        raise SyscallError(Errno.ENOTFOUND, "the VM was released")
+    p = c.process
+    p.handles.check_room()
+    irq = IrqObject(guest, guest.cpus[apic_id].irq, vector, bool(flags & IrqFlag.LEVEL))
+    try:
+        return p.handles.install(irq, Rights.READ | Rights.WRITE | Rights.WAIT)
+    except BaseException:
+        irq.on_close()
+        raise
+
+
+def sys_irq_signal(c: Call, r: KvmRegs) -> int:
+    c.handle(u32(r.rdi), IrqObject).signal()
+    return 0
+
+
 def sys_vm_memory(c: Call, r: KvmRegs) -> int:
     guest = c.handle(u32(r.rdi), GuestVm)
     memory: GuestMemory = guest.memory
@@ -262,4 +292,6 @@ TABLE = table((
     SyscallSpec(Sys.VM_MEMORY, sys_vm_memory, Status.COPRA, Rights.MAP),
     SyscallSpec(Sys.IO_EVENT_CREATE, sys_io_event_create, Status.COPRA, Rights.WRITE),
     SyscallSpec(Sys.MMIO_EVENT_CREATE, sys_mmio_event_create, Status.COPRA, Rights.WRITE),
+    SyscallSpec(Sys.IRQ_CREATE, sys_irq_create, Status.COPRA, Rights.WRITE),
+    SyscallSpec(Sys.IRQ_SIGNAL, sys_irq_signal, Status.COPRA, Rights.WRITE),
 ))

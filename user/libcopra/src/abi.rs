@@ -259,12 +259,16 @@ pub enum Sys {
     IO_EVENT_CREATE = 0x2_0000_0006,
     /// VM handle, guest-physical address, bytes -> handle
     MMIO_EVENT_CREATE = 0x2_0000_0007,
+    /// VM handle, APIC id, vector, IrqFlag -> IRQ handle
+    IRQ_CREATE = 0x2_0000_0008,
+    /// IRQ handle: assert it (the vector becomes pending)
+    IRQ_SIGNAL = 0x2_0000_0009,
     CAPABILITIES = 0x3_0000_0000,
 }
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 36] = [
+    pub const ALL: [Self; 38] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -300,6 +304,8 @@ impl Sys {
         Self::VM_MEMORY,
         Self::IO_EVENT_CREATE,
         Self::MMIO_EVENT_CREATE,
+        Self::IRQ_CREATE,
+        Self::IRQ_SIGNAL,
         Self::CAPABILITIES,
     ];
 
@@ -341,6 +347,8 @@ impl Sys {
             0x2_0000_0005 => Some(Self::VM_MEMORY),
             0x2_0000_0006 => Some(Self::IO_EVENT_CREATE),
             0x2_0000_0007 => Some(Self::MMIO_EVENT_CREATE),
+            0x2_0000_0008 => Some(Self::IRQ_CREATE),
+            0x2_0000_0009 => Some(Self::IRQ_SIGNAL),
             0x3_0000_0000 => Some(Self::CAPABILITIES),
             _ => None,
         }
@@ -389,6 +397,8 @@ impl Sys {
             Self::VM_MEMORY => "VM_MEMORY",
             Self::IO_EVENT_CREATE => "IO_EVENT_CREATE",
             Self::MMIO_EVENT_CREATE => "MMIO_EVENT_CREATE",
+            Self::IRQ_CREATE => "IRQ_CREATE",
+            Self::IRQ_SIGNAL => "IRQ_SIGNAL",
             Self::CAPABILITIES => "CAPABILITIES",
         }
     }
@@ -757,6 +767,52 @@ impl core::ops::BitOr for MsrFilterFlag {
 }
 
 impl core::ops::BitOrAssign for MsrFilterFlag {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+/// IRQ_CREATE's trigger mode: edge (0) or level (resampled at the guest's EOI).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IrqFlag(u64);
+
+impl IrqFlag {
+    pub const EDGE: Self = Self(0x0);
+    pub const LEVEL: Self = Self(0x1);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x1);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for IrqFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for IrqFlag {
     fn bitor_assign(&mut self, other: Self) {
         *self = self.union(other);
     }

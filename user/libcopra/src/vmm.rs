@@ -87,9 +87,59 @@ impl Vm {
         Ok(DeviceEvent(unsafe { Handle::from_raw(raw as u32) }))
     }
 
+    /// IRQ_CREATE: an interrupt line into the x2APIC of vCPU `apic_id` at `vector`
+    /// (16-255), edge- or level-triggered (resampled at the guest's EOI).
+    pub fn irq(&self, apic_id: u32, vector: u8, level: bool) -> Result<Irq> {
+        let raw = call!(Sys::IRQ_CREATE, self.0.raw(), apic_id, vector, u64::from(level))?;
+        // SAFETY: as above.
+        Ok(Irq(unsafe { Handle::from_raw(raw as u32) }))
+    }
+
     /// The handle.
     pub fn handle(&self) -> &Handle {
         &self.0
+    }
+}
+
+/// An IRQ object: a device model's interrupt line into one guest APIC.
+pub struct Irq(Handle);
+
+impl Irq {
+    /// IRQ_SIGNAL: assert the line (the vector becomes pending on its APIC).
+    pub fn signal(&self) -> Result<()> {
+        call!(Sys::IRQ_SIGNAL, self.0.raw()).map(|_| ())
+    }
+
+    /// Assert the line the eventfd way: WRITE of a non-zero u64.
+    pub fn write_signal(&self) -> Result<()> {
+        fs::write(&self.0, &1u64.to_le_bytes()).map(|_| ())
+    }
+
+    /// A level IRQ's resamples: the guest's EOIs since the last call (blocks while none).
+    pub fn resamples(&self) -> Result<u64> {
+        let mut raw = [0u8; 8];
+        fs::read(&self.0, &mut raw)?;
+        Ok(u64::from_le_bytes(raw))
+    }
+
+    /// Adopt a raw IRQ handle (one received from the VMM).
+    ///
+    /// # Safety
+    /// `raw` must be an IRQ handle this process owns and nothing else closes.
+    pub unsafe fn from_raw(raw: u32) -> Self {
+        // SAFETY: the caller's promise.
+        Irq(unsafe { Handle::from_raw(raw) })
+    }
+
+    /// The handle.
+    pub fn handle(&self) -> &Handle {
+        &self.0
+    }
+}
+
+impl AsHandle for Irq {
+    fn as_handle(&self) -> HandleRef<'_> {
+        self.0.as_handle()
     }
 }
 

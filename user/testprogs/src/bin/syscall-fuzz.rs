@@ -551,6 +551,13 @@ impl Fuzzer {
                 a[1] = self.int_arg();
                 a[2] = self.int_arg();
             }
+            Sys::IRQ_CREATE => {
+                a[0] = self.handle_arg();
+                a[1] = self.int_arg();
+                a[2] = self.int_arg();
+                a[3] = self.rng.below(3);
+            }
+            Sys::IRQ_SIGNAL => a[0] = self.handle_arg(),
             Sys::MMAP => {
                 let anonymous = self.rng.percent() < 55;
                 a[0] = self.handle_arg();
