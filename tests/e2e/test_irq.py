@@ -49,3 +49,27 @@ def test_apic_guest_takes_ipi_and_timer_interrupts_sleeping_in_hlt(
     assert cpu.irq.counters["halts"] >= 5 and cpu.counters["completed"] >= 16  # IRETs
     assert all(KernelObject.live[k] == 0 for k in (ObjectKind.VM, ObjectKind.VCPU))
     assert_no_leak(run)
+
+
+def test_demo_guest_prints_on_uart_interrupts_and_exchanges_ipis_with_its_second_vcpu(
+        boot: Any, guest_kernels: dict[str, bytes]) -> None:
+    run = boot("vmm", guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
+    assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)  # (0x15 << 1) | 1
+    assert run.task_lines("init") == [
+        "vm0: polled output ends here",
+        "vm0: console on TX-empty interrupts",
+        "vm0: 5 timer ticks",
+        "vm0: vCPU 1 is up",
+        "vm0: 3 IPIs each way with vCPU 1",
+        "vm0: bye",
+    ]
+    bsp, ap = run.vmm.guests[0].cpus
+    text = sum(len(line) - len("vm0: ") + 1 for line in run.task_lines("init")[1:])
+    # Every byte after the first line went out from the COM1 handler: one interrupt each
+    # (and one more to stop the transmitter per burst); the device model took the
+    # accesses (IIR, THR, IER) through its device event.
+    assert bsp.irq.counters["injected"] >= text + 5 + 4  # bytes, ticks, pongs
+    assert bsp.counters["device_exits"] >= 2 * text
+    assert ap.irq.counters["sipis"] == 1 and ap.irq.counters["injected"] == 3  # the pings
+    assert bsp.counters["completed"] + ap.counters["completed"] >= text + 12  # IRETs
+    assert_no_leak(run)

@@ -16,7 +16,7 @@ compared: QEMU answers 0 there, copra all ones (docs/guests.md).
 
 Each case also runs as ``copra run --guest`` does: the guest VM made at boot and run by
 the user-mode ``vmm`` service through VCPU_RUN and the run page (docs/vmm.md), its
-console lines being the service's ``vm0: ...`` lines.
+console lines being the service's ``guest: ...`` lines (the guest's name).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def under_copra_vmm(kernel: bytes, cmdline: str, tmp_path: Path) -> tuple[list[s
     result = boot(BootConfig(archive, 64 << 20, 60, before_init=(create,), after_run=(close,),
                              cpus=1), lines.append)
     status = None if result.status is None else (result.status >> 16) & 0xFF
-    prefix = "[init] vm0: "
+    prefix = "[init] guest: "  # the guest's name: its kernel file's stem
     return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)], status
 
 

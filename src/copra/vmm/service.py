@@ -101,6 +101,7 @@ def boot_stages(guests: tuple[GuestImage, ...]) -> tuple[BootHook, BootHook]:
             raise BootError(str(e)) from e
         except OSError as e:
             raise BootError(f"KVM refused a guest VM: {e.strerror or e}") from e
+        publish_names(kernel, made[0].guests)
         for g in made[0].guests:
             kernel.log(f"guest VM {g.index} ({g.name}): {g.memory_size >> 20} MiB, "
                        f"{len(g.cpus)} vCPU{'s' if len(g.cpus) > 1 else ''}, kernel loaded; "
@@ -112,6 +113,24 @@ def boot_stages(guests: tuple[GuestImage, ...]) -> tuple[BootHook, BootHook]:
         made.clear()
 
     return create, close
+
+
+#: The guests' names, line n naming VM n: the vmm service prefixes console lines with them.
+GUEST_NAMES_PATH = "/etc/guests"
+
+
+def publish_names(kernel: Kernel, guests: list[GuestVm]) -> None:
+    """Write ``GUEST_NAMES_PATH`` into the RAM fs (left alone if the archive has one)."""
+    fs = kernel.fs
+    try:
+        fs.lookup_dir("/etc")
+    except SyscallError:
+        fs.mkdir("/etc")
+    try:
+        file = fs.create(GUEST_NAMES_PATH)
+    except SyscallError:
+        return
+    file.write(0, "".join(f"{g.name}\n" for g in guests).encode())
 
 
 def _vmm(c: Call) -> Vmm:

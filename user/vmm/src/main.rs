@@ -1,38 +1,43 @@
 //! vmm: copra's user-mode VMM service. `copra run --guest KERNEL.elf` boots it as /init.
 //!
-//! It opens every guest VM of the boot (CAPABILITIES' VM bitmap), runs vCPU 0 of each
-//! with VCPU_RUN (one thread per VM) and answers its exits through the run page:
-//! COM1 (a 16550A, uart.rs) at 0x3F8, whose output becomes lines `vmN: text`; QEMU's
-//! isa-debug-exit at 0xF4-0xF7, which ends the guest with status `(value << 1) | 1`;
-//! every other port reads all ones, memory outside RAM too. It exits with the status
-//! of VM 0's guest, as `qemu-system-x86_64 -device isa-debug-exit` does; or 118 when a
-//! guest halts (no interrupt source exists yet to wake it), 120 on a triple fault, 122
-//! when the guest stopped otherwise (the instruction's bytes are printed). Device
-//! models in processes of their own come with the IO event objects (docs/vmm.md).
+//! It opens every guest VM of the boot (CAPABILITIES' VM bitmap) and runs each vCPU of
+//! each with VCPU_RUN on a thread of its own (vCPUs but 0 sleep in the kernel until the
+//! guest starts them with INIT/SIPI). COM1 (a 16550A, uart.rs) at 0x3F8 is a device
+//! model (com1.rs) on its own thread, holding the port range's device event and a
+//! level IRQ object (vector 0x24): its output becomes lines `vmN: text`, its TX-empty
+//! and receive interrupts reach the guest's x2APIC. The vCPU threads answer the rest
+//! through the run page: QEMU's isa-debug-exit at 0xF4-0xF7, which ends the guest with
+//! status `(value << 1) | 1`; every other port reads all ones, memory outside RAM too.
+//! It exits with the status of VM 0's guest, as `qemu-system-x86_64 -device
+//! isa-debug-exit` does; or 118 when a guest halts with interrupts disabled, 120 on a
+//! triple fault, 122 when the guest stopped otherwise (the instruction's bytes are
+//! printed).
 
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod com1;
 mod uart;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
-use libcopra::abi::VcpuFailure;
+use com1::{COM1, Console};
+use libcopra::abi::{Errno, VcpuFailure, VmCap};
+use libcopra::sync::Mutex;
 use libcopra::vmm::{self, FOREVER, RunPageMap, Vcpu, VcpuExit, Vm};
-use libcopra::{declare_main, println, thread};
-use uart::Uart;
+use libcopra::{declare_main, println, process, thread};
 
 declare_main!(main);
 
-const COM1: u16 = 0x3f8;
 const DEBUG_EXIT: u16 = 0xf4;
 const EXIT_HALTED: u32 = 118;
 const EXIT_TRIPLE_FAULT: u32 = 120;
 const EXIT_FAILED: u32 = 122;
-const RFLAGS: usize = 17;
+/// A vCPU thread whose VCPU_RUN was interrupted (the process is ending).
+const EXIT_INTERRUPTED: u32 = 0x100;
 const RIP: usize = 16;
-const LINE_MAX: usize = 1024;
 
 fn main() -> u32 {
     let bitmap = vmm::vm_bitmap().unwrap_or(0);
@@ -66,29 +71,66 @@ fn run_vm(index: u64) -> u32 {
             return EXIT_FAILED;
         }
     };
-    let (vcpu, page) = match vm.vcpu(0).and_then(|v| v.map_run_page().map(|p| (v, p))) {
+    let console: &'static Mutex<Console> = Box::leak(Box::new(Mutex::new(Console::new(index))));
+    let routed = com1::start(&vm, console);
+    // vCPUs but 0 wait for the guest's INIT/SIPI inside VCPU_RUN: one thread each.
+    let cpus = vm.capability(VmCap::VCPUS).unwrap_or(1) as u32;
+    let vm: &'static Vm = Box::leak(Box::new(vm));
+    for cpu in 1..cpus {
+        let job = Box::leak(Box::new(Job { vm, console, cpu, routed }));
+        if let Err(e) = thread::spawn(run_ap, job as *const Job as u64) {
+            println!("vmm: vm{index}: no thread for vCPU {cpu}: {e:?}");
+        }
+    }
+    run_vcpu(&Job { vm, console, cpu: 0, routed })
+}
+
+struct Job {
+    vm: &'static Vm,
+    console: &'static Mutex<Console>,
+    cpu: u32,
+    routed: bool,
+}
+
+fn run_ap(arg: u64) -> u32 {
+    // SAFETY: run_vm leaked the Job for this thread.
+    let job = unsafe { &*(arg as *const Job) };
+    let status = run_vcpu(job);
+    if status != EXIT_INTERRUPTED {
+        // The guest ended on this vCPU: the whole service ends with its status.
+        process::exit(status);
+    }
+    status
+}
+
+fn run_vcpu(job: &Job) -> u32 {
+    let index = job.console.lock().index;
+    let (vcpu, page) = match job.vm.vcpu(job.cpu).and_then(|v| v.map_run_page().map(|p| (v, p))) {
         Ok(pair) => pair,
         Err(e) => {
-            println!("vmm: vm{index}: VCPU 0: {e:?}");
+            println!("vmm: vm{index}: VCPU {}: {e:?}", job.cpu);
             return EXIT_FAILED;
         }
     };
-    let mut guest = Guest { index, uart: Uart::new(), line: Vec::new() };
+    let mut guest = Guest { index, console: job.console, routed: job.routed };
     let status = guest.run(&vcpu, &page);
-    guest.flush();
+    job.console.lock().flush();
     status
 }
 
 struct Guest {
     index: u32,
-    uart: Uart,
-    line: Vec<u8>,
+    console: &'static Mutex<Console>,
+    routed: bool,
 }
 
 impl Guest {
     fn run(&mut self, vcpu: &Vcpu, page: &RunPageMap) -> u32 {
         loop {
             if let Err(e) = vcpu.run(FOREVER) {
+                if e.is(Errno::EINTR) {
+                    return EXIT_INTERRUPTED;
+                }
                 println!("vmm: vm{}: VCPU_RUN: {e:?}", self.index);
                 return EXIT_FAILED;
             }
@@ -103,20 +145,16 @@ impl Guest {
             } else if reason == VcpuExit::MSR_READ as u32 || reason == VcpuExit::MSR_WRITE as u32 {
                 page.answer_msr(0, true); // never claimed: #GP, as KVM would
             } else if reason == VcpuExit::HLT as u32 {
-                let why = if page.reg(RFLAGS) & (1 << 9) != 0 {
-                    "halted; no interrupt source can wake it yet"
-                } else {
-                    "halted with interrupts disabled"
-                };
-                self.flush();
-                println!("vmm: vm{}: {why} (at {:#x})", self.index, page.reg(RIP));
+                self.console.lock().flush();
+                println!("vmm: vm{}: halted with interrupts disabled (at {:#x})", self.index,
+                         page.reg(RIP));
                 return EXIT_HALTED;
             } else if reason == VcpuExit::SHUTDOWN as u32 {
-                self.flush();
+                self.console.lock().flush();
                 println!("vmm: vm{}: triple fault (at {:#x})", self.index, page.reg(RIP));
                 return EXIT_TRIPLE_FAULT;
             } else {
-                self.flush();
+                self.console.lock().flush();
                 // SAFETY: the payload area holds a VcpuFailure for these exits.
                 let failure = unsafe { ((page.addr() + libcopra::abi::RUN_PAGE_PAYLOAD) as *const VcpuFailure).read_volatile() };
                 let n = (failure.insn_length as usize).min(16);
@@ -127,7 +165,8 @@ impl Guest {
         }
     }
 
-    /// One port access; the guest's status when it ends the guest.
+    /// One port access; the guest's status when it ends the guest. COM1 comes here
+    /// only when it could not be routed to its device model.
     fn port(&mut self, page: &RunPageMap, port: u16, out: bool, size: u8, count: u32) -> Option<u32> {
         let size = u64::from(size);
         for item in 0..u64::from(count) {
@@ -135,51 +174,27 @@ impl Guest {
             if out {
                 let value = (0..size).fold(0u64, |v, i| v | (u64::from(page.io_byte(at + i)) << (8 * i)));
                 if (DEBUG_EXIT..DEBUG_EXIT + 4).contains(&port) {
-                    self.flush();
+                    self.console.lock().flush();
                     return Some((((value << 1) | 1) & 0xff) as u32);
                 }
                 for i in 0..size {
                     let p = port.wrapping_add(i as u16);
-                    if (COM1..COM1 + 8).contains(&p) {
-                        if let Some(byte) = self.uart.write(p - COM1, (value >> (8 * i)) as u8) {
-                            self.put(byte);
-                        }
+                    if !self.routed && (COM1..COM1 + 8).contains(&p) {
+                        self.console.lock().access(p - COM1, (value >> (8 * i)) as u8, true);
                     }
                 }
             } else {
                 for i in 0..size {
                     let p = port.wrapping_add(i as u16);
-                    let byte = if (COM1..COM1 + 8).contains(&p) { self.uart.read(p - COM1) } else { 0xff };
+                    let byte = if !self.routed && (COM1..COM1 + 8).contains(&p) {
+                        self.console.lock().access(p - COM1, 0, false)
+                    } else {
+                        0xff
+                    };
                     page.write_u8(libcopra::abi::RUN_PAGE_IO_DATA + at + i, byte);
                 }
             }
         }
         None
-    }
-
-    fn put(&mut self, byte: u8) {
-        if byte == b'\n' {
-            self.emit();
-        } else {
-            self.line.push(byte);
-            if self.line.len() >= LINE_MAX {
-                self.emit();
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        if !self.line.is_empty() {
-            self.emit();
-        }
-    }
-
-    fn emit(&mut self) {
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
-        }
-        let text = alloc::string::String::from_utf8_lossy(&self.line);
-        println!("vm{}: {text}", self.index);
-        self.line.clear();
     }
 }

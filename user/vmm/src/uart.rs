@@ -3,8 +3,9 @@
 //! driver probes see the same registers under `copra run --guest` as under `copra guest`
 //! and QEMU. Transmission is instant (LSR = THRE | TEMT); loopback feeds the receive
 //! FIFO; MSR is DCD | DSR | CTS, or mirrors MCR in loopback; IIR reports the enabled
-//! condition of highest priority; the divisor latch starts at 12. No interrupt line is
-//! wired (no IRQ objects yet). Every offset is masked to 0-7, every value to a byte.
+//! condition of highest priority; the divisor latch starts at 12. Its interrupt line
+//! (`interrupt`: an enabled condition, gated by MCR.OUT2 as on a PC) drives an IRQ
+//! object (com1.rs). Every offset is masked to 0-7, every value to a byte.
 
 const FIFO_SIZE: usize = 16;
 
@@ -57,6 +58,17 @@ impl Uart {
         } else {
             0x01
         }
+    }
+
+    /// The interrupt line: an enabled condition is pending and MCR.OUT2 is set.
+    pub fn interrupt(&self) -> bool {
+        self.mcr & 0x08 != 0 && self.iir_source() != 0x01
+    }
+
+    /// A byte from the host for the receive side (lost when the FIFO is full: overrun).
+    #[allow(dead_code)]
+    pub fn input(&mut self, byte: u8) {
+        self.receive(byte);
     }
 
     /// A read of register `offset`.

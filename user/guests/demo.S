@@ -1,0 +1,304 @@
+/*
+ * demo: an interrupt-driven guest kernel for the whole design (docs/apic.md).
+ *
+ * After one polled line it prints only through COM1's TX-empty interrupt (the UART's
+ * device model asserts a level IRQ object at vector 0x24; the handler feeds THR from a
+ * ring buffer and ends with EOI, which resamples the line), counts APIC timer ticks
+ * (periodic, 1 ms, vector 0x40), starts vCPU 1 with INIT and a start-up IPI (real-mode
+ * trampoline at 0x8000, vector 0x08) and exchanges IPIs with it: three pings
+ * (vector 0x44 to APIC 1), each answered by a pong (0x43 to APIC 0) from the AP's
+ * handler. Every handler returns with IRET, which the SVSM completes on PVM hosts.
+ * With one vCPU it says so after 50 timer ticks. Exits with 0x15 (status 0x2b).
+ */
+#include "common.S"
+
+#define V_COM1  0x24
+#define V_TIMER 0x40
+#define V_PONG  0x43
+#define V_PING  0x44
+#define TRAMPOLINE 0x8000
+#define RING 256
+
+.macro wrmsr_imm msr, value
+    mov $\msr, %ecx
+    mov $\value, %eax
+    xor %edx, %edx
+    wrmsr
+.endm
+
+/* say "text": queue a string literal for the interrupt-driven console. */
+.macro say text
+    .pushsection .rodata
+.Lsay\@: .asciz "\text"
+    .popsection
+    push %esi
+    mov $.Lsay\@, %esi
+    call tx_puts
+    pop %esi
+.endm
+
+    .text
+main:
+    mov $0xff, %al          /* mask the legacy 8259 PICs */
+    out %al, $0x21
+    out %al, $0xa1
+    call load_gdt
+    mov $V_COM1, %eax
+    mov $uart_handler, %edx
+    call set_gate
+    mov $V_TIMER, %eax
+    mov $timer_handler, %edx
+    call set_gate
+    mov $V_PONG, %eax
+    mov $pong_handler, %edx
+    call set_gate
+    mov $V_PING, %eax
+    mov $ping_handler, %edx
+    call set_gate
+    call load_idt
+    call x2apic_on
+    print "polled output ends here\n"
+
+    say "console on TX-empty interrupts\n"
+    wrmsr_imm 0x83e, 0xb                /* timer: divide by 1 */
+    wrmsr_imm 0x832, V_TIMER | (1 << 17) /* periodic */
+    wrmsr_imm 0x838, 1000000            /* 1 ms */
+1:  cli
+    cmpl $5, ticks
+    jae 2f
+    sti
+    hlt
+    jmp 1b
+2:  sti
+    say "5 timer ticks\n"
+
+    /* vCPU 1: copy the trampoline below 1 MiB, then INIT and SIPI. */
+    mov $ap_tramp, %esi
+    mov $TRAMPOLINE, %edi
+3:  movb (%esi), %al
+    movb %al, (%edi)
+    inc %esi
+    inc %edi
+    cmp $ap_tramp_end, %esi
+    jb 3b
+    mov $0x830, %ecx
+    mov $0x4500, %eax                   /* INIT, assert */
+    mov $1, %edx                        /* APIC 1 */
+    wrmsr
+    mov $0x4600 | (TRAMPOLINE >> 12), %eax  /* start-up at 0x8000 */
+    wrmsr
+    movl ticks, %ebx
+    add $50, %ebx
+4:  cli
+    cmpl $1, pongs
+    jae 5f
+    cmp ticks, %ebx
+    jb no_ap
+    sti
+    hlt
+    jmp 4b
+5:  sti
+    say "vCPU 1 is up\n"
+    mov $1, %ebx
+6:  mov $0x830, %ecx                    /* ping APIC 1 */
+    mov $V_PING, %eax
+    mov $1, %edx
+    wrmsr
+    inc %ebx
+7:  cli
+    cmp pongs, %ebx
+    jbe 8f
+    sti
+    hlt
+    jmp 7b
+8:  sti
+    cmp $4, %ebx
+    jb 6b
+    say "3 IPIs each way with vCPU 1\n"
+    jmp done
+no_ap:
+    sti
+    say "no second vCPU\n"
+done:
+    wrmsr_imm 0x838, 0                  /* stop the timer */
+    say "bye\n"
+    call tx_drain
+    mov $0x15, %eax
+    ret
+
+x2apic_on:
+    push %eax
+    push %ecx
+    push %edx
+    mov $0x1b, %ecx
+    rdmsr
+    or $0xc00, %eax
+    wrmsr
+    wrmsr_imm 0x80f, 0x1ff
+    pop %edx
+    pop %ecx
+    pop %eax
+    ret
+
+eoi:
+    push %eax
+    push %ecx
+    push %edx
+    wrmsr_imm 0x80b, 0
+    pop %edx
+    pop %ecx
+    pop %eax
+    ret
+
+/* tx_puts: queue the string at %esi; sleeps while the ring is full. */
+tx_puts:
+    push %eax
+    push %ebx
+    push %esi
+1:  movb (%esi), %al
+    test %al, %al
+    jz 4f
+2:  cli
+    movl tx_head, %ebx
+    sub tx_tail, %ebx
+    cmp $RING, %ebx
+    jb 3f
+    sti
+    hlt
+    jmp 2b
+3:  movl tx_head, %ebx
+    and $RING - 1, %ebx
+    movb %al, tx_ring(%ebx)
+    incl tx_head
+    cmpl $0, tx_active                  /* start the transmitter: IER.THRI */
+    jne 5f
+    movl $1, tx_active
+    push %edx
+    mov $COM1 + 1, %dx
+    mov $0x02, %al
+    out %al, %dx
+    pop %edx
+5:  sti
+    inc %esi
+    jmp 1b
+4:  pop %esi
+    pop %ebx
+    pop %eax
+    ret
+
+/* tx_drain: sleep until the ring is empty and the transmitter stopped. */
+tx_drain:
+1:  cli
+    cmpl $0, tx_active
+    je 2f
+    sti
+    hlt
+    jmp 1b
+2:  sti
+    ret
+
+uart_handler:
+    push %eax
+    push %ebx
+    push %edx
+    mov $COM1 + 2, %dx                  /* IIR */
+    in %dx, %al
+    and $0x0f, %al
+    cmp $0x02, %al
+    jne 2f
+    movl tx_tail, %ebx
+    cmp tx_head, %ebx
+    jne 1f
+    mov $COM1 + 1, %dx                  /* nothing left: IER = 0 */
+    xor %al, %al
+    out %al, %dx
+    movl $0, tx_active
+    jmp 2f
+1:  and $RING - 1, %ebx
+    movb tx_ring(%ebx), %al
+    mov $COM1, %dx
+    out %al, %dx
+    incl tx_tail
+2:  call eoi
+    pop %edx
+    pop %ebx
+    pop %eax
+    iret
+
+timer_handler:
+    incl ticks
+    call eoi
+    iret
+
+pong_handler:
+    incl pongs
+    call eoi
+    iret
+
+ping_handler:                           /* on vCPU 1: answer with a pong */
+    push %eax
+    push %ecx
+    push %edx
+    incl pings
+    mov $0x830, %ecx
+    mov $V_PONG, %eax
+    xor %edx, %edx                      /* APIC 0 */
+    wrmsr
+    call eoi
+    pop %edx
+    pop %ecx
+    pop %eax
+    iret
+
+/* vCPU 1 starts here, in real mode at 0x0800:0000 (copied to TRAMPOLINE). */
+    .code16
+ap_tramp:
+    cli
+    lgdtl %cs:ap_gdt_ptr - ap_tramp
+    mov %cr0, %eax
+    or $1, %eax
+    mov %eax, %cr0
+    ljmpl $SEL_CODE, $ap_main
+ap_gdt_ptr:
+    .word gdt_end - gdt - 1
+    .long gdt
+ap_tramp_end:
+    .code32
+
+ap_main:
+    mov $SEL_DATA, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov $ap_stack_top, %esp
+    call load_idt
+    call x2apic_on
+    mov $0x830, %ecx                    /* hello: a pong to APIC 0 */
+    mov $V_PONG, %eax
+    xor %edx, %edx
+    wrmsr
+1:  sti
+    hlt
+    jmp 1b
+
+    .data
+ticks:
+    .long 0
+pongs:
+    .long 0
+pings:
+    .long 0
+tx_head:
+    .long 0
+tx_tail:
+    .long 0
+tx_active:
+    .long 0
+
+    .bss
+tx_ring:
+    .skip RING
+    .balign 16
+ap_stack:
+    .skip 1024
+ap_stack_top:
