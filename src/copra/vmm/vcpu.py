@@ -219,9 +219,8 @@ class GuestCpu:
         """Finish the pending exit with user mode's answer (validated)."""
         ex = self.pending
         run = self.run_page
-        if isinstance(ex, runpage.Io):
-            io = self._io
-            assert io is not None
+        io = self._io
+        if isinstance(ex, runpage.Io) and io is not None:  # a pending Io has its _KvmIo
             if not ex.is_write and answer is not None:
                 start = io.offset + io.done * io.size
                 self._area[start:start + len(answer.data)] = answer.data
@@ -271,11 +270,11 @@ class GuestCpu:
             return "the timeout passed"
         return None
 
-    def _device_answered(self, page: memoryview, caller: RunCaller) -> int | None:
-        """The device access this vCPU waits for: answered, it is completed in kvm_run
-        (None: go on; 0: DEVICE_GONE is reported first); else the thread waits for it."""
-        access = self._device
-        assert access is not None
+    def _device_answered(self, access: DeviceAccess, page: memoryview,
+                         caller: RunCaller) -> int | None:
+        """``access`` (``_device``), which a device model serves: answered, it is
+        completed in kvm_run (None: go on; 0: DEVICE_GONE is reported first); else the
+        thread waits for it."""
         if not access.done and not caller.wait_for(caller.thread, access.queue,
                                                    Signal.READABLE):
             self.counters["device_waits"] += 1
@@ -290,8 +289,7 @@ class GuestCpu:
                                          access.data if access.is_write else 0)
         else:
             io = self._io
-            assert io is not None
-            if not access.is_write:
+            if not access.is_write and io is not None:  # a port access has its _KvmIo
                 self._area[io.offset:io.offset + access.size] = access.data.to_bytes(
                     access.size, "little")
             self._io = None
@@ -302,7 +300,7 @@ class GuestCpu:
 
     def _loop(self, page: memoryview, caller: RunCaller) -> int:
         if self._device is not None:
-            result = self._device_answered(page, caller)
+            result = self._device_answered(self._device, page, caller)
             if result is not None:
                 return result
         if self._io is not None:  # the next piece of a long string access
@@ -343,7 +341,7 @@ class GuestCpu:
                 return self._publish(page, ex)
             if self._device is not None:  # a device model serves it
                 counters["device_exits"] += 1
-                result = self._device_answered(page, caller)
+                result = self._device_answered(self._device, page, caller)
                 if result is not None:
                     return result
                 continue
@@ -403,13 +401,15 @@ class GuestCpu:
             self.shutdown = True
             return runpage.Plain(VcpuExit.SHUTDOWN)
         if reason == ExitReason.INTERNAL_ERROR:
-            return self._internal_error(exits.decode(run, reason))
+            internal = run.exit.internal
+            ndata = min(int(internal.ndata), 16)
+            return self._internal_error(exits.InternalError(
+                internal.suberror, tuple(internal.data[i] for i in range(ndata))))
         if reason == ExitReason.FAIL_ENTRY:
             return runpage.Failure(VcpuExit.INTERNAL_ERROR, int(run.exit.hw_reason), b"")
         return runpage.Failure(VcpuExit.INTERNAL_ERROR, reason, b"")
 
-    def _internal_error(self, ex: exits.Exit) -> Pending | None:
-        assert isinstance(ex, exits.InternalError)
+    def _internal_error(self, ex: exits.InternalError) -> Pending | None:
         if ex.suberror != kvm.KVM_INTERNAL_ERROR_EMULATION:
             return runpage.Failure(VcpuExit.INTERNAL_ERROR, ex.suberror, b"")
         regs = self.vcpu.get_regs()
