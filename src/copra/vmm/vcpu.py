@@ -146,9 +146,10 @@ class GuestCpu:
     def kick(self, signal_it: bool) -> None:
         """Make the running (or next) KVM_RUN return at once (any thread; may be called
         under the VM gate's lock, or with ``signal_it`` False from a signal handler)."""
-        if self.dead:
+        run_page = getattr(self, "run_page", None)  # gone once released
+        if run_page is None or self.dead:
             return
-        self.run_page.immediate_exit = 1
+        run_page.immediate_exit = 1
         if signal_it:
             with self.lock:
                 if self.runner is not None and self.runner != threading.get_ident():
@@ -452,12 +453,13 @@ class Vcpu(MappableObject):
         super().__init__()
         self.cpu = cpu
         self._frames = frames
+        regs = bytes(cpu.vcpu.get_regs())  # first: an OSError here leaves nothing behind
         self.page_pa = frames.alloc(FrameOwner.KERNEL)
         memory = frames.memory
         offset = self.page_pa - memory.base
         self.page = memory.view[offset:offset + PAGE_SIZE]
         runpage.init_page(self.page)
-        runpage.write_regs(self.page, bytes(cpu.vcpu.get_regs()))
+        runpage.write_regs(self.page, regs)
 
     def wait_queue(self) -> WaitQueue:
         return self.cpu.queue
