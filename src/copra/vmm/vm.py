@@ -192,6 +192,7 @@ class GuestVm(KernelObject):
         self._stop()
 
     def _stop(self) -> None:
+        self.devices.release()
         for cpu in self.cpus:
             cpu.release()
         if self.vm is not None:

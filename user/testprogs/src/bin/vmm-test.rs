@@ -439,8 +439,27 @@ fn devices() -> u32 {
            "exit {:?}, {echoes} echoes, {gone} DEVICE_GONE", dev.exit);
     check!(26, model.join() == Ok(0), "the device model");
     core::mem::forget(io); // the device model closed it
+    // A model waiting in READ when its VM is released gets ENOTFOUND.
+    let Ok(idle) = vm.io_event(0x90, 1) else { return 27 };
+    IO_EVENT.store(u64::from(idle.handle().raw()), Ordering::Relaxed);
+    let Ok(waiter) = thread::spawn(idle_model, 0) else { return 28 };
+    let _ = wait::sleep(20 * MS);
+    drop(page);
+    drop(v);
+    drop(vm); // released: its guest stops, its events get no more accesses
+    check!(29, waiter.join() == Ok(0), "READ of an event whose VM was released");
     println!("vmm-test: devices ok");
     0
+}
+
+fn idle_model(_: u64) -> u32 {
+    // SAFETY: the main thread keeps the event open.
+    let event = unsafe { libcopra::HandleRef::borrow_raw(IO_EVENT.load(Ordering::Relaxed) as u32) };
+    let mut raw = [0u8; 32];
+    match libcopra::fs::read(&event, &mut raw) {
+        Err(e) if e.is(Errno::ENOTFOUND) => 0,
+        _ => 1,
+    }
 }
 
 static BENCH_EVENT: AtomicU64 = AtomicU64::new(0);
