@@ -58,13 +58,15 @@ def test_vmm_tour_answers_every_exit_and_refuses_garbage(boot: Any, vmmtest: byt
     assert_no_leak(run)
 
 
-def test_vmm_timeout_triple_fault_second_runner_and_close_while_running(
+def test_vmm_timeout_triple_fault_exit_flood_second_runner_and_close_while_running(
         boot2: Any, vmmtest: bytes) -> None:
     run = boot2("vmm-test", {"/etc/vmm-test.conf": b"hostile"},
-                guests=[_guest(vmmtest, "spin"), _guest(vmmtest, "triple")])
+                guests=[_guest(vmmtest, "spin"), _guest(vmmtest, "triple"),
+                        _guest(vmmtest, "flood")])
     assert run.result.status == 0, "\n".join(run.lines)
     assert "vmm-test: hostile ok" in run.task_lines("init")
     assert run.vmm.guests[1].cpus[0].shutdown
+    assert run.vmm.guests[2].cpus[0].counters["kernel_exits"] > 100  # all inside VCPU_RUN
     assert _vmm_objects_gone()
     assert_no_leak(run)
 

@@ -24,7 +24,9 @@ Invariants:
 - an event's queue has READABLE exactly while an access waits to be taken; an
   access's own queue raises READABLE when it is answered;
 - a closed event is out of its VM's routes before its accesses are abandoned, and
-  ``post`` to a closed event refuses (the access then goes to the VMM).
+  ``post`` to a closed event refuses (the access then goes to the VMM);
+- once its VM is released an event gets no access, and READ answers ENOTFOUND when
+  none is left (READABLE stays raised: WAIT_MANY on it returns at once).
 
 Locking: ``lock`` (class "vmm.device") guards an event's accesses and ``closed``;
 READ copies out under it (so a failed copy loses nothing: the access stays waiting).
@@ -90,6 +92,7 @@ class DeviceEvent(StreamObject):
         self.end = base + size  #: exclusive
         self.lock = lockdep.lock("vmm.device")
         self.closed = False
+        self.vm_gone = False  #: the VM was released: READ answers ENOTFOUND once drained
         self._waiting: deque[DeviceAccess] = deque()
         self._taken: dict[int, DeviceAccess] = {}
         self.queue = WaitQueue()
@@ -134,9 +137,11 @@ class DeviceEvent(StreamObject):
                         copy_out(p.space, buf, record)
                     self._waiting.popleft()
                     self._taken[access.seq] = access
-                    if not self._waiting:
+                    if not self._waiting and not self.vm_gone:
                         self.queue.clear_signals(Signal.READABLE)
                     return _ACCESS.size
+                if self.vm_gone:
+                    raise SyscallError(Errno.ENOTFOUND, "the event's VM was released")
             if not c.kernel.wait_for(c.thread, self.queue, Signal.READABLE):
                 raise WouldBlock
 
@@ -156,6 +161,13 @@ class DeviceEvent(StreamObject):
             raise SyscallError(Errno.EINVAL, f"no access {seq} was taken from this event")
         access.answer(value)
         return _ANSWER.size
+
+    def vm_released(self) -> None:
+        """Its VM is gone: no access will come; a holder's READ answers ENOTFOUND (READABLE
+        stays raised so that a waiting holder wakes and sees it)."""
+        with self.lock:
+            self.vm_gone = True
+            self.queue.raise_signals(Signal.READABLE)
 
     def on_close(self) -> None:
         """The holder is gone: unroute, then answer everything with all ones."""
@@ -208,6 +220,14 @@ class DeviceRouter:
             else:
                 self.io = (*routes, event)
         return event
+
+    def release(self) -> None:
+        """The VM is released: tell every event (their holders' READs end)."""
+        with self._lock:
+            events = self.io + self.mmio
+            self.io = self.mmio = ()
+        for event in events:
+            event.vm_released()
 
     def remove(self, event: DeviceEvent) -> None:
         with self._lock:

@@ -191,6 +191,8 @@ def sys_vcpu_open(c: Call, r: KvmRegs) -> int:
             cpu.opened = False
         if isinstance(e, OutOfMemory):
             raise SyscallError(Errno.ENOMEM, "no frame for the run page") from e
+        if isinstance(e, OSError):  # released meanwhile: its KVM vCPU is closed
+            raise SyscallError(Errno.ENOTFOUND, "the VM was released") from e
         raise
     return p.handles.install(vcpu, Rights.WRITE | Rights.MAP | Rights.WAIT)
 

@@ -149,9 +149,10 @@ class GuestCpu:
     def kick(self, signal_it: bool) -> None:
         """Make the running (or next) KVM_RUN return at once (any thread; may be called
         under the VM gate's lock, or with ``signal_it`` False from a signal handler)."""
-        if self.dead:
+        run_page = getattr(self, "run_page", None)  # gone once released
+        if run_page is None or self.dead:
             return
-        self.run_page.immediate_exit = 1
+        run_page.immediate_exit = 1
         if signal_it:
             with self.lock:
                 if self.runner is not None and self.runner != threading.get_ident():
@@ -225,9 +226,8 @@ class GuestCpu:
         """Finish the pending exit with user mode's answer (validated)."""
         ex = self.pending
         run = self.run_page
-        if isinstance(ex, runpage.Io):
-            io = self._io
-            assert io is not None
+        io = self._io
+        if isinstance(ex, runpage.Io) and io is not None:  # a pending Io has its _KvmIo
             if not ex.is_write and answer is not None:
                 start = io.offset + io.done * io.size
                 self._area[start:start + len(answer.data)] = answer.data
@@ -277,11 +277,11 @@ class GuestCpu:
             return "the timeout passed"
         return None
 
-    def _device_answered(self, page: memoryview, caller: RunCaller) -> int | None:
-        """The device access this vCPU waits for: answered, it is completed in kvm_run
-        (None: go on; 0: DEVICE_GONE is reported first); else the thread waits for it."""
-        access = self._device
-        assert access is not None
+    def _device_answered(self, access: DeviceAccess, page: memoryview,
+                         caller: RunCaller) -> int | None:
+        """``access`` (``_device``), which a device model serves: answered, it is
+        completed in kvm_run (None: go on; 0: DEVICE_GONE is reported first); else the
+        thread waits for it."""
         if not access.done and not caller.wait_for(caller.thread, access.queue,
                                                    Signal.READABLE):
             self.counters["device_waits"] += 1
@@ -296,8 +296,7 @@ class GuestCpu:
                                          access.data if access.is_write else 0)
         else:
             io = self._io
-            assert io is not None
-            if not access.is_write:
+            if not access.is_write and io is not None:  # a port access has its _KvmIo
                 self._area[io.offset:io.offset + access.size] = access.data.to_bytes(
                     access.size, "little")
             self._io = None
@@ -308,7 +307,7 @@ class GuestCpu:
 
     def _loop(self, page: memoryview, caller: RunCaller) -> int:
         if self._device is not None:
-            result = self._device_answered(page, caller)
+            result = self._device_answered(self._device, page, caller)
             if result is not None:
                 return result
         if self._io is not None:  # the next piece of a long string access
@@ -352,7 +351,7 @@ class GuestCpu:
                 return self._publish(page, ex)
             if self._device is not None:  # a device model serves it
                 counters["device_exits"] += 1
-                result = self._device_answered(page, caller)
+                result = self._device_answered(self._device, page, caller)
                 if result is not None:
                     return result
                 continue
@@ -414,13 +413,15 @@ class GuestCpu:
             self.shutdown = True
             return runpage.Plain(VcpuExit.SHUTDOWN)
         if reason == ExitReason.INTERNAL_ERROR:
-            return self._internal_error(exits.decode(run, reason))
+            internal = run.exit.internal
+            ndata = min(int(internal.ndata), 16)
+            return self._internal_error(exits.InternalError(
+                internal.suberror, tuple(internal.data[i] for i in range(ndata))))
         if reason == ExitReason.FAIL_ENTRY:
             return runpage.Failure(VcpuExit.INTERNAL_ERROR, int(run.exit.hw_reason), b"")
         return runpage.Failure(VcpuExit.INTERNAL_ERROR, reason, b"")
 
-    def _internal_error(self, ex: exits.Exit) -> Pending | None:
-        assert isinstance(ex, exits.InternalError)
+    def _internal_error(self, ex: exits.InternalError) -> Pending | None:
         if ex.suberror != kvm.KVM_INTERNAL_ERROR_EMULATION:
             return runpage.Failure(VcpuExit.INTERNAL_ERROR, ex.suberror, b"")
         regs = self.vcpu.get_regs()
@@ -463,12 +464,13 @@ class Vcpu(MappableObject):
         super().__init__()
         self.cpu = cpu
         self._frames = frames
+        regs = bytes(cpu.vcpu.get_regs())  # first: an OSError here leaves nothing behind
         self.page_pa = frames.alloc(FrameOwner.KERNEL)
         memory = frames.memory
         offset = self.page_pa - memory.base
         self.page = memory.view[offset:offset + PAGE_SIZE]
         runpage.init_page(self.page)
-        runpage.write_regs(self.page, bytes(cpu.vcpu.get_regs()))
+        runpage.write_regs(self.page, regs)
 
     def wait_queue(self) -> WaitQueue:
         return self.cpu.queue

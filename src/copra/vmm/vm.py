@@ -199,6 +199,7 @@ class GuestVm(KernelObject):
     def _stop(self) -> None:
         if self.timer is not None:
             self.timer.stop()
+        self.devices.release()
         for cpu in self.cpus:
             cpu.release()
         if self.vm is not None:

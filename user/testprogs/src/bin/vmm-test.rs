@@ -6,9 +6,10 @@
 //! - `tour` (guest 0: vmmtest, 2 vCPUs, 4 MiB): exclusivity (EBUSY), capabilities, the
 //!   guest's RAM seen through VM_MEMORY, garbage in the run page (EINVAL), then every
 //!   exit of the guest's tour answered and checked; prints `vmm-test: tour ok`;
-//! - `hostile` (guests 0 and 1: vmmtest; two SVSM CPUs): a VCPU_RUN timeout (EINTR), a
-//!   triple fault (SHUTDOWN, twice), a second thread's VCPU_RUN (EBUSY) and its CLOSE
-//!   of the VCPU while the first thread runs the guest (EINTR); prints `vmm-test: hostile ok`;
+//! - `hostile` (guests 0, 1 and 2: vmmtest; two SVSM CPUs): a VCPU_RUN timeout (EINTR),
+//!   a triple fault (SHUTDOWN, twice), a flood of kernel-owned exits cut by the timeout
+//!   (EINTR), a second thread's VCPU_RUN (EBUSY) and its CLOSE of the VCPU while the
+//!   first thread runs the guest (EINTR); prints `vmm-test: hostile ok`;
 //! - `abandon` (guest 0): a thread runs a spinning guest and the process exits under it;
 //! - `devices` (guest 0): a port and an MMIO range served by a device-model thread through
 //!   IO and MMIO events (never seen by VCPU_RUN), overlapping and RAM ranges refused, and
@@ -301,6 +302,14 @@ fn hostile() -> u32 {
            "triple fault: exit {}", page1.exit_reason());
     check!(18, v1.run(FOREVER).is_ok() && page1.exit_reason() == VcpuExit::SHUTDOWN as u32,
            "after the triple fault");
+    // A guest flooding kernel-owned exits (x2APIC reads without end): the timeout still
+    // ends VCPU_RUN.
+    let Ok(vm2) = Vm::open(2) else { return 23 };
+    let Ok(v2) = vm2.vcpu(0) else { return 24 };
+    let Ok(page2) = v2.map_run_page() else { return 25 };
+    page2.set_reg(RSI, 2);
+    page2.set_reg(RDI, 0xffff_ffff);
+    check!(26, is_err(run_past_console(&v2, &page2, 50 * MS), Errno::EINTR), "flood timeout");
     // A second thread: its VCPU_RUN answers EBUSY, its CLOSE kicks this one out.
     VCPU_RAW.store(u64::from(v0.handle().raw()), Ordering::Relaxed);
     let Ok(worker) = thread::spawn(racer, 0) else { return 19 };
@@ -430,8 +439,27 @@ fn devices() -> u32 {
            "exit {:?}, {echoes} echoes, {gone} DEVICE_GONE", dev.exit);
     check!(26, model.join() == Ok(0), "the device model");
     core::mem::forget(io); // the device model closed it
+    // A model waiting in READ when its VM is released gets ENOTFOUND.
+    let Ok(idle) = vm.io_event(0x90, 1) else { return 27 };
+    IO_EVENT.store(u64::from(idle.handle().raw()), Ordering::Relaxed);
+    let Ok(waiter) = thread::spawn(idle_model, 0) else { return 28 };
+    let _ = wait::sleep(20 * MS);
+    drop(page);
+    drop(v);
+    drop(vm); // released: its guest stops, its events get no more accesses
+    check!(29, waiter.join() == Ok(0), "READ of an event whose VM was released");
     println!("vmm-test: devices ok");
     0
+}
+
+fn idle_model(_: u64) -> u32 {
+    // SAFETY: the main thread keeps the event open.
+    let event = unsafe { libcopra::HandleRef::borrow_raw(IO_EVENT.load(Ordering::Relaxed) as u32) };
+    let mut raw = [0u8; 32];
+    match libcopra::fs::read(&event, &mut raw) {
+        Err(e) if e.is(Errno::ENOTFOUND) => 0,
+        _ => 1,
+    }
 }
 
 static BENCH_EVENT: AtomicU64 = AtomicU64::new(0);
