@@ -73,3 +73,29 @@ def test_demo_guest_prints_on_uart_interrupts_and_exchanges_ipis_with_its_second
     assert ap.irq.counters["sipis"] == 1 and ap.irq.counters["injected"] == 3  # the pings
     assert bsp.counters["completed"] + ap.counters["completed"] >= text + 12  # IRETs
     assert_no_leak(run)
+
+
+def test_irq_objects_refuse_bad_arguments_resample_level_lines_and_outlive_their_vm(
+        boot: Any, guest_kernels: dict[str, bytes]) -> None:
+    run = boot("irq-test", {"/etc/irq-test.conf": b"api"},
+               guests=[GuestSpec("irqtest", guest_kernels["irqtest"], 4 << 20, 1)])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "irq-test: api ok" in run.task_lines("init")
+    assert KernelObject.live[ObjectKind.IRQ] == 0
+    assert_no_leak(run)
+
+
+def test_irq_storm_from_a_device_model_coalesces_and_the_guest_and_svsm_go_on(
+        boot2: Any, guest_kernels: dict[str, bytes]) -> None:
+    run = boot2("irq-test", {"/etc/irq-test.conf": b"storm"},
+                guests=[GuestSpec("irqtest", guest_kernels["irqtest"], 4 << 20, 1)])
+    assert run.result.status == 0, "\n".join(run.lines)
+    lines = [line for line in run.task_lines("init") if line.startswith("irq-test: storm ok")]
+    assert lines, "\n".join(run.lines)
+    signals = int(lines[0].split(", ")[1].split()[0])
+    apic = run.vmm.guests[0].cpus[0].apic
+    taken = run.vmm.guests[0].cpus[0].irq.counters["injected"]
+    # every signal either became an interrupt the guest took or merged with a pending one
+    assert taken >= 200 and signals >= taken
+    assert apic.counters.coalesced >= signals - taken - 1
+    assert_no_leak(run)

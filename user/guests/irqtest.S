@@ -1,0 +1,88 @@
+/*
+ * irqtest: the guest of the `irq-test` VMM (user/testprogs/src/bin/irq-test.rs): takes
+ * interrupts at vector 0x30 from an IRQ object or its APIC timer.
+ *
+ * The VMM sets %esi (mode) and %edi (count) before the first VCPU_RUN:
+ *   0  wait in `sti; hlt` until %edi interrupts have been taken;
+ *   1  the same, spinning at CPL0 with IF set instead of halting;
+ *   2  the APIC timer, periodic, vector 0x30, initial count %edi (ns at the 1 GHz
+ *      APIC clock, divide by 1), until 1000 interrupts.
+ * The handler's first instruction is `out %al, $0x80` (benchmarks time it); then it
+ * counts, EOIs and returns with IRET. Ends with 0x11 (status 0x23) through port 0xf4.
+ * No console: nothing here needs a UART.
+ */
+#include "common.S"
+
+#define VECTOR 0x30
+
+    .text
+main:
+    mov $0xff, %al
+    out %al, $0x21
+    out %al, $0xa1
+    call load_gdt
+    mov $VECTOR, %eax
+    mov $handler, %edx
+    call set_gate
+    call load_idt
+    mov $0x1b, %ecx                     /* x2APIC mode, software enabled */
+    rdmsr
+    or $0xc00, %eax
+    wrmsr
+    mov $0x80f, %ecx
+    mov $0x1ff, %eax
+    xor %edx, %edx
+    wrmsr
+    out %al, $0x81                      /* ready */
+    cmp $1, %esi
+    je spin
+    cmp $2, %esi
+    jne halt
+    mov $0x83e, %ecx                    /* timer: divide by 1, periodic */
+    mov $0xb, %eax
+    wrmsr
+    mov $0x832, %ecx
+    mov $VECTOR | (1 << 17), %eax
+    wrmsr
+    mov $0x838, %ecx
+    mov %edi, %eax
+    wrmsr
+    mov $1000, %edi
+halt:
+    sti
+    hlt
+    cli
+    cmp count, %edi
+    ja halt
+    jmp done
+spin:
+    sti
+1:  cmp count, %edi
+    ja 1b
+    cli
+done:
+    mov $0x838, %ecx                    /* stop the timer */
+    xor %eax, %eax
+    xor %edx, %edx
+    wrmsr
+    mov $0x11, %eax
+    ret
+
+handler:
+    out %al, $0x80
+    incl count
+    push %eax
+    push %ecx
+    push %edx
+    mov $0x80b, %ecx
+    xor %eax, %eax
+    xor %edx, %edx
+    wrmsr
+    pop %edx
+    pop %ecx
+    pop %eax
+    iret
+
+    .data
+count:
+    .long 0
