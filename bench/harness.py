@@ -8,16 +8,21 @@ from collections.abc import Callable
 
 from copra.kernel.boot import make_kernel
 from copra.kernel.cpu import Cpu, Next
+from copra.kernel.kernel import Kernel
 from copra.kernel.svsm_vm import SvsmVm
 from copra.kernel.thread import Thread
 
 
 def serve_observed(archive: bytes, observe: Callable[[Cpu, Thread], None], what: str, *,
-                   memory: int = 64 << 20, cpus: int = 1) -> None:
-    """Run /init of ``archive`` to its end; SystemExit naming ``what`` unless it exits 0."""
+                   memory: int = 64 << 20, cpus: int = 1,
+                   prepare: Callable[[Kernel], Callable[[], None]] | None = None) -> None:
+    """Run /init of ``archive`` to its end; SystemExit naming ``what`` unless it exits 0.
+    ``prepare(kernel)``, if given, runs before /init starts (guest VMs are made there)
+    and returns what to call after the run."""
     vm = SvsmVm(memory, cpus=cpus)
     try:
         kernel, _ = make_kernel(vm, archive, lambda line: None)
+        cleanup = prepare(kernel) if prepare is not None else None
         dispatch = kernel.dispatch
 
         def observed(cpu: Cpu, thread: Thread) -> Next:
@@ -26,6 +31,8 @@ def serve_observed(archive: bytes, observe: Callable[[Cpu, Thread], None], what:
 
         kernel.dispatch = observed  # type: ignore[method-assign]
         result = kernel.serve(kernel.spawn("/init"))
+        if cleanup is not None:
+            cleanup()
         if result.status != 0:
             raise SystemExit(f"{what} failed: status {result.status:#x}")
     finally:

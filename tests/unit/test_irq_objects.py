@@ -85,7 +85,7 @@ def test_vcpu_halt_and_wait_for_sipi_states() -> None:
     bus = ApicBus(lambda: 0)
     ap = bus.create(1)
     vcpu = VcpuIrq(StubCpu(), ap, bus, ApicTimer(bus, "t"), started=False)  # type: ignore[arg-type]
-    assert vcpu.state is VcpuState.WAIT_SIPI and vcpu.needs_attention()
+    assert vcpu.state is VcpuState.WAIT_SIPI and vcpu.attention
 
 
 def test_apic_timer_thread_fires_a_one_shot_timer_and_stops() -> None:

@@ -3,13 +3,17 @@
 ``VcpuIrq`` is one guest vCPU's side of the APIC contract of docs/apic.md ("The VMM's
 loop"), run by the thread inside VCPU_RUN (vmm/vcpu.py calls it at a few hook points):
 
-- **before each KVM_RUN** (``before_entry``): CR8 from the TPR; a latched NMI goes in
-  with KVM_NMI; the highest deliverable vector is acknowledged (IRR -> ISR) and
-  injected with KVM_INTERRUPT when the last exit said the vCPU can take it
-  (``ready_for_interrupt_injection`` and IF), otherwise ``request_interrupt_window``
-  asks KVM for an exit as soon as it can (KVM_EXIT_IRQ_WINDOW_OPEN). No in-kernel
-  irqchip: docs/apic.md says why.
-- **after each exit** (``after_exit``): the TPR from CR8 (one register, SDM 11.8.6.1).
+- **before an entry, while ``attention`` is set** (``attend``; the loop's only cost
+  otherwise is reading that flag): the TPR from CR8 and back (one register, SDM
+  11.8.6.1); a latched NMI goes in with KVM_NMI; the highest deliverable vector is
+  acknowledged (IRR -> ISR) and injected with KVM_INTERRUPT when the last exit said the
+  vCPU can take it (``ready_for_interrupt_injection`` and IF), otherwise
+  ``request_interrupt_window`` asks KVM for an exit as soon as it can
+  (KVM_EXIT_IRQ_WINDOW_OPEN). No in-kernel irqchip: docs/apic.md says why.
+  ``attention`` is set by ``notify`` (something became pending), by a HLT the kernel
+  keeps, and while a vCPU waits for SIPI or still has something to deliver.
+- **TPR and CR8** are synced lazily: at ``attend``, after a WRMSR of TPR, before an
+  RDMSR of TPR or PPR (only a 64-bit guest can MOV to CR8 without an exit).
 - **HLT with IF set** (``halt``): the kernel keeps the exit; the vCPU is HALTED and its
   thread sleeps inside VCPU_RUN (blocked, holding no SVSM CPU) until something can
   wake it: a deliverable interrupt, an NMI, an INIT, or VCPU_RUN's own reasons to stop
@@ -33,6 +37,9 @@ so an IPI, a timer or an IRQ object's signal is injected promptly, not at the gu
 next unrelated exit.
 
 Invariants:
+- ``attention`` is set whenever the vCPU is not RUNNING, IRR is not empty or an
+  interrupt window is requested (set under the bus lock by ``notify`` and ``attend``):
+  a VCPU_RUN loop that finds it clear has nothing to deliver;
 - ``state`` is RUNNING, HALTED or WAIT_SIPI; only the runner changes it;
 - a vector leaves IRR only through ``ack`` right before its KVM_INTERRUPT, so KVM
   holds at most one injected vector and the model's ISR mirrors what the guest runs;
@@ -151,6 +158,9 @@ class VcpuIrq:
         self.bus = bus
         self.timer = timer
         self.state = VcpuState.RUNNING if started else VcpuState.WAIT_SIPI
+        #: Something may need doing before the next entry (an interrupt pending, a
+        #: window requested, halted, waiting for SIPI): the VCPU_RUN loop's one check.
+        self.attention = not started
         self.wake = WaitQueue()
         self._saved: tuple[Thread, float | None] | None = None
         self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
@@ -163,6 +173,7 @@ class VcpuIrq:
     # --- any thread (the bus lock held) --------------------------------------------------
 
     def notify(self, apic: X2Apic) -> None:
+        self.attention = True
         self.wake.raise_signals(Signal.READABLE)
         cpu = self.cpu
         runner = cpu.runner
@@ -186,47 +197,40 @@ class VcpuIrq:
 
     # --- the runner ----------------------------------------------------------------------
 
-    def needs_attention(self) -> bool:
-        """Whether ``prepare`` must run before the next entry (cheap: the hot path)."""
-        return self.state is not VcpuState.RUNNING or self.apic.init_pending
-
-    def prepare(self, caller: RunCaller) -> None:
-        """Before entering the guest: take INIT and SIPI, and sleep (raise WouldBlock,
-        the thread blocked until ``wake``) while the vCPU is halted or waits for SIPI
-        and nothing can wake it."""
-        apic = self.apic
+    def attend(self, caller: RunCaller) -> None:
+        """Before an entry while ``attention`` is set: take INIT and SIPI, sleep (raise
+        WouldBlock, the thread blocked until ``wake``) while the vCPU is halted or waits
+        for SIPI and nothing can wake it, then inject what can be injected."""
+        apic, run = self.apic, self.cpu.run_page
         while True:
             self.wake.clear_signals(Signal.READABLE)
             with self.bus.lock:
+                self.attention = False
+                if run.cr8 != apic.cr8:  # a 64-bit guest's MOV to CR8 (TPR, 11.8.6.1)
+                    apic.cr8 = run.cr8
                 if apic.take_init():
                     self.counters["inits"] += 1
                     self.state = VcpuState.WAIT_SIPI
                 vector = apic.take_sipi()
-                if self.state is VcpuState.WAIT_SIPI:
-                    if vector is None:
-                        ready = False
-                    else:
-                        self._start(vector)
-                        ready = True
-                elif self.state is VcpuState.HALTED:
-                    ready = apic.nmi_pending or apic.highest_pending() is not None
-                    if ready:
-                        self.state = VcpuState.RUNNING
-                else:
-                    ready = True
-            if ready:
-                return
+                if self.state is VcpuState.WAIT_SIPI and vector is not None:
+                    self._start(vector)
+                elif self.state is VcpuState.HALTED and (
+                        apic.nmi_pending or apic.highest_pending() is not None):
+                    self.state = VcpuState.RUNNING
+                if self.state is VcpuState.RUNNING:
+                    self._inject(run)
+                    return
+                self.attention = True  # still asleep: look again when woken
+                due = apic.next_deadline_ns()
             if not caller.wait_for(caller.thread, self.wake, Signal.READABLE):
                 self.counters["sleeps"] += 1
-                self._sleep_until_timer(caller)
+                self._sleep_until(caller, due)
                 raise WouldBlock
 
-    def _sleep_until_timer(self, caller: RunCaller) -> None:
-        """The thread's wait ends at the APIC timer's deadline too (or VCPU_RUN's own
-        timeout, if earlier): the scheduler then sees a timed wait, not a thread that
+    def _sleep_until(self, caller: RunCaller, due: int | None) -> None:
+        """The thread's wait ends at the APIC timer's deadline ``due`` too (or VCPU_RUN's
+        own timeout, if earlier): the scheduler then sees a timed wait, not a thread that
         nothing can wake, and ``restore_deadline`` gives VCPU_RUN its own back."""
-        with self.bus.lock:
-            due = self.apic.next_deadline_ns()
         if due is None:
             return
         wake_at = due / NS_PER_S
@@ -236,7 +240,7 @@ class VcpuIrq:
             thread.deadline = wake_at
 
     def restore_deadline(self, caller: RunCaller) -> None:
-        """At VCPU_RUN's start: undo what ``_sleep_until_timer`` did to the deadline."""
+        """At VCPU_RUN's start: undo what ``_sleep_until`` did to the deadline."""
         saved, self._saved = self._saved, None
         if saved is not None and saved[0] is caller.thread and caller.thread.resumed:
             caller.deadline = caller.thread.deadline = saved[1]
@@ -260,37 +264,29 @@ class VcpuIrq:
         run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
         self.state = VcpuState.RUNNING
 
-    def before_entry(self) -> None:
-        run = self.cpu.run_page
+    def _inject(self, run: kvm.KvmRun) -> None:
+        """With the bus lock held, the vCPU running: CR8 from the TPR, a latched NMI with
+        KVM_NMI, and the highest deliverable vector acknowledged and injected when the
+        last exit said the vCPU can take it, else an interrupt window requested.
+        ``attention`` stays set while anything is left to deliver."""
         apic = self.apic
-        if not apic.irr and not apic.nmi_pending and not run.request_interrupt_window:
-            tpr = apic.cr8
-            if run.cr8 != tpr:
-                run.cr8 = tpr
-            return
-        with self.bus.lock:
-            run.cr8 = apic.cr8
-            if apic.take_nmi():
-                self.counters["nmis"] += 1
-                fcntl.ioctl(self.cpu.vcpu.fd, KVM_NMI)
-            if apic.highest_pending() is None:
-                run.request_interrupt_window = 0
-            elif run.ready_for_interrupt_injection and run.if_flag:
-                vector = apic.ack()
-                assert vector is not None
-                self.cpu.vcpu.interrupt(vector)
-                self.counters["injected"] += 1
-                run.request_interrupt_window = 0
-            else:
-                self.counters["windows"] += 1
-                run.request_interrupt_window = 1
-
-    def after_exit(self) -> None:
-        cr8 = self.cpu.run_page.cr8
-        apic = self.apic
-        if cr8 != apic.cr8:
-            with self.bus.lock:
-                apic.cr8 = cr8
+        run.cr8 = apic.cr8
+        if apic.take_nmi():
+            self.counters["nmis"] += 1
+            fcntl.ioctl(self.cpu.vcpu.fd, KVM_NMI)
+        if apic.highest_pending() is None:
+            run.request_interrupt_window = 0
+        elif run.ready_for_interrupt_injection and run.if_flag:
+            vector = apic.ack()
+            assert vector is not None
+            self.cpu.vcpu.interrupt(vector)
+            self.counters["injected"] += 1
+            run.request_interrupt_window = 0
+        else:
+            self.counters["windows"] += 1
+            run.request_interrupt_window = 1
+        if apic.irr or run.request_interrupt_window:
+            self.attention = True
 
     def halt(self) -> bool:
         """A HLT exit: True when the kernel keeps it (IF set: the vCPU sleeps until an
@@ -299,11 +295,22 @@ class VcpuIrq:
             return False
         self.counters["halts"] += 1
         self.state = VcpuState.HALTED
+        self.attention = True
         return True
 
     def msr_written(self, index: int) -> None:
+        """After a WRMSR the APIC took (bus lock held)."""
         if index in TIMER_MSRS:
             self.timer.changed()
+        elif index == Msr.TPR:
+            self.cpu.run_page.cr8 = self.apic.cr8
+
+    def sync_tpr(self) -> None:
+        """Before an RDMSR of TPR or PPR (bus lock held): a 64-bit guest may have
+        changed the TPR with MOV to CR8 since."""
+        cr8 = self.cpu.run_page.cr8
+        if cr8 != self.apic.cr8:
+            self.apic.cr8 = cr8
 
     def released(self) -> None:
         """The VM or the VCPU handle goes: wake a sleeping runner so that it leaves."""

@@ -68,7 +68,7 @@ from copra.vmm.msr import (
     MsrPolicy,
 )
 from copra.vmm.runpage import Pending
-from copra.vmm.x2apic import ApicBus, Gp, X2Apic
+from copra.vmm.x2apic import ApicBus, Gp, Msr, X2Apic
 
 if TYPE_CHECKING:
     from copra.kernel.scheduler import Scheduler
@@ -77,6 +77,7 @@ INSN_BYTES: Final = 15
 _REGS_SIZE: Final = ctypes.sizeof(KvmRegs)
 #: The kernel-owned MSRs outside the x2APIC range (msr.KERNEL_OWNED, inlined for speed).
 _OTHER_KERNEL_OWNED: Final = frozenset({MSR_APIC_BASE, MSR_TSC_DEADLINE})
+_TPR_PPR: Final = frozenset({int(Msr.TPR), int(Msr.PPR)})  #: reads that sync CR8 first
 
 
 @dataclass
@@ -330,9 +331,8 @@ class GuestCpu:
                         counters["yields"] += 1
                         caller.sched.wake(caller.thread)  # runnable again at once: a yield
                         raise WouldBlock
-            if irq.needs_attention():
-                irq.prepare(caller)  # INIT, SIPI; sleeps while halted (WouldBlock)
-            irq.before_entry()
+            if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
+                irq.attend(caller)
             try:
                 reason = vcpu.run()
             except InterruptedError:
@@ -341,7 +341,6 @@ class GuestCpu:
                 return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
                                                            e.errno or 0, b""))
             counters["exits"] += 1
-            irq.after_exit()
             kicked = reason == ExitReason.INTR
             if kicked:
                 run.immediate_exit = 0
@@ -367,7 +366,11 @@ class GuestCpu:
                 with self._bus.lock:
                     if write:
                         result: int | Gp | None = self.apic.write_msr(index, int(msr.data))
+                        if result is None:
+                            self.irq.msr_written(index)
                     else:
+                        if index in _TPR_PPR:
+                            self.irq.sync_tpr()
                         result = self.apic.read_msr(index)
                 if isinstance(result, Gp):
                     msr.error = 1
@@ -375,8 +378,6 @@ class GuestCpu:
                     msr.error = 0
                     if isinstance(result, int):
                         msr.data = result
-                    elif write:
-                        self.irq.msr_written(index)
                 return None
             if self.policy.claimed(index, write):
                 return runpage.Msr(index, write, int(msr.data) if write else 0)

@@ -11,7 +11,8 @@
 //!   sleeps 1 ms twenty times; the guest ends, the sleeper ends; prints
 //!   `irq-test: storm ok, N signals`;
 //! - `bench MODE N PARAM`: MODE `halt` or `spin`: N signals of a level IRQ, each waited
-//!   for through its resample, to a guest halted or spinning between them; `timer`:
+//!   for through its resample and 1 ms more, to a guest halted or spinning between
+//!   them; `timer`:
 //!   the guest's periodic APIC timer every PARAM ns for 1000 interrupts. The benchmark
 //!   (bench/irq.py) times the kernel's side; prints `irq-bench: done`.
 
@@ -222,7 +223,9 @@ fn bench(mode: &str, n: u64, param: u64) -> u32 {
         let Ok(level) = vm.irq(0, VECTOR, true) else { return 5 };
         let Some(runner) = start(&vm, u64::from(mode == "spin"), n) else { return 6 };
         for _ in 0..n {
-            if level.signal().is_err() || level.resamples().is_err() {
+            // Each signal finds the guest back in its loop (halted or spinning), not
+            // still returning from the last interrupt: 1 ms after the resample.
+            if level.signal().is_err() || level.resamples().is_err() || wait::sleep(1_000_000).is_err() {
                 return 7;
             }
         }
