@@ -41,6 +41,8 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
+from time import perf_counter
 
 from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
 from copra.hw.x86 import Vector
@@ -68,8 +70,16 @@ from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.scheduler import Scheduler, Waiter
+from copra.kernel.stats import (
+    CPU_ERROR,
+    PREEMPTION,
+    SYSCALL_DOORBELL,
+    SYSCALL_INT80,
+    RunStats,
+    StatsReport,
+)
 from copra.kernel.svsm_vm import SvsmVm
-from copra.kernel.syscalls import SYSCALLS, Call
+from copra.kernel.syscalls import SYSCALLS, Call, SyscallSpec
 from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.usermem import UserPtr, copy_in
 from copra.kernel.waitqueue import Signal, WaitQueue
@@ -82,6 +92,18 @@ PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
 #: ``Kernel.counters`` key per entry: how many syscalls came in through each (a program
 #: built for upstream must show none through the doorbell).
 ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscalls_via_int80"}
+#: The statistics' exit kind per entry (kernel/stats.py).
+EXIT_KINDS = {Entry.DOORBELL: SYSCALL_DOORBELL, Entry.INT80: SYSCALL_INT80}
+
+
+class LogLevel(IntEnum):
+    """How much the kernel logs (``copra run -q``/``-v``): a line is written when its
+    level is at least the kernel's ``log_level``."""
+
+    DEBUG = 10  #: each process's start and end (``-v``)
+    INFO = 20  #: the boot banner, init's start and status (the default)
+    WARNING = 30  #: kills, refusals, timeouts, interruptions (``-q`` keeps these)
+    ERROR = 40  #: internal errors of the kernel
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,8 @@ class RunResult:
     timed_out: bool
     still_running: tuple[str, ...]
     interrupted: bool = False  #: stopped by SIGINT (Ctrl-C) before everything ended
+    #: the run's statistics when ``Kernel.attach_stats`` asked for them
+    stats: StatsReport | None = None
 
 
 def task_name(path: str) -> str:
@@ -131,6 +155,9 @@ class Kernel:
         self._timed_out = False
         self._table = SYSCALLS
         self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
+        #: Kernel lines below this level are not written (``log``).
+        self.log_level = LogLevel.INFO
+        self._run_stats: RunStats | None = None
 
     def request_stop(self) -> None:
         """Stop the run at the next slice boundary, as a timeout does. A signal handler
@@ -144,8 +171,39 @@ class Kernel:
     def memory(self) -> PhysicalMemory:
         return self.vm.memory
 
-    def log(self, message: str) -> None:
-        self.console(f"[kernel] {message}")
+    def log(self, message: str, level: LogLevel = LogLevel.INFO) -> None:
+        if level >= self.log_level:
+            self.console(f"[kernel] {message}")
+
+    def syscall_spec(self, number: int) -> SyscallSpec | None:
+        """The table's row for ``number`` (BATCH runs its records through it)."""
+        return self._table.get(number)
+
+    # --- statistics and tracing ---------------------------------------------------------
+
+    def attach_stats(self, run: RunStats) -> None:
+        """Count (and trace, when ``run`` has a Trace) on every CPU from now until the
+        end of the next ``serve``, whose result carries the report. Call before
+        ``serve``, while no CPU runs."""
+        vm = self.vm
+        probes = run.make_probes(len(vm.cpus), vm.invalidations, vm.invalidation_seconds)
+        for cpu, call, probe in zip(vm.cpus, self._calls, probes, strict=True):
+            cpu.probe = probe
+            call.probe = probe
+        if run.trace is not None:
+            vm.on_invalidation = run.trace.invalidation
+        self._run_stats = run
+
+    def _detach_stats(self) -> StatsReport | None:
+        run, self._run_stats = self._run_stats, None
+        if run is None:
+            return None
+        vm = self.vm
+        for cpu, call in zip(vm.cpus, self._calls, strict=True):
+            cpu.probe = None
+            call.probe = None
+        vm.on_invalidation = None
+        return run.report(vm.invalidations, vm.invalidation_seconds)
 
     def count(self, key: str, n: int = 1) -> None:
         with self._counters_lock:
@@ -191,9 +249,11 @@ class Kernel:
             if owner is not None:
                 owner.children.add(pid)
                 owner.live_children += 1
+        if self.log_level <= LogLevel.DEBUG:
+            self.log(f"{path} started as task {pid} (parent {parent})", LogLevel.DEBUG)
         if elf.has_wx:
             self.count("wx_images")
-            self.log(f"{path} has a writable and executable segment")
+            self.log(f"{path} has a writable and executable segment", LogLevel.WARNING)
         self.sched.add(thread)
         return proc
 
@@ -277,12 +337,14 @@ class Kernel:
                     thread.code = status
                     thread.ended_queue.raise_signals(Signal.ENDED)
             proc.ended_queue.raise_signals(Signal.ENDED)
+        if self.log_level <= LogLevel.DEBUG:
+            self.log(f"{proc.name} (pid {proc.pid}) {describe_status(status)}", LogLevel.DEBUG)
 
     def _kick_cpu(self, index: int) -> None:
         self.vm.kick_one(index)
 
     def kill(self, proc: Process, why: str, status: int, caller: Thread | None = None) -> None:
-        self.log(f"{proc.name} (pid {proc.pid}) killed: {why}")
+        self.log(f"{proc.name} (pid {proc.pid}) killed: {why}", LogLevel.WARNING)
         self.count("killed")
         self.exit_process(proc, status, caller)
 
@@ -386,12 +448,13 @@ class Kernel:
             ticking.set()
             timer.join()
             self.vm.flush_quarantine()
+            report = self._detach_stats()
         if self._failure is not None:
             raise RuntimeError("a CPU loop failed") from self._failure
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
                      if not p.ended)
         return RunResult(init.status, self._timed_out, live,
-                         self.stop_requested and not self._timed_out)
+                         self.stop_requested and not self._timed_out, report)
 
     def _cpu_main(self, cpu: Cpu) -> None:
         """A CPU's host thread. SIGINT is left to the main thread, which handles it."""
@@ -432,7 +495,10 @@ class Kernel:
             self.vm.kick(preempt=True)
 
     def pick(self, cpu: Cpu) -> Thread | None:
-        return self.sched.pick(cpu.index)
+        thread = self.sched.pick(cpu.index)
+        if thread is not None and cpu.probe is not None:
+            cpu.probe.on_cpu(thread)
+        return thread
 
     def resume(self, cpu: Cpu, thread: Runnable) -> Next:
         assert isinstance(thread, Thread)
@@ -453,28 +519,41 @@ class Kernel:
         assert isinstance(thread, Thread)
         if thread.state is ThreadState.EXITED:  # its process ended under it (a kick)
             return self._ended(cpu, thread)
+        probe = cpu.probe
         if type(ex) is SyscallExit:
             self.count(ENTRY_COUNTERS[ex.entry])
+            if probe is not None:
+                probe.exit(EXIT_KINDS[ex.entry])
             return self.dispatch(cpu, thread)
         if type(ex) is PreemptExit:
             self.count("preemptions")
+            if probe is not None:
+                probe.exit(PREEMPTION)
             if self.stop_requested:
                 self.sched.stop()
             if not self.sched.others_waiting():
                 return Next.GO_ON
             cpu.save()
+            if probe is not None:
+                probe.preempted()
             self.sched.yield_(thread)
             return Next.LEAVE
         proc = thread.process
         if type(ex) is FaultExit:
             if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
                 self.count(ENTRY_COUNTERS[Entry.INT80])
+                if probe is not None:
+                    probe.exit(SYSCALL_INT80)
                 cpu.regs.rip = ex.rip + 2
                 cpu.mark_regs_dirty()
                 return self.dispatch(cpu, thread)
+            if probe is not None:
+                probe.fault(ex.vector, ex.rip)
             self._fault(cpu, thread, ex)
         else:
             assert isinstance(ex, CpuError)
+            if probe is not None:
+                probe.exit(CPU_ERROR)
             self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION, thread)
         return self._ended(cpu, thread)
 
@@ -523,7 +602,21 @@ class Kernel:
         self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION, thread)
 
     def dispatch(self, cpu: Cpu, thread: Thread) -> Next:
-        """Dispatch the syscall in the registers of ``thread`` (loaded on ``cpu``)."""
+        """Dispatch the syscall in the registers of ``thread`` (loaded on ``cpu``),
+        timed and counted when the run keeps statistics."""
+        probe = cpu.probe
+        if probe is None:
+            return self._dispatch(cpu, thread)
+        number = cpu.regs.rax
+        probe.pending_block = False
+        start = perf_counter()
+        step = self._dispatch(cpu, thread)
+        end = perf_counter()
+        probe.syscall(number, start, end, cpu.regs.rax if step is Next.GO_ON else None,
+                      probe.pending_block)
+        return step
+
+    def _dispatch(self, cpu: Cpu, thread: Thread) -> Next:
         regs = cpu.regs
         number = regs.rax
         proc = thread.process
@@ -544,9 +637,12 @@ class Kernel:
                 # Out of frames or of a budget: say why, without a line per call.
                 seen = self._count_seen("enomem")
                 if seen & (seen - 1) == 0:
-                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}")
+                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}",
+                             LogLevel.WARNING)
         except WouldBlock:
             cpu.save()  # before another CPU may take it
+            if cpu.probe is not None:
+                cpu.probe.blocked()
             self.sched.block(thread)
             return Next.LEAVE
         except ThreadEnded:
@@ -558,13 +654,14 @@ class Kernel:
             seen = self._count_seen("host_memory_errors")
             if seen & (seen - 1) == 0:
                 self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
-                         f"{proc.name} (pid {proc.pid}): answered ENOMEM")
+                         f"{proc.name} (pid {proc.pid}): answered ENOMEM", LogLevel.WARNING)
             result = int(Errno.ENOMEM)
         except Exception as e:  # a kernel bug: the caller gets UNKNOWN, the kernel goes on
             self.count("internal_errors")
-            self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}")
+            self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}",
+                     LogLevel.ERROR)
             for line in traceback.format_exc().splitlines():
-                self.log(line)
+                self.log(line, LogLevel.ERROR)
             result = int(Errno.UNKNOWN)
         regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         cpu.mark_regs_dirty()
