@@ -631,14 +631,6 @@ class Kernel:
                 result = spec.handler(call, regs)
             finally:
                 call.end()
-        except SyscallError as e:
-            result = int(e.errno)
-            if e.errno is Errno.ENOMEM:
-                # Out of frames or of a budget: say why, without a line per call.
-                seen = self._count_seen("enomem")
-                if seen & (seen - 1) == 0:
-                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}",
-                             LogLevel.WARNING)
         except WouldBlock:
             cpu.save()  # before another CPU may take it
             if cpu.probe is not None:
@@ -647,22 +639,8 @@ class Kernel:
             return Next.LEAVE
         except ThreadEnded:
             return self._ended(cpu, thread)
-        except MemoryError:
-            # The host ran out before a budget refused: not a bug in the handler, and
-            # not worth a traceback per call (they come in floods). The caller gets
-            # ENOMEM; the first, second, fourth, eighth... are logged, all counted.
-            seen = self._count_seen("host_memory_errors")
-            if seen & (seen - 1) == 0:
-                self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
-                         f"{proc.name} (pid {proc.pid}): answered ENOMEM", LogLevel.WARNING)
-            result = int(Errno.ENOMEM)
-        except Exception as e:  # a kernel bug: the caller gets UNKNOWN, the kernel goes on
-            self.count("internal_errors")
-            self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}",
-                     LogLevel.ERROR)
-            for line in traceback.format_exc().splitlines():
-                self.log(line, LogLevel.ERROR)
-            result = int(Errno.UNKNOWN)
+        except Exception as e:  # SyscallError, MemoryError, or a kernel bug
+            result = self.error_result(proc, number, e)
         regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         cpu.mark_regs_dirty()
         # The syscall is over: whatever it waited for is history.
@@ -672,6 +650,35 @@ class Kernel:
         if thread.state is ThreadState.EXITED:  # its process ended meanwhile
             return self._ended(cpu, thread)
         return Next.GO_ON
+
+    def error_result(self, proc: Process, number: int, e: Exception) -> int:
+        """The result (-errno) of syscall ``number`` of ``proc`` whose handler raised
+        ``e``; logged and counted as the module docstring says. Call it in the
+        ``except`` block (an internal error's traceback is taken from there)."""
+        if isinstance(e, SyscallError):
+            if e.errno is Errno.ENOMEM:
+                # Out of frames or of a budget: say why, without a line per call.
+                seen = self._count_seen("enomem")
+                if seen & (seen - 1) == 0:
+                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}",
+                             LogLevel.WARNING)
+            return int(e.errno)
+        if isinstance(e, MemoryError):
+            # The host ran out before a budget refused: not a bug in the handler, and
+            # not worth a traceback per call (they come in floods). The caller gets
+            # ENOMEM; the first, second, fourth, eighth... are logged, all counted.
+            seen = self._count_seen("host_memory_errors")
+            if seen & (seen - 1) == 0:
+                self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
+                         f"{proc.name} (pid {proc.pid}): answered ENOMEM", LogLevel.WARNING)
+            return int(Errno.ENOMEM)
+        # A kernel bug: the caller gets UNKNOWN, the kernel goes on.
+        self.count("internal_errors")
+        self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}",
+                 LogLevel.ERROR)
+        for line in traceback.format_exc().splitlines():
+            self.log(line, LogLevel.ERROR)
+        return int(Errno.UNKNOWN)
 
     def _count_seen(self, key: str) -> int:
         with self._counters_lock:

@@ -90,6 +90,15 @@ class Services(Protocol):
         """Frames just unmapped: no CPU may translate to them any more, then free."""
         ...
 
+    def syscall_spec(self, number: int) -> SyscallSpec | None:
+        """The row of ``number`` in the kernel's table (BATCH runs records by it)."""
+        ...
+
+    def error_result(self, proc: Process, number: int, e: Exception) -> int:
+        """The -errno a handler's exception answers, logged and counted as the
+        dispatcher does it (BATCH uses it per record)."""
+        ...
+
 
 Handler = Callable[["Call", KvmRegs], int]
 
