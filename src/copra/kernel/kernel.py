@@ -24,6 +24,12 @@ Invariants:
   counted (``counters["enomem"]``) and the 1st, 2nd, 4th, 8th... are logged with
   their reason, so a flood of them costs a few lines.
 
+Statistics: while a run keeps them (``attach_stats``, until the end of ``serve``),
+each CPU and its syscall context carry a ``CpuProbe`` (kernel/stats.py) that the exit
+handlers and the dispatcher feed; otherwise ``cpu.probe`` is None and each hook is
+that one check. The kernel's own lines have a level (``LogLevel``); those below
+``log_level`` are not written.
+
 Locking: ``tasks_lock`` (class "tasks", the outermost, kernel/lockdep.py) guards
 ``processes``, the pid counter, every process's ``status``, ``threads``, ``parent``
 and child bookkeeping: spawn, exit, reap and WAIT's look-up take it. The scheduler
