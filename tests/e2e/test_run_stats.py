@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from copra.kernel.trace import VCPU_PID
+
 
 def copra(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "copra", *args], capture_output=True,
@@ -70,7 +72,7 @@ def test_trace_holds_the_same_syscalls_and_a_vcpu_track(stats_run: Any) -> None:
     processes = {e["pid"]: e["args"]["name"] for e in events if e["name"] == "process_name"}
     assert {processes[e["pid"]].split()[0] for e in writes} == {"init", "hello"}
     running = [e for e in events if e["ph"] == "X" and e["cat"] == "sched"]
-    assert {e["args"]["pid"] for e in running} == set(processes) - {0}
+    assert {e["args"]["pid"] for e in running} == set(processes) - {VCPU_PID}
     assert trace["otherData"]["dropped_events"] == 0
     assert "copra: trace: " in out.stderr
 

@@ -43,8 +43,10 @@ from copra.kernel.stats import KVM_EXIT_NAMES, syscall_name, vector_name
 
 #: Events a trace keeps unless told otherwise (~30 MB of host memory).
 DEFAULT_TRACE_EVENTS: Final = 200_000
-#: The pseudo-process whose threads are the vCPUs (no copra task has pid 0).
-VCPU_PID: Final = 0
+#: The pseudo-process whose threads are the vCPUs: pid 1, which copra reserves for the
+#: kernel (upstream's initial kernel task); no user task has it. Not 0: Perfetto
+#: treats pid 0 as Linux's idle task.
+VCPU_PID: Final = 1
 #: vCPU i is thread VCPU_TID_BASE + i of VCPU_PID (apart from every copra thread id).
 VCPU_TID_BASE: Final = 1_000_000
 #: The track of the stop-the-world invalidations, in VCPU_PID.
