@@ -36,12 +36,13 @@
 #define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value */
 #define COPRA_ERRNO_ETIMEDOUT INT64_C(-19) /* a wait's timeout passed first (FUTEX_WAIT) */
 #define COPRA_ERRNO_EOVERFLOW INT64_C(-20) /* a WRITE to an event would carry its counter past EVENT_MAX */
+#define COPRA_ERRNO_EINTR INT64_C(-23) /* VCPU_RUN was kicked out before the guest needed user mode: its timeout passed, another thread closed the VCPU or its VM, the process is ending; call it again */
 #define COPRA_ERRNO_UNKNOWN INT64_C(-128) /* an internal error with no better code (counted by the kernel) */
 
 /* SyscallClass */
 #define COPRA_SYSCALL_CLASS_CORE UINT64_C(0)
 #define COPRA_SYSCALL_CLASS_FILE UINT64_C(1)
-#define COPRA_SYSCALL_CLASS_VMM UINT64_C(2) /* reserved: upstream never defined it */
+#define COPRA_SYSCALL_CLASS_VMM UINT64_C(2) /* upstream named VM_OPEN and VM_CAPABILITIES but never numbered them: copra's */
 #define COPRA_SYSCALL_CLASS_SYSINFO UINT64_C(3)
 
 /* Sys: Syscall numbers: (class << 32) | index. */
@@ -73,11 +74,19 @@
 #define COPRA_SYS_READDIR UINT64_C(0x100000007)
 #define COPRA_SYS_MKDIR UINT64_C(0x100000008)
 #define COPRA_SYS_RMDIR UINT64_C(0x100000009)
+#define COPRA_SYS_VM_OPEN UINT64_C(0x200000000) /* VM index -> VM handle (exclusive system-wide) */
+#define COPRA_SYS_VM_CAPABILITIES UINT64_C(0x200000001) /* VM handle, VmCap index -> value */
+#define COPRA_SYS_VCPU_OPEN UINT64_C(0x200000002) /* VM handle, vCPU index -> VCPU handle (exclusive) */
+#define COPRA_SYS_VCPU_RUN UINT64_C(0x200000003) /* VCPU handle, timeout ns -> 0, the exit in the run page */
+#define COPRA_SYS_VM_SET_MSR_FILTER UINT64_C(0x200000004) /* VM handle, MsrRange array, count: the MSRs user mode claims */
+#define COPRA_SYS_VM_MEMORY UINT64_C(0x200000005) /* VM handle -> a handle on the guest's RAM (MMAP it) */
+#define COPRA_SYS_IO_EVENT_CREATE UINT64_C(0x200000006) /* VM handle, first port, ports -> device event handle */
+#define COPRA_SYS_MMIO_EVENT_CREATE UINT64_C(0x200000007) /* VM handle, guest-physical address, bytes -> handle */
 #define COPRA_SYS_CAPABILITIES UINT64_C(0x300000000)
 
 /* Capability: Indices accepted by CAPABILITIES (class 3, index 0). */
 #define COPRA_CAPABILITY_COUNT UINT64_C(0) /* the number of capability values after index 0 (upstream's meaning: 2 today) */
-#define COPRA_CAPABILITY_VM_BITMAP UINT64_C(1) /* bit n set: VM n can be opened (0 on copra today: no guest VMs yet) */
+#define COPRA_CAPABILITY_VM_BITMAP UINT64_C(1) /* bit n set: guest VM n exists and has not been released (VM_OPEN(n)) */
 #define COPRA_CAPABILITY_FEATURES UINT64_C(2) /* platform feature bitmap; bits 2:0 are the platform type */
 
 /* PlatformType: Bits 2:0 of Capability.FEATURES (upstream: 0 native, 1 SNP, 2 TDX partitioning). */
@@ -85,6 +94,39 @@
 #define COPRA_PLATFORM_TYPE_SNP UINT64_C(1)
 #define COPRA_PLATFORM_TYPE_TDX UINT64_C(2)
 #define COPRA_PLATFORM_TYPE_COPRA_KVM UINT64_C(3) /* copra: the SVSM architecture emulated on ordinary KVM */
+
+/* VmCap: Indices accepted by VM_CAPABILITIES (class 2, index 1). */
+#define COPRA_VM_CAP_COUNT UINT64_C(0) /* the number of values after index 0 */
+#define COPRA_VM_CAP_VCPUS UINT64_C(1) /* vCPUs of the VM (VCPU_OPEN takes 0 to VCPUS - 1) */
+#define COPRA_VM_CAP_MEMORY_SIZE UINT64_C(2) /* bytes of guest RAM: guest-physical [MEMORY_BASE, + MEMORY_SIZE) */
+#define COPRA_VM_CAP_MEMORY_BASE UINT64_C(3) /* the guest-physical address of RAM's first byte (0 on copra) */
+#define COPRA_VM_CAP_FEATURES UINT64_C(4) /* VmFeature bits */
+
+/* VmFeature: Bits of VM_CAPABILITIES(vm, VmCap.FEATURES). */
+#define COPRA_VM_FEATURE_KERNEL_X2APIC UINT64_C(0x1) /* the kernel answers the x2APIC MSRs, APIC_BASE and TSC_DEADLINE */
+#define COPRA_VM_FEATURE_MSR_FILTER UINT64_C(0x2) /* VM_SET_MSR_FILTER claims MSRs for user mode */
+#define COPRA_VM_FEATURE_PVH_BOOT UINT64_C(0x4) /* the kernel was loaded at boot; vCPU 0 starts at its PVH entry */
+
+/* VcpuExit: RunPage.exit_reason: why VCPU_RUN returned (the payload's layout follows it). */
+#define COPRA_VCPU_EXIT_NONE UINT64_C(0) /* no exit yet (the page was just mapped) */
+#define COPRA_VCPU_EXIT_IO UINT64_C(1) /* port I/O: VcpuIo */
+#define COPRA_VCPU_EXIT_MMIO UINT64_C(2) /* an access to guest-physical memory outside RAM: VcpuMmio */
+#define COPRA_VCPU_EXIT_MSR_READ UINT64_C(3) /* RDMSR of an MSR user mode claimed: VcpuMsr, answer in data or error */
+#define COPRA_VCPU_EXIT_MSR_WRITE UINT64_C(4) /* WRMSR of an MSR user mode claimed: VcpuMsr, answer error */
+#define COPRA_VCPU_EXIT_CPUID UINT64_C(5) /* CPUID (hardware that traps it; KVM answers CPUID itself): VcpuCpuid */
+#define COPRA_VCPU_EXIT_HLT UINT64_C(6) /* HLT: the vCPU waits for an interrupt; VCPU_RUN resumes after it */
+#define COPRA_VCPU_EXIT_SHUTDOWN UINT64_C(7) /* a triple fault: the vCPU is dead, every VCPU_RUN reports it again */
+#define COPRA_VCPU_EXIT_EMULATION_FAILURE UINT64_C(8) /* an instruction neither KVM nor copra can run: VcpuFailure */
+#define COPRA_VCPU_EXIT_INTERNAL_ERROR UINT64_C(9) /* KVM stopped the vCPU (failed entry, internal error): VcpuFailure */
+#define COPRA_VCPU_EXIT_DEVICE_GONE UINT64_C(10) /* a device model's event went away with this access unanswered: the guest got all ones (a read) and goes on; VcpuIo or VcpuMmio describes the access; no answer */
+
+/* IoDirection */
+#define COPRA_IO_DIRECTION_IN UINT64_C(0)
+#define COPRA_IO_DIRECTION_OUT UINT64_C(1)
+
+/* MsrFilterFlag: MsrRange.flags: which accesses of the range's MSRs come to user mode. */
+#define COPRA_MSR_FILTER_FLAG_READ UINT64_C(0x1)
+#define COPRA_MSR_FILTER_FLAG_WRITE UINT64_C(0x2)
 
 /* FileMode */
 #define COPRA_FILE_MODE_READ UINT64_C(0x1)
@@ -114,7 +156,7 @@
 
 /* Signal: Observable states of kernel objects, for WAIT_MANY (each kind raises some). */
 #define COPRA_SIGNAL_ENDED UINT64_C(0x1) /* a thread or process has ended (for good) */
-#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block */
+#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block; a VCPU has an exit waiting for user mode's answer */
 #define COPRA_SIGNAL_WRITABLE UINT64_C(0x4) /* an event's counter is below EVENT_MAX: a WRITE of 1 would succeed */
 
 /* EventFlag: EVENT_CREATE's flags. */
@@ -155,6 +197,17 @@
 #define COPRA_EVENT_MAX UINT64_C(0xfffffffffffffffe) /* The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW. */
 #define COPRA_EXIT_STATUS_SHIFT UINT64_C(16) /* Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1. */
 #define COPRA_KILLED_BY_EXCEPTION UINT64_C(1)
+#define COPRA_RUN_PAGE_VERSION UINT64_C(1) /* The run page's layout version (RunPage.version); a layout that grows gets a new one. */
+#define COPRA_RUN_PAGE_PAYLOAD UINT64_C(16) /* Where the exit payload (one of the Vcpu* structures, by exit_reason) starts in the run page. */
+#define COPRA_RUN_PAGE_PAYLOAD_SIZE UINT64_C(64) /* Bytes the payload area holds. */
+#define COPRA_RUN_PAGE_IO_DATA UINT64_C(2048) /* Where a port access's data lies in the run page, and how many bytes it holds at most (a longer string access comes in several exits of at most this many bytes). */
+#define COPRA_RUN_PAGE_IO_DATA_SIZE UINT64_C(2048)
+/* GUEST_REGISTERS: The guest registers in RunPage.regs, in this order (KVM's struct kvm_regs). rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp, r8, r9, r10, r11, r12, r13, r14, r15, rip, rflags */
+#define COPRA_REGS_DIRTY UINT64_C(1) /* RunPage.regs_dirty: VCPU_RUN loads the guest's registers from RunPage.regs first. */
+#define COPRA_MSR_FILTER_MAX_RANGES UINT64_C(16) /* The most ranges VM_SET_MSR_FILTER takes, and MSRs per range. */
+#define COPRA_MSR_RANGE_MAX_MSRS UINT64_C(0x3000)
+#define COPRA_GUEST_RAM_SVSM_BASE UINT64_C(0x400000000) /* Where a guest's RAM appears in the SVSM's physical address space (guest n at GUEST_RAM_SVSM_BASE + n * GUEST_RAM_SVSM_STRIDE): MMAP of VM_MEMORY maps those frames. */
+#define COPRA_GUEST_RAM_SVSM_STRIDE UINT64_C(0x100000000)
 
 /* One entry filled by READDIR (upstream's layout). */
 struct copra_dir_ent {
@@ -229,5 +282,159 @@ _Static_assert(offsetof(struct copra_batch_record, number) == 0, "copra_batch_re
 _Static_assert(offsetof(struct copra_batch_record, args) == 8, "copra_batch_record.args: offset");
 _Static_assert(offsetof(struct copra_batch_record, user_data) == 48, "copra_batch_record.user_data: offset");
 _Static_assert(offsetof(struct copra_batch_record, result) == 56, "copra_batch_record.result: offset");
+
+/* The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md). */
+struct copra_run_page {
+	uint32_t version; /* kernel, at VCPU_OPEN: RUN_PAGE_VERSION */
+	uint32_t exit_reason; /* kernel, when VCPU_RUN returns 0: a VcpuExit */
+	uint32_t regs_dirty; /* user: REGS_DIRTY to load regs at the next VCPU_RUN; kernel clears it; other values are EINVAL */
+	uint32_t _pad; /* zero */
+	uint8_t payload[64]; /* the exit's data: the Vcpu* structure of exit_reason */
+	uint64_t regs[18]; /* kernel, at every return: the guest's GUEST_REGISTERS */
+	uint8_t _reserved[1824]; /* zero; later versions grow into it */
+	uint8_t io_data[2048]; /* VcpuIo's data: kernel (OUT) or user (IN) */
+};
+_Static_assert(sizeof(struct copra_run_page) == 4096, "copra_run_page: size");
+_Static_assert(_Alignof(struct copra_run_page) == 8, "copra_run_page: alignment");
+_Static_assert(offsetof(struct copra_run_page, version) == 0, "copra_run_page.version: offset");
+_Static_assert(offsetof(struct copra_run_page, exit_reason) == 4, "copra_run_page.exit_reason: offset");
+_Static_assert(offsetof(struct copra_run_page, regs_dirty) == 8, "copra_run_page.regs_dirty: offset");
+_Static_assert(offsetof(struct copra_run_page, _pad) == 12, "copra_run_page._pad: offset");
+_Static_assert(offsetof(struct copra_run_page, payload) == 16, "copra_run_page.payload: offset");
+_Static_assert(offsetof(struct copra_run_page, regs) == 80, "copra_run_page.regs: offset");
+_Static_assert(offsetof(struct copra_run_page, _reserved) == 224, "copra_run_page._reserved: offset");
+_Static_assert(offsetof(struct copra_run_page, io_data) == 2048, "copra_run_page.io_data: offset");
+
+/* The payload of VcpuExit.IO. OUT: io_data holds the items; IN: user mode writes them. */
+struct copra_vcpu_io {
+	uint16_t port; /* kernel */
+	uint8_t size; /* kernel: bytes per item, 1, 2 or 4 */
+	uint8_t direction; /* kernel: IoDirection */
+	uint32_t count; /* kernel: items in io_data (size * count bytes) */
+	uint8_t _reserved[56]; /* zero */
+};
+_Static_assert(sizeof(struct copra_vcpu_io) == 64, "copra_vcpu_io: size");
+_Static_assert(_Alignof(struct copra_vcpu_io) == 4, "copra_vcpu_io: alignment");
+_Static_assert(offsetof(struct copra_vcpu_io, port) == 0, "copra_vcpu_io.port: offset");
+_Static_assert(offsetof(struct copra_vcpu_io, size) == 2, "copra_vcpu_io.size: offset");
+_Static_assert(offsetof(struct copra_vcpu_io, direction) == 3, "copra_vcpu_io.direction: offset");
+_Static_assert(offsetof(struct copra_vcpu_io, count) == 4, "copra_vcpu_io.count: offset");
+_Static_assert(offsetof(struct copra_vcpu_io, _reserved) == 8, "copra_vcpu_io._reserved: offset");
+
+/* The payload of VcpuExit.MMIO. */
+struct copra_vcpu_mmio {
+	uint64_t address; /* kernel: guest-physical */
+	uint32_t length; /* kernel: 1 to 8 bytes */
+	uint8_t is_write; /* kernel */
+	uint8_t _pad[3]; /* zero */
+	uint64_t data; /* kernel (write) or user (read): little-endian, length bytes */
+	uint8_t _reserved[40]; /* zero */
+};
+_Static_assert(sizeof(struct copra_vcpu_mmio) == 64, "copra_vcpu_mmio: size");
+_Static_assert(_Alignof(struct copra_vcpu_mmio) == 8, "copra_vcpu_mmio: alignment");
+_Static_assert(offsetof(struct copra_vcpu_mmio, address) == 0, "copra_vcpu_mmio.address: offset");
+_Static_assert(offsetof(struct copra_vcpu_mmio, length) == 8, "copra_vcpu_mmio.length: offset");
+_Static_assert(offsetof(struct copra_vcpu_mmio, is_write) == 12, "copra_vcpu_mmio.is_write: offset");
+_Static_assert(offsetof(struct copra_vcpu_mmio, _pad) == 13, "copra_vcpu_mmio._pad: offset");
+_Static_assert(offsetof(struct copra_vcpu_mmio, data) == 16, "copra_vcpu_mmio.data: offset");
+_Static_assert(offsetof(struct copra_vcpu_mmio, _reserved) == 24, "copra_vcpu_mmio._reserved: offset");
+
+/* The payload of VcpuExit.MSR_READ and MSR_WRITE. */
+struct copra_vcpu_msr {
+	uint32_t index; /* kernel: the MSR (ECX) */
+	uint8_t error; /* user: 1 injects #GP instead of completing; 0 or 1 only */
+	uint8_t _pad[3]; /* zero */
+	uint64_t data; /* kernel (MSR_WRITE: the value) or user (MSR_READ: the answer) */
+	uint8_t _reserved[48]; /* zero */
+};
+_Static_assert(sizeof(struct copra_vcpu_msr) == 64, "copra_vcpu_msr: size");
+_Static_assert(_Alignof(struct copra_vcpu_msr) == 8, "copra_vcpu_msr: alignment");
+_Static_assert(offsetof(struct copra_vcpu_msr, index) == 0, "copra_vcpu_msr.index: offset");
+_Static_assert(offsetof(struct copra_vcpu_msr, error) == 4, "copra_vcpu_msr.error: offset");
+_Static_assert(offsetof(struct copra_vcpu_msr, _pad) == 5, "copra_vcpu_msr._pad: offset");
+_Static_assert(offsetof(struct copra_vcpu_msr, data) == 8, "copra_vcpu_msr.data: offset");
+_Static_assert(offsetof(struct copra_vcpu_msr, _reserved) == 16, "copra_vcpu_msr._reserved: offset");
+
+/* The payload of VcpuExit.CPUID. */
+struct copra_vcpu_cpuid {
+	uint32_t leaf; /* kernel (EAX) */
+	uint32_t subleaf; /* kernel (ECX) */
+	uint32_t eax; /* user: the answer */
+	uint32_t ebx; /* user */
+	uint32_t ecx; /* user */
+	uint32_t edx; /* user */
+	uint8_t _reserved[40]; /* zero */
+};
+_Static_assert(sizeof(struct copra_vcpu_cpuid) == 64, "copra_vcpu_cpuid: size");
+_Static_assert(_Alignof(struct copra_vcpu_cpuid) == 4, "copra_vcpu_cpuid: alignment");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, leaf) == 0, "copra_vcpu_cpuid.leaf: offset");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, subleaf) == 4, "copra_vcpu_cpuid.subleaf: offset");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, eax) == 8, "copra_vcpu_cpuid.eax: offset");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, ebx) == 12, "copra_vcpu_cpuid.ebx: offset");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, ecx) == 16, "copra_vcpu_cpuid.ecx: offset");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, edx) == 20, "copra_vcpu_cpuid.edx: offset");
+_Static_assert(offsetof(struct copra_vcpu_cpuid, _reserved) == 24, "copra_vcpu_cpuid._reserved: offset");
+
+/* The payload of VcpuExit.EMULATION_FAILURE and INTERNAL_ERROR. */
+struct copra_vcpu_failure {
+	uint32_t code; /* kernel: KVM's suberror, or the hardware entry-failure reason */
+	uint32_t insn_length; /* kernel: bytes of insn that are valid (0 to 15) */
+	uint8_t insn[16]; /* kernel: the instruction's bytes */
+	uint8_t _reserved[40]; /* zero */
+};
+_Static_assert(sizeof(struct copra_vcpu_failure) == 64, "copra_vcpu_failure: size");
+_Static_assert(_Alignof(struct copra_vcpu_failure) == 4, "copra_vcpu_failure: alignment");
+_Static_assert(offsetof(struct copra_vcpu_failure, code) == 0, "copra_vcpu_failure.code: offset");
+_Static_assert(offsetof(struct copra_vcpu_failure, insn_length) == 4, "copra_vcpu_failure.insn_length: offset");
+_Static_assert(offsetof(struct copra_vcpu_failure, insn) == 8, "copra_vcpu_failure.insn: offset");
+_Static_assert(offsetof(struct copra_vcpu_failure, _reserved) == 24, "copra_vcpu_failure._reserved: offset");
+
+/* One range of VM_SET_MSR_FILTER's array. */
+struct copra_msr_range {
+	uint32_t flags; /* MsrFilterFlag: the accesses claimed */
+	uint32_t base; /* the first MSR of the range */
+	uint32_t count; /* MSRs in the range, 1 to MSR_RANGE_MAX_MSRS */
+	uint32_t _pad; /* zero */
+	uint64_t bitmap; /* user address of (count + 7) / 8 bytes: bit i claims base + i */
+};
+_Static_assert(sizeof(struct copra_msr_range) == 24, "copra_msr_range: size");
+_Static_assert(_Alignof(struct copra_msr_range) == 8, "copra_msr_range: alignment");
+_Static_assert(offsetof(struct copra_msr_range, flags) == 0, "copra_msr_range.flags: offset");
+_Static_assert(offsetof(struct copra_msr_range, base) == 4, "copra_msr_range.base: offset");
+_Static_assert(offsetof(struct copra_msr_range, count) == 8, "copra_msr_range.count: offset");
+_Static_assert(offsetof(struct copra_msr_range, _pad) == 12, "copra_msr_range._pad: offset");
+_Static_assert(offsetof(struct copra_msr_range, bitmap) == 16, "copra_msr_range.bitmap: offset");
+
+/* What READ of a device event takes: one guest access in the event's range. */
+struct copra_device_access {
+	uint64_t address; /* the port (IO event) or guest-physical address (MMIO event) */
+	uint64_t data; /* the value written (a write), else 0; little-endian */
+	uint32_t size; /* bytes: 1, 2 or 4 (port), 1 to 8 (MMIO) */
+	uint8_t is_write; /* 1: OUT or a store; 0: IN or a load */
+	uint8_t _pad[3]; /* zero */
+	uint32_t seq; /* names the access in its DeviceAnswer */
+	uint32_t vcpu; /* the vCPU that made it */
+};
+_Static_assert(sizeof(struct copra_device_access) == 32, "copra_device_access: size");
+_Static_assert(_Alignof(struct copra_device_access) == 8, "copra_device_access: alignment");
+_Static_assert(offsetof(struct copra_device_access, address) == 0, "copra_device_access.address: offset");
+_Static_assert(offsetof(struct copra_device_access, data) == 8, "copra_device_access.data: offset");
+_Static_assert(offsetof(struct copra_device_access, size) == 16, "copra_device_access.size: offset");
+_Static_assert(offsetof(struct copra_device_access, is_write) == 20, "copra_device_access.is_write: offset");
+_Static_assert(offsetof(struct copra_device_access, _pad) == 21, "copra_device_access._pad: offset");
+_Static_assert(offsetof(struct copra_device_access, seq) == 24, "copra_device_access.seq: offset");
+_Static_assert(offsetof(struct copra_device_access, vcpu) == 28, "copra_device_access.vcpu: offset");
+
+/* What WRITE of a device event gives: completes the access it names. */
+struct copra_device_answer {
+	uint32_t seq; /* the DeviceAccess.seq answered */
+	uint32_t _pad; /* zero */
+	uint64_t data; /* a read's value (little-endian; size bytes used) */
+};
+_Static_assert(sizeof(struct copra_device_answer) == 16, "copra_device_answer: size");
+_Static_assert(_Alignof(struct copra_device_answer) == 8, "copra_device_answer: alignment");
+_Static_assert(offsetof(struct copra_device_answer, seq) == 0, "copra_device_answer.seq: offset");
+_Static_assert(offsetof(struct copra_device_answer, _pad) == 4, "copra_device_answer._pad: offset");
+_Static_assert(offsetof(struct copra_device_answer, data) == 8, "copra_device_answer.data: offset");
 
 #endif /* COPRA_ABI_H */

@@ -18,6 +18,7 @@ from copra.attest.driver import AttestationDriver, AttestMode, AttestSettings
 from copra.attest.kbs.cli import kbs
 from copra.attest.measure import measure_boot
 from copra.kernel.boot import AttestationRefused, BootConfig, BootError, InitFailed, boot
+from copra.kernel.image import GUEST_CPUS, GUEST_MEMORY_MIB, GuestImage
 from copra.kernel.kernel import LogLevel
 from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import Limits
@@ -67,17 +68,23 @@ def default_snp_state() -> Path:
 
 
 def _image(config_path: Path | None, init_elf: Path | None,
-           files: tuple[str, ...]) -> tuple[bytes, Limits]:
-    """The boot archive and the limits of the image configuration with the overrides."""
+           files: tuple[str, ...], init_program: str | None = None,
+           ) -> tuple[bytes, Limits, tuple[GuestImage, ...]]:
+    """The boot archive, the limits and the guests of the image configuration with the
+    overrides; ``init_program`` names a packaged program to boot as /init instead."""
     from copra.kernel.image import (
+        INIT_PATH,
         ImageError,
         boot_image_config,
         build_archive,
         foreign_program_hint,
+        packaged_program,
     )
 
     try:
         config = boot_image_config(config_path, init_elf, files)
+        if init_program is not None:
+            config = config.with_file(INIT_PATH, packaged_program(init_program))
         archive = build_archive(config)
     except ImageError as e:
         raise click.ClickException(str(e)) from e
@@ -85,7 +92,7 @@ def _image(config_path: Path | None, init_elf: Path | None,
         hint = foreign_program_hint(f"--init {init_elf}", init_elf.read_bytes())
         if hint is not None:
             click.echo(f"copra: note: {hint}", err=True)
-    return archive, config.limits
+    return archive, config.limits, config.guests
 
 
 @main.command()
@@ -132,12 +139,26 @@ def _image(config_path: Path | None, init_elf: Path | None,
               help="Log more: also each process's start and end.")
 @click.option("--timestamps", is_flag=True,
               help="Prefix every console line with the seconds since the start.")
+@click.option("--guest", "guest_kernels", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KERNEL.elf",
+              help="Create a guest VM booting this PVH kernel (repeatable; VM n is the "
+                   "n-th guest of the image configuration and then of these). Without "
+                   "--init or --config, the vmm service is /init: it runs the guests, shows "
+                   "their consoles and exits with VM 0's isa-debug-exit status.")
+@click.option("--guest-memory", type=click.IntRange(*GUEST_MEMORY_MIB), default=64,
+              show_default=True, metavar="MIB", help="RAM of each --guest.")
+@click.option("--guest-cpus", type=click.IntRange(*GUEST_CPUS), default=1, show_default=True,
+              metavar="N", help="vCPUs of each --guest.")
+@click.option("--guest-cmdline", default="", metavar="TEXT",
+              help="The command line of each --guest (in its PVH start info).")
 def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         timeout: float | None, memory: int, kvm_device: str, cpus: int | None,
         attest_mode: str | None,
         aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None,
         show_stats: bool, trace_file: Path | None, trace_limit: int, quiet: int,
-        verbose: int, timestamps: bool) -> None:
+        verbose: int, timestamps: bool,
+        guest_kernels: tuple[Path, ...], guest_memory: int, guest_cpus: int,
+        guest_cmdline: str) -> None:
     """Boot copra and run init; exit with init's status."""
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other")
@@ -148,7 +169,12 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             raise click.UsageError(f"{', '.join(given)} need --attest")
     elif aproxy_socket is None:
         raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
-    archive, limits = _image(config_path, init_elf, files)
+    # `copra run --guest K.elf` alone runs the guest as QEMU would: the vmm service is
+    # /init, shows its console and exits with its status (docs/vmm.md).
+    vmm_init = "vmm" if guest_kernels and init_elf is None and config_path is None else None
+    archive, limits, guests = _image(config_path, init_elf, files, vmm_init)
+    guests += tuple(GuestImage(k, guest_memory, guest_cpus, guest_cmdline)
+                    for k in guest_kernels)
     trace = Trace(trace_limit) if trace_file is not None else None
     if trace_file is not None:
         _check_writable(trace_file)
@@ -157,6 +183,11 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
     config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits,
                         cpus=cpus, log_level=level, stats=run_stats)
     console = _timestamped_console() if timestamps else _console
+    if guests:
+        from copra.vmm.service import boot_stages
+
+        create, close = boot_stages(guests)
+        config = replace(config, before_init=(create,), after_run=(close,))
     if attest_mode is not None:
         assert aproxy_socket is not None
         settings = AttestSettings(
@@ -164,8 +195,8 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             snp_state=snp_state if snp_state is not None else default_snp_state(),
             persist=persist_file)
         driver = AttestationDriver(settings, archive, memory << 20)
-        config = replace(config, before_init=(driver.before_init,),
-                         after_run=(driver.after_run,))
+        config = replace(config, before_init=(driver.before_init, *config.before_init),
+                         after_run=(*config.after_run, driver.after_run))
     try:
         result = boot(config, console)
     except KeyboardInterrupt:  # before the run started (boot, attestation)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,7 @@ class Run:
     kernel: Kernel
     fs: RamFs
     traced_peak: int | None = None
+    vmm: Any = None  #: the boot's copra.vmm.service.Vmm, when it had guests (closed)
 
     def task_lines(self, name: str) -> list[str]:
         prefix = f"[{name}] "
@@ -89,7 +91,8 @@ def booter(vm: SvsmVm):  # type: ignore[no-untyped-def]
             timeout: float | None = 20.0, time_slice: float = TIME_SLICE,
             metadata_limit: int | None = None, trace_memory: bool = False,
             limits: Limits = DEFAULT_LIMITS,
-            watch: Callable[[Kernel, str], None] | None = None) -> Run:
+            watch: Callable[[Kernel, str], None] | None = None,
+            guests: Sequence[Any] = ()) -> Run:
         image = packaged_program(init) if isinstance(init, str) else init
         entries = [packit.PackItEntry("/init", image)]
         for path, data in (files or {}).items():
@@ -108,6 +111,10 @@ def booter(vm: SvsmVm):  # type: ignore[no-untyped-def]
         kernel, _ = make_kernel(vm, packit.encode(entries), console, limits,
                                 metadata_limit=metadata_limit)
         made.append(kernel)
+        vmm = None
+        if guests:  # copra.vmm.service.GuestSpec values: the VMM's class is registered
+            from copra.vmm.service import Vmm
+            vmm = Vmm(kernel, list(guests))
         fs = kernel.fs
         baseline = kernel.stats()
         traced_peak = None
@@ -126,7 +133,9 @@ def booter(vm: SvsmVm):  # type: ignore[no-untyped-def]
             if p.status is None:  # stopped by the timeout: end it like a shutdown would
                 kernel.exit_process(p, 0)
         vm.flush_quarantine()
-        return Run(lines, result, settled(kernel.stats(), baseline), baseline, kernel, fs,
-                   traced_peak)
+        stats = settled(kernel.stats(), baseline)
+        if vmm is not None:
+            vmm.close()
+        return Run(lines, result, stats, baseline, kernel, fs, traced_peak, vmm)
 
     return run

@@ -13,16 +13,25 @@ answers unknown MSRs with 0 instead; ``probe iret`` and ``probe user`` (IRET to 
 level, and into the guest's own CPL3) under TCG only: under KVM on PVM hosts QEMU stops at
 the IRET with an emulation failure, which copra completes. Memory outside RAM is not
 compared: QEMU answers 0 there, copra all ones (docs/guests.md).
+
+Each case also runs as ``copra run --guest`` does: the guest VM made at boot and run by
+the user-mode ``vmm`` service through VCPU_RUN and the run page (docs/vmm.md), its
+console lines being the service's ``vm0: ...`` lines.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from copra.kernel import packit
+from copra.kernel.boot import BootConfig, boot
+from copra.kernel.image import GuestImage, packaged_program
 from copra.vmm.guest import Guest, GuestConfig
+from copra.vmm.service import boot_stages
 
 MEMORY_MIB = 32
 #: (kernel, command line, QEMU machine, accelerator). Two PVH loaders of QEMU's are the
@@ -90,5 +99,32 @@ def test_guest_console_and_status_match_qemu(
     if not qemu_lines:
         pytest.skip(f"QEMU ({machine}, {accel}) did not run: {qemu_stderr.strip()[:200]}")
     copra_lines, copra_status = under_copra(guest_kernels[name], cmdline)
+    assert copra_lines == qemu_lines
+    assert copra_status == qemu_status
+
+
+def under_copra_vmm(kernel: bytes, cmdline: str, tmp_path: Path) -> tuple[list[str], int | None]:
+    """The guest under the whole SVSM: `copra run --guest` with the vmm service as /init."""
+    path = tmp_path / "guest.elf"
+    path.write_bytes(kernel)
+    archive = packit.encode([packit.PackItEntry("/init", packaged_program("vmm"))])
+    create, close = boot_stages((GuestImage(path, MEMORY_MIB, 1, cmdline),))
+    lines: list[str] = []
+    result = boot(BootConfig(archive, 64 << 20, 60, before_init=(create,), after_run=(close,),
+                             cpus=1), lines.append)
+    status = None if result.status is None else (result.status >> 16) & 0xFF
+    prefix = "[init] vm0: "
+    return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)], status
+
+
+@pytest.mark.parametrize(("name", "cmdline", "machine", "accel"), CASES)
+def test_guest_under_the_vmm_service_matches_qemu(
+        guest_kernels: dict[str, bytes],
+        qemu_runs: dict[tuple[str, str, str, str], tuple[list[str], int, str]],
+        name: str, cmdline: str, machine: str, accel: str, tmp_path: Path) -> None:
+    qemu_lines, qemu_status, qemu_stderr = qemu_runs[(name, cmdline, machine, accel)]
+    if not qemu_lines:
+        pytest.skip(f"QEMU ({machine}, {accel}) did not run: {qemu_stderr.strip()[:200]}")
+    copra_lines, copra_status = under_copra_vmm(guest_kernels[name], cmdline, tmp_path)
     assert copra_lines == qemu_lines
     assert copra_status == qemu_status

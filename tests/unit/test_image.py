@@ -336,3 +336,37 @@ def test_cli_measure_of_a_linux_program_notes_it_on_stderr_only(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert len(result.stdout.strip()) == 96
     assert result.stderr.startswith(f"copra: note: --init {program} has PT_NOTE")
+
+
+# -- guests --------------------------------------------------------------------------------
+
+
+def test_guests_default_to_none() -> None:
+    assert config_from({"version": 1}).guests == ()
+
+
+def test_guest_entry_resolves_its_kernel_against_the_config_dir(tmp_path: Path) -> None:
+    config = config_from({"guests": [{"kernel": "k.elf", "memory": 8, "cpus": 2,
+                                      "cmdline": "quiet", "name": "g"}]}, tmp_path)
+    (guest,) = config.guests
+    assert (guest.kernel, guest.memory, guest.cpus, guest.cmdline, guest.label) == (
+        tmp_path / "k.elf", 8, 2, "quiet", "g")
+    assert config_from({"guests": [{"kernel": "a/k.elf"}]}).guests[0].label == "k"
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"memory": 8}, "missing 'kernel'"),
+    ({"kernel": "k.elf", "memory": 1}, "memory must be 2 to 3072"),
+    ({"kernel": "k.elf", "cpus": 0}, "cpus must be 1 to 64"),
+    ({"kernel": "k.elf", "memory": "8"}, "must be integers"),
+    ({"kernel": "k.elf", "ram": 8}, "unknown key"),
+])
+def test_bad_guest_entries_raise_imageerror_saying_why(entry: dict[str, object],
+                                                        words: str) -> None:
+    assert words in image_error({"guests": [entry]})
+
+
+def test_guest_kernel_that_cannot_be_read_raises_imageerror(tmp_path: Path) -> None:
+    (guest,) = config_from({"guests": [{"kernel": "missing.elf"}]}, tmp_path).guests
+    with pytest.raises(ImageError, match="cannot read guest kernel"):
+        guest.load()

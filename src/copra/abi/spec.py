@@ -58,13 +58,16 @@ class Errno(IntEnum):
     EAGAIN = -18
     ETIMEDOUT = -19  #: a wait's timeout passed first (FUTEX_WAIT)
     EOVERFLOW = -20  #: a WRITE to an event would carry its counter past EVENT_MAX
+    #: VCPU_RUN was kicked out before the guest needed user mode: its timeout passed,
+    #: another thread closed the VCPU or its VM, the process is ending; call it again
+    EINTR = -23
     UNKNOWN = -128  #: an internal error with no better code (counted by the kernel)
 
 
 class SyscallClass(IntEnum):
     CORE = 0
     FILE = 1
-    VMM = 2  # reserved: upstream never defined it
+    VMM = 2  # upstream named VM_OPEN and VM_CAPABILITIES but never numbered them: copra's
     SYSINFO = 3
 
 
@@ -101,6 +104,15 @@ class Sys(IntEnum):
     READDIR = sysno(1, 7)
     MKDIR = sysno(1, 8)
     RMDIR = sysno(1, 9)
+    # Class 2, the VMM interface: upstream's names, copra's numbers (docs/abi.md).
+    VM_OPEN = sysno(2, 0)  # VM index -> VM handle (exclusive system-wide)
+    VM_CAPABILITIES = sysno(2, 1)  # VM handle, VmCap index -> value
+    VCPU_OPEN = sysno(2, 2)  # VM handle, vCPU index -> VCPU handle (exclusive)
+    VCPU_RUN = sysno(2, 3)  # VCPU handle, timeout ns -> 0, the exit in the run page
+    VM_SET_MSR_FILTER = sysno(2, 4)  # VM handle, MsrRange array, count: the MSRs user mode claims
+    VM_MEMORY = sysno(2, 5)  # VM handle -> a handle on the guest's RAM (MMAP it)
+    IO_EVENT_CREATE = sysno(2, 6)  # VM handle, first port, ports -> device event handle
+    MMIO_EVENT_CREATE = sysno(2, 7)  # VM handle, guest-physical address, bytes -> handle
     CAPABILITIES = sysno(3, 0)
 
 
@@ -113,7 +125,7 @@ class Capability(IntEnum):
 
     #: the number of capability values after index 0 (upstream's meaning: 2 today)
     COUNT = 0
-    VM_BITMAP = 1  #: bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
+    VM_BITMAP = 1  #: bit n set: guest VM n exists and has not been released (VM_OPEN(n))
     FEATURES = 2  #: platform feature bitmap; bits 2:0 are the platform type
 
 
@@ -124,6 +136,54 @@ class PlatformType(IntEnum):
     SNP = 1
     TDX = 2
     COPRA_KVM = 3  #: copra: the SVSM architecture emulated on ordinary KVM
+
+
+class VmCap(IntEnum):
+    """Indices accepted by VM_CAPABILITIES (class 2, index 1)."""
+
+    COUNT = 0  #: the number of values after index 0
+    VCPUS = 1  #: vCPUs of the VM (VCPU_OPEN takes 0 to VCPUS - 1)
+    MEMORY_SIZE = 2  #: bytes of guest RAM: guest-physical [MEMORY_BASE, + MEMORY_SIZE)
+    MEMORY_BASE = 3  #: the guest-physical address of RAM's first byte (0 on copra)
+    FEATURES = 4  #: VmFeature bits
+
+
+class VmFeature(IntFlag):
+    """Bits of VM_CAPABILITIES(vm, VmCap.FEATURES)."""
+
+    KERNEL_X2APIC = 1  #: the kernel answers the x2APIC MSRs, APIC_BASE and TSC_DEADLINE
+    MSR_FILTER = 2  #: VM_SET_MSR_FILTER claims MSRs for user mode
+    PVH_BOOT = 4  #: the kernel was loaded at boot; vCPU 0 starts at its PVH entry
+
+
+class VcpuExit(IntEnum):
+    """RunPage.exit_reason: why VCPU_RUN returned (the payload's layout follows it)."""
+
+    NONE = 0  #: no exit yet (the page was just mapped)
+    IO = 1  #: port I/O: VcpuIo
+    MMIO = 2  #: an access to guest-physical memory outside RAM: VcpuMmio
+    MSR_READ = 3  #: RDMSR of an MSR user mode claimed: VcpuMsr, answer in data or error
+    MSR_WRITE = 4  #: WRMSR of an MSR user mode claimed: VcpuMsr, answer error
+    CPUID = 5  #: CPUID (hardware that traps it; KVM answers CPUID itself): VcpuCpuid
+    HLT = 6  #: HLT: the vCPU waits for an interrupt; VCPU_RUN resumes after it
+    SHUTDOWN = 7  #: a triple fault: the vCPU is dead, every VCPU_RUN reports it again
+    EMULATION_FAILURE = 8  #: an instruction neither KVM nor copra can run: VcpuFailure
+    INTERNAL_ERROR = 9  #: KVM stopped the vCPU (failed entry, internal error): VcpuFailure
+    #: a device model's event went away with this access unanswered: the guest got all
+    #: ones (a read) and goes on; VcpuIo or VcpuMmio describes the access; no answer
+    DEVICE_GONE = 10
+
+
+class IoDirection(IntEnum):
+    IN = 0
+    OUT = 1
+
+
+class MsrFilterFlag(IntFlag):
+    """MsrRange.flags: which accesses of the range's MSRs come to user mode."""
+
+    READ = 1
+    WRITE = 2
 
 
 class FileMode(IntFlag):
@@ -163,7 +223,9 @@ class Signal(IntFlag):
     """Observable states of kernel objects, for WAIT_MANY (each kind raises some)."""
 
     ENDED = 1  #: a thread or process has ended (for good)
-    READABLE = 2  #: an event's counter is non-zero: a READ would not block
+    #: an event's counter is non-zero: a READ would not block; a VCPU has an exit
+    #: waiting for user mode's answer
+    READABLE = 2
     WRITABLE = 4  #: an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
 
 
@@ -320,4 +382,154 @@ BATCH_RECORD = Struct(
     "One syscall of BATCH's array.",
 )
 
-STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, BATCH_RECORD)
+
+#: The run page's layout version (RunPage.version); a layout that grows gets a new one.
+RUN_PAGE_VERSION = 1
+#: Where the exit payload (one of the Vcpu* structures, by exit_reason) starts in the run page.
+RUN_PAGE_PAYLOAD = 16
+#: Bytes the payload area holds.
+RUN_PAGE_PAYLOAD_SIZE = 64
+#: Where a port access's data lies in the run page, and how many bytes it holds at most
+#: (a longer string access comes in several exits of at most this many bytes).
+RUN_PAGE_IO_DATA = 2048
+RUN_PAGE_IO_DATA_SIZE = 2048
+#: The guest registers in RunPage.regs, in this order (KVM's struct kvm_regs).
+GUEST_REGISTERS: tuple[str, ...] = (
+    "rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
+    "r12", "r13", "r14", "r15", "rip", "rflags")
+#: RunPage.regs_dirty: VCPU_RUN loads the guest's registers from RunPage.regs first.
+REGS_DIRTY = 1
+#: The most ranges VM_SET_MSR_FILTER takes, and MSRs per range.
+MSR_FILTER_MAX_RANGES = 16
+MSR_RANGE_MAX_MSRS = 0x3000
+#: Where a guest's RAM appears in the SVSM's physical address space (guest n at
+#: GUEST_RAM_SVSM_BASE + n * GUEST_RAM_SVSM_STRIDE): MMAP of VM_MEMORY maps those frames.
+GUEST_RAM_SVSM_BASE = 0x4_0000_0000
+GUEST_RAM_SVSM_STRIDE = 0x1_0000_0000
+
+RUN_PAGE = Struct(
+    "RunPage",
+    4096,
+    (
+        Field("version", "u32", 0, "kernel, at VCPU_OPEN: RUN_PAGE_VERSION"),
+        Field("exit_reason", "u32", 4, "kernel, when VCPU_RUN returns 0: a VcpuExit"),
+        Field("regs_dirty", "u32", 8, "user: REGS_DIRTY to load regs at the next VCPU_RUN; "
+                                      "kernel clears it; other values are EINVAL"),
+        Field("_pad", "u32", 12, "zero"),
+        Field("payload", "u8[64]", 16, "the exit's data: the Vcpu* structure of exit_reason"),
+        Field("regs", "u64[18]", 80, "kernel, at every return: the guest's GUEST_REGISTERS"),
+        Field("_reserved", "u8[1824]", 224, "zero; later versions grow into it"),
+        Field("io_data", "u8[2048]", 2048, "VcpuIo's data: kernel (OUT) or user (IN)"),
+    ),
+    "The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md).",
+)
+
+VCPU_IO = Struct(
+    "VcpuIo",
+    64,
+    (
+        Field("port", "u16", 0, "kernel"),
+        Field("size", "u8", 2, "kernel: bytes per item, 1, 2 or 4"),
+        Field("direction", "u8", 3, "kernel: IoDirection"),
+        Field("count", "u32", 4, "kernel: items in io_data (size * count bytes)"),
+        Field("_reserved", "u8[56]", 8, "zero"),
+    ),
+    "The payload of VcpuExit.IO. OUT: io_data holds the items; IN: user mode writes them.",
+)
+
+VCPU_MMIO = Struct(
+    "VcpuMmio",
+    64,
+    (
+        Field("address", "u64", 0, "kernel: guest-physical"),
+        Field("length", "u32", 8, "kernel: 1 to 8 bytes"),
+        Field("is_write", "u8", 12, "kernel"),
+        Field("_pad", "u8[3]", 13, "zero"),
+        Field("data", "u64", 16, "kernel (write) or user (read): little-endian, length bytes"),
+        Field("_reserved", "u8[40]", 24, "zero"),
+    ),
+    "The payload of VcpuExit.MMIO.",
+)
+
+VCPU_MSR = Struct(
+    "VcpuMsr",
+    64,
+    (
+        Field("index", "u32", 0, "kernel: the MSR (ECX)"),
+        Field("error", "u8", 4, "user: 1 injects #GP instead of completing; 0 or 1 only"),
+        Field("_pad", "u8[3]", 5, "zero"),
+        Field("data", "u64", 8, "kernel (MSR_WRITE: the value) or user (MSR_READ: the answer)"),
+        Field("_reserved", "u8[48]", 16, "zero"),
+    ),
+    "The payload of VcpuExit.MSR_READ and MSR_WRITE.",
+)
+
+VCPU_CPUID = Struct(
+    "VcpuCpuid",
+    64,
+    (
+        Field("leaf", "u32", 0, "kernel (EAX)"),
+        Field("subleaf", "u32", 4, "kernel (ECX)"),
+        Field("eax", "u32", 8, "user: the answer"),
+        Field("ebx", "u32", 12, "user"),
+        Field("ecx", "u32", 16, "user"),
+        Field("edx", "u32", 20, "user"),
+        Field("_reserved", "u8[40]", 24, "zero"),
+    ),
+    "The payload of VcpuExit.CPUID.",
+)
+
+VCPU_FAILURE = Struct(
+    "VcpuFailure",
+    64,
+    (
+        Field("code", "u32", 0, "kernel: KVM's suberror, or the hardware entry-failure reason"),
+        Field("insn_length", "u32", 4, "kernel: bytes of insn that are valid (0 to 15)"),
+        Field("insn", "u8[16]", 8, "kernel: the instruction's bytes"),
+        Field("_reserved", "u8[40]", 24, "zero"),
+    ),
+    "The payload of VcpuExit.EMULATION_FAILURE and INTERNAL_ERROR.",
+)
+
+DEVICE_ACCESS = Struct(
+    "DeviceAccess",
+    32,
+    (
+        Field("address", "u64", 0, "the port (IO event) or guest-physical address (MMIO event)"),
+        Field("data", "u64", 8, "the value written (a write), else 0; little-endian"),
+        Field("size", "u32", 16, "bytes: 1, 2 or 4 (port), 1 to 8 (MMIO)"),
+        Field("is_write", "u8", 20, "1: OUT or a store; 0: IN or a load"),
+        Field("_pad", "u8[3]", 21, "zero"),
+        Field("seq", "u32", 24, "names the access in its DeviceAnswer"),
+        Field("vcpu", "u32", 28, "the vCPU that made it"),
+    ),
+    "What READ of a device event takes: one guest access in the event's range.",
+)
+
+DEVICE_ANSWER = Struct(
+    "DeviceAnswer",
+    16,
+    (
+        Field("seq", "u32", 0, "the DeviceAccess.seq answered"),
+        Field("_pad", "u32", 4, "zero"),
+        Field("data", "u64", 8, "a read's value (little-endian; size bytes used)"),
+    ),
+    "What WRITE of a device event gives: completes the access it names.",
+)
+
+MSR_RANGE = Struct(
+    "MsrRange",
+    24,
+    (
+        Field("flags", "u32", 0, "MsrFilterFlag: the accesses claimed"),
+        Field("base", "u32", 4, "the first MSR of the range"),
+        Field("count", "u32", 8, "MSRs in the range, 1 to MSR_RANGE_MAX_MSRS"),
+        Field("_pad", "u32", 12, "zero"),
+        Field("bitmap", "u64", 16, "user address of (count + 7) / 8 bytes: bit i claims base + i"),
+    ),
+    "One range of VM_SET_MSR_FILTER's array.",
+)
+
+STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, BATCH_RECORD, RUN_PAGE, VCPU_IO,
+                               VCPU_MMIO, VCPU_MSR, VCPU_CPUID, VCPU_FAILURE, MSR_RANGE,
+                               DEVICE_ACCESS, DEVICE_ANSWER)

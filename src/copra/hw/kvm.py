@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import itertools
 import mmap
 import os
 import struct
@@ -449,6 +450,7 @@ KVM_SET_XSAVE: Final = _iow(0xA5, KVM_XSAVE_SIZE)  # 4.43
 KVM_GET_XCRS: Final = _ior(0xA6, ctypes.sizeof(KvmXcrs))  # 4.44
 KVM_SET_XCRS: Final = _iow(0xA7, ctypes.sizeof(KvmXcrs))  # 4.45
 KVM_GET_XSAVE2: Final = _ior(0xCF, KVM_XSAVE_SIZE)  # 4.134
+KVM_X86_SET_MSR_FILTER: Final = _iow(0xC6, 392)  # 4.97 (struct kvm_msr_filter)
 
 KVM_API_VERSION: Final = 12
 
@@ -460,6 +462,11 @@ KVM_CAP_XCRS: Final = 56
 KVM_CAP_SYNC_REGS: Final = 74
 KVM_CAP_IMMEDIATE_EXIT: Final = 136
 KVM_CAP_X86_USER_SPACE_MSR: Final = 188
+KVM_CAP_X86_MSR_FILTER: Final = 189
+KVM_CAP_SPLIT_IRQCHIP: Final = 121
+KVM_CAP_X2APIC_API: Final = 129
+KVM_CAP_READONLY_MEM: Final = 81
+KVM_CAP_NR_MEMSLOTS: Final = 10
 #: KVM_CAP_X86_USER_SPACE_MSR argument bits: which failed MSR accesses exit to user
 #: space (api.rst 7.21); also kvm_run.msr.reason.
 KVM_MSR_EXIT_REASON_INVAL: Final = 1 << 0
@@ -501,6 +508,35 @@ KVM_EXIT_IO_OUT: Final = 1
 #: kvm_run.internal.suberror of KVM_EXIT_INTERNAL_ERROR: the instruction emulator
 #: could not run an instruction (include/uapi/linux/kvm.h).
 KVM_INTERNAL_ERROR_EMULATION: Final = 1
+
+
+#: struct kvm_msr_filter (api.rst 4.97): at most this many ranges; a range's bitmap
+#: holds at most KVM_MSR_FILTER_MAX_BITMAP_SIZE bytes; range flags READ and WRITE.
+KVM_MSR_FILTER_MAX_RANGES: Final = 16
+KVM_MSR_FILTER_MAX_BITMAP_SIZE: Final = 0x600
+KVM_MSR_FILTER_READ: Final = 1 << 0
+KVM_MSR_FILTER_WRITE: Final = 1 << 1
+
+
+class KvmMsrFilterRange(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("nmsrs", ctypes.c_uint32),
+        ("base", ctypes.c_uint32),
+        ("bitmap", ctypes.c_void_p),
+    ]
+
+
+class KvmMsrFilter(ctypes.Structure):
+    """struct kvm_msr_filter: flags (0: default allow), 16 ranges (a bit set allows)."""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("ranges", KvmMsrFilterRange * KVM_MSR_FILTER_MAX_RANGES),
+    ]
+
+
+assert ctypes.sizeof(KvmMsrFilter) == 392
 
 
 class KvmError(Exception):
@@ -577,11 +613,12 @@ class Kvm:
             self.fd = -1
 
 
-@dataclass
+@dataclass(eq=False)
 class MemorySlot:
     slot: int
     guest_phys_addr: int
     memory: mmap.mmap
+    owned: bool = True  #: the VM created the memory and unmaps it at close
 
 
 class Vm:
@@ -611,6 +648,51 @@ class Vm:
         _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
         self.slots.append(MemorySlot(region.slot, guest_phys_addr, mem))
         return mem
+
+    def share_memory(self, guest_phys_addr: int, memory: mmap.mmap) -> MemorySlot:
+        """Back [guest_phys_addr, +len(memory)) with ``memory``, host memory another
+        VM's slot may also use (one host mapping seen by two VMs: no copy). The slot
+        takes the lowest free number; ``close`` leaves ``memory`` to its owner."""
+        used = {s.slot for s in self.slots}
+        number = next(n for n in itertools.count() if n not in used)
+        buf = (ctypes.c_char * len(memory)).from_buffer(memory)
+        region = KvmUserspaceMemoryRegion(slot=number, flags=0, guest_phys_addr=guest_phys_addr,
+                                          memory_size=len(memory),
+                                          userspace_addr=ctypes.addressof(buf))
+        del buf
+        _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+        slot = MemorySlot(number, guest_phys_addr, memory, owned=False)
+        self.slots.append(slot)
+        return slot
+
+    def remove_memory(self, slot: MemorySlot) -> None:
+        """Delete a slot ``share_memory`` added (its memory stays its owner's)."""
+        region = KvmUserspaceMemoryRegion(slot=slot.slot, flags=0,
+                                          guest_phys_addr=slot.guest_phys_addr,
+                                          memory_size=0, userspace_addr=0)
+        _ioctl_struct(self.fd, KVM_SET_USER_MEMORY_REGION, region)
+        self.slots.remove(slot)
+
+    def set_msr_filter(self, ranges: list[tuple[int, int, bytes]]) -> None:
+        """KVM_X86_SET_MSR_FILTER (api.rst 4.97), default allow: each (flags, base,
+        bitmap) range covers len(bitmap) * 8 MSRs from ``base``; a clear bit denies the
+        access (with KVM_MSR_EXIT_REASON_FILTER enabled it exits to user space)."""
+        if len(ranges) > KVM_MSR_FILTER_MAX_RANGES:
+            raise ValueError(f"{len(ranges)} MSR filter ranges, at most "
+                             f"{KVM_MSR_FILTER_MAX_RANGES}")
+        request = KvmMsrFilter(flags=0)
+        keep = []
+        for i, (flags, base, bitmap) in enumerate(ranges):
+            if not 0 < len(bitmap) <= KVM_MSR_FILTER_MAX_BITMAP_SIZE:
+                raise ValueError(f"MSR filter bitmap of {len(bitmap)} bytes")
+            buf = ctypes.create_string_buffer(bytes(bitmap), len(bitmap))
+            keep.append(buf)
+            request.ranges[i].flags = flags
+            request.ranges[i].base = base
+            request.ranges[i].nmsrs = len(bitmap) * 8
+            request.ranges[i].bitmap = ctypes.addressof(buf)
+        _ioctl_struct(self.fd, KVM_X86_SET_MSR_FILTER, request)
+        del keep
 
     def remap_memory(self, index: int) -> None:
         """Delete and re-add memory slot ``index`` (same memory): KVM drops every
@@ -650,6 +732,8 @@ class Vm:
             self.fd = -1
         # Guest memory is unmapped after the VM fd is gone: KVM no longer refers to it.
         for slot in self.slots:
+            if not slot.owned:
+                continue
             with contextlib.suppress(BufferError):  # a view still exported: dies with it
                 slot.memory.close()
         self.slots.clear()

@@ -160,6 +160,13 @@ class Runnable(Protocol):
     def context(self) -> UserContext: ...
 
 
+class Kickable(Protocol):
+    """Something a CPU's host thread runs inside a syscall (a guest vCPU, VCPU_RUN)
+    that a kick of the CPU must interrupt too."""
+
+    def kick(self, signal_it: bool) -> None: ...
+
+
 class Next(Enum):
     """What the kernel tells the CPU loop after an exit."""
 
@@ -271,6 +278,9 @@ class Cpu:
         #: Statistics and trace hooks (kernel/stats.py), None unless a run asked for
         #: them: every hook site is a None check.
         self.probe: CpuProbe | None = None
+        #: A guest vCPU this CPU's host thread runs inside a syscall (VCPU_RUN): kicks
+        #: reach it too. Set and cleared by that host thread only.
+        self.nested: Kickable | None = None
 
     def _sregs_template(self, sregs: KvmSregs) -> KvmSregs:
         _set_segment(sregs.cs, x86.SEL_USER_CODE, code=True, dpl=3)
@@ -594,6 +604,9 @@ class Cpu:
         if signal_it and self.signal_kicks and self.state is CpuState.GUEST \
                 and self.host_thread is not None:
             signal.pthread_kill(self.host_thread, KICK_SIGNAL)
+        nested = self.nested
+        if nested is not None:
+            nested.kick(signal_it and self.signal_kicks)
 
     def close(self) -> None:
         del self._run_regs, self._run_sregs, self._io, self._cs, self._events, self.run_page

@@ -22,6 +22,11 @@ Invariants:
   invalidation) to empty the quarantine first, so quarantined frames never cause
   an ENOMEM.
 
+Foreign ranges (``add_foreign``) are physical memory outside the pool that processes
+may map (a guest's RAM, added as another memory slot): their frames are never
+allocated or counted here, and ``free`` of one is a no-op, so unmapping and tearing
+down treat every mapped frame alike.
+
 ``FrameAccount`` is one process's view of the allocator: the frames it allocates
 (private pages, page tables) are charged against its limit (kernel/limits.py).
 
@@ -97,6 +102,7 @@ class FrameAllocator:
         self.total = len(self._free)
         self.used: Counter[FrameOwner] = Counter()
         self._quarantine: list[int] = []
+        self._foreign: list[tuple[int, int]] = []  # [start, end) outside the pool
         #: Called (no lock held) when ``alloc`` finds the pool empty but references in
         #: quarantine: it must invalidate and free what ``take_quarantine`` gives it.
         self.reclaim: Callable[[], None] | None = None
@@ -157,9 +163,29 @@ class FrameAllocator:
                 return 0
             return self._refs.get(pa, 1)
 
-    def free(self, pa: int) -> None:
-        """Drop one reference; the frame returns to the pool with the last."""
+    def add_foreign(self, start: int, size: int) -> None:
+        """Frames [start, start + size), outside the pool, that processes may map."""
+        end = start + size
+        pool = (self.memory.base, self.memory.base + self.memory.size)
         with self._lock:
+            for lo, hi in [pool, *self._foreign]:
+                if start < hi and lo < end:
+                    raise ValueError(f"foreign range {start:#x}-{end:#x} overlaps {lo:#x}-{hi:#x}")
+            self._foreign.append((start, end))
+
+    def remove_foreign(self, start: int) -> None:
+        with self._lock:
+            self._foreign = [r for r in self._foreign if r[0] != start]
+
+    def is_foreign(self, pa: int) -> bool:
+        return any(lo <= pa < hi for lo, hi in self._foreign)
+
+    def free(self, pa: int) -> None:
+        """Drop one reference; the frame returns to the pool with the last (a no-op for a
+        foreign frame)."""
+        with self._lock:
+            if self._foreign and self.is_foreign(pa):
+                return
             refs = self._refs.get(pa)
             if refs is not None:
                 if refs > 2:
@@ -230,7 +256,7 @@ class FrameAccount:
     def charged(self, frames: Iterable[int]) -> int:
         """How many of ``frames`` (allocated, this process's or shared) are charged."""
         owner_of = self.frames.owner_of
-        return sum(1 for pa in frames if owner_of(pa) is not FrameOwner.FILE)
+        return sum(1 for pa in frames if owner_of(pa) not in (FrameOwner.FILE, None))
 
     def uncharge(self, frames: list[int]) -> None:
         """Take the charge off ``frames``, which the caller frees later itself."""

@@ -9,14 +9,18 @@ PackIt archive the kernel populates the fs from. The format is in docs/images.md
      "fs": {"modules": {"init": {"path": "/init"}, "hello": {"path": "/bin/hello"}},
             "files": [{"path": "/etc/init.services", "text": "/bin/hello\\n"},
                       {"path": "/etc/blob", "source": "blob.bin"}]},
-     "limits": {"frames": 8192, "mappings": 65536, "tasks": 64}}
+     "limits": {"frames": 8192, "mappings": 65536, "tasks": 64},
+     "guests": [{"kernel": "hello.elf", "memory": 64, "cpus": 1, "cmdline": "quiet"}]}
 
 A module name is a program name: the default resolver reads the packaged
 ``copra/images/<name>.elf`` (built by scripts/build-user-images; nothing here builds
 it) and checks it with the ELF validator, so a broken program fails the build of the
 image, not the boot. ``source`` paths are relative to the config file's directory.
 ``limits`` sets the resource limits of the boot (kernel/limits.py); they are not in
-the archive but travel beside it (``BootConfig.limits``).
+the archive but travel beside it (``BootConfig.limits``). ``guests`` lists the guest
+VMs the boot creates (docs/vmm.md): a PVH kernel file (relative to the config's
+directory), its RAM in MiB, its vCPUs and its command line; they too travel beside
+the archive (the VMM layer makes them), not in it.
 
 Invariants of :class:`ImageConfig`: every destination obeys the fs path rules; no
 two entries share a destination (compared after dropping empty components); no
@@ -94,6 +98,41 @@ def _components(path: str) -> tuple[str, ...]:
         raise ImageError(f"invalid destination {path!r}: {exc.message}") from None
 
 
+#: Bounds of a guest's configuration (the VMM layer checks the kernel itself).
+GUEST_MEMORY_MIB = (2, 3072)
+GUEST_CPUS = (1, 64)
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    """A guest VM the boot creates: ``kernel`` (a PVH ELF file), ``memory`` MiB of RAM."""
+
+    kernel: Path
+    memory: int = 64
+    cpus: int = 1
+    cmdline: str = ""
+    name: str = ""  #: default: the kernel file's stem
+
+    def __post_init__(self) -> None:
+        lo, hi = GUEST_MEMORY_MIB
+        if type(self.memory) is not int or not lo <= self.memory <= hi:
+            raise ImageError(f"guest {self.kernel}: memory must be {lo} to {hi} MiB")
+        lo, hi = GUEST_CPUS
+        if type(self.cpus) is not int or not lo <= self.cpus <= hi:
+            raise ImageError(f"guest {self.kernel}: cpus must be {lo} to {hi}")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kernel.stem
+
+    def load(self) -> bytes:
+        try:
+            return self.kernel.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"cannot read guest kernel {self.kernel}: "
+                             f"{exc.strerror or exc}") from None
+
+
 @dataclass(frozen=True)
 class ImageConfig:
     """What goes into the boot archive (see the module docstring for its invariants)."""
@@ -101,6 +140,7 @@ class ImageConfig:
     modules: tuple[ModuleSpec, ...] = ()
     files: tuple[FileSpec, ...] = ()
     limits: Limits = DEFAULT_LIMITS
+    guests: tuple[GuestImage, ...] = ()
 
     def __post_init__(self) -> None:
         for module in self.modules:
@@ -135,7 +175,7 @@ class ImageConfig:
     @classmethod
     def from_dict(cls, document: object, base_dir: Path) -> ImageConfig:
         """Build from a parsed JSON document; relative sources resolve against base_dir."""
-        top = _object(document, "the configuration", {"version", "fs", "limits"})
+        top = _object(document, "the configuration", {"version", "fs", "limits", "guests"})
         version = top.get("version", CONFIG_VERSION)
         if type(version) is not int or version != CONFIG_VERSION:
             raise ImageError(
@@ -161,7 +201,8 @@ class ImageConfig:
             else:
                 content = base_dir / _string(entry, "source", where)
             files.append(FileSpec(path, content))
-        return cls(tuple(modules), tuple(files), _limits(top.get("limits", {})))
+        return cls(tuple(modules), tuple(files), _limits(top.get("limits", {})),
+                   _guests(top.get("guests", []), base_dir))
 
     @classmethod
     def from_json(cls, text: str, base_dir: Path) -> ImageConfig:
@@ -220,6 +261,25 @@ def _limits(value: object) -> Limits:
             raise ImageError(f"limits.{key} must be an integer from 1 to {MAX_LIMIT}, "
                              f"not {json.dumps(number)}")
     return Limits(**entry)  # type: ignore[arg-type]
+
+
+def _guests(value: object, base_dir: Path) -> tuple[GuestImage, ...]:
+    """The ``guests`` list: each {"kernel": path, "memory": MiB, "cpus": n, "cmdline": s,
+    "name": s}, only ``kernel`` required."""
+    if not isinstance(value, list):
+        raise ImageError("guests must be a list")
+    out = []
+    for index, raw in enumerate(value):
+        where = f"guests[{index}]"
+        entry = _object(raw, where, {"kernel", "memory", "cpus", "cmdline", "name"})
+        kernel = base_dir / _string(entry, "kernel", where)
+        memory, cpus = entry.get("memory", 64), entry.get("cpus", 1)
+        if type(memory) is not int or type(cpus) is not int:
+            raise ImageError(f"{where}: memory and cpus must be integers")
+        cmdline = _string(entry, "cmdline", where) if "cmdline" in entry else ""
+        name = _string(entry, "name", where) if "name" in entry else ""
+        out.append(GuestImage(kernel, memory, cpus, cmdline, name))
+    return tuple(out)
 
 
 def _images() -> Path:

@@ -50,7 +50,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from time import perf_counter
 
-from copra.abi.spec import EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, LOG_FILE_PATH, Entry, Errno
+from copra.abi.spec import (
+    EXIT_STATUS_SHIFT,
+    KILLED_BY_EXCEPTION,
+    LOG_FILE_PATH,
+    Entry,
+    Errno,
+    SyscallClass,
+)
 from copra.hw.x86 import Vector
 from copra.kernel import lockdep
 from copra.kernel.cpu import (
@@ -160,6 +167,8 @@ class Kernel:
         self._deadline: float | None = None
         self._timed_out = False
         self._table = SYSCALLS
+        self._contexts: dict[SyscallClass, object] = {}
+        self._vm_bitmap: Callable[[], int] = lambda: 0
         self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
         #: Kernel lines below this level are not written (``log``).
         self.log_level = LogLevel.INFO
@@ -210,6 +219,24 @@ class Kernel:
             call.probe = None
         vm.on_invalidation = None
         return run.report(vm.invalidations, vm.invalidation_seconds)
+    def register_class(self, cls: SyscallClass, rows: dict[int, SyscallSpec], context: object,
+                       vm_bitmap: Callable[[], int] | None = None) -> None:
+        """Add a class of syscalls that lives in a higher layer (the VMM's, class 2),
+        before any CPU runs; ``context`` is what its handlers find with ``context_of``,
+        ``vm_bitmap`` what CAPABILITIES answers for its VM bitmap."""
+        for number in rows:
+            if number >> 32 != cls or number in self._table:
+                raise ValueError(f"syscall {number:#x} is not a free number of class {cls}")
+        self._table = {**self._table, **rows}
+        self._contexts[cls] = context
+        if vm_bitmap is not None:
+            self._vm_bitmap = vm_bitmap
+
+    def context_of(self, cls: SyscallClass) -> object | None:
+        return self._contexts.get(cls)
+
+    def vm_bitmap(self) -> int:
+        return self._vm_bitmap()
 
     def count(self, key: str, n: int = 1) -> None:
         with self._counters_lock:

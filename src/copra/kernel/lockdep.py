@@ -37,6 +37,8 @@ ORDER: Final = (
     "file",  # OpenFile: one handle's position (READ copies out under it)
     "directory",  # OpenDirectory: one handle's cursor (READDIR copies out under it)
     "event",  # Event: its counter (READ copies out under it)
+    "vmm.vm",  # GuestVm: its state (open, released) and MSR policy
+    "vmm.device",  # DeviceEvent: its accesses (READ copies out under it); the VM's routes
     "process.mem",  # Process: address space, regions, frame account, user copies
     "handles",  # HandleTable: ids -> objects
     "log",  # Log: one task's line buffer (emits lines under it)
@@ -45,6 +47,7 @@ ORDER: Final = (
     "waitqueue",  # WaitQueue: an object's signals and observers
     "sched",  # Scheduler: run queue, thread states, current thread per CPU
     "vm.gate",  # SvsmVm: which CPUs are in guest mode, the invalidation flag
+    "vmm.vcpu",  # GuestCpu: its runner, dead and open flags (a CPU kick takes it)
     "frames",  # FrameAllocator: free list, owners, counts (finalisers take it too)
     "ramfs.pages",  # the RAM fs's page count (finalisers take it too)
     "budget",  # MetadataBudget (re-entrant; finalisers take it anywhere)

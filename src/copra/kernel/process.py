@@ -75,6 +75,9 @@ class RegionKind(Enum):
     ANONYMOUS = "anonymous"  #: MMAP ANONYMOUS: private zeroed frames
     FILE_PRIVATE = "file-private"  #: MMAP of a file with WRITE: a private copy
     FILE_SHARED = "file-shared"  #: MMAP of a file, read-only: the RAM fs's own frames
+    #: MMAP of an object's pages (a VCPU's run page, a guest's RAM): shared with the
+    #: kernel, one reference per frame (foreign frames need none), never charged
+    OBJECT = "object"
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Region:
     @property
     def mmapped(self) -> bool:
         return self.kind in (RegionKind.ANONYMOUS, RegionKind.FILE_PRIVATE,
-                             RegionKind.FILE_SHARED)
+                             RegionKind.FILE_SHARED, RegionKind.OBJECT)
 
 
 class Process(KernelObject):
@@ -260,7 +263,9 @@ class Process(KernelObject):
                 for i in range(first, last):
                     self.space.unmap(region.start + i * PAGE_SIZE)
                 taken = region.frames[first:last]
-                if region.kind is RegionKind.FILE_SHARED:
+                if region.kind is RegionKind.OBJECT:
+                    pass  # never charged
+                elif region.kind is RegionKind.FILE_SHARED:
                     self.account.uncharge(taken)
                 else:
                     self.account.uncharge_private(len(taken))

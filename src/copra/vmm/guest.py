@@ -166,27 +166,7 @@ class Guest:
         self.run_page = self.vcpu.run_page
         self._run_area = self.vcpu.run_area
         self.vcpu.set_cpuid(self.kvm.supported_cpuid())
-        self.vcpu.set_fpu(KvmFpu.initial())
-        sregs = self.vcpu.get_sregs()
-        gdt = self.image.gdt
-        sregs.cs = segment(pvh.SEL_CODE, gdt[pvh.SEL_CODE >> 3])
-        data = segment(pvh.SEL_DATA, gdt[pvh.SEL_DATA >> 3])
-        sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data
-        sregs.tr = segment(pvh.SEL_TSS, gdt[pvh.SEL_TSS >> 3])
-        sregs.tr.type = gdt[pvh.SEL_TSS >> 3].type  # a TSS stays busy, not "accessed"
-        sregs.gdt.base = self.image.gdt_base
-        sregs.gdt.limit = 8 * len(gdt) - 1
-        sregs.idt.base = 0
-        sregs.idt.limit = 0
-        sregs.cr0 = pvh.CR0_PE
-        sregs.cr4 = 0
-        sregs.efer = 0
-        self.vcpu.set_sregs(sregs)
-        regs = kvm.KvmRegs()
-        regs.rip = self.image.entry
-        regs.rbx = self.image.start_info
-        regs.rflags = pvh.EFLAGS_FIXED
-        self.vcpu.set_regs(regs)
+        enter_pvh(self.vcpu, self.image)
 
     # --- other threads ------------------------------------------------------------------
 
@@ -391,6 +371,33 @@ class Guest:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def enter_pvh(vcpu: kvm.Vcpu, image: pvh.BootImage) -> None:
+    """Put ``vcpu`` in the PVH entry state of ``image`` (docs/guests.md, "The entry
+    state"): 32-bit protected mode, paging off, the boot GDT's flat segments and busy
+    TSS, ebx = the start info, x87/SSE in their reset state."""
+    vcpu.set_fpu(KvmFpu.initial())
+    sregs = vcpu.get_sregs()
+    gdt = image.gdt
+    sregs.cs = segment(pvh.SEL_CODE, gdt[pvh.SEL_CODE >> 3])
+    data = segment(pvh.SEL_DATA, gdt[pvh.SEL_DATA >> 3])
+    sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data
+    sregs.tr = segment(pvh.SEL_TSS, gdt[pvh.SEL_TSS >> 3])
+    sregs.tr.type = gdt[pvh.SEL_TSS >> 3].type  # a TSS stays busy, not "accessed"
+    sregs.gdt.base = image.gdt_base
+    sregs.gdt.limit = 8 * len(gdt) - 1
+    sregs.idt.base = 0
+    sregs.idt.limit = 0
+    sregs.cr0 = pvh.CR0_PE
+    sregs.cr4 = 0
+    sregs.efer = 0
+    vcpu.set_sregs(sregs)
+    regs = kvm.KvmRegs()
+    regs.rip = image.entry
+    regs.rbx = image.start_info
+    regs.rflags = pvh.EFLAGS_FIXED
+    vcpu.set_regs(regs)
 
 
 def run_guest(config: GuestConfig, console: Callable[[str], None], timeout: float | None = None,

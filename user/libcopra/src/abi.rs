@@ -59,13 +59,15 @@ pub enum Errno {
     ETIMEDOUT = -19,
     /// a WRITE to an event would carry its counter past EVENT_MAX
     EOVERFLOW = -20,
+    /// VCPU_RUN was kicked out before the guest needed user mode: its timeout passed, another thread closed the VCPU or its VM, the process is ending; call it again
+    EINTR = -23,
     /// an internal error with no better code (counted by the kernel)
     UNKNOWN = -128,
 }
 
 impl Errno {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::EINVAL,
         Self::ENOSYS,
         Self::ENOMEM,
@@ -86,6 +88,7 @@ impl Errno {
         Self::EAGAIN,
         Self::ETIMEDOUT,
         Self::EOVERFLOW,
+        Self::EINTR,
         Self::UNKNOWN,
     ];
 
@@ -112,6 +115,7 @@ impl Errno {
             -18 => Some(Self::EAGAIN),
             -19 => Some(Self::ETIMEDOUT),
             -20 => Some(Self::EOVERFLOW),
+            -23 => Some(Self::EINTR),
             -128 => Some(Self::UNKNOWN),
             _ => None,
         }
@@ -145,6 +149,7 @@ impl Errno {
             Self::EAGAIN => "EAGAIN",
             Self::ETIMEDOUT => "ETIMEDOUT",
             Self::EOVERFLOW => "EOVERFLOW",
+            Self::EINTR => "EINTR",
             Self::UNKNOWN => "UNKNOWN",
         }
     }
@@ -155,7 +160,7 @@ impl Errno {
 pub enum SyscallClass {
     CORE = 0,
     FILE = 1,
-    /// reserved: upstream never defined it
+    /// upstream named VM_OPEN and VM_CAPABILITIES but never numbered them: copra's
     VMM = 2,
     SYSINFO = 3,
 }
@@ -240,12 +245,28 @@ pub enum Sys {
     READDIR = 0x1_0000_0007,
     MKDIR = 0x1_0000_0008,
     RMDIR = 0x1_0000_0009,
+    /// VM index -> VM handle (exclusive system-wide)
+    VM_OPEN = 0x2_0000_0000,
+    /// VM handle, VmCap index -> value
+    VM_CAPABILITIES = 0x2_0000_0001,
+    /// VM handle, vCPU index -> VCPU handle (exclusive)
+    VCPU_OPEN = 0x2_0000_0002,
+    /// VCPU handle, timeout ns -> 0, the exit in the run page
+    VCPU_RUN = 0x2_0000_0003,
+    /// VM handle, MsrRange array, count: the MSRs user mode claims
+    VM_SET_MSR_FILTER = 0x2_0000_0004,
+    /// VM handle -> a handle on the guest's RAM (MMAP it)
+    VM_MEMORY = 0x2_0000_0005,
+    /// VM handle, first port, ports -> device event handle
+    IO_EVENT_CREATE = 0x2_0000_0006,
+    /// VM handle, guest-physical address, bytes -> handle
+    MMIO_EVENT_CREATE = 0x2_0000_0007,
     CAPABILITIES = 0x3_0000_0000,
 }
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 37] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -274,6 +295,14 @@ impl Sys {
         Self::READDIR,
         Self::MKDIR,
         Self::RMDIR,
+        Self::VM_OPEN,
+        Self::VM_CAPABILITIES,
+        Self::VCPU_OPEN,
+        Self::VCPU_RUN,
+        Self::VM_SET_MSR_FILTER,
+        Self::VM_MEMORY,
+        Self::IO_EVENT_CREATE,
+        Self::MMIO_EVENT_CREATE,
         Self::CAPABILITIES,
     ];
 
@@ -308,6 +337,14 @@ impl Sys {
             0x1_0000_0007 => Some(Self::READDIR),
             0x1_0000_0008 => Some(Self::MKDIR),
             0x1_0000_0009 => Some(Self::RMDIR),
+            0x2_0000_0000 => Some(Self::VM_OPEN),
+            0x2_0000_0001 => Some(Self::VM_CAPABILITIES),
+            0x2_0000_0002 => Some(Self::VCPU_OPEN),
+            0x2_0000_0003 => Some(Self::VCPU_RUN),
+            0x2_0000_0004 => Some(Self::VM_SET_MSR_FILTER),
+            0x2_0000_0005 => Some(Self::VM_MEMORY),
+            0x2_0000_0006 => Some(Self::IO_EVENT_CREATE),
+            0x2_0000_0007 => Some(Self::MMIO_EVENT_CREATE),
             0x3_0000_0000 => Some(Self::CAPABILITIES),
             _ => None,
         }
@@ -349,6 +386,14 @@ impl Sys {
             Self::READDIR => "READDIR",
             Self::MKDIR => "MKDIR",
             Self::RMDIR => "RMDIR",
+            Self::VM_OPEN => "VM_OPEN",
+            Self::VM_CAPABILITIES => "VM_CAPABILITIES",
+            Self::VCPU_OPEN => "VCPU_OPEN",
+            Self::VCPU_RUN => "VCPU_RUN",
+            Self::VM_SET_MSR_FILTER => "VM_SET_MSR_FILTER",
+            Self::VM_MEMORY => "VM_MEMORY",
+            Self::IO_EVENT_CREATE => "IO_EVENT_CREATE",
+            Self::MMIO_EVENT_CREATE => "MMIO_EVENT_CREATE",
             Self::CAPABILITIES => "CAPABILITIES",
         }
     }
@@ -363,7 +408,7 @@ impl Sys {
 pub enum Capability {
     /// the number of capability values after index 0 (upstream's meaning: 2 today)
     COUNT = 0,
-    /// bit n set: VM n can be opened (0 on copra today: no guest VMs yet)
+    /// bit n set: guest VM n exists and has not been released (VM_OPEN(n))
     VM_BITMAP = 1,
     /// platform feature bitmap; bits 2:0 are the platform type
     FEATURES = 2,
@@ -446,6 +491,279 @@ impl PlatformType {
             Self::TDX => "TDX",
             Self::COPRA_KVM => "COPRA_KVM",
         }
+    }
+}
+
+/// Indices accepted by VM_CAPABILITIES (class 2, index 1).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmCap {
+    /// the number of values after index 0
+    COUNT = 0,
+    /// vCPUs of the VM (VCPU_OPEN takes 0 to VCPUS - 1)
+    VCPUS = 1,
+    /// bytes of guest RAM: guest-physical [MEMORY_BASE, + MEMORY_SIZE)
+    MEMORY_SIZE = 2,
+    /// the guest-physical address of RAM's first byte (0 on copra)
+    MEMORY_BASE = 3,
+    /// VmFeature bits
+    FEATURES = 4,
+}
+
+impl VmCap {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 5] = [
+        Self::COUNT,
+        Self::VCPUS,
+        Self::MEMORY_SIZE,
+        Self::MEMORY_BASE,
+        Self::FEATURES,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::COUNT),
+            1 => Some(Self::VCPUS),
+            2 => Some(Self::MEMORY_SIZE),
+            3 => Some(Self::MEMORY_BASE),
+            4 => Some(Self::FEATURES),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::COUNT => "COUNT",
+            Self::VCPUS => "VCPUS",
+            Self::MEMORY_SIZE => "MEMORY_SIZE",
+            Self::MEMORY_BASE => "MEMORY_BASE",
+            Self::FEATURES => "FEATURES",
+        }
+    }
+}
+
+/// Bits of VM_CAPABILITIES(vm, VmCap.FEATURES).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VmFeature(u64);
+
+impl VmFeature {
+    /// the kernel answers the x2APIC MSRs, APIC_BASE and TSC_DEADLINE
+    pub const KERNEL_X2APIC: Self = Self(0x1);
+    /// VM_SET_MSR_FILTER claims MSRs for user mode
+    pub const MSR_FILTER: Self = Self(0x2);
+    /// the kernel was loaded at boot; vCPU 0 starts at its PVH entry
+    pub const PVH_BOOT: Self = Self(0x4);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x7);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for VmFeature {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for VmFeature {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+/// RunPage.exit_reason: why VCPU_RUN returned (the payload's layout follows it).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VcpuExit {
+    /// no exit yet (the page was just mapped)
+    NONE = 0,
+    /// port I/O: VcpuIo
+    IO = 1,
+    /// an access to guest-physical memory outside RAM: VcpuMmio
+    MMIO = 2,
+    /// RDMSR of an MSR user mode claimed: VcpuMsr, answer in data or error
+    MSR_READ = 3,
+    /// WRMSR of an MSR user mode claimed: VcpuMsr, answer error
+    MSR_WRITE = 4,
+    /// CPUID (hardware that traps it; KVM answers CPUID itself): VcpuCpuid
+    CPUID = 5,
+    /// HLT: the vCPU waits for an interrupt; VCPU_RUN resumes after it
+    HLT = 6,
+    /// a triple fault: the vCPU is dead, every VCPU_RUN reports it again
+    SHUTDOWN = 7,
+    /// an instruction neither KVM nor copra can run: VcpuFailure
+    EMULATION_FAILURE = 8,
+    /// KVM stopped the vCPU (failed entry, internal error): VcpuFailure
+    INTERNAL_ERROR = 9,
+    /// a device model's event went away with this access unanswered: the guest got all ones (a read) and goes on; VcpuIo or VcpuMmio describes the access; no answer
+    DEVICE_GONE = 10,
+}
+
+impl VcpuExit {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 11] = [
+        Self::NONE,
+        Self::IO,
+        Self::MMIO,
+        Self::MSR_READ,
+        Self::MSR_WRITE,
+        Self::CPUID,
+        Self::HLT,
+        Self::SHUTDOWN,
+        Self::EMULATION_FAILURE,
+        Self::INTERNAL_ERROR,
+        Self::DEVICE_GONE,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::NONE),
+            1 => Some(Self::IO),
+            2 => Some(Self::MMIO),
+            3 => Some(Self::MSR_READ),
+            4 => Some(Self::MSR_WRITE),
+            5 => Some(Self::CPUID),
+            6 => Some(Self::HLT),
+            7 => Some(Self::SHUTDOWN),
+            8 => Some(Self::EMULATION_FAILURE),
+            9 => Some(Self::INTERNAL_ERROR),
+            10 => Some(Self::DEVICE_GONE),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NONE => "NONE",
+            Self::IO => "IO",
+            Self::MMIO => "MMIO",
+            Self::MSR_READ => "MSR_READ",
+            Self::MSR_WRITE => "MSR_WRITE",
+            Self::CPUID => "CPUID",
+            Self::HLT => "HLT",
+            Self::SHUTDOWN => "SHUTDOWN",
+            Self::EMULATION_FAILURE => "EMULATION_FAILURE",
+            Self::INTERNAL_ERROR => "INTERNAL_ERROR",
+            Self::DEVICE_GONE => "DEVICE_GONE",
+        }
+    }
+}
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoDirection {
+    IN = 0,
+    OUT = 1,
+}
+
+impl IoDirection {
+    /// Every member, in declaration order.
+    pub const ALL: [Self; 2] = [
+        Self::IN,
+        Self::OUT,
+    ];
+
+    /// The member whose value is `value`, if any.
+    pub const fn from_raw(value: u32) -> Option<Self> {
+        match value {
+            0 => Some(Self::IN),
+            1 => Some(Self::OUT),
+            _ => None,
+        }
+    }
+
+    /// The member's value.
+    pub const fn raw(self) -> u32 {
+        self as u32
+    }
+
+    /// The member's name as the spec spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::IN => "IN",
+            Self::OUT => "OUT",
+        }
+    }
+}
+
+/// MsrRange.flags: which accesses of the range's MSRs come to user mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MsrFilterFlag(u64);
+
+impl MsrFilterFlag {
+    pub const READ: Self = Self(0x1);
+    pub const WRITE: Self = Self(0x2);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x3);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for MsrFilterFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for MsrFilterFlag {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
     }
 }
 
@@ -675,7 +993,7 @@ pub struct Signal(u64);
 impl Signal {
     /// a thread or process has ended (for good)
     pub const ENDED: Self = Self(0x1);
-    /// an event's counter is non-zero: a READ would not block
+    /// an event's counter is non-zero: a READ would not block; a VCPU has an exit waiting for user mode's answer
     pub const READABLE: Self = Self(0x2);
     /// an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
     pub const WRITABLE: Self = Self(0x4);
@@ -896,6 +1214,25 @@ pub const EVENT_MAX: u64 = 0xffff_ffff_ffff_fffe;
 /// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
 pub const EXIT_STATUS_SHIFT: u64 = 16;
 pub const KILLED_BY_EXCEPTION: u64 = 1;
+/// The run page's layout version (RunPage.version); a layout that grows gets a new one.
+pub const RUN_PAGE_VERSION: u64 = 1;
+/// Where the exit payload (one of the Vcpu* structures, by exit_reason) starts in the run page.
+pub const RUN_PAGE_PAYLOAD: u64 = 16;
+/// Bytes the payload area holds.
+pub const RUN_PAGE_PAYLOAD_SIZE: u64 = 64;
+/// Where a port access's data lies in the run page, and how many bytes it holds at most (a longer string access comes in several exits of at most this many bytes).
+pub const RUN_PAGE_IO_DATA: u64 = 2048;
+pub const RUN_PAGE_IO_DATA_SIZE: u64 = 2048;
+/// The guest registers in RunPage.regs, in this order (KVM's struct kvm_regs).
+pub const GUEST_REGISTERS: [&str; 18] = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rip", "rflags"];
+/// RunPage.regs_dirty: VCPU_RUN loads the guest's registers from RunPage.regs first.
+pub const REGS_DIRTY: u64 = 1;
+/// The most ranges VM_SET_MSR_FILTER takes, and MSRs per range.
+pub const MSR_FILTER_MAX_RANGES: u64 = 16;
+pub const MSR_RANGE_MAX_MSRS: u64 = 0x3000;
+/// Where a guest's RAM appears in the SVSM's physical address space (guest n at GUEST_RAM_SVSM_BASE + n * GUEST_RAM_SVSM_STRIDE): MMAP of VM_MEMORY maps those frames.
+pub const GUEST_RAM_SVSM_BASE: u64 = 0x4_0000_0000;
+pub const GUEST_RAM_SVSM_STRIDE: u64 = 0x1_0000_0000;
 
 /// One entry filled by READDIR (upstream's layout).
 #[repr(C)]
@@ -1079,3 +1416,383 @@ const _: () = assert!(core::mem::offset_of!(BatchRecord, number) == 0);
 const _: () = assert!(core::mem::offset_of!(BatchRecord, args) == 8);
 const _: () = assert!(core::mem::offset_of!(BatchRecord, user_data) == 48);
 const _: () = assert!(core::mem::offset_of!(BatchRecord, result) == 56);
+
+/// The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RunPage {
+    /// kernel, at VCPU_OPEN: RUN_PAGE_VERSION
+    pub version: u32,
+    /// kernel, when VCPU_RUN returns 0: a VcpuExit
+    pub exit_reason: u32,
+    /// user: REGS_DIRTY to load regs at the next VCPU_RUN; kernel clears it; other values are EINVAL
+    pub regs_dirty: u32,
+    /// zero
+    pub _pad: u32,
+    /// the exit's data: the Vcpu* structure of exit_reason
+    pub payload: [u8; 64],
+    /// kernel, at every return: the guest's GUEST_REGISTERS
+    pub regs: [u64; 18],
+    /// zero; later versions grow into it
+    pub _reserved: [u8; 1824],
+    /// VcpuIo's data: kernel (OUT) or user (IN)
+    pub io_data: [u8; 2048],
+}
+
+impl RunPage {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 4096;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            version: 0,
+            exit_reason: 0,
+            regs_dirty: 0,
+            _pad: 0,
+            payload: [0; 64],
+            regs: [0; 18],
+            _reserved: [0; 1824],
+            io_data: [0; 2048],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<RunPage>() == 4096);
+const _: () = assert!(core::mem::align_of::<RunPage>() == 8);
+const _: () = assert!(core::mem::offset_of!(RunPage, version) == 0);
+const _: () = assert!(core::mem::offset_of!(RunPage, exit_reason) == 4);
+const _: () = assert!(core::mem::offset_of!(RunPage, regs_dirty) == 8);
+const _: () = assert!(core::mem::offset_of!(RunPage, _pad) == 12);
+const _: () = assert!(core::mem::offset_of!(RunPage, payload) == 16);
+const _: () = assert!(core::mem::offset_of!(RunPage, regs) == 80);
+const _: () = assert!(core::mem::offset_of!(RunPage, _reserved) == 224);
+const _: () = assert!(core::mem::offset_of!(RunPage, io_data) == 2048);
+
+/// The payload of VcpuExit.IO. OUT: io_data holds the items; IN: user mode writes them.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VcpuIo {
+    /// kernel
+    pub port: u16,
+    /// kernel: bytes per item, 1, 2 or 4
+    pub size: u8,
+    /// kernel: IoDirection
+    pub direction: u8,
+    /// kernel: items in io_data (size * count bytes)
+    pub count: u32,
+    /// zero
+    pub _reserved: [u8; 56],
+}
+
+impl VcpuIo {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 64;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            port: 0,
+            size: 0,
+            direction: 0,
+            count: 0,
+            _reserved: [0; 56],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuIo>() == 64);
+const _: () = assert!(core::mem::align_of::<VcpuIo>() == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuIo, port) == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuIo, size) == 2);
+const _: () = assert!(core::mem::offset_of!(VcpuIo, direction) == 3);
+const _: () = assert!(core::mem::offset_of!(VcpuIo, count) == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuIo, _reserved) == 8);
+
+/// The payload of VcpuExit.MMIO.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VcpuMmio {
+    /// kernel: guest-physical
+    pub address: u64,
+    /// kernel: 1 to 8 bytes
+    pub length: u32,
+    /// kernel
+    pub is_write: u8,
+    /// zero
+    pub _pad: [u8; 3],
+    /// kernel (write) or user (read): little-endian, length bytes
+    pub data: u64,
+    /// zero
+    pub _reserved: [u8; 40],
+}
+
+impl VcpuMmio {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 64;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            address: 0,
+            length: 0,
+            is_write: 0,
+            _pad: [0; 3],
+            data: 0,
+            _reserved: [0; 40],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuMmio>() == 64);
+const _: () = assert!(core::mem::align_of::<VcpuMmio>() == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuMmio, address) == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuMmio, length) == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuMmio, is_write) == 12);
+const _: () = assert!(core::mem::offset_of!(VcpuMmio, _pad) == 13);
+const _: () = assert!(core::mem::offset_of!(VcpuMmio, data) == 16);
+const _: () = assert!(core::mem::offset_of!(VcpuMmio, _reserved) == 24);
+
+/// The payload of VcpuExit.MSR_READ and MSR_WRITE.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VcpuMsr {
+    /// kernel: the MSR (ECX)
+    pub index: u32,
+    /// user: 1 injects #GP instead of completing; 0 or 1 only
+    pub error: u8,
+    /// zero
+    pub _pad: [u8; 3],
+    /// kernel (MSR_WRITE: the value) or user (MSR_READ: the answer)
+    pub data: u64,
+    /// zero
+    pub _reserved: [u8; 48],
+}
+
+impl VcpuMsr {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 64;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            index: 0,
+            error: 0,
+            _pad: [0; 3],
+            data: 0,
+            _reserved: [0; 48],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuMsr>() == 64);
+const _: () = assert!(core::mem::align_of::<VcpuMsr>() == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuMsr, index) == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuMsr, error) == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuMsr, _pad) == 5);
+const _: () = assert!(core::mem::offset_of!(VcpuMsr, data) == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuMsr, _reserved) == 16);
+
+/// The payload of VcpuExit.CPUID.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VcpuCpuid {
+    /// kernel (EAX)
+    pub leaf: u32,
+    /// kernel (ECX)
+    pub subleaf: u32,
+    /// user: the answer
+    pub eax: u32,
+    /// user
+    pub ebx: u32,
+    /// user
+    pub ecx: u32,
+    /// user
+    pub edx: u32,
+    /// zero
+    pub _reserved: [u8; 40],
+}
+
+impl VcpuCpuid {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 64;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            leaf: 0,
+            subleaf: 0,
+            eax: 0,
+            ebx: 0,
+            ecx: 0,
+            edx: 0,
+            _reserved: [0; 40],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuCpuid>() == 64);
+const _: () = assert!(core::mem::align_of::<VcpuCpuid>() == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, leaf) == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, subleaf) == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, eax) == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, ebx) == 12);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, ecx) == 16);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, edx) == 20);
+const _: () = assert!(core::mem::offset_of!(VcpuCpuid, _reserved) == 24);
+
+/// The payload of VcpuExit.EMULATION_FAILURE and INTERNAL_ERROR.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct VcpuFailure {
+    /// kernel: KVM's suberror, or the hardware entry-failure reason
+    pub code: u32,
+    /// kernel: bytes of insn that are valid (0 to 15)
+    pub insn_length: u32,
+    /// kernel: the instruction's bytes
+    pub insn: [u8; 16],
+    /// zero
+    pub _reserved: [u8; 40],
+}
+
+impl VcpuFailure {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 64;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            code: 0,
+            insn_length: 0,
+            insn: [0; 16],
+            _reserved: [0; 40],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<VcpuFailure>() == 64);
+const _: () = assert!(core::mem::align_of::<VcpuFailure>() == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuFailure, code) == 0);
+const _: () = assert!(core::mem::offset_of!(VcpuFailure, insn_length) == 4);
+const _: () = assert!(core::mem::offset_of!(VcpuFailure, insn) == 8);
+const _: () = assert!(core::mem::offset_of!(VcpuFailure, _reserved) == 24);
+
+/// One range of VM_SET_MSR_FILTER's array.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MsrRange {
+    /// MsrFilterFlag: the accesses claimed
+    pub flags: u32,
+    /// the first MSR of the range
+    pub base: u32,
+    /// MSRs in the range, 1 to MSR_RANGE_MAX_MSRS
+    pub count: u32,
+    /// zero
+    pub _pad: u32,
+    /// user address of (count + 7) / 8 bytes: bit i claims base + i
+    pub bitmap: u64,
+}
+
+impl MsrRange {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 24;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            flags: 0,
+            base: 0,
+            count: 0,
+            _pad: 0,
+            bitmap: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<MsrRange>() == 24);
+const _: () = assert!(core::mem::align_of::<MsrRange>() == 8);
+const _: () = assert!(core::mem::offset_of!(MsrRange, flags) == 0);
+const _: () = assert!(core::mem::offset_of!(MsrRange, base) == 4);
+const _: () = assert!(core::mem::offset_of!(MsrRange, count) == 8);
+const _: () = assert!(core::mem::offset_of!(MsrRange, _pad) == 12);
+const _: () = assert!(core::mem::offset_of!(MsrRange, bitmap) == 16);
+
+/// What READ of a device event takes: one guest access in the event's range.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceAccess {
+    /// the port (IO event) or guest-physical address (MMIO event)
+    pub address: u64,
+    /// the value written (a write), else 0; little-endian
+    pub data: u64,
+    /// bytes: 1, 2 or 4 (port), 1 to 8 (MMIO)
+    pub size: u32,
+    /// 1: OUT or a store; 0: IN or a load
+    pub is_write: u8,
+    /// zero
+    pub _pad: [u8; 3],
+    /// names the access in its DeviceAnswer
+    pub seq: u32,
+    /// the vCPU that made it
+    pub vcpu: u32,
+}
+
+impl DeviceAccess {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 32;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            address: 0,
+            data: 0,
+            size: 0,
+            is_write: 0,
+            _pad: [0; 3],
+            seq: 0,
+            vcpu: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<DeviceAccess>() == 32);
+const _: () = assert!(core::mem::align_of::<DeviceAccess>() == 8);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, address) == 0);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, data) == 8);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, size) == 16);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, is_write) == 20);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, _pad) == 21);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, seq) == 24);
+const _: () = assert!(core::mem::offset_of!(DeviceAccess, vcpu) == 28);
+
+/// What WRITE of a device event gives: completes the access it names.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceAnswer {
+    /// the DeviceAccess.seq answered
+    pub seq: u32,
+    /// zero
+    pub _pad: u32,
+    /// a read's value (little-endian; size bytes used)
+    pub data: u64,
+}
+
+impl DeviceAnswer {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 16;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            seq: 0,
+            _pad: 0,
+            data: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<DeviceAnswer>() == 16);
+const _: () = assert!(core::mem::align_of::<DeviceAnswer>() == 8);
+const _: () = assert!(core::mem::offset_of!(DeviceAnswer, seq) == 0);
+const _: () = assert!(core::mem::offset_of!(DeviceAnswer, _pad) == 4);
+const _: () = assert!(core::mem::offset_of!(DeviceAnswer, data) == 8);

@@ -69,6 +69,7 @@ pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
 pub mod thread;
+pub mod vmm;
 pub mod wait;
 
 #[cfg_attr(test, allow(dead_code))] // host tests link libc's

@@ -122,6 +122,21 @@ impl Mapping {
         })
     }
 
+    /// `len` bytes of a kernel object's pages (a VCPU's run page, a guest's RAM),
+    /// shared with the kernel: `flags` READ, optionally WRITE (never PRIVATE or EXEC).
+    pub fn object(handle: &impl AsHandle, len: u64, flags: MapFlag) -> Result<Self> {
+        if flags.contains(MapFlag::FIXED) || flags.contains(MapFlag::ANONYMOUS) {
+            return Err(Error::from_errno(Errno::EINVAL));
+        }
+        // SAFETY: without FIXED nothing existing is replaced.
+        let addr = unsafe { mmap(handle, 0, 0, len, flags)? };
+        Ok(Self {
+            addr,
+            len: len.next_multiple_of(PAGE_SIZE),
+            flags,
+        })
+    }
+
     /// The first byte's address.
     pub fn addr(&self) -> u64 {
         self.addr

@@ -40,7 +40,7 @@ from copra.hw.kvm import KvmRegs
 from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory
 from copra.kernel.handles import Rights
-from copra.kernel.objects import KernelObject
+from copra.kernel.objects import KernelObject, MappableObject
 from copra.kernel.objects.event import Event, decode_event_flags
 from copra.kernel.objects.file import OpenFile
 from copra.kernel.process import MAP_AREA_END, Process, RegionKind
@@ -122,7 +122,10 @@ def sys_mmap(c: Call, r: KvmRegs) -> int:
         if offset:
             raise SyscallError(Errno.EINVAL, "an anonymous mapping has no offset")
     else:
-        file = c.handle(u32(r.rdi), OpenFile)
+        target = c.handle_either(u32(r.rdi), OpenFile, MappableObject)
+        if isinstance(target, MappableObject):
+            return _map_object(c, target, hint, offset, pages, flags)
+        file = target
         if MapFlag.WRITE in flags and MapFlag.PRIVATE not in flags:
             raise SyscallError(Errno.ENOTSUPP, "shared writable file mappings are not supported")
     writable, executable = MapFlag.WRITE in flags, MapFlag.EXEC in flags
@@ -161,6 +164,42 @@ def sys_mmap(c: Call, r: KvmRegs) -> int:
                     raise
         except OutOfMemory as e:
             raise SyscallError(Errno.ENOMEM, str(e)) from e
+    return start
+
+
+def _place(p: Process, hint: int, pages: int, flags: MapFlag) -> int:
+    """Where a mapping of ``pages`` goes (caller holds ``mem_lock``)."""
+    if MapFlag.FIXED in flags:
+        end = hint + pages * PAGE_SIZE
+        if hint < USER_START or end > MAP_AREA_END:
+            raise SyscallError(Errno.EINVAL, f"FIXED range {hint:#x}+{pages} pages is "
+                                             "outside the mapping area")
+        if not p.is_free(hint, end):
+            raise SyscallError(Errno.EEXIST, f"FIXED range at {hint:#x} is already mapped")
+        return hint
+    return p.find_free(pages, hint)
+
+
+def _map_object(c: Call, obj: MappableObject, hint: int, offset: int, pages: int,
+                flags: MapFlag) -> int:
+    """MMAP of an object's pages: shared with the kernel (PRIVATE and EXEC refused)."""
+    if MapFlag.PRIVATE in flags or MapFlag.EXEC in flags:
+        raise SyscallError(Errno.EINVAL, f"a {obj.kind.value} is mapped shared and "
+                                         "never executable")
+    p = c.process
+    writable = MapFlag.WRITE in flags
+    with p.mem_lock:
+        p.check_mapping_room()
+        start = _place(p, hint, pages, flags)
+        frames = obj.map_pages(offset // PAGE_SIZE, pages, writable)
+        try:
+            p.map_frames(start, frames, writable=writable, executable=False,
+                         kind=RegionKind.OBJECT)
+        except BaseException as e:
+            c.kernel.release_unmapped(frames)  # the references back (never visible)
+            if isinstance(e, OutOfMemory):
+                raise SyscallError(Errno.ENOMEM, str(e)) from e
+            raise
     return start
 
 

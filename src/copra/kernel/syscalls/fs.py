@@ -1,6 +1,8 @@
 """Class 1, files: OPEN ... RMDIR, upstream's numbers and semantics (docs/ramfs.md).
 
-READ and WRITE also move an event's counter (objects/event.py): exactly 8 bytes.
+READ and WRITE also move an event's counter (objects/event.py): exactly 8 bytes; and
+exchange records with a stream object (``objects.StreamObject``: a device model's
+event, vmm/device.py), which checks its own lengths.
 Paths resolve against the caller's root. READ and READDIR check the whole buffer
 before they act and copy out under the object's lock (kernel/objects/), so a bad
 buffer moves no position. The handlers' shape and context are in table.py.
@@ -12,6 +14,7 @@ from copra.abi.spec import DIRENT, USER_END, Errno, FileFlag, FileMode, Sys
 from copra.hw.kvm import KvmRegs
 from copra.kernel.errors import SyscallError, WouldBlock
 from copra.kernel.handles import Rights
+from copra.kernel.objects import StreamObject
 from copra.kernel.objects.directory import OpenDirectory
 from copra.kernel.objects.event import EVENT_IO, Event
 from copra.kernel.objects.file import (
@@ -50,9 +53,11 @@ def sys_read(c: Call, r: KvmRegs) -> int:
     p = c.process
     handle, buf, length = u32(r.rdi), UserPtr(r.rsi), min(r.r8, MAX_IO)
     # The log is write-only: its handle lacks READ, so it answers EWRONLY too.
-    obj = c.handle_either(handle, OpenFile, Event, refused_by_rights=(Log,))
+    obj = c.handle_of(handle, OpenFile, Event, StreamObject, refused_by_rights=(Log,))
     if isinstance(obj, Event):
         return _read_event(c, obj, buf, r.r8)
+    if isinstance(obj, StreamObject):
+        return obj.read_stream(c, buf, r.r8)
     with p.mem_lock:
         check_buffer(p.space, buf, r.r8, write=True, usable=length)
 
@@ -86,6 +91,10 @@ def _read_event(c: Call, event: Event, buf: UserPtr, length: int) -> int:
 def sys_write(c: Call, r: KvmRegs) -> int:
     p = c.process
     handle, length = u32(r.rdi), min(r.r8, MAX_IO)
+    target = c.process.handles.get(handle, (OpenFile, Log, Event, StreamObject),
+                                   c.spec.rights, c.spec.denied)
+    if isinstance(target, StreamObject):
+        return target.write_stream(c, UserPtr(r.rsi), r.r8)
     obj = c.handle_of(handle, OpenFile, Log, Event)
     if isinstance(obj, Event):
         if r.r8 != EVENT_IO:

@@ -16,7 +16,7 @@ def sys_capabilities(c: Call, r: KvmRegs) -> int:
     if index == Capability.COUNT:
         return len(Capability) - 1  # the values after index 0, as upstream counts
     if index == Capability.VM_BITMAP:
-        return 0
+        return c.kernel.vm_bitmap()
     if index == Capability.FEATURES:
         return int(PlatformType.COPRA_KVM)
     raise SyscallError(Errno.ENOTFOUND, f"no capability index {index}")

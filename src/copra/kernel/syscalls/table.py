@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar
 
-from copra.abi.spec import PATH_MAX, Errno, Sys
+from copra.abi.spec import PATH_MAX, Errno, Sys, SyscallClass
 from copra.hw.kvm import KvmRegs
 from copra.kernel.frames import PhysicalMemory
 from copra.kernel.handles import Rights
@@ -97,6 +97,12 @@ class Services(Protocol):
     def error_result(self, proc: Process, number: int, e: Exception) -> int:
         """The -errno a handler's exception answers, logged and counted as the
         dispatcher does it (BATCH uses it per record)."""
+    def context_of(self, cls: SyscallClass) -> object | None:
+        """What a class registered at boot (Kernel.register_class) gave its handlers."""
+        ...
+
+    def vm_bitmap(self) -> int:
+        """CAPABILITIES' VM bitmap: the guest VMs that can be opened."""
         ...
 
 
@@ -156,12 +162,12 @@ class Call:
         return self.process.handles.get(handle, (first, second), spec.rights, spec.denied,
                                         refused_by_rights=refused_by_rights)
 
-    def handle_of(self, handle: int, first: type[T], second: type[U], third: type[V]
-                  ) -> T | U | V:
+    def handle_of(self, handle: int, first: type[T], second: type[U], third: type[V], *,
+                  refused_by_rights: tuple[type[KernelObject], ...] = ()) -> T | U | V:
         """The object of one of three kinds behind ``handle``, with the row's rights."""
         spec = self.spec
         return self.process.handles.get(handle, (first, second, third), spec.rights,
-                                        spec.denied)
+                                        spec.denied, refused_by_rights=refused_by_rights)
 
     def path(self, addr: int) -> str:
         """A NUL-terminated path from the caller's memory."""

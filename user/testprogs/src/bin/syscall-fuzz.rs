@@ -541,6 +541,28 @@ impl Fuzzer {
                 a[1] = self.rng.below(70);
                 a[2] = self.rng.below(4);
             }
+            // The VMM class: without guests every index is missing; with them a
+            // VCPU_RUN gets at most 1 ms.
+            Sys::VM_OPEN => a[0] = self.int_arg(),
+            Sys::VM_CAPABILITIES | Sys::VCPU_OPEN => {
+                a[0] = self.handle_arg();
+                a[1] = self.int_arg();
+            }
+            Sys::VCPU_RUN => {
+                a[0] = self.handle_arg();
+                a[1] = self.rng.below(1_000_000);
+            }
+            Sys::VM_SET_MSR_FILTER => {
+                a[0] = self.handle_arg();
+                a[1] = self.map_addr();
+                a[2] = self.rng.below(20);
+            }
+            Sys::VM_MEMORY => a[0] = self.handle_arg(),
+            Sys::IO_EVENT_CREATE | Sys::MMIO_EVENT_CREATE => {
+                a[0] = self.handle_arg();
+                a[1] = self.int_arg();
+                a[2] = self.int_arg();
+            }
             Sys::MMAP => {
                 let anonymous = self.rng.percent() < 55;
                 a[0] = self.handle_arg();

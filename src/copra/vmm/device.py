@@ -1,0 +1,245 @@
+"""Device models' events: guest port and MMIO ranges served by a process, not the VMM.
+
+IO_EVENT_CREATE (a port range) and MMIO_EVENT_CREATE (a guest-physical range outside
+RAM) make a ``DeviceEvent`` and route the range to it (``DeviceRouter``, one per VM).
+When a guest vCPU accesses a routed range, VCPU_RUN does not return to the VMM: it
+posts a ``DeviceAccess`` to the event and the calling thread waits (blocked, not
+spinning) until the access is answered, then completes the instruction and runs on.
+The event's holder (a device model, which the VMM gives the handle to) takes accesses
+with READ (a ``DeviceAccess`` record, 32 bytes; it blocks while none waits; WAIT_MANY
+sees READABLE) and answers each with WRITE (a ``DeviceAnswer``, 16 bytes: its ``seq``
+and, for a read, the value). Upstream's design (coconut-facts 4): "the kernel ...
+wakes the user thread waiting on the MMIO event object. User space emulates the
+access and signals back, and the kernel finishes the instruction".
+
+What an access is routed: one item (not a string instruction's batch) that lies wholly
+inside one event's range; anything else goes to the VMM through the run page as before.
+Ranges of one VM never overlap (EEXIST); an MMIO range may not touch guest RAM (EINVAL).
+
+Invariants:
+- every access posted is answered exactly once: by its holder's WRITE, or, when the
+  event goes (its last handle closed, its holder's process ended), by the event with
+  all ones, marked ``abandoned``: the vCPU then reports VcpuExit.DEVICE_GONE to its
+  VMM once, and the guest goes on;
+- an event's queue has READABLE exactly while an access waits to be taken; an
+  access's own queue raises READABLE when it is answered;
+- a closed event is out of its VM's routes before its accesses are abandoned, and
+  ``post`` to a closed event refuses (the access then goes to the VMM);
+- once its VM is released an event gets no access, and READ answers ENOTFOUND when
+  none is left (READABLE stays raised: WAIT_MANY on it returns at once).
+
+Locking: ``lock`` (class "vmm.device") guards an event's accesses and ``closed``;
+READ copies out under it (so a failed copy loses nothing: the access stays waiting).
+The router's routes are a tuple replaced whole under its own lock (same class, never
+nested with an event's); vCPU threads read it without a lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from copra.abi.spec import DEVICE_ACCESS, DEVICE_ANSWER, Errno, Signal
+from copra.kernel import lockdep
+from copra.kernel.errors import SyscallError, WouldBlock
+from copra.kernel.objects import ObjectKind, StreamObject
+from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_out
+from copra.kernel.waitqueue import WaitQueue
+
+if TYPE_CHECKING:
+    from copra.kernel.syscalls.table import Call
+
+_ACCESS = struct.Struct("<QQIB3xII")
+_ANSWER = struct.Struct("<IIQ")
+assert _ACCESS.size == DEVICE_ACCESS.size and _ANSWER.size == DEVICE_ANSWER.size
+PORTS: Final = 0x1_0000
+
+
+@dataclass(eq=False)
+class DeviceAccess:
+    is_mmio: bool
+    seq: int
+    vcpu: int
+    address: int
+    size: int
+    is_write: bool
+    data: int  #: the value written; for a read, the answer once done
+    done: bool = False
+    abandoned: bool = False
+    queue: WaitQueue = field(default_factory=WaitQueue)
+
+    def answer(self, value: int, abandoned: bool = False) -> None:
+        if self.done:
+            return
+        if not self.is_write:
+            self.data = value & ((1 << (8 * self.size)) - 1)
+        self.abandoned = abandoned
+        self.done = True
+        self.queue.raise_signals(Signal.READABLE)
+
+
+class DeviceEvent(StreamObject):
+    """A port or MMIO range of one guest, served by whoever holds the handle."""
+
+    def __init__(self, router: DeviceRouter, is_mmio: bool, base: int, size: int) -> None:
+        super().__init__()
+        self.router = router
+        self.is_mmio = is_mmio
+        self.base = base
+        self.end = base + size  #: exclusive
+        self.lock = lockdep.lock("vmm.device")
+        self.closed = False
+        self.vm_gone = False  #: the VM was released: READ answers ENOTFOUND once drained
+        self._waiting: deque[DeviceAccess] = deque()
+        self._taken: dict[int, DeviceAccess] = {}
+        self.queue = WaitQueue()
+        self.accesses = 0
+
+    def covers(self, address: int, size: int) -> bool:
+        return self.base <= address and address + size <= self.end
+
+    def wait_queue(self) -> WaitQueue:
+        return self.queue
+
+    # --- the vCPU side ---------------------------------------------------------------
+
+    def post(self, access: DeviceAccess) -> bool:
+        """Queue an access for the holder; False if the event is closed."""
+        with self.lock:
+            if self.closed:
+                return False
+            self._waiting.append(access)
+            self.accesses += 1
+            if len(self._waiting) == 1:
+                self.queue.raise_signals(Signal.READABLE)
+            return True
+
+    # --- the holder's side -------------------------------------------------------------
+
+    def read_stream(self, c: Call, buf: UserPtr, length: int) -> int:
+        if length < _ACCESS.size:
+            raise SyscallError(Errno.EINVAL, f"a device event is read {_ACCESS.size} bytes "
+                                             f"at a time, not {length}")
+        p = c.process
+        with p.mem_lock:
+            check_buffer(p.space, buf, _ACCESS.size, write=True, usable=_ACCESS.size)
+        while True:
+            with self.lock:
+                if self._waiting:
+                    access = self._waiting[0]
+                    record = _ACCESS.pack(access.address, access.data if access.is_write else 0,
+                                          access.size, int(access.is_write), access.seq,
+                                          access.vcpu)
+                    with p.mem_lock:
+                        copy_out(p.space, buf, record)
+                    self._waiting.popleft()
+                    self._taken[access.seq] = access
+                    if not self._waiting and not self.vm_gone:
+                        self.queue.clear_signals(Signal.READABLE)
+                    return _ACCESS.size
+                if self.vm_gone:
+                    raise SyscallError(Errno.ENOTFOUND, "the event's VM was released")
+            if not c.kernel.wait_for(c.thread, self.queue, Signal.READABLE):
+                raise WouldBlock
+
+    def write_stream(self, c: Call, buf: UserPtr, length: int) -> int:
+        if length != _ANSWER.size:
+            raise SyscallError(Errno.EINVAL, f"a device event is answered with "
+                                             f"{_ANSWER.size} bytes, not {length}")
+        p = c.process
+        with p.mem_lock:
+            raw = copy_in(p.space, buf, _ANSWER.size)
+        seq, pad, value = _ANSWER.unpack(raw)
+        if pad:
+            raise SyscallError(Errno.EINVAL, "DeviceAnswer padding is not zero")
+        with self.lock:
+            access = self._taken.pop(seq, None)
+        if access is None:
+            raise SyscallError(Errno.EINVAL, f"no access {seq} was taken from this event")
+        access.answer(value)
+        return _ANSWER.size
+
+    def vm_released(self) -> None:
+        """Its VM is gone: no access will come; a holder's READ answers ENOTFOUND (READABLE
+        stays raised so that a waiting holder wakes and sees it)."""
+        with self.lock:
+            self.vm_gone = True
+            self.queue.raise_signals(Signal.READABLE)
+
+    def on_close(self) -> None:
+        """The holder is gone: unroute, then answer everything with all ones."""
+        self.router.remove(self)
+        with self.lock:
+            self.closed = True
+            left = list(self._waiting) + list(self._taken.values())
+            self._waiting.clear()
+            self._taken.clear()
+            self.queue.clear_signals(Signal.READABLE)
+        for access in left:
+            access.answer(-1, abandoned=True)
+
+
+class IoEvent(DeviceEvent):
+    kind = ObjectKind.IO_EVENT
+
+
+class MmioEvent(DeviceEvent):
+    kind = ObjectKind.MMIO_EVENT
+
+
+class DeviceRouter:
+    """One VM's ranges and the events that serve them."""
+
+    def __init__(self, ram_size: int) -> None:
+        self.ram_size = ram_size
+        self._lock = lockdep.lock("vmm.device")
+        self.io: tuple[DeviceEvent, ...] = ()
+        self.mmio: tuple[DeviceEvent, ...] = ()
+        self._seq = itertools.count(1)
+
+    def create(self, is_mmio: bool, base: int, size: int) -> DeviceEvent:
+        limit = 1 << 52 if is_mmio else PORTS
+        if not 0 < size <= limit or base + size > limit:
+            what = "guest-physical addresses" if is_mmio else "ports"
+            raise SyscallError(Errno.EINVAL, f"range {base:#x}+{size:#x} is not a range of {what}")
+        if is_mmio and base < self.ram_size:
+            raise SyscallError(Errno.EINVAL, f"MMIO range {base:#x}+{size:#x} overlaps guest "
+                                             f"RAM [0, {self.ram_size:#x})")
+        event = (MmioEvent if is_mmio else IoEvent)(self, is_mmio, base, size)
+        with self._lock:
+            routes = self.mmio if is_mmio else self.io
+            for other in routes:
+                if base < other.end and other.base < base + size:
+                    raise SyscallError(Errno.EEXIST, f"range {base:#x}+{size:#x} overlaps "
+                                                     f"{other.base:#x}-{other.end - 1:#x}")
+            if is_mmio:
+                self.mmio = (*routes, event)
+            else:
+                self.io = (*routes, event)
+        return event
+
+    def release(self) -> None:
+        """The VM is released: tell every event (their holders' READs end)."""
+        with self._lock:
+            events = self.io + self.mmio
+            self.io = self.mmio = ()
+        for event in events:
+            event.vm_released()
+
+    def remove(self, event: DeviceEvent) -> None:
+        with self._lock:
+            self.io = tuple(e for e in self.io if e is not event)
+            self.mmio = tuple(e for e in self.mmio if e is not event)
+
+    def route(self, is_mmio: bool, vcpu: int, address: int, size: int, is_write: bool,
+              data: int) -> DeviceAccess | None:
+        """The access, posted to the event whose range holds it; None: nobody serves it."""
+        for event in self.mmio if is_mmio else self.io:
+            if event.covers(address, size):
+                access = DeviceAccess(is_mmio, next(self._seq) & 0xFFFF_FFFF, vcpu, address,
+                                      size, is_write, data)
+                return access if event.post(access) else None
+        return None
