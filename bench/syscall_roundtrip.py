@@ -11,10 +11,12 @@ through ``int 0x80``. The harness timestamps every syscall dispatch; a path's ro
 trip is the time between its first and last dispatch divided by the calls between
 them: user loop, VM exit, decode, table dispatch, handler, re-entry.
 
-Usage: python bench/syscall_roundtrip.py [N] [--cpu]   (prints a table; timings are
-never tests). ``--cpu`` times with this thread's CPU time (``time.thread_time``, guest
-time included) instead of wall time: steadier on a busy shared machine, where the
-thread also waits for a core.
+Usage: python bench/syscall_roundtrip.py [N] [--cpu] [--stats]   (prints a table;
+timings are never tests). ``--cpu`` times with this thread's CPU time
+(``time.thread_time``, guest time included) instead of wall time: steadier on a busy
+shared machine, where the thread also waits for a core. ``--stats`` adds the doorbell
+path measured again with the run's statistics on (``copra run --stats``), and with
+statistics and a trace (``--trace``), in the same rounds.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from copra.kernel.cpu import UserContext
 from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.pagetable import AddressSpace
+from copra.kernel.stats import RunStats
 from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.trace import Trace
 from harness import serve_observed
 
 #: The clock of every timing here; ``--cpu`` makes it the thread's CPU time.
@@ -58,14 +62,15 @@ def floor(n: int) -> float:
         vm.close()
 
 
-def syscall_paths(n: int) -> tuple[float, float]:
-    """Seconds per syscall round trip through the doorbell and through int 0x80."""
+def syscall_paths(n: int, stats: RunStats | None = None) -> tuple[float, float]:
+    """Seconds per syscall round trip through the doorbell and through int 0x80
+    (with ``stats``: while the run keeps statistics)."""
     image = packaged_program("syscall-bench")
     archive = packit.encode([packit.PackItEntry("/init", image),
                              packit.PackItEntry("/etc/bench.n", str(n).encode())])
     stamps: list[float] = []
     serve_observed(archive, lambda cpu, thread: stamps.append(clock()), "syscall-bench",
-                   memory=32 << 20)
+                   memory=32 << 20, stats=stats)
     # Calls: open/read/close of /etc/bench.n and one reference call, then N + N, then exit.
     doorbell = stamps[-2 * n - 1 : -n - 1]
     int80 = stamps[-n - 1 : -1]
@@ -74,17 +79,21 @@ def syscall_paths(n: int) -> tuple[float, float]:
 
 def main() -> None:
     global clock
-    args = [a for a in sys.argv[1:] if a != "--cpu"]
+    args = [a for a in sys.argv[1:] if a not in ("--cpu", "--stats")]
     if "--cpu" in sys.argv[1:]:
         clock = time.thread_time
+    with_stats = "--stats" in sys.argv[1:]
     n = int(args[0]) if args else 5000
     rounds = 3
-    floors, doors, int80s = [], [], []
+    floors, doors, int80s, stat_doors, trace_doors = [], [], [], [], []
     for _ in range(rounds):
         floors.append(floor(n))
         d, i = syscall_paths(n)
         doors.append(d)
         int80s.append(i)
+        if with_stats:
+            stat_doors.append(syscall_paths(n, RunStats())[0])
+            trace_doors.append(syscall_paths(n, RunStats(Trace(4 * n + 100)))[0])
     f, d, i = statistics.median(floors), statistics.median(doors), statistics.median(int80s)
     print(f"machine: {platform.machine()}, {platform.python_implementation()} "
           f"{platform.python_version()}, {n} calls per path, median of {rounds} rounds, "
@@ -93,6 +102,10 @@ def main() -> None:
     print(f"{'floor: bare KVM_RUN, CPL3 out':<40} {f * 1e6:9.1f} {1.0:7.2f}")
     print(f"{'syscall via doorbell (library default)':<40} {d * 1e6:9.1f} {d / f:7.2f}")
     print(f"{'syscall via int 0x80 (#UD trap on PVM)':<40} {i * 1e6:9.1f} {i / f:7.2f}")
+    if with_stats:
+        s, t = statistics.median(stat_doors), statistics.median(trace_doors)
+        print(f"{'doorbell, statistics on (--stats)':<40} {s * 1e6:9.1f} {s / f:7.2f}")
+        print(f"{'doorbell, statistics and trace on':<40} {t * 1e6:9.1f} {t / f:7.2f}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@
 #define COPRA_SYS_WAIT_MANY UINT64_C(0x17) /* WaitItem array, count, timeout ns -> items ready */
 #define COPRA_SYS_CLOCK UINT64_C(0x18) /* -> monotonic nanoseconds */
 #define COPRA_SYS_SLEEP UINT64_C(0x19) /* nanoseconds */
+#define COPRA_SYS_BATCH UINT64_C(0x20) /* BatchRecord array, count, BatchFlag -> records run */
 #define COPRA_SYS_OPEN UINT64_C(0x100000000)
 #define COPRA_SYS_READ UINT64_C(0x100000001)
 #define COPRA_SYS_WRITE UINT64_C(0x100000002)
@@ -167,6 +168,9 @@
 /* EventFlag: EVENT_CREATE's flags. */
 #define COPRA_EVENT_FLAG_NONBLOCK UINT64_C(0x1) /* READ of a zero counter answers EAGAIN instead of blocking */
 
+/* BatchFlag: BATCH's flags. */
+#define COPRA_BATCH_FLAG_STOP_ON_ERROR UINT64_C(0x1) /* stop after the first record whose result is an error (it is written back too) */
+
 /* Entry: How user mode enters the kernel. Both reach the same dispatcher with the same registers. */
 #define COPRA_ENTRY_INT80 UINT64_C(0) /* ``int 0x80`` (CD 80): upstream's entry, through the IDT gate or a #UD trap */
 #define COPRA_ENTRY_DOORBELL UINT64_C(1) /* ``out DOORBELL_PORT, al``: copra's fast path, the TSS I/O bitmap allows it */
@@ -195,6 +199,7 @@
 #define COPRA_USER_MAP_END UINT64_C(0x7ffffffee000)
 #define COPRA_TIMEOUT_NEVER UINT64_C(0xffffffffffffffff) /* The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout". */
 #define COPRA_WAIT_MANY_MAX UINT64_C(64) /* The most (handle, signals) items one WAIT_MANY takes. */
+#define COPRA_BATCH_MAX UINT64_C(64) /* The most records one BATCH runs. */
 #define COPRA_EVENT_MAX UINT64_C(0xfffffffffffffffe) /* The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW. */
 #define COPRA_EXIT_STATUS_SHIFT UINT64_C(16) /* Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1. */
 #define COPRA_KILLED_BY_EXCEPTION UINT64_C(1)
@@ -269,6 +274,20 @@ _Static_assert(offsetof(struct copra_wait_item, handle) == 0, "copra_wait_item.h
 _Static_assert(offsetof(struct copra_wait_item, signals) == 4, "copra_wait_item.signals: offset");
 _Static_assert(offsetof(struct copra_wait_item, ready) == 8, "copra_wait_item.ready: offset");
 _Static_assert(offsetof(struct copra_wait_item, _pad) == 12, "copra_wait_item._pad: offset");
+
+/* One syscall of BATCH's array. */
+struct copra_batch_record {
+	uint64_t number; /* the syscall number, as in rax */
+	uint64_t args[5]; /* its arguments, as in rdi, rsi, r8, r9, r10 */
+	uint64_t user_data; /* the caller's own; the kernel never reads or changes it */
+	int64_t result; /* written by BATCH: what rax would hold (-errno on error) */
+};
+_Static_assert(sizeof(struct copra_batch_record) == 64, "copra_batch_record: size");
+_Static_assert(_Alignof(struct copra_batch_record) == 8, "copra_batch_record: alignment");
+_Static_assert(offsetof(struct copra_batch_record, number) == 0, "copra_batch_record.number: offset");
+_Static_assert(offsetof(struct copra_batch_record, args) == 8, "copra_batch_record.args: offset");
+_Static_assert(offsetof(struct copra_batch_record, user_data) == 48, "copra_batch_record.user_data: offset");
+_Static_assert(offsetof(struct copra_batch_record, result) == 56, "copra_batch_record.result: offset");
 
 /* The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md). */
 struct copra_run_page {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +19,11 @@ from copra.attest.kbs.cli import kbs
 from copra.attest.measure import measure_boot
 from copra.kernel.boot import AttestationRefused, BootConfig, BootError, InitFailed, boot
 from copra.kernel.image import GUEST_CPUS, GUEST_MEMORY_MIB, GuestImage
+from copra.kernel.kernel import LogLevel
 from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import Limits
+from copra.kernel.stats import RunStats, format_report
+from copra.kernel.trace import DEFAULT_TRACE_EVENTS, Trace
 
 # `copra run`'s own exit statuses (docs/abi.md, "copra run's exit status"). Init's
 # EXIT code passes through (low 8 bits); these are chosen beside the shell's
@@ -115,6 +120,25 @@ def _image(config_path: Path | None, init_elf: Path | None,
 @click.option("--persist", "persist_file", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="The sealed persistent store (with --attest); "
                                    "created on the first attested boot.")
+@click.option("--stats", "show_stats", is_flag=True,
+              help="Print statistics at the end (to stderr): exits, syscalls, faults, "
+                   "scheduling, invalidations, time per process and vCPU "
+                   "(docs/statistics.md).")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write a trace of syscalls, exits and scheduling to FILE "
+                                   "in the Chrome/Perfetto trace-event JSON format "
+                                   "(open it at ui.perfetto.dev).")
+@click.option("--trace-limit", type=click.IntRange(min=0), default=DEFAULT_TRACE_EVENTS,
+              show_default=True, metavar="N",
+              help="Keep at most N trace events (the first ones; later ones are counted "
+                   "as dropped).")
+@click.option("-q", "--quiet", "quiet", count=True,
+              help="Log less: only the kernel's warnings and errors (and every task's "
+                   "output).")
+@click.option("-v", "--verbose", "verbose", count=True,
+              help="Log more: also each process's start and end.")
+@click.option("--timestamps", is_flag=True,
+              help="Prefix every console line with the seconds since the start.")
 @click.option("--guest", "guest_kernels", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="KERNEL.elf",
               help="Create a guest VM booting this PVH kernel (repeatable; VM n is the "
@@ -131,9 +155,13 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         timeout: float | None, memory: int, kvm_device: str, cpus: int | None,
         attest_mode: str | None,
         aproxy_socket: Path | None, snp_state: Path | None, persist_file: Path | None,
+        show_stats: bool, trace_file: Path | None, trace_limit: int, quiet: int,
+        verbose: int, timestamps: bool,
         guest_kernels: tuple[Path, ...], guest_memory: int, guest_cpus: int,
         guest_cmdline: str) -> None:
     """Boot copra and run init; exit with init's status."""
+    if quiet and verbose:
+        raise click.UsageError("-q and -v contradict each other")
     if attest_mode is None:
         given = [name for name, value in (("--aproxy", aproxy_socket), ("--snp-state", snp_state),
                                           ("--persist", persist_file)) if value is not None]
@@ -147,8 +175,14 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
     archive, limits, guests = _image(config_path, init_elf, files, vmm_init)
     guests += tuple(GuestImage(k, guest_memory, guest_cpus, guest_cmdline)
                     for k in guest_kernels)
+    trace = Trace(trace_limit) if trace_file is not None else None
+    if trace_file is not None:
+        _check_writable(trace_file)
+    run_stats = RunStats(trace) if show_stats or trace is not None else None
+    level = LogLevel.WARNING if quiet else LogLevel.DEBUG if verbose else LogLevel.INFO
     config = BootConfig(archive, memory << 20, timeout, kvm_device=kvm_device, limits=limits,
-                        cpus=cpus)
+                        cpus=cpus, log_level=level, stats=run_stats)
+    console = _timestamped_console() if timestamps else _console
     if guests:
         from copra.vmm.service import boot_stages
 
@@ -164,7 +198,7 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         config = replace(config, before_init=(driver.before_init, *config.before_init),
                          after_run=(*config.after_run, driver.after_run))
     try:
-        result = boot(config, _console)
+        result = boot(config, console)
     except KeyboardInterrupt:  # before the run started (boot, attestation)
         click.echo("copra: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -172,6 +206,10 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         click.echo(f"copra: {e}", err=True)
         sys.exit(EXIT_ATTESTATION_REFUSED if isinstance(e, AttestationRefused)
                  else EXIT_INIT_FAILED if isinstance(e, InitFailed) else EXIT_BOOT_FAILED)
+    if show_stats and result.stats is not None:
+        click.echo(format_report(result.stats), err=True)
+    if trace is not None and trace_file is not None:
+        _write_trace(trace, trace_file)
     if result.timed_out:
         click.echo(f"copra: stopped after the {timeout:g}-second timeout", err=True)
         sys.exit(EXIT_TIMEOUT)
@@ -179,6 +217,39 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         click.echo("copra: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(run_exit_status(result.status))
+
+
+def _timestamped_console() -> Callable[[str], None]:
+    """The console with dmesg's prefix: seconds since now, to the microsecond."""
+    start = time.monotonic()
+
+    def console(line: str) -> None:
+        click.echo(f"[{time.monotonic() - start:12.6f}] {line}")
+
+    return console
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse a trace file that cannot be written before the run, naming the path."""
+    try:
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise click.ClickException(f"cannot write the trace to {path}: "
+                                   f"{e.strerror or e}") from e
+
+
+def _write_trace(trace: Trace, path: Path) -> None:
+    try:
+        with path.open("w", encoding="utf-8") as file:
+            trace.write(file)
+    except OSError as e:
+        click.echo(f"copra: cannot write the trace to {path}: {e.strerror or e}", err=True)
+        return
+    dropped = f"; {trace.dropped} dropped at the limit of {trace.limit}" if trace.dropped \
+        else ""
+    click.echo(f"copra: trace: {len(trace.events)} events written to {path}{dropped}",
+               err=True)
 
 
 def run_exit_status(status: int | None) -> int:

@@ -21,6 +21,7 @@ class FakeCpu:
         self.regs = KvmRegs()
         self.exits = 0
         self.ring0_preemptions = 0
+        self.probe = None  # no statistics
 
     def mark_regs_dirty(self) -> None:
         pass

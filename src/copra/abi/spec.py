@@ -93,6 +93,7 @@ class Sys(IntEnum):
     WAIT_MANY = sysno(0, 0x17)  # WaitItem array, count, timeout ns -> items ready
     CLOCK = sysno(0, 0x18)  # -> monotonic nanoseconds
     SLEEP = sysno(0, 0x19)  # nanoseconds
+    BATCH = sysno(0, 0x20)  # BatchRecord array, count, BatchFlag -> records run
     OPEN = sysno(1, 0)
     READ = sysno(1, 1)
     WRITE = sysno(1, 2)
@@ -243,6 +244,13 @@ class EventFlag(IntFlag):
     NONBLOCK = 1  #: READ of a zero counter answers EAGAIN instead of blocking
 
 
+class BatchFlag(IntFlag):
+    """BATCH's flags."""
+
+    #: stop after the first record whose result is an error (it is written back too)
+    STOP_ON_ERROR = 1
+
+
 class Entry(IntEnum):
     """How user mode enters the kernel. Both reach the same dispatcher with the same registers."""
 
@@ -297,6 +305,8 @@ USER_MAP_END = USER_STACK_TOP - USER_STACK_SIZE - USER_STACK_GUARD
 TIMEOUT_NEVER = (1 << 64) - 1
 #: The most (handle, signals) items one WAIT_MANY takes.
 WAIT_MANY_MAX = 64
+#: The most records one BATCH runs.
+BATCH_MAX = 64
 #: The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW.
 EVENT_MAX = (1 << 64) - 2
 
@@ -368,6 +378,19 @@ WAIT_ITEM = Struct(
     ),
     "One (handle, signals) pair of WAIT_MANY's array.",
 )
+
+BATCH_RECORD = Struct(
+    "BatchRecord",
+    64,
+    (
+        Field("number", "u64", 0, "the syscall number, as in rax"),
+        Field("args", "u64[5]", 8, "its arguments, as in rdi, rsi, r8, r9, r10"),
+        Field("user_data", "u64", 48, "the caller's own; the kernel never reads or changes it"),
+        Field("result", "i64", 56, "written by BATCH: what rax would hold (-errno on error)"),
+    ),
+    "One syscall of BATCH's array.",
+)
+
 
 #: The run page's layout version (RunPage.version); a layout that grows gets a new one.
 RUN_PAGE_VERSION = 1
@@ -516,6 +539,6 @@ MSR_RANGE = Struct(
     "One range of VM_SET_MSR_FILTER's array.",
 )
 
-STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, RUN_PAGE, VCPU_IO, VCPU_MMIO,
-                               VCPU_MSR, VCPU_CPUID, VCPU_FAILURE, MSR_RANGE, DEVICE_ACCESS,
-                               DEVICE_ANSWER)
+STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, BATCH_RECORD, RUN_PAGE, VCPU_IO,
+                               VCPU_MMIO, VCPU_MSR, VCPU_CPUID, VCPU_FAILURE, MSR_RANGE,
+                               DEVICE_ACCESS, DEVICE_ANSWER)

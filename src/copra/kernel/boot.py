@@ -22,12 +22,13 @@ from copra import __version__
 from copra.hw.kvm import KvmError
 from copra.kernel.budget import default_metadata_limit
 from copra.kernel.errors import SyscallError
-from copra.kernel.kernel import Kernel, RunResult, describe_status
+from copra.kernel.kernel import Kernel, LogLevel, RunResult, describe_status
 from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.logfile import LogFile
 from copra.kernel.packit import PackItError
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.stats import RunStats
 from copra.kernel.svsm_vm import DEFAULT_MEMORY, SvsmVm
 
 INIT_PATH = "/init"
@@ -74,6 +75,11 @@ class BootConfig:
     metadata_limit: int | None = None
     #: vCPUs of the SVSM, each run by a host thread; None: ``default_cpus()``.
     cpus: int | None = None
+    #: The kernel's log level (``copra run -q``/``-v``).
+    log_level: LogLevel = LogLevel.INFO
+    #: Statistics (and, with its Trace, a trace) of the run of init, or None: the
+    #: result's ``stats`` then holds the report (kernel/stats.py).
+    stats: RunStats | None = None
 
 
 def default_cpus() -> int:
@@ -147,6 +153,7 @@ def _boot_on(vm: SvsmVm, config: BootConfig,
         raise BootError(f"the boot archive is unusable: {e}") from e
     except ValueError as e:  # a metadata limit too small for the root directory
         raise BootError(f"cannot make the RAM fs: {e}") from e
+    kernel.log_level = config.log_level
     cpus = len(vm.cpus)
     kernel.log(f"copra {__version__}: SVSM kernel in Python on KVM, {cpus} CPU"
                f"{'s' if cpus > 1 else ''}, {config.memory >> 20} MiB, "
@@ -188,14 +195,17 @@ def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
     except Exception as e:
         raise InitFailed(f"cannot start {INIT_PATH}: {e}") from e
     kernel.log(f"started {INIT_PATH} as task {init.pid}")
+    if config.stats is not None:
+        kernel.attach_stats(config.stats)
     result = kernel.serve(init, config.timeout)
     for stage in config.after_run:
         stage(kernel)
     if result.timed_out:
         kernel.log(f"timed out after {config.timeout:g} s; still running: "
-                   + summarize_tasks(result.still_running))
+                   + summarize_tasks(result.still_running), LogLevel.WARNING)
     elif result.interrupted:
-        kernel.log("interrupted; still running: " + summarize_tasks(result.still_running))
+        kernel.log("interrupted; still running: " + summarize_tasks(result.still_running),
+                   LogLevel.WARNING)
     elif result.status is not None:
         kernel.log(f"init {describe_status(result.status)}; "
                    f"{vm.exits} exits to the kernel")

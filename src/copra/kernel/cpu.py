@@ -71,6 +71,7 @@ from copra.kernel import layout
 from copra.kernel.layout import KERNEL_BASE
 
 if TYPE_CHECKING:
+    from copra.kernel.stats import CpuProbe
     from copra.kernel.svsm_vm import SvsmVm
 
 FRAME_WORDS: Final = struct.Struct("<6Q")  # error, rip, cs, rflags, rsp, ss
@@ -274,6 +275,9 @@ class Cpu:
         self._held_at: int | None = None  # the RIP of the kicks held in a row
         self._holds_here = 0
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
+        #: Statistics and trace hooks (kernel/stats.py), None unless a run asked for
+        #: them: every hook site is a None check.
+        self.probe: CpuProbe | None = None
         #: A guest vCPU this CPU's host thread runs inside a syscall (VCPU_RUN): kicks
         #: reach it too. Set and cleared by that host thread only.
         self.nested: Kickable | None = None
@@ -389,6 +393,8 @@ class Cpu:
             step = driver.resume(self, thread)
             while step is Next.GO_ON:
                 step = driver.handle(self, thread, self.enter(thread.context))
+            if self.probe is not None:
+                self.probe.off_cpu()
 
     # --- entering the guest -------------------------------------------------------------
 
@@ -410,9 +416,11 @@ class Cpu:
         self.load(ctx)
         self._io_pending = False  # this KVM_RUN completes it
         self._unsaved = True
-        vcpu, run_page = self.vcpu, self.run_page
+        vcpu, run_page, probe = self.vcpu, self.run_page, self.probe
         while True:
             self._enter_guest()
+            if probe is not None:
+                probe.run_start()
             try:
                 reason = vcpu.run()
             except InterruptedError:
@@ -420,6 +428,8 @@ class Cpu:
             except OSError as e:  # KVM refused to run this state: end the process, not copra
                 self._leave_guest()
                 return CpuError(f"KVM_RUN failed: {e.strerror or e}")
+            if probe is not None:
+                probe.run_end(reason)
             self._leave_guest()
             if reason == ExitReason.MMIO and self._complete_slot_gap():
                 continue

@@ -24,6 +24,12 @@ Invariants:
   counted (``counters["enomem"]``) and the 1st, 2nd, 4th, 8th... are logged with
   their reason, so a flood of them costs a few lines.
 
+Statistics: while a run keeps them (``attach_stats``, until the end of ``serve``),
+each CPU and its syscall context carry a ``CpuProbe`` (kernel/stats.py) that the exit
+handlers and the dispatcher feed; otherwise ``cpu.probe`` is None and each hook is
+that one check. The kernel's own lines have a level (``LogLevel``); those below
+``log_level`` are not written.
+
 Locking: ``tasks_lock`` (class "tasks", the outermost, kernel/lockdep.py) guards
 ``processes``, the pid counter, every process's ``status``, ``threads``, ``parent``
 and child bookkeeping: spawn, exit, reap and WAIT's look-up take it. The scheduler
@@ -41,6 +47,8 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
+from time import perf_counter
 
 from copra.abi.spec import (
     EXIT_STATUS_SHIFT,
@@ -75,6 +83,14 @@ from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, File, RamFs
 from copra.kernel.scheduler import Scheduler, Waiter
+from copra.kernel.stats import (
+    CPU_ERROR,
+    PREEMPTION,
+    SYSCALL_DOORBELL,
+    SYSCALL_INT80,
+    RunStats,
+    StatsReport,
+)
 from copra.kernel.svsm_vm import SvsmVm
 from copra.kernel.syscalls import SYSCALLS, Call, SyscallSpec
 from copra.kernel.thread import Thread, ThreadState
@@ -89,6 +105,18 @@ PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
 #: ``Kernel.counters`` key per entry: how many syscalls came in through each (a program
 #: built for upstream must show none through the doorbell).
 ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscalls_via_int80"}
+#: The statistics' exit kind per entry (kernel/stats.py).
+EXIT_KINDS = {Entry.DOORBELL: SYSCALL_DOORBELL, Entry.INT80: SYSCALL_INT80}
+
+
+class LogLevel(IntEnum):
+    """How much the kernel logs (``copra run -q``/``-v``): a line is written when its
+    level is at least the kernel's ``log_level``."""
+
+    DEBUG = 10  #: each process's start and end (``-v``)
+    INFO = 20  #: the boot banner, init's start and status (the default)
+    WARNING = 30  #: kills, refusals, timeouts, interruptions (``-q`` keeps these)
+    ERROR = 40  #: internal errors of the kernel
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,8 @@ class RunResult:
     timed_out: bool
     still_running: tuple[str, ...]
     interrupted: bool = False  #: stopped by SIGINT (Ctrl-C) before everything ended
+    #: the run's statistics when ``Kernel.attach_stats`` asked for them
+    stats: StatsReport | None = None
 
 
 def task_name(path: str) -> str:
@@ -140,6 +170,9 @@ class Kernel:
         self._contexts: dict[SyscallClass, object] = {}
         self._vm_bitmap: Callable[[], int] = lambda: 0
         self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
+        #: Kernel lines below this level are not written (``log``).
+        self.log_level = LogLevel.INFO
+        self._run_stats: RunStats | None = None
 
     def request_stop(self) -> None:
         """Stop the run at the next slice boundary, as a timeout does. A signal handler
@@ -153,6 +186,39 @@ class Kernel:
     def memory(self) -> PhysicalMemory:
         return self.vm.memory
 
+    def log(self, message: str, level: LogLevel = LogLevel.INFO) -> None:
+        if level >= self.log_level:
+            self.console(f"[kernel] {message}")
+
+    def syscall_spec(self, number: int) -> SyscallSpec | None:
+        """The table's row for ``number`` (BATCH runs its records through it)."""
+        return self._table.get(number)
+
+    # --- statistics and tracing ---------------------------------------------------------
+
+    def attach_stats(self, run: RunStats) -> None:
+        """Count (and trace, when ``run`` has a Trace) on every CPU from now until the
+        end of the next ``serve``, whose result carries the report. Call before
+        ``serve``, while no CPU runs."""
+        vm = self.vm
+        probes = run.make_probes(len(vm.cpus), vm.invalidations, vm.invalidation_seconds)
+        for cpu, call, probe in zip(vm.cpus, self._calls, probes, strict=True):
+            cpu.probe = probe
+            call.probe = probe
+        if run.trace is not None:
+            vm.on_invalidation = run.trace.invalidation
+        self._run_stats = run
+
+    def _detach_stats(self) -> StatsReport | None:
+        run, self._run_stats = self._run_stats, None
+        if run is None:
+            return None
+        vm = self.vm
+        for cpu, call in zip(vm.cpus, self._calls, strict=True):
+            cpu.probe = None
+            call.probe = None
+        vm.on_invalidation = None
+        return run.report(vm.invalidations, vm.invalidation_seconds)
     def register_class(self, cls: SyscallClass, rows: dict[int, SyscallSpec], context: object,
                        vm_bitmap: Callable[[], int] | None = None) -> None:
         """Add a class of syscalls that lives in a higher layer (the VMM's, class 2),
@@ -171,9 +237,6 @@ class Kernel:
 
     def vm_bitmap(self) -> int:
         return self._vm_bitmap()
-
-    def log(self, message: str) -> None:
-        self.console(f"[kernel] {message}")
 
     def count(self, key: str, n: int = 1) -> None:
         with self._counters_lock:
@@ -219,9 +282,11 @@ class Kernel:
             if owner is not None:
                 owner.children.add(pid)
                 owner.live_children += 1
+        if self.log_level <= LogLevel.DEBUG:
+            self.log(f"{path} started as task {pid} (parent {parent})", LogLevel.DEBUG)
         if elf.has_wx:
             self.count("wx_images")
-            self.log(f"{path} has a writable and executable segment")
+            self.log(f"{path} has a writable and executable segment", LogLevel.WARNING)
         self.sched.add(thread)
         return proc
 
@@ -305,12 +370,14 @@ class Kernel:
                     thread.code = status
                     thread.ended_queue.raise_signals(Signal.ENDED)
             proc.ended_queue.raise_signals(Signal.ENDED)
+        if self.log_level <= LogLevel.DEBUG:
+            self.log(f"{proc.name} (pid {proc.pid}) {describe_status(status)}", LogLevel.DEBUG)
 
     def _kick_cpu(self, index: int) -> None:
         self.vm.kick_one(index)
 
     def kill(self, proc: Process, why: str, status: int, caller: Thread | None = None) -> None:
-        self.log(f"{proc.name} (pid {proc.pid}) killed: {why}")
+        self.log(f"{proc.name} (pid {proc.pid}) killed: {why}", LogLevel.WARNING)
         self.count("killed")
         self.exit_process(proc, status, caller)
 
@@ -414,12 +481,13 @@ class Kernel:
             ticking.set()
             timer.join()
             self.vm.flush_quarantine()
+            report = self._detach_stats()
         if self._failure is not None:
             raise RuntimeError("a CPU loop failed") from self._failure
         live = tuple(f"{p.name} (pid {p.pid})" for p in self.processes.values()
                      if not p.ended)
         return RunResult(init.status, self._timed_out, live,
-                         self.stop_requested and not self._timed_out)
+                         self.stop_requested and not self._timed_out, report)
 
     def _cpu_main(self, cpu: Cpu) -> None:
         """A CPU's host thread. SIGINT is left to the main thread, which handles it."""
@@ -460,7 +528,10 @@ class Kernel:
             self.vm.kick(preempt=True)
 
     def pick(self, cpu: Cpu) -> Thread | None:
-        return self.sched.pick(cpu.index)
+        thread = self.sched.pick(cpu.index)
+        if thread is not None and cpu.probe is not None:
+            cpu.probe.on_cpu(thread)
+        return thread
 
     def resume(self, cpu: Cpu, thread: Runnable) -> Next:
         assert isinstance(thread, Thread)
@@ -481,28 +552,41 @@ class Kernel:
         assert isinstance(thread, Thread)
         if thread.state is ThreadState.EXITED:  # its process ended under it (a kick)
             return self._ended(cpu, thread)
+        probe = cpu.probe
         if type(ex) is SyscallExit:
             self.count(ENTRY_COUNTERS[ex.entry])
+            if probe is not None:
+                probe.exit(EXIT_KINDS[ex.entry])
             return self.dispatch(cpu, thread)
         if type(ex) is PreemptExit:
             self.count("preemptions")
+            if probe is not None:
+                probe.exit(PREEMPTION)
             if self.stop_requested:
                 self.sched.stop()
             if not self.sched.others_waiting():
                 return Next.GO_ON
             cpu.save()
+            if probe is not None:
+                probe.preempted()
             self.sched.yield_(thread)
             return Next.LEAVE
         proc = thread.process
         if type(ex) is FaultExit:
             if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
                 self.count(ENTRY_COUNTERS[Entry.INT80])
+                if probe is not None:
+                    probe.exit(SYSCALL_INT80)
                 cpu.regs.rip = ex.rip + 2
                 cpu.mark_regs_dirty()
                 return self.dispatch(cpu, thread)
+            if probe is not None:
+                probe.fault(ex.vector, ex.rip)
             self._fault(cpu, thread, ex)
         else:
             assert isinstance(ex, CpuError)
+            if probe is not None:
+                probe.exit(CPU_ERROR)
             self.kill(proc, ex.reason, (int(Vector.GP) << 8) | KILLED_BY_EXCEPTION, thread)
         return self._ended(cpu, thread)
 
@@ -551,7 +635,21 @@ class Kernel:
         self.kill(proc, what, (ex.vector << 8) | KILLED_BY_EXCEPTION, thread)
 
     def dispatch(self, cpu: Cpu, thread: Thread) -> Next:
-        """Dispatch the syscall in the registers of ``thread`` (loaded on ``cpu``)."""
+        """Dispatch the syscall in the registers of ``thread`` (loaded on ``cpu``),
+        timed and counted when the run keeps statistics."""
+        probe = cpu.probe
+        if probe is None:
+            return self._dispatch(cpu, thread)
+        number = cpu.regs.rax
+        probe.pending_block = False
+        start = perf_counter()
+        step = self._dispatch(cpu, thread)
+        end = perf_counter()
+        probe.syscall(number, start, end, cpu.regs.rax if step is Next.GO_ON else None,
+                      probe.pending_block)
+        return step
+
+    def _dispatch(self, cpu: Cpu, thread: Thread) -> Next:
         regs = cpu.regs
         number = regs.rax
         proc = thread.process
@@ -566,34 +664,16 @@ class Kernel:
                 result = spec.handler(call, regs)
             finally:
                 call.end()
-        except SyscallError as e:
-            result = int(e.errno)
-            if e.errno is Errno.ENOMEM:
-                # Out of frames or of a budget: say why, without a line per call.
-                seen = self._count_seen("enomem")
-                if seen & (seen - 1) == 0:
-                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}")
         except WouldBlock:
             cpu.save()  # before another CPU may take it
+            if cpu.probe is not None:
+                cpu.probe.blocked()
             self.sched.block(thread)
             return Next.LEAVE
         except ThreadEnded:
             return self._ended(cpu, thread)
-        except MemoryError:
-            # The host ran out before a budget refused: not a bug in the handler, and
-            # not worth a traceback per call (they come in floods). The caller gets
-            # ENOMEM; the first, second, fourth, eighth... are logged, all counted.
-            seen = self._count_seen("host_memory_errors")
-            if seen & (seen - 1) == 0:
-                self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
-                         f"{proc.name} (pid {proc.pid}): answered ENOMEM")
-            result = int(Errno.ENOMEM)
-        except Exception as e:  # a kernel bug: the caller gets UNKNOWN, the kernel goes on
-            self.count("internal_errors")
-            self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}")
-            for line in traceback.format_exc().splitlines():
-                self.log(line)
-            result = int(Errno.UNKNOWN)
+        except Exception as e:  # SyscallError, MemoryError, or a kernel bug
+            result = self.error_result(proc, number, e)
         regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         cpu.mark_regs_dirty()
         # The syscall is over: whatever it waited for is history.
@@ -603,6 +683,35 @@ class Kernel:
         if thread.state is ThreadState.EXITED:  # its process ended meanwhile
             return self._ended(cpu, thread)
         return Next.GO_ON
+
+    def error_result(self, proc: Process, number: int, e: Exception) -> int:
+        """The result (-errno) of syscall ``number`` of ``proc`` whose handler raised
+        ``e``; logged and counted as the module docstring says. Call it in the
+        ``except`` block (an internal error's traceback is taken from there)."""
+        if isinstance(e, SyscallError):
+            if e.errno is Errno.ENOMEM:
+                # Out of frames or of a budget: say why, without a line per call.
+                seen = self._count_seen("enomem")
+                if seen & (seen - 1) == 0:
+                    self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}",
+                             LogLevel.WARNING)
+            return int(e.errno)
+        if isinstance(e, MemoryError):
+            # The host ran out before a budget refused: not a bug in the handler, and
+            # not worth a traceback per call (they come in floods). The caller gets
+            # ENOMEM; the first, second, fourth, eighth... are logged, all counted.
+            seen = self._count_seen("host_memory_errors")
+            if seen & (seen - 1) == 0:
+                self.log(f"host memory exhausted (#{seen}) in syscall {number:#x} of "
+                         f"{proc.name} (pid {proc.pid}): answered ENOMEM", LogLevel.WARNING)
+            return int(Errno.ENOMEM)
+        # A kernel bug: the caller gets UNKNOWN, the kernel goes on.
+        self.count("internal_errors")
+        self.log(f"internal error in syscall {number:#x} of {proc.name}: {e!r}",
+                 LogLevel.ERROR)
+        for line in traceback.format_exc().splitlines():
+            self.log(line, LogLevel.ERROR)
+        return int(Errno.UNKNOWN)
 
     def _count_seen(self, key: str) -> int:
         with self._counters_lock:

@@ -22,6 +22,8 @@ mode and the closed flag; only kicks (``Cpu.kick``) run under it.
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 from typing import Final
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR
@@ -149,6 +151,10 @@ class SvsmVm:
         self.frames = FrameAllocator(self.memory, layout.KERNEL_REGION)
         self.frames.reclaim = self.invalidate_mappings
         self.invalidations = 0
+        #: Host seconds the invalidations took, stop-the-world wait included.
+        self.invalidation_seconds = 0.0
+        #: Called with (start, end) of each invalidation (a run's trace), or None.
+        self.on_invalidation: Callable[[float, float], None] | None = None
         self.gate = Gate()
         self.cpus: list[Cpu] = []
         try:
@@ -242,6 +248,7 @@ class SvsmVm:
         on every access. So this is a stop-the-world: the gate closes, every CPU in
         the guest is kicked out and none enters until the slot is back.
         """
+        start = time.perf_counter()
         self.gate.close(self.cpus)
         try:
             # Taken with the world stopped: every reference in it was retired before
@@ -253,8 +260,12 @@ class SvsmVm:
                 self.frames.retire(batch)
                 raise
             self.invalidations += 1
+            end = time.perf_counter()
+            self.invalidation_seconds += end - start  # under the closed gate: one writer
         finally:
             self.gate.open()
+        if self.on_invalidation is not None:
+            self.on_invalidation(start, end)
         self.frames.free_many(batch)
 
     def flush_quarantine(self) -> None:

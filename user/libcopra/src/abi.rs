@@ -233,6 +233,8 @@ pub enum Sys {
     CLOCK = 0x18,
     /// nanoseconds
     SLEEP = 0x19,
+    /// BatchRecord array, count, BatchFlag -> records run
+    BATCH = 0x20,
     OPEN = 0x1_0000_0000,
     READ = 0x1_0000_0001,
     WRITE = 0x1_0000_0002,
@@ -268,7 +270,7 @@ pub enum Sys {
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 38] = [
+    pub const ALL: [Self; 39] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -286,6 +288,7 @@ impl Sys {
         Self::WAIT_MANY,
         Self::CLOCK,
         Self::SLEEP,
+        Self::BATCH,
         Self::OPEN,
         Self::READ,
         Self::WRITE,
@@ -329,6 +332,7 @@ impl Sys {
             0x17 => Some(Self::WAIT_MANY),
             0x18 => Some(Self::CLOCK),
             0x19 => Some(Self::SLEEP),
+            0x20 => Some(Self::BATCH),
             0x1_0000_0000 => Some(Self::OPEN),
             0x1_0000_0001 => Some(Self::READ),
             0x1_0000_0002 => Some(Self::WRITE),
@@ -379,6 +383,7 @@ impl Sys {
             Self::WAIT_MANY => "WAIT_MANY",
             Self::CLOCK => "CLOCK",
             Self::SLEEP => "SLEEP",
+            Self::BATCH => "BATCH",
             Self::OPEN => "OPEN",
             Self::READ => "READ",
             Self::WRITE => "WRITE",
@@ -1133,6 +1138,52 @@ impl core::ops::BitOrAssign for EventFlag {
     }
 }
 
+/// BATCH's flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct BatchFlag(u64);
+
+impl BatchFlag {
+    /// stop after the first record whose result is an error (it is written back too)
+    pub const STOP_ON_ERROR: Self = Self(0x1);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x1);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for BatchFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for BatchFlag {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
 /// How user mode enters the kernel. Both reach the same dispatcher with the same registers.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -1212,6 +1263,8 @@ pub const USER_MAP_END: u64 = 0x7fff_fffe_e000;
 pub const TIMEOUT_NEVER: u64 = 0xffff_ffff_ffff_ffff;
 /// The most (handle, signals) items one WAIT_MANY takes.
 pub const WAIT_MANY_MAX: u64 = 64;
+/// The most records one BATCH runs.
+pub const BATCH_MAX: u64 = 64;
 /// The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW.
 pub const EVENT_MAX: u64 = 0xffff_ffff_ffff_fffe;
 /// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
@@ -1383,6 +1436,42 @@ const _: () = assert!(core::mem::offset_of!(WaitItem, handle) == 0);
 const _: () = assert!(core::mem::offset_of!(WaitItem, signals) == 4);
 const _: () = assert!(core::mem::offset_of!(WaitItem, ready) == 8);
 const _: () = assert!(core::mem::offset_of!(WaitItem, _pad) == 12);
+
+/// One syscall of BATCH's array.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// the syscall number, as in rax
+    pub number: u64,
+    /// its arguments, as in rdi, rsi, r8, r9, r10
+    pub args: [u64; 5],
+    /// the caller's own; the kernel never reads or changes it
+    pub user_data: u64,
+    /// written by BATCH: what rax would hold (-errno on error)
+    pub result: i64,
+}
+
+impl BatchRecord {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 64;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            number: 0,
+            args: [0; 5],
+            user_data: 0,
+            result: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<BatchRecord>() == 64);
+const _: () = assert!(core::mem::align_of::<BatchRecord>() == 8);
+const _: () = assert!(core::mem::offset_of!(BatchRecord, number) == 0);
+const _: () = assert!(core::mem::offset_of!(BatchRecord, args) == 8);
+const _: () = assert!(core::mem::offset_of!(BatchRecord, user_data) == 48);
+const _: () = assert!(core::mem::offset_of!(BatchRecord, result) == 56);
 
 /// The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md).
 #[repr(C)]

@@ -37,6 +37,7 @@ from copra.kernel.lockdep import KernelLock
 from copra.kernel.objects import KernelObject
 from copra.kernel.process import Process
 from copra.kernel.ramfs import Directory, RamFs
+from copra.kernel.stats import CpuProbe
 from copra.kernel.thread import Thread
 from copra.kernel.usermem import UserPtr, copy_in_str
 from copra.kernel.waitqueue import Signal, WaitQueue
@@ -89,6 +90,13 @@ class Services(Protocol):
         """Frames just unmapped: no CPU may translate to them any more, then free."""
         ...
 
+    def syscall_spec(self, number: int) -> SyscallSpec | None:
+        """The row of ``number`` in the kernel's table (BATCH runs records by it)."""
+        ...
+
+    def error_result(self, proc: Process, number: int, e: Exception) -> int:
+        """The -errno a handler's exception answers, logged and counted as the
+        dispatcher does it (BATCH uses it per record)."""
     def context_of(self, cls: SyscallClass) -> object | None:
         """What a class registered at boot (Kernel.register_class) gave its handlers."""
         ...
@@ -120,10 +128,13 @@ def table(specs: Iterable[SyscallSpec]) -> dict[int, SyscallSpec]:
 class Call:
     """One syscall's context: who calls, which row, what the kernel offers."""
 
-    __slots__ = ("kernel", "process", "spec", "thread")
+    __slots__ = ("kernel", "probe", "process", "spec", "thread")
 
     def __init__(self, kernel: Services) -> None:
         self.kernel = kernel
+        #: This CPU's statistics probe while a run keeps them (BATCH counts its
+        #: records there), else None.
+        self.probe: CpuProbe | None = None
         self.thread: Thread
         self.process: Process
         self.spec: SyscallSpec

@@ -529,6 +529,18 @@ impl Fuzzer {
             }
             Sys::CLOCK => {}
             Sys::SLEEP => a[0] = self.rng.below(1_000_000),
+            // Records read from memory this program holds would be calls it did not
+            // choose (an MUNMAP of itself): only arrays BATCH must refuse (EFAULT) or
+            // counts and flags it must refuse (EINVAL).
+            Sys::BATCH => {
+                a[0] = match self.rng.percent() {
+                    0..30 => 0,
+                    30..60 => 0xFFFF_8000_0000_0000 + self.rng.below(1 << 20) * 64,
+                    _ => USER_END + self.rng.below(PAGE), // past user space
+                };
+                a[1] = self.rng.below(70);
+                a[2] = self.rng.below(4);
+            }
             // The VMM class: without guests every index is missing; with them a
             // VCPU_RUN gets at most 1 ms.
             Sys::VM_OPEN => a[0] = self.int_arg(),
