@@ -1,25 +1,58 @@
 """IRQ objects and the vCPU side of delivery (vmm/irqobject.py, vmm/irq.py) without KVM:
 an IRQ's signal lands in its APIC's IRR, a level IRQ is resampled at the guest's EOI
 (SDM 11.8.4: TMR records the trigger mode; 11.8.5: EOI of a TMR vector), a signal for a
-released VM answers ENOTFOUND, and the timer thread fires an APIC timer on time."""
+released VM answers ENOTFOUND, the timer thread fires an APIC timer, and ``attend``
+injects only what the vCPU can take (11.8.4), asks for an interrupt window otherwise,
+sleeps while halted with nothing deliverable, and starts a vCPU on SIPI (SDM 8.4.4.1)
+in real mode at vector << 8."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
 from copra.abi.spec import Errno, Signal
-from copra.kernel.errors import SyscallError
+from copra.hw.kvm import KvmRun
+from copra.kernel.errors import SyscallError, WouldBlock
 from copra.vmm.irq import ApicTimer, VcpuIrq, VcpuState
 from copra.vmm.irqobject import IrqObject
 from copra.vmm.x2apic import APIC_BASE_EXTD, ApicBus, Msr, X2Apic
 
 
+class StubKvmVcpu:
+    fd = -1
+
+    def __init__(self) -> None:
+        self.injected: list[int] = []
+
+    def interrupt(self, vector: int) -> None:
+        self.injected.append(vector)
+
+
 @dataclass
 class StubCpu:
     runner: int | None = None
+    run_page: KvmRun = field(default_factory=KvmRun)
+    vcpu: StubKvmVcpu = field(default_factory=StubKvmVcpu)
+
+
+@dataclass
+class StubThread:
+    deadline: float | None = None
+    resumed: bool = False
+
+
+@dataclass
+class StubCaller:
+    """A RunCaller whose waits never find their signal raised (the thread would block)."""
+
+    thread: StubThread = field(default_factory=StubThread)
+    deadline: float | None = None
+
+    def wait_for(self, thread: object, queue: object, mask: Signal) -> Signal:
+        return Signal(0)
 
 
 @dataclass
@@ -102,3 +135,71 @@ def test_apic_timer_thread_fires_a_one_shot_timer_and_stops() -> None:
     assert fired.wait(10)
     assert apic.irr == 1 << 0x40
     vcpu.timer.stop()
+
+
+def test_attend_injects_the_highest_vector_when_the_vcpu_can_take_it() -> None:
+    bus, apic, vcpu = setup()
+    run = vcpu.cpu.run_page
+    apic.raise_fixed(0x31)
+    apic.raise_fixed(0x52)
+    assert vcpu.attention
+    run.ready_for_interrupt_injection, run.if_flag = 1, 1
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x52]  # the higher class first (11.8.4)
+    assert apic.isr == 1 << 0x52 and apic.irr == 1 << 0x31
+    # 0x31 is pending but below PPR (0x50): nothing deliverable, no window asked
+    assert vcpu.attention and run.request_interrupt_window == 0
+
+
+def test_attend_asks_for_a_window_when_interrupts_are_blocked() -> None:
+    bus, apic, vcpu = setup()
+    run = vcpu.cpu.run_page
+    apic.raise_fixed(0x40)
+    run.ready_for_interrupt_injection, run.if_flag = 0, 0
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [] and run.request_interrupt_window == 1
+    assert apic.irr == 1 << 0x40 and vcpu.attention  # still IRR: acknowledged only at injection
+    run.ready_for_interrupt_injection, run.if_flag = 1, 1  # the window exit
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x40] and run.request_interrupt_window == 0
+    assert not vcpu.attention
+
+
+def test_a_halted_vcpu_sleeps_until_the_timer_deadline_then_wakes_for_the_interrupt() -> None:
+    now = [0]
+    bus, apic, vcpu = setup(lambda: now[0])
+    run = vcpu.cpu.run_page
+    run.s.regs.rflags = 0x202
+    assert apic.write_msr(Msr.LVT_TIMER, 0x40) is None
+    assert apic.write_msr(Msr.TIMER_DIVIDE, 0xB) is None
+    assert apic.write_msr(Msr.TIMER_INITIAL, 5_000_000) is None  # 5 ms at 1 GHz
+    assert vcpu.halt() and vcpu.state is VcpuState.HALTED
+    caller = StubCaller(deadline=100.0)
+    with pytest.raises(WouldBlock):
+        vcpu.attend(caller)  # type: ignore[arg-type]
+    assert caller.thread.deadline == pytest.approx(0.005)  # wakes for the timer, not at 100 s
+    caller.thread.resumed = True
+    vcpu.restore_deadline(caller)  # type: ignore[arg-type]
+    assert caller.deadline == caller.thread.deadline == 100.0
+    now[0] = 5_000_000  # the timer expired: the interrupt is deliverable
+    run.ready_for_interrupt_injection, run.if_flag = 1, 1
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.state is VcpuState.RUNNING and vcpu.cpu.vcpu.injected == [0x40]
+
+
+def test_a_vcpu_waiting_for_sipi_sleeps_until_init_and_sipi_then_starts_in_real_mode() -> None:
+    bus = ApicBus(lambda: 0)
+    bsp = bus.create(0, bsp=True)
+    assert bsp.write_msr(Msr.APIC_BASE, bsp.apic_base | APIC_BASE_EXTD) is None
+    assert bsp.write_msr(Msr.SVR, 0x1FF) is None
+    ap = bus.create(1)
+    vcpu = VcpuIrq(StubCpu(), ap, bus, ApicTimer(bus, "t"), started=False)  # type: ignore[arg-type]
+    with pytest.raises(WouldBlock):
+        vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert bsp.write_msr(Msr.ICR, 1 << 32 | 0x4500) is None  # INIT, assert (11.6.1)
+    assert bsp.write_msr(Msr.ICR, 1 << 32 | 0x4608) is None  # start-up, vector 8
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    sregs, regs = vcpu.cpu.run_page.s.sregs, vcpu.cpu.run_page.s.regs
+    assert vcpu.state is VcpuState.RUNNING and vcpu.counters["sipis"] == 1
+    assert (sregs.cs.selector, sregs.cs.base, regs.rip) == (0x0800, 0x8000, 0)
+    assert sregs.cr0 & 1 == 0  # real mode
