@@ -138,7 +138,7 @@ def test_apic_timer_thread_fires_a_one_shot_timer_and_stops() -> None:
 
 
 def test_attend_injects_the_highest_vector_when_the_vcpu_can_take_it() -> None:
-    bus, apic, vcpu = setup()
+    _bus, apic, vcpu = setup()
     run = vcpu.cpu.run_page
     apic.raise_fixed(0x31)
     apic.raise_fixed(0x52)
@@ -152,7 +152,7 @@ def test_attend_injects_the_highest_vector_when_the_vcpu_can_take_it() -> None:
 
 
 def test_attend_asks_for_a_window_when_interrupts_are_blocked() -> None:
-    bus, apic, vcpu = setup()
+    _bus, apic, vcpu = setup()
     run = vcpu.cpu.run_page
     apic.raise_fixed(0x40)
     run.ready_for_interrupt_injection, run.if_flag = 0, 0
@@ -167,7 +167,7 @@ def test_attend_asks_for_a_window_when_interrupts_are_blocked() -> None:
 
 def test_a_halted_vcpu_sleeps_until_the_timer_deadline_then_wakes_for_the_interrupt() -> None:
     now = [0]
-    bus, apic, vcpu = setup(lambda: now[0])
+    _bus, apic, vcpu = setup(lambda: now[0])
     run = vcpu.cpu.run_page
     run.s.regs.rflags = 0x202
     assert apic.write_msr(Msr.LVT_TIMER, 0x40) is None
