@@ -7,7 +7,9 @@
  *   2. the APIC timer in one-shot mode (1 ms), vector 0x40;
  *   3. the timer in periodic mode (200 us) until 10 ticks, then stopped;
  *   4. the timer in TSC-deadline mode (RDTSC + 1 ms);
- *   5. bad accesses: a reserved ICR bit and a reserved register (#GP, counted by the
+ *   5. two NMI IPIs to itself, one after the other's handler has returned (the SVSM
+ *      completes the handler's IRET, and so must end NMI blocking);
+ *   6. bad accesses: a reserved ICR bit and a reserved register (#GP, counted by the
  *      #GP handler, which skips the 2-byte WRMSR/RDMSR), an IPI with the illegal
  *      vector 5 (no delivery; ESR send and receive illegal vector, and the LVT error
  *      interrupt at vector 0x42).
@@ -28,13 +30,16 @@
     wrmsr
 .endm
 
-/* wait_for counter, n: sleep in `sti; hlt` until the counter reaches n. */
+/* wait_for counter, n: sleep in `sti; hlt` until the counter reaches n (checked with
+ * interrupts off; `sti; hlt` takes no interrupt between the two). */
 .macro wait_for counter, n
-1:  sti
-    hlt
-    cli
+1:  cli
     cmpl $\n, \counter
-    jb 1b
+    jae 2f
+    sti
+    hlt
+    jmp 1b
+2:  sti
 .endm
 
     .text
@@ -54,6 +59,9 @@ main:
     call set_gate
     mov $13, %eax
     mov $gp_handler, %edx
+    call set_gate
+    mov $2, %eax
+    mov $nmi_handler, %edx
     call set_gate
     call load_idt
 
@@ -98,7 +106,20 @@ main:
     wait_for ticks, 12
     print "apic: TSC-deadline timer fired\n"
 
-    /* 5. bad accesses */
+    /* 5. an NMI IPI to itself (physical destination 0; a shorthand may not carry NMI) */
+    mov $0x830, %ecx
+    mov $0x4400, %eax
+    xor %edx, %edx
+    wrmsr
+    wait_for nmis, 1
+    mov $0x830, %ecx
+    mov $0x4400, %eax
+    xor %edx, %edx
+    wrmsr
+    wait_for nmis, 2
+    print "apic: 2 NMIs taken\n"
+
+    /* 6. bad accesses */
     wrmsr_imm 0x837, V_ERROR            /* LVT error, unmasked */
     mov $0x830, %ecx                    /* ICR with reserved bit 13: #GP */
     mov $(V_SELF | (1 << 13)), %eax
@@ -153,6 +174,10 @@ error_handler:
     call eoi
     iret
 
+nmi_handler:                /* no EOI for an NMI */
+    incl nmis
+    iret
+
 gp_handler:                 /* skip the faulting 2-byte RDMSR/WRMSR */
     incl gps
     add $4, %esp            /* the error code */
@@ -167,4 +192,6 @@ selfs:
 errors:
     .long 0
 gps:
+    .long 0
+nmis:
     .long 0

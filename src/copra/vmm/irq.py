@@ -73,6 +73,12 @@ if TYPE_CHECKING:
     from copra.vmm.vcpu import GuestCpu, RunCaller
 
 KVM_NMI: Final = (kvm.KVMIO << 8) | 0x9A  #: _IO(KVMIO, 0x9a), api.rst 4.38
+#: struct kvm_vcpu_events (api.rst 4.31): 64 bytes; nmi.masked at 14, flags at 20.
+KVM_VCPU_EVENTS_SIZE: Final = 64
+KVM_GET_VCPU_EVENTS: Final = (2 << 30) | (64 << 16) | (kvm.KVMIO << 8) | 0x9F
+KVM_SET_VCPU_EVENTS: Final = (1 << 30) | (64 << 16) | (kvm.KVMIO << 8) | 0xA0
+_NMI_MASKED: Final = 14
+_EVENTS_FLAGS: Final = 20
 RFLAGS_IF: Final = 1 << 9
 #: The host timer wakes at most this often per guest (20,000 times a second): a
 #: periodic APIC timer programmed faster coalesces its expirations (docs/apic.md).
@@ -162,6 +168,7 @@ class VcpuIrq:
         #: window requested, halted, waiting for SIPI): the VCPU_RUN loop's one check.
         self.attention = not started
         self.wake = WaitQueue()
+        self._nmi_blocked = False  #: an NMI was injected and no IRET has run since
         self._saved: tuple[Thread, float | None] | None = None
         self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
                          "inits": 0, "sipis": 0}
@@ -274,6 +281,7 @@ class VcpuIrq:
         if apic.take_nmi():
             self.counters["nmis"] += 1
             fcntl.ioctl(self.cpu.vcpu.fd, KVM_NMI)
+            self._nmi_blocked = True
         if apic.highest_pending() is None:
             run.request_interrupt_window = 0
         elif run.ready_for_interrupt_injection and run.if_flag:
@@ -297,6 +305,23 @@ class VcpuIrq:
         self.state = VcpuState.HALTED
         self.attention = True
         return True
+
+    def completed(self, insn: bytes) -> None:
+        """The kernel completed an instruction KVM's emulator could not run. An IRET
+        ends NMI blocking (SDM 6.7.1), which KVM cannot know when it did not run the
+        IRET: its NMI mask is cleared here, or no later NMI would ever be delivered."""
+        if not self._nmi_blocked:
+            return
+        opcode = insn.lstrip(b"\x66\x67\x48")[:1]
+        if opcode != b"\xcf":  # IRET, IRETD, IRETQ
+            return
+        self._nmi_blocked = False
+        events = bytearray(KVM_VCPU_EVENTS_SIZE)
+        fcntl.ioctl(self.cpu.vcpu.fd, KVM_GET_VCPU_EVENTS, events)
+        if events[_NMI_MASKED]:
+            events[_NMI_MASKED] = 0
+            struct.pack_into("<I", events, _EVENTS_FLAGS, 0)  # leave pending NMIs alone
+            fcntl.ioctl(self.cpu.vcpu.fd, KVM_SET_VCPU_EVENTS, bytes(events))
 
     def msr_written(self, index: int) -> None:
         """After a WRMSR the APIC took (bus lock held)."""
