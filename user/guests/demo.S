@@ -4,7 +4,8 @@
  * After one polled line it prints only through COM1's TX-empty interrupt (the UART's
  * device model asserts a level IRQ object at vector 0x24; the handler feeds THR from a
  * ring buffer and ends with EOI, which resamples the line), counts APIC timer ticks
- * (periodic, 1 ms, vector 0x40), starts vCPU 1 with INIT and a start-up IPI (real-mode
+ * (periodic, 1 ms, vector 0x40), takes a receive-data interrupt for a byte sent in
+ * the UART's loopback mode, starts vCPU 1 with INIT and a start-up IPI (real-mode
  * trampoline at 0x8000, vector 0x08) and exchanges IPIs with it: three pings
  * (vector 0x44 to APIC 1), each answered by a pong (0x43 to APIC 0) from the AP's
  * handler. Every handler returns with IRET, which the SVSM completes on PVM hosts.
@@ -71,6 +72,38 @@ main:
     jmp 1b
 2:  sti
     say "5 timer ticks\n"
+
+    /* The receive side: in loopback a byte sent comes back through RBR, with a
+     * receive-data interrupt (IER.RDI). */
+    call tx_drain
+    mov $COM1 + 4, %dx                  /* MCR: loopback, OUT2, DTR, RTS */
+    mov $0x1b, %al
+    out %al, %dx
+    mov $COM1 + 1, %dx                  /* IER: receive data available */
+    mov $0x01, %al
+    out %al, %dx
+    mov $COM1, %dx
+    mov $'Z', %al
+    out %al, %dx
+1:  cli
+    cmpl $1, rx_count
+    jae 2f
+    sti
+    hlt
+    jmp 1b
+2:  mov $COM1 + 1, %dx                  /* IER off, loopback off */
+    xor %al, %al
+    out %al, %dx
+    mov $COM1 + 4, %dx
+    mov $0x0b, %al
+    out %al, %dx
+    sti
+    say "receive interrupt: "
+    push %esi
+    mov $rx_text, %esi
+    call tx_puts
+    pop %esi
+    say "\n"
 
     /* vCPU 1: copy the trampoline below 1 MiB, then INIT and SIPI. */
     mov $ap_tramp, %esi
@@ -204,7 +237,14 @@ uart_handler:
     mov $COM1 + 2, %dx                  /* IIR */
     in %dx, %al
     and $0x0f, %al
-    cmp $0x02, %al
+    cmp $0x04, %al                      /* receive data: take it from RBR */
+    jne 3f
+    mov $COM1, %dx
+    in %dx, %al
+    movb %al, rx_text
+    incl rx_count
+    jmp 2f
+3:  cmp $0x02, %al
     jne 2f
     movl tx_tail, %ebx
     cmp tx_head, %ebx
@@ -294,6 +334,10 @@ tx_tail:
     .long 0
 tx_active:
     .long 0
+rx_count:
+    .long 0
+rx_text:
+    .byte 0, 0
 
     .bss
 tx_ring:
