@@ -65,16 +65,20 @@ def test_demo_guest_prints_on_uart_interrupts_and_exchanges_ipis_with_its_second
         "vm0: console on TX-empty interrupts",
         "vm0: 5 timer ticks",
         "vm0: receive interrupt: Z",  # a loopback byte, taken on IIR's receive source
+        'vm0: block: sector 1 reads "copra disk, sector 1", sector 2 written and read '
+        'back: "written by the guest"',
         "vm0: vCPU 1 is up",
         "vm0: 3 IPIs each way with vCPU 1",
         "vm0: bye",
     ]
     bsp, ap = run.vmm.guests[0].cpus
     text = sum(len(line) - len("vm0: ") + 1 for line in run.task_lines("init")[1:])
+    assert run.vmm.guests[0].devices.io == ()  # COM1's and the block device's events went
     # Every byte after the first line went out from the COM1 handler: one interrupt each
     # (and one more to stop the transmitter per burst); the device model took the
     # accesses (IIR, THR, IER) through its device event.
-    assert bsp.irq.counters["injected"] >= text + 5 + 4 + 1  # bytes, ticks, pongs, RX
+    # bytes, ticks, pongs, the receive interrupt, the block device's completion
+    assert bsp.irq.counters["injected"] >= text + 5 + 4 + 1 + 1
     assert bsp.counters["device_exits"] >= 2 * text
     assert ap.irq.counters["sipis"] == 1 and ap.irq.counters["injected"] == 3  # the pings
     assert bsp.counters["completed"] + ap.counters["completed"] >= text + 12  # IRETs

@@ -5,7 +5,8 @@
  * device model asserts a level IRQ object at vector 0x24; the handler feeds THR from a
  * ring buffer and ends with EOI, which resamples the line), counts APIC timer ticks
  * (periodic, 1 ms, vector 0x40), takes a receive-data interrupt for a byte sent in
- * the UART's loopback mode, starts vCPU 1 with INIT and a start-up IPI (real-mode
+ * the UART's loopback mode, reads and writes the block device through its request ring
+ * (completion interrupt at vector 0x25), starts vCPU 1 with INIT and a start-up IPI (real-mode
  * trampoline at 0x8000, vector 0x08) and exchanges IPIs with it: three pings
  * (vector 0x44 to APIC 1), each answered by a pong (0x43 to APIC 0) from the AP's
  * handler. Every handler returns with IRET, which the SVSM completes on PVM hosts.
@@ -14,6 +15,8 @@
 #include "common.S"
 
 #define V_COM1  0x24
+#define V_BLK   0x25
+#define BLK     0x6f0
 #define V_TIMER 0x40
 #define V_PONG  0x43
 #define V_PING  0x44
@@ -49,6 +52,9 @@ main:
     call set_gate
     mov $V_TIMER, %eax
     mov $timer_handler, %edx
+    call set_gate
+    mov $V_BLK, %eax
+    mov $blk_handler, %edx
     call set_gate
     mov $V_PONG, %eax
     mov $pong_handler, %edx
@@ -104,6 +110,51 @@ main:
     call tx_puts
     pop %esi
     say "\n"
+
+    /* The block device: read sector 1, write sector 2, read it back: three requests
+     * in the ring, one NOTIFY, completions counted in the ring's used index. */
+    mov $BLK, %dx                       /* RING */
+    mov $blk_ring, %eax
+    out %eax, %dx
+    movl $1, blk_ring + 16              /* slot 0: read sector 1 into blk_buf */
+    movl $blk_buf, blk_ring + 24
+    movl $1, blk_ring + 32
+    movl $0, blk_ring + 36
+    movl $2, blk_ring + 48              /* slot 1: write sector 2 from blk_wbuf */
+    movl $blk_wbuf, blk_ring + 56
+    movl $1, blk_ring + 64
+    movl $1, blk_ring + 68
+    movl $2, blk_ring + 80              /* slot 2: read sector 2 into blk_buf2 */
+    movl $blk_buf2, blk_ring + 88
+    movl $1, blk_ring + 96
+    movl $0, blk_ring + 100
+    mov $BLK + 4, %dx                   /* NOTIFY: 3 requests */
+    mov $3, %eax
+    out %eax, %dx
+1:  cli
+    cmpl $3, blk_ring
+    jae 2f
+    sti
+    hlt
+    jmp 1b
+2:  sti
+    mov blk_ring + 40, %eax             /* every status 0 */
+    or blk_ring + 72, %eax
+    or blk_ring + 104, %eax
+    jnz blk_failed
+    say "block: sector 1 reads \""
+    push %esi
+    mov $blk_buf, %esi
+    call tx_puts
+    say "\", sector 2 written and read back: \""
+    mov $blk_buf2, %esi
+    call tx_puts
+    pop %esi
+    say "\"\n"
+    jmp blk_done
+blk_failed:
+    say "block: a request failed\n"
+blk_done:
 
     /* vCPU 1: copy the trampoline below 1 MiB, then INIT and SIPI. */
     mov $ap_tramp, %esi
@@ -265,6 +316,17 @@ uart_handler:
     pop %eax
     iret
 
+blk_handler:
+    push %eax
+    push %edx
+    mov $BLK + 8, %dx                   /* ISR: reading acks the device */
+    in %dx, %eax
+    incl blk_irqs
+    call eoi
+    pop %edx
+    pop %eax
+    iret
+
 timer_handler:
     incl ticks
     call eoi
@@ -338,8 +400,21 @@ rx_count:
     .long 0
 rx_text:
     .byte 0, 0
+blk_irqs:
+    .long 0
+    .balign 16
+blk_wbuf:
+    .asciz "written by the guest"
+    .skip 512 - 21
 
     .bss
+    .balign 4096
+blk_ring:
+    .skip 4096
+blk_buf:
+    .skip 512
+blk_buf2:
+    .skip 512
 tx_ring:
     .skip RING
     .balign 16

@@ -2,22 +2,25 @@
 //!
 //! It opens every guest VM of the boot (CAPABILITIES' VM bitmap) and runs each vCPU of
 //! each with VCPU_RUN on a thread of its own (vCPUs but 0 sleep in the kernel until the
-//! guest starts them with INIT/SIPI). COM1 (a 16550A, uart.rs) at 0x3F8 is a device
-//! model (com1.rs) on its own thread, holding the port range's device event and a
-//! level IRQ object (vector 0x24): its output becomes lines `vmN: text`, its TX-empty
-//! and receive interrupts reach the guest's x2APIC. The vCPU threads answer the rest
-//! through the run page: QEMU's isa-debug-exit at 0xF4-0xF7, which ends the guest with
-//! status `(value << 1) | 1`; every other port reads all ones, memory outside RAM too.
-//! It exits with the status of VM 0's guest, as `qemu-system-x86_64 -device
-//! isa-debug-exit` does; or 118 when a guest halts with interrupts disabled, 120 on a
-//! triple fault, 122 when the guest stopped otherwise (the instruction's bytes are
-//! printed).
+//! guest starts them with INIT/SIPI). Two device models run on threads of their own:
+//! COM1 (a 16550A, uart.rs) at 0x3F8 (com1.rs), holding the port range's device event
+//! and a level IRQ object (vector 0x24), whose output becomes lines `NAME: text` and
+//! whose TX-empty and receive interrupts reach the guest's x2APIC; and a block device
+//! with a request ring in guest memory (blk.rs, ports 0x6F0-0x6FF, vector 0x25),
+//! holding its event, an edge IRQ object and a mapping of the guest's RAM. The vCPU
+//! threads answer the rest through the run page: QEMU's isa-debug-exit at 0xF4-0xF7,
+//! which ends the guest with status `(value << 1) | 1`; every other port reads all
+//! ones, memory outside RAM too. It exits with the status of VM 0's guest, as
+//! `qemu-system-x86_64 -device isa-debug-exit` does; or 118 when a guest halts with
+//! interrupts disabled, 120 on a triple fault, 122 when the guest stopped otherwise
+//! (the instruction's bytes are printed).
 
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod blk;
 mod com1;
 mod uart;
 
@@ -73,6 +76,7 @@ fn run_vm(index: u64) -> u32 {
     };
     let console: &'static Mutex<Console> = Box::leak(Box::new(Mutex::new(Console::new(index))));
     let routed = com1::start(&vm, console);
+    blk::start(&vm, index);
     // vCPUs but 0 wait for the guest's INIT/SIPI inside VCPU_RUN: one thread each.
     let cpus = vm.capability(VmCap::VCPUS).unwrap_or(1) as u32;
     let vm: &'static Vm = Box::leak(Box::new(vm));
