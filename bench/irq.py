@@ -10,8 +10,11 @@ Rows (the guest is user/guests/irqtest.S, its handler's first instruction an
 - signal -> handler, guest halted: from the kernel's dispatch of the model's IRQ_SIGNAL
   to the exit of the handler's first instruction, the guest sleeping in HLT (its vCPU
   thread blocked in VCPU_RUN: woken, scheduled, the vector injected) (target <= 2x);
-- signal -> handler, guest running: the same with the guest spinning at CPL0 inside
-  KVM_RUN on the other SVSM CPU (kicked out, the vector injected at once);
+- signal -> handler, guest running at CPL3: the same with the guest spinning in its
+  own user mode (run natively on PVM hosts) inside KVM_RUN on the other SVSM CPU
+  (kicked out, the vector injected at once, the handler entered through the TSS);
+- signal -> handler, guest running at CPL0: spinning in kernel mode, which PVM runs in
+  KVM's instruction emulator;
 - timer interrupts per second: the guest's periodic APIC timer programmed for the
   given period, 1000 interrupts taken by a handler that only counts, EOIs and returns
   (IRET), timed at their injections (the host timer wakes at most every 50 µs:
@@ -116,7 +119,7 @@ def main() -> None:
         samples: dict[str, list[float]] = {}
         for _ in range(ROUNDS):
             samples.setdefault("cpl3", []).append(cpl3_floor(10000) * 1e9)
-            for mode in ("halt", "spin"):
+            for mode in ("halt", "user", "spin"):
                 signals, handlers, _ = stamps(guest, f"bench {mode} {n}")
                 lat = latencies(signals, handlers)
                 samples.setdefault(mode, []).append(statistics.median(lat))
@@ -129,7 +132,7 @@ def main() -> None:
     print(f"# irq, {platform.node()}, Python {platform.python_version()}, N={n}, wall time")
     print(f"{'row':<34} {'value':>10} {'ratio':>7}  to")
     print(f"{'CPL3 floor (ns)':<34} {cpl3:>10.0f} {1:>7.2f}  CPL3 floor")
-    for mode, what in (("halt", "guest halted"), ("spin", "guest running")):
+    for mode, what in (("halt", "halted"), ("user", "running CPL3"), ("spin", "running CPL0")):
         print(f"{'signal -> handler, ' + what + ' (ns)':<34} {rows[mode]:>10.0f} "
               f"{rows[mode] / cpl3:>7.2f}  CPL3 floor (target <= 2)")
     for period in periods:

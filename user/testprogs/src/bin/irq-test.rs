@@ -10,9 +10,9 @@
 //!   while the guest takes 200 interrupts halting between them, and another thread
 //!   sleeps 1 ms twenty times; the guest ends, the sleeper ends; prints
 //!   `irq-test: storm ok, N signals`;
-//! - `bench MODE N PARAM`: MODE `halt` or `spin`: N signals of a level IRQ, each waited
-//!   for through its resample and 1 ms more, to a guest halted or spinning between
-//!   them; `timer`:
+//! - `bench MODE N PARAM`: MODE `halt`, `spin` or `user`: N signals of a level IRQ,
+//!   each waited for through its resample and 1 ms more, to a guest halted, spinning at
+//!   CPL0 or spinning at CPL3 between them; `timer`:
 //!   the guest's periodic APIC timer every PARAM ns for 1000 interrupts. The benchmark
 //!   (bench/irq.py) times the kernel's side; prints `irq-bench: done`.
 
@@ -221,7 +221,12 @@ fn bench(mode: &str, n: u64, param: u64) -> u32 {
         check!(4, status == GUEST_DONE, "guest status {status:#x}");
     } else {
         let Ok(level) = vm.irq(0, VECTOR, true) else { return 5 };
-        let Some(runner) = start(&vm, u64::from(mode == "spin"), n) else { return 6 };
+        let guest_mode = match mode {
+            "spin" => 1,
+            "user" => 3,
+            _ => 0,
+        };
+        let Some(runner) = start(&vm, guest_mode, n) else { return 6 };
         for _ in 0..n {
             // Each signal finds the guest back in its loop (halted or spinning), not
             // still returning from the last interrupt: 1 ms after the resample.
