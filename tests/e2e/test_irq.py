@@ -109,3 +109,17 @@ def test_irq_storm_from_a_device_model_coalesces_and_the_guest_and_svsm_go_on(
     assert taken >= 200 and signals >= taken
     assert apic.counters.coalesced >= signals - taken - 1
     assert_no_leak(run)
+
+
+def test_interrupts_reach_a_guest_running_at_its_cpl3_and_return_there(
+        boot2: Any, guest_kernels: dict[str, bytes]) -> None:
+    # The guest enters its CPL3 with IRET and spins there; each interrupt switches to
+    # its ring 0 handler through the TSS, whose IRET back to CPL3 the kernel completes.
+    run = boot2("irq-test", {"/etc/irq-test.conf": b"bench user 20"},
+                guests=[GuestSpec("irqtest", guest_kernels["irqtest"], 4 << 20, 1)])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "irq-bench: done" in run.task_lines("init")
+    cpu = run.vmm.guests[0].cpus[0]
+    assert cpu.irq.counters["injected"] == 20
+    assert cpu.counters["completed"] == 21  # the IRET into CPL3, then one per interrupt
+    assert_no_leak(run)
