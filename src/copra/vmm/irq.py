@@ -337,9 +337,17 @@ class VcpuIrq:
         if cr8 != self.apic.cr8:
             self.apic.cr8 = cr8
 
-    def released(self) -> None:
-        """The VM or the VCPU handle goes: wake a sleeping runner so that it leaves."""
+    def released(self, vm_gone: bool) -> None:
+        """The VCPU handle or the whole VM goes: wake a sleeping runner so that it
+        leaves; with the VM, also the device models waiting for a resample (their READ
+        then answers ENOTFOUND)."""
         self.wake.raise_signals(Signal.READABLE)
+        if not vm_gone:
+            return
+        with self.bus.lock:
+            irqs = [irq for irqs in self._level.values() for irq in irqs]
+        for irq in irqs:
+            irq.queue.raise_signals(Signal.READABLE)
 
 
 

@@ -20,8 +20,9 @@ Storms: IRR holds one request per vector, so signals that find it pending merge
 kicked again (vmm/irq.py): a model that signals in a loop costs its own CPU time and one
 exit of the guest per interrupt the guest actually takes (docs/apic.md).
 
-A signal after the VM was released answers ENOTFOUND ("the VM was released", as
-VCPU_RUN and VCPU_OPEN do then); the object itself stays valid until its handles go.
+A signal or a READ after the VM was released answers ENOTFOUND ("the VM was
+released", as VCPU_RUN and VCPU_OPEN do then), and a READ waiting for a resample is
+woken to answer it; the object itself stays valid until its handles go.
 IRQ objects are not exclusive: the VMM creates them and gives them to device models.
 
 Invariants: ``resamples`` and READABLE agree (READABLE exactly while it is non-zero);
@@ -98,6 +99,8 @@ class IrqObject(StreamObject):
         with p.mem_lock:
             check_buffer(p.space, buf, _U64.size, write=True, usable=_U64.size)
         while True:
+            if not self.guest.available:
+                raise SyscallError(Errno.ENOTFOUND, "the VM was released")
             with self.target.bus.lock:
                 count = self.resamples
                 if count:
@@ -106,6 +109,7 @@ class IrqObject(StreamObject):
                     self.resamples = 0
                     self.queue.clear_signals(Signal.READABLE)
                     return _U64.size
+                self.queue.clear_signals(Signal.READABLE)  # a wake-up with nothing to take
             if not c.kernel.wait_for(c.thread, self.queue, Signal.READABLE):
                 raise WouldBlock
 

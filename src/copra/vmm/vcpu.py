@@ -167,7 +167,7 @@ class GuestCpu:
                 return
             self.dead = True
             self._wait_runner_left()
-        self.irq.released()
+        self.irq.released(vm_gone=True)
         del self.run_page, self._area, self._msr
 
     def close_handle(self) -> None:
@@ -178,7 +178,7 @@ class GuestCpu:
                 self._wait_runner_left()
             self.closing = False
             self.opened = False
-        self.irq.released()
+        self.irq.released(vm_gone=False)
 
     def _wait_runner_left(self) -> None:
         """With ``lock`` held: kick the runner until it has left VCPU_RUN (it sees

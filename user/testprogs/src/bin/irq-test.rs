@@ -5,7 +5,7 @@
 //! - `api` (guest 0: irqtest, 1 vCPU): refused arguments (EINVAL, ENOTFOUND, ENOTSUPP),
 //!   then 20 signals of a level IRQ (IRQ_SIGNAL and WRITE alternately), each waited for
 //!   through its resample (READ blocks until the guest's EOI); then the VM handle is
-//!   closed and every signal answers ENOTFOUND; prints `irq-test: api ok`;
+//!   closed and every signal and READ answers ENOTFOUND; prints `irq-test: api ok`;
 //! - `storm` (guest 0, two SVSM CPUs): a thread signals an edge IRQ as fast as it can
 //!   while the guest takes 200 interrupts halting between them, and another thread
 //!   sleeps 1 ms twenty times; the guest ends, the sleeper ends; prints
@@ -161,12 +161,25 @@ fn api() -> u32 {
     let status = runner.join().unwrap_or(0x1fe);
     check!(13, status == GUEST_DONE, "guest status {status:#x}");
     check!(14, resamples == 20, "{resamples} resamples for 20 EOIs");
+    // A thread waiting for a resample when the VM goes is woken with ENOTFOUND (or, if
+    // it reads only after, gets ENOTFOUND at once).
+    let Ok(waiter) = thread::spawn(wait_resample, &level as *const Irq as u64) else { return 19 };
+    let _ = wait::sleep(2_000_000);
     drop(vm); // the last VM handle: the VM is released
+    let waited = waiter.join().unwrap_or(0);
+    check!(20, waited == 1, "the waiting READ answered {waited} (1: ENOTFOUND)");
     check!(15, is_err(level.signal(), Errno::ENOTFOUND), "IRQ_SIGNAL after the VM went");
     check!(16, is_err(level.write_signal(), Errno::ENOTFOUND), "WRITE after the VM went");
     check!(17, is_err(edge.signal(), Errno::ENOTFOUND), "edge IRQ_SIGNAL after the VM went");
+    check!(18, is_err(level.resamples(), Errno::ENOTFOUND), "READ after the VM went");
     println!("irq-test: api ok");
     0
+}
+
+fn wait_resample(irq: u64) -> u32 {
+    // SAFETY: `api` lends this thread its IRQ until it has joined it.
+    let irq = unsafe { &*(irq as *const Irq) };
+    u32::from(is_err(irq.resamples(), Errno::ENOTFOUND))
 }
 
 static STORM_DONE: AtomicBool = AtomicBool::new(false);
