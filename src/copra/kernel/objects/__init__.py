@@ -29,12 +29,14 @@ class ObjectKind(Enum):
     THREAD = "thread"
     PROCESS = "process"
     EVENT = "event"
+    CHANNEL = "channel"
 
 
 class KernelObject:
     """Base of every kernel object."""
 
     kind: ObjectKind
+    exclusive: ClassVar[bool] = False
     #: Objects referred to by at least one handle, per kind, system-wide (for tests
     #: and accounting: every count returns to its baseline when processes end).
     live: ClassVar[Counter[ObjectKind]] = Counter()
