@@ -39,6 +39,7 @@ returned with no lock held.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from enum import IntFlag
 from typing import TypeVar, overload
 
@@ -159,12 +160,14 @@ class HandleTable:
             raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
         return entry[1]
 
-    def take(self, handles: list[int], forbid: tuple[KernelObject, ...] = ()) -> list[Entry]:
+    def take(self, handles: list[int], forbid: tuple[KernelObject, ...] = (),
+             check: Callable[[KernelObject], None] | None = None) -> list[Entry]:
         """Remove every entry of ``handles`` at once and hand over their references.
 
         All or nothing: ENOTFOUND for a missing id, EPERM for one without TRANSFER,
         EINVAL for an object in ``forbid`` (a channel endpoint sent through itself or
-        to its own queue); the table is then unchanged. The caller checks that the ids
+        to its own queue), whatever ``check`` raises for an object; the table is then
+        unchanged. The caller checks that the ids
         are distinct. Threads blocked on a taken object are woken, as by ``remove``."""
         with self._lock:
             entries: list[Entry] = []
@@ -177,6 +180,8 @@ class HandleTable:
                 if any(entry[0] is f for f in forbid):
                     raise SyscallError(Errno.EINVAL, f"handle {handle} is the sending "
                                                      "endpoint or its peer")
+                if check is not None:
+                    check(entry[0])
                 entries.append(entry)
             for handle in handles:
                 del self._objects[handle]

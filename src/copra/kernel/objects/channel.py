@@ -18,11 +18,16 @@ Invariants:
   message carrying it - (``on_close``): its queue is emptied and each object the
   messages carried is released; SEND towards it answers EPIPE from then on; RECV on its
   peer delivers what was queued before and then answers EPIPE;
-- a message can never carry the endpoint it is sent through, or that endpoint's peer
-  (it would sit in its own queue, unreachable): EINVAL. Longer cycles (endpoint A in a
-  message queued towards B while B sits in a message queued towards A, with no handle
-  left on either) are not detected: their objects stay until the kernel ends, bounded
-  by the metadata budget every queued message is charged to (docs/architecture.md);
+- no endpoint is ever carried, directly or through other endpoints' queues, by a
+  message in its own queue: such a cycle could never be received or closed. A
+  message can never carry the endpoint it is sent through, or that endpoint's peer
+  (EINVAL), and an endpoint whose queue holds a message carrying an endpoint cannot
+  be sent (EBUSY: receive those first). That suffices: the send that would close a
+  cycle E1 -> E2 -> ... -> E1 ("E is queued towards F") must carry some Ei whose
+  queue already holds E(i-1). Every send that carries handles holds one system-wide
+  lock (class "channel.moves") from that check to the append, so two sends cannot
+  close a cycle between them; ``carried`` (the endpoints in an endpoint's queued
+  messages) only grows under that lock;
 - signals (``spec.Signal``, for WAIT_MANY): READABLE exactly while the endpoint's queue
   holds a message; WRITABLE exactly while the peer is open and its queue has room;
   PEER_CLOSED from the peer's close on (never cleared).
@@ -32,7 +37,8 @@ needs TRANSFER. CHANNEL_CREATE gives both endpoints READ, WRITE, WAIT, TRANSFER 
 DUPLICATE.
 
 Locking: the two endpoints share one lock (class "channel"), which guards both queues,
-both ``closed`` flags and the signal changes. SEND holds it while it takes the handles
+both ``closed`` flags, ``carried`` and the signal changes; a send with handles takes
+``MOVES`` (class "channel.moves") before it. SEND holds it while it takes the handles
 from the sender's table (``handles`` after it); RECV holds it while it checks the
 receiver's buffers, installs the handles and copies out under the receiver's
 ``mem_lock`` (``process.mem`` after it), so a message is delivered or left as it was,
@@ -59,6 +65,10 @@ from copra.kernel.waitqueue import WaitQueue
 #: handle table imports this package).
 Entry = tuple[KernelObject, int]
 
+#: ``HandleTable.take`` bound to the sender's table and ids: (forbidden objects, a
+#: check for each object) -> the entries taken.
+Take = Callable[[tuple[KernelObject, ...], Callable[[KernelObject], None]], list[Entry]]
+
 #: Estimated host bytes of a queued message besides its payload, and per handle it
 #: carries: what each message is charged to the metadata budget.
 MESSAGE_OVERHEAD = 256
@@ -68,12 +78,23 @@ HANDLE_OVERHEAD = 72
 class Message:
     """One queued message: its bytes and the handles it moves."""
 
-    __slots__ = ("charge", "data", "entries")
+    __slots__ = ("charge", "data", "endpoints", "entries")
 
     def __init__(self, data: bytes, entries: list[Entry], charge: int) -> None:
         self.data = data
         self.entries = entries
         self.charge = charge
+        self.endpoints = sum(isinstance(obj, Endpoint) for obj, _ in entries)
+
+
+#: Held by every SEND that carries handles, around the cycle check and the append.
+MOVES = lockdep.lock("channel.moves")
+
+
+def _not_carrying_endpoints(obj: KernelObject) -> None:
+    if isinstance(obj, Endpoint) and obj.carried:
+        raise SyscallError(Errno.EBUSY, "the endpoint's queue holds a message carrying an "
+                                        "endpoint: receive it before the endpoint moves")
 
 
 class _Shared:
@@ -95,6 +116,7 @@ class Endpoint(KernelObject):
         self.peer: Endpoint = self  # set by ``pair``
         self.inbox: deque[Message] = deque()
         self.closed = False
+        self.carried = 0  #: endpoints carried by the messages of ``inbox``
         self.queue = WaitQueue(Signal.WRITABLE)
 
     @classmethod
@@ -107,12 +129,18 @@ class Endpoint(KernelObject):
     def wait_queue(self) -> WaitQueue:
         return self.queue
 
-    def send(self, data: bytes, handle_count: int,
-             take: Callable[[tuple[KernelObject, ...]], list[Entry]]) -> bool:
+    def send(self, data: bytes, handle_count: int, take: Take) -> bool:
         """Queue ``data`` and the handles ``take`` removes from the sender (it is called
-        under the channel lock with the endpoints no message may carry, and is all or
-        nothing). False, with nothing changed, when the peer's queue is full; EPIPE
-        when the peer is closed; ENOMEM when the metadata budget is spent."""
+        under the channel lock with the endpoints no message may carry and a check to
+        run on every object, and is all or nothing). False, with nothing changed, when
+        the peer's queue is full; EPIPE when the peer is closed; ENOMEM when the
+        metadata budget is spent."""
+        if not handle_count:
+            return self._send(data, 0, take)
+        with MOVES:
+            return self._send(data, handle_count, take)
+
+    def _send(self, data: bytes, handle_count: int, take: Take) -> bool:
         shared = self._shared
         charge = MESSAGE_OVERHEAD + len(data) + HANDLE_OVERHEAD * handle_count
         with shared.lock:
@@ -124,12 +152,14 @@ class Endpoint(KernelObject):
             if shared.budget is not None:
                 shared.budget.charge(charge, "a channel message")
             try:
-                entries = take((self, peer)) if handle_count else []
+                entries = take((self, peer), _not_carrying_endpoints) if handle_count else []
             except BaseException:
                 if shared.budget is not None:
                     shared.budget.release(charge)
                 raise
-            peer.inbox.append(Message(data, entries, charge))
+            message = Message(data, entries, charge)
+            peer.inbox.append(message)
+            peer.carried += message.endpoints
             if len(peer.inbox) == 1:
                 peer.queue.raise_signals(Signal.READABLE)
             if len(peer.inbox) == CHANNEL_QUEUE_MAX:
@@ -150,6 +180,7 @@ class Endpoint(KernelObject):
             message = self.inbox[0]
             deliver(message)
             self.inbox.popleft()
+            self.carried -= message.endpoints
             if shared.budget is not None:
                 shared.budget.release(message.charge)
             if not self.inbox:
@@ -168,6 +199,7 @@ class Endpoint(KernelObject):
             self.closed = True
             drained = list(self.inbox)
             self.inbox.clear()
+            self.carried = 0
             if shared.budget is not None:
                 shared.budget.release(sum(m.charge for m in drained))
             self.queue.clear_signals(Signal.READABLE | Signal.WRITABLE)

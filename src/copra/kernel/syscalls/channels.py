@@ -22,6 +22,7 @@ The handlers' shape and context are in table.py.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from copra.abi.spec import (
     CHANNEL_MAX_BYTES,
@@ -113,8 +114,9 @@ def sys_send(c: Call, r: KvmRegs) -> int:
         data = copy_in(p.space, UserPtr(data_addr), length) if length else b""
     ids = _ids(c, ids_addr, count)
 
-    def take(forbid: tuple[KernelObject, ...]) -> list[Entry]:
-        return p.handles.take(ids, forbid)
+    def take(forbid: tuple[KernelObject, ...],
+             check: Callable[[KernelObject], None]) -> list[Entry]:
+        return p.handles.take(ids, forbid, check)
 
     while not endpoint.send(data, len(ids), take):
         if ChannelFlag.BLOCK not in flags:
