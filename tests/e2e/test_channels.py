@@ -64,3 +64,22 @@ def test_channel_suite_passes_every_case_and_returns_every_object_and_frame(run:
 def test_case(run: Any, case: str) -> None:
     why = verdicts(run).get(case, "never reported")
     assert why is None, why
+
+
+# --- the storm --------------------------------------------------------------------------
+
+#: Messages each way in the suite; "50000" (10^5 messages in all) is the long run
+#: (docs/performance.md).
+STORM = b"1000\n"
+
+
+def test_two_processes_of_four_threads_pass_handles_without_loss_or_duplicate(
+        boot2: Any) -> None:
+    run = boot2("chan-storm", {"/bin/chan-storm": "chan-storm", "/storm.conf": STORM},
+                timeout=120.0)
+    lines = run.task_lines("init") + run.task_lines("chan-storm")
+    assert [line for line in lines if "FAIL" in line] == []
+    assert "chan-storm: ok, 1000 messages each way" in run.task_lines("init")
+    assert run.result.status == 0, "\n".join(run.lines[-20:])
+    assert_no_leak(run)
+    assert run.stats["metadata_bytes"] == run.baseline["metadata_bytes"]
