@@ -83,3 +83,10 @@ def test_two_processes_of_four_threads_pass_handles_without_loss_or_duplicate(
     assert run.result.status == 0, "\n".join(run.lines[-20:])
     assert_no_leak(run)
     assert run.stats["metadata_bytes"] == run.baseline["metadata_bytes"]
+
+
+def test_the_user_library_two_process_example_runs(boot: Any) -> None:
+    run = boot("chan-demo", {"/bin/chan-demo": "chan-demo"})
+    assert "the child signalled 42" in run.task_lines("init")
+    assert run.result.status == 0, "\n".join(run.lines[-20:])
+    assert_no_leak(run)
