@@ -90,3 +90,12 @@ def test_the_user_library_two_process_example_runs(boot: Any) -> None:
     assert "the child signalled 42" in run.task_lines("init")
     assert run.result.status == 0, "\n".join(run.lines[-20:])
     assert_no_leak(run)
+
+
+def test_init_connects_two_services_with_a_channel(boot: Any) -> None:
+    run = boot("init", {"/bin/chan-peer": "chan-peer",
+                        "/etc/init.services": b"channel /bin/chan-peer /bin/chan-peer\n"})
+    assert run.task_lines("chan-peer") == ["chan-peer got: hello through the channel"] * 2
+    assert sum("with a channel" in line for line in run.task_lines("init")) == 2
+    assert run.result.status == 0, "\n".join(run.lines[-20:])
+    assert_no_leak(run)
