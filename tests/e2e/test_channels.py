@@ -99,3 +99,14 @@ def test_init_connects_two_services_with_a_channel(boot: Any) -> None:
     assert sum("with a channel" in line for line in run.task_lines("init")) == 2
     assert run.result.status == 0, "\n".join(run.lines[-20:])
     assert_no_leak(run)
+
+
+def test_handles_used_closed_duplicated_and_sent_at_once_get_documented_answers(
+        boot2: Any) -> None:
+    run = boot2("chan-race", {"/bin/chan-race": "chan-race", "/race.conf": b"1000\n"},
+                timeout=120.0)
+    lines = run.task_lines("init") + run.task_lines("chan-race")
+    assert [line for line in lines if "FAIL" in line] == []
+    assert any(line.startswith("chan-race: ok, ") for line in run.task_lines("init"))
+    assert run.result.status == 0, "\n".join(run.lines[-20:])
+    assert_no_leak(run)
