@@ -163,6 +163,27 @@ fn channel_create_with_flags_returns_einval() -> Outcome {
     expect_errno("CHANNEL_CREATE(1)", sc(Sys::CHANNEL_CREATE, &[1]), Errno::EINVAL)
 }
 
+fn channel_create_needs_room_for_both_handles() -> Outcome {
+    let e = event()?;
+    let mut filler: Vec<Handle> = Vec::new();
+    loop {
+        match check(sc(Sys::DUPLICATE, &[h(&e), RIGHTS_SAME])) {
+            // SAFETY: a fresh handle.
+            Ok(raw) => filler.push(unsafe { Handle::from_raw(raw as u32) }),
+            Err(err) if err.is(Errno::EMFILE) => break,
+            Err(err) => fail!("DUPLICATE: {err}"),
+        }
+    }
+    expect_errno("CHANNEL_CREATE with no room", sc(Sys::CHANNEL_CREATE, &[0]), Errno::EMFILE)?;
+    drop(filler.pop());
+    expect_errno("CHANNEL_CREATE with room for one", sc(Sys::CHANNEL_CREATE, &[0]), Errno::EMFILE)?;
+    drop(filler.pop());
+    let raw = expect_ok("CHANNEL_CREATE with room for two", sc(Sys::CHANNEL_CREATE, &[0]))?;
+    drop(filler);
+    ensure!(close_raw(raw as u32).is_ok() && close_raw((raw >> 32) as u32).is_ok(), "CLOSE of the pair");
+    Ok(())
+}
+
 // --- SEND and RECV: bytes -------------------------------------------------------------
 
 fn messages_arrive_whole_and_in_order() -> Outcome {
@@ -742,6 +763,7 @@ macro_rules! cases {
 cases! {
     channel_create_returns_two_distinct_endpoints,
     channel_create_with_flags_returns_einval,
+    channel_create_needs_room_for_both_handles,
     messages_arrive_whole_and_in_order,
     both_directions_are_independent,
     empty_message_is_delivered,
