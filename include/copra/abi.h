@@ -21,7 +21,7 @@
 #define COPRA_ERRNO_ENOMEM INT64_C(-3) /* out of physical frames or address space */
 #define COPRA_ERRNO_EPERM INT64_C(-4) /* the handle lacks the right the operation needs */
 #define COPRA_ERRNO_EFAULT INT64_C(-5) /* a user pointer range is unmapped, kernel-half, non-canonical or read-only */
-#define COPRA_ERRNO_EBUSY INT64_C(-6) /* the object is exclusive and already held */
+#define COPRA_ERRNO_EBUSY INT64_C(-6) /* the object is exclusive and already held (DUPLICATE of a VM or VCPU); SEND of an endpoint whose queue carries an endpoint (it could close a cycle) */
 #define COPRA_ERRNO_ENOTFOUND INT64_C(-7) /* no such file, directory, handle or capability index */
 #define COPRA_ERRNO_ENOTSUPP INT64_C(-8) /* the handle's object kind does not support the operation */
 #define COPRA_ERRNO_EEXIST INT64_C(-9) /* create or mkdir of a name that exists */
@@ -33,7 +33,7 @@
 #define COPRA_ERRNO_EMFILE INT64_C(-15) /* the process has reached its limit of open handles */
 #define COPRA_ERRNO_ENOEXEC INT64_C(-16) /* EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image */
 #define COPRA_ERRNO_ENAMETOOLONG INT64_C(-17) /* a path is longer than PATH_MAX or a name longer than NAME_MAX */
-#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value */
+#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value; SEND (RECV) without BLOCK: the queue is full (empty) */
 #define COPRA_ERRNO_ETIMEDOUT INT64_C(-19) /* a wait's timeout passed first (FUTEX_WAIT) */
 #define COPRA_ERRNO_EOVERFLOW INT64_C(-20) /* a WRITE to an event would carry its counter past EVENT_MAX */
 #define COPRA_ERRNO_EMSGSIZE INT64_C(-21) /* RECV: the buffer or the handle array is too small for the next message, which stays queued; the ChannelMessage's sizes say what it needs */
@@ -223,7 +223,7 @@ _Static_assert(offsetof(struct copra_heap_stats, failures) == 96, "copra_heap_st
 
 /* One (handle, signals) pair of WAIT_MANY's array. */
 struct copra_wait_item {
-	uint32_t handle; /* a thread, process or event handle with the WAIT right */
+	uint32_t handle; /* a thread, process, event or channel endpoint handle with the WAIT right */
 	uint32_t signals; /* the Signal bits waited for (non-zero) */
 	uint32_t ready; /* written by WAIT_MANY: those of them raised */
 	uint32_t _pad; /* zero */

@@ -37,7 +37,9 @@ class Errno(IntEnum):
     ENOMEM = -3  #: out of physical frames or address space
     EPERM = -4  #: the handle lacks the right the operation needs
     EFAULT = -5  #: a user pointer range is unmapped, kernel-half, non-canonical or read-only
-    EBUSY = -6  #: the object is exclusive and already held
+    #: the object is exclusive and already held (DUPLICATE of a VM or VCPU); SEND of an
+    #: endpoint whose queue carries an endpoint (it could close a cycle)
+    EBUSY = -6
     ENOTFOUND = -7  #: no such file, directory, handle or capability index
     ENOTSUPP = -8  #: the handle's object kind does not support the operation
     EEXIST = -9  #: create or mkdir of a name that exists
@@ -54,7 +56,8 @@ class Errno(IntEnum):
     #: EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped
     #: children is reached; try again once a task has ended or been reaped (WAIT);
     #: THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word
-    #: no longer holds the expected value
+    #: no longer holds the expected value; SEND (RECV) without BLOCK: the queue is full
+    #: (empty)
     EAGAIN = -18
     ETIMEDOUT = -19  #: a wait's timeout passed first (FUTEX_WAIT)
     EOVERFLOW = -20  #: a WRITE to an event would carry its counter past EVENT_MAX
@@ -331,7 +334,8 @@ WAIT_ITEM = Struct(
     "WaitItem",
     16,
     (
-        Field("handle", "u32", 0, "a thread, process or event handle with the WAIT right"),
+        Field("handle", "u32", 0, "a thread, process, event or channel endpoint handle "
+                                  "with the WAIT right"),
         Field("signals", "u32", 4, "the Signal bits waited for (non-zero)"),
         Field("ready", "u32", 8, "written by WAIT_MANY: those of them raised"),
         Field("_pad", "u32", 12, "zero"),

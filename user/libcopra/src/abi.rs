@@ -29,7 +29,7 @@ pub enum Errno {
     EPERM = -4,
     /// a user pointer range is unmapped, kernel-half, non-canonical or read-only
     EFAULT = -5,
-    /// the object is exclusive and already held
+    /// the object is exclusive and already held (DUPLICATE of a VM or VCPU); SEND of an endpoint whose queue carries an endpoint (it could close a cycle)
     EBUSY = -6,
     /// no such file, directory, handle or capability index
     ENOTFOUND = -7,
@@ -53,7 +53,7 @@ pub enum Errno {
     ENOEXEC = -16,
     /// a path is longer than PATH_MAX or a name longer than NAME_MAX
     ENAMETOOLONG = -17,
-    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value
+    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value; SEND (RECV) without BLOCK: the queue is full (empty)
     EAGAIN = -18,
     /// a wait's timeout passed first (FUTEX_WAIT)
     ETIMEDOUT = -19,
@@ -1111,7 +1111,7 @@ const _: () = assert!(core::mem::offset_of!(HeapStats, failures) == 96);
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct WaitItem {
-    /// a thread, process or event handle with the WAIT right
+    /// a thread, process, event or channel endpoint handle with the WAIT right
     pub handle: u32,
     /// the Signal bits waited for (non-zero)
     pub signals: u32,
