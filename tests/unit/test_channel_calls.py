@@ -15,7 +15,8 @@ from copra.kernel.kernel import Kernel
 from copra.kernel.limits import Limits
 from copra.kernel.objects.channel import Endpoint
 from copra.kernel.process import Process
-from copra.kernel.thread import ThreadState
+from copra.kernel.thread import Thread, ThreadState
+from copra.kernel.waitqueue import Signal, WaitQueue
 
 MSG = WORD + 256  # a ChannelMessage
 DATA = WORD + 512
@@ -139,3 +140,18 @@ def test_duplicate_and_replace_decode_their_rights() -> None:
     assert isinstance(dup, int) and dup > event
     assert call(k, main, Sys.REPLACE, dup, 1) == 0
     assert call(k, main, Sys.REPLACE, dup, 2) == Errno.EPERM
+
+
+def test_a_recv_whose_handle_is_closed_just_before_it_waits_answers_enotfound() -> None:
+    k, proc, main = setup()
+    _, b = create(k, main)
+    message(k, proc, 8, [])
+    wait_for = k.wait_for
+
+    def closed_first(thread: Thread, queue: WaitQueue, mask: Signal) -> Signal:
+        proc.handles.remove(b)  # another thread's CLOSE: its wake-up finds no waiter yet
+        return wait_for(thread, queue, mask)
+
+    k.wait_for = closed_first  # type: ignore[method-assign]
+    assert call(k, main, Sys.RECV, b, MSG, int(ChannelFlag.BLOCK)) == Errno.ENOTFOUND
+    assert main.state is ThreadState.RUNNING

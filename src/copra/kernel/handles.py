@@ -153,6 +153,12 @@ class HandleTable:
             raise SyscallError(Errno.ENOTSUPP, f"handle {handle} is a {obj.kind.value}")
         return obj
 
+    def names(self, handle: int, obj: KernelObject) -> bool:
+        """Whether ``handle`` still names ``obj`` (a blocking call asks after it
+        registered its waiter: an entry removed before that woke nobody)."""
+        entry = self._objects.get(handle & 0xFFFF_FFFF)
+        return entry is not None and entry[0] is obj
+
     def rights(self, handle: int) -> int:
         """The rights of ``handle`` (ENOTFOUND if there is none)."""
         entry = self._objects.get(handle & 0xFFFF_FFFF)

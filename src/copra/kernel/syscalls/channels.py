@@ -6,6 +6,10 @@ handle array with their lengths; RECV writes the sizes of the message back into 
 also when it answers EMSGSIZE. Both block only with ``ChannelFlag.BLOCK`` and answer
 EAGAIN otherwise; a blocked call is dispatched again from the start when woken.
 
+A blocking SEND or RECV whose handle is closed or sent away by another thread wakes
+and answers ENOTFOUND; one that registered its waiter just after such a CLOSE checks
+the handle again before it sleeps (``_block``), so no wake-up is lost.
+
 All or nothing: SEND copies the bytes and the ids in and validates every argument
 before it takes anything; the handles leave the sender's table in one step
 (``HandleTable.take``) under the channel lock, after the queue was found to have room,
@@ -123,8 +127,20 @@ def sys_send(c: Call, r: KvmRegs) -> int:
             raise SyscallError(Errno.EAGAIN, "the peer's queue is full")
         if not c.kernel.wait_for(c.thread, endpoint.queue,
                                  Signal.WRITABLE | Signal.PEER_CLOSED):
-            raise WouldBlock
+            _block(c, u32(r.rdi), endpoint)
     return 0
+
+
+def _block(c: Call, handle: int, endpoint: Endpoint) -> None:
+    """Block, unless ``handle`` was closed or sent since the call looked it up: the
+    wake-up of that CLOSE or SEND may have come before the waiter was registered, so
+    the call answers as if made after it (ENOTFOUND) instead of sleeping on."""
+    if c.process.handles.names(handle, endpoint):
+        raise WouldBlock
+    waiter = c.thread.waiter
+    if waiter is not None:
+        waiter.cancel()
+    raise SyscallError(Errno.ENOTFOUND, f"handle {handle} was closed or moved meanwhile")
 
 
 def sys_recv(c: Call, r: KvmRegs) -> int:
@@ -161,7 +177,7 @@ def sys_recv(c: Call, r: KvmRegs) -> int:
             raise SyscallError(Errno.EAGAIN, "the queue is empty")
         if not c.kernel.wait_for(c.thread, endpoint.queue,
                                  Signal.READABLE | Signal.PEER_CLOSED):
-            raise WouldBlock
+            _block(c, u32(r.rdi), endpoint)
     return len(message.data)
 
 
