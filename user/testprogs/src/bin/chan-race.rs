@@ -28,7 +28,7 @@ use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::handle::{Handle, close_raw};
 use libcopra::process::{self, Command, ExitStatus};
 use libcopra::syscall::syscall3;
-use libcopra::{declare_main, println, thread};
+use libcopra::{declare_main, println, sync, thread};
 
 declare_main!(main);
 
@@ -176,10 +176,30 @@ fn closer(_: u64) -> u32 {
     0
 }
 
-fn run(workers: [(fn(u64) -> u32, u64); 4]) -> u32 {
+/// Set once every thread exists: before that, a handle a worker frees could be the
+/// next thread's id, which a closer would then close.
+static GO: AtomicU32 = AtomicU32::new(0);
+
+/// A worker: `(f, arg)` packed in a static table, started once GO is set.
+static WORKERS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+fn gated(index: u64) -> u32 {
+    while GO.load(Ordering::Acquire) == 0 {
+        let _ = sync::futex_wait(&GO, 0, None);
+    }
+    let packed = WORKERS[index as usize].load(Ordering::Relaxed);
+    // SAFETY: `run` stored a `fn(u64) -> u32` there before starting this thread.
+    let f: fn(u64) -> u32 = unsafe { core::mem::transmute(packed as usize) };
+    f(index)
+}
+
+fn run(workers: [fn(u64) -> u32; 4]) -> u32 {
     let mut handles: [Option<thread::JoinHandle>; 4] = Default::default();
-    for (slot, (f, arg)) in handles.iter_mut().zip(workers) {
-        match thread::spawn(f, arg) {
+    for (i, f) in workers.into_iter().enumerate() {
+        WORKERS[i].store(f as usize as u64, Ordering::Relaxed);
+    }
+    for (i, slot) in handles.iter_mut().enumerate() {
+        match thread::spawn(gated, i as u64) {
             Ok(h) => *slot = Some(h),
             Err(e) => {
                 println!("FAIL chan-race: THREAD_CREATE: {e}");
@@ -187,13 +207,15 @@ fn run(workers: [(fn(u64) -> u32, u64); 4]) -> u32 {
             }
         }
     }
+    GO.store(1, Ordering::Release);
+    let _ = sync::futex_wake(&GO, u32::MAX);
     handles.iter_mut().filter_map(Option::take).map(|h| u32::from(h.join() != Ok(0))).sum()
 }
 
 fn child(end: Handle, ops: u64) -> u32 {
     OPS.store(ops, Ordering::Relaxed);
     END.store(end.raw(), Ordering::Relaxed);
-    let bad = run([(echo, 0), (echo, 0), (echo, 0), (closer, 0)]);
+    let bad = run([echo, echo, echo, closer]);
     drop(end);
     u32::from(bad != 0 || UNEXPECTED.load(Ordering::Relaxed) != 0)
 }
@@ -212,7 +234,7 @@ fn parent(ops: u64) -> u32 {
             return 1;
         }
     };
-    let bad = run([(worker, 0), (worker, 1), (worker, 2), (worker, 3)]);
+    let bad = run([worker, worker, worker, worker]); // roles 0..3 by index
     for slot in &SLOT {
         let _ = close_raw(slot.swap(u32::MAX, Ordering::Relaxed));
     }
