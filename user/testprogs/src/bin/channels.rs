@@ -683,7 +683,16 @@ fn a_process_killed_mid_transfer_loses_nothing_of_the_survivor() -> Outcome {
     ensure!(status == ExitStatus::Killed { vector: 6 }, "the child {status}");
     ensure!(signals(&mine)? & Signal::PEER_CLOSED.bits() as u32 != 0, "the peer is still open");
     expect_errno("SEND to the dead child", send(&mine, b"", &[keep.raw()], 0), Errno::EPIPE)?;
-    event_roundtrip(&keep, &keep, 5)
+    event_roundtrip(&keep, &keep, 5)?;
+    // What the child sent before it died is still here, its handle with it.
+    let mut buf = [0u8; 1];
+    let mut got = [0u32; 1];
+    let (rax, m) = recv(&mine, &mut buf, &mut got, 0);
+    ensure!(rax == 1 && buf[0] == 1 && m.handle_count == 1, "the echo of message 1: {}", Rax(rax));
+    // SAFETY: a fresh id from RECV.
+    let echoed = unsafe { Handle::from_raw(got[0]) };
+    event_roundtrip(&echoed, &echoed, 6)?;
+    expect_errno("RECV after that", recv(&mine, &mut buf, &mut got, 0).0, Errno::EPIPE)
 }
 
 /// The helper: started with handles by EXEC_HANDLES; the endpoint is handle 1.
@@ -713,8 +722,12 @@ fn helper(handles: Vec<Handle>) -> u32 {
             }
         },
         DIE => {
-            // Take one message with its handle, then die holding it, more still queued.
+            // Take two messages with their handles; send the second back; die holding
+            // the first, more still queued towards this process.
             let _held = end.recv_vec();
+            if let Ok((data, handles)) = end.recv_vec() {
+                let _ = end.send(&data, handles);
+            }
             // SAFETY: ud2 raises #UD, which ends this process.
             unsafe { core::arch::asm!("ud2", options(noreturn)) }
         }
