@@ -103,7 +103,7 @@ def test_init_connects_two_services_with_a_channel(boot: Any) -> None:
 
 def test_handles_used_closed_duplicated_and_sent_at_once_get_documented_answers(
         boot2: Any) -> None:
-    run = boot2("chan-race", {"/bin/chan-race": "chan-race", "/race.conf": b"1000\n"},
+    run = boot2("chan-race", {"/bin/chan-race": "chan-race", "/race.conf": b"600\n"},
                 timeout=120.0)
     lines = run.task_lines("init") + run.task_lines("chan-race")
     assert [line for line in lines if "FAIL" in line] == []

@@ -110,7 +110,7 @@ def test_fuzzers_spawning_fuzzers_meet_the_limits_and_nothing_leaks(boot: Any) -
 
 # --- channels mode ------------------------------------------------------------------------
 
-CHAN_CALLS = 8_000
+CHAN_CALLS = 5_000
 
 
 def test_channels_mode_moves_handles_and_nothing_leaks(boot: Any) -> None:
