@@ -12,6 +12,10 @@ The OPENDIR/MKDIR-heavy mode (``/etc/fuzz-dirs.conf`` present) runs under a smal
 kernel metadata budget, so that names and snapshots meet ENOMEM again and again; the
 budget, like every other count, must be back at its baseline at the end.
 
+The channels mode (``/etc/fuzz-chan.conf``) draws most calls among CHANNEL_CREATE,
+SEND, RECV, DUPLICATE, REPLACE and CLOSE of its own handles, so handles really move
+between its endpoints; every queued handle must be released at the end.
+
 The many-process test at the end runs fuzzers that start fuzzers (two levels) under
 tight limits; every one must end with 0 and the counts must return to the baseline.
 """
@@ -99,6 +103,32 @@ def test_fuzzers_spawning_fuzzers_meet_the_limits_and_nothing_leaks(boot: Any) -
         re.compile(r"procs: started (\d+)").match, children) if m) + started
     assert run.kernel.counters["internal_errors"] == 0
     assert run.kernel.counters["task_limit_refusals"] >= eagain
+    changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
+               if run.baseline.get(k) != v}
+    assert changed == {}, "stat: (baseline, after)"
+
+
+# --- channels mode ------------------------------------------------------------------------
+
+CHAN_CALLS = 5_000
+
+
+def test_channels_mode_moves_handles_and_nothing_leaks(boot: Any) -> None:
+    run = boot("syscall-fuzz", {"/etc/fuzz.conf": f"0xC4A7 {CHAN_CALLS}\n".encode(),
+                                "/etc/fuzz-chan.conf": b""}, timeout=120.0)
+    lines = run.task_lines("init")
+    assert [line for line in lines if line.startswith("FAIL")] == []
+    assert run.result.status == 0, "\n".join(lines[-40:])
+    assert "syscall-fuzz: channels mode (/etc/fuzz-chan.conf)" in lines
+    assert f"SUMMARY {CHAN_CALLS} calls, 0 unexpected" in lines
+    ok = {m[1]: int(m[2]) for line in lines
+          if (m := re.fullmatch(r"calls (\w+): \d+ \((\d+) ok\)", line))}
+    assert ok["SEND"] > 200 and ok["RECV"] > 50 and ok["DUPLICATE"] > 40, ok
+    errors = {m[1]: int(m[2]) for line in lines
+              if (m := re.fullmatch(r"result (\w+): (\d+)", line))}
+    for errno in ("EMSGSIZE", "EAGAIN", "EPIPE", "EBUSY", "EPERM"):
+        assert errors[errno] > 0, errno
+    assert run.kernel.counters["internal_errors"] == 0
     changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
                if run.baseline.get(k) != v}
     assert changed == {}, "stat: (baseline, after)"

@@ -244,13 +244,19 @@ class Kernel:
 
     # --- processes --------------------------------------------------------------------
 
-    def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
+    def spawn(self, path: str, parent: int = 0, root: Directory | None = None,
+              give: Callable[[Process], int] | None = None) -> Process:
         """Create a runnable process from an ELF file of the RAM fs.
 
         Raises SyscallError: EAGAIN at the limit of tasks, or of the parent's running
         or unreaped children; ENOTFOUND/ENOTDIR/EISDIR for the path, ENOEXEC when the
         file is not a loadable image, ENOMEM when frames run out or the image has
         more segments than the limit of mappings. Nothing is left behind on failure.
+
+        ``give`` (EXEC_HANDLES) runs once the child is loaded, before it can run: it
+        moves handles into the child and returns how many (the child's first thread
+        starts with that count in ``rdi``). If it raises, the child is torn down
+        and nothing else has changed (``give`` moves all or nothing).
         """
         with self.tasks_lock:
             owner = self.processes.get(parent)
@@ -268,6 +274,7 @@ class Kernel:
             try:
                 elf = load_elf(proc, image)
                 proc.map_stack()
+                given = give(proc) if give is not None else 0
             except BaseException as e:
                 # Never ran: KVM holds no translation of it, the frames can go at once.
                 self.vm.frames.free_many(proc.tear_down())
@@ -277,6 +284,7 @@ class Kernel:
                     raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
                 raise
             thread = proc.start_at(elf.entry, next(self._tids))
+            thread.context.regs.rdi = given
             self._next_pid += 1
             self.processes[pid] = proc
             if owner is not None:

@@ -40,6 +40,7 @@ class ObjectKind(Enum):
     GUEST_MEMORY = "guest memory"
     IO_EVENT = "io event"
     MMIO_EVENT = "mmio event"
+    CHANNEL = "channel"
 
 
 class KernelObject:

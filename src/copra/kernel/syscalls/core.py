@@ -52,7 +52,7 @@ from copra.kernel.waitqueue import NO_SIGNALS, WaitQueue
 _WAIT_ITEM = struct.Struct("<IIII")  # handle, signals, ready, pad
 assert _WAIT_ITEM.size == WAIT_ITEM.size
 _READY_OFFSET = 8
-_ALL_SIGNALS = int(Signal.ENDED | Signal.READABLE | Signal.WRITABLE)
+_ALL_SIGNALS = sum(int(s) for s in Signal)
 _ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
                      | MapFlag.ANONYMOUS | MapFlag.FIXED)
 
@@ -280,7 +280,7 @@ def sys_thread_create(c: Call, r: KvmRegs) -> int:
     p = c.process
     p.handles.check_room()
     thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
-    handle = p.handles.install(thread, Rights.WAIT)
+    handle = p.handles.install(thread, Rights.WAIT | Rights.MOVABLE)
     try:
         c.kernel.start_thread(thread)
     except BaseException:
@@ -320,14 +320,15 @@ def sys_process_open(c: Call, r: KvmRegs) -> int:
         child = k.child(p, pid)
         if child is None:
             raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
-        return p.handles.install(child, Rights.WAIT)
+        return p.handles.install(child, Rights.WAIT | Rights.MOVABLE)
 
 
 def sys_event_create(c: Call, r: KvmRegs) -> int:
     flags = decode_event_flags(r.rdi)
     p = c.process
     p.handles.check_room()
-    return p.handles.install(Event(flags), Rights.READ | Rights.WRITE | Rights.WAIT)
+    return p.handles.install(Event(flags), Rights.READ | Rights.WRITE | Rights.WAIT
+                             | Rights.MOVABLE)
 
 
 def _deadline(c: Call, timeout: int) -> float | None:

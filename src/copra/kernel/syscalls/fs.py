@@ -41,7 +41,7 @@ def sys_open(c: Call, r: KvmRegs) -> int:
     flags = decode_file_flags(r.r8)
     p.handles.check_room()  # before CREATE or TRUNC change the fs
     opened = OpenFile.open(c.kernel.fs, path, FileMode(mode), FileFlag(flags), root=p.root)
-    rights = Rights.NONE
+    rights = Rights.MOVABLE
     if opened.readable:
         rights |= Rights.READ | Rights.MAP
     if opened.writable:
@@ -141,7 +141,8 @@ def sys_opendir(c: Call, r: KvmRegs) -> int:
     if not path:  # upstream's find_dir refuses "" ("/" is the root)
         raise SyscallError(Errno.EINVAL, "OPENDIR of an empty path")
     p.handles.check_room()
-    return p.handles.install(OpenDirectory.open(c.kernel.fs, path, root=p.root), Rights.READ)
+    return p.handles.install(OpenDirectory.open(c.kernel.fs, path, root=p.root),
+                             Rights.READ | Rights.MOVABLE)
 
 
 def sys_readdir(c: Call, r: KvmRegs) -> int:

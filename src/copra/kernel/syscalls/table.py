@@ -65,7 +65,8 @@ class Services(Protocol):
     @property
     def tasks_lock(self) -> KernelLock: ...
 
-    def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
+    def spawn(self, path: str, parent: int = 0, root: Directory | None = None,
+              give: Callable[[Process], int] | None = None) -> Process:
         ...
 
     def exit_process(self, proc: Process, status: int, caller: Thread | None = None) -> None:

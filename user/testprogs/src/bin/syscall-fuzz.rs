@@ -32,6 +32,13 @@
 //! tree under `/fuzz/m` and OPENDIRs of it held open, so a small kernel metadata
 //! budget runs out and ENOMEM is exercised alongside everything else.
 //!
+//! Channels mode: when `/etc/fuzz-chan.conf` exists, most calls come from `ChanMode`
+//! (see its section): CHANNEL_CREATE, SEND and RECV moving its own handles between its
+//! endpoints, DUPLICATE, REPLACE, CLOSE, with mostly valid messages, so that handles
+//! really move (and meet EMSGSIZE, EAGAIN, EPIPE, EBUSY) all the time. Outside the
+//! mode the channel calls are drawn like every other. Every handle a RECV delivers is
+//! held (and closed at the end); every one a SEND moved is no longer held.
+//!
 //! Many-process mode, on when `/etc/fuzz-procs.conf` exists: the fuzzer also starts
 //! fuzzing copies of itself (`/bin/syscall-fuzz`), each in a root of its own, waits
 //! for them and meets the kernel's limits on tasks and children; see its section at
@@ -41,8 +48,8 @@
 #![no_main]
 
 use libcopra::abi::{
-    DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES, MMAP_BASE, PAGE_SIZE, Sys, USER_END,
-    USER_MAP_END, USER_START, sysno,
+    CHANNEL_MAX_HANDLES, ChannelMessage, DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES,
+    MMAP_BASE, PAGE_SIZE, RIGHTS_SAME, Sys, USER_END, USER_MAP_END, USER_START, sysno,
 };
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::rt::image_start;
@@ -128,6 +135,19 @@ fn fill_arena(rng: &mut Rng) {
 }
 
 static READ_ONLY: [u8; 256] = [0xA5; 256];
+
+/// The ChannelMessage of the current SEND or RECV, and its id array (the kernel reads
+/// and writes only these, never beyond: counts stay within `CHANNEL_MAX_HANDLES`).
+static mut MSG: ChannelMessage = ChannelMessage::zeroed();
+static mut IDS: [u32; CHANNEL_MAX_HANDLES as usize] = [0; CHANNEL_MAX_HANDLES as usize];
+
+fn msg_ptr() -> *mut ChannelMessage {
+    &raw mut MSG
+}
+
+fn ids_ptr() -> *mut u32 {
+    (&raw mut IDS).cast::<u32>()
+}
 
 // --- argument kinds -------------------------------------------------------------------
 
@@ -249,6 +269,10 @@ struct Fuzzer {
     unexpected: u64,
     /// The OPENDIR/MKDIR-heavy mode, when it is on.
     dirs: Option<DirsMode>,
+    /// The channels mode is on.
+    chan: bool,
+    /// The handle capacity of the current RECV (the kernel overwrites MSG's).
+    recv_capacity: u32,
 }
 
 /// One call: the number and its five arguments.
@@ -496,6 +520,9 @@ impl Fuzzer {
         if let Some(call) = self.draw_dirs() {
             return Some(call);
         }
+        if let Some(call) = self.draw_chan() {
+            return Some(call);
+        }
         if self.rng.percent() >= 70 {
             return Some(self.unknown_call());
         }
@@ -671,6 +698,32 @@ impl Fuzzer {
                     self.int_arg()
                 };
             }
+            Sys::CHANNEL_CREATE => a[0] = if self.rng.percent() < 85 { 0 } else { self.int_arg() },
+            Sys::SEND | Sys::RECV => {
+                a[0] = self.handle_arg();
+                a[1] = if self.rng.percent() < 90 {
+                    self.message(sys == Sys::RECV, false)
+                } else {
+                    self.bad_ptr()
+                };
+                a[2] = self.channel_flags();
+            }
+            Sys::DUPLICATE => {
+                a[0] = self.handle_arg();
+                a[1] = self.rights_arg();
+            }
+            Sys::REPLACE => {
+                a[0] = self.handle_not_log();
+                a[1] = self.rights_arg();
+            }
+            Sys::EXEC_HANDLES => {
+                a[0] = self.exec_path();
+                a[1] = self.path();
+                self.message(false, false);
+                a[2] = if self.rng.percent() < 90 { ids_ptr() as u64 } else { self.bad_ptr() };
+                a[3] = if self.rng.percent() < 80 { self.rng.below(5) } else { self.int_arg() };
+                a[4] = if self.rng.percent() < 80 { 0 } else { self.int_arg() };
+            }
             Sys::CAPABILITIES => {
                 a[0] = if self.rng.percent() < 70 {
                     self.rng.below(5)
@@ -749,11 +802,53 @@ impl Fuzzer {
         };
         let [a0, a1, a2, a3, a4] = call.args;
         match sys {
-            Sys::OPEN | Sys::OPENDIR | Sys::EVENT_CREATE | Sys::PROCESS_OPEN => {
+            Sys::OPEN | Sys::OPENDIR | Sys::EVENT_CREATE | Sys::PROCESS_OPEN | Sys::DUPLICATE => {
                 if rax >= MAX_HANDLES {
                     return Some("a handle beyond MAX_HANDLES");
                 }
                 self.track(rax);
+            }
+            Sys::CHANNEL_CREATE => {
+                let (first, second) = (rax & 0xFFFF_FFFF, rax >> 32);
+                if first >= MAX_HANDLES || second >= MAX_HANDLES || first == second {
+                    return Some("endpoint handles beyond MAX_HANDLES or equal");
+                }
+                self.track(first);
+                self.track(second);
+            }
+            Sys::SEND => {
+                if rax != 0 {
+                    return Some("SEND returned non-zero");
+                }
+                // SAFETY: our own statics; the kernel is done with them.
+                let count = unsafe { (*msg_ptr()).handle_count } as usize;
+                for i in 0..count.min(CHANNEL_MAX_HANDLES as usize) {
+                    // SAFETY: as above, in bounds.
+                    self.untrack(u64::from(unsafe { *ids_ptr().add(i) }));
+                }
+            }
+            Sys::RECV => {
+                // SAFETY: our own statics; the kernel is done with them.
+                let (len, count) = unsafe { ((*msg_ptr()).data_len, (*msg_ptr()).handle_count) };
+                if rax != u64::from(len) || count > self.recv_capacity {
+                    return Some("RECV's sizes disagree with its result or capacity");
+                }
+                for i in 0..count as usize {
+                    // SAFETY: as above, in bounds (count <= capacity <= the array).
+                    let id = u64::from(unsafe { *ids_ptr().add(i) });
+                    if id >= MAX_HANDLES {
+                        return Some("RECV installed a handle beyond MAX_HANDLES");
+                    }
+                    self.track(id);
+                }
+            }
+            Sys::REPLACE if rax != 0 => return Some("non-zero success"),
+            Sys::EXEC_HANDLES => {
+                let _ = raw(Call {
+                    nr: Sys::WAIT as u64,
+                    args: [rax, 0, 0, 0, 0],
+                });
+                return Some("EXEC_HANDLES started a program from a path that names none");
             }
             Sys::CLOSE => {
                 if rax != 0 {
@@ -798,6 +893,126 @@ impl Fuzzer {
             _ => {}
         }
         None
+    }
+}
+
+// --- channels ------------------------------------------------------------------------------
+
+const CHAN_CONF: &str = "/etc/fuzz-chan.conf";
+
+fn chan_mode() -> bool {
+    let on = fs::open(CHAN_CONF, FileMode::READ, FileFlag::EMPTY).is_ok();
+    if on {
+        println!("syscall-fuzz: channels mode ({CHAN_CONF})");
+    }
+    on
+}
+
+impl Fuzzer {
+    /// Flags of SEND and RECV: never BLOCK (a full or empty queue of ours would wait
+    /// forever); sometimes unknown bits.
+    fn channel_flags(&mut self) -> u64 {
+        if self.rng.percent() < 85 { 0 } else { self.rng.next() | 2 }
+    }
+
+    fn rights_arg(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..40 => RIGHTS_SAME,
+            40..85 => self.rng.below(64),
+            _ => self.int_arg(),
+        }
+    }
+
+    /// Fills MSG (and IDS) for a SEND or a RECV and returns MSG's address. `valid`:
+    /// buffers and counts that fit (the channels mode's usual case).
+    fn message(&mut self, recv: bool, valid: bool) -> u64 {
+        let max = CHANNEL_MAX_HANDLES;
+        let (data, len) = if recv {
+            let (buf, len, _) = if valid {
+                let off = self.rng.below(WRITABLE_END / 2);
+                (arena() + off, self.rng.below(512), true)
+            } else {
+                self.target()
+            };
+            (buf, len)
+        } else if valid {
+            (arena() + self.rng.below(WRITABLE_END), self.rng.below(256))
+        } else {
+            self.source()
+        };
+        let count = match self.rng.percent() {
+            0..40 if valid => 0,
+            0..85 => self.rng.below(4),
+            85..95 => self.rng.below(max + 1),
+            _ if recv => self.rng.below(max + 1), // never beyond IDS: the kernel writes there
+            _ => self.int_arg(),
+        };
+        for i in 0..count.min(max) as usize {
+            let id = if valid || self.rng.percent() < 80 {
+                self.some_handle() as u32
+            } else {
+                self.handle_arg() as u32
+            };
+            // SAFETY: our own static, in bounds.
+            unsafe { ids_ptr().add(i).write(id) };
+        }
+        if recv {
+            self.recv_capacity = count as u32;
+        }
+        let handles = if valid || self.rng.percent() < 95 { ids_ptr() as u64 } else { self.bad_ptr() };
+        let message = ChannelMessage {
+            data,
+            handles,
+            data_len: len as u32,
+            handle_count: count as u32,
+        };
+        // SAFETY: our own static; no call is in progress.
+        unsafe { msg_ptr().write(message) };
+        msg_ptr() as u64
+    }
+
+    /// A call of the channels mode, or None (mode off, or the other 40 %).
+    fn draw_chan(&mut self) -> Option<Call> {
+        if !self.chan {
+            return None;
+        }
+        let kind = self.rng.percent();
+        if kind >= 60 {
+            return None;
+        }
+        let mut a = [0u64; 5];
+        let sys = match kind {
+            0..6 => Sys::CHANNEL_CREATE,
+            6..10 => {
+                a[0] = 1; // NONBLOCK: something to move
+                Sys::EVENT_CREATE
+            }
+            10..28 => {
+                a[0] = self.some_handle();
+                a[1] = self.message(false, true);
+                Sys::SEND
+            }
+            28..46 => {
+                a[0] = self.some_handle();
+                a[1] = self.message(true, true);
+                Sys::RECV
+            }
+            46..50 => {
+                a[0] = self.some_handle();
+                a[1] = self.rights_arg();
+                Sys::DUPLICATE
+            }
+            50..53 => {
+                a[0] = self.handle_not_log();
+                a[1] = self.rights_arg();
+                Sys::REPLACE
+            }
+            _ => {
+                a[0] = self.handle_not_log();
+                Sys::CLOSE
+            }
+        };
+        Some(Call { nr: sys as u64, args: a })
     }
 }
 
@@ -1006,6 +1221,8 @@ fn main() -> u32 {
         skipped: 0,
         unexpected: 0,
         dirs: DirsMode::from_conf(),
+        chan: chan_mode(),
+        recv_capacity: 0,
     };
     fill_arena(&mut fuzzer.rng);
     if let Err(e) = fs::mkdir(WORK) {
