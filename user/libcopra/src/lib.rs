@@ -14,6 +14,7 @@
 //! | [`fs`] | class 1: OPEN, READ, WRITE, SEEK, TRUNCATE, UNLINK, OPENDIR, READDIR, MKDIR, RMDIR; [`fs::File`], [`fs::read_dir`] |
 //! | [`process`] | class 0: EXIT, EXEC, WAIT; [`process::Child`] |
 //! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, JOIN |
+//! | [`tls`] | thread-local storage: per-thread blocks, [`thread_local!`] |
 //! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`], [`sync::Condvar`], [`sync::Once`] |
 //! | [`event`] | class 0, copra's: EVENT_CREATE; READ/WRITE of an event |
 //! | [`wait`] | class 0, copra's: WAIT_MANY, CLOCK, SLEEP |
@@ -67,6 +68,7 @@ pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
 pub mod thread;
+pub mod tls;
 pub mod wait;
 
 #[cfg_attr(test, allow(dead_code))] // host tests link libc's
