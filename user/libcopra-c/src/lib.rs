@@ -53,6 +53,7 @@ unsafe extern "C" {
 }
 
 extern "C" fn c_entry() -> ! {
+    heap::enable_thread_cache();
     // SAFETY: the program provides `main`, which takes no arguments.
     let code = unsafe { main() };
     exit(code as u32)

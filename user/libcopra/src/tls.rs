@@ -48,8 +48,6 @@ use core::mem::{MaybeUninit, needs_drop};
 
 use crate::abi::{PAGE_SIZE, TLS_TCB_MAGIC, TLS_TCB_SIZE};
 
-const PT_TLS: u32 = 7;
-
 /// The PT_TLS segment of the running program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -79,6 +77,7 @@ unsafe extern "C" {
 /// The program's TLS template, read from its own program headers; None without PT_TLS.
 #[cfg(not(test))]
 pub fn template() -> Option<Template> {
+    const PT_TLS: u32 = 7;
     let ehdr = (&raw const __ehdr_start) as u64;
     // SAFETY: link.ld maps the ELF header and the program header table with the text;
     // e_phoff (offset 32) and e_phnum (offset 56) locate the table.

@@ -28,13 +28,13 @@
 //!
 //! # Locking
 //!
-//! One [`Locked`] spin lock around the whole heap, taken for every operation and
-//! never held across anything that could wait. It is correct with any number of
-//! threads; a process has one thread today. **The SMP work replaces it** with the
-//! futex-based `Mutex` of libcopra's sync module (a waiting thread then sleeps
-//! instead of spinning), and switches on the per-thread cache in front of it
-//! ([`cache::ThreadCache`], [`set_thread_cache_hook`]), which takes the lock once per
-//! batch of small blocks instead of once per block.
+//! One [`Locked`] lock (libcopra's futex `Mutex`) around the whole heap, never held
+//! across anything that could wait. In front of it, each thread has a
+//! [`cache::ThreadCache`] of small blocks in its thread-local storage (switched on at
+//! program start, [`enable_thread_cache`]), which takes the lock once per batch of
+//! blocks instead of once per block; a thread's cache goes back to the heap when the
+//! thread ends ([`flush_thread_cache`], called by `thread::exit`), and [`trim`]
+//! flushes the calling thread's first.
 
 mod allocator;
 mod cache;
@@ -42,10 +42,8 @@ mod classes;
 mod pages;
 
 use ::core::alloc::{GlobalAlloc, Layout};
-use ::core::cell::UnsafeCell;
 use ::core::fmt;
-use ::core::ops::{Deref, DerefMut};
-use ::core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use ::core::sync::atomic::{AtomicUsize, Ordering};
 
 pub use self::allocator::{Counters, Failure, Heap, LARGE_SLOT, Misuse, PAGE, Reason, SPAN};
 pub use self::cache::ThreadCache;
@@ -57,65 +55,10 @@ pub use crate::abi::HeapStats;
 /// MMAP without a hint places mappings, and from the program's image.
 pub const HEAP_BASE: usize = 0x4000_0000_0000;
 
-/// A spin lock around a value: the heap's lock until the SMP work's `Mutex` exists.
-///
-/// `lock` spins (with `pause`) until it owns the value; the guard releases on drop.
-/// Uncontended it costs one atomic exchange (`xchg`) and a plain store.
-pub struct Locked<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the lock hands out the value to one holder at a time.
-unsafe impl<T: Send> Sync for Locked<T> {}
-
-impl<T> Locked<T> {
-    /// An unlocked value.
-    pub const fn new(value: T) -> Self {
-        Self {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    /// Waits for the lock and returns the value.
-    #[inline]
-    pub fn lock(&self) -> Guard<'_, T> {
-        while self.locked.swap(true, Ordering::Acquire) {
-            while self.locked.load(Ordering::Relaxed) {
-                ::core::hint::spin_loop();
-            }
-        }
-        Guard { lock: self }
-    }
-}
-
-/// The value of a [`Locked`], held.
-pub struct Guard<'a, T> {
-    lock: &'a Locked<T>,
-}
-
-impl<T> Deref for Guard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard owns the lock.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for Guard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard owns the lock.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for Guard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-    }
-}
+/// The heap's lock: libcopra's futex [`Mutex`](crate::sync::Mutex). Uncontended it
+/// costs a compare-exchange to take and an exchange to release, no syscall; a thread
+/// that finds it held sleeps in FUTEX_WAIT. It never allocates.
+pub type Locked<T> = crate::sync::Mutex<T>;
 
 fn seed() -> usize {
     crate::random::seed() as usize
@@ -136,7 +79,7 @@ static CACHE_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// # Safety
 /// `hook` must return, for each thread, a cache that only that thread uses and that
 /// lives as long as the thread; the thread must call [`flush_thread_cache`] before it
-/// ends. The SMP work calls this once `thread_local!` exists.
+/// ends. [`enable_thread_cache`] installs the TLS-based one.
 pub unsafe fn set_thread_cache_hook(hook: CacheHook) {
     CACHE_HOOK.store(hook as usize, Ordering::Release);
 }
@@ -151,6 +94,26 @@ fn thread_cache() -> Option<&'static mut ThreadCache> {
     let hook: CacheHook = unsafe { ::core::mem::transmute::<usize, CacheHook>(hook) };
     // SAFETY: the hook's contract: the calling thread's own cache, or null.
     unsafe { hook().as_mut() }
+}
+
+/// Switches the per-thread cache on, each thread's kept in its TLS block (a `.tbss`
+/// variable). Called by the runtime before `main`. A thread without a TLS block of
+/// copra's layout (a foreign FS base) keeps using the lock alone.
+#[cfg(not(test))]
+pub fn enable_thread_cache() {
+    #[unsafe(link_section = ".tbss.copra_tls")]
+    static mut CACHE: ThreadCache = ThreadCache::new();
+
+    fn hook() -> *mut ThreadCache {
+        if crate::tls::has_block() {
+            crate::__tls_address!(CACHE) as *mut ThreadCache
+        } else {
+            ::core::ptr::null_mut()
+        }
+    }
+    // SAFETY: each thread's CACHE is its own TLS copy (zeroed: an empty cache), alive
+    // as long as the thread; thread::exit flushes it.
+    unsafe { set_thread_cache_hook(hook) };
 }
 
 /// Gives the calling thread's cached blocks back to the heap (at thread exit).
@@ -250,14 +213,18 @@ pub fn usable_size(p: *mut u8) -> usize {
     result.unwrap_or_else(|m| misuse(m))
 }
 
-/// The heap's statistics now.
+/// The heap's statistics now. The calling thread's cache is given back first, so its
+/// blocks do not count; other threads' cached blocks count as in use (handed out).
 pub fn stats() -> HeapStats {
+    flush_thread_cache();
     to_stats(&HEAP.lock().counters())
 }
 
 /// Gives every retained byte back to the kernel (empty slabs, freed large blocks, and
-/// the heap's tables when no block is live); returns how many bytes were unmapped.
+/// the heap's tables when no block is live), after the calling thread's cache; returns
+/// how many bytes were unmapped.
 pub fn trim() -> usize {
+    flush_thread_cache();
     HEAP.lock().trim()
 }
 
