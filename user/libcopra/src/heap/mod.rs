@@ -79,13 +79,19 @@ static CACHE_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// # Safety
 /// `hook` must return, for each thread, a cache that only that thread uses and that
 /// lives as long as the thread; the thread must call [`flush_thread_cache`] before it
-/// ends. [`enable_thread_cache`] installs the TLS-based one.
+/// ends. Programs do not need it: the runtime's [`enable_thread_cache`] (each
+/// thread's cache in its TLS, reached without a call) takes precedence over a hook.
 pub unsafe fn set_thread_cache_hook(hook: CacheHook) {
     CACHE_HOOK.store(hook as usize, Ordering::Release);
 }
 
 #[inline]
 fn thread_cache() -> Option<&'static mut ThreadCache> {
+    #[cfg(not(test))]
+    if TLS_CACHE.load(Ordering::Relaxed) {
+        // The common case, without the hook's indirect call.
+        return tls_cache();
+    }
     let hook = CACHE_HOOK.load(Ordering::Acquire);
     if hook == 0 {
         return None;
@@ -96,24 +102,35 @@ fn thread_cache() -> Option<&'static mut ThreadCache> {
     unsafe { hook().as_mut() }
 }
 
+/// Set once by [`enable_thread_cache`]: every thread's cache is its TLS `CACHE`.
+#[cfg(not(test))]
+static TLS_CACHE: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
+
+/// Each thread's cache: a zeroed `.tbss` variable (an empty cache) in its TLS block.
+#[cfg(not(test))]
+#[unsafe(link_section = ".tbss.copra_tls")]
+static mut CACHE: ThreadCache = ThreadCache::new();
+
+/// The calling thread's cache, or None on a thread whose FS base is not a TCB of
+/// copra's layout (a foreign block: it uses the lock alone).
+#[cfg(not(test))]
+#[inline]
+fn tls_cache() -> Option<&'static mut ThreadCache> {
+    if !crate::tls::has_block() {
+        return None;
+    }
+    let cache = crate::__tls_address!(CACHE) as *mut ThreadCache;
+    // SAFETY: the calling thread's own copy, alive as long as the thread; only this
+    // thread reaches it, and no caller holds another reference across this call.
+    Some(unsafe { &mut *cache })
+}
+
 /// Switches the per-thread cache on, each thread's kept in its TLS block (a `.tbss`
 /// variable). Called by the runtime before `main`. A thread without a TLS block of
 /// copra's layout (a foreign FS base) keeps using the lock alone.
 #[cfg(not(test))]
 pub fn enable_thread_cache() {
-    #[unsafe(link_section = ".tbss.copra_tls")]
-    static mut CACHE: ThreadCache = ThreadCache::new();
-
-    fn hook() -> *mut ThreadCache {
-        if crate::tls::has_block() {
-            crate::__tls_address!(CACHE) as *mut ThreadCache
-        } else {
-            ::core::ptr::null_mut()
-        }
-    }
-    // SAFETY: each thread's CACHE is its own TLS copy (zeroed: an empty cache), alive
-    // as long as the thread; thread::exit flushes it.
-    unsafe { set_thread_cache_hook(hook) };
+    TLS_CACHE.store(true, Ordering::Relaxed);
 }
 
 /// Gives the calling thread's cached blocks back to the heap (at thread exit).
