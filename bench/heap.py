@@ -17,7 +17,9 @@ in one run, each ``ROUNDS`` times in alternation; the table shows medians. Throu
 ratio = copra's operations per second / glibc's (above 1: copra's heap is faster).
 Peak memory ratio = the heap's peak mapped bytes on copra (every mapped page is
 backed: copra maps eagerly) / the growth of glibc's peak resident set over the run
-(VmHWM), next to the peak of the bytes the workload asked for.
+(VmHWM), next to the peak of the bytes the workload asked for. ``syscalls`` counts the
+heap's MMAP, MUNMAP and MRESIZE on copra; ``all`` every syscall of the copra run (for
+prodcons mostly FUTEX_WAIT and FUTEX_WAKE of the ring, median).
 
 Usage: python bench/heap.py [--cpu] [--small-ops N] [--mixed-ops N] [--prodcons-ops N]
 (prints a table; timings are never tests). ``--cpu`` times with CPU time on both sides
@@ -108,12 +110,15 @@ def run_copra(workload: str, ops: int, cpu: bool) -> Result:
         result = kernel.serve(kernel.spawn("/init"), None)
         if result.status != 0 or not ended:
             raise SystemExit(f"c-heap-bench {workload} failed: status {result.status}")
+        all_syscalls = (kernel.counters["syscalls_via_doorbell"]
+                        + kernel.counters["syscalls_via_int80"])
     finally:
         vm.close()
     match = _END.search(ended[0])
     assert match is not None
     f = _fields(match.group(2))
     extra = {k: f[k] for k in ("maps", "unmaps", "resizes")}
+    extra["all"] = all_syscalls  # every syscall of the run (FUTEX_WAIT/WAKE for prodcons)
     return Result(stamps["end"] - stamps["begin"], f["peak_mapped"], f["peak_live"],
                   f["checksum"], extra)
 
@@ -142,17 +147,20 @@ def main() -> None:
           f"{platform.python_version()}, median of {ROUNDS} rounds, "
           f"{'CPU' if args.cpu else 'wall'} time")
     print(f"{'workload':<8} {'ops':>10} {'glibc Mop/s':>12} {'copra Mop/s':>12} {'ratio':>6} "
-          f"{'live MiB':>9} {'glibc MiB':>10} {'copra MiB':>10} {'ratio':>6} {'syscalls':>9}")
+          f"{'live MiB':>9} {'glibc MiB':>10} {'copra MiB':>10} {'ratio':>6} {'syscalls':>9} "
+          f"{'all':>7}")
     for workload, ops, copra, glibc in rows:
         c = statistics.median(r.seconds for r in copra)
         g = statistics.median(r.seconds for r in glibc)
         cm = statistics.median(r.peak_memory for r in copra)
         gm = statistics.median(r.peak_memory for r in glibc)
-        calls = sum(copra[0].extra.values())
+        calls = sum(v for k, v in copra[0].extra.items() if k != "all")
+        every = statistics.median(r.extra["all"] for r in copra)
         mib = 1 << 20
         print(f"{workload:<8} {ops:>10} {ops / g / 1e6:>12.2f} {ops / c / 1e6:>12.2f} "
               f"{g / c:>6.2f} {copra[0].peak_live / mib:>9.1f} {gm / mib:>10.1f} "
-              f"{cm / mib:>10.1f} {cm / gm if gm else float('inf'):>6.2f} {calls:>9}")
+              f"{cm / mib:>10.1f} {cm / gm if gm else float('inf'):>6.2f} {calls:>9} "
+              f"{every:>7.0f}")
 
 
 if __name__ == "__main__":
