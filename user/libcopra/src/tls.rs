@@ -149,7 +149,7 @@ pub unsafe fn build_block(area: u64, template: Option<Template>) -> u64 {
 /// the library's), so that [`thread_local!`] storage is there.
 ///
 /// Reads `%fs:8`: a thread whose FS base is 0 or unmapped faults here.
-#[inline]
+#[inline(always)]
 pub fn has_block() -> bool {
     let magic: u64;
     // SAFETY: reads the word after the thread pointer (see above).

@@ -85,6 +85,7 @@ impl ThreadCache {
     /// A block of small class `class` (below [`SMALL_COUNT`]), or null when the heap
     /// has no memory left. A misused pointer found while draining the queue is
     /// returned as the error (nothing else was changed for it).
+    #[inline(always)]
     pub fn alloc<S: PageSource>(
         &mut self,
         shared: &Locked<Heap<S>>,
@@ -93,6 +94,16 @@ impl ThreadCache {
         if let Some(p) = self.pop(class)? {
             return Ok(p);
         }
+        self.refill(shared, class)
+    }
+
+    /// The bin of `class` is empty: drain the queue and take half a bin from the heap.
+    #[inline(never)]
+    fn refill<S: PageSource>(
+        &mut self,
+        shared: &Locked<Heap<S>>,
+        class: usize,
+    ) -> Result<*mut u8, Misuse> {
         let mut heap = shared.lock();
         self.drain(&mut heap)?;
         let size = CLASSES[class].size as usize;
@@ -109,6 +120,7 @@ impl ThreadCache {
     }
 
     /// Queues `p` (a block of the shared heap, or null) to be freed.
+    #[inline(always)]
     pub fn free<S: PageSource>(
         &mut self,
         shared: &Locked<Heap<S>>,
@@ -120,10 +132,15 @@ impl ThreadCache {
         self.queue[self.queued] = p as usize;
         self.queued += 1;
         if self.queued == QUEUE {
-            let mut heap = shared.lock();
-            self.drain(&mut heap)?;
+            return self.drain_locked(shared);
         }
         Ok(())
+    }
+
+    #[inline(never)]
+    fn drain_locked<S: PageSource>(&mut self, shared: &Locked<Heap<S>>) -> Result<(), Misuse> {
+        let mut heap = shared.lock();
+        self.drain(&mut heap)
     }
 
     /// Gives every block back to the heap: at thread exit.
@@ -164,6 +181,7 @@ impl ThreadCache {
         Ok(())
     }
 
+    #[inline(always)]
     fn push(&mut self, class: usize, p: usize) {
         let bin = &mut self.bins[class];
         // SAFETY: `p` is a block of at least 16 bytes that nobody else uses now.
@@ -175,6 +193,7 @@ impl ThreadCache {
         bin.count += 1;
     }
 
+    #[inline(always)]
     fn pop(&mut self, class: usize) -> Result<Option<*mut u8>, Misuse> {
         let bin = &mut self.bins[class];
         if bin.count == 0 {
@@ -198,7 +217,7 @@ impl ThreadCache {
 
 /// The second word of a block in a bin: the cache's mark, bound to the bin link in
 /// the first word (a write to either is noticed when the block is popped).
-#[inline]
+#[inline(always)]
 fn bin_mark(p: usize, link: usize, secret: usize) -> usize {
     cache_mark(p, secret) ^ link.rotate_left(17)
 }

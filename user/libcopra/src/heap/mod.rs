@@ -85,7 +85,7 @@ pub unsafe fn set_thread_cache_hook(hook: CacheHook) {
     CACHE_HOOK.store(hook as usize, Ordering::Release);
 }
 
-#[inline]
+#[inline(always)]
 fn thread_cache() -> Option<&'static mut ThreadCache> {
     #[cfg(not(test))]
     if TLS_CACHE.load(Ordering::Relaxed) {
@@ -114,7 +114,7 @@ static mut CACHE: ThreadCache = ThreadCache::new();
 /// The calling thread's cache, or None on a thread whose FS base is not a TCB of
 /// copra's layout (a foreign block: it uses the lock alone).
 #[cfg(not(test))]
-#[inline]
+#[inline(always)]
 fn tls_cache() -> Option<&'static mut ThreadCache> {
     if !crate::tls::has_block() {
         return None;
@@ -173,6 +173,7 @@ fn with_heap<R>(f: impl FnOnce(&mut Heap<KernelPages>) -> R) -> R {
 
 /// A block of `size` bytes aligned to `align` (a power of two), zeroed if asked;
 /// null when no memory is left.
+#[inline]
 pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if let Some(cache) = thread_cache()
         && let Some(class) = classes::class_for(size, align)
@@ -190,6 +191,12 @@ pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             Err(m) => misuse(m),
         }
     }
+    allocate_shared(size, align, zeroed)
+}
+
+/// [`allocate`] under the lock: no cache, or not a small block, or none left.
+#[inline(never)]
+fn allocate_shared(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     with_heap(|heap| {
         if zeroed {
             heap.alloc_zeroed(size, align)
@@ -201,6 +208,7 @@ pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 
 /// Frees a block [`allocate`] or [`reallocate`] gave; null is ignored. A pointer the
 /// heap did not hand out ends the program (a panic naming the misuse).
+#[inline]
 pub fn free(p: *mut u8) {
     if let Some(cache) = thread_cache() {
         if let Err(m) = cache.free(&HEAP, p) {
@@ -208,6 +216,11 @@ pub fn free(p: *mut u8) {
         }
         return;
     }
+    free_shared(p);
+}
+
+#[inline(never)]
+fn free_shared(p: *mut u8) {
     let result = HEAP.lock().free(p);
     if let Err(m) = result {
         misuse(m);
