@@ -211,6 +211,8 @@
 #define COPRA_MMAP_BASE UINT64_C(0x100000000000) /* Where MMAP places mappings when no hint is given (searching upward). */
 #define COPRA_USER_STACK_GUARD UINT64_C(4096) /* One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END. */
 #define COPRA_USER_MAP_END UINT64_C(0x7ffffffee000)
+#define COPRA_TLS_TCB_SIZE UINT64_C(64) /* Thread-local storage (x86-64 psABI variant II): a thread's FS base points at its thread control block (TCB) of TLS_TCB_SIZE bytes, the TLS block (the PT_TLS template: .tdata copied, .tbss zeroed) lies just below it. Word 0 of the TCB points to itself (%fs:0), word 1 holds TLS_TCB_MAGIC, the rest is zero and reserved. EXEC gives the first thread such a block (docs/abi.md); libcopra builds one for each thread it spawns. */
+#define COPRA_TLS_TCB_MAGIC UINT64_C(0x4243546172706f63) /* "copraTCB", little-endian */
 #define COPRA_TIMEOUT_NEVER UINT64_C(0xffffffffffffffff) /* The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout". */
 #define COPRA_WAIT_MANY_MAX UINT64_C(64) /* The most (handle, signals) items one WAIT_MANY takes. */
 #define COPRA_BATCH_MAX UINT64_C(64) /* The most records one BATCH runs. */

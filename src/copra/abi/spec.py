@@ -327,6 +327,14 @@ MMAP_BASE = 0x0000_1000_0000_0000
 USER_STACK_GUARD = PAGE_SIZE
 USER_MAP_END = USER_STACK_TOP - USER_STACK_SIZE - USER_STACK_GUARD
 
+#: Thread-local storage (x86-64 psABI variant II): a thread's FS base points at its
+#: thread control block (TCB) of TLS_TCB_SIZE bytes, the TLS block (the PT_TLS template:
+#: .tdata copied, .tbss zeroed) lies just below it. Word 0 of the TCB points to itself
+#: (%fs:0), word 1 holds TLS_TCB_MAGIC, the rest is zero and reserved. EXEC gives the
+#: first thread such a block (docs/abi.md); libcopra builds one for each thread it spawns.
+TLS_TCB_SIZE = 64
+TLS_TCB_MAGIC = 0x4243_5461_7270_6F63  #: "copraTCB", little-endian
+
 #: The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout".
 TIMEOUT_NEVER = (1 << 64) - 1
 #: The most (handle, signals) items one WAIT_MANY takes.

@@ -77,7 +77,7 @@ from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory, PhysicalMemory
 from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
-from copra.kernel.loader import load_elf
+from copra.kernel.loader import load_elf, map_tls
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
@@ -273,6 +273,7 @@ class Kernel:
                 raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
             try:
                 elf = load_elf(proc, image)
+                fs_base = map_tls(proc, elf)
                 proc.map_stack()
                 given = give(proc) if give is not None else 0
             except BaseException as e:
@@ -283,7 +284,7 @@ class Kernel:
                 if isinstance(e, OutOfMemory):
                     raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
                 raise
-            thread = proc.start_at(elf.entry, next(self._tids))
+            thread = proc.start_at(elf.entry, next(self._tids), fs_base)
             thread.context.regs.rdi = given
             self._next_pid += 1
             self.processes[pid] = proc

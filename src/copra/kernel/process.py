@@ -72,6 +72,7 @@ MAP_AREA_END = USER_MAP_END
 class RegionKind(Enum):
     IMAGE = "image"  #: an ELF segment
     STACK = "stack"
+    TLS = "tls"  #: the first thread's TLS block and TCB (kernel/loader.py)
     ANONYMOUS = "anonymous"  #: MMAP ANONYMOUS: private zeroed frames
     FILE_PRIVATE = "file-private"  #: MMAP of a file with WRITE: a private copy
     FILE_SHARED = "file-shared"  #: MMAP of a file, read-only: the RAM fs's own frames
@@ -209,10 +210,12 @@ class Process(KernelObject):
         self.map_anonymous(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_SIZE // PAGE_SIZE,
                            writable=True, executable=False, kind=RegionKind.STACK)
 
-    def start_at(self, entry: int, tid: int) -> Thread:
-        """Create the first thread, at ``entry`` with the initial stack pointer."""
-        thread = Thread(tid, self, UserContext.initial(self.space.pml4, entry,
-                                                       USER_INITIAL_RSP))
+    def start_at(self, entry: int, tid: int, fs_base: int = 0) -> Thread:
+        """Create the first thread, at ``entry`` with the initial stack pointer and
+        FS base ``fs_base`` (its TCB, kernel/loader.py)."""
+        context = UserContext.initial(self.space.pml4, entry, USER_INITIAL_RSP)
+        context.fs_base = fs_base
+        thread = Thread(tid, self, context)
         self.threads.append(thread)
         return thread
 

@@ -1347,6 +1347,10 @@ pub const MMAP_BASE: u64 = 0x1000_0000_0000;
 /// One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END.
 pub const USER_STACK_GUARD: u64 = 4096;
 pub const USER_MAP_END: u64 = 0x7fff_fffe_e000;
+/// Thread-local storage (x86-64 psABI variant II): a thread's FS base points at its thread control block (TCB) of TLS_TCB_SIZE bytes, the TLS block (the PT_TLS template: .tdata copied, .tbss zeroed) lies just below it. Word 0 of the TCB points to itself (%fs:0), word 1 holds TLS_TCB_MAGIC, the rest is zero and reserved. EXEC gives the first thread such a block (docs/abi.md); libcopra builds one for each thread it spawns.
+pub const TLS_TCB_SIZE: u64 = 64;
+/// "copraTCB", little-endian
+pub const TLS_TCB_MAGIC: u64 = 0x4243_5461_7270_6f63;
 /// The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout".
 pub const TIMEOUT_NEVER: u64 = 0xffff_ffff_ffff_ffff;
 /// The most (handle, signals) items one WAIT_MANY takes.

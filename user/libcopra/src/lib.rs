@@ -14,6 +14,7 @@
 //! | [`fs`] | class 1: OPEN, READ, WRITE, SEEK, TRUNCATE, UNLINK, OPENDIR, READDIR, MKDIR, RMDIR; [`fs::File`], [`fs::read_dir`] |
 //! | [`process`] | class 0: EXIT, EXEC, WAIT, EXEC_HANDLES; [`process::Child`], [`process::Command`], [`process::initial_handles`] |
 //! | [`thread`] | class 0, copra's: THREAD_CREATE, THREAD_EXIT, JOIN |
+//! | [`tls`] | thread-local storage: per-thread blocks, [`thread_local!`] |
 //! | [`sync`] | class 0, copra's: FUTEX_WAIT, FUTEX_WAKE; [`sync::Mutex`], [`sync::Condvar`], [`sync::Once`] |
 //! | [`event`] | class 0, copra's: EVENT_CREATE; READ/WRITE of an event |
 //! | [`channel`] | class 0, copra's: CHANNEL_CREATE, SEND, RECV, DUPLICATE, REPLACE; [`channel::channel`], [`channel::select`] |
@@ -71,6 +72,7 @@ pub mod sync;
 pub mod syscall;
 pub mod sysinfo;
 pub mod thread;
+pub mod tls;
 pub mod vmm;
 pub mod wait;
 

@@ -69,6 +69,8 @@ pub fn image_start() -> u64 {
 
 /// Runs `main` and EXITs with what it returns.
 pub fn run(main: fn() -> u32) -> ! {
+    #[cfg(not(test))]
+    crate::heap::enable_thread_cache();
     exit(main())
 }
 

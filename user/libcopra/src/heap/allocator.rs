@@ -896,7 +896,7 @@ impl<S: PageSource> Heap<S> {
     /// The class of the block at `p` when it is a live small block (one a thread cache
     /// may hold), after the checks of [`Heap::free`]; None for a live block of any
     /// other kind.
-    #[inline]
+    #[inline(always)]
     pub fn small_class_of(&self, p: *mut u8) -> Result<Option<usize>, Misuse> {
         let addr = p as usize;
         let area = &self.areas[0];
@@ -912,6 +912,11 @@ impl<S: PageSource> Heap<S> {
                 return Ok(Some(slab.class as usize));
             }
         }
+        self.small_class_slow(addr)
+    }
+
+    #[inline(never)]
+    fn small_class_slow(&self, addr: usize) -> Result<Option<usize>, Misuse> {
         match self.locate(addr)? {
             Block::Slab(0, s) => Ok(Some(self.areas[0].slab(s).class as usize)),
             _ => Ok(None),

@@ -34,7 +34,7 @@ pub const fn size_of(index: usize) -> usize {
 }
 
 /// The smallest class whose blocks hold `size` bytes (`1 <= size <= MEDIUM_MAX`).
-#[inline]
+#[inline(always)]
 pub const fn index_of(size: usize) -> usize {
     if size <= 128 {
         return (size.saturating_sub(1)) / 16;
@@ -47,7 +47,7 @@ pub const fn index_of(size: usize) -> usize {
 
 /// The class for `size` bytes at `align` (a power of two), or None when only a large
 /// block will do.
-#[inline]
+#[inline(always)]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
     if size > MEDIUM_MAX {
         return None;

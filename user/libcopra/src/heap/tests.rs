@@ -870,6 +870,22 @@ fn thread_cache_catches_a_double_free_when_it_drains() {
 }
 
 #[test]
+fn thread_cache_catches_a_write_to_a_block_in_a_bin_when_it_pops_it() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 2).unwrap();
+    cache.free(&shared, p).unwrap();
+    for _ in 1..QUEUE {
+        let q = shared.lock().alloc(CLASSES[5].size as usize, 16);
+        cache.free(&shared, q).unwrap(); // the 64th free drains: p goes into its bin
+    }
+    // SAFETY: test: a write after free to the bin link of a block the cache holds.
+    unsafe { (p as *mut u64).write_volatile(0x1234_5678) };
+    // p was pushed last: it is the bin's head.
+    assert_eq!(cache.alloc(&shared, 2), Err(Misuse::Corrupt(p as usize)));
+}
+
+#[test]
 fn thread_cache_hands_large_and_medium_frees_to_the_heap() {
     let (shared, _span) = shared_heap();
     let mut cache = ThreadCache::new();
