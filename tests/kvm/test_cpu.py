@@ -253,3 +253,46 @@ def test_kicks_after_int3_are_held_but_a_spinning_thread_is_preempted_after_a_bo
     assert isinstance(ex, PreemptExit)
     assert fake.runs == TRAP_HOLDS + 1
     assert cpu.trap_holds == before + TRAP_HOLDS
+
+
+@pytest.mark.parametrize("pages", [1, 40])  # entry by entry; the whole shadow table
+def test_zap_on_one_cpu_drops_a_host_cleared_entry_on_another(pages: int) -> None:
+    # CPU 1 reads a page; the host clears its entry and CPU 0 zaps it from ring 0 (no
+    # slot re-registration): CPU 1 then faults there, and reads a frame mapped anew.
+    vm = SvsmVm(32 << 20, cpus=2)
+    try:
+        reader, zapper = vm.cpus[1], vm.cpus[0]
+        data = USER_START + PAGE_SIZE
+        code = b"\x8a\x04\x25" + data.to_bytes(4, "little") + \
+            bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
+        space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+        text, old, new = (vm.frames.alloc(FrameOwner.USER) for _ in range(3))
+        vm.memory.write(text, code)
+        vm.memory.write(old, b"\x11")
+        vm.memory.write(new, b"\x22")
+        space.map(USER_START, text, writable=False, executable=True)
+        space.map(data, old, writable=False, executable=False)
+        for i in range(1, pages):
+            space.map(data + i * PAGE_SIZE, vm.frames.alloc(FrameOwner.USER), writable=False,
+                      executable=False)
+        ctx = UserContext.initial(space.pml4, USER_START, data)
+        assert isinstance(reader.enter(ctx), SyscallExit)
+        assert reader.regs.rax & 0xFF == 0x11
+        cleared: list[int] = []
+        assert space.unmap(data, cleared) == old
+        for i in range(1, pages):
+            space.unmap(data + i * PAGE_SIZE, cleared)
+        zapper.load(UserContext.initial(space.pml4, USER_START, data))
+        assert zapper.zap(cleared)
+        assert zapper.zaps == 1 and vm.invalidations == 0
+        reader.regs.rip = USER_START
+        reader.mark_regs_dirty()
+        ex = reader.enter(ctx)
+        assert isinstance(ex, FaultExit) and ex.vector == x86.Vector.PF and ex.address == data
+        space.map(data, new, writable=False, executable=False)
+        reader.regs.rip = USER_START
+        reader.mark_regs_dirty()
+        assert isinstance(reader.enter(ctx), SyscallExit)
+        assert reader.regs.rax & 0xFF == 0x22
+    finally:
+        vm.close()

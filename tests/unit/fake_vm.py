@@ -47,6 +47,7 @@ class FakeVm:
         self.frames.reclaim = self.invalidate_mappings
         self.cpus = [FakeCpu()]
         self.invalidations = 0
+        self.dropped: list[int] = []  #: page-table entries ``drop_translations`` was given
 
     @property
     def exits(self) -> int:
@@ -61,6 +62,9 @@ class FakeVm:
     def invalidate_mappings(self) -> None:
         self.invalidations += 1
         self.frames.free_many(self.frames.take_quarantine())
+
+    def drop_translations(self, cpu: int, entries: list[int]) -> None:
+        self.dropped += entries
 
     def flush_quarantine(self) -> None:
         if self.frames.quarantined:

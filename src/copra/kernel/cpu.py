@@ -222,6 +222,14 @@ _TRAP_OPCODES: Final = frozenset({0xCC, 0xF1})  # int3, int1
 TRAP_HOLDS: Final = 8
 _U64: Final = (1 << 64) - 1
 _STUB_EXIT_RIP: Final = layout.stub_exit_rips()
+_ZAP_ENTRY: Final = struct.Struct("<3Q")
+_ZAP_EXIT_RIP: Final = layout.zap_exit_rip()
+_WINDOW_FLAGS: Final = x86.PTE_P | x86.PTE_W | x86.PTE_NX
+#: Cleared entries of one page table beyond which ``zap`` drops the table's whole
+#: shadow page (one write) instead of each entry (one write each, ~1.3 us apiece on
+#: PVM); the price is that the table's other pages fault into KVM once more (~4 us
+#: each, only those touched again). docs/performance.md, "MUNMAP".
+ZAP_WHOLE_TABLE_AT: Final = 32
 
 
 class Cpu:
@@ -241,6 +249,13 @@ class Cpu:
         ctypes.memmove(self._initial_xsave, x86.initial_xsave(self.vcpu.xsave_size),
                        self.vcpu.xsave_size)
         self._sregs = self._sregs_template(self.vcpu.get_sregs())
+        self._ring0_sregs = KvmSregs()
+        ctypes.memmove(ctypes.addressof(self._ring0_sregs), ctypes.addressof(self._sregs),
+                       ctypes.sizeof(KvmSregs))
+        _set_segment(self._ring0_sregs.cs, x86.SEL_KERNEL_CODE, code=True, dpl=0)
+        for seg in (self._ring0_sregs.ds, self._ring0_sregs.es, self._ring0_sregs.ss):
+            _set_segment(seg, x86.SEL_KERNEL_DATA, code=False, dpl=0)
+        self._saved_regs = KvmRegs()  # the user registers while the zap stub runs
         self.vcpu.enable_sync_regs()
         self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
         self.run_page = self.vcpu.run_page
@@ -264,6 +279,7 @@ class Cpu:
         self.ring0_preemptions = 0  # kicks that found the vCPU in an entry stub
         self.slot_gaps = 0  # accesses completed here while memory slot 0 was missing
         self.trap_holds = 0  # preemptions put off: the kick came right after a trap
+        self.zaps = 0  # runs of the zap stub (``zap``)
         self._held_at: int | None = None  # the RIP of the kicks held in a row
         self._holds_here = 0
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
@@ -571,6 +587,92 @@ class Cpu:
             addr = run_page.exit.mmio.phys_addr
             return CpuError(f"access to unbacked guest memory {addr:#x}")
         return CpuError(f"unexpected KVM exit reason {reason}")
+
+    # --- dropping translations ------------------------------------------------------------
+
+    def zap(self, entries: list[int]) -> bool:
+        """Make KVM forget what it derived from the page-table entries at these
+        physical addresses, which the host has just cleared: on return no vCPU
+        translates through them any more. False if the stub could not run (the caller
+        then invalidates everything instead).
+
+        Host writes to page tables are invisible to KVM's shadow MMU (PVM hosts), and
+        neither INVLPG nor a CR3 reload helps: KVM write-protects the tables it
+        shadows and believes its shadow pages, re-syncing only those the guest could
+        write (measured: both leave the old translation in place). A *guest* write to
+        such a table is what it watches: the zap stub (layout.zap_code) rewrites the
+        entries from ring 0 on this vCPU, KVM's emulator reports the write to the
+        shadow MMU, which drops the shadow entries (the whole shadow page of a table
+        with more than ZAP_WHOLE_TABLE_AT of them) and flushes the TLB of every vCPU,
+        waiting for those in guest mode. Shadow pages are per VM, so one CPU's zap
+        serves them all. Runs on this CPU's host thread, between two entries of the
+        loaded context, whose registers and segments it restores."""
+        ctx = self._loaded
+        if ctx is None or not entries:
+            return ctx is not None
+        tables: dict[int, list[int]] = {}
+        for pa in entries:
+            tables.setdefault(pa & ~0xFFF, []).append(pa & 0xFFF)
+        window = layout.window_va(self.index)
+        work: list[tuple[int, int, int]] = []
+        for table, offsets in tables.items():
+            pte = table | _WINDOW_FLAGS
+            if len(offsets) > ZAP_WHOLE_TABLE_AT:
+                work.append((pte, window, 0))
+                continue
+            offsets.sort()
+            first = last = offsets[0]
+            for offset in offsets[1:]:
+                if offset != last + 8:
+                    work.append((pte, window + first, (last - first) // 8 + 1))
+                    first = offset
+                last = offset
+            work.append((pte, window + first, (last - first) // 8 + 1))
+        step = layout.ZAP_LIST_ENTRIES
+        return all(self._run_zap(work[i:i + step]) for i in range(0, len(work), step))
+
+    def _run_zap(self, work: list[tuple[int, int, int]]) -> bool:
+        view, list_pa = self.vm.memory.view, layout.kstack_pa(self.index)
+        for i, item in enumerate(work):
+            _ZAP_ENTRY.pack_into(view, list_pa + i * _ZAP_ENTRY.size, *item)
+        if self._io_pending:
+            self._complete_pending_io()
+        regs, run_page = self._run_regs, self.run_page
+        ctypes.memmove(ctypes.addressof(self._saved_regs), ctypes.addressof(regs),
+                       ctypes.sizeof(KvmRegs))
+        regs.rip = KERNEL_BASE + layout.ZAP_STUB_PA
+        regs.rsp = self._stack_hi
+        regs.rflags = 2
+        regs.rsi, regs.rdx = KERNEL_BASE + list_pa, len(work)
+        regs.rbx = layout.window_pte_va(self.index)
+        self._ring0_sregs.cr3 = self._sregs.cr3
+        ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._ring0_sregs),
+                       ctypes.sizeof(KvmSregs))
+        run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
+        kicked = False
+        try:
+            while True:
+                if run_page.immediate_exit:  # a kick: keep it for the user context
+                    kicked, run_page.immediate_exit = True, 0
+                self._enter_guest()
+                try:
+                    reason = self.vcpu.run()
+                except InterruptedError:
+                    continue  # the stub goes on where the kick stopped it
+                except OSError:
+                    return False
+                finally:
+                    self._leave_guest()
+                break
+            self.zaps += 1
+            return (reason == ExitReason.IO and self._io.port == layout.ZAP_PORT
+                    and regs.rip == _ZAP_EXIT_RIP)
+        finally:
+            ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(self._saved_regs),
+                           ctypes.sizeof(KvmRegs))
+            self._load_user_sregs()
+            if kicked:
+                run_page.immediate_exit = 1
 
     # --- kicks ------------------------------------------------------------------------------
 

@@ -130,7 +130,7 @@ class Kernel:
         self._deadline: float | None = None
         self._timed_out = False
         self._table = SYSCALLS
-        self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
+        self._calls = [Call(self, cpu.index) for cpu in vm.cpus]  # one syscall context per CPU
 
     def request_stop(self) -> None:
         """Stop the run at the next slice boundary, as a timeout does. A signal handler
@@ -216,11 +216,12 @@ class Kernel:
         child = self.processes.get(pid)
         return child if child is not None and child.parent == parent.pid else None
 
-    def release_unmapped(self, frames: list[int]) -> None:
-        """Frames a process just unmapped: the range must fault at once on every CPU,
-        so invalidate now (which frees them, and whatever else was in quarantine)."""
-        self.vm.frames.retire(frames)
-        self.vm.invalidate_mappings()
+    def release_unmapped(self, cpu: int, frames: list[int], entries: list[int]) -> None:
+        """Frames a process just unmapped from the page-table entries at ``entries``
+        (their physical addresses), in a syscall on CPU ``cpu``: the range must fault
+        at once on every CPU, so KVM drops those entries now; then the frames are free."""
+        self.vm.drop_translations(cpu, entries)
+        self.vm.frames.free_many(frames)
 
     def reap(self, parent: Process, child: Process) -> int:
         """Forget an ended child of parent (WAIT); returns its status. Caller holds

@@ -113,8 +113,10 @@ class AddressSpace:
             entry |= PTE_NX
         self._set(table, index, entry)
 
-    def unmap(self, va: int) -> int | None:
-        """Remove the leaf for va; returns the frame it mapped, or None."""
+    def unmap(self, va: int, cleared: list[int] | None = None) -> int | None:
+        """Remove the leaf for va; returns the frame it mapped, or None. The physical
+        address of the entry cleared is appended to ``cleared`` (for
+        ``SvsmVm.drop_translations``)."""
         _check_user_half(va)
         table = self._walk(va, create=False)
         if table is None:
@@ -124,6 +126,8 @@ class AddressSpace:
         if not entry & PTE_P:
             return None
         self._set(table, index, 0)
+        if cleared is not None:
+            cleared.append(table + index * 8)
         return entry & PTE_ADDR_MASK
 
     def lookup(self, va: int) -> int | None:

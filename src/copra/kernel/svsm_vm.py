@@ -11,7 +11,9 @@ VM-wide state lives here; each vCPU is a ``Cpu`` (kernel/cpu.py). The VM owns:
   in guest mode, delivers kicks to them, and closes for a stop-the-world;
 - invalidation: making KVM forget every translation it derived from copra's page
   tables (``invalidate_mappings``), with no CPU in guest mode meanwhile, and then
-  freeing the frames that waited in quarantine for it (kernel/frames.py).
+  freeing the frames that waited in quarantine for it (kernel/frames.py); or only
+  those derived from some entries, from one CPU, the world running
+  (``drop_translations``, a MUNMAP).
 
 Locking: construction and ``close`` run on one thread with no CPU running. The frame
 allocator locks itself; the image is written once, before any vCPU runs. The gate's
@@ -149,6 +151,7 @@ class SvsmVm:
         self.frames = FrameAllocator(self.memory, layout.KERNEL_REGION)
         self.frames.reclaim = self.invalidate_mappings
         self.invalidations = 0
+        self.zap_fallbacks = 0
         self.gate = Gate()
         self.cpus: list[Cpu] = []
         try:
@@ -185,7 +188,7 @@ class SvsmVm:
         stacks = {layout.kstack_pa(cpu) for cpu in range(layout.MAX_CPUS)}
         for pa in range(PAGE_SIZE, layout.KERNEL_REGION, PAGE_SIZE):  # the null page stays out
             flags = x86.PTE_P | x86.PTE_G
-            if pa in stacks:
+            if pa in stacks or pa == layout.KERNEL_PT_PA:  # the PT: for the windows
                 flags |= x86.PTE_W | x86.PTE_NX
             elif pa != layout.STUB_PA:
                 flags |= x86.PTE_NX
@@ -211,6 +214,7 @@ class SvsmVm:
             dpl = 3 if vector in (SYSCALL_VECTOR, x86.Vector.BP) else 0
             gate = x86.idt_gate(KERNEL_BASE + addr, x86.SEL_KERNEL_CODE, dpl)
             self.memory.write(layout.IDT_PA + vector * 16, gate)
+        self.memory.write(layout.ZAP_STUB_PA, layout.zap_code())
 
     # --- accounting ---------------------------------------------------------------------
 
@@ -233,8 +237,9 @@ class SvsmVm:
         which KVM's shadow MMU (used on PVM hosts) does not see: it keeps shadow pages
         built from the old contents, and would go on translating through them. Deleting
         and re-adding the memory slot zaps every shadow page and flushes every TLB
-        (api.rst 4.35); it costs about a millisecond, so it runs on unmap and when
-        the frame pool runs dry, never on the syscall path. Frames given up in the
+        (api.rst 4.35); it costs about a millisecond, so it runs when
+        the frame pool runs dry or a run ends, never on the syscall path (MUNMAP uses
+        ``drop_translations``). Frames given up in the
         meantime (an ended process's, above all) wait in the allocator's quarantine,
         and each invalidation frees every one of them: one serves many exits.
 
@@ -256,6 +261,17 @@ class SvsmVm:
         finally:
             self.gate.open()
         self.frames.free_many(batch)
+
+    def drop_translations(self, cpu: int, entries: list[int]) -> None:
+        """Make every CPU forget the page-table entries at these physical addresses,
+        just cleared by the host (a MUNMAP): the range faults at once everywhere, and
+        the frames they mapped may be freed on return. CPU ``cpu`` (the caller's, with
+        the caller's context loaded) runs the zap stub (``Cpu.zap``): no stop-the-world.
+        Should the stub fail, everything is invalidated instead (counted in
+        ``zap_fallbacks``)."""
+        if entries and not self.cpus[cpu].zap(entries):
+            self.zap_fallbacks += 1
+            self.invalidate_mappings()
 
     def flush_quarantine(self) -> None:
         """Invalidate if frames wait in quarantine (the end of a run)."""

@@ -186,9 +186,10 @@ def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int
 
 
 def _unmap(c: Call, start: int, end: int) -> int:
-    released = c.process.unmap_range(start, end)
+    entries: list[int] = []
+    released = c.process.unmap_range(start, end, entries)
     if released:
-        c.kernel.release_unmapped(released)
+        c.kernel.release_unmapped(c.cpu, released, entries)
     return len(released)
 
 
