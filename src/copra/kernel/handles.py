@@ -15,7 +15,14 @@ ENOTFOUND, an object of another kind is ENOTSUPP (upstream's codes), a missing r
 is the error the syscall names (EWRONLY for a read, ERDONLY for a write, as upstream;
 EPERM otherwise).
 
-Locking: one lock serialises changes to the table (install, remove, close_all);
+A syscall that changes state before it has its object (OPEN with CREATE or TRUNC,
+OPENDIR, THREAD_CREATE...) first ``reserve``s an id: the id counts against the limit
+(EMFILE comes before the change) and names nothing yet (a lookup or CLOSE of it finds
+no handle) until ``fill`` installs the object, or ``cancel`` gives it back. So a refused
+call is free of side effects even when another thread takes the last id meanwhile.
+
+Locking: one lock serialises changes to the table (install, reserve, fill, cancel,
+remove, close_all);
 lookups read the dict without it (a single dict read is atomic under the GIL, and
 the object returned stays alive: the caller's lookup result holds it). Objects are
 returned with no lock held.
@@ -50,7 +57,8 @@ class HandleTable:
     def __init__(self, limit: int = MAX_HANDLES) -> None:
         self.limit = limit
         self._lock = lockdep.lock("handles")
-        self._objects: dict[int, tuple[KernelObject, int]] = {}  # rights as a plain int
+        #: Entries, rights as a plain int; None for a reserved id (``reserve``).
+        self._objects: dict[int, tuple[KernelObject, int] | None] = {}
         self._next = 0  # every id >= _next is free
         self._holes: list[int] = []  # free ids below _next (a min-heap)
 
@@ -58,28 +66,55 @@ class HandleTable:
         return len(self._objects)
 
     def check_room(self) -> None:
-        """EMFILE now if no handle could be installed: a syscall that changes state
-        before it installs its handle (OPEN with CREATE or TRUNC) asks first. Another
-        thread of the process may still take the last id in between; the call then
-        answers EMFILE at ``install`` with its change made (a file created or
-        truncated), the one case where a refused call is not free of side effects."""
+        """EMFILE now if no handle could be installed (a hint: another thread may take
+        the last id next; a call that acts before it installs ``reserve``s instead)."""
         if len(self._objects) >= self.limit:
             raise SyscallError(Errno.EMFILE,
                                f"the process holds its limit of {self.limit} handles")
 
+    def _take_id(self) -> int:
+        if len(self._objects) >= self.limit:
+            raise SyscallError(Errno.EMFILE,
+                               f"the process holds its limit of {self.limit} handles")
+        if self._holes:
+            return heapq.heappop(self._holes)
+        handle = self._next
+        self._next += 1
+        return handle
+
     def install(self, obj: KernelObject, rights: Rights = Rights.ALL) -> int:
         with self._lock:
-            if len(self._objects) >= self.limit:
-                raise SyscallError(Errno.EMFILE,
-                               f"the process holds its limit of {self.limit} handles")
-            if self._holes:
-                handle = heapq.heappop(self._holes)
-            else:
-                handle = self._next
-                self._next += 1
+            handle = self._take_id()
             obj.acquire()
             self._objects[handle] = (obj, int(rights))
             return handle
+
+    def reserve(self) -> int:
+        """The lowest free id, taken for an object the caller is about to make; EMFILE
+        if there is none. Until ``fill`` or ``cancel`` it names nothing."""
+        with self._lock:
+            handle = self._take_id()
+            self._objects[handle] = None
+            return handle
+
+    def fill(self, handle: int, obj: KernelObject, rights: Rights = Rights.ALL) -> int:
+        """Install ``obj`` at the id ``reserve`` returned; returns the id. Should the
+        table have been emptied meanwhile (its process ended), the object is closed
+        at once instead: nobody could ever name it."""
+        obj.acquire()
+        with self._lock:
+            if handle in self._objects and self._objects[handle] is None:
+                self._objects[handle] = (obj, int(rights))
+                return handle
+        obj.release()
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        """Give back an id ``reserve`` returned, unfilled."""
+        with self._lock:
+            if handle in self._objects and self._objects[handle] is None:
+                del self._objects[handle]
+                heapq.heappush(self._holes, handle)
 
     @overload
     def get(self, handle: int, kind: type[T], need: int = 0,
@@ -111,7 +146,7 @@ class HandleTable:
         ``denied`` when its handle lacks ``need``, ENOTSUPP otherwise (the log on READ:
         upstream answers EWRONLY, the log being a write-only file)."""
         entry = self._objects.get(handle & 0xFFFF_FFFF)
-        if entry is None:
+        if entry is None:  # no such id, or one reserved and not yet filled
             raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
         obj, rights = entry
         if not isinstance(obj, kind) and not isinstance(obj, refused_by_rights):
@@ -130,9 +165,10 @@ class HandleTable:
         the id was reused meanwhile, whatever it names now. Waiters through another
         handle on the same object just look again and wait on."""
         with self._lock:
-            entry = self._objects.pop(handle & 0xFFFF_FFFF, None)
-            if entry is None:
+            entry = self._objects.get(handle & 0xFFFF_FFFF)
+            if entry is None:  # none, or reserved: the reserving call owns it
                 return False
+            del self._objects[handle & 0xFFFF_FFFF]
             obj = entry[0]
             heapq.heappush(self._holes, handle & 0xFFFF_FFFF)
         queue = obj.wait_queue()
@@ -143,7 +179,7 @@ class HandleTable:
 
     def close_all(self) -> None:
         with self._lock:
-            objects = [obj for obj, _ in self._objects.values()]
+            objects = [entry[0] for entry in self._objects.values() if entry is not None]
             self._objects.clear()
             self._holes.clear()
             self._next = 0

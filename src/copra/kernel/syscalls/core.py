@@ -240,9 +240,13 @@ def sys_thread_create(c: Call, r: KvmRegs) -> int:
     if fs_base >= USER_END:
         raise SyscallError(Errno.EINVAL, f"FS base {fs_base:#x} is outside user space")
     p = c.process
-    p.handles.check_room()
-    thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
-    handle = p.handles.install(thread, Rights.WAIT)
+    handle = p.handles.reserve()
+    try:
+        thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
+    except BaseException:
+        p.handles.cancel(handle)
+        raise
+    p.handles.fill(handle, thread, Rights.WAIT)
     try:
         c.kernel.start_thread(thread)
     except BaseException:
