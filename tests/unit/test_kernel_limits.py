@@ -31,11 +31,11 @@ from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel, task_name
-from copra.kernel.objects.log import Log
 from copra.kernel.objects.file import OpenFile
+from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
-from copra.kernel.syscalls import fs as fs_syscalls
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.syscalls import fs as fs_syscalls
 from copra.kernel.thread import ThreadState
 
 PATH = USER_START  # a page holding "/f\0"
