@@ -113,6 +113,37 @@ class AddressSpace:
             entry |= PTE_NX
         self._set(table, index, entry)
 
+    def map_run(self, va: int, frames: list[int], *, writable: bool, executable: bool,
+                mapped: list[int]) -> None:
+        """Map ``frames`` at consecutive user pages from ``va``, walking the tables once
+        per page table instead of once per page, appending each address mapped to
+        ``mapped``. It stops at the first page already mapped (MappingError) or table
+        it cannot get (the frame source's error); the caller unmaps ``mapped`` to undo."""
+        if va % PAGE_SIZE:
+            raise MappingError(f"unaligned mapping at {va:#x}")
+        flags = PTE_P | PTE_U | (PTE_W if writable else 0) | (0 if executable else PTE_NX)
+        view, base, entry_at = self._view, self._base, _ENTRY
+        done = 0
+        while done < len(frames):
+            at = va + done * PAGE_SIZE
+            _check_user_half(at)
+            if at >= USER_END:
+                raise MappingError(f"{at:#x} is not a user address")
+            table = self._walk(at, create=True)
+            assert table is not None
+            index = _indices(at)[3]
+            count = min(512 - index, len(frames) - done)
+            for i in range(index, index + count):
+                offset = table - base + i * 8
+                if entry_at.unpack_from(view, offset)[0] & PTE_P:
+                    raise MappingError(f"{at + (i - index) * PAGE_SIZE:#x} is already mapped")
+                pa = frames[done]
+                if pa % PAGE_SIZE:
+                    raise MappingError(f"unaligned frame {pa:#x}")
+                entry_at.pack_into(view, offset, pa | flags)
+                mapped.append(at + (i - index) * PAGE_SIZE)
+                done += 1
+
     def unmap(self, va: int, cleared: list[int] | None = None) -> int | None:
         """Remove the leaf for va; returns the frame it mapped, or None. The physical
         address of the entry cleared is appended to ``cleared`` (for

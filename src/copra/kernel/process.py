@@ -151,14 +151,7 @@ class Process(KernelObject):
                               f"its limit of {account.limit} frames")
         if pages > self.frames.available:
             raise OutOfMemory(f"{pages} pages asked, {self.frames.available} frames free")
-        frames: list[int] = []
-        try:
-            for _ in range(pages):
-                frames.append(self.account.alloc(FrameOwner.USER))
-        except BaseException:
-            self.account.free_many(frames)
-            raise
-        return frames
+        return self.account.alloc_many(pages, FrameOwner.USER)
 
     def _map_pages(self, start: int, frames: list[int], writable: bool,
                    executable: bool) -> None:
@@ -168,15 +161,13 @@ class Process(KernelObject):
         limit is reached); pages mapped before a failure are removed again. They were
         never visible to the CPU — the process is in this syscall — so no invalidation
         is needed."""
-        done = 0
+        mapped: list[int] = []
         try:
-            for done, pa in enumerate(frames):
-                self.space.map(start + done * PAGE_SIZE, pa, writable=writable,
-                               executable=executable)
-            done = len(frames)
+            self.space.map_run(start, frames, writable=writable, executable=executable,
+                               mapped=mapped)
         except BaseException:
-            for i in range(done):
-                self.space.unmap(start + i * PAGE_SIZE)
+            for va in mapped:
+                self.space.unmap(va)
             raise
 
     def map_anonymous(self, start: int, pages: int, *, writable: bool, executable: bool,
