@@ -283,6 +283,10 @@ class Cpu:
         self._held_at: int | None = None  # the RIP of the kicks held in a row
         self._holds_here = 0
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
+        #: KVM reports an ``out`` exit with RIP already past it (PVM hosts; the VM
+        #: measures it at start, ``SvsmVm.probe_io_exits``): nothing is left to complete
+        #: before the context leaves the vCPU.
+        self.io_done_at_exit = False
 
     def _sregs_template(self, sregs: KvmSregs) -> KvmSregs:
         _set_segment(sregs.cs, x86.SEL_USER_CODE, code=True, dpl=3)
@@ -321,6 +325,9 @@ class Cpu:
         at it and KVM skips it on re-entry, but only if the same RIP is loaded again. A
         KVM_RUN with ``immediate_exit`` set applies the pending completion (and any
         dirty registers) and returns at once with EINTR, without running the guest.
+        Where RIP is past the ``out`` at the exit (``io_done_at_exit``) this is never
+        needed: a context saved then resumes after the ``out`` wherever it is loaded,
+        and the completion KVM still holds finds another RIP and does nothing.
         """
         self._io_pending = False
         self.run_page.immediate_exit = 1
@@ -543,9 +550,9 @@ class Cpu:
                 # Only a one-byte OUT is the doorbell: `in` and wider forms are #GP, and
                 # so is a string OUT KVM reports in a batch (count > 1). PVM reports a
                 # string `outsb` one byte per exit: that rings once per byte (abi.md).
-                self._io_pending = True
+                self._io_pending = not self.io_done_at_exit
                 return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
-            self._io_pending = True
+            self._io_pending = not self.io_done_at_exit
             return _DOORBELL
         if cpl != 0 or port not in _PORT_VECTOR:
             # PVM may deliver a CPL3 port access without consulting the I/O bitmap:
