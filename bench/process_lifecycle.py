@@ -70,6 +70,9 @@ def main() -> None:
     print(f"{'floor: bare KVM_RUN, CPL3 out':<44} {f * 1e6:10.1f} {1.0:8.2f}")
     print(f"{'one child: EXEC + run + EXIT + WAIT':<44} {c * 1e6:10.1f} {c / f:8.1f}")
     print(f"per child: {exits} exits to the kernel, {invalidations} memory-slot invalidation(s)")
+    if exits:
+        print(f"one child against the cost of its own exits ({exits} x floor): "
+              f"{c / (exits * f):.2f}x")
 
 
 if __name__ == "__main__":
