@@ -34,6 +34,9 @@ class FakeCpu:
     def save(self) -> None:
         pass
 
+    def park(self) -> None:
+        pass
+
     def kick(self) -> None:
         pass
 

@@ -23,6 +23,9 @@ state (x87, SSE, AVX, AVX-512 and whatever else KVM's XSAVE set holds) belong to
 ``UserContext``. ``save`` stores the loaded context's state (KVM_GET_XSAVE2),
 ``load`` puts another's on the vCPU (KVM_SET_XSAVE); a context that never ran gets
 ``x86.initial_xsave``. XCR0 is the same for every context (CPL3 cannot change it).
+A thread that leaves its CPU is ``park``ed: registers stored at once, its XSAVE state
+left in the vCPU until this CPU loads another context or another CPU ``fetch``es it,
+so a thread that comes back to the same idle CPU costs no state ioctl.
 
 The loop: ``serve`` is this CPU's whole life on its host thread, a small state
 machine over ``CpuState``::
@@ -47,8 +50,11 @@ with ``preempt`` asks for a PreemptExit at the next clean CPL3 boundary; one wit
 
 Ownership and locking: a ``Cpu`` is driven by one host thread (the one in ``serve``,
 or the caller of ``enter``); the run page, the loaded context and the kernel stack
-are touched only by it. ``state`` changes to and from GUEST under the VM's gate lock
-(class "vm.gate", kernel/svsm_vm.py), which is also what makes a kick's signal safe:
+are touched only by it, except that another CPU's host thread may ``fetch`` a parked
+context's state: ``_context_lock`` (class "cpu.context", taken with no other lock
+held) guards the loaded context's bookkeeping and the vCPU's XSAVE state. ``state``
+changes to and from GUEST under the VM's gate lock (class "vm.gate",
+kernel/svsm_vm.py), which is also what makes a kick's signal safe:
 it goes only to a CPU in GUEST, whose host thread is alive. ``kick`` with
 ``signal=False`` takes no lock and may be called from a signal handler.
 """
@@ -67,7 +73,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from copra.abi.spec import DOORBELL_PORT, SYSCALL_VECTOR, USER_END, USER_INITIAL_RFLAGS, Entry
 from copra.hw import kvm, x86
 from copra.hw.kvm import ExitReason, KvmRegs, KvmSegment, KvmSregs
-from copra.kernel import layout
+from copra.kernel import layout, lockdep
 from copra.kernel.layout import KERNEL_BASE
 
 if TYPE_CHECKING:
@@ -261,6 +267,12 @@ class Cpu:
         self.run_page = self.vcpu.run_page
         self._loaded: UserContext | None = None
         self._unsaved = False  # the loaded context ran since it was last saved
+        #: The loaded context's XSAVE state is only in the vCPU (``park``): ``save`` or
+        #: ``fetch`` must store it before anything else is loaded or it runs elsewhere.
+        self._xsave_held = False
+        #: Guards ``_loaded``, ``_unsaved``, ``_xsave_held`` and the vCPU's XSAVE state
+        #: against ``fetch`` from another CPU's host thread (class "cpu.context").
+        self._context_lock = lockdep.lock("cpu.context")
         self._run_regs = self.run_page.s.regs
         self._run_sregs = self.run_page.s.sregs
         self._io = self.run_page.exit.io  # views into the run page, made once
@@ -340,10 +352,34 @@ class Cpu:
             self._leave_guest()
             self.run_page.immediate_exit = 0
 
+    def park(self) -> None:
+        """The loaded context's thread leaves this CPU for a while (it blocks, or its
+        slice ended): store its registers and FS base in it now, its XSAVE state only
+        when that is needed: when this CPU loads another context (``save``), or another
+        CPU loads this one (``fetch``). A thread that comes back to this CPU with
+        nothing loaded in between then costs no XSAVE ioctl at all."""
+        with self._context_lock:
+            self._save_registers()
+
     def save(self) -> None:
         """Store the loaded context's registers, FS base and XSAVE state in it, so that
         any CPU may load it next. The context stays loaded here: loading it again on
         this CPU, with nothing loaded in between, costs nothing."""
+        with self._context_lock:
+            self._save_locked()
+
+    def fetch(self, ctx: UserContext) -> None:
+        """Another CPU is about to load ``ctx``: if this vCPU still holds its state
+        (``park``), store it in ctx and let go of it. Called from that CPU's host
+        thread; this CPU's own thread is then busy elsewhere or idle (a context is
+        loaded by the one CPU that picked its thread), and the context lock keeps it
+        from loading another context meanwhile."""
+        with self._context_lock:
+            if self._loaded is ctx:
+                self._save_locked()
+                self._loaded = None
+
+    def _save_registers(self) -> None:
         ctx = self._loaded
         if ctx is None or not self._unsaved:
             return
@@ -352,25 +388,37 @@ class Cpu:
         ctypes.memmove(ctypes.addressof(ctx.regs), ctypes.addressof(self._run_regs),
                        ctypes.sizeof(KvmRegs))
         ctx.fs_base = self._run_sregs.fs.base
-        if ctx.xsave is None:
-            ctx.xsave = self.vcpu.new_xsave()
-        self.vcpu.get_xsave(ctx.xsave)
         self._unsaved = False
+        self._xsave_held = True
+
+    def _save_locked(self) -> None:
+        self._save_registers()
+        ctx = self._loaded
+        if ctx is not None and self._xsave_held:
+            if ctx.xsave is None:
+                ctx.xsave = self.vcpu.new_xsave()
+            self.vcpu.get_xsave(ctx.xsave)
+        self._xsave_held = False
 
     def load(self, ctx: UserContext) -> None:
         """Put ctx on the vCPU (its registers become ``regs``) without running it."""
         if self._loaded is ctx and ctx.loaded_on is self:
             return
         self.save()
-        ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
-                       ctypes.sizeof(KvmRegs))
-        self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
-        self._sregs.cr3 = ctx.cr3
-        self._sregs.fs.base = ctx.fs_base
-        self._load_user_sregs()
-        self._loaded = ctx
-        ctx.loaded_on = self
-        self._unsaved = True
+        home = ctx.loaded_on
+        if home is not None and home is not self:
+            home.fetch(ctx)
+        with self._context_lock:
+            ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
+                           ctypes.sizeof(KvmRegs))
+            self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
+            self._sregs.cr3 = ctx.cr3
+            self._sregs.fs.base = ctx.fs_base
+            self._load_user_sregs()
+            self._loaded = ctx
+            ctx.loaded_on = self
+            self._unsaved = True
+            self._xsave_held = False
 
     def _load_user_sregs(self) -> None:
         ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._sregs),
@@ -379,12 +427,14 @@ class Cpu:
 
     def forget(self, ctx: UserContext) -> None:
         """The context's thread is gone: never save into it again."""
-        if self._loaded is ctx:
-            self._loaded = None
-            self._unsaved = False
-            self._io_pending = False
-        if ctx.loaded_on is self:
-            ctx.loaded_on = None
+        with self._context_lock:
+            if self._loaded is ctx:
+                self._loaded = None
+                self._unsaved = False
+                self._xsave_held = False
+                self._io_pending = False
+            if ctx.loaded_on is self:
+                ctx.loaded_on = None
 
     # --- the loop -------------------------------------------------------------------------
 

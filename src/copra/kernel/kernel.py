@@ -463,7 +463,7 @@ class Kernel:
                 self.sched.stop()
             if not self.sched.others_waiting():
                 return Next.GO_ON
-            cpu.save()
+            cpu.park()
             self.sched.yield_(thread)
             return Next.LEAVE
         proc = thread.process
@@ -547,7 +547,7 @@ class Kernel:
                 if seen & (seen - 1) == 0:
                     self.log(f"ENOMEM #{seen} to {proc.name} (pid {proc.pid}): {e.message}")
         except WouldBlock:
-            cpu.save()  # before another CPU may take it
+            cpu.park()  # its registers, before another CPU may take it
             self.sched.block(thread)
             return Next.LEAVE
         except ThreadEnded:

@@ -44,6 +44,7 @@ ORDER: Final = (
     "ramfs",  # RamFs: the tree and every file's contents
     "waitqueue",  # WaitQueue: an object's signals and observers
     "sched",  # Scheduler: run queue, thread states, current thread per CPU
+    "cpu.context",  # Cpu: the loaded context's bookkeeping, a parked context's XSAVE state
     "vm.gate",  # SvsmVm: which CPUs are in guest mode, the invalidation flag
     "frames",  # FrameAllocator: free list, owners, counts (finalisers take it too)
     "ramfs.pages",  # the RAM fs's page count (finalisers take it too)

@@ -15,8 +15,10 @@ Run states::
 
 Invariants:
 - a RUNNING thread is the current thread of exactly one CPU (``cpu``), and its
-  context is loaded there; any other thread's context is saved in it, so any CPU
-  may load it next;
+  context is loaded there; any other thread's registers are saved in its context,
+  and its XSAVE state too, or still held by the vCPU it left (``Cpu.park``), which
+  gives it up when another CPU loads the context (``Cpu.fetch``): any CPU may load
+  it next;
 - a RUNNABLE thread is in the scheduler's run queue or one CPU's mailbox, exactly
   once; no other is;
 - a BLOCKED thread has a syscall to finish: when woken it is dispatched again
