@@ -19,6 +19,7 @@ Usage: python bench/lifecycle_medians.py [K]   (prints a line; timings are never
 
 from __future__ import annotations
 
+import itertools
 import platform
 import statistics
 import sys
@@ -60,7 +61,7 @@ def child_costs(k: int) -> tuple[float, float, float, int]:
             raise SystemExit("init failed")
         exits = (vm.exits - before) / k
         exit_starts = [s for nr, pid, s, _ in spans if nr == Sys.EXIT and pid != init.pid]
-        gaps = [b - a for a, b in zip(exit_starts, exit_starts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(exit_starts)]
         execs = [e - s for nr, pid, s, e in spans if nr == Sys.EXEC and pid == init.pid]
         waits = [e - s for nr, pid, s, e in spans if nr == Sys.WAIT and pid == init.pid]
         return (statistics.median(gaps), statistics.median(execs), statistics.median(waits),
