@@ -162,16 +162,24 @@ class AddressSpace:
         return entry & PTE_ADDR_MASK
 
     def lookup(self, va: int) -> int | None:
-        """The leaf entry for va (flags and frame), or None when nothing is mapped."""
+        """The leaf entry for va (flags and frame), or None when nothing is mapped.
+        (On every user copy's path: the walk is written out, without helpers.)"""
         if not is_canonical(va):
             return None
-        table = self.pml4
-        for index in _indices(va):
-            entry = self._get(table, index)
-            if not entry & PTE_P:
-                return None
-            table = entry & PTE_ADDR_MASK
-        return entry
+        view, base, unpack = self._view, self._base, _ENTRY.unpack_from
+        entry = unpack(view, self.pml4 - base + ((va >> 36) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 27) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 18) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 9) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        return int(entry)
 
     def table_frames(self) -> list[int]:
         """Give up every table frame of the user half: the caller frees them once the
