@@ -68,6 +68,10 @@ class AddressSpace:
                 raise ValueError(f"kernel entry {slot} carries the U bit")
         self.pml4 = frames.alloc(FrameOwner.PAGE_TABLE)
         self._tables: list[int] = [self.pml4]
+        #: Leaf entries ``lookup`` found present, by page number: every user copy looks
+        #: its pages up. Only ``unmap`` and giving the tables up remove entries (``map``
+        #: refuses to replace a present one), and they drop them here too.
+        self._leaves: dict[int, int] = {}
         for slot, entry in kernel_entries.items():
             self._set(self.pml4, slot, entry)
 
@@ -157,6 +161,7 @@ class AddressSpace:
         if not entry & PTE_P:
             return None
         self._set(table, index, 0)
+        self._leaves.pop(va >> 12, None)
         if cleared is not None:
             cleared.append(table + index * 8)
         return entry & PTE_ADDR_MASK
@@ -164,6 +169,9 @@ class AddressSpace:
     def lookup(self, va: int) -> int | None:
         """The leaf entry for va (flags and frame), or None when nothing is mapped.
         (On every user copy's path: the walk is written out, without helpers.)"""
+        leaf = self._leaves.get(va >> 12)
+        if leaf is not None:
+            return leaf
         if not is_canonical(va):
             return None
         view, base, unpack = self._view, self._base, _ENTRY.unpack_from
@@ -179,15 +187,18 @@ class AddressSpace:
         entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 9) & 0xFF8))[0]
         if not entry & PTE_P:
             return None
+        self._leaves[va >> 12] = entry
         return int(entry)
 
     def table_frames(self) -> list[int]:
         """Give up every table frame of the user half: the caller frees them once the
         VM no longer translates through them. The space is unusable afterwards."""
         tables, self._tables = self._tables, []
+        self._leaves.clear()
         return tables
 
     def destroy(self) -> None:
         """Free every table frame of the user half (the leaves' frames are the caller's)."""
         self.frames.free_many(self._tables)
         self._tables.clear()
+        self._leaves.clear()

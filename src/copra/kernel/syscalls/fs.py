@@ -72,8 +72,9 @@ def _read_event(c: Call, event: Event, buf: UserPtr, length: int) -> int:
     p = c.process
     if length != EVENT_IO:
         raise SyscallError(Errno.EINVAL, f"an event is read 8 bytes at a time, not {length}")
-    with p.mem_lock:
-        check_buffer(p.space, buf, EVENT_IO, write=True, usable=EVENT_IO)
+    if not c.thread.resumed:  # a woken READ was checked before it blocked; copy_out
+        with p.mem_lock:      # checks the buffer again before the value is taken
+            check_buffer(p.space, buf, EVENT_IO, write=True, usable=EVENT_IO)
 
     def out(data: bytes) -> None:
         with p.mem_lock:
