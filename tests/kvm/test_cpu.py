@@ -318,3 +318,26 @@ def test_context_saved_after_a_doorbell_resumes_past_it_on_another_cpu() -> None
         assert second.regs.rip in (CODE + 5, CODE + 7)  # at or past the second `out`
     finally:
         vm.close()
+
+
+def test_drop_translations_without_a_loaded_context_falls_back_to_invalidating() -> None:
+    # The zap needs the caller's context on the CPU (its CR3); without one the VM
+    # stops the world instead, so the entries are dropped all the same.
+    vm = SvsmVm(16 << 20)
+    try:
+        before = vm.invalidations
+        vm.drop_translations(0, [cleared_entry(vm)])
+        assert vm.zap_fallbacks == 1 and vm.invalidations == before + 1
+        vm.drop_translations(0, [])  # nothing to drop: nothing happens
+        assert vm.zap_fallbacks == 1 and vm.invalidations == before + 1
+    finally:
+        vm.close()
+
+
+def cleared_entry(vm: SvsmVm) -> int:
+    """The physical address of a leaf entry of a fresh address space (cleared)."""
+    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+    space.map(CODE, vm.frames.alloc(FrameOwner.USER), writable=False, executable=False)
+    cleared: list[int] = []
+    space.unmap(CODE, cleared)
+    return cleared[0]
