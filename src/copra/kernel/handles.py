@@ -28,9 +28,15 @@ ENOTFOUND, an object of another kind is ENOTSUPP (upstream's codes), a missing r
 is the error the syscall names (EWRONLY for a read, ERDONLY for a write, as upstream;
 EPERM otherwise).
 
-Locking: one lock serialises changes to the table (install, remove, close_all,
-take, adopt, duplicate, restrict); no code holds two tables' locks at once (a move
-takes from one table and installs into the other in two steps);
+A syscall that changes state before it has its object (OPEN with CREATE or TRUNC,
+OPENDIR, THREAD_CREATE...) first ``reserve``s an id: the id counts against the limit
+(EMFILE comes before the change) and names nothing yet (a lookup or CLOSE of it finds
+no handle) until ``fill`` installs the object, or ``cancel`` gives it back. So a refused
+call is free of side effects even when another thread takes the last id meanwhile.
+
+Locking: one lock serialises changes to the table (install, reserve, fill, cancel,
+remove, close_all, take, adopt, duplicate, restrict); no code holds two tables' locks
+at once (a move takes from one table and installs into the other in two steps);
 lookups read the dict without it (a single dict read is atomic under the GIL, and
 the object returned stays alive: the caller's lookup result holds it). Objects are
 returned with no lock held.
@@ -80,17 +86,17 @@ class HandleTable:
         self._objects: dict[int, tuple[KernelObject, int]] = {}  # rights as a plain int
         self._next = 0  # every id >= _next is free
         self._holes: list[int] = []  # free ids below _next (a min-heap)
+        #: Ids ``reserve`` took and ``fill`` has not filled: they count against the
+        #: limit and name nothing.
+        self._reserved: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self._objects)
+        return len(self._objects) + len(self._reserved)
 
     def check_room(self) -> None:
-        """EMFILE now if no handle could be installed: a syscall that changes state
-        before it installs its handle (OPEN with CREATE or TRUNC) asks first. Another
-        thread of the process may still take the last id in between; the call then
-        answers EMFILE at ``install`` with its change made (a file created or
-        truncated), the one case where a refused call is not free of side effects."""
-        if len(self._objects) >= self.limit:
+        """EMFILE now if no handle could be installed (a hint: another thread may take
+        the last id next; a call that acts before it installs ``reserve``s instead)."""
+        if len(self) >= self.limit:
             raise SyscallError(Errno.EMFILE,
                                f"the process holds its limit of {self.limit} handles")
 
@@ -98,19 +104,51 @@ class HandleTable:
         with self._lock:
             return self._install(obj, int(rights))
 
-    def _install(self, obj: KernelObject, rights: int) -> int:
-        """Install with a new reference; the caller holds the lock."""
-        if len(self._objects) >= self.limit:
+    def _take_id(self) -> int:
+        """The lowest free id; EMFILE at the limit. The caller holds the lock."""
+        if len(self) >= self.limit:
             raise SyscallError(Errno.EMFILE,
                                f"the process holds its limit of {self.limit} handles")
         if self._holes:
-            handle = heapq.heappop(self._holes)
-        else:
-            handle = self._next
-            self._next += 1
+            return heapq.heappop(self._holes)
+        handle = self._next
+        self._next += 1
+        return handle
+
+    def _install(self, obj: KernelObject, rights: int) -> int:
+        """Install with a new reference; the caller holds the lock."""
+        handle = self._take_id()
         obj.acquire()
         self._objects[handle] = (obj, rights)
         return handle
+
+    def reserve(self) -> int:
+        """The lowest free id, taken for an object the caller is about to make; EMFILE
+        if there is none. Until ``fill`` or ``cancel`` it names nothing."""
+        with self._lock:
+            handle = self._take_id()
+            self._reserved.add(handle)
+            return handle
+
+    def fill(self, handle: int, obj: KernelObject, rights: Rights = Rights.ALL) -> int:
+        """Install ``obj`` at the id ``reserve`` returned; returns the id. Should the
+        table have been emptied meanwhile (its process ended), the object is closed
+        at once instead: nobody could ever name it."""
+        obj.acquire()
+        with self._lock:
+            if handle in self._reserved:
+                self._reserved.discard(handle)
+                self._objects[handle] = (obj, int(rights))
+                return handle
+        obj.release()
+        return handle
+
+    def cancel(self, handle: int) -> None:
+        """Give back an id ``reserve`` returned, unfilled."""
+        with self._lock:
+            if handle in self._reserved:
+                self._reserved.discard(handle)
+                heapq.heappush(self._holes, handle)
 
     @overload
     def get(self, handle: int, kind: type[T], need: int = 0,
@@ -142,7 +180,7 @@ class HandleTable:
         ``denied`` when its handle lacks ``need``, ENOTSUPP otherwise (the log on READ:
         upstream answers EWRONLY, the log being a write-only file)."""
         entry = self._objects.get(handle & 0xFFFF_FFFF)
-        if entry is None:
+        if entry is None:  # no such id, or one reserved and not yet filled
             raise SyscallError(Errno.ENOTFOUND, f"no handle {handle}")
         obj, rights = entry
         if not isinstance(obj, kind) and not isinstance(obj, refused_by_rights):
@@ -199,9 +237,9 @@ class HandleTable:
         """Install every entry under the lowest free ids, in order, taking over the
         reference each holds; EMFILE (and nothing installed) if they do not all fit."""
         with self._lock:
-            if len(self._objects) + len(entries) > self.limit:
+            if len(self) + len(entries) > self.limit:
                 raise SyscallError(Errno.EMFILE, f"{len(entries)} handles do not fit: the "
-                                   f"process holds {len(self._objects)} of {self.limit}")
+                                   f"process holds {len(self)} of {self.limit}")
             ids: list[int] = []
             for entry in entries:
                 if self._holes:
@@ -263,7 +301,7 @@ class HandleTable:
         handle on the same object just look again and wait on."""
         with self._lock:
             entry = self._objects.pop(handle & 0xFFFF_FFFF, None)
-            if entry is None:
+            if entry is None:  # none, or reserved: the reserving call owns it
                 return False
             obj = entry[0]
             heapq.heappush(self._holes, handle & 0xFFFF_FFFF)
@@ -277,6 +315,7 @@ class HandleTable:
         with self._lock:
             objects = [obj for obj, _ in self._objects.values()]
             self._objects.clear()
+            self._reserved.clear()
             self._holes.clear()
             self._next = 0
         for obj in objects:

@@ -169,7 +169,7 @@ class Kernel:
         self._table = SYSCALLS
         self._contexts: dict[SyscallClass, object] = {}
         self._vm_bitmap: Callable[[], int] = lambda: 0
-        self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
+        self._calls = [Call(self, cpu.index) for cpu in vm.cpus]  # one syscall context per CPU
         #: Kernel lines below this level are not written (``log``).
         self.log_level = LogLevel.INFO
         self._run_stats: RunStats | None = None
@@ -318,11 +318,12 @@ class Kernel:
         child = self.processes.get(pid)
         return child if child is not None and child.parent == parent.pid else None
 
-    def release_unmapped(self, frames: list[int]) -> None:
-        """Frames a process just unmapped: the range must fault at once on every CPU,
-        so invalidate now (which frees them, and whatever else was in quarantine)."""
-        self.vm.frames.retire(frames)
-        self.vm.invalidate_mappings()
+    def release_unmapped(self, cpu: int, frames: list[int], entries: list[int]) -> None:
+        """Frames a process just unmapped from the page-table entries at ``entries``
+        (their physical addresses), in a syscall on CPU ``cpu``: the range must fault
+        at once on every CPU, so KVM drops those entries now; then the frames are free."""
+        self.vm.drop_translations(cpu, entries)
+        self.vm.frames.free_many(frames)
 
     def reap(self, parent: Process, child: Process) -> int:
         """Forget an ended child of parent (WAIT); returns its status. Caller holds
@@ -575,7 +576,7 @@ class Kernel:
                 self.sched.stop()
             if not self.sched.others_waiting():
                 return Next.GO_ON
-            cpu.save()
+            cpu.park()
             if probe is not None:
                 probe.preempted()
             self.sched.yield_(thread)
@@ -674,7 +675,7 @@ class Kernel:
             finally:
                 call.end()
         except WouldBlock:
-            cpu.save()  # before another CPU may take it
+            cpu.park()  # its registers, before another CPU may take it
             if cpu.probe is not None:
                 cpu.probe.blocked()
             self.sched.block(thread)

@@ -48,6 +48,7 @@ ORDER: Final = (
     "ramfs",  # RamFs: the tree and every file's contents
     "waitqueue",  # WaitQueue: an object's signals and observers
     "sched",  # Scheduler: run queue, thread states, current thread per CPU
+    "cpu.context",  # Cpu: the loaded context's bookkeeping, a parked context's XSAVE state
     "vm.gate",  # SvsmVm: which CPUs are in guest mode, the invalidation flag
     "vmm.vcpu",  # GuestCpu: its runner, dead and open flags (a CPU kick takes it)
     "frames",  # FrameAllocator: free list, owners, counts (finalisers take it too)

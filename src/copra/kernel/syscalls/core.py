@@ -196,7 +196,7 @@ def _map_object(c: Call, obj: MappableObject, hint: int, offset: int, pages: int
             p.map_frames(start, frames, writable=writable, executable=False,
                          kind=RegionKind.OBJECT)
         except BaseException as e:
-            c.kernel.release_unmapped(frames)  # the references back (never visible)
+            c.kernel.release_unmapped(c.cpu, frames, [])  # the references back (never mapped)
             if isinstance(e, OutOfMemory):
                 raise SyscallError(Errno.ENOMEM, str(e)) from e
             raise
@@ -225,9 +225,10 @@ def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int
 
 
 def _unmap(c: Call, start: int, end: int) -> int:
-    released = c.process.unmap_range(start, end)
+    entries: list[int] = []
+    released = c.process.unmap_range(start, end, entries)
     if released:
-        c.kernel.release_unmapped(released)
+        c.kernel.release_unmapped(c.cpu, released, entries)
     return len(released)
 
 
@@ -278,9 +279,13 @@ def sys_thread_create(c: Call, r: KvmRegs) -> int:
     if fs_base >= USER_END:
         raise SyscallError(Errno.EINVAL, f"FS base {fs_base:#x} is outside user space")
     p = c.process
-    p.handles.check_room()
-    thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
-    handle = p.handles.install(thread, Rights.WAIT | Rights.MOVABLE)
+    handle = p.handles.reserve()
+    try:
+        thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
+    except BaseException:
+        p.handles.cancel(handle)
+        raise
+    p.handles.fill(handle, thread, Rights.WAIT | Rights.MOVABLE)
     try:
         c.kernel.start_thread(thread)
     except BaseException:

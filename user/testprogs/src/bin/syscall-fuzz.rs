@@ -43,9 +43,15 @@
 //! fuzzing copies of itself (`/bin/syscall-fuzz`), each in a root of its own, waits
 //! for them and meets the kernel's limits on tasks and children; see its section at
 //! the end of this file.
+//!
+//! Threads mode, on when `/etc/fuzz-threads.conf` holds a number N (1 to 8): N threads
+//! fuzz at once, each `<count>` calls from a seed of its own, on the process's shared
+//! handles, mappings and files; see its section before the many-process one.
 
 #![no_std]
 #![no_main]
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libcopra::abi::{
     CHANNEL_MAX_HANDLES, ChannelMessage, DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES,
@@ -54,7 +60,7 @@ use libcopra::abi::{
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::rt::image_start;
 use libcopra::syscall::{Entry, syscall5_via};
-use libcopra::{declare_main, println};
+use libcopra::{declare_main, println, sync, thread};
 
 declare_main!(main);
 
@@ -283,6 +289,23 @@ struct Call {
 }
 
 impl Fuzzer {
+    fn new(seed: u64, dirs: Option<DirsMode>) -> Self {
+        Fuzzer {
+            rng: Rng(seed),
+            handles: [0; (MAX_HANDLES / 64) as usize],
+            mappings: [None; MAX_MAPPINGS],
+            next_slot: 0,
+            calls: [0; Sys::ALL.len() + 1],
+            successes: [0; Sys::ALL.len() + 1],
+            errors: [0; Errno::ALL.len()],
+            skipped: 0,
+            unexpected: 0,
+            dirs,
+            chan: chan_mode(),
+            recv_capacity: 0,
+        }
+    }
+
     // -- handles --
 
     fn track(&mut self, id: u64) {
@@ -732,6 +755,9 @@ impl Fuzzer {
                 };
             }
         }
+        if matches!(sys, Sys::CLOSE | Sys::JOIN) && is_fuzzing_thread(a[0]) {
+            return None; // closing or joining a fellow fuzzing thread: never
+        }
         Some(Call {
             nr: sys as u64,
             args: a,
@@ -1170,9 +1196,10 @@ fn touches_self(start: u64, end: u128) -> bool {
         u128::from(image_start() + IMAGE_GUARD_SIZE),
     );
     let stack = (u128::from(MAP_AREA_END), u128::from(USER_END));
+    let threads = (u128::from(MMAP_BASE), u128::from(MMAP_BASE + THREADS_GUARD));
     let wraps = end > 1 << 64;
     let hits = |(lo, hi): (u128, u128)| start < hi && end > lo;
-    wraps || hits(image) || hits(stack)
+    wraps || hits(image) || hits(stack) || (THREADS.load(Ordering::Relaxed) != 0 && hits(threads))
 }
 
 fn raw(call: Call) -> u64 {
@@ -1210,20 +1237,7 @@ fn main() -> u32 {
         }
     };
     println!("syscall-fuzz: seed {seed:#x}, {count} calls");
-    let mut fuzzer = Fuzzer {
-        rng: Rng(seed),
-        handles: [0; (MAX_HANDLES / 64) as usize],
-        mappings: [None; MAX_MAPPINGS],
-        next_slot: 0,
-        calls: [0; Sys::ALL.len() + 1],
-        successes: [0; Sys::ALL.len() + 1],
-        errors: [0; Errno::ALL.len()],
-        skipped: 0,
-        unexpected: 0,
-        dirs: DirsMode::from_conf(),
-        chan: chan_mode(),
-        recv_capacity: 0,
-    };
+    let mut fuzzer = Fuzzer::new(seed, DirsMode::from_conf());
     fill_arena(&mut fuzzer.rng);
     if let Err(e) = fs::mkdir(WORK) {
         if !e.is(Errno::EEXIST) {
@@ -1237,6 +1251,16 @@ fn main() -> u32 {
         return 1;
     }
 
+    // Threads mode (see its section): off without its file.
+    match threads_conf() {
+        Ok(Some(n)) => return fuzz_in_threads(seed, count, n),
+        Ok(None) => {}
+        Err(why) => {
+            println!("syscall-fuzz: {THREADS_CONF}: {why}");
+            return 1;
+        }
+    }
+
     // Many-process mode (see its section at the end): off without its file.
     let mut procs = match Procs::load(seed) {
         Ok(procs) => procs,
@@ -1246,40 +1270,7 @@ fn main() -> u32 {
         }
     };
 
-    for n in 0..count {
-        if let Some(procs) = procs.as_mut() {
-            procs.step(n, count);
-        }
-        let call = loop {
-            match fuzzer.draw() {
-                Some(call) => break call,
-                None => fuzzer.skipped += 1,
-            }
-        };
-        let entry = if fuzzer.rng.percent() < 20 {
-            Entry::INT80
-        } else {
-            Entry::DOORBELL
-        };
-        let rax = raw_via(entry, call);
-        if let Some(procs) = procs.as_mut()
-            && call.nr == Sys::WAIT as u64
-            && rax <= ERROR_THRESHOLD
-        {
-            procs.waited_elsewhere(call.args[0], rax);
-        }
-        if let Some(why) = fuzzer.judge(call, rax) {
-            fuzzer.unexpected += 1;
-            if fuzzer.unexpected <= FAILS_SHOWN {
-                let [a0, a1, a2, a3, a4] = call.args;
-                println!(
-                    "FAIL call {n} via {}: {} {a0:#x} {a1:#x} {a2:#x} {a3:#x} {a4:#x} -> {rax:#x}: {why}",
-                    entry.name(),
-                    Name(call.nr)
-                );
-            }
-        }
-    }
+    fuzz(&mut fuzzer, count, procs.as_mut());
 
     if let Some(procs) = procs.as_mut() {
         fuzzer.unexpected += procs.finish();
@@ -1305,6 +1296,45 @@ fn main() -> u32 {
     );
     println!("SUMMARY {count} calls, {} unexpected", fuzzer.unexpected);
     u32::from(fuzzer.unexpected != 0)
+}
+
+/// `count` calls drawn by `fuzzer`, each judged (FAIL lines for the first few
+/// unexpected answers); the many-process mode acts between them when it is on.
+fn fuzz(fuzzer: &mut Fuzzer, count: u64, mut procs: Option<&mut Procs>) {
+    for n in 0..count {
+        if let Some(procs) = procs.as_deref_mut() {
+            procs.step(n, count);
+        }
+        let call = loop {
+            match fuzzer.draw() {
+                Some(call) => break call,
+                None => fuzzer.skipped += 1,
+            }
+        };
+        let entry = if fuzzer.rng.percent() < 20 {
+            Entry::INT80
+        } else {
+            Entry::DOORBELL
+        };
+        let rax = raw_via(entry, call);
+        if let Some(procs) = procs.as_deref_mut()
+            && call.nr == Sys::WAIT as u64
+            && rax <= ERROR_THRESHOLD
+        {
+            procs.waited_elsewhere(call.args[0], rax);
+        }
+        if let Some(why) = fuzzer.judge(call, rax) {
+            fuzzer.unexpected += 1;
+            if fuzzer.unexpected <= FAILS_SHOWN {
+                let [a0, a1, a2, a3, a4] = call.args;
+                println!(
+                    "FAIL call {n} via {}: {} {a0:#x} {a1:#x} {a2:#x} {a3:#x} {a4:#x} -> {rax:#x}: {why}",
+                    entry.name(),
+                    Name(call.nr)
+                );
+            }
+        }
+    }
 }
 
 /// Closes every held handle, unmaps the remembered mappings and removes /fuzz; returns
@@ -1406,6 +1436,126 @@ fn number(word: &str) -> Result<u64, &'static str> {
         None => word.parse(),
     };
     parsed.map_err(|_| "not a number")
+}
+
+// --- threads mode ---------------------------------------------------------------------------
+//
+// On when /etc/fuzz-threads.conf holds N (1 to 8). The main thread spawns N threads and
+// lets them go at once (a futex); each fuzzes `count` calls from its own seed (the
+// seed mixed with its index) with its own bookkeeping, on the process's shared handle
+// table, address space and files: one thread closes, reads, maps and unmaps what
+// another opened or mapped, and every answer must still be a documented one. Nothing
+// a thread needs may go: the threads' stacks lie in the first THREADS_GUARD bytes of
+// the MMAP area (made before any other mapping), which MUNMAP, MRESIZE and FIXED
+// leave alone like the image and the main stack, and no thread CLOSEs or JOINs a
+// fuzzing thread's handle. When all have ended the main thread joins them, CLOSEs
+// every id but the log (each answer 0 or ENOTFOUND: handles moved between threads, so
+// none knows exactly what is left), removes /fuzz and prints
+// `SUMMARY <N x count> calls, <unexpected> unexpected` and `threads: N`.
+
+const THREADS_CONF: &str = "/etc/fuzz-threads.conf";
+const MAX_THREADS: usize = 8;
+/// The threads' stacks (and anything else spawning maps) lie in [MMAP_BASE, + this).
+const THREADS_GUARD: u64 = 0x20_0000;
+
+/// How many threads fuzz (0: threads mode is off).
+static THREADS: AtomicU64 = AtomicU64::new(0);
+static THREAD_SEED: AtomicU64 = AtomicU64::new(0);
+static THREAD_COUNT: AtomicU64 = AtomicU64::new(0);
+/// 0 until every thread is spawned and its handle recorded.
+static GO: AtomicU32 = AtomicU32::new(0);
+/// The fuzzing threads' handles (u32::MAX: none).
+static THREAD_HANDLES: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(u32::MAX) }; MAX_THREADS];
+
+fn is_fuzzing_thread(handle: u64) -> bool {
+    let handle = (handle & 0xFFFF_FFFF) as u32;
+    THREAD_HANDLES.iter().any(|h| h.load(Ordering::Relaxed) == handle)
+}
+
+fn threads_conf() -> Result<Option<usize>, &'static str> {
+    let Ok(file) = fs::open(THREADS_CONF, FileMode::READ, FileFlag::EMPTY) else {
+        return Ok(None);
+    };
+    let mut buf = [0u8; 16];
+    let len = fs::read(&file, &mut buf).map_err(|_| "unreadable")?;
+    let text = core::str::from_utf8(&buf[..len]).map_err(|_| "not UTF-8")?;
+    let n = number(text.trim())?;
+    if n == 0 || n > MAX_THREADS as u64 {
+        return Err("the number of threads must be 1 to 8");
+    }
+    Ok(Some(n as usize))
+}
+
+fn fuzz_in_threads(seed: u64, count: u64, n: usize) -> u32 {
+    println!("syscall-fuzz: threads mode, {n} threads");
+    fill_arena(&mut Rng(seed));
+    THREAD_SEED.store(seed, Ordering::Relaxed);
+    THREAD_COUNT.store(count, Ordering::Relaxed);
+    THREADS.store(n as u64, Ordering::Relaxed);
+    let mut joins: [Option<thread::JoinHandle>; MAX_THREADS] = [const { None }; MAX_THREADS];
+    let mut wrong = 0u64;
+    for (i, slot) in joins.iter_mut().take(n).enumerate() {
+        match thread::spawn(fuzz_thread, i as u64) {
+            Ok(handle) => {
+                THREAD_HANDLES[i].store(handle.handle().raw(), Ordering::Relaxed);
+                *slot = Some(handle);
+            }
+            Err(e) => {
+                println!("FAIL spawning thread {i}: {e}");
+                wrong += 1;
+                break;
+            }
+        }
+    }
+    GO.store(1, Ordering::Release);
+    let _ = sync::futex_wake(&GO, u32::MAX);
+    for (i, slot) in joins.iter_mut().enumerate() {
+        if let Some(handle) = slot.take() {
+            match handle.join() {
+                Ok(code) => wrong += u64::from(code),
+                Err(e) => {
+                    println!("FAIL joining thread {i}: {e}");
+                    wrong += 1;
+                }
+            }
+        }
+    }
+    for id in 1..MAX_HANDLES {
+        let rax = raw(Call {
+            nr: Sys::CLOSE as u64,
+            args: [id, 0, 0, 0, 0],
+        });
+        if rax != 0 && Errno::from_raw(rax as i64) != Some(Errno::ENOTFOUND) {
+            println!("FAIL close of handle {id} after the threads: {rax:#x}");
+            wrong += 1;
+        }
+    }
+    wrong += finish(&mut Fuzzer::new(seed, None));
+    println!("threads: {n}");
+    println!("SUMMARY {} calls, {wrong} unexpected", count * n as u64);
+    u32::from(wrong != 0)
+}
+
+fn fuzz_thread(index: u64) -> u32 {
+    let seed = THREAD_SEED.load(Ordering::Relaxed) ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let count = THREAD_COUNT.load(Ordering::Relaxed);
+    let mut fuzzer = Fuzzer::new(seed, None);
+    while GO.load(Ordering::Acquire) == 0 {
+        let _ = sync::futex_wait(&GO, 0, None);
+    }
+    fuzz(&mut fuzzer, count, None);
+    for m in fuzzer.mappings.iter().flatten() {
+        raw(Call {
+            nr: Sys::MUNMAP as u64,
+            args: [m.addr, m.len, 0, 0, 0],
+        });
+    }
+    let ok: u64 = fuzzer.successes.iter().sum();
+    println!(
+        "thread {index}: {count} calls, {ok} ok, {} unexpected",
+        fuzzer.unexpected
+    );
+    fuzzer.unexpected.min(u64::from(u32::MAX)) as u32
 }
 
 // --- many-process mode ------------------------------------------------------------------
