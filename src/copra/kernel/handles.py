@@ -231,6 +231,8 @@ class HandleTable:
                 del self._objects[handle]
                 heapq.heappush(self._holes, handle)
         self._wake(entries)
+        for obj, _ in entries:
+            obj.on_moved()
         return entries
 
     def adopt(self, entries: list[Entry]) -> list[int]:

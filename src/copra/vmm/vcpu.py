@@ -129,6 +129,9 @@ class GuestCpu:
         self.dead = False
         self.opened = False
         self.closing = False  #: its Vcpu object is going: the runner must leave
+        #: The runner's host thread when its handle was moved away mid-run: that
+        #: runner leaves with EINTR (``evict``); cleared when it has left.
+        self.evicted: int | None = None
         self.pending: Pending | None = None
         self._io: _KvmIo | None = None
         #: An access a device model's event serves, and the exit it came from; the
@@ -164,6 +167,17 @@ class GuestCpu:
             self.dead = True
             self._wait_runner_left()
         del self.run_page, self._area, self._msr
+
+    def evict(self) -> None:
+        """The VCPU's handle was moved to another table (a SEND) while a thread of the
+        sender may run it: that runner leaves with EINTR, so the receiver can run the
+        VCPU at once (its VCPU_RUN answers EBUSY only until then). No waiting here:
+        the move happens inside the sender's syscall."""
+        with self.lock:
+            if self.runner is None or self.dead:
+                return
+            self.evicted = self.runner
+        self.kick(signal_it=True)
 
     def close_handle(self) -> None:
         """The Vcpu object goes: kick its runner out, wait until it has left."""
@@ -214,6 +228,7 @@ class GuestCpu:
         finally:
             with self.lock:
                 self.runner = None
+                self.evicted = None
                 self._left.notify_all()
 
     def _complete(self, answer: runpage.Answer | None) -> None:
@@ -267,6 +282,8 @@ class GuestCpu:
             return "the kernel is stopping"
         if self.closing:
             return "the VCPU handle was closed"
+        if self.evicted is not None and self.evicted == threading.get_ident():
+            return "the VCPU handle was moved away (SEND, EXEC_HANDLES)"
         if caller.deadline is not None and time.monotonic() >= caller.deadline:
             return "the timeout passed"
         return None
@@ -469,6 +486,9 @@ class Vcpu(MappableObject):
             raise SyscallError(Errno.EINVAL, "a VCPU maps exactly one page, at offset 0")
         self._frames.share(self.page_pa)
         return [self.page_pa]
+
+    def on_moved(self) -> None:
+        self.cpu.evict()
 
     def on_close(self) -> None:
         self.cpu.close_handle()
