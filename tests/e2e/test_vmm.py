@@ -143,3 +143,12 @@ def test_vm_and_vcpu_move_through_a_channel_and_into_a_child_never_duplicated(
     assert guest.cpus[0].dead and guest.vm is None  # released with the child's handle
     assert _vmm_objects_gone()
     assert_no_leak(run)
+
+
+def test_device_model_that_never_answers_leaves_the_vmm_in_control(
+        boot2: Any, vmmtest: bytes) -> None:
+    run = boot2("vmm-test", {"/etc/vmm-test.conf": b"stuck"}, guests=[_guest(vmmtest, "stuck")])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: stuck ok" in run.task_lines("init")
+    assert _vmm_objects_gone()
+    assert_no_leak(run)

@@ -293,10 +293,15 @@ class GuestCpu:
         """``access`` (``_device``), which a device model serves: answered, it is
         completed in kvm_run (None: go on; 0: DEVICE_GONE is reported first); else the
         thread waits for it."""
-        if not access.done and not caller.wait_for(caller.thread, access.queue,
-                                                   Signal.READABLE):
-            self.counters["device_waits"] += 1
-            raise WouldBlock
+        if not access.done:
+            # Still unanswered: a timeout, CLOSE, release or the process ending gets
+            # the caller out (EINTR) with the access still pending; else wait for it.
+            why = self._interrupted(caller)
+            if why is not None:
+                raise SyscallError(Errno.EINTR, why)
+            if not caller.wait_for(caller.thread, access.queue, Signal.READABLE):
+                self.counters["device_waits"] += 1
+                raise WouldBlock
         self._device = None
         run = self.run_page
         if access.is_mmio:

@@ -21,6 +21,10 @@
 //!   and runs there); then the VM and that VCPU move into a child (EXEC_HANDLES of
 //!   `/bin/vmm-test`), which runs the vCPU, finds VM_OPEN busy and exits: the VM is
 //!   released with its last handle; prints `vmm-test: moves ok`;
+//! - `stuck` (guest 0: vmmtest): a device model takes the guest's IN and never answers:
+//!   VCPU_RUN's timeouts give EINTR again and again (the vCPU's thread blocks, no CPU is
+//!   held), the access stays pending; once the model's event is closed the VMM gets
+//!   DEVICE_GONE and the guest reads all ones; prints `vmm-test: stuck ok`;
 //! - `bench N`: ns per exit for N iterations of: a syscall (CLOCK, the CPL3 floor), a
 //!   guest OUT forwarded here, a claimed RDMSR forwarded here, a kernel-owned RDMSR, a
 //!   guest OUT answered by a device-model thread through an IO event;
@@ -87,6 +91,7 @@ fn main() -> u32 {
         Some("abandon") => abandon(),
         Some("devices") => devices(),
         Some("moves") => moves(),
+        Some("stuck") => stuck(),
         Some("bench") => bench(words.next().and_then(|w| w.parse().ok()).unwrap_or(1000)),
         _ => {
             println!("FAIL vmm-test: unknown mode");
@@ -546,6 +551,76 @@ fn devices() -> u32 {
     drop(vm); // released: its guest stops, its events get no more accesses
     check!(29, waiter.join() == Ok(0), "READ of an event whose VM was released");
     println!("vmm-test: devices ok");
+    0
+}
+
+static TAKEN: AtomicU32 = AtomicU32::new(0);
+
+/// Takes one access from the IO event and never answers it.
+fn stuck_model(_: u64) -> u32 {
+    // SAFETY: the main thread keeps the event open until this thread has returned.
+    let event = unsafe { libcopra::HandleRef::borrow_raw(IO_EVENT.load(Ordering::Relaxed) as u32) };
+    let mut raw = [0u8; 32];
+    let taken = libcopra::fs::read(&event, &mut raw);
+    TAKEN.store(1, Ordering::Release);
+    u32::from(taken.is_err())
+}
+
+fn stuck() -> u32 {
+    let Ok(vm) = Vm::open(0) else { return 60 };
+    let Ok(io) = vm.io_event(0x81, 1) else { return 61 };
+    IO_EVENT.store(u64::from(io.handle().raw()), Ordering::Relaxed);
+    let Ok(v) = vm.vcpu(0) else { return 62 };
+    let Ok(page) = v.map_run_page() else { return 63 };
+    page.set_reg(RSI, 6);
+    let Ok(model) = thread::spawn(stuck_model, 0) else { return 64 };
+    let mut dev = Devices { line: String::new(), exit: None };
+    let mut timeouts_after = 0;
+    while timeouts_after < 3 {
+        match v.run(30 * MS) {
+            Ok(()) => {
+                let reason = page.exit_reason();
+                check!(65, reason == VcpuExit::IO as u32, "exit {reason} before the access");
+                let io_exit = page.io();
+                let (port, out, size) = (io_exit.port, io_exit.direction == 1, u64::from(io_exit.size));
+                check!(66, dev.port(&page, port, out, size), "port {port:#x} before the access");
+            }
+            Err(e) if e.is(Errno::EINTR) => {
+                if TAKEN.load(Ordering::Acquire) == 1 {
+                    timeouts_after += 1;
+                }
+            }
+            Err(e) => {
+                println!("FAIL vmm-test: VCPU_RUN while the access is unanswered: {e:?}");
+                return 67;
+            }
+        }
+    }
+    check!(68, model.join() == Ok(0), "the stuck model's READ");
+    drop(io); // the model never answered: gone now
+    let mut gone = false;
+    loop {
+        if let Err(e) = v.run(FOREVER) {
+            println!("FAIL vmm-test: VCPU_RUN after the model went: {e:?}");
+            return 69;
+        }
+        let reason = page.exit_reason();
+        if reason == VcpuExit::DEVICE_GONE as u32 {
+            gone = true;
+            continue;
+        }
+        check!(70, reason == VcpuExit::IO as u32, "exit {reason} after the model went");
+        let io_exit = page.io();
+        let (port, out, size) = (io_exit.port, io_exit.direction == 1, u64::from(io_exit.size));
+        if dev.port(&page, port, out, size) {
+            continue;
+        }
+        check!(71, port == 0x82 && gone, "port {port:#x}, DEVICE_GONE seen: {gone}");
+        let value = page.io_value(size);
+        check!(72, value == 0xff, "the unanswered IN read {value:#x}, not all ones");
+        break;
+    }
+    println!("vmm-test: stuck ok");
     0
 }
 
