@@ -12,7 +12,7 @@ use std::vec::Vec;
 
 use super::Locked;
 use super::allocator::{DECAY_FREES, Heap, LARGE_KEEP_MAX, Misuse, PAGE, RETAIN_MIN, Reason, SPAN};
-use super::cache::{QUEUE, ThreadCache};
+use super::cache::{ThreadCache, bin_capacity};
 use super::classes::{self, CLASSES, COUNT, MEDIUM_MAX, SMALL_COUNT};
 use super::pages::PageSource;
 use crate::abi::Errno;
@@ -857,16 +857,57 @@ fn thread_cache_serves_and_returns_small_blocks() {
 }
 
 #[test]
-fn thread_cache_catches_a_double_free_when_it_drains() {
+fn thread_cache_catches_a_double_free_at_the_second_free() {
     let (shared, _span) = shared_heap();
     let mut cache = ThreadCache::new();
     let p = cache.alloc(&shared, 2).unwrap();
+    let _keep = cache.alloc(&shared, 2).unwrap();
     cache.free(&shared, p).unwrap();
-    let mut result = Ok(());
-    for _ in 0..QUEUE {
-        result = result.and(cache.free(&shared, p));
+    assert_eq!(cache.free(&shared, p), Err(Misuse::DoubleFree(p as usize)));
+}
+
+#[test]
+fn thread_cache_catches_a_double_free_of_a_block_in_the_heaps_free_list() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let _keep = cache.alloc(&shared, 2).unwrap(); // the cache has its view now
+    let p = shared.lock().alloc(CLASSES[2].size as usize, 16);
+    shared.lock().free(p).unwrap();
+    assert_eq!(cache.free(&shared, p), Err(Misuse::DoubleFree(p as usize)));
+}
+
+#[test]
+fn thread_cache_catches_foreign_and_interior_frees_before_anything_changes() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 2).unwrap();
+    let mut local = 0u64;
+    let foreign = &raw mut local as *mut u8;
+    assert_eq!(cache.free(&shared, foreign), Err(Misuse::Foreign(foreign as usize)));
+    let inside = p.wrapping_add(16);
+    assert_eq!(cache.free(&shared, inside), Err(Misuse::Interior(inside as usize)));
+    let held = cache.held();
+    cache.free(&shared, p).unwrap();
+    assert_eq!(cache.held(), held + 1);
+}
+
+#[test]
+fn thread_cache_gives_half_a_full_bin_back_to_the_heap() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let class = 4;
+    let n = bin_capacity(class) * 2;
+    let blocks: Vec<*mut u8> = (0..n).map(|_| cache.alloc(&shared, class).unwrap()).collect();
+    assert_eq!(cache.held(), 0);
+    for &p in &blocks {
+        cache.free(&shared, p).unwrap();
+        assert!(cache.held() <= bin_capacity(class));
     }
-    assert_eq!(result, Err(Misuse::DoubleFree(p as usize)));
+    // Half went back when the bin overflowed; the heap saw those frees.
+    assert!(cache.held() > bin_capacity(class) / 2);
+    assert!(shared.lock().counters().live_blocks >= cache.held());
+    cache.flush(&shared).unwrap();
+    assert_eq!(shared.lock().counters().in_use, 0);
 }
 
 #[test]
@@ -874,11 +915,7 @@ fn thread_cache_catches_a_write_to_a_block_in_a_bin_when_it_pops_it() {
     let (shared, _span) = shared_heap();
     let mut cache = ThreadCache::new();
     let p = cache.alloc(&shared, 2).unwrap();
-    cache.free(&shared, p).unwrap();
-    for _ in 1..QUEUE {
-        let q = shared.lock().alloc(CLASSES[5].size as usize, 16);
-        cache.free(&shared, q).unwrap(); // the 64th free drains: p goes into its bin
-    }
+    cache.free(&shared, p).unwrap(); // straight into its bin
     // SAFETY: test: a write after free to the bin link of a block the cache holds.
     unsafe { (p as *mut u64).write_volatile(0x1234_5678) };
     // p was pushed last: it is the bin's head.
