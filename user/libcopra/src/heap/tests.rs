@@ -892,6 +892,35 @@ fn thread_cache_catches_foreign_and_interior_frees_before_anything_changes() {
 }
 
 #[test]
+fn thread_cache_sends_a_never_carved_address_to_the_locked_checks() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 0).unwrap();
+    // Far past the slab's carved range, in the same slot.
+    let beyond = p.wrapping_add(60 * 1024);
+    assert_eq!(cache.free(&shared, beyond), Err(Misuse::NotAllocated(beyond as usize)));
+}
+
+#[test]
+fn thread_cache_keeps_working_after_a_trim_unmapped_the_tables() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 3).unwrap();
+    cache.free(&shared, p).unwrap();
+    cache.flush(&shared).unwrap();
+    shared.lock().trim();
+    assert_eq!(shared.lock().counters().mapped, 0); // the tables went too
+    // The cache's view now finds no slab (high is 0) until the heap makes one again.
+    let q = cache.alloc(&shared, 3).unwrap();
+    fill(q, CLASSES[3].size as usize, 7);
+    assert!(check(q, CLASSES[3].size as usize, 7));
+    cache.free(&shared, q).unwrap();
+    assert_eq!(cache.free(&shared, q), Err(Misuse::DoubleFree(q as usize)));
+    cache.flush(&shared).unwrap();
+    assert_eq!(shared.lock().counters().in_use, 0);
+}
+
+#[test]
 fn thread_cache_gives_half_a_full_bin_back_to_the_heap() {
     let (shared, _span) = shared_heap();
     let mut cache = ThreadCache::new();
@@ -1000,6 +1029,50 @@ fn four_threads_with_their_own_caches_share_the_heap() {
                 assert_eq!(cache.held(), 0);
             });
         }
+    });
+    let c = shared.lock().counters();
+    assert_eq!((c.in_use, c.live_blocks), (0, 0));
+}
+
+#[test]
+fn blocks_freed_by_another_threads_cache_come_back_whole() {
+    let (shared, _span) = shared_heap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize, u8)>(256);
+    std::thread::scope(|s| {
+        let shared = &shared;
+        s.spawn(move || {
+            // The producer: every block goes to the other thread, which frees it.
+            let mut cache = ThreadCache::new();
+            let mut rng = Rng(7);
+            for op in 0..20_000u32 {
+                let class = rng.below(SMALL_COUNT as u64) as usize;
+                let p = cache.alloc(shared, class).unwrap();
+                fill(p, CLASSES[class].size as usize, op as u8);
+                tx.send((p as usize, class, op as u8)).unwrap();
+            }
+            drop(tx);
+            cache.flush(shared).unwrap();
+        });
+        s.spawn(move || {
+            let mut cache = ThreadCache::new();
+            let mut own = Vec::new();
+            for (p, class, seed) in rx {
+                let p = p as *mut u8;
+                assert!(check(p, CLASSES[class].size as usize, seed));
+                cache.free(shared, p).unwrap();
+                // Some of its own, reusing what it was given.
+                own.push(cache.alloc(shared, class).unwrap());
+                if own.len() > 64 {
+                    for q in own.drain(..) {
+                        cache.free(shared, q).unwrap();
+                    }
+                }
+            }
+            for q in own {
+                cache.free(shared, q).unwrap();
+            }
+            cache.flush(shared).unwrap();
+        });
     });
     let c = shared.lock().counters();
     assert_eq!((c.in_use, c.live_blocks), (0, 0));
