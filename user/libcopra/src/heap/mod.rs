@@ -173,13 +173,36 @@ fn with_heap<R>(f: impl FnOnce(&mut Heap<KernelPages>) -> R) -> R {
 
 /// A block of `size` bytes aligned to `align` (a power of two), zeroed if asked;
 /// null when no memory is left.
-#[inline]
+///
+/// The fast path, inline: a small size at the default alignment, popped from the
+/// calling thread's bin. Everything else is [`allocate_slow`].
+#[inline(always)]
 pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if size <= classes::SMALL_MAX
+        && align <= classes::MIN_ALIGN
+        && let Some(cache) = thread_cache()
+    {
+        let p = cache.pop(classes::small_index(size));
+        if !p.is_null() {
+            if zeroed {
+                // SAFETY: the block holds at least `size` bytes.
+                unsafe { ::core::ptr::write_bytes(p, 0, size) };
+            }
+            return p;
+        }
+    }
+    allocate_slow(size, align, zeroed)
+}
+
+/// [`allocate`] when the bin was empty (refill it), the request is aligned or not
+/// small, or the thread has no cache.
+#[inline(never)]
+fn allocate_slow(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if let Some(cache) = thread_cache()
         && let Some(class) = classes::class_for(size, align)
         && class < classes::SMALL_COUNT
     {
-        match cache.alloc(&HEAP, class) {
+        match cache.alloc_slow(&HEAP, class) {
             Ok(p) if !p.is_null() => {
                 if zeroed {
                     // SAFETY: the block holds at least `size` bytes.
@@ -208,7 +231,7 @@ fn allocate_shared(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 
 /// Frees a block [`allocate`] or [`reallocate`] gave; null is ignored. A pointer the
 /// heap did not hand out ends the program (a panic naming the misuse).
-#[inline]
+#[inline(always)]
 pub fn free(p: *mut u8) {
     if let Some(cache) = thread_cache() {
         if let Err(m) = cache.free(&HEAP, p) {

@@ -9,9 +9,9 @@
 //! | `write-after-free` | writes into a freed block's link, then allocates | `free list … is damaged` |
 //! | `oom` | `Vec::with_capacity` of 64 GiB | `heap: out of memory: …`, then Rust's `memory allocation of … failed` |
 //!
-//! A free goes through the thread's cache, which checks it when its queue drains
-//! (every 64 frees, at a refill, a trim or the thread's end): each action drains it
-//! right after its frees (`heap::flush_thread_cache`), so the misuse is caught there.
+//! A free goes through the thread's cache, which catches these at the free itself
+//! (docs/heap.md, Misuse); each action still flushes the cache right after its frees
+//! (`heap::flush_thread_cache`), which would catch them were that ever deferred.
 //!
 //! Every action ends in a panic (exit status 0xFFFF); reaching the end prints
 //! `heap-misuse: not caught` and exits 1.
@@ -50,7 +50,7 @@ fn main() -> u32 {
             let _keep = block(32); // the slab stays in use
             free(p, 32);
             free(p, 32);
-            heap::flush_thread_cache(); // the cache checks queued frees when it drains
+            heap::flush_thread_cache();
         }
         "foreign" => {
             let mut local = 0u64;
