@@ -1,8 +1,10 @@
 """Benchmark: libcopra's heap on copra against glibc's malloc on Linux, same workloads.
 
 One C source, ``user/c/heap-bench.c``, is the workload: ``small`` (1,000 live objects
-of 16-256 B, each operation frees one at random and allocates its replacement) and
-``mixed`` (the same over sizes from 16 B to 1 MiB, 80 % of them small). It runs
+of 16-256 B, each operation frees one at random and allocates its replacement),
+``mixed`` (the same over sizes from 16 B to 1 MiB, 80 % of them small) and
+``prodcons`` (a producer thread allocates 16-256 B objects and passes them through a
+ring to a consumer thread, which frees them: every free crosses threads). It runs
 
 - on copra as the shipped image ``c-heap-bench`` (built against libcopra.a, so its
   malloc is libcopra's heap), timed from the program's ``begin`` line to its ``end``
@@ -15,12 +17,16 @@ in one run, each ``ROUNDS`` times in alternation; the table shows medians. Throu
 ratio = copra's operations per second / glibc's (above 1: copra's heap is faster).
 Peak memory ratio = the heap's peak mapped bytes on copra (every mapped page is
 backed: copra maps eagerly) / the growth of glibc's peak resident set over the run
-(VmHWM), next to the peak of the bytes the workload asked for.
+(VmHWM), next to the peak of the bytes the workload asked for. ``syscalls`` counts the
+heap's MMAP, MUNMAP and MRESIZE on copra; ``all`` every syscall of the copra run (for
+prodcons mostly FUTEX_WAIT and FUTEX_WAKE of the ring, median).
 
-Usage: python bench/heap.py [--cpu] [--small-ops N] [--mixed-ops N]   (prints a
-table; timings are never tests). ``--cpu`` times with CPU time on both sides
+Usage: python bench/heap.py [--cpu] [--small-ops N] [--mixed-ops N] [--prodcons-ops N]
+(prints a table; timings are never tests). ``--cpu`` times with CPU time on both sides
 (``time.thread_time`` of the thread that runs the vCPU, guest time included, and
-CLOCK_PROCESS_CPUTIME_ID): steadier on a busy machine.
+CLOCK_PROCESS_CPUTIME_ID): steadier on a busy machine. ``prodcons`` runs on a VM with
+two vCPUs (the two threads spin a while before they sleep, so they must run in
+parallel) and is always timed by wall clock: its work is on two host threads.
 """
 
 from __future__ import annotations
@@ -68,8 +74,8 @@ def build_native(out: Path) -> Path:
     if gcc is None:
         raise SystemExit("bench/heap.py: gcc is needed to build the glibc side")
     exe = out / "heap-bench-glibc"
-    subprocess.run([gcc, "-std=c11", "-O2", "-DHEAP_BENCH_HOST", str(SOURCE), "-o", str(exe)],
-                   check=True)
+    subprocess.run([gcc, "-std=c11", "-O2", "-pthread", "-DHEAP_BENCH_HOST", str(SOURCE),
+                    "-o", str(exe)], check=True)
     return exe
 
 
@@ -78,12 +84,13 @@ def run_glibc(exe: Path, workload: str, ops: int, cpu: bool) -> Result:
                          capture_output=True, text=True).stdout
     match = next(m for m in map(_END.search, out.splitlines()) if m)
     f = _fields(match.group(2))
-    seconds = (f["cpu_ns"] if cpu else f["wall_ns"]) / 1e9
+    seconds = (f["cpu_ns"] if cpu and workload != "prodcons" else f["wall_ns"]) / 1e9
     return Result(seconds, f["peak_rss_growth"], f["peak_live"], f["checksum"], {})
 
 
 def run_copra(workload: str, ops: int, cpu: bool) -> Result:
-    clock = time.thread_time if cpu else time.perf_counter
+    threads = workload == "prodcons"
+    clock = time.thread_time if cpu and not threads else time.perf_counter
     conf = f"{workload} {ops} {SEED}".encode()
     archive = packit.encode([packit.PackItEntry("/init", packaged_program("c-heap-bench")),
                              packit.PackItEntry("/etc/heap-bench.conf", conf)])
@@ -97,18 +104,21 @@ def run_copra(workload: str, ops: int, cpu: bool) -> Result:
             stamps["end"] = clock()
             ended.append(line)
 
-    vm = SvsmVm(MEMORY)
+    vm = SvsmVm(MEMORY, cpus=2 if threads else 1)
     try:
         kernel, _ = make_kernel(vm, archive, console)
         result = kernel.serve(kernel.spawn("/init"), None)
         if result.status != 0 or not ended:
             raise SystemExit(f"c-heap-bench {workload} failed: status {result.status}")
+        all_syscalls = (kernel.counters["syscalls_via_doorbell"]
+                        + kernel.counters["syscalls_via_int80"])
     finally:
         vm.close()
     match = _END.search(ended[0])
     assert match is not None
     f = _fields(match.group(2))
     extra = {k: f[k] for k in ("maps", "unmaps", "resizes")}
+    extra["all"] = all_syscalls  # every syscall of the run (FUTEX_WAIT/WAKE for prodcons)
     return Result(stamps["end"] - stamps["begin"], f["peak_mapped"], f["peak_live"],
                   f["checksum"], extra)
 
@@ -118,8 +128,10 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="time with CPU time")
     parser.add_argument("--small-ops", type=int, default=10_000_000)
     parser.add_argument("--mixed-ops", type=int, default=1_000_000)
+    parser.add_argument("--prodcons-ops", type=int, default=2_000_000)
     args = parser.parse_args()
-    workloads = {"small": args.small_ops, "mixed": args.mixed_ops}
+    workloads = {"small": args.small_ops, "mixed": args.mixed_ops,
+                 "prodcons": args.prodcons_ops}
     with tempfile.TemporaryDirectory() as tmp:
         native = build_native(Path(tmp))
         rows = []
@@ -135,17 +147,20 @@ def main() -> None:
           f"{platform.python_version()}, median of {ROUNDS} rounds, "
           f"{'CPU' if args.cpu else 'wall'} time")
     print(f"{'workload':<8} {'ops':>10} {'glibc Mop/s':>12} {'copra Mop/s':>12} {'ratio':>6} "
-          f"{'live MiB':>9} {'glibc MiB':>10} {'copra MiB':>10} {'ratio':>6} {'syscalls':>9}")
+          f"{'live MiB':>9} {'glibc MiB':>10} {'copra MiB':>10} {'ratio':>6} {'syscalls':>9} "
+          f"{'all':>7}")
     for workload, ops, copra, glibc in rows:
         c = statistics.median(r.seconds for r in copra)
         g = statistics.median(r.seconds for r in glibc)
         cm = statistics.median(r.peak_memory for r in copra)
         gm = statistics.median(r.peak_memory for r in glibc)
-        calls = sum(copra[0].extra.values())
+        calls = sum(v for k, v in copra[0].extra.items() if k != "all")
+        every = statistics.median(r.extra["all"] for r in copra)
         mib = 1 << 20
         print(f"{workload:<8} {ops:>10} {ops / g / 1e6:>12.2f} {ops / c / 1e6:>12.2f} "
               f"{g / c:>6.2f} {copra[0].peak_live / mib:>9.1f} {gm / mib:>10.1f} "
-              f"{cm / mib:>10.1f} {cm / gm if gm else float('inf'):>6.2f} {calls:>9}")
+              f"{cm / mib:>10.1f} {cm / gm if gm else float('inf'):>6.2f} {calls:>9} "
+              f"{every:>7.0f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@
 #define COPRA_ERRNO_ENOMEM INT64_C(-3) /* out of physical frames or address space */
 #define COPRA_ERRNO_EPERM INT64_C(-4) /* the handle lacks the right the operation needs */
 #define COPRA_ERRNO_EFAULT INT64_C(-5) /* a user pointer range is unmapped, kernel-half, non-canonical or read-only */
-#define COPRA_ERRNO_EBUSY INT64_C(-6) /* the object is exclusive and already held */
+#define COPRA_ERRNO_EBUSY INT64_C(-6) /* the object is exclusive and already held (DUPLICATE of a VM or VCPU); SEND of an endpoint whose queue carries an endpoint (it could close a cycle) */
 #define COPRA_ERRNO_ENOTFOUND INT64_C(-7) /* no such file, directory, handle or capability index */
 #define COPRA_ERRNO_ENOTSUPP INT64_C(-8) /* the handle's object kind does not support the operation */
 #define COPRA_ERRNO_EEXIST INT64_C(-9) /* create or mkdir of a name that exists */
@@ -33,9 +33,11 @@
 #define COPRA_ERRNO_EMFILE INT64_C(-15) /* the process has reached its limit of open handles */
 #define COPRA_ERRNO_ENOEXEC INT64_C(-16) /* EXEC found the file but it is not a loadable ELF64 x86-64 ET_EXEC image */
 #define COPRA_ERRNO_ENAMETOOLONG INT64_C(-17) /* a path is longer than PATH_MAX or a name longer than NAME_MAX */
-#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value */
+#define COPRA_ERRNO_EAGAIN INT64_C(-18) /* EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value; SEND (RECV) without BLOCK: the queue is full (empty) */
 #define COPRA_ERRNO_ETIMEDOUT INT64_C(-19) /* a wait's timeout passed first (FUTEX_WAIT) */
 #define COPRA_ERRNO_EOVERFLOW INT64_C(-20) /* a WRITE to an event would carry its counter past EVENT_MAX */
+#define COPRA_ERRNO_EMSGSIZE INT64_C(-21) /* RECV: the buffer or the handle array is too small for the next message, which stays queued; the ChannelMessage's sizes say what it needs */
+#define COPRA_ERRNO_EPIPE INT64_C(-22) /* SEND or RECV on a channel endpoint whose peer is closed (RECV: and empty) */
 #define COPRA_ERRNO_EINTR INT64_C(-23) /* VCPU_RUN was kicked out before the guest needed user mode: its timeout passed, another thread closed the VCPU or its VM, the process is ending; call it again */
 #define COPRA_ERRNO_UNKNOWN INT64_C(-128) /* an internal error with no better code (counted by the kernel) */
 
@@ -63,6 +65,12 @@
 #define COPRA_SYS_WAIT_MANY UINT64_C(0x17) /* WaitItem array, count, timeout ns -> items ready */
 #define COPRA_SYS_CLOCK UINT64_C(0x18) /* -> monotonic nanoseconds */
 #define COPRA_SYS_SLEEP UINT64_C(0x19) /* nanoseconds */
+#define COPRA_SYS_CHANNEL_CREATE UINT64_C(0x1a) /* flags (0) -> (second << 32) | first endpoint handle */
+#define COPRA_SYS_SEND UINT64_C(0x1b) /* endpoint, ChannelMessage, ChannelFlag -> 0 */
+#define COPRA_SYS_RECV UINT64_C(0x1c) /* endpoint, ChannelMessage, ChannelFlag -> bytes received */
+#define COPRA_SYS_DUPLICATE UINT64_C(0x1d) /* handle, rights (or RIGHTS_SAME) -> a new handle */
+#define COPRA_SYS_REPLACE UINT64_C(0x1e) /* handle, rights: the handle keeps only these rights */
+#define COPRA_SYS_EXEC_HANDLES UINT64_C(0x1f) /* path, root, handle array, count, flags (0) -> task id */
 #define COPRA_SYS_BATCH UINT64_C(0x20) /* BatchRecord array, count, BatchFlag -> records run */
 #define COPRA_SYS_OPEN UINT64_C(0x100000000)
 #define COPRA_SYS_READ UINT64_C(0x100000001)
@@ -162,8 +170,20 @@
 
 /* Signal: Observable states of kernel objects, for WAIT_MANY (each kind raises some). */
 #define COPRA_SIGNAL_ENDED UINT64_C(0x1) /* a thread or process has ended (for good) */
-#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block; a VCPU has an exit waiting for user mode's answer */
-#define COPRA_SIGNAL_WRITABLE UINT64_C(0x4) /* an event's counter is below EVENT_MAX: a WRITE of 1 would succeed */
+#define COPRA_SIGNAL_READABLE UINT64_C(0x2) /* an event's counter is non-zero: a READ would not block; a channel endpoint's queue holds a message: a RECV would not block; a VCPU has an exit waiting for user mode's answer */
+#define COPRA_SIGNAL_WRITABLE UINT64_C(0x4) /* an event's counter is below EVENT_MAX: a WRITE of 1 would succeed; a channel endpoint's peer is open and has room in its queue: a SEND would not block */
+#define COPRA_SIGNAL_PEER_CLOSED UINT64_C(0x8) /* a channel endpoint's peer is closed (its queue may still hold messages) */
+
+/* Right: The rights a handle grants (DUPLICATE and REPLACE take them; only ever reduced). */
+#define COPRA_RIGHT_READ UINT64_C(0x1) /* READ, READDIR, RECV */
+#define COPRA_RIGHT_WRITE UINT64_C(0x2) /* WRITE, TRUNCATE, SEND */
+#define COPRA_RIGHT_MAP UINT64_C(0x4) /* MMAP of the object */
+#define COPRA_RIGHT_WAIT UINT64_C(0x8) /* WAIT_MANY on the object's signals, JOIN */
+#define COPRA_RIGHT_TRANSFER UINT64_C(0x10) /* the handle may be moved: SEND, EXEC_HANDLES */
+#define COPRA_RIGHT_DUPLICATE UINT64_C(0x20) /* DUPLICATE may make another handle on the object */
+
+/* ChannelFlag: SEND's and RECV's flags. */
+#define COPRA_CHANNEL_FLAG_BLOCK UINT64_C(0x1) /* wait while the peer's queue is full (SEND) or the own queue empty (RECV) */
 
 /* EventFlag: EVENT_CREATE's flags. */
 #define COPRA_EVENT_FLAG_NONBLOCK UINT64_C(0x1) /* READ of a zero counter answers EAGAIN instead of blocking */
@@ -197,10 +217,16 @@
 #define COPRA_MMAP_BASE UINT64_C(0x100000000000) /* Where MMAP places mappings when no hint is given (searching upward). */
 #define COPRA_USER_STACK_GUARD UINT64_C(4096) /* One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END. */
 #define COPRA_USER_MAP_END UINT64_C(0x7ffffffee000)
+#define COPRA_TLS_TCB_SIZE UINT64_C(64) /* Thread-local storage (x86-64 psABI variant II): a thread's FS base points at its thread control block (TCB) of TLS_TCB_SIZE bytes, the TLS block (the PT_TLS template: .tdata copied, .tbss zeroed) lies just below it. Word 0 of the TCB points to itself (%fs:0), word 1 holds TLS_TCB_MAGIC, the rest is zero and reserved. EXEC gives the first thread such a block (docs/abi.md); libcopra builds one for each thread it spawns. */
+#define COPRA_TLS_TCB_MAGIC UINT64_C(0x4243546172706f63) /* "copraTCB", little-endian */
 #define COPRA_TIMEOUT_NEVER UINT64_C(0xffffffffffffffff) /* The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout". */
 #define COPRA_WAIT_MANY_MAX UINT64_C(64) /* The most (handle, signals) items one WAIT_MANY takes. */
 #define COPRA_BATCH_MAX UINT64_C(64) /* The most records one BATCH runs. */
 #define COPRA_EVENT_MAX UINT64_C(0xfffffffffffffffe) /* The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW. */
+#define COPRA_RIGHTS_SAME UINT64_C(0xffffffff) /* DUPLICATE's rights argument that keeps the rights of the original handle. */
+#define COPRA_CHANNEL_MAX_BYTES UINT64_C(0x10000) /* The most bytes one channel message carries. */
+#define COPRA_CHANNEL_MAX_HANDLES UINT64_C(64) /* The most handles one channel message (or one EXEC_HANDLES) moves. */
+#define COPRA_CHANNEL_QUEUE_MAX UINT64_C(64) /* The most messages queued towards one endpoint; SEND beyond waits or answers EAGAIN. */
 #define COPRA_EXIT_STATUS_SHIFT UINT64_C(16) /* Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1. */
 #define COPRA_KILLED_BY_EXCEPTION UINT64_C(1)
 #define COPRA_RUN_PAGE_VERSION UINT64_C(1) /* The run page's layout version (RunPage.version); a layout that grows gets a new one. */
@@ -263,7 +289,7 @@ _Static_assert(offsetof(struct copra_heap_stats, failures) == 96, "copra_heap_st
 
 /* One (handle, signals) pair of WAIT_MANY's array. */
 struct copra_wait_item {
-	uint32_t handle; /* a thread, process or event handle with the WAIT right */
+	uint32_t handle; /* a thread, process, event or channel endpoint handle with the WAIT right */
 	uint32_t signals; /* the Signal bits waited for (non-zero) */
 	uint32_t ready; /* written by WAIT_MANY: those of them raised */
 	uint32_t _pad; /* zero */
@@ -288,6 +314,20 @@ _Static_assert(offsetof(struct copra_batch_record, number) == 0, "copra_batch_re
 _Static_assert(offsetof(struct copra_batch_record, args) == 8, "copra_batch_record.args: offset");
 _Static_assert(offsetof(struct copra_batch_record, user_data) == 48, "copra_batch_record.user_data: offset");
 _Static_assert(offsetof(struct copra_batch_record, result) == 56, "copra_batch_record.result: offset");
+
+/* What SEND sends and RECV receives: bytes and handles, each with its length. */
+struct copra_channel_message {
+	uint64_t data; /* address of the bytes (SEND: read from; RECV: written to) */
+	uint64_t handles; /* address of a u32 array of handle ids (SEND: moved out; RECV: the new ids written) */
+	uint32_t data_len; /* SEND: bytes to send; RECV: the buffer's capacity in, the message's bytes out (also on EMSGSIZE) */
+	uint32_t handle_count; /* SEND: handles to move; RECV: the array's capacity in, the message's handles out (also on EMSGSIZE) */
+};
+_Static_assert(sizeof(struct copra_channel_message) == 24, "copra_channel_message: size");
+_Static_assert(_Alignof(struct copra_channel_message) == 8, "copra_channel_message: alignment");
+_Static_assert(offsetof(struct copra_channel_message, data) == 0, "copra_channel_message.data: offset");
+_Static_assert(offsetof(struct copra_channel_message, handles) == 8, "copra_channel_message.handles: offset");
+_Static_assert(offsetof(struct copra_channel_message, data_len) == 16, "copra_channel_message.data_len: offset");
+_Static_assert(offsetof(struct copra_channel_message, handle_count) == 20, "copra_channel_message.handle_count: offset");
 
 /* The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md). */
 struct copra_run_page {

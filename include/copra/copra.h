@@ -74,6 +74,18 @@ int64_t copra_munmap(void *addr, size_t len);
 int64_t copra_mresize(void *addr, size_t len);
 int64_t copra_capabilities(uint32_t index);
 
+/* --- threads (THREAD_CREATE, JOIN; docs/user-library.md) ---------------------------- */
+
+/* A thread started by copra_thread_spawn. */
+struct copra_thread;
+/* Runs f(arg) on a new thread with a stack and a TLS block of its own (__thread
+ * variables start at their initial values in it); stores the thread in *out.
+ * Returns 0, or a negative error. f's return value is the thread's result. */
+int64_t copra_thread_spawn(struct copra_thread **out, uint32_t (*f)(uint64_t), uint64_t arg);
+/* Waits for the thread to end and returns its result (>= 0), or a negative error;
+ * the thread is released either way. */
+int64_t copra_thread_join(struct copra_thread *thread);
+
 /* WRITE of the NUL-terminated s to handle 0, the task's log. */
 int64_t copra_print(const char *s);
 /* The name of an error ("ENOTFOUND", "UNEXPECTED_EOF"), or "?" for an unknown value. */

@@ -3,7 +3,8 @@
 ``c-hello`` (user/c/hello.c, built by scripts/build-user-images) checks malloc,
 calloc, realloc, aligned_alloc and free, the heap's statistics, the file, directory
 and mapping wrappers and error names, and prints a verdict per check. ``c-heap-bench``
-(the workloads of bench/heap.py) runs a few thousand operations of each workload.
+(the workloads of bench/heap.py) runs a few thousand operations of each workload, the
+producer/consumer one in two threads on two vCPUs.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def test_c_program_returns_its_heap_to_nothing(boot: Any) -> None:
     assert "PASS realloc_of_a_large_block_grows_in_place" in run.task_lines("init")
 
 
-def test_heap_benchmark_program_runs_both_workloads(boot: Any) -> None:
-    for workload in ("small", "mixed"):
-        run = boot("c-heap-bench", {"/etc/heap-bench.conf": f"{workload} 3000 1".encode()})
+def test_heap_benchmark_program_runs_every_workload(boot: Any, boot2: Any) -> None:
+    for workload in ("small", "mixed", "prodcons"):
+        run = (boot2 if workload == "prodcons" else boot)(
+            "c-heap-bench", {"/etc/heap-bench.conf": f"{workload} 3000 1".encode()})
         lines = run.task_lines("init")
         assert run.result.status == 0, lines
         assert lines[0] == f"heap-bench: {workload} begin"

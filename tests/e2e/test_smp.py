@@ -43,7 +43,9 @@ def test_int80_and_faulting_children_under_short_slice_on_two_cpus(boot2: Any) -
 
 
 def test_fuzzers_spawning_fuzzers_with_unmaps_on_two_cpus_leak_nothing(boot2: Any) -> None:
-    # MMAP and MUNMAP from processes on both CPUs: every MUNMAP stops the world.
+    # MMAP and MUNMAP from processes on both CPUs: every MUNMAP zaps its entries from
+    # ring 0 while the other CPU runs on; ended processes' frames wait for the
+    # stop-the-world invalidation (at the latest, the run's end).
     run = boot2("syscall-fuzz", {
         "/etc/fuzz.conf": b"0xC0FFEE 4000\n",
         "/etc/fuzz-procs.conf": b"3 2 1000\n",
@@ -53,6 +55,8 @@ def test_fuzzers_spawning_fuzzers_with_unmaps_on_two_cpus_leak_nothing(boot2: An
     assert [line for line in lines if line.startswith("FAIL")] == []
     assert run.result.status == 0, "\n".join(run.task_lines("init")[-40:])
     assert run.kernel.counters["internal_errors"] == 0
+    assert sum(cpu.zaps for cpu in run.kernel.vm.cpus) > 0
+    assert run.kernel.vm.zap_fallbacks == 0
     assert run.kernel.vm.gate.closings > 0
     assert sum(cpu.slot_gaps for cpu in run.kernel.vm.cpus) == 0
     changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()

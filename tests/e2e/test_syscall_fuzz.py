@@ -12,8 +12,16 @@ The OPENDIR/MKDIR-heavy mode (``/etc/fuzz-dirs.conf`` present) runs under a smal
 kernel metadata budget, so that names and snapshots meet ENOMEM again and again; the
 budget, like every other count, must be back at its baseline at the end.
 
-The many-process test at the end runs fuzzers that start fuzzers (two levels) under
-tight limits; every one must end with 0 and the counts must return to the baseline.
+The channels mode (``/etc/fuzz-chan.conf``) draws most calls among CHANNEL_CREATE,
+SEND, RECV, DUPLICATE, REPLACE and CLOSE of its own handles, so handles really move
+between its endpoints; every queued handle must be released at the end.
+
+The many-process test runs fuzzers that start fuzzers (two levels) under tight
+limits; every one must end with 0 and the counts must return to the baseline.
+
+The threads test runs four fuzzing threads of one process on two CPUs with a 1 ms
+slice: they close, read, map and unmap each other's handles and mappings; every
+answer must still be documented, and the counts must return to the baseline.
 """
 
 from __future__ import annotations
@@ -99,6 +107,57 @@ def test_fuzzers_spawning_fuzzers_meet_the_limits_and_nothing_leaks(boot: Any) -
         re.compile(r"procs: started (\d+)").match, children) if m) + started
     assert run.kernel.counters["internal_errors"] == 0
     assert run.kernel.counters["task_limit_refusals"] >= eagain
+    changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
+               if run.baseline.get(k) != v}
+    assert changed == {}, "stat: (baseline, after)"
+
+
+# --- channels mode ------------------------------------------------------------------------
+
+CHAN_CALLS = 5_000
+
+
+def test_channels_mode_moves_handles_and_nothing_leaks(boot: Any) -> None:
+    run = boot("syscall-fuzz", {"/etc/fuzz.conf": f"0xC4A7 {CHAN_CALLS}\n".encode(),
+                                "/etc/fuzz-chan.conf": b""}, timeout=120.0)
+    lines = run.task_lines("init")
+    assert [line for line in lines if line.startswith("FAIL")] == []
+    assert run.result.status == 0, "\n".join(lines[-40:])
+    assert "syscall-fuzz: channels mode (/etc/fuzz-chan.conf)" in lines
+    assert f"SUMMARY {CHAN_CALLS} calls, 0 unexpected" in lines
+    ok = {m[1]: int(m[2]) for line in lines
+          if (m := re.fullmatch(r"calls (\w+): \d+ \((\d+) ok\)", line))}
+    assert ok["SEND"] > 200 and ok["RECV"] > 50 and ok["DUPLICATE"] > 40, ok
+    errors = {m[1]: int(m[2]) for line in lines
+              if (m := re.fullmatch(r"result (\w+): (\d+)", line))}
+    for errno in ("EMSGSIZE", "EAGAIN", "EPIPE", "EBUSY", "EPERM"):
+        assert errors[errno] > 0, errno
+    assert run.kernel.counters["internal_errors"] == 0
+
+
+# --- threads mode ---------------------------------------------------------------------------
+
+THREADS = 4
+THREAD_CALLS = 2_500
+
+
+def test_fuzzing_threads_on_shared_handles_see_only_documented_answers_and_nothing_leaks(
+        boot2: Any) -> None:
+    run = boot2("syscall-fuzz", {"/etc/fuzz.conf": f"0x7EAD5 {THREAD_CALLS}\n".encode(),
+                                 "/etc/fuzz-threads.conf": f"{THREADS}\n".encode()},
+                timeout=120.0, time_slice=0.001)
+    lines = run.task_lines("init")
+    assert [line for line in lines if line.startswith("FAIL")] == []
+    assert run.result.status == 0, "\n".join(lines[-40:])
+    assert f"syscall-fuzz: threads mode, {THREADS} threads" in lines
+    per_thread = [m for line in lines
+                  if (m := re.fullmatch(rf"thread (\d): {THREAD_CALLS} calls, (\d+) ok, "
+                                        r"0 unexpected", line))]
+    assert sorted(int(m[1]) for m in per_thread) == list(range(THREADS))
+    assert all(int(m[2]) > 0 for m in per_thread)
+    assert f"SUMMARY {THREADS * THREAD_CALLS} calls, 0 unexpected" in lines
+    assert run.kernel.counters["internal_errors"] == 0
+    assert run.kernel.counters["preemptions"] > 0  # the threads took turns on the CPUs
     changed = {k: (run.baseline.get(k), v) for k, v in run.stats.items()
                if run.baseline.get(k) != v}
     assert changed == {}, "stat: (baseline, after)"

@@ -30,3 +30,20 @@ def test_fault_in_one_thread_ends_every_thread_of_the_process(
     assert run.result.status == killed_by(Vector.UD), "\n".join(run.lines)
     assert not run.result.timed_out and run.result.still_running == ()
     assert_no_leak(run)
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_munmap_makes_the_page_fault_at_once_in_a_thread_reading_it(
+        boot: Any, boot2: Any, cpus: int) -> None:
+    # The reader thread never enters the kernel: only the zap of the unmapped entry
+    # (on the unmapping thread's CPU) can stop its reads, from the TLB and KVM's
+    # shadow tables of whatever vCPU it runs on.
+    run = (boot if cpus == 1 else boot2)("unmap-reach", timeout=60.0)
+    lines = run.task_lines("init")
+    (said,) = [line for line in lines if line.startswith("unmap-reach: the reader reads")]
+    page = said.split()[4].rstrip(";")
+    assert run.result.status == killed_by(Vector.PF), "\n".join(run.lines)
+    (kill,) = [line for line in run.lines if "killed:" in line]
+    assert f"address {page}," in kill
+    assert sum(cpu.zaps for cpu in run.kernel.vm.cpus) >= 1
+    assert_no_leak(run)

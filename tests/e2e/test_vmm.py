@@ -131,3 +131,25 @@ def test_vmm_device_events_serve_ports_and_mmio_and_a_vanished_model_reads_all_o
     assert _vmm_objects_gone()
     assert KernelObject.live[ObjectKind.IO_EVENT] == KernelObject.live[ObjectKind.MMIO_EVENT] == 0
     assert_no_leak(run)
+
+
+def test_vm_and_vcpu_move_through_a_channel_and_into_a_child_never_duplicated(
+        boot2: Any, vmmtest: bytes) -> None:
+    run = boot2("vmm-test", {"/etc/vmm-test.conf": b"moves", "/bin/vmm-test": "vmm-test"},
+                guests=[_guest(vmmtest, "moved")])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: moves ok" in run.task_lines("init")
+    assert "vmm-test: moved child ok" in run.task_lines("vmm-test")
+    guest = run.vmm.guests[0]
+    assert guest.cpus[0].dead and guest.vm is None  # released with the child's handle
+    assert _vmm_objects_gone()
+    assert_no_leak(run)
+
+
+def test_device_model_that_never_answers_leaves_the_vmm_in_control(
+        boot2: Any, vmmtest: bytes) -> None:
+    run = boot2("vmm-test", {"/etc/vmm-test.conf": b"stuck"}, guests=[_guest(vmmtest, "stuck")])
+    assert run.result.status == 0, "\n".join(run.lines)
+    assert "vmm-test: stuck ok" in run.task_lines("init")
+    assert _vmm_objects_gone()
+    assert_no_leak(run)

@@ -253,3 +253,91 @@ def test_kicks_after_int3_are_held_but_a_spinning_thread_is_preempted_after_a_bo
     assert isinstance(ex, PreemptExit)
     assert fake.runs == TRAP_HOLDS + 1
     assert cpu.trap_holds == before + TRAP_HOLDS
+
+
+@pytest.mark.parametrize("pages", [1, 40])  # entry by entry; the whole shadow table
+def test_zap_on_one_cpu_drops_a_host_cleared_entry_on_another(pages: int) -> None:
+    # CPU 1 reads a page; the host clears its entry and CPU 0 zaps it from ring 0 (no
+    # slot re-registration): CPU 1 then faults there, and reads a frame mapped anew.
+    vm = SvsmVm(32 << 20, cpus=2)
+    try:
+        reader, zapper = vm.cpus[1], vm.cpus[0]
+        data = USER_START + PAGE_SIZE
+        code = b"\x8a\x04\x25" + data.to_bytes(4, "little") + \
+            bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
+        space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+        text, old, new = (vm.frames.alloc(FrameOwner.USER) for _ in range(3))
+        vm.memory.write(text, code)
+        vm.memory.write(old, b"\x11")
+        vm.memory.write(new, b"\x22")
+        space.map(USER_START, text, writable=False, executable=True)
+        space.map(data, old, writable=False, executable=False)
+        for i in range(1, pages):
+            space.map(data + i * PAGE_SIZE, vm.frames.alloc(FrameOwner.USER), writable=False,
+                      executable=False)
+        ctx = UserContext.initial(space.pml4, USER_START, data)
+        assert isinstance(reader.enter(ctx), SyscallExit)
+        assert reader.regs.rax & 0xFF == 0x11
+        cleared: list[int] = []
+        assert space.unmap(data, cleared) == old
+        for i in range(1, pages):
+            space.unmap(data + i * PAGE_SIZE, cleared)
+        zapper.load(UserContext.initial(space.pml4, USER_START, data))
+        invalidations = vm.invalidations
+        assert zapper.zap(cleared)
+        assert zapper.zaps == 1 and vm.invalidations == invalidations
+        reader.regs.rip = USER_START
+        reader.mark_regs_dirty()
+        ex = reader.enter(ctx)
+        assert isinstance(ex, FaultExit) and ex.vector == x86.Vector.PF and ex.address == data
+        space.map(data, new, writable=False, executable=False)
+        reader.regs.rip = USER_START
+        reader.mark_regs_dirty()
+        assert isinstance(reader.enter(ctx), SyscallExit)
+        assert reader.regs.rax & 0xFF == 0x22
+    finally:
+        vm.close()
+
+
+def test_context_saved_after_a_doorbell_resumes_past_it_on_another_cpu() -> None:
+    # Whether or not the VM completes the exit's `out` before saving (it does not where
+    # KVM reports RIP past it, vm.io_done_at_exit), the context runs on from after it
+    # on the next CPU: the `out` is neither lost nor executed twice.
+    vm = SvsmVm(32 << 20, cpus=2)
+    try:
+        code = bytes([0xE6, DOORBELL_PORT]) + b"\x48\xff\xc3" + \
+            bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"  # out; inc rbx; out; jmp $
+        ctx = user_program(vm, code)
+        first, second = vm.cpus
+        assert first.enter(ctx) == SyscallExit(Entry.DOORBELL)
+        first.save()
+        other = user_program(vm, b"\xeb\xfe")
+        first.load(other)  # the first CPU moves on to another context
+        assert second.enter(ctx) == SyscallExit(Entry.DOORBELL)
+        assert second.regs.rbx == 1
+        assert second.regs.rip in (CODE + 5, CODE + 7)  # at or past the second `out`
+    finally:
+        vm.close()
+
+
+def test_drop_translations_without_a_loaded_context_falls_back_to_invalidating() -> None:
+    # The zap needs the caller's context on the CPU (its CR3); without one the VM
+    # stops the world instead, so the entries are dropped all the same.
+    vm = SvsmVm(16 << 20)
+    try:
+        before = vm.invalidations
+        vm.drop_translations(0, [cleared_entry(vm)])
+        assert vm.zap_fallbacks == 1 and vm.invalidations == before + 1
+        vm.drop_translations(0, [])  # nothing to drop: nothing happens
+        assert vm.zap_fallbacks == 1 and vm.invalidations == before + 1
+    finally:
+        vm.close()
+
+
+def cleared_entry(vm: SvsmVm) -> int:
+    """The physical address of a leaf entry of a fresh address space (cleared)."""
+    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
+    space.map(CODE, vm.frames.alloc(FrameOwner.USER), writable=False, executable=False)
+    cleared: list[int] = []
+    space.unmap(CODE, cleared)
+    return cleared[0]

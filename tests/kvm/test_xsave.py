@@ -185,3 +185,22 @@ def test_amx_tile_configuration_does_not_cross_contexts(vm: SvsmVm) -> None:
     run_to_doorbell(vm, user_program(vm, LDTILECFG))
     run_to_doorbell(vm, user_program(vm, STTILECFG))
     assert (vm.cpus[0].regs.rax, vm.cpus[0].regs.rbx) == (0, 0)
+
+
+def test_parked_context_loaded_on_another_cpu_brings_its_vector_state() -> None:
+    # A thread leaves CPU 0 parked (its XSAVE state still in CPU 0's vCPU); CPU 1 loads
+    # it and must read what it wrote, after CPU 0 has moved on to another context.
+    m = SvsmVm(32 << 20, cpus=2)
+    try:
+        writer = user_program(m, WRITE + READ)
+        first, second = m.cpus
+        assert first.enter(writer) == SyscallExit(Entry.DOORBELL)
+        first.park()
+        assert second.enter(writer) == SyscallExit(Entry.DOORBELL)  # runs READ
+        assert second.regs.rax == YMM0_HI and second.regs.rbx & 0xFFFF == MXCSR_ROUND_TO_ZERO
+        first.load(user_program(m, b"\xeb\xfe"))  # nothing of the writer's may be saved now
+        second.park()
+        first.load(writer)
+        assert writer.xsave is not None
+    finally:
+        m.close()

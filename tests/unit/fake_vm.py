@@ -35,6 +35,9 @@ class FakeCpu:
     def save(self) -> None:
         pass
 
+    def park(self) -> None:
+        pass
+
     def kick(self) -> None:
         pass
 
@@ -48,6 +51,7 @@ class FakeVm:
         self.frames.reclaim = self.invalidate_mappings
         self.cpus = [FakeCpu()]
         self.invalidations = 0
+        self.dropped: list[int] = []  #: page-table entries ``drop_translations`` was given
 
     @property
     def exits(self) -> int:
@@ -62,6 +66,9 @@ class FakeVm:
     def invalidate_mappings(self) -> None:
         self.invalidations += 1
         self.frames.free_many(self.frames.take_quarantine())
+
+    def drop_translations(self, cpu: int, entries: list[int]) -> None:
+        self.dropped += entries
 
     def flush_quarantine(self) -> None:
         if self.frames.quarantined:

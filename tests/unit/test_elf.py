@@ -18,6 +18,8 @@ from copra.abi.spec import PAGE_SIZE, USER_MAP_END, USER_START
 from copra.kernel.elf import (
     EHDR,
     MAX_PHNUM,
+    MAX_TLS_ALIGN,
+    MAX_TLS_SIZE,
     PHDR,
     ElfError,
     ElfImage,
@@ -25,7 +27,7 @@ from copra.kernel.elf import (
     parse_elf,
 )
 
-PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_GNU_STACK = 1, 2, 3, 4, 0x6474E551
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE, PT_TLS, PT_GNU_STACK = 1, 2, 3, 4, 7, 0x6474E551
 R, W, X = 4, 2, 1
 TEXT = 0x400000
 
@@ -41,6 +43,7 @@ class Seg:
     ptype: int = PT_LOAD
     offset: int | None = None
     filesz: int | None = None
+    align: int = PAGE_SIZE
 
 
 def build_elf(
@@ -77,7 +80,7 @@ def build_elf(
         filesz = len(seg.data) if seg.filesz is None else seg.filesz
         memsz = filesz if seg.memsz is None else seg.memsz
         headers.append(
-            PHDR.pack(seg.ptype, seg.flags, offset, seg.vaddr, seg.vaddr, filesz, memsz, PAGE_SIZE)
+            PHDR.pack(seg.ptype, seg.flags, offset, seg.vaddr, seg.vaddr, filesz, memsz, seg.align)
         )
     for index, header in enumerate(headers):
         at = phoff + index * PHDR.size
@@ -166,6 +169,55 @@ def test_non_load_headers_are_ignored() -> None:
     image = parse_elf(blob)
     assert [s.vaddr for s in image.segments] == [TEXT]
     assert_matches_pyelftools(blob, image)
+
+
+def tls_program(tls: Seg) -> list[Seg]:
+    return [*typical_program(), tls]
+
+
+def test_tls_template_is_kept_with_its_data_size_and_alignment() -> None:
+    data_vaddr = typical_program()[2].vaddr
+    image = parse_elf(build_elf(tls_program(
+        Seg(data_vaddr, b"\x2a\x00\x00\x00", R, memsz=0x30, ptype=PT_TLS, align=16))))
+    assert image.tls is not None
+    assert (image.tls.vaddr, image.tls.memsz, image.tls.align) == (data_vaddr, 0x30, 16)
+    assert bytes(image.tls.data) == b"\x2a\x00\x00\x00"
+
+
+def test_image_without_pt_tls_has_no_template() -> None:
+    assert parse_elf(build_elf(typical_program())).tls is None
+
+
+def test_tls_alignment_zero_means_one() -> None:
+    tls = Seg(TEXT, b"", R, memsz=8, ptype=PT_TLS, align=0)
+    image = parse_elf(build_elf(tls_program(tls)))
+    assert image.tls is not None and image.tls.align == 1
+
+
+def test_second_pt_tls_is_rejected() -> None:
+    tls = Seg(TEXT, b"", R, memsz=8, ptype=PT_TLS, align=8)
+    assert "second PT_TLS" in parse_error(build_elf([*tls_program(tls), tls]))
+
+
+def test_tls_filesz_above_memsz_is_rejected() -> None:
+    tls = Seg(TEXT, b"abcd", R, memsz=2, ptype=PT_TLS, align=8)
+    assert "PT_TLS 3: filesz" in parse_error(build_elf(tls_program(tls)))
+
+
+def test_tls_larger_than_the_limit_is_rejected() -> None:
+    tls = Seg(TEXT, b"", R, memsz=MAX_TLS_SIZE + 1, ptype=PT_TLS, align=8)
+    assert "exceeds the limit" in parse_error(build_elf(tls_program(tls)))
+
+
+@pytest.mark.parametrize("align", [3, 24, MAX_TLS_ALIGN * 2])
+def test_tls_alignment_not_a_small_power_of_two_is_rejected(align: int) -> None:
+    tls = Seg(TEXT, b"", R, memsz=8, ptype=PT_TLS, align=align)
+    assert "p_align" in parse_error(build_elf(tls_program(tls)))
+
+
+def test_tls_data_beyond_the_file_is_rejected() -> None:
+    tls = Seg(TEXT, b"x", R, ptype=PT_TLS, align=8, offset=1 << 20, filesz=16)
+    assert "PT_TLS 3: file range" in parse_error(build_elf(tls_program(tls)))
 
 
 def test_empty_load_segment_is_dropped() -> None:

@@ -265,3 +265,15 @@ def test_quarantined_reference_to_a_shared_frame_drops_only_that_reference() -> 
     frames.retire([pa])
     frames.free_many(frames.take_quarantine())
     assert frames.refcount(pa) == 1
+
+
+def test_alloc_many_hands_out_zeroed_low_frames_first_or_nothing() -> None:
+    frames = allocator(pages=8, reserved=2)
+    frames.memory.write(BASE + 2 * PAGE_SIZE, b"\xff" * PAGE_SIZE)
+    got = frames.alloc_many(3, FrameOwner.USER)
+    assert got == [BASE + i * PAGE_SIZE for i in (2, 3, 4)]
+    assert frames.memory.read(got[0], PAGE_SIZE) == bytes(PAGE_SIZE)
+    assert frames.used[FrameOwner.USER] == 3
+    with pytest.raises(OutOfMemory):
+        frames.alloc_many(4, FrameOwner.USER)
+    assert frames.free_count == 3 and frames.used[FrameOwner.USER] == 3

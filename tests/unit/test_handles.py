@@ -290,3 +290,33 @@ class HandleTableMachine(RuleBasedStateMachine):
 HandleTableMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
                                                 deadline=None)
 test_handle_table_against_model = HandleTableMachine.TestCase
+
+
+def test_reserved_id_counts_against_the_limit_and_names_nothing_until_filled() -> None:
+    table = HandleTable(limit=2)
+    first = table.install(FakeFile())
+    reserved = table.reserve()
+    assert reserved == first + 1 and len(table) == 2
+    assert errno_of(lambda: table.install(FakeFile())) == Errno.EMFILE
+    assert errno_of(lambda: table.get(reserved, FakeFile)) == Errno.ENOTFOUND
+    assert not table.remove(reserved)  # a CLOSE of it finds nothing; the id stays taken
+    obj = FakeFile()
+    assert table.fill(reserved, obj) == reserved
+    assert table.get(reserved, FakeFile) is obj
+
+
+def test_cancelled_reservation_gives_the_lowest_id_back() -> None:
+    table = HandleTable(limit=4)
+    reserved = table.reserve()
+    table.install(FakeFile())
+    table.cancel(reserved)
+    assert len(table) == 1 and table.install(FakeFile()) == reserved
+
+
+def test_fill_after_the_table_was_emptied_closes_the_object() -> None:
+    table = HandleTable()
+    reserved = table.reserve()
+    table.close_all()  # the process ended while the call made its object
+    obj = FakeFile()
+    table.fill(reserved, obj)
+    assert obj.closes == 1 and len(table) == 0

@@ -313,7 +313,7 @@ def _linux_like_program() -> bytes:
 def test_foreign_program_hint_names_the_linux_only_segments() -> None:
     hint = foreign_program_hint("--init prog", _linux_like_program())
     assert hint is not None
-    assert hint.startswith("--init prog has PT_NOTE, PT_TLS, PT_GNU_STACK segments, which copra "
+    assert hint.startswith("--init prog has PT_NOTE, PT_GNU_STACK segments, which copra "
                            "programs do not have")
     assert "docs/user-library.md" in hint
 

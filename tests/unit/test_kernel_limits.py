@@ -7,6 +7,7 @@ and that nothing is left behind.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fake_vm import FakeVm
@@ -30,9 +31,11 @@ from copra.kernel.cpu import Next
 from copra.kernel.errors import SyscallError
 from copra.kernel.frames import FrameOwner
 from copra.kernel.kernel import Kernel, task_name
+from copra.kernel.objects.file import OpenFile
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
+from copra.kernel.syscalls import fs as fs_syscalls
 from copra.kernel.thread import ThreadState
 
 PATH = USER_START  # a page holding "/f\0"
@@ -114,6 +117,41 @@ def test_open_trunc_at_the_handle_limit_is_emfile_and_keeps_the_file(kernel: Ker
     result = call(kernel, proc, Sys.OPEN, PATH, FileMode.WRITE | FileMode.TRUNC, 0)
     assert result == Errno.EMFILE
     assert kernel.fs.open("/f").size == 100
+
+
+def test_open_create_racing_for_the_last_handle_takes_it_before_creating(
+        kernel: Kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another thread of the process installs a handle while OPEN creates its file:
+    # OPEN reserved the last id first, so the other call is refused (free of effects)
+    # and OPEN succeeds; before, OPEN created the file and then answered EMFILE.
+    proc = process(kernel)
+    while len(proc.handles) < MAX_HANDLES - 1:
+        assert call(kernel, proc, Sys.OPEN, PATH, FileMode.READ, 0) > 0
+    real_open = fs_syscalls.OpenFile.open
+    other: list[Errno] = []
+
+    def open_while_another_thread_installs(*args: Any, **kwargs: Any) -> OpenFile:
+        try:
+            proc.handles.install(Log("other", lambda line: None))
+        except SyscallError as e:
+            other.append(e.errno)
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(fs_syscalls.OpenFile, "open", open_while_another_thread_installs)
+    handle = call(kernel, proc, Sys.OPEN, PATH + 3, FileMode.WRITE, FileFlag.CREATE)
+    assert handle == MAX_HANDLES - 1 and other == [Errno.EMFILE]
+    assert kernel.fs.open("/new").size == 0
+
+
+def test_open_create_that_fails_gives_its_reserved_handle_back(kernel: Kernel) -> None:
+    proc = process(kernel)
+    before = len(proc.handles)
+    # "/f/x": a path under a file is ENOTDIR, after the id was reserved
+    kernel.vm.memory.write(proc.space.lookup(PATH) & PTE_ADDR_MASK, b"/f/x\0")  # type: ignore[operator]
+    assert call(kernel, proc, Sys.OPEN, PATH, FileMode.WRITE, FileFlag.CREATE) < 0
+    assert len(proc.handles) == before
+    assert call(kernel, proc, Sys.OPENDIR, PATH) < 0
+    assert len(proc.handles) == before
 
 
 def test_executable_file_mapping_is_a_private_copy(kernel: Kernel) -> None:

@@ -316,3 +316,24 @@ def test_random_map_unmap_sequence_agrees_with_dict_model_and_reference_walk(
     assert s.frames.used[FrameOwner.PAGE_TABLE] == 0
     assert tables >= 1
     assert s.frames.used[FrameOwner.USER] == len(model)
+
+
+def test_map_run_across_a_table_boundary_matches_the_reference_walk(s: Setup) -> None:
+    start = 0x20_0000 - 2 * PAGE_SIZE  # two pages in one table, two in the next
+    frames = [s.user_frame() for _ in range(4)]
+    mapped: list[int] = []
+    s.space.map_run(start, frames, writable=False, executable=True, mapped=mapped)
+    assert mapped == [start + i * PAGE_SIZE for i in range(4)]
+    for i, pa in enumerate(frames):
+        entry = reference_walk(s.memory, s.space.pml4, start + i * PAGE_SIZE)
+        assert entry is not None and entry & FRAME_BITS == pa
+        assert entry & (P | US) == P | US and not entry & (RW | XD)
+
+
+def test_map_run_stops_at_a_mapped_page_and_reports_what_it_mapped(s: Setup) -> None:
+    s.space.map(VA + 2 * PAGE_SIZE, s.user_frame(), writable=True, executable=False)
+    mapped: list[int] = []
+    with pytest.raises(MappingError, match="already mapped"):
+        s.space.map_run(VA, [s.user_frame() for _ in range(4)], writable=True,
+                        executable=False, mapped=mapped)
+    assert mapped == [VA, VA + PAGE_SIZE]

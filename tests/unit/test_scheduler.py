@@ -91,6 +91,38 @@ def test_idle_cpu_waits_until_a_thread_is_added_from_another_host_thread() -> No
     assert got == [late]
 
 
+def test_woken_thread_goes_to_the_idle_cpu_it_last_ran_on() -> None:
+    sched = Scheduler(2)
+    a, b = thread(1), thread(2)
+    sched.add(a)
+    sched.add(b)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    got: list[Thread | None] = []
+    idle_cpu = threading.Thread(target=lambda: got.append(sched.pick(1)))
+    idle_cpu.start()
+    while True:  # until CPU 1 waits in pick
+        with sched.lock:
+            if sched._waiting[1]:
+                break
+    sched.wake(b)  # from CPU 0, which runs a: b is handed to CPU 1, not queued for 0
+    assert b.queued_on == 1 and not sched.others_waiting()
+    idle_cpu.join(timeout=30)
+    assert got == [b] and b.cpu == 1
+
+
+def test_woken_thread_whose_cpu_is_busy_goes_to_the_shared_queue() -> None:
+    sched = Scheduler(2)
+    a, b, c = thread(1), thread(2), thread(3)
+    for t in (a, b, c):
+        sched.add(t)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    assert sched.pick(1) is c  # CPU 1 is busy again when b is woken
+    sched.wake(b)
+    assert b.queued_on == -1 and sched.others_waiting()
+
+
 def test_waiter_wakes_its_thread_when_the_queue_signals() -> None:
     sched = Scheduler(1)
     t = thread(1)
@@ -167,7 +199,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     @invariant()
     def queue_holds_exactly_the_runnable_threads(self) -> None:
-        queued = list(self.sched._queue)
+        queued = self.sched.queued()
         assert len(queued) == len(set(map(id, queued)))
         assert {id(t) for t in queued} == {id(t) for t in self._in(ThreadState.RUNNABLE)}
 

@@ -180,7 +180,7 @@ def test_wait_many_refuses_bad_counts_masks_and_handles_without_wait() -> None:
     assert call(k, main, Sys.WAIT_MANY, ITEMS, WAIT_MANY_MAX + 1, 0) == Errno.EINVAL
     items(k, proc, (event, 0))
     assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == Errno.EINVAL
-    items(k, proc, (event, 8))
+    items(k, proc, (event, 16))
     assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == Errno.EINVAL
     items(k, proc, (0, Signal.READABLE))  # the log: no WAIT right
     assert call(k, main, Sys.WAIT_MANY, ITEMS, 1, 0) == Errno.EPERM

@@ -88,7 +88,6 @@ def test_image_is_statically_linked(name: str) -> None:
     types = {seg["p_type"] for seg in _elf(name).iter_segments()}
     assert "PT_INTERP" not in types
     assert "PT_DYNAMIC" not in types
-    assert "PT_TLS" not in types
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -37,7 +37,9 @@ class Errno(IntEnum):
     ENOMEM = -3  #: out of physical frames or address space
     EPERM = -4  #: the handle lacks the right the operation needs
     EFAULT = -5  #: a user pointer range is unmapped, kernel-half, non-canonical or read-only
-    EBUSY = -6  #: the object is exclusive and already held
+    #: the object is exclusive and already held (DUPLICATE of a VM or VCPU); SEND of an
+    #: endpoint whose queue carries an endpoint (it could close a cycle)
+    EBUSY = -6
     ENOTFOUND = -7  #: no such file, directory, handle or capability index
     ENOTSUPP = -8  #: the handle's object kind does not support the operation
     EEXIST = -9  #: create or mkdir of a name that exists
@@ -54,10 +56,15 @@ class Errno(IntEnum):
     #: EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped
     #: children is reached; try again once a task has ended or been reaped (WAIT);
     #: THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word
-    #: no longer holds the expected value
+    #: no longer holds the expected value; SEND (RECV) without BLOCK: the queue is full
+    #: (empty)
     EAGAIN = -18
     ETIMEDOUT = -19  #: a wait's timeout passed first (FUTEX_WAIT)
     EOVERFLOW = -20  #: a WRITE to an event would carry its counter past EVENT_MAX
+    #: RECV: the buffer or the handle array is too small for the next message, which
+    #: stays queued; the ChannelMessage's sizes say what it needs
+    EMSGSIZE = -21
+    EPIPE = -22  #: SEND or RECV on a channel endpoint whose peer is closed (RECV: and empty)
     #: VCPU_RUN was kicked out before the guest needed user mode: its timeout passed,
     #: another thread closed the VCPU or its VM, the process is ending; call it again
     EINTR = -23
@@ -93,6 +100,13 @@ class Sys(IntEnum):
     WAIT_MANY = sysno(0, 0x17)  # WaitItem array, count, timeout ns -> items ready
     CLOCK = sysno(0, 0x18)  # -> monotonic nanoseconds
     SLEEP = sysno(0, 0x19)  # nanoseconds
+    # copra's channels: endpoints that carry bytes and move handles between processes.
+    CHANNEL_CREATE = sysno(0, 0x1A)  # flags (0) -> (second << 32) | first endpoint handle
+    SEND = sysno(0, 0x1B)  # endpoint, ChannelMessage, ChannelFlag -> 0
+    RECV = sysno(0, 0x1C)  # endpoint, ChannelMessage, ChannelFlag -> bytes received
+    DUPLICATE = sysno(0, 0x1D)  # handle, rights (or RIGHTS_SAME) -> a new handle
+    REPLACE = sysno(0, 0x1E)  # handle, rights: the handle keeps only these rights
+    EXEC_HANDLES = sysno(0, 0x1F)  # path, root, handle array, count, flags (0) -> task id
     BATCH = sysno(0, 0x20)  # BatchRecord array, count, BatchFlag -> records run
     OPEN = sysno(1, 0)
     READ = sysno(1, 1)
@@ -232,10 +246,31 @@ class Signal(IntFlag):
     """Observable states of kernel objects, for WAIT_MANY (each kind raises some)."""
 
     ENDED = 1  #: a thread or process has ended (for good)
-    #: an event's counter is non-zero: a READ would not block; a VCPU has an exit
-    #: waiting for user mode's answer
+    #: an event's counter is non-zero: a READ would not block; a channel endpoint's
+    #: queue holds a message: a RECV would not block; a VCPU has an exit waiting for
+    #: user mode's answer
     READABLE = 2
-    WRITABLE = 4  #: an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
+    #: an event's counter is below EVENT_MAX: a WRITE of 1 would succeed; a channel
+    #: endpoint's peer is open and has room in its queue: a SEND would not block
+    WRITABLE = 4
+    PEER_CLOSED = 8  #: a channel endpoint's peer is closed (its queue may still hold messages)
+
+
+class Right(IntFlag):
+    """The rights a handle grants (DUPLICATE and REPLACE take them; only ever reduced)."""
+
+    READ = 1  #: READ, READDIR, RECV
+    WRITE = 2  #: WRITE, TRUNCATE, SEND
+    MAP = 4  #: MMAP of the object
+    WAIT = 8  #: WAIT_MANY on the object's signals, JOIN
+    TRANSFER = 16  #: the handle may be moved: SEND, EXEC_HANDLES
+    DUPLICATE = 32  #: DUPLICATE may make another handle on the object
+
+
+class ChannelFlag(IntFlag):
+    """SEND's and RECV's flags."""
+
+    BLOCK = 1  #: wait while the peer's queue is full (SEND) or the own queue empty (RECV)
 
 
 class EventFlag(IntFlag):
@@ -301,6 +336,14 @@ MMAP_BASE = 0x0000_1000_0000_0000
 USER_STACK_GUARD = PAGE_SIZE
 USER_MAP_END = USER_STACK_TOP - USER_STACK_SIZE - USER_STACK_GUARD
 
+#: Thread-local storage (x86-64 psABI variant II): a thread's FS base points at its
+#: thread control block (TCB) of TLS_TCB_SIZE bytes, the TLS block (the PT_TLS template:
+#: .tdata copied, .tbss zeroed) lies just below it. Word 0 of the TCB points to itself
+#: (%fs:0), word 1 holds TLS_TCB_MAGIC, the rest is zero and reserved. EXEC gives the
+#: first thread such a block (docs/abi.md); libcopra builds one for each thread it spawns.
+TLS_TCB_SIZE = 64
+TLS_TCB_MAGIC = 0x4243_5461_7270_6F63  #: "copraTCB", little-endian
+
 #: The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout".
 TIMEOUT_NEVER = (1 << 64) - 1
 #: The most (handle, signals) items one WAIT_MANY takes.
@@ -309,6 +352,14 @@ WAIT_MANY_MAX = 64
 BATCH_MAX = 64
 #: The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW.
 EVENT_MAX = (1 << 64) - 2
+#: DUPLICATE's rights argument that keeps the rights of the original handle.
+RIGHTS_SAME = 0xFFFF_FFFF
+#: The most bytes one channel message carries.
+CHANNEL_MAX_BYTES = 64 * 1024
+#: The most handles one channel message (or one EXEC_HANDLES) moves.
+CHANNEL_MAX_HANDLES = 64
+#: The most messages queued towards one endpoint; SEND beyond waits or answers EAGAIN.
+CHANNEL_QUEUE_MAX = 64
 
 #: Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of
 #: EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
@@ -371,7 +422,8 @@ WAIT_ITEM = Struct(
     "WaitItem",
     16,
     (
-        Field("handle", "u32", 0, "a thread, process or event handle with the WAIT right"),
+        Field("handle", "u32", 0, "a thread, process, event or channel endpoint handle "
+                                  "with the WAIT right"),
         Field("signals", "u32", 4, "the Signal bits waited for (non-zero)"),
         Field("ready", "u32", 8, "written by WAIT_MANY: those of them raised"),
         Field("_pad", "u32", 12, "zero"),
@@ -539,6 +591,21 @@ MSR_RANGE = Struct(
     "One range of VM_SET_MSR_FILTER's array.",
 )
 
-STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, BATCH_RECORD, RUN_PAGE, VCPU_IO,
-                               VCPU_MMIO, VCPU_MSR, VCPU_CPUID, VCPU_FAILURE, MSR_RANGE,
-                               DEVICE_ACCESS, DEVICE_ANSWER)
+CHANNEL_MESSAGE = Struct(
+    "ChannelMessage",
+    24,
+    (
+        Field("data", "u64", 0, "address of the bytes (SEND: read from; RECV: written to)"),
+        Field("handles", "u64", 8, "address of a u32 array of handle ids (SEND: moved out; "
+                                   "RECV: the new ids written)"),
+        Field("data_len", "u32", 16, "SEND: bytes to send; RECV: the buffer's capacity in, "
+                                     "the message's bytes out (also on EMSGSIZE)"),
+        Field("handle_count", "u32", 20, "SEND: handles to move; RECV: the array's capacity "
+                                         "in, the message's handles out (also on EMSGSIZE)"),
+    ),
+    "What SEND sends and RECV receives: bytes and handles, each with its length.",
+)
+
+STRUCTS: tuple[Struct, ...] = (DIRENT, HEAP_STATS, WAIT_ITEM, BATCH_RECORD, CHANNEL_MESSAGE,
+                               RUN_PAGE, VCPU_IO, VCPU_MMIO, VCPU_MSR, VCPU_CPUID, VCPU_FAILURE,
+                               MSR_RANGE, DEVICE_ACCESS, DEVICE_ANSWER)

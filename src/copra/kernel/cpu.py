@@ -23,6 +23,9 @@ state (x87, SSE, AVX, AVX-512 and whatever else KVM's XSAVE set holds) belong to
 ``UserContext``. ``save`` stores the loaded context's state (KVM_GET_XSAVE2),
 ``load`` puts another's on the vCPU (KVM_SET_XSAVE); a context that never ran gets
 ``x86.initial_xsave``. XCR0 is the same for every context (CPL3 cannot change it).
+A thread that leaves its CPU is ``park``ed: registers stored at once, its XSAVE state
+left in the vCPU until this CPU loads another context or another CPU ``fetch``es it,
+so a thread that comes back to the same idle CPU costs no state ioctl.
 
 The loop: ``serve`` is this CPU's whole life on its host thread, a small state
 machine over ``CpuState``::
@@ -47,8 +50,11 @@ with ``preempt`` asks for a PreemptExit at the next clean CPL3 boundary; one wit
 
 Ownership and locking: a ``Cpu`` is driven by one host thread (the one in ``serve``,
 or the caller of ``enter``); the run page, the loaded context and the kernel stack
-are touched only by it. ``state`` changes to and from GUEST under the VM's gate lock
-(class "vm.gate", kernel/svsm_vm.py), which is also what makes a kick's signal safe:
+are touched only by it, except that another CPU's host thread may ``fetch`` a parked
+context's state: ``_context_lock`` (class "cpu.context", taken with no other lock
+held) guards the loaded context's bookkeeping and the vCPU's XSAVE state. ``state``
+changes to and from GUEST under the VM's gate lock (class "vm.gate",
+kernel/svsm_vm.py), which is also what makes a kick's signal safe:
 it goes only to a CPU in GUEST, whose host thread is alive. ``kick`` with
 ``signal=False`` takes no lock and may be called from a signal handler.
 """
@@ -67,7 +73,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from copra.abi.spec import DOORBELL_PORT, SYSCALL_VECTOR, USER_END, USER_INITIAL_RFLAGS, Entry
 from copra.hw import kvm, x86
 from copra.hw.kvm import ExitReason, KvmRegs, KvmSegment, KvmSregs
-from copra.kernel import layout
+from copra.kernel import layout, lockdep
 from copra.kernel.layout import KERNEL_BASE
 
 if TYPE_CHECKING:
@@ -230,6 +236,14 @@ _TRAP_OPCODES: Final = frozenset({0xCC, 0xF1})  # int3, int1
 TRAP_HOLDS: Final = 8
 _U64: Final = (1 << 64) - 1
 _STUB_EXIT_RIP: Final = layout.stub_exit_rips()
+_ZAP_ENTRY: Final = struct.Struct("<3Q")
+_ZAP_EXIT_RIP: Final = layout.zap_exit_rip()
+_WINDOW_FLAGS: Final = x86.PTE_P | x86.PTE_W | x86.PTE_NX
+#: Cleared entries of one page table beyond which ``zap`` drops the table's whole
+#: shadow page (one write) instead of each entry (one write each, ~1.3 us apiece on
+#: PVM); the price is that the table's other pages fault into KVM once more (~4 us
+#: each, only those touched again). docs/performance.md, "MUNMAP".
+ZAP_WHOLE_TABLE_AT: Final = 32
 
 
 class Cpu:
@@ -249,11 +263,24 @@ class Cpu:
         ctypes.memmove(self._initial_xsave, x86.initial_xsave(self.vcpu.xsave_size),
                        self.vcpu.xsave_size)
         self._sregs = self._sregs_template(self.vcpu.get_sregs())
+        self._ring0_sregs = KvmSregs()
+        ctypes.memmove(ctypes.addressof(self._ring0_sregs), ctypes.addressof(self._sregs),
+                       ctypes.sizeof(KvmSregs))
+        _set_segment(self._ring0_sregs.cs, x86.SEL_KERNEL_CODE, code=True, dpl=0)
+        for seg in (self._ring0_sregs.ds, self._ring0_sregs.es, self._ring0_sregs.ss):
+            _set_segment(seg, x86.SEL_KERNEL_DATA, code=False, dpl=0)
+        self._saved_regs = KvmRegs()  # the user registers while the zap stub runs
         self.vcpu.enable_sync_regs()
         self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
         self.run_page = self.vcpu.run_page
         self._loaded: UserContext | None = None
         self._unsaved = False  # the loaded context ran since it was last saved
+        #: The loaded context's XSAVE state is only in the vCPU (``park``): ``save`` or
+        #: ``fetch`` must store it before anything else is loaded or it runs elsewhere.
+        self._xsave_held = False
+        #: Guards ``_loaded``, ``_unsaved``, ``_xsave_held`` and the vCPU's XSAVE state
+        #: against ``fetch`` from another CPU's host thread (class "cpu.context").
+        self._context_lock = lockdep.lock("cpu.context")
         self._run_regs = self.run_page.s.regs
         self._run_sregs = self.run_page.s.sregs
         self._io = self.run_page.exit.io  # views into the run page, made once
@@ -272,6 +299,7 @@ class Cpu:
         self.ring0_preemptions = 0  # kicks that found the vCPU in an entry stub
         self.slot_gaps = 0  # accesses completed here while memory slot 0 was missing
         self.trap_holds = 0  # preemptions put off: the kick came right after a trap
+        self.zaps = 0  # runs of the zap stub (``zap``)
         self._held_at: int | None = None  # the RIP of the kicks held in a row
         self._holds_here = 0
         self._io_pending = False  # the last exit was a port access KVM has yet to complete
@@ -281,6 +309,10 @@ class Cpu:
         #: A guest vCPU this CPU's host thread runs inside a syscall (VCPU_RUN): kicks
         #: reach it too. Set and cleared by that host thread only.
         self.nested: Kickable | None = None
+        #: KVM reports an ``out`` exit with RIP already past it (PVM hosts; the VM
+        #: measures it at start, ``SvsmVm.probe_io_exits``): nothing is left to complete
+        #: before the context leaves the vCPU.
+        self.io_done_at_exit = False
 
     def _sregs_template(self, sregs: KvmSregs) -> KvmSregs:
         _set_segment(sregs.cs, x86.SEL_USER_CODE, code=True, dpl=3)
@@ -319,6 +351,9 @@ class Cpu:
         at it and KVM skips it on re-entry, but only if the same RIP is loaded again. A
         KVM_RUN with ``immediate_exit`` set applies the pending completion (and any
         dirty registers) and returns at once with EINTR, without running the guest.
+        Where RIP is past the ``out`` at the exit (``io_done_at_exit``) this is never
+        needed: a context saved then resumes after the ``out`` wherever it is loaded,
+        and the completion KVM still holds finds another RIP and does nothing.
         """
         self._io_pending = False
         self.run_page.immediate_exit = 1
@@ -331,10 +366,34 @@ class Cpu:
             self._leave_guest()
             self.run_page.immediate_exit = 0
 
+    def park(self) -> None:
+        """The loaded context's thread leaves this CPU for a while (it blocks, or its
+        slice ended): store its registers and FS base in it now, its XSAVE state only
+        when that is needed: when this CPU loads another context (``save``), or another
+        CPU loads this one (``fetch``). A thread that comes back to this CPU with
+        nothing loaded in between then costs no XSAVE ioctl at all."""
+        with self._context_lock:
+            self._save_registers()
+
     def save(self) -> None:
         """Store the loaded context's registers, FS base and XSAVE state in it, so that
         any CPU may load it next. The context stays loaded here: loading it again on
         this CPU, with nothing loaded in between, costs nothing."""
+        with self._context_lock:
+            self._save_locked()
+
+    def fetch(self, ctx: UserContext) -> None:
+        """Another CPU is about to load ``ctx``: if this vCPU still holds its state
+        (``park``), store it in ctx and let go of it. Called from that CPU's host
+        thread; this CPU's own thread is then busy elsewhere or idle (a context is
+        loaded by the one CPU that picked its thread), and the context lock keeps it
+        from loading another context meanwhile."""
+        with self._context_lock:
+            if self._loaded is ctx:
+                self._save_locked()
+                self._loaded = None
+
+    def _save_registers(self) -> None:
         ctx = self._loaded
         if ctx is None or not self._unsaved:
             return
@@ -343,25 +402,37 @@ class Cpu:
         ctypes.memmove(ctypes.addressof(ctx.regs), ctypes.addressof(self._run_regs),
                        ctypes.sizeof(KvmRegs))
         ctx.fs_base = self._run_sregs.fs.base
-        if ctx.xsave is None:
-            ctx.xsave = self.vcpu.new_xsave()
-        self.vcpu.get_xsave(ctx.xsave)
         self._unsaved = False
+        self._xsave_held = True
+
+    def _save_locked(self) -> None:
+        self._save_registers()
+        ctx = self._loaded
+        if ctx is not None and self._xsave_held:
+            if ctx.xsave is None:
+                ctx.xsave = self.vcpu.new_xsave()
+            self.vcpu.get_xsave(ctx.xsave)
+        self._xsave_held = False
 
     def load(self, ctx: UserContext) -> None:
         """Put ctx on the vCPU (its registers become ``regs``) without running it."""
         if self._loaded is ctx and ctx.loaded_on is self:
             return
         self.save()
-        ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
-                       ctypes.sizeof(KvmRegs))
-        self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
-        self._sregs.cr3 = ctx.cr3
-        self._sregs.fs.base = ctx.fs_base
-        self._load_user_sregs()
-        self._loaded = ctx
-        ctx.loaded_on = self
-        self._unsaved = True
+        home = ctx.loaded_on
+        if home is not None and home is not self:
+            home.fetch(ctx)
+        with self._context_lock:
+            ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
+                           ctypes.sizeof(KvmRegs))
+            self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
+            self._sregs.cr3 = ctx.cr3
+            self._sregs.fs.base = ctx.fs_base
+            self._load_user_sregs()
+            self._loaded = ctx
+            ctx.loaded_on = self
+            self._unsaved = True
+            self._xsave_held = False
 
     def _load_user_sregs(self) -> None:
         ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._sregs),
@@ -370,12 +441,14 @@ class Cpu:
 
     def forget(self, ctx: UserContext) -> None:
         """The context's thread is gone: never save into it again."""
-        if self._loaded is ctx:
-            self._loaded = None
-            self._unsaved = False
-            self._io_pending = False
-        if ctx.loaded_on is self:
-            ctx.loaded_on = None
+        with self._context_lock:
+            if self._loaded is ctx:
+                self._loaded = None
+                self._unsaved = False
+                self._xsave_held = False
+                self._io_pending = False
+            if ctx.loaded_on is self:
+                ctx.loaded_on = None
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -547,9 +620,9 @@ class Cpu:
                 # Only a one-byte OUT is the doorbell: `in` and wider forms are #GP, and
                 # so is a string OUT KVM reports in a batch (count > 1). PVM reports a
                 # string `outsb` one byte per exit: that rings once per byte (abi.md).
-                self._io_pending = True
+                self._io_pending = not self.io_done_at_exit
                 return FaultExit(x86.Vector.GP, 0, self._run_regs.rip, 0)
-            self._io_pending = True
+            self._io_pending = not self.io_done_at_exit
             return _DOORBELL
         if cpl != 0 or port not in _PORT_VECTOR:
             # PVM may deliver a CPL3 port access without consulting the I/O bitmap:
@@ -591,6 +664,92 @@ class Cpu:
             addr = run_page.exit.mmio.phys_addr
             return CpuError(f"access to unbacked guest memory {addr:#x}")
         return CpuError(f"unexpected KVM exit reason {reason}")
+
+    # --- dropping translations ------------------------------------------------------------
+
+    def zap(self, entries: list[int]) -> bool:
+        """Make KVM forget what it derived from the page-table entries at these
+        physical addresses, which the host has just cleared: on return no vCPU
+        translates through them any more. False if the stub could not run (the caller
+        then invalidates everything instead).
+
+        Host writes to page tables are invisible to KVM's shadow MMU (PVM hosts), and
+        neither INVLPG nor a CR3 reload helps: KVM write-protects the tables it
+        shadows and believes its shadow pages, re-syncing only those the guest could
+        write (measured: both leave the old translation in place). A *guest* write to
+        such a table is what it watches: the zap stub (layout.zap_code) rewrites the
+        entries from ring 0 on this vCPU, KVM's emulator reports the write to the
+        shadow MMU, which drops the shadow entries (the whole shadow page of a table
+        with more than ZAP_WHOLE_TABLE_AT of them) and flushes the TLB of every vCPU,
+        waiting for those in guest mode. Shadow pages are per VM, so one CPU's zap
+        serves them all. Runs on this CPU's host thread, between two entries of the
+        loaded context, whose registers and segments it restores."""
+        ctx = self._loaded
+        if ctx is None or not entries:
+            return ctx is not None
+        tables: dict[int, list[int]] = {}
+        for pa in entries:
+            tables.setdefault(pa & ~0xFFF, []).append(pa & 0xFFF)
+        window = layout.window_va(self.index)
+        work: list[tuple[int, int, int]] = []
+        for table, offsets in tables.items():
+            pte = table | _WINDOW_FLAGS
+            if len(offsets) > ZAP_WHOLE_TABLE_AT:
+                work.append((pte, window, 0))
+                continue
+            offsets.sort()
+            first = last = offsets[0]
+            for offset in offsets[1:]:
+                if offset != last + 8:
+                    work.append((pte, window + first, (last - first) // 8 + 1))
+                    first = offset
+                last = offset
+            work.append((pte, window + first, (last - first) // 8 + 1))
+        step = layout.ZAP_LIST_ENTRIES
+        return all(self._run_zap(work[i:i + step]) for i in range(0, len(work), step))
+
+    def _run_zap(self, work: list[tuple[int, int, int]]) -> bool:
+        view, list_pa = self.vm.memory.view, layout.kstack_pa(self.index)
+        for i, item in enumerate(work):
+            _ZAP_ENTRY.pack_into(view, list_pa + i * _ZAP_ENTRY.size, *item)
+        if self._io_pending:
+            self._complete_pending_io()
+        regs, run_page = self._run_regs, self.run_page
+        ctypes.memmove(ctypes.addressof(self._saved_regs), ctypes.addressof(regs),
+                       ctypes.sizeof(KvmRegs))
+        regs.rip = KERNEL_BASE + layout.ZAP_STUB_PA
+        regs.rsp = self._stack_hi
+        regs.rflags = 2
+        regs.rsi, regs.rdx = KERNEL_BASE + list_pa, len(work)
+        regs.rbx = layout.window_pte_va(self.index)
+        self._ring0_sregs.cr3 = self._sregs.cr3
+        ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._ring0_sregs),
+                       ctypes.sizeof(KvmSregs))
+        run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
+        kicked = False
+        try:
+            while True:
+                if run_page.immediate_exit:  # a kick: keep it for the user context
+                    kicked, run_page.immediate_exit = True, 0
+                self._enter_guest()
+                try:
+                    reason = self.vcpu.run()
+                except InterruptedError:
+                    continue  # the stub goes on where the kick stopped it
+                except OSError:
+                    return False
+                finally:
+                    self._leave_guest()
+                break
+            self.zaps += 1
+            return (reason == ExitReason.IO and self._io.port == layout.ZAP_PORT
+                    and regs.rip == _ZAP_EXIT_RIP)
+        finally:
+            ctypes.memmove(ctypes.addressof(regs), ctypes.addressof(self._saved_regs),
+                           ctypes.sizeof(KvmRegs))
+            self._load_user_sregs()
+            if kicked:
+                run_page.immediate_exit = 1
 
     # --- kicks ------------------------------------------------------------------------------
 

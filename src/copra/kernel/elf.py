@@ -17,7 +17,10 @@ without further checks (System V gABI and the x86-64 psABI define the fields):
   all of it that copra does not keep for itself, see docs/abi.md);
 - no two PT_LOAD segments touch the same page (each page gets one set of
   permissions);
-- ``e_entry`` lies inside an executable PT_LOAD segment.
+- ``e_entry`` lies inside an executable PT_LOAD segment;
+- at most one PT_TLS (the thread-local storage template): ``filesz <= memsz <=``
+  :data:`MAX_TLS_SIZE`, ``p_align`` 0 or a power of two up to :data:`MAX_TLS_ALIGN`,
+  ``[offset, offset + filesz)`` inside the file.
 
 Layouts that load, as upstream's loader takes them: any base (upstream's old linker
 script put text at 0x10000, rust-lld's default is 0x200000, GNU ld's 0x400000); the
@@ -25,12 +28,13 @@ ELF headers inside a read-only PT_LOAD (lld, GNU ld's ``-z separate-code``); fil
 offsets that are not page-aligned but congruent to their addresses (lld).
 
 Decisions: a PT_LOAD with ``memsz == 0`` is validated and then dropped (it maps
-nothing). Other program header types (PT_NOTE, PT_GNU_STACK, PT_GNU_PROPERTY, PT_TLS,
-...) are ignored, as upstream does. Flag bits other than R/W/X are ignored. A segment
-that is both writable and executable is accepted, as upstream accepts it, so
-existing static binaries load unchanged; :attr:`ElfImage.has_wx` lets the kernel
-log and count such images (it does: ``Kernel.counters["wx_images"]``). Section
-headers are never read.
+nothing). PT_TLS is kept as :attr:`ElfImage.tls`; the loader gives the first thread
+its TLS block from it (kernel/loader.py, docs/abi.md). Other program header types
+(PT_NOTE, PT_GNU_STACK, PT_GNU_PROPERTY, ...) are ignored, as upstream does. Flag bits
+other than R/W/X are ignored. A segment that is both writable and executable is
+accepted, as upstream accepts it, so existing static binaries load unchanged;
+:attr:`ElfImage.has_wx` lets the kernel log and count such images (it does:
+``Kernel.counters["wx_images"]``). Section headers are never read.
 
 Every defect raises :class:`ElfError` with a message naming the field; no other
 exception escapes for any input (a hypothesis test holds it to that).
@@ -63,6 +67,7 @@ EM_X86_64 = 62
 PT_LOAD = 1
 PT_DYNAMIC = 2
 PT_INTERP = 3
+PT_TLS = 7
 PN_XNUM = 0xFFFF
 
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # Elf64_Ehdr, 64 bytes
@@ -73,6 +78,9 @@ MAX_PHNUM = 64
 #: Lowest address a segment may use and the first address it may not reach.
 LOAD_START = USER_START
 LOAD_END = USER_MAP_END  # the stack and its guard page lie above
+#: The largest TLS template (``p_memsz`` of PT_TLS) and alignment the loader accepts.
+MAX_TLS_SIZE = 1 << 20
+MAX_TLS_ALIGN = PAGE_SIZE
 
 _U64_LIMIT = 1 << 64
 _TYPE_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
@@ -130,11 +138,24 @@ class LoadSegment:
 
 
 @dataclass(frozen=True, eq=False)
+class TlsTemplate:
+    """The PT_TLS segment: ``data`` (``filesz`` bytes, the .tdata initial values)
+    followed by ``memsz - filesz`` zero bytes (.tbss), aligned to ``align``."""
+
+    vaddr: int
+    memsz: int
+    align: int
+    data: memoryview
+
+
+@dataclass(frozen=True, eq=False)
 class ElfImage:
-    """A validated static executable: its entry point and the segments to map."""
+    """A validated static executable: its entry point, the segments to map and its
+    thread-local storage template (None without PT_TLS)."""
 
     entry: int
     segments: tuple[LoadSegment, ...]
+    tls: TlsTemplate | None = None
 
     @property
     def has_wx(self) -> bool:
@@ -199,6 +220,7 @@ def parse_elf(image: bytes | bytearray | memoryview) -> ElfImage:
         )
 
     segments: list[LoadSegment] = []
+    tls: TlsTemplate | None = None
     for index in range(e_phnum):
         fields = PHDR.unpack_from(data, e_phoff + index * PHDR.size)
         p_type = fields[0]
@@ -210,12 +232,16 @@ def parse_elf(image: bytes | bytearray | memoryview) -> ElfImage:
             segment = _load_segment(data, index, fields)
             if segment is not None:
                 segments.append(segment)
+        elif p_type == PT_TLS:
+            if tls is not None:
+                raise ElfError(f"program header {index} is a second PT_TLS")
+            tls = _tls_template(data, index, fields)
     if not segments:
         raise ElfError("no PT_LOAD segment with a non-zero memsz")
     _check_disjoint(segments)
     if not any(s.executable and s.vaddr <= e_entry < s.end for s in segments):
         raise ElfError(f"entry point {e_entry:#x} is not inside an executable PT_LOAD segment")
-    return ElfImage(e_entry, tuple(segments))
+    return ElfImage(e_entry, tuple(segments), tls)
 
 
 def _check_ident(ident: bytes) -> None:
@@ -266,6 +292,26 @@ def _load_segment(
         flags=SegmentFlag(p_flags & _RWX),
         data=data[p_offset : p_offset + p_filesz],
     )
+
+
+def _tls_template(data: memoryview, index: int, fields: tuple[int, ...]) -> TlsTemplate:
+    _, _p_flags, p_offset, p_vaddr, _p_paddr, p_filesz, p_memsz, p_align = fields
+    where = f"PT_TLS {index}"
+    if p_filesz > p_memsz:
+        raise ElfError(f"{where}: filesz {p_filesz:#x} exceeds memsz {p_memsz:#x}")
+    if p_memsz > MAX_TLS_SIZE:
+        raise ElfError(f"{where}: memsz {p_memsz:#x} exceeds the limit {MAX_TLS_SIZE:#x}")
+    if p_align & (p_align - 1) or p_align > MAX_TLS_ALIGN:
+        raise ElfError(
+            f"{where}: p_align {p_align:#x} is not a power of two up to {MAX_TLS_ALIGN:#x}"
+        )
+    if p_offset + p_filesz > len(data):
+        raise ElfError(
+            f"{where}: file range [{p_offset:#x}, {p_offset + p_filesz:#x}) is beyond the "
+            f"end of the file ({len(data):#x} bytes)"
+        )
+    return TlsTemplate(vaddr=p_vaddr, memsz=p_memsz, align=max(p_align, 1),
+                       data=data[p_offset : p_offset + p_filesz])
 
 
 def _check_disjoint(segments: list[LoadSegment]) -> None:

@@ -138,6 +138,31 @@ class FrameAllocator:
         self.memory.zero(pa)
         return pa
 
+    def alloc_many(self, count: int, owner: FrameOwner) -> list[int]:
+        """``count`` zeroed frames (all or nothing: OutOfMemory, nothing taken)."""
+        with self._lock:
+            enough = len(self._free) >= count
+            if enough:
+                frames = self._free[len(self._free) - count:]
+                del self._free[len(self._free) - count:]
+                frames.reverse()  # low addresses first, as ``alloc`` hands them out
+                for pa in frames:
+                    self._owner[pa] = owner
+                self.used[owner] += count
+        if not enough:  # the pool is short: one at a time, reclaiming as ``alloc`` does
+            frames = []
+            try:
+                for _ in range(count):
+                    frames.append(self.alloc(owner))
+            except BaseException:
+                self.free_many(frames)
+                raise
+            return frames
+        zero = self.memory.zero
+        for pa in frames:
+            zero(pa)
+        return frames
+
     def retire(self, frames: Iterable[int]) -> None:
         """Give up references KVM may still translate to: they wait in quarantine."""
         with self._lock:
@@ -252,6 +277,15 @@ class FrameAccount:
         pa = self.frames.alloc(owner)
         self.held += 1
         return pa
+
+    def alloc_many(self, count: int, owner: FrameOwner) -> list[int]:
+        """``count`` frames charged to this account (all or nothing)."""
+        if self.held + count > self.limit:
+            raise OutOfMemory(f"{count} frames asked; the process holds {self.held} of its "
+                              f"limit of {self.limit} frames")
+        frames = self.frames.alloc_many(count, owner)
+        self.held += count
+        return frames
 
     def charged(self, frames: Iterable[int]) -> int:
         """How many of ``frames`` (allocated, this process's or shared) are charged."""

@@ -316,9 +316,10 @@ def check_program(what: str, data: bytes) -> None:
 
 
 #: Program header types that C libraries and language runtimes (glibc, musl, Go, Rust's
-#: std) put in a static executable and copra's link script (user/link.ld) never does.
+#: std) put in a static executable and copra's link script (user/link.ld) never does
+#: (PT_TLS is not one: copra programs have it too, and the loader honours it).
 _FOREIGN_SEGMENTS = {
-    4: "PT_NOTE", 7: "PT_TLS", 0x6474E550: "PT_GNU_EH_FRAME", 0x6474E551: "PT_GNU_STACK",
+    4: "PT_NOTE", 0x6474E550: "PT_GNU_EH_FRAME", 0x6474E551: "PT_GNU_STACK",
     0x6474E552: "PT_GNU_RELRO", 0x6474E553: "PT_GNU_PROPERTY",
 }
 

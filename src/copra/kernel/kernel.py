@@ -77,7 +77,7 @@ from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory, PhysicalMemory
 from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
-from copra.kernel.loader import load_elf
+from copra.kernel.loader import load_elf, map_tls
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
@@ -169,7 +169,7 @@ class Kernel:
         self._table = SYSCALLS
         self._contexts: dict[SyscallClass, object] = {}
         self._vm_bitmap: Callable[[], int] = lambda: 0
-        self._calls = [Call(self) for _ in vm.cpus]  # one syscall context per CPU
+        self._calls = [Call(self, cpu.index) for cpu in vm.cpus]  # one syscall context per CPU
         #: Kernel lines below this level are not written (``log``).
         self.log_level = LogLevel.INFO
         self._run_stats: RunStats | None = None
@@ -244,13 +244,19 @@ class Kernel:
 
     # --- processes --------------------------------------------------------------------
 
-    def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
+    def spawn(self, path: str, parent: int = 0, root: Directory | None = None,
+              give: Callable[[Process], int] | None = None) -> Process:
         """Create a runnable process from an ELF file of the RAM fs.
 
         Raises SyscallError: EAGAIN at the limit of tasks, or of the parent's running
         or unreaped children; ENOTFOUND/ENOTDIR/EISDIR for the path, ENOEXEC when the
         file is not a loadable image, ENOMEM when frames run out or the image has
         more segments than the limit of mappings. Nothing is left behind on failure.
+
+        ``give`` (EXEC_HANDLES) runs once the child is loaded, before it can run: it
+        moves handles into the child and returns how many (the child's first thread
+        starts with that count in ``rdi``). If it raises, the child is torn down
+        and nothing else has changed (``give`` moves all or nothing).
         """
         with self.tasks_lock:
             owner = self.processes.get(parent)
@@ -267,7 +273,9 @@ class Kernel:
                 raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
             try:
                 elf = load_elf(proc, image)
+                fs_base = map_tls(proc, elf)
                 proc.map_stack()
+                given = give(proc) if give is not None else 0
             except BaseException as e:
                 # Never ran: KVM holds no translation of it, the frames can go at once.
                 self.vm.frames.free_many(proc.tear_down())
@@ -276,7 +284,8 @@ class Kernel:
                 if isinstance(e, OutOfMemory):
                     raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
                 raise
-            thread = proc.start_at(elf.entry, next(self._tids))
+            thread = proc.start_at(elf.entry, next(self._tids), fs_base)
+            thread.context.regs.rdi = given
             self._next_pid += 1
             self.processes[pid] = proc
             if owner is not None:
@@ -309,11 +318,12 @@ class Kernel:
         child = self.processes.get(pid)
         return child if child is not None and child.parent == parent.pid else None
 
-    def release_unmapped(self, frames: list[int]) -> None:
-        """Frames a process just unmapped: the range must fault at once on every CPU,
-        so invalidate now (which frees them, and whatever else was in quarantine)."""
-        self.vm.frames.retire(frames)
-        self.vm.invalidate_mappings()
+    def release_unmapped(self, cpu: int, frames: list[int], entries: list[int]) -> None:
+        """Frames a process just unmapped from the page-table entries at ``entries``
+        (their physical addresses), in a syscall on CPU ``cpu``: the range must fault
+        at once on every CPU, so KVM drops those entries now; then the frames are free."""
+        self.vm.drop_translations(cpu, entries)
+        self.vm.frames.free_many(frames)
 
     def reap(self, parent: Process, child: Process) -> int:
         """Forget an ended child of parent (WAIT); returns its status. Caller holds
@@ -566,7 +576,7 @@ class Kernel:
                 self.sched.stop()
             if not self.sched.others_waiting():
                 return Next.GO_ON
-            cpu.save()
+            cpu.park()
             if probe is not None:
                 probe.preempted()
             self.sched.yield_(thread)
@@ -665,7 +675,7 @@ class Kernel:
             finally:
                 call.end()
         except WouldBlock:
-            cpu.save()  # before another CPU may take it
+            cpu.park()  # its registers, before another CPU may take it
             if cpu.probe is not None:
                 cpu.probe.blocked()
             self.sched.block(thread)

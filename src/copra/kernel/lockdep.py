@@ -37,6 +37,8 @@ ORDER: Final = (
     "file",  # OpenFile: one handle's position (READ copies out under it)
     "directory",  # OpenDirectory: one handle's cursor (READDIR copies out under it)
     "event",  # Event: its counter (READ copies out under it)
+    "channel.moves",  # one system-wide lock held by every SEND that carries handles
+    "channel",  # Endpoint pair: both queues (SEND takes handles, RECV installs under it)
     "vmm.vm",  # GuestVm: its state (open, released) and MSR policy
     "vmm.device",  # DeviceEvent: its accesses (READ copies out under it); the VM's routes
     "vmm.apic",  # ApicBus: a guest's APIC models (IPIs, timers, injection, IRQ signals)
@@ -47,6 +49,7 @@ ORDER: Final = (
     "ramfs",  # RamFs: the tree and every file's contents
     "waitqueue",  # WaitQueue: an object's signals and observers
     "sched",  # Scheduler: run queue, thread states, current thread per CPU
+    "cpu.context",  # Cpu: the loaded context's bookkeeping, a parked context's XSAVE state
     "vm.gate",  # SvsmVm: which CPUs are in guest mode, the invalidation flag
     "vmm.vcpu",  # GuestCpu: its runner, dead and open flags (a CPU kick takes it)
     "frames",  # FrameAllocator: free list, owners, counts (finalisers take it too)

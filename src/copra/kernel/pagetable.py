@@ -68,6 +68,10 @@ class AddressSpace:
                 raise ValueError(f"kernel entry {slot} carries the U bit")
         self.pml4 = frames.alloc(FrameOwner.PAGE_TABLE)
         self._tables: list[int] = [self.pml4]
+        #: Leaf entries ``lookup`` found present, by page number: every user copy looks
+        #: its pages up. Only ``unmap`` and giving the tables up remove entries (``map``
+        #: refuses to replace a present one), and they drop them here too.
+        self._leaves: dict[int, int] = {}
         for slot, entry in kernel_entries.items():
             self._set(self.pml4, slot, entry)
 
@@ -113,8 +117,41 @@ class AddressSpace:
             entry |= PTE_NX
         self._set(table, index, entry)
 
-    def unmap(self, va: int) -> int | None:
-        """Remove the leaf for va; returns the frame it mapped, or None."""
+    def map_run(self, va: int, frames: list[int], *, writable: bool, executable: bool,
+                mapped: list[int]) -> None:
+        """Map ``frames`` at consecutive user pages from ``va``, walking the tables once
+        per page table instead of once per page, appending each address mapped to
+        ``mapped``. It stops at the first page already mapped (MappingError) or table
+        it cannot get (the frame source's error); the caller unmaps ``mapped`` to undo."""
+        if va % PAGE_SIZE:
+            raise MappingError(f"unaligned mapping at {va:#x}")
+        flags = PTE_P | PTE_U | (PTE_W if writable else 0) | (0 if executable else PTE_NX)
+        view, base, entry_at = self._view, self._base, _ENTRY
+        done = 0
+        while done < len(frames):
+            at = va + done * PAGE_SIZE
+            _check_user_half(at)
+            if at >= USER_END:
+                raise MappingError(f"{at:#x} is not a user address")
+            table = self._walk(at, create=True)
+            assert table is not None
+            index = _indices(at)[3]
+            count = min(512 - index, len(frames) - done)
+            for i in range(index, index + count):
+                offset = table - base + i * 8
+                if entry_at.unpack_from(view, offset)[0] & PTE_P:
+                    raise MappingError(f"{at + (i - index) * PAGE_SIZE:#x} is already mapped")
+                pa = frames[done]
+                if pa % PAGE_SIZE:
+                    raise MappingError(f"unaligned frame {pa:#x}")
+                entry_at.pack_into(view, offset, pa | flags)
+                mapped.append(at + (i - index) * PAGE_SIZE)
+                done += 1
+
+    def unmap(self, va: int, cleared: list[int] | None = None) -> int | None:
+        """Remove the leaf for va; returns the frame it mapped, or None. The physical
+        address of the entry cleared is appended to ``cleared`` (for
+        ``SvsmVm.drop_translations``)."""
         _check_user_half(va)
         table = self._walk(va, create=False)
         if table is None:
@@ -124,27 +161,44 @@ class AddressSpace:
         if not entry & PTE_P:
             return None
         self._set(table, index, 0)
+        self._leaves.pop(va >> 12, None)
+        if cleared is not None:
+            cleared.append(table + index * 8)
         return entry & PTE_ADDR_MASK
 
     def lookup(self, va: int) -> int | None:
-        """The leaf entry for va (flags and frame), or None when nothing is mapped."""
+        """The leaf entry for va (flags and frame), or None when nothing is mapped.
+        (On every user copy's path: the walk is written out, without helpers.)"""
+        leaf = self._leaves.get(va >> 12)
+        if leaf is not None:
+            return leaf
         if not is_canonical(va):
             return None
-        table = self.pml4
-        for index in _indices(va):
-            entry = self._get(table, index)
-            if not entry & PTE_P:
-                return None
-            table = entry & PTE_ADDR_MASK
-        return entry
+        view, base, unpack = self._view, self._base, _ENTRY.unpack_from
+        entry = unpack(view, self.pml4 - base + ((va >> 36) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 27) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 18) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        entry = unpack(view, (entry & PTE_ADDR_MASK) - base + ((va >> 9) & 0xFF8))[0]
+        if not entry & PTE_P:
+            return None
+        self._leaves[va >> 12] = entry
+        return int(entry)
 
     def table_frames(self) -> list[int]:
         """Give up every table frame of the user half: the caller frees them once the
         VM no longer translates through them. The space is unusable afterwards."""
         tables, self._tables = self._tables, []
+        self._leaves.clear()
         return tables
 
     def destroy(self) -> None:
         """Free every table frame of the user half (the leaves' frames are the caller's)."""
         self.frames.free_many(self._tables)
         self._tables.clear()
+        self._leaves.clear()

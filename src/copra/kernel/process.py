@@ -27,8 +27,9 @@ Invariants:
   by state (the kernel keeps all three, kernel/kernel.py).
 
 Unmapping hands the frames back to the caller instead of freeing them: KVM may still
-translate through the removed entries until the VM invalidates its mappings, so
-the caller invalidates first and frees after (Kernel.exit_process, sys_munmap). The
+translate through the removed entries until the VM drops them (a MUNMAP:
+``SvsmVm.drop_translations``) or invalidates its mappings (a process's end), so the
+caller does that first and frees after (Kernel.exit_process, sys_munmap). The
 charge comes off at once: the frames are on their way back to the pool.
 
 Locking: ``mem_lock`` serialises changes to the address space (regions, page tables,
@@ -72,6 +73,7 @@ MAP_AREA_END = USER_MAP_END
 class RegionKind(Enum):
     IMAGE = "image"  #: an ELF segment
     STACK = "stack"
+    TLS = "tls"  #: the first thread's TLS block and TCB (kernel/loader.py)
     ANONYMOUS = "anonymous"  #: MMAP ANONYMOUS: private zeroed frames
     FILE_PRIVATE = "file-private"  #: MMAP of a file with WRITE: a private copy
     FILE_SHARED = "file-shared"  #: MMAP of a file, read-only: the RAM fs's own frames
@@ -153,14 +155,7 @@ class Process(KernelObject):
                               f"its limit of {account.limit} frames")
         if pages > self.frames.available:
             raise OutOfMemory(f"{pages} pages asked, {self.frames.available} frames free")
-        frames: list[int] = []
-        try:
-            for _ in range(pages):
-                frames.append(self.account.alloc(FrameOwner.USER))
-        except BaseException:
-            self.account.free_many(frames)
-            raise
-        return frames
+        return self.account.alloc_many(pages, FrameOwner.USER)
 
     def _map_pages(self, start: int, frames: list[int], writable: bool,
                    executable: bool) -> None:
@@ -170,15 +165,13 @@ class Process(KernelObject):
         limit is reached); pages mapped before a failure are removed again. They were
         never visible to the CPU — the process is in this syscall — so no invalidation
         is needed."""
-        done = 0
+        mapped: list[int] = []
         try:
-            for done, pa in enumerate(frames):
-                self.space.map(start + done * PAGE_SIZE, pa, writable=writable,
-                               executable=executable)
-            done = len(frames)
+            self.space.map_run(start, frames, writable=writable, executable=executable,
+                               mapped=mapped)
         except BaseException:
-            for i in range(done):
-                self.space.unmap(start + i * PAGE_SIZE)
+            for va in mapped:
+                self.space.unmap(va)
             raise
 
     def map_anonymous(self, start: int, pages: int, *, writable: bool, executable: bool,
@@ -209,10 +202,12 @@ class Process(KernelObject):
         self.map_anonymous(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_SIZE // PAGE_SIZE,
                            writable=True, executable=False, kind=RegionKind.STACK)
 
-    def start_at(self, entry: int, tid: int) -> Thread:
-        """Create the first thread, at ``entry`` with the initial stack pointer."""
-        thread = Thread(tid, self, UserContext.initial(self.space.pml4, entry,
-                                                       USER_INITIAL_RSP))
+    def start_at(self, entry: int, tid: int, fs_base: int = 0) -> Thread:
+        """Create the first thread, at ``entry`` with the initial stack pointer and
+        FS base ``fs_base`` (its TCB, kernel/loader.py)."""
+        context = UserContext.initial(self.space.pml4, entry, USER_INITIAL_RSP)
+        context.fs_base = fs_base
+        thread = Thread(tid, self, context)
         self.threads.append(thread)
         return thread
 
@@ -243,9 +238,10 @@ class Process(KernelObject):
     def region_at(self, start: int) -> Region | None:
         return self.regions.get(start)
 
-    def unmap_range(self, start: int, end: int) -> list[int]:
+    def unmap_range(self, start: int, end: int, entries: list[int] | None = None) -> list[int]:
         """Remove every mapped page in [start, end), splitting regions; returns the
-        frames (references) the caller must free after invalidating.
+        frames (references) the caller must free once no CPU translates to them, and
+        appends the physical addresses of the page-table entries cleared to ``entries``.
 
         ENOMEM, with nothing changed, when the range lies strictly inside one region
         and the process already holds its limit of mappings (the split would add one).
@@ -261,7 +257,7 @@ class Process(KernelObject):
                 hi = min(region.end, end)
                 first, last = (lo - region.start) // PAGE_SIZE, (hi - region.start) // PAGE_SIZE
                 for i in range(first, last):
-                    self.space.unmap(region.start + i * PAGE_SIZE)
+                    self.space.unmap(region.start + i * PAGE_SIZE, entries)
                 taken = region.frames[first:last]
                 if region.kind is RegionKind.OBJECT:
                     pass  # never charged

@@ -3,9 +3,17 @@
 Round robin over one run queue shared by every CPU: a CPU takes the thread at its
 head (``pick``), runs it until it blocks, ends or its slice ends, and a preempted
 thread goes to the back (``yield_``). A CPU with nothing to run blocks its host
-thread on the scheduler's condition variable (no spinning) until a thread becomes
-runnable or the run ends. Any host thread may wake a blocked thread (``wake``):
-the CPU loops, the timer, an observer fired by an object's signal.
+thread on its own condition variable (no spinning) until a thread is handed to it
+or becomes runnable, or the run ends. Any host thread may wake a blocked thread
+(``wake``): the CPU loops, the timer, an observer fired by an object's signal.
+
+Affinity: a thread made runnable while the CPU it last ran on is idle goes to that
+CPU's mailbox and that CPU is woken, rather than to the shared queue where the CPU
+that woke it (busy now, about to block perhaps) would take it: the idle CPU's vCPU
+may still hold the thread's context (loading it again is then free, kernel/cpu.py),
+and two threads passing a token between two CPUs each stay on their own instead of
+taking turns on one (docs/performance.md, "Threads"). Otherwise a runnable thread
+goes to the shared queue and one idle CPU, if any, is woken for it.
 
 A blocked thread with a ``deadline`` (a wait with a timeout) is also kept in
 ``_timed``; the timer thread calls ``expire`` to wake those whose deadline passed.
@@ -15,19 +23,22 @@ CPU is idle with nothing runnable and no timed wait pending: no thread can ever 
 again then, because only a running thread or the timer makes another one runnable.
 
 Invariants (with kernel/thread.py's states):
-- a thread is in ``_queue`` iff it is RUNNABLE, at most once;
+- a thread is RUNNABLE iff it is in ``_queue`` or in one CPU's ``_mailbox``, once
+  (``queued_on``: -1 for the shared queue, the CPU's index for a mailbox); a
+  mailbox gets threads only while its CPU waits in ``pick``;
 - ``current[i]`` is the RUNNING thread CPU i took, or None; a RUNNING thread is
   exactly one CPU's current thread (``thread.cpu``);
 - ``wake_pending`` is only set on a RUNNING thread, by a wake-up that came before it
   blocked; ``block`` then makes it RUNNABLE at once (no wake-up is lost);
-- ``idle`` counts the CPUs waiting in ``pick``; ``finished`` never goes back;
+- ``idle`` counts the CPUs waiting in ``pick``; ``_waiting[i]`` is True while CPU i
+  waits there and no wake-up was sent to it; ``finished`` never goes back;
 - ``_timed`` holds exactly the BLOCKED threads that have a deadline.
 
 Locking: ONE lock (class "sched", kernel/lockdep.py) guards all of the above and every
-thread's ``state``, ``cpu``, ``retry`` and ``wake_pending``; the idle condition
-variable is on it. It is taken after object and wait-queue locks (an observer's
-``notify`` wakes under its queue's lock) and before the VM's gate lock; nothing is
-called out of the scheduler with it held.
+thread's ``state``, ``cpu``, ``last_cpu``, ``queued_on``, ``retry`` and
+``wake_pending``; the per-CPU condition variables are on it. It is taken after
+object and wait-queue locks (an observer's ``notify`` wakes under its queue's lock)
+and before the VM's gate lock; nothing is called out of the scheduler with it held.
 """
 
 from __future__ import annotations
@@ -43,8 +54,14 @@ from copra.kernel.waitqueue import Signal, WaitQueue
 class Scheduler:
     def __init__(self, cpus: int) -> None:
         self.lock = lockdep.lock("sched")
-        self._cond = lockdep.condition(self.lock)
+        #: One condition per CPU, all on ``lock``: a wake-up goes to the CPU it is for.
+        self._conds = [lockdep.condition(self.lock) for _ in range(cpus)]
+        self._left = lockdep.condition(self.lock)  # ``wait_left``'s
         self._queue: deque[Thread] = deque()
+        #: Threads handed to one idle CPU (the one whose vCPU still holds their context).
+        self._mailbox: list[deque[Thread]] = [deque() for _ in range(cpus)]
+        #: CPUs blocked in ``pick`` that no wake-up has been sent to yet.
+        self._waiting = [False] * cpus
         self.current: list[Thread | None] = [None] * cpus
         self.idle = 0
         self.stopped = False
@@ -53,36 +70,66 @@ class Scheduler:
 
     # --- what the CPUs do ------------------------------------------------------------
 
+    def _runnable(self, thread: Thread) -> None:
+        """Make ``thread`` RUNNABLE (lock held): to the mailbox of the CPU it last ran
+        on if that CPU is idle (its vCPU may still hold the thread's context, and the
+        CPU that made it runnable is busy), else to the shared queue, waking an idle
+        CPU if there is one."""
+        thread.state = ThreadState.RUNNABLE
+        home = thread.last_cpu
+        if home is not None and self._waiting[home]:
+            self._mailbox[home].append(thread)
+            thread.queued_on = home
+            self._waiting[home] = False
+            self._conds[home].notify()
+            return
+        self._queue.append(thread)
+        thread.queued_on = -1
+        for cpu, waiting in enumerate(self._waiting):
+            if waiting:
+                self._waiting[cpu] = False
+                self._conds[cpu].notify()
+                return
+
     def add(self, thread: Thread) -> None:
         """A new thread joins the run queue."""
         with self.lock:
-            thread.state = ThreadState.RUNNABLE
-            self._queue.append(thread)
-            self._cond.notify()
+            self._runnable(thread)
 
     def pick(self, cpu: int) -> Thread | None:
-        """The next thread for CPU ``cpu`` (now RUNNING there); blocks while there is
-        none; None once the run has ended."""
+        """The next thread for CPU ``cpu`` (now RUNNING there): what was handed to it,
+        else the head of the shared queue; blocks while there is none; None once the
+        run has ended."""
         with self.lock:
-            while not self._queue:
+            box = self._mailbox[cpu]
+            while not box and not self._queue:
                 if self.stopped or self.finished:
                     return None
                 self.idle += 1
-                if self.idle == len(self.current) and not self._timed:
+                if self.idle == len(self.current) and not self._timed \
+                        and not any(self._mailbox):
                     self.finished = True  # nothing runs, nothing can wake anything
                     self.idle -= 1
-                    self._cond.notify_all()
+                    self._notify_all()
                     return None
-                self._cond.wait()
+                self._waiting[cpu] = True
+                self._conds[cpu].wait()
+                self._waiting[cpu] = False
                 self.idle -= 1
             if self.stopped:
                 return None
-            thread = self._queue.popleft()
+            thread = box.popleft() if box else self._queue.popleft()
+            thread.queued_on = None
             thread.state = ThreadState.RUNNING
-            thread.cpu = cpu
+            thread.cpu = thread.last_cpu = cpu
             thread.wake_pending = False
             self.current[cpu] = thread
             return thread
+
+    def _notify_all(self) -> None:
+        for cond in self._conds:
+            cond.notify_all()
+        self._left.notify_all()
 
     def others_waiting(self) -> bool:
         """Whether a preempted thread would make room for another (a racy hint)."""
@@ -92,9 +139,7 @@ class Scheduler:
         """The RUNNING thread's slice ended: to the back of the queue."""
         with self.lock:
             self._leave(thread)
-            thread.state = ThreadState.RUNNABLE
-            self._queue.append(thread)
-            self._cond.notify()
+            self._runnable(thread)
 
     def block(self, thread: Thread) -> None:
         """The RUNNING thread waits (its waiter is registered): BLOCKED, unless a
@@ -104,9 +149,7 @@ class Scheduler:
             thread.retry = True
             if thread.wake_pending:
                 thread.wake_pending = False
-                thread.state = ThreadState.RUNNABLE
-                self._queue.append(thread)
-                self._cond.notify()
+                self._runnable(thread)
             else:
                 thread.state = ThreadState.BLOCKED
                 if thread.deadline is not None:
@@ -116,7 +159,7 @@ class Scheduler:
         """The RUNNING thread has ended on its CPU."""
         with self.lock:
             self._leave(thread)
-            self._cond.notify_all()  # ``wait_left`` may wait for it
+            self._left.notify_all()  # ``wait_left`` may wait for it
 
     def _leave(self, thread: Thread) -> None:
         cpu = thread.cpu
@@ -131,9 +174,7 @@ class Scheduler:
         with self.lock:
             if thread.state is ThreadState.BLOCKED:
                 self._timed.discard(thread)
-                thread.state = ThreadState.RUNNABLE
-                self._queue.append(thread)
-                self._cond.notify()
+                self._runnable(thread)
             elif thread.state is ThreadState.RUNNING:
                 thread.wake_pending = True
 
@@ -142,7 +183,10 @@ class Scheduler:
         current thread until that CPU calls ``leave``)."""
         with self.lock:
             if thread.state is ThreadState.RUNNABLE:
-                self._queue.remove(thread)
+                where = thread.queued_on
+                (self._queue if where is None or where < 0 else self._mailbox[where]
+                 ).remove(thread)
+                thread.queued_on = None
             self._timed.discard(thread)
             thread.state = ThreadState.EXITED
 
@@ -150,7 +194,7 @@ class Scheduler:
         """End the run: every ``pick`` returns None from now on."""
         with self.lock:
             self.stopped = True
-            self._cond.notify_all()
+            self._notify_all()
 
     def wait_left(self, threads: list[Thread], caller: Thread | None,
                   kick: Callable[[int], None]) -> None:
@@ -164,7 +208,7 @@ class Scheduler:
                 for cpu in busy:
                     assert cpu is not None
                     kick(cpu)
-                self._cond.wait()
+                self._left.wait()
 
     def expire(self, now: float) -> None:
         """Wake every timed wait whose deadline has passed (the timer thread)."""
@@ -172,9 +216,7 @@ class Scheduler:
             due = [t for t in self._timed if t.deadline is not None and t.deadline <= now]
             for thread in due:
                 self._timed.discard(thread)
-                thread.state = ThreadState.RUNNABLE
-                self._queue.append(thread)
-                self._cond.notify()
+                self._runnable(thread)
 
     def next_deadline(self) -> float | None:
         with self.lock:
@@ -183,7 +225,12 @@ class Scheduler:
 
     def runnable(self) -> int:
         with self.lock:
-            return len(self._queue)
+            return len(self._queue) + sum(len(box) for box in self._mailbox)
+
+    def queued(self) -> list[Thread]:
+        """Every RUNNABLE thread, in the shared queue or a CPU's mailbox (for tests)."""
+        with self.lock:
+            return [*self._queue, *(t for box in self._mailbox for t in box)]
 
 
 class Waiter:

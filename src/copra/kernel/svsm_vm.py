@@ -11,7 +11,9 @@ VM-wide state lives here; each vCPU is a ``Cpu`` (kernel/cpu.py). The VM owns:
   in guest mode, delivers kicks to them, and closes for a stop-the-world;
 - invalidation: making KVM forget every translation it derived from copra's page
   tables (``invalidate_mappings``), with no CPU in guest mode meanwhile, and then
-  freeing the frames that waited in quarantine for it (kernel/frames.py).
+  freeing the frames that waited in quarantine for it (kernel/frames.py); or only
+  those derived from some entries, from one CPU, the world running
+  (``drop_translations``, a MUNMAP).
 
 Locking: construction and ``close`` run on one thread with no CPU running. The frame
 allocator locks itself; the image is written once, before any vCPU runs. The gate's
@@ -26,13 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR
+from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR, USER_START, Entry
 from copra.hw import kvm, x86
 from copra.hw.kvm import KvmCpuid2
 from copra.kernel import layout, lockdep
-from copra.kernel.cpu import Cpu, CpuState
-from copra.kernel.frames import FrameAllocator, PhysicalMemory
+from copra.kernel.cpu import Cpu, CpuState, SyscallExit, UserContext
+from copra.kernel.frames import FrameAllocator, FrameOwner, PhysicalMemory
 from copra.kernel.layout import KERNEL_BASE
+from copra.kernel.pagetable import AddressSpace
 
 DEFAULT_MEMORY: Final = 256 << 20
 
@@ -155,6 +158,7 @@ class SvsmVm:
         self.invalidation_seconds = 0.0
         #: Called with (start, end) of each invalidation (a run's trace), or None.
         self.on_invalidation: Callable[[float, float], None] | None = None
+        self.zap_fallbacks = 0
         self.gate = Gate()
         self.cpus: list[Cpu] = []
         try:
@@ -171,6 +175,9 @@ class SvsmVm:
                             for e in self.cpuid.entries[:self.cpuid.nent])
             for index in range(cpus):
                 self.cpus.append(Cpu(self, index))
+            self.io_done_at_exit = self.probe_io_exits()
+            for cpu in self.cpus:
+                cpu.io_done_at_exit = self.io_done_at_exit
         except BaseException:
             self.close()
             raise
@@ -191,7 +198,7 @@ class SvsmVm:
         stacks = {layout.kstack_pa(cpu) for cpu in range(layout.MAX_CPUS)}
         for pa in range(PAGE_SIZE, layout.KERNEL_REGION, PAGE_SIZE):  # the null page stays out
             flags = x86.PTE_P | x86.PTE_G
-            if pa in stacks:
+            if pa in stacks or pa == layout.KERNEL_PT_PA:  # the PT: for the windows
                 flags |= x86.PTE_W | x86.PTE_NX
             elif pa != layout.STUB_PA:
                 flags |= x86.PTE_NX
@@ -217,6 +224,30 @@ class SvsmVm:
             dpl = 3 if vector in (SYSCALL_VECTOR, x86.Vector.BP) else 0
             gate = x86.idt_gate(KERNEL_BASE + addr, x86.SEL_KERNEL_CODE, dpl)
             self.memory.write(layout.IDT_PA + vector * 16, gate)
+        self.memory.write(layout.ZAP_STUB_PA, layout.zap_code())
+
+    def probe_io_exits(self) -> bool:
+        """Whether KVM reports a CPL3 ``out`` exit with RIP already past the instruction
+        (PVM hosts do; VMX and SVM report it at the ``out`` and skip it on re-entry).
+        Measured once, on CPU 0, with a two-instruction program; its frames go back to
+        the pool after an invalidation, so the VM starts with nothing in quarantine."""
+        cpu = self.cpus[0]
+        space = AddressSpace(self.frames, self.kernel_pml4_entries())
+        code = self.frames.alloc(FrameOwner.USER)
+        self.memory.write(code, bytes((0xE6, DOORBELL_PORT, 0xEB, 0xFE)))  # out; jmp $
+        space.map(USER_START, code, writable=False, executable=True)
+        ctx = UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
+        try:
+            past = cpu.enter(ctx) == SyscallExit(Entry.DOORBELL) \
+                and cpu.regs.rip == USER_START + 2
+            cpu.io_done_at_exit = False
+            cpu._io_pending = True  # complete it either way: the vCPU starts clean
+            cpu.save()
+        finally:
+            cpu.forget(ctx)
+            self.frames.retire([code, *space.table_frames()])
+            self.invalidate_mappings()
+        return past
 
     # --- accounting ---------------------------------------------------------------------
 
@@ -239,8 +270,9 @@ class SvsmVm:
         which KVM's shadow MMU (used on PVM hosts) does not see: it keeps shadow pages
         built from the old contents, and would go on translating through them. Deleting
         and re-adding the memory slot zaps every shadow page and flushes every TLB
-        (api.rst 4.35); it costs about a millisecond, so it runs on unmap and when
-        the frame pool runs dry, never on the syscall path. Frames given up in the
+        (api.rst 4.35); it costs about a millisecond, so it runs when
+        the frame pool runs dry or a run ends, never on the syscall path (MUNMAP uses
+        ``drop_translations``). Frames given up in the
         meantime (an ended process's, above all) wait in the allocator's quarantine,
         and each invalidation frees every one of them: one serves many exits.
 
@@ -267,6 +299,17 @@ class SvsmVm:
         if self.on_invalidation is not None:
             self.on_invalidation(start, end)
         self.frames.free_many(batch)
+
+    def drop_translations(self, cpu: int, entries: list[int]) -> None:
+        """Make every CPU forget the page-table entries at these physical addresses,
+        just cleared by the host (a MUNMAP): the range faults at once everywhere, and
+        the frames they mapped may be freed on return. CPU ``cpu`` (the caller's, with
+        the caller's context loaded) runs the zap stub (``Cpu.zap``): no stop-the-world.
+        Should the stub fail, everything is invalidated instead (counted in
+        ``zap_fallbacks``)."""
+        if entries and not self.cpus[cpu].zap(entries):
+            self.zap_fallbacks += 1
+            self.invalidate_mappings()
 
     def flush_quarantine(self) -> None:
         """Invalidate if frames wait in quarantine (the end of a run)."""

@@ -15,9 +15,12 @@ Run states::
 
 Invariants:
 - a RUNNING thread is the current thread of exactly one CPU (``cpu``), and its
-  context is loaded there; any other thread's context is saved in it, so any CPU
-  may load it next;
-- a RUNNABLE thread is in the scheduler's run queue exactly once; no other is;
+  context is loaded there; any other thread's registers are saved in its context,
+  and its XSAVE state too, or still held by the vCPU it left (``Cpu.park``), which
+  gives it up when another CPU loads the context (``Cpu.fetch``): any CPU may load
+  it next;
+- a RUNNABLE thread is in the scheduler's run queue or one CPU's mailbox, exactly
+  once; no other is;
 - a BLOCKED thread has a syscall to finish: when woken it is dispatched again
   with the same registers (``retry``); what it waits on is its ``waiter``'s
   registrations (kernel/waitqueue.py), cancelled before that dispatch;
@@ -28,7 +31,8 @@ Invariants:
   (monotonic seconds); ``resumed`` is True only while a blocked syscall is being
   dispatched again.
 
-Locking: ``state``, ``cpu``, ``retry`` and ``wake_pending`` belong to the scheduler
+Locking: ``state``, ``cpu``, ``last_cpu``, ``queued_on``, ``retry`` and
+``wake_pending`` belong to the scheduler
 and change only under its lock (kernel/scheduler.py), ``retry`` also by the thread's
 own CPU while it is RUNNING; the context is
 touched only by the CPU the thread runs on, or by anyone while the thread is
@@ -67,6 +71,11 @@ class Thread(KernelObject):
         self.state = ThreadState.RUNNABLE
         #: The CPU whose current thread this is (RUNNING), else None.
         self.cpu: int | None = None
+        #: The CPU it ran on last (None before it first ran): where a wake-up sends it
+        #: if that CPU is idle (scheduler.py).
+        self.last_cpu: int | None = None
+        #: While RUNNABLE: -1 in the scheduler's shared queue, i in CPU i's mailbox.
+        self.queued_on: int | None = None
         #: Woken while RUNNING, before it blocked: it must not block (scheduler.py).
         self.wake_pending = False
         #: Its registrations on the wait queues it waits on (created at its first wait).

@@ -75,6 +75,8 @@ def check_buffer(space: AddressSpace, ptr: UserPtr, length: int, *, write: bool,
 def copy_in(space: AddressSpace, ptr: UserPtr, length: int) -> bytes:
     runs = _pages(space, ptr, length, write=False)
     mem = space.frames.memory
+    if len(runs) == 1:
+        return mem.read(*runs[0])
     return b"".join(mem.read(pa, n) for pa, n in runs)
 
 

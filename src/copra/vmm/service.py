@@ -147,7 +147,8 @@ def sys_vm_open(c: Call, r: KvmRegs) -> int:
     p.handles.check_room()
     guest.open()
     try:
-        return p.handles.install(guest, Rights.READ | Rights.WRITE | Rights.MAP)
+        return p.handles.install(guest, Rights.READ | Rights.WRITE | Rights.MAP
+                                 | Rights.MOVABLE)
     except BaseException:
         guest.unopen()
         raise
@@ -194,7 +195,7 @@ def sys_vcpu_open(c: Call, r: KvmRegs) -> int:
         if isinstance(e, OSError):  # released meanwhile: its KVM vCPU is closed
             raise SyscallError(Errno.ENOTFOUND, "the VM was released") from e
         raise
-    return p.handles.install(vcpu, Rights.WRITE | Rights.MAP | Rights.WAIT)
+    return p.handles.install(vcpu, Rights.WRITE | Rights.MAP | Rights.WAIT | Rights.MOVABLE)
 
 
 def sys_vcpu_run(c: Call, r: KvmRegs) -> int:
@@ -256,7 +257,8 @@ def _event_create(c: Call, r: KvmRegs, is_mmio: bool) -> int:
     p.handles.check_room()
     event = guest.devices.create(is_mmio, base, size)
     try:
-        return p.handles.install(event, Rights.READ | Rights.WRITE | Rights.WAIT)
+        return p.handles.install(event, Rights.READ | Rights.WRITE | Rights.WAIT
+                                     | Rights.MOVABLE)
     except BaseException:
         event.on_close()  # never held: unroute it
         raise
@@ -286,7 +288,8 @@ def sys_irq_create(c: Call, r: KvmRegs) -> int:
     p.handles.check_room()
     irq = IrqObject(guest, guest.cpus[apic_id].irq, vector, bool(flags & IrqFlag.LEVEL))
     try:
-        return p.handles.install(irq, Rights.READ | Rights.WRITE | Rights.WAIT)
+        return p.handles.install(irq, Rights.READ | Rights.WRITE | Rights.WAIT
+                                 | Rights.MOVABLE)
     except BaseException:
         irq.on_close()
         raise
@@ -301,7 +304,8 @@ def sys_vm_memory(c: Call, r: KvmRegs) -> int:
     guest = c.handle(u32(r.rdi), GuestVm)
     memory: GuestMemory = guest.memory
     p = c.process
-    return p.handles.install(memory, Rights.READ | Rights.WRITE | Rights.MAP)
+    return p.handles.install(memory, Rights.READ | Rights.WRITE | Rights.MAP
+                                 | Rights.MOVABLE)
 
 
 TABLE = table((

@@ -130,6 +130,9 @@ class GuestCpu:
         self.dead = False
         self.opened = False
         self.closing = False  #: its Vcpu object is going: the runner must leave
+        #: The runner's host thread when its handle was moved away mid-run: that
+        #: runner leaves with EINTR (``evict``); cleared when it has left.
+        self.evicted: int | None = None
         self.pending: Pending | None = None
         self._io: _KvmIo | None = None
         #: An access a device model's event serves, and the exit it came from; the
@@ -169,6 +172,19 @@ class GuestCpu:
             self._wait_runner_left()
         self.irq.released(vm_gone=True)
         del self.run_page, self._area, self._msr
+
+    def evict(self) -> None:
+        """The VCPU's handle was moved to another table (a SEND) while a thread of the
+        sender may run it: that runner leaves with EINTR, so the receiver can run the
+        VCPU at once (its VCPU_RUN answers EBUSY only until then). No waiting here:
+        the move happens inside the sender's syscall. A sender's thread asleep in a
+        halted VCPU_RUN is woken: it finds its handle gone."""
+        self.irq.released(vm_gone=False)
+        with self.lock:
+            if self.runner is None or self.dead:
+                return
+            self.evicted = self.runner
+        self.kick(signal_it=True)
 
     def close_handle(self) -> None:
         """The Vcpu object goes: kick its runner out, wait until it has left."""
@@ -221,6 +237,7 @@ class GuestCpu:
         finally:
             with self.lock:
                 self.runner = None
+                self.evicted = None
                 self._left.notify_all()
 
     def _complete(self, answer: runpage.Answer | None) -> None:
@@ -274,6 +291,8 @@ class GuestCpu:
             return "the kernel is stopping"
         if self.closing:
             return "the VCPU handle was closed"
+        if self.evicted is not None and self.evicted == threading.get_ident():
+            return "the VCPU handle was moved away (SEND, EXEC_HANDLES)"
         if caller.deadline is not None and time.monotonic() >= caller.deadline:
             return "the timeout passed"
         return None
@@ -283,10 +302,15 @@ class GuestCpu:
         """``access`` (``_device``), which a device model serves: answered, it is
         completed in kvm_run (None: go on; 0: DEVICE_GONE is reported first); else the
         thread waits for it."""
-        if not access.done and not caller.wait_for(caller.thread, access.queue,
-                                                   Signal.READABLE):
-            self.counters["device_waits"] += 1
-            raise WouldBlock
+        if not access.done:
+            # Still unanswered: a timeout, CLOSE, release or the process ending gets
+            # the caller out (EINTR) with the access still pending; else wait for it.
+            why = self._interrupted(caller)
+            if why is not None:
+                raise SyscallError(Errno.EINTR, why)
+            if not caller.wait_for(caller.thread, access.queue, Signal.READABLE):
+                self.counters["device_waits"] += 1
+                raise WouldBlock
         self._device = None
         run = self.run_page
         if access.is_mmio:
@@ -482,6 +506,9 @@ class Vcpu(MappableObject):
             raise SyscallError(Errno.EINVAL, "a VCPU maps exactly one page, at offset 0")
         self._frames.share(self.page_pa)
         return [self.page_pa]
+
+    def on_moved(self) -> None:
+        self.cpu.evict()
 
     def on_close(self) -> None:
         self.cpu.close_handle()

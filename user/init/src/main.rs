@@ -2,7 +2,10 @@
 //!
 //! Reads `/etc/init.services` from the RAM fs (one program path per line; blank lines
 //! and lines starting with `#` are ignored; surrounding spaces are trimmed), EXECs
-//! each program, prints one line per service saying it started (with its task id) or
+//! each program. A line `channel <path A> <path B>` starts two services connected by
+//! a channel: init makes it and moves one endpoint into each with EXEC_HANDLES, so
+//! each finds its end at handle 1 (`process::initial_handles`); if the second cannot
+//! start, the first still runs with its peer closed. init prints one line per service saying it started (with its task id) or
 //! why not, then WAITs for every started child and prints how it ended.
 //!
 //! Exits 0 when every service started and exited with status 0, 1 otherwise. A
@@ -19,7 +22,8 @@ use libcopra::abi::Errno;
 use libcopra::declare_main;
 use libcopra::fs::File;
 use libcopra::prelude::*;
-use libcopra::process::{Child, ExitStatus};
+use libcopra::channel;
+use libcopra::process::{Child, Command, ExitStatus};
 
 declare_main!(main);
 
@@ -49,6 +53,35 @@ fn main() -> u32 {
             failures += 1;
             continue;
         };
+        if let Some(pair) = path.strip_prefix("channel ") {
+            let mut paths = pair.split_ascii_whitespace();
+            let (Some(a), Some(b), None) = (paths.next(), paths.next(), paths.next()) else {
+                println!("init: `channel` takes two program paths: {path}");
+                failures += 1;
+                continue;
+            };
+            let ends = match channel::create() {
+                Ok((x, y)) => [x, y],
+                Err(e) => {
+                    println!("init: no channel for {a} and {b}: {e}");
+                    failures += 2;
+                    continue;
+                }
+            };
+            for (path, end) in [a, b].into_iter().zip(ends) {
+                match Command::new(path).handle(end.into_handle()).spawn() {
+                    Ok(child) => {
+                        println!("service {path}: started as task {} with a channel", child.id());
+                        started.push((path, child));
+                    }
+                    Err(e) => {
+                        println!("service {path}: not started: {e}");
+                        failures += 1;
+                    }
+                }
+            }
+            continue;
+        }
         match Child::spawn(path) {
             Ok(child) => {
                 println!("service {path}: started as task {}", child.id());

@@ -9,7 +9,9 @@
 //! - a wrapper per syscall (`copra_open`, `copra_read` …), through libcopra's entry
 //!   (the doorbell, or `int 0x80` in the portable build), returning `int64_t`: the
 //!   result, or a negative `COPRA_ERRNO_*`; `copra_error_name` names any error;
-//! - `copra_print` to write a string to the log (handle 0).
+//! - `copra_print` to write a string to the log (handle 0);
+//! - `copra_thread_spawn`/`copra_thread_join`: threads with a TLS block each, so
+//!   `__thread` variables work (libcopra's `thread::spawn`).
 //!
 //! Misuse of the heap (double free, a foreign pointer) ends the program with the
 //! heap's message, as in Rust; out of memory returns NULL after the heap's log line.
@@ -19,12 +21,16 @@
 #![no_std]
 #![allow(clippy::missing_safety_doc)] // the C contracts are in copra.h
 
+extern crate alloc;
+
+use alloc::boxed::Box;
 use core::ffi::{c_char, c_int, c_void};
 
 use libcopra::abi::{Errno, HeapStats, Sys};
 use libcopra::error::{Error, LIBRARY_CODES};
 use libcopra::heap;
 use libcopra::process::exit;
+use libcopra::thread;
 use libcopra::syscall::{entry, syscall5_via};
 
 core::arch::global_asm!(
@@ -47,6 +53,7 @@ unsafe extern "C" {
 }
 
 extern "C" fn c_entry() -> ! {
+    heap::enable_thread_cache();
     // SAFETY: the program provides `main`, which takes no arguments.
     let code = unsafe { main() };
     exit(code as u32)
@@ -270,6 +277,48 @@ pub unsafe extern "C" fn copra_print(s: *const c_char) -> i64 {
     // SAFETY: the caller passes a NUL-terminated string.
     let len = unsafe { strlen(s) };
     sys(Sys::WRITE, [0, s as u64, len as u64, 0, 0])
+}
+
+// --- threads -----------------------------------------------------------------------------
+
+/// A C thread function and its argument, handed to the new thread.
+type CThread = (extern "C" fn(u64) -> u32, u64);
+
+fn c_thread(start: u64) -> u32 {
+    // SAFETY: copra_thread_spawn leaked this box for this thread alone.
+    let start = unsafe { Box::from_raw(start as *mut CThread) };
+    (start.0)(start.1)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_thread_spawn(
+    out: *mut *mut c_void,
+    f: extern "C" fn(u64) -> u32,
+    arg: u64,
+) -> i64 {
+    let start = Box::into_raw(Box::new((f, arg)));
+    match thread::spawn(c_thread, start as u64) {
+        Ok(handle) => {
+            // SAFETY: the caller passes a pointer to a `struct copra_thread *`.
+            unsafe { out.write(Box::into_raw(Box::new(handle)).cast()) };
+            0
+        }
+        Err(e) => {
+            // SAFETY: no thread was started: the box is still ours.
+            drop(unsafe { Box::from_raw(start) });
+            e.raw()
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_thread_join(thread: *mut c_void) -> i64 {
+    // SAFETY: the caller passes a thread copra_thread_spawn made, once.
+    let handle = unsafe { Box::from_raw(thread.cast::<thread::JoinHandle>()) };
+    match handle.join() {
+        Ok(code) => i64::from(code),
+        Err(e) => e.raw(),
+    }
 }
 
 // --- error names -------------------------------------------------------------------------

@@ -29,7 +29,7 @@ pub enum Errno {
     EPERM = -4,
     /// a user pointer range is unmapped, kernel-half, non-canonical or read-only
     EFAULT = -5,
-    /// the object is exclusive and already held
+    /// the object is exclusive and already held (DUPLICATE of a VM or VCPU); SEND of an endpoint whose queue carries an endpoint (it could close a cycle)
     EBUSY = -6,
     /// no such file, directory, handle or capability index
     ENOTFOUND = -7,
@@ -53,12 +53,16 @@ pub enum Errno {
     ENOEXEC = -16,
     /// a path is longer than PATH_MAX or a name longer than NAME_MAX
     ENAMETOOLONG = -17,
-    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value
+    /// EXEC: a limit on tasks (system-wide) or on the caller's running or unreaped children is reached; try again once a task has ended or been reaped (WAIT); THREAD_CREATE: the process holds its limit of threads; FUTEX_WAIT: the word no longer holds the expected value; SEND (RECV) without BLOCK: the queue is full (empty)
     EAGAIN = -18,
     /// a wait's timeout passed first (FUTEX_WAIT)
     ETIMEDOUT = -19,
     /// a WRITE to an event would carry its counter past EVENT_MAX
     EOVERFLOW = -20,
+    /// RECV: the buffer or the handle array is too small for the next message, which stays queued; the ChannelMessage's sizes say what it needs
+    EMSGSIZE = -21,
+    /// SEND or RECV on a channel endpoint whose peer is closed (RECV: and empty)
+    EPIPE = -22,
     /// VCPU_RUN was kicked out before the guest needed user mode: its timeout passed, another thread closed the VCPU or its VM, the process is ending; call it again
     EINTR = -23,
     /// an internal error with no better code (counted by the kernel)
@@ -67,7 +71,7 @@ pub enum Errno {
 
 impl Errno {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 24] = [
         Self::EINVAL,
         Self::ENOSYS,
         Self::ENOMEM,
@@ -88,6 +92,8 @@ impl Errno {
         Self::EAGAIN,
         Self::ETIMEDOUT,
         Self::EOVERFLOW,
+        Self::EMSGSIZE,
+        Self::EPIPE,
         Self::EINTR,
         Self::UNKNOWN,
     ];
@@ -115,6 +121,8 @@ impl Errno {
             -18 => Some(Self::EAGAIN),
             -19 => Some(Self::ETIMEDOUT),
             -20 => Some(Self::EOVERFLOW),
+            -21 => Some(Self::EMSGSIZE),
+            -22 => Some(Self::EPIPE),
             -23 => Some(Self::EINTR),
             -128 => Some(Self::UNKNOWN),
             _ => None,
@@ -149,6 +157,8 @@ impl Errno {
             Self::EAGAIN => "EAGAIN",
             Self::ETIMEDOUT => "ETIMEDOUT",
             Self::EOVERFLOW => "EOVERFLOW",
+            Self::EMSGSIZE => "EMSGSIZE",
+            Self::EPIPE => "EPIPE",
             Self::EINTR => "EINTR",
             Self::UNKNOWN => "UNKNOWN",
         }
@@ -233,6 +243,18 @@ pub enum Sys {
     CLOCK = 0x18,
     /// nanoseconds
     SLEEP = 0x19,
+    /// flags (0) -> (second << 32) | first endpoint handle
+    CHANNEL_CREATE = 0x1a,
+    /// endpoint, ChannelMessage, ChannelFlag -> 0
+    SEND = 0x1b,
+    /// endpoint, ChannelMessage, ChannelFlag -> bytes received
+    RECV = 0x1c,
+    /// handle, rights (or RIGHTS_SAME) -> a new handle
+    DUPLICATE = 0x1d,
+    /// handle, rights: the handle keeps only these rights
+    REPLACE = 0x1e,
+    /// path, root, handle array, count, flags (0) -> task id
+    EXEC_HANDLES = 0x1f,
     /// BatchRecord array, count, BatchFlag -> records run
     BATCH = 0x20,
     OPEN = 0x1_0000_0000,
@@ -270,7 +292,7 @@ pub enum Sys {
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 39] = [
+    pub const ALL: [Self; 45] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -288,6 +310,12 @@ impl Sys {
         Self::WAIT_MANY,
         Self::CLOCK,
         Self::SLEEP,
+        Self::CHANNEL_CREATE,
+        Self::SEND,
+        Self::RECV,
+        Self::DUPLICATE,
+        Self::REPLACE,
+        Self::EXEC_HANDLES,
         Self::BATCH,
         Self::OPEN,
         Self::READ,
@@ -332,6 +360,12 @@ impl Sys {
             0x17 => Some(Self::WAIT_MANY),
             0x18 => Some(Self::CLOCK),
             0x19 => Some(Self::SLEEP),
+            0x1a => Some(Self::CHANNEL_CREATE),
+            0x1b => Some(Self::SEND),
+            0x1c => Some(Self::RECV),
+            0x1d => Some(Self::DUPLICATE),
+            0x1e => Some(Self::REPLACE),
+            0x1f => Some(Self::EXEC_HANDLES),
             0x20 => Some(Self::BATCH),
             0x1_0000_0000 => Some(Self::OPEN),
             0x1_0000_0001 => Some(Self::READ),
@@ -383,6 +417,12 @@ impl Sys {
             Self::WAIT_MANY => "WAIT_MANY",
             Self::CLOCK => "CLOCK",
             Self::SLEEP => "SLEEP",
+            Self::CHANNEL_CREATE => "CHANNEL_CREATE",
+            Self::SEND => "SEND",
+            Self::RECV => "RECV",
+            Self::DUPLICATE => "DUPLICATE",
+            Self::REPLACE => "REPLACE",
+            Self::EXEC_HANDLES => "EXEC_HANDLES",
             Self::BATCH => "BATCH",
             Self::OPEN => "OPEN",
             Self::READ => "READ",
@@ -1049,14 +1089,16 @@ pub struct Signal(u64);
 impl Signal {
     /// a thread or process has ended (for good)
     pub const ENDED: Self = Self(0x1);
-    /// an event's counter is non-zero: a READ would not block; a VCPU has an exit waiting for user mode's answer
+    /// an event's counter is non-zero: a READ would not block; a channel endpoint's queue holds a message: a RECV would not block; a VCPU has an exit waiting for user mode's answer
     pub const READABLE: Self = Self(0x2);
-    /// an event's counter is below EVENT_MAX: a WRITE of 1 would succeed
+    /// an event's counter is below EVENT_MAX: a WRITE of 1 would succeed; a channel endpoint's peer is open and has room in its queue: a SEND would not block
     pub const WRITABLE: Self = Self(0x4);
+    /// a channel endpoint's peer is closed (its queue may still hold messages)
+    pub const PEER_CLOSED: Self = Self(0x8);
     /// No bit set.
     pub const EMPTY: Self = Self(0);
     /// Every defined bit.
-    pub const ALL: Self = Self(0x7);
+    pub const ALL: Self = Self(0xf);
 
     /// The raw bits, as passed in a syscall register.
     pub const fn bits(self) -> u64 {
@@ -1087,6 +1129,108 @@ impl core::ops::BitOr for Signal {
 }
 
 impl core::ops::BitOrAssign for Signal {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+/// The rights a handle grants (DUPLICATE and REPLACE take them; only ever reduced).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Right(u64);
+
+impl Right {
+    /// READ, READDIR, RECV
+    pub const READ: Self = Self(0x1);
+    /// WRITE, TRUNCATE, SEND
+    pub const WRITE: Self = Self(0x2);
+    /// MMAP of the object
+    pub const MAP: Self = Self(0x4);
+    /// WAIT_MANY on the object's signals, JOIN
+    pub const WAIT: Self = Self(0x8);
+    /// the handle may be moved: SEND, EXEC_HANDLES
+    pub const TRANSFER: Self = Self(0x10);
+    /// DUPLICATE may make another handle on the object
+    pub const DUPLICATE: Self = Self(0x20);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x3f);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for Right {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for Right {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = self.union(other);
+    }
+}
+
+/// SEND's and RECV's flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ChannelFlag(u64);
+
+impl ChannelFlag {
+    /// wait while the peer's queue is full (SEND) or the own queue empty (RECV)
+    pub const BLOCK: Self = Self(0x1);
+    /// No bit set.
+    pub const EMPTY: Self = Self(0);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x1);
+
+    /// The raw bits, as passed in a syscall register.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Any bits, defined or not (hostile tests pass undefined ones on purpose).
+    pub const fn from_bits_retain(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits set in either.
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl core::ops::BitOr for ChannelFlag {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        self.union(other)
+    }
+}
+
+impl core::ops::BitOrAssign for ChannelFlag {
     fn bitor_assign(&mut self, other: Self) {
         *self = self.union(other);
     }
@@ -1259,6 +1403,10 @@ pub const MMAP_BASE: u64 = 0x1000_0000_0000;
 /// One unmapped guard page below the stack: an overflow faults instead of running into a mapping. Program segments and MMAP both end at or below USER_MAP_END.
 pub const USER_STACK_GUARD: u64 = 4096;
 pub const USER_MAP_END: u64 = 0x7fff_fffe_e000;
+/// Thread-local storage (x86-64 psABI variant II): a thread's FS base points at its thread control block (TCB) of TLS_TCB_SIZE bytes, the TLS block (the PT_TLS template: .tdata copied, .tbss zeroed) lies just below it. Word 0 of the TCB points to itself (%fs:0), word 1 holds TLS_TCB_MAGIC, the rest is zero and reserved. EXEC gives the first thread such a block (docs/abi.md); libcopra builds one for each thread it spawns.
+pub const TLS_TCB_SIZE: u64 = 64;
+/// "copraTCB", little-endian
+pub const TLS_TCB_MAGIC: u64 = 0x4243_5461_7270_6f63;
 /// The timeout (FUTEX_WAIT, WAIT_MANY) that means "no timeout".
 pub const TIMEOUT_NEVER: u64 = 0xffff_ffff_ffff_ffff;
 /// The most (handle, signals) items one WAIT_MANY takes.
@@ -1267,6 +1415,14 @@ pub const WAIT_MANY_MAX: u64 = 64;
 pub const BATCH_MAX: u64 = 64;
 /// The largest value an event's counter holds (eventfd's); WRITE past it is EOVERFLOW.
 pub const EVENT_MAX: u64 = 0xffff_ffff_ffff_fffe;
+/// DUPLICATE's rights argument that keeps the rights of the original handle.
+pub const RIGHTS_SAME: u64 = 0xffff_ffff;
+/// The most bytes one channel message carries.
+pub const CHANNEL_MAX_BYTES: u64 = 0x1_0000;
+/// The most handles one channel message (or one EXEC_HANDLES) moves.
+pub const CHANNEL_MAX_HANDLES: u64 = 64;
+/// The most messages queued towards one endpoint; SEND beyond waits or answers EAGAIN.
+pub const CHANNEL_QUEUE_MAX: u64 = 64;
 /// Exit status packing, as upstream: Exited(c) -> c << 16 with c the low 16 bits of EXIT's argument; killed by a CPU exception -> (vector << 8) | 1.
 pub const EXIT_STATUS_SHIFT: u64 = 16;
 pub const KILLED_BY_EXCEPTION: u64 = 1;
@@ -1405,7 +1561,7 @@ const _: () = assert!(core::mem::offset_of!(HeapStats, failures) == 96);
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct WaitItem {
-    /// a thread, process or event handle with the WAIT right
+    /// a thread, process, event or channel endpoint handle with the WAIT right
     pub handle: u32,
     /// the Signal bits waited for (non-zero)
     pub signals: u32,
@@ -1472,6 +1628,42 @@ const _: () = assert!(core::mem::offset_of!(BatchRecord, number) == 0);
 const _: () = assert!(core::mem::offset_of!(BatchRecord, args) == 8);
 const _: () = assert!(core::mem::offset_of!(BatchRecord, user_data) == 48);
 const _: () = assert!(core::mem::offset_of!(BatchRecord, result) == 56);
+
+/// What SEND sends and RECV receives: bytes and handles, each with its length.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ChannelMessage {
+    /// address of the bytes (SEND: read from; RECV: written to)
+    pub data: u64,
+    /// address of a u32 array of handle ids (SEND: moved out; RECV: the new ids written)
+    pub handles: u64,
+    /// SEND: bytes to send; RECV: the buffer's capacity in, the message's bytes out (also on EMSGSIZE)
+    pub data_len: u32,
+    /// SEND: handles to move; RECV: the array's capacity in, the message's handles out (also on EMSGSIZE)
+    pub handle_count: u32,
+}
+
+impl ChannelMessage {
+    /// Size in bytes, as declared in the spec.
+    pub const SIZE: usize = 24;
+
+    /// Every byte zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            data: 0,
+            handles: 0,
+            data_len: 0,
+            handle_count: 0,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<ChannelMessage>() == 24);
+const _: () = assert!(core::mem::align_of::<ChannelMessage>() == 8);
+const _: () = assert!(core::mem::offset_of!(ChannelMessage, data) == 0);
+const _: () = assert!(core::mem::offset_of!(ChannelMessage, handles) == 8);
+const _: () = assert!(core::mem::offset_of!(ChannelMessage, data_len) == 16);
+const _: () = assert!(core::mem::offset_of!(ChannelMessage, handle_count) == 20);
 
 /// The page MMAP of a VCPU handle maps (shared by kernel and user mode; docs/abi.md).
 #[repr(C)]

@@ -32,6 +32,12 @@ impl Event {
         Self::with_flags(EventFlag::NONBLOCK)
     }
 
+    /// The event behind `handle` (one received in a message or given at start). If it
+    /// is no event, [`Event::signal`] and [`Event::wait`] answer ENOTSUPP.
+    pub fn from_handle(handle: Handle) -> Self {
+        Self(handle)
+    }
+
     fn with_flags(flags: EventFlag) -> Result<Self> {
         let raw = call!(Sys::EVENT_CREATE, flags.bits())?;
         // SAFETY: EVENT_CREATE returned a fresh handle that nothing else owns.

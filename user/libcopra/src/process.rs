@@ -7,15 +7,21 @@
 //! | [`wait`] | WAIT (0, 5), copra's | task id → packed exit status |
 //! | [`open`] | PROCESS_OPEN (0, 0x15), copra's | task id → process handle |
 //! | [`join`] | JOIN (0, 0x12), copra's | process handle → packed exit status |
+//! | [`Command::spawn`] | EXEC_HANDLES (0, 0x1F), copra's | path, root, handle array, count, flags (0) → task id |
+//! | [`initial_handles`] | — | the handles EXEC_HANDLES gave this process |
 //!
-//! [`Child`] wraps EXEC and WAIT for a child that is waited for once.
+//! [`Child`] wraps EXEC and WAIT for a child that is waited for once. [`Command`]
+//! starts one with handles moved into it (a channel endpoint to its parent, a file);
+//! the child takes them with [`initial_handles`], in the order they were given.
 //!
 //! EXEC spawns: the caller keeps running and the child gets a fresh address space and
 //! handle table (handle 0 its own log). WAIT does not exist upstream; copra's blocks
 //! until the child ends and returns its status packed as upstream stores it:
 //! exited with `c` is `c << 16`, killed by CPU exception `v` is `(v << 8) | 1`.
 
+use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::Ordering;
 
 use crate::abi::{EXIT_STATUS_SHIFT, KILLED_BY_EXCEPTION, Sys};
 use crate::error::Result;
@@ -173,4 +179,63 @@ impl Child {
         self.status = Some(status);
         Ok(status)
     }
+}
+
+/// A child to start with handles moved into it (EXEC_HANDLES).
+///
+/// ```ignore
+/// let (tx, rx) = channel::channel::<u64>()?;
+/// let child = Command::new("/bin/worker").handle(rx.into_handle()).spawn()?;
+/// tx.send(42)?;
+/// ```
+#[derive(Debug)]
+pub struct Command<'a> {
+    path: &'a str,
+    root: &'a str,
+    handles: Vec<Handle>,
+}
+
+impl<'a> Command<'a> {
+    /// The program at `path`, under the caller's root, with no handles yet.
+    pub fn new(path: &'a str) -> Self {
+        Self { path, root: "/", handles: Vec::new() }
+    }
+
+    /// The child's root directory (relative to the caller's root).
+    pub fn root(mut self, root: &'a str) -> Self {
+        self.root = root;
+        self
+    }
+
+    /// Moves `handle` into the child: it finds it at id `n` for the `n`-th handle added
+    /// (from 1; 0 is its log). The handle needs the TRANSFER right.
+    pub fn handle(mut self, handle: Handle) -> Self {
+        self.handles.push(handle);
+        self
+    }
+
+    /// EXEC_HANDLES: starts the child. On success the handles belong to it; on failure
+    /// they are still in `self` (the kernel moves all or none), closed when it drops.
+    pub fn spawn(&mut self) -> Result<Child> {
+        let path = CPath::new(self.path)?;
+        let root = CPath::new(self.root)?;
+        let ids: Vec<u32> = self.handles.iter().map(Handle::raw).collect();
+        let task = call!(Sys::EXEC_HANDLES, path.addr(), root.addr(), ids.as_ptr(), ids.len(), 0u64)?;
+        for handle in self.handles.drain(..) {
+            let _ = handle.into_raw(); // the child's now
+        }
+        Ok(Child { task, status: None })
+    }
+}
+
+/// The handles EXEC_HANDLES moved into this process, in the order the parent gave
+/// them (ids 1..=n); empty after EXEC, and on every call after the first.
+///
+/// Call it before the program opens anything else: it names ids, and only the kernel's
+/// count at entry says they are these handles.
+pub fn initial_handles() -> Vec<Handle> {
+    let n = crate::rt::INITIAL_HANDLES.swap(0, Ordering::Relaxed);
+    // SAFETY: the kernel installed ids 1..=n for this process before it ran, and the
+    // swap above hands them out once.
+    (1..=n).map(|id| unsafe { Handle::from_raw(id as u32) }).collect()
 }

@@ -1,7 +1,9 @@
 //! The runtime: the entry point and the panic handler.
 //!
 //! The kernel starts a process at `e_entry` with every register zero except `rsp`
-//! (`USER_INITIAL_RSP`, 8 below the top of a 64 KiB stack) and `rflags` (0x202).
+//! (`USER_INITIAL_RSP`, 8 below the top of a 64 KiB stack), `rflags` (0x202) and
+//! `rdi`, the number of handles EXEC_HANDLES gave it (0 after EXEC), which the entry
+//! passes on to [`run_with`] ([`crate::process::initial_handles`] takes them).
 //! There are no arguments, environment or auxiliary vector: the stack is empty.
 //! [`declare_main!`](crate::declare_main) defines `_start`, which aligns `rsp` to 16
 //! bytes, clears `rbp` (the end of frame chains) and calls a Rust function that runs
@@ -15,6 +17,8 @@
 use core::panic::PanicInfo;
 #[cfg(not(test))]
 use core::sync::atomic::{AtomicBool, Ordering};
+
+use core::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use crate::process::exit;
 
@@ -42,9 +46,9 @@ macro_rules! declare_main {
             entry = sym __copra_entry,
         );
 
-        extern "C" fn __copra_entry() -> ! {
+        extern "C" fn __copra_entry(initial_handles: u64) -> ! {
             let main: fn() -> u32 = $main;
-            $crate::rt::run(main)
+            $crate::rt::run_with(main, initial_handles)
         }
     };
 }
@@ -63,8 +67,21 @@ pub fn image_start() -> u64 {
     (&raw const __copra_image_start) as u64
 }
 
-/// Runs `main` and EXITs with what it returns. Called by `_start`.
+/// Runs `main` and EXITs with what it returns.
 pub fn run(main: fn() -> u32) -> ! {
+    #[cfg(not(test))]
+    crate::heap::enable_thread_cache();
+    exit(main())
+}
+
+/// How many handles EXEC_HANDLES gave this process (ids 1..=n), until
+/// [`crate::process::initial_handles`] takes them.
+pub(crate) static INITIAL_HANDLES: AtomicU64 = AtomicU64::new(0);
+
+/// Records the count of initial handles (`rdi` at the entry point: 0 after EXEC, n
+/// after EXEC_HANDLES), then runs `main`. Called by `_start`.
+pub fn run_with(main: fn() -> u32, initial_handles: u64) -> ! {
+    INITIAL_HANDLES.store(initial_handles, AtomicOrdering::Relaxed);
     exit(main())
 }
 

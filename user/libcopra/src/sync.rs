@@ -51,6 +51,7 @@ impl<T> Mutex<T> {
     }
 
     /// Waits for the lock and takes it.
+    #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
@@ -61,22 +62,49 @@ impl<T> Mutex<T> {
     #[cold]
     fn lock_contended(&self) {
         while self.state.swap(2, Ordering::Acquire) != 0 {
-            match futex_wait(&self.state, 2, None) {
-                Ok(()) => {}
-                Err(e) if e.is(Errno::EAGAIN) => {}
-                Err(e) => panic!("FUTEX_WAIT of a mutex failed: {e}"),
-            }
+            sleep_while(&self.state, 2);
         }
     }
 
+    #[inline]
     fn unlock(&self) {
         if self.state.swap(0, Ordering::Release) == 2 {
-            if let Err(e) = futex_wake(&self.state, 1) {
-                panic!("FUTEX_WAKE of a mutex failed: {e}");
-            }
+            wake_one(&self.state);
         }
     }
 }
+
+// The mutex's two waits. Neither allocates (the heap's lock is a Mutex: a panic's
+// message is formatted on the stack). Host tests (`cargo test`) have no copra kernel
+// to ask: there a contended lock yields to the host's scheduler instead.
+
+#[cfg(not(test))]
+#[cold]
+fn sleep_while(word: &AtomicU32, value: u32) {
+    match futex_wait(word, value, None) {
+        Ok(()) => {}
+        Err(e) if e.is(Errno::EAGAIN) => {}
+        Err(e) => panic!("FUTEX_WAIT of a mutex failed: {e}"),
+    }
+}
+
+#[cfg(not(test))]
+#[cold]
+fn wake_one(word: &AtomicU32) {
+    if let Err(e) = futex_wake(word, 1) {
+        panic!("FUTEX_WAKE of a mutex failed: {e}");
+    }
+}
+
+#[cfg(test)]
+fn sleep_while(word: &AtomicU32, value: u32) {
+    while word.load(Ordering::Relaxed) == value {
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(test)]
+fn wake_one(_word: &AtomicU32) {}
 
 /// The lock of a [`Mutex`], held until dropped.
 pub struct MutexGuard<'a, T> {

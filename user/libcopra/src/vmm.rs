@@ -47,6 +47,17 @@ impl Vm {
         Ok(Self(unsafe { Handle::from_raw(raw as u32) }))
     }
 
+    /// Takes ownership of a VM handle received in a message or from
+    /// [`crate::process::initial_handles`].
+    pub fn from_handle(handle: Handle) -> Self {
+        Self(handle)
+    }
+
+    /// The handle, to move (SEND, EXEC_HANDLES): VMs are exclusive, never duplicated.
+    pub fn into_handle(self) -> Handle {
+        self.0
+    }
+
     /// VM_CAPABILITIES of this VM.
     pub fn capability(&self, index: VmCap) -> Result<u64> {
         call!(Sys::VM_CAPABILITIES, self.0.raw(), index as u64)
@@ -191,6 +202,18 @@ pub struct Vcpu(Handle);
 pub const FOREVER: u64 = u64::MAX;
 
 impl Vcpu {
+    /// Takes ownership of a VCPU handle received in a message or from
+    /// [`crate::process::initial_handles`].
+    pub fn from_handle(handle: Handle) -> Self {
+        Self(handle)
+    }
+
+    /// The handle, to move (SEND, EXEC_HANDLES). A thread of the sender still inside
+    /// VCPU_RUN on it leaves with EINTR; a run page mapped before stays mapped.
+    pub fn into_handle(self) -> Handle {
+        self.0
+    }
+
     /// VCPU_RUN: run the guest until it needs this VMM (Ok: the exit is in the run
     /// page), or EINTR after `timeout_ns` (or a kick).
     pub fn run(&self, timeout_ns: u64) -> Result<()> {

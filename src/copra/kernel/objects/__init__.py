@@ -41,6 +41,7 @@ class ObjectKind(Enum):
     IO_EVENT = "io event"
     MMIO_EVENT = "mmio event"
     IRQ = "irq"
+    CHANNEL = "channel"
 
 
 class KernelObject:
@@ -77,6 +78,10 @@ class KernelObject:
 
     def on_close(self) -> None:
         """Release what the object holds; called once, when its last handle goes."""
+
+    def on_moved(self) -> None:
+        """A handle on the object just left its process's table to travel in a move
+        (SEND, EXEC_HANDLES): the object stays alive. Called with no lock held."""
 
     def wait_queue(self) -> WaitQueue | None:
         """The queue of the object's signals, for WAIT_MANY; None: it raises none."""

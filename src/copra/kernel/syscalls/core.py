@@ -52,7 +52,7 @@ from copra.kernel.waitqueue import NO_SIGNALS, WaitQueue
 _WAIT_ITEM = struct.Struct("<IIII")  # handle, signals, ready, pad
 assert _WAIT_ITEM.size == WAIT_ITEM.size
 _READY_OFFSET = 8
-_ALL_SIGNALS = int(Signal.ENDED | Signal.READABLE | Signal.WRITABLE)
+_ALL_SIGNALS = sum(int(s) for s in Signal)
 _ALL_MAP_FLAGS = int(MapFlag.READ | MapFlag.WRITE | MapFlag.EXEC | MapFlag.PRIVATE
                      | MapFlag.ANONYMOUS | MapFlag.FIXED)
 
@@ -196,7 +196,7 @@ def _map_object(c: Call, obj: MappableObject, hint: int, offset: int, pages: int
             p.map_frames(start, frames, writable=writable, executable=False,
                          kind=RegionKind.OBJECT)
         except BaseException as e:
-            c.kernel.release_unmapped(frames)  # the references back (never visible)
+            c.kernel.release_unmapped(c.cpu, frames, [])  # the references back (never mapped)
             if isinstance(e, OutOfMemory):
                 raise SyscallError(Errno.ENOMEM, str(e)) from e
             raise
@@ -225,9 +225,10 @@ def _file_frames(p: Process, file: OpenFile, first: int, pages: int) -> list[int
 
 
 def _unmap(c: Call, start: int, end: int) -> int:
-    released = c.process.unmap_range(start, end)
+    entries: list[int] = []
+    released = c.process.unmap_range(start, end, entries)
     if released:
-        c.kernel.release_unmapped(released)
+        c.kernel.release_unmapped(c.cpu, released, entries)
     return len(released)
 
 
@@ -278,9 +279,13 @@ def sys_thread_create(c: Call, r: KvmRegs) -> int:
     if fs_base >= USER_END:
         raise SyscallError(Errno.EINVAL, f"FS base {fs_base:#x} is outside user space")
     p = c.process
-    p.handles.check_room()
-    thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
-    handle = p.handles.install(thread, Rights.WAIT)
+    handle = p.handles.reserve()
+    try:
+        thread = c.kernel.new_thread(p, entry, stack, arg, fs_base)
+    except BaseException:
+        p.handles.cancel(handle)
+        raise
+    p.handles.fill(handle, thread, Rights.WAIT | Rights.MOVABLE)
     try:
         c.kernel.start_thread(thread)
     except BaseException:
@@ -320,14 +325,15 @@ def sys_process_open(c: Call, r: KvmRegs) -> int:
         child = k.child(p, pid)
         if child is None:
             raise SyscallError(Errno.ENOTFOUND, f"no child with task id {pid}")
-        return p.handles.install(child, Rights.WAIT)
+        return p.handles.install(child, Rights.WAIT | Rights.MOVABLE)
 
 
 def sys_event_create(c: Call, r: KvmRegs) -> int:
     flags = decode_event_flags(r.rdi)
     p = c.process
     p.handles.check_room()
-    return p.handles.install(Event(flags), Rights.READ | Rights.WRITE | Rights.WAIT)
+    return p.handles.install(Event(flags), Rights.READ | Rights.WRITE | Rights.WAIT
+                             | Rights.MOVABLE)
 
 
 def _deadline(c: Call, timeout: int) -> float | None:

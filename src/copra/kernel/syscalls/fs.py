@@ -39,14 +39,18 @@ def sys_open(c: Call, r: KvmRegs) -> int:
     path = c.path(r.rdi)
     mode = decode_file_mode(r.rsi)
     flags = decode_file_flags(r.r8)
-    p.handles.check_room()  # before CREATE or TRUNC change the fs
-    opened = OpenFile.open(c.kernel.fs, path, FileMode(mode), FileFlag(flags), root=p.root)
-    rights = Rights.NONE
+    handle = p.handles.reserve()  # EMFILE before CREATE or TRUNC change the fs
+    try:
+        opened = OpenFile.open(c.kernel.fs, path, FileMode(mode), FileFlag(flags), root=p.root)
+    except BaseException:
+        p.handles.cancel(handle)
+        raise
+    rights = Rights.MOVABLE
     if opened.readable:
         rights |= Rights.READ | Rights.MAP
     if opened.writable:
         rights |= Rights.WRITE
-    return p.handles.install(opened, rights)
+    return p.handles.fill(handle, opened, rights)
 
 
 def sys_read(c: Call, r: KvmRegs) -> int:
@@ -73,8 +77,9 @@ def _read_event(c: Call, event: Event, buf: UserPtr, length: int) -> int:
     p = c.process
     if length != EVENT_IO:
         raise SyscallError(Errno.EINVAL, f"an event is read 8 bytes at a time, not {length}")
-    with p.mem_lock:
-        check_buffer(p.space, buf, EVENT_IO, write=True, usable=EVENT_IO)
+    if not c.thread.resumed:  # a woken READ was checked before it blocked; copy_out
+        with p.mem_lock:      # checks the buffer again before the value is taken
+            check_buffer(p.space, buf, EVENT_IO, write=True, usable=EVENT_IO)
 
     def out(data: bytes) -> None:
         with p.mem_lock:
@@ -140,8 +145,13 @@ def sys_opendir(c: Call, r: KvmRegs) -> int:
     path = c.path(r.rdi)
     if not path:  # upstream's find_dir refuses "" ("/" is the root)
         raise SyscallError(Errno.EINVAL, "OPENDIR of an empty path")
-    p.handles.check_room()
-    return p.handles.install(OpenDirectory.open(c.kernel.fs, path, root=p.root), Rights.READ)
+    handle = p.handles.reserve()  # EMFILE before the snapshot is charged
+    try:
+        opened = OpenDirectory.open(c.kernel.fs, path, root=p.root)
+    except BaseException:
+        p.handles.cancel(handle)
+        raise
+    return p.handles.fill(handle, opened, Rights.READ | Rights.MOVABLE)
 
 
 def sys_readdir(c: Call, r: KvmRegs) -> int:

@@ -65,7 +65,8 @@ class Services(Protocol):
     @property
     def tasks_lock(self) -> KernelLock: ...
 
-    def spawn(self, path: str, parent: int = 0, root: Directory | None = None) -> Process:
+    def spawn(self, path: str, parent: int = 0, root: Directory | None = None,
+              give: Callable[[Process], int] | None = None) -> Process:
         ...
 
     def exit_process(self, proc: Process, status: int, caller: Thread | None = None) -> None:
@@ -86,8 +87,9 @@ class Services(Protocol):
 
     def wait_for(self, thread: Thread, queue: WaitQueue, mask: Signal) -> Signal: ...
 
-    def release_unmapped(self, frames: list[int]) -> None:
-        """Frames just unmapped: no CPU may translate to them any more, then free."""
+    def release_unmapped(self, cpu: int, frames: list[int], entries: list[int]) -> None:
+        """Frames just unmapped from the page-table entries at ``entries`` by a syscall
+        on CPU ``cpu``: no CPU may translate to them any more, then free."""
         ...
 
     def syscall_spec(self, number: int) -> SyscallSpec | None:
@@ -128,13 +130,14 @@ def table(specs: Iterable[SyscallSpec]) -> dict[int, SyscallSpec]:
 class Call:
     """One syscall's context: who calls, which row, what the kernel offers."""
 
-    __slots__ = ("kernel", "probe", "process", "spec", "thread")
+    __slots__ = ("cpu", "kernel", "probe", "process", "spec", "thread")
 
-    def __init__(self, kernel: Services) -> None:
+    def __init__(self, kernel: Services, cpu: int = 0) -> None:
         self.kernel = kernel
         #: This CPU's statistics probe while a run keeps them (BATCH counts its
         #: records there), else None.
         self.probe: CpuProbe | None = None
+        self.cpu = cpu  #: the index of the CPU whose syscalls this context serves
         self.thread: Thread
         self.process: Process
         self.spec: SyscallSpec

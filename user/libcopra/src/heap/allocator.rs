@@ -64,6 +64,9 @@ const LARGE_SHIFT: u32 = 30;
 /// Large slots: 1 GiB each.
 pub const LARGE_SLOT: usize = 1 << LARGE_SHIFT;
 const LARGE_SLOTS: usize = 1024;
+/// Small slots: 64 KiB each, 2^18 of them.
+const SMALL_SHIFT: u32 = 16;
+const SMALL_SLOTS: usize = 1 << 18;
 /// The address space one heap uses from its base.
 pub const SPAN: usize = 2 << 40;
 
@@ -376,7 +379,7 @@ impl<S: PageSource> Heap<S> {
             secret: 0,
             seed,
             areas: [
-                Area::new(base + SMALL_AREA, base + SMALL_TABLE, 16, 1 << 18),
+                Area::new(base + SMALL_AREA, base + SMALL_TABLE, SMALL_SHIFT, SMALL_SLOTS),
                 Area::new(base + MEDIUM_AREA, base + MEDIUM_TABLE, 20, 1 << 14),
             ],
             area_state: [AREA_STATE; 2],
@@ -896,7 +899,7 @@ impl<S: PageSource> Heap<S> {
     /// The class of the block at `p` when it is a live small block (one a thread cache
     /// may hold), after the checks of [`Heap::free`]; None for a live block of any
     /// other kind.
-    #[inline]
+    #[inline(always)]
     pub fn small_class_of(&self, p: *mut u8) -> Result<Option<usize>, Misuse> {
         let addr = p as usize;
         let area = &self.areas[0];
@@ -912,6 +915,11 @@ impl<S: PageSource> Heap<S> {
                 return Ok(Some(slab.class as usize));
             }
         }
+        self.small_class_slow(addr)
+    }
+
+    #[inline(never)]
+    fn small_class_slow(&self, addr: usize) -> Result<Option<usize>, Misuse> {
         match self.locate(addr)? {
             Block::Slab(0, s) => Ok(Some(self.areas[0].slab(s).class as usize)),
             _ => Ok(None),
@@ -1315,6 +1323,75 @@ impl<S: PageSource> Heap<S> {
     }
 }
 
+/// A thread cache's unlocked view of the small slabs' table: enough to find a small
+/// block's class from its address without the heap's lock.
+///
+/// Why it may read without the lock: the area's base, the table's address and the
+/// slot geometry never change; `high` is atomic; the table is mapped below `high`
+/// and stays mapped while any block is live (only [`Heap::trim`] unmaps it, and only
+/// when none is); and the entry of a slab holding a live block keeps its class, a
+/// state of LISTED or FULL and a `bump` past the block until the block is freed (the
+/// lock holder changes those only when the slab has no live block). So for a pointer
+/// the heap handed out and that is still live, [`SmallView::class_of`] reads stable
+/// values and answers its class. For any other pointer the entry may be changing
+/// under the lock; the answer is then only as good as a racy read, which is why it is
+/// a fast path only: an answer of None sends the pointer to the locked checks.
+#[derive(Clone, Copy)]
+pub struct SmallView {
+    /// The small area's first address.
+    base: usize,
+    /// The small slabs' table.
+    table: usize,
+    /// The area's `high` (null: no view yet; every pointer takes the locked path).
+    high: *const AtomicU32,
+}
+
+impl SmallView {
+    /// No view: [`SmallView::class_of`] answers None for every pointer.
+    pub const NONE: Self = Self {
+        base: 0,
+        table: 0,
+        high: ptr::null(),
+    };
+
+    /// The class of `p` if it starts a carved block of a small slab in use (LISTED or
+    /// FULL, below its `bump`, at a multiple of the class size); None otherwise,
+    /// including for null, for pointers outside the small area and without a view.
+    /// O(1): a subtraction and a shift find the slot, its table entry says the rest.
+    #[inline(always)]
+    pub fn class_of(&self, p: usize) -> Option<usize> {
+        let off = p.wrapping_sub(self.base);
+        if self.high.is_null() || off >= SMALL_SLOTS << SMALL_SHIFT {
+            return None;
+        }
+        let s = off >> SMALL_SHIFT;
+        // SAFETY: `high` points into the heap, which outlives every cache using it.
+        if s >= unsafe { &*self.high }.load(Ordering::Acquire) as usize {
+            return None;
+        }
+        let entry = (self.table as *const Slab).wrapping_add(s);
+        // SAFETY: the table is mapped below `high` (see the type's documentation);
+        // single aligned loads, possibly racing the lock holder for a pointer that is
+        // not a live block (the answer is then not trusted beyond a fast path).
+        let (state, bump, class) = unsafe {
+            (
+                ptr::addr_of!((*entry).state).read_volatile(),
+                ptr::addr_of!((*entry).bump).read_volatile(),
+                ptr::addr_of!((*entry).class).read_volatile(),
+            )
+        };
+        let in_slot = (off & ((1 << SMALL_SHIFT) - 1)) as u64;
+        if state.wrapping_sub(LISTED) > FULL - LISTED
+            || in_slot >= u64::from(bump)
+            || class as usize >= SMALL_COUNT
+            || !classes::is_multiple(in_slot, CLASSES[class as usize].magic)
+        {
+            return None;
+        }
+        Some(class as usize)
+    }
+}
+
 /// The second word of a free block: distinguishes a free block from a live one.
 #[inline]
 pub fn free_mark(p: usize, secret: usize) -> usize {
@@ -1331,5 +1408,16 @@ impl<S: PageSource> Heap<S> {
     /// The secret, for a thread cache's links and marks (0 before the first slab).
     pub fn secret(&self) -> usize {
         self.secret
+    }
+
+    /// The unlocked view of the small slabs' table for a thread cache. The heap must
+    /// not move while a cache uses it (the process's heap is a static).
+    pub fn small_view(&self) -> SmallView {
+        let area = &self.areas[0];
+        SmallView {
+            base: area.base,
+            table: area.table,
+            high: &area.high,
+        }
     }
 }

@@ -34,7 +34,7 @@ pub const fn size_of(index: usize) -> usize {
 }
 
 /// The smallest class whose blocks hold `size` bytes (`1 <= size <= MEDIUM_MAX`).
-#[inline]
+#[inline(always)]
 pub const fn index_of(size: usize) -> usize {
     if size <= 128 {
         return (size.saturating_sub(1)) / 16;
@@ -45,9 +45,34 @@ pub const fn index_of(size: usize) -> usize {
     8 + (k - 7) * 4 + quarter
 }
 
+/// Sizes up to this find their class in [`BY_SIXTEENTHS`]: one load.
+const TABLE_MAX: usize = 1024;
+
+/// The class of every size up to [`TABLE_MAX`], by `(size + 15) / 16` (every class
+/// size is a multiple of 16, so rounding up to 16 never changes the class).
+static BY_SIXTEENTHS: [u8; TABLE_MAX / 16 + 1] = {
+    let mut table = [0; TABLE_MAX / 16 + 1];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = index_of(if i == 0 { 1 } else { i * 16 }) as u8;
+        i += 1;
+    }
+    table
+};
+
+/// [`index_of`] for `size <= SMALL_MAX` (0 counts as 1): a table load up to 1 KiB.
+#[inline(always)]
+pub fn small_index(size: usize) -> usize {
+    if size <= TABLE_MAX {
+        usize::from(BY_SIXTEENTHS[(size + 15) >> 4])
+    } else {
+        index_of(size)
+    }
+}
+
 /// The class for `size` bytes at `align` (a power of two), or None when only a large
 /// block will do.
-#[inline]
+#[inline(always)]
 pub fn class_for(size: usize, align: usize) -> Option<usize> {
     if size > MEDIUM_MAX {
         return None;

@@ -28,13 +28,13 @@
 //!
 //! # Locking
 //!
-//! One [`Locked`] spin lock around the whole heap, taken for every operation and
-//! never held across anything that could wait. It is correct with any number of
-//! threads; a process has one thread today. **The SMP work replaces it** with the
-//! futex-based `Mutex` of libcopra's sync module (a waiting thread then sleeps
-//! instead of spinning), and switches on the per-thread cache in front of it
-//! ([`cache::ThreadCache`], [`set_thread_cache_hook`]), which takes the lock once per
-//! batch of small blocks instead of once per block.
+//! One [`Locked`] lock (libcopra's futex `Mutex`) around the whole heap, never held
+//! across anything that could wait. In front of it, each thread has a
+//! [`cache::ThreadCache`] of small blocks in its thread-local storage (switched on at
+//! program start, [`enable_thread_cache`]), which takes the lock once per batch of
+//! blocks instead of once per block; a thread's cache goes back to the heap when the
+//! thread ends ([`flush_thread_cache`], called by `thread::exit`), and [`trim`]
+//! flushes the calling thread's first.
 
 mod allocator;
 mod cache;
@@ -42,10 +42,8 @@ mod classes;
 mod pages;
 
 use ::core::alloc::{GlobalAlloc, Layout};
-use ::core::cell::UnsafeCell;
 use ::core::fmt;
-use ::core::ops::{Deref, DerefMut};
-use ::core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use ::core::sync::atomic::{AtomicUsize, Ordering};
 
 pub use self::allocator::{Counters, Failure, Heap, LARGE_SLOT, Misuse, PAGE, Reason, SPAN};
 pub use self::cache::ThreadCache;
@@ -57,65 +55,10 @@ pub use crate::abi::HeapStats;
 /// MMAP without a hint places mappings, and from the program's image.
 pub const HEAP_BASE: usize = 0x4000_0000_0000;
 
-/// A spin lock around a value: the heap's lock until the SMP work's `Mutex` exists.
-///
-/// `lock` spins (with `pause`) until it owns the value; the guard releases on drop.
-/// Uncontended it costs one atomic exchange (`xchg`) and a plain store.
-pub struct Locked<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: the lock hands out the value to one holder at a time.
-unsafe impl<T: Send> Sync for Locked<T> {}
-
-impl<T> Locked<T> {
-    /// An unlocked value.
-    pub const fn new(value: T) -> Self {
-        Self {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
-    }
-
-    /// Waits for the lock and returns the value.
-    #[inline]
-    pub fn lock(&self) -> Guard<'_, T> {
-        while self.locked.swap(true, Ordering::Acquire) {
-            while self.locked.load(Ordering::Relaxed) {
-                ::core::hint::spin_loop();
-            }
-        }
-        Guard { lock: self }
-    }
-}
-
-/// The value of a [`Locked`], held.
-pub struct Guard<'a, T> {
-    lock: &'a Locked<T>,
-}
-
-impl<T> Deref for Guard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard owns the lock.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for Guard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard owns the lock.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for Guard<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-    }
-}
+/// The heap's lock: libcopra's futex [`Mutex`](crate::sync::Mutex). Uncontended it
+/// costs a compare-exchange to take and an exchange to release, no syscall; a thread
+/// that finds it held sleeps in FUTEX_WAIT. It never allocates.
+pub type Locked<T> = crate::sync::Mutex<T>;
 
 fn seed() -> usize {
     crate::random::seed() as usize
@@ -136,13 +79,19 @@ static CACHE_HOOK: AtomicUsize = AtomicUsize::new(0);
 /// # Safety
 /// `hook` must return, for each thread, a cache that only that thread uses and that
 /// lives as long as the thread; the thread must call [`flush_thread_cache`] before it
-/// ends. The SMP work calls this once `thread_local!` exists.
+/// ends. Programs do not need it: the runtime's [`enable_thread_cache`] (each
+/// thread's cache in its TLS, reached without a call) takes precedence over a hook.
 pub unsafe fn set_thread_cache_hook(hook: CacheHook) {
     CACHE_HOOK.store(hook as usize, Ordering::Release);
 }
 
-#[inline]
+#[inline(always)]
 fn thread_cache() -> Option<&'static mut ThreadCache> {
+    #[cfg(not(test))]
+    if TLS_CACHE.load(Ordering::Relaxed) {
+        // The common case, without the hook's indirect call.
+        return tls_cache();
+    }
     let hook = CACHE_HOOK.load(Ordering::Acquire);
     if hook == 0 {
         return None;
@@ -151,6 +100,37 @@ fn thread_cache() -> Option<&'static mut ThreadCache> {
     let hook: CacheHook = unsafe { ::core::mem::transmute::<usize, CacheHook>(hook) };
     // SAFETY: the hook's contract: the calling thread's own cache, or null.
     unsafe { hook().as_mut() }
+}
+
+/// Set once by [`enable_thread_cache`]: every thread's cache is its TLS `CACHE`.
+#[cfg(not(test))]
+static TLS_CACHE: ::core::sync::atomic::AtomicBool = ::core::sync::atomic::AtomicBool::new(false);
+
+/// Each thread's cache: a zeroed `.tbss` variable (an empty cache) in its TLS block.
+#[cfg(not(test))]
+#[unsafe(link_section = ".tbss.copra_tls")]
+static mut CACHE: ThreadCache = ThreadCache::new();
+
+/// The calling thread's cache, or None on a thread whose FS base is not a TCB of
+/// copra's layout (a foreign block: it uses the lock alone).
+#[cfg(not(test))]
+#[inline(always)]
+fn tls_cache() -> Option<&'static mut ThreadCache> {
+    if !crate::tls::has_block() {
+        return None;
+    }
+    let cache = crate::__tls_address!(CACHE) as *mut ThreadCache;
+    // SAFETY: the calling thread's own copy, alive as long as the thread; only this
+    // thread reaches it, and no caller holds another reference across this call.
+    Some(unsafe { &mut *cache })
+}
+
+/// Switches the per-thread cache on, each thread's kept in its TLS block (a `.tbss`
+/// variable). Called by the runtime before `main`. A thread without a TLS block of
+/// copra's layout (a foreign FS base) keeps using the lock alone.
+#[cfg(not(test))]
+pub fn enable_thread_cache() {
+    TLS_CACHE.store(true, Ordering::Relaxed);
 }
 
 /// Gives the calling thread's cached blocks back to the heap (at thread exit).
@@ -193,12 +173,36 @@ fn with_heap<R>(f: impl FnOnce(&mut Heap<KernelPages>) -> R) -> R {
 
 /// A block of `size` bytes aligned to `align` (a power of two), zeroed if asked;
 /// null when no memory is left.
+///
+/// The fast path, inline: a small size at the default alignment, popped from the
+/// calling thread's bin. Everything else is [`allocate_slow`].
+#[inline(always)]
 pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if size <= classes::SMALL_MAX
+        && align <= classes::MIN_ALIGN
+        && let Some(cache) = thread_cache()
+    {
+        let p = cache.pop(classes::small_index(size));
+        if !p.is_null() {
+            if zeroed {
+                // SAFETY: the block holds at least `size` bytes.
+                unsafe { ::core::ptr::write_bytes(p, 0, size) };
+            }
+            return p;
+        }
+    }
+    allocate_slow(size, align, zeroed)
+}
+
+/// [`allocate`] when the bin was empty (refill it), the request is aligned or not
+/// small, or the thread has no cache.
+#[inline(never)]
+fn allocate_slow(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if let Some(cache) = thread_cache()
         && let Some(class) = classes::class_for(size, align)
         && class < classes::SMALL_COUNT
     {
-        match cache.alloc(&HEAP, class) {
+        match cache.alloc_slow(&HEAP, class) {
             Ok(p) if !p.is_null() => {
                 if zeroed {
                     // SAFETY: the block holds at least `size` bytes.
@@ -210,6 +214,12 @@ pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
             Err(m) => misuse(m),
         }
     }
+    allocate_shared(size, align, zeroed)
+}
+
+/// [`allocate`] under the lock: no cache, or not a small block, or none left.
+#[inline(never)]
+fn allocate_shared(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     with_heap(|heap| {
         if zeroed {
             heap.alloc_zeroed(size, align)
@@ -221,6 +231,7 @@ pub fn allocate(size: usize, align: usize, zeroed: bool) -> *mut u8 {
 
 /// Frees a block [`allocate`] or [`reallocate`] gave; null is ignored. A pointer the
 /// heap did not hand out ends the program (a panic naming the misuse).
+#[inline(always)]
 pub fn free(p: *mut u8) {
     if let Some(cache) = thread_cache() {
         if let Err(m) = cache.free(&HEAP, p) {
@@ -228,6 +239,11 @@ pub fn free(p: *mut u8) {
         }
         return;
     }
+    free_shared(p);
+}
+
+#[inline(never)]
+fn free_shared(p: *mut u8) {
     let result = HEAP.lock().free(p);
     if let Err(m) = result {
         misuse(m);
@@ -250,14 +266,18 @@ pub fn usable_size(p: *mut u8) -> usize {
     result.unwrap_or_else(|m| misuse(m))
 }
 
-/// The heap's statistics now.
+/// The heap's statistics now. The calling thread's cache is given back first, so its
+/// blocks do not count; other threads' cached blocks count as in use (handed out).
 pub fn stats() -> HeapStats {
+    flush_thread_cache();
     to_stats(&HEAP.lock().counters())
 }
 
 /// Gives every retained byte back to the kernel (empty slabs, freed large blocks, and
-/// the heap's tables when no block is live); returns how many bytes were unmapped.
+/// the heap's tables when no block is live), after the calling thread's cache; returns
+/// how many bytes were unmapped.
 pub fn trim() -> usize {
+    flush_thread_cache();
     HEAP.lock().trim()
 }
 

@@ -12,7 +12,7 @@ use std::vec::Vec;
 
 use super::Locked;
 use super::allocator::{DECAY_FREES, Heap, LARGE_KEEP_MAX, Misuse, PAGE, RETAIN_MIN, Reason, SPAN};
-use super::cache::{QUEUE, ThreadCache};
+use super::cache::{ThreadCache, bin_capacity};
 use super::classes::{self, CLASSES, COUNT, MEDIUM_MAX, SMALL_COUNT};
 use super::pages::PageSource;
 use crate::abi::Errno;
@@ -857,16 +857,98 @@ fn thread_cache_serves_and_returns_small_blocks() {
 }
 
 #[test]
-fn thread_cache_catches_a_double_free_when_it_drains() {
+fn thread_cache_catches_a_double_free_at_the_second_free() {
     let (shared, _span) = shared_heap();
     let mut cache = ThreadCache::new();
     let p = cache.alloc(&shared, 2).unwrap();
+    let _keep = cache.alloc(&shared, 2).unwrap();
     cache.free(&shared, p).unwrap();
-    let mut result = Ok(());
-    for _ in 0..QUEUE {
-        result = result.and(cache.free(&shared, p));
+    assert_eq!(cache.free(&shared, p), Err(Misuse::DoubleFree(p as usize)));
+}
+
+#[test]
+fn thread_cache_catches_a_double_free_of_a_block_in_the_heaps_free_list() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let _keep = cache.alloc(&shared, 2).unwrap(); // the cache has its view now
+    let p = shared.lock().alloc(CLASSES[2].size as usize, 16);
+    shared.lock().free(p).unwrap();
+    assert_eq!(cache.free(&shared, p), Err(Misuse::DoubleFree(p as usize)));
+}
+
+#[test]
+fn thread_cache_catches_foreign_and_interior_frees_before_anything_changes() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 2).unwrap();
+    let mut local = 0u64;
+    let foreign = &raw mut local as *mut u8;
+    assert_eq!(cache.free(&shared, foreign), Err(Misuse::Foreign(foreign as usize)));
+    let inside = p.wrapping_add(16);
+    assert_eq!(cache.free(&shared, inside), Err(Misuse::Interior(inside as usize)));
+    let held = cache.held();
+    cache.free(&shared, p).unwrap();
+    assert_eq!(cache.held(), held + 1);
+}
+
+#[test]
+fn thread_cache_sends_a_never_carved_address_to_the_locked_checks() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 0).unwrap();
+    // Far past the slab's carved range, in the same slot.
+    let beyond = p.wrapping_add(60 * 1024);
+    assert_eq!(cache.free(&shared, beyond), Err(Misuse::NotAllocated(beyond as usize)));
+}
+
+#[test]
+fn thread_cache_keeps_working_after_a_trim_unmapped_the_tables() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 3).unwrap();
+    cache.free(&shared, p).unwrap();
+    cache.flush(&shared).unwrap();
+    shared.lock().trim();
+    assert_eq!(shared.lock().counters().mapped, 0); // the tables went too
+    // The cache's view now finds no slab (high is 0) until the heap makes one again.
+    let q = cache.alloc(&shared, 3).unwrap();
+    fill(q, CLASSES[3].size as usize, 7);
+    assert!(check(q, CLASSES[3].size as usize, 7));
+    cache.free(&shared, q).unwrap();
+    assert_eq!(cache.free(&shared, q), Err(Misuse::DoubleFree(q as usize)));
+    cache.flush(&shared).unwrap();
+    assert_eq!(shared.lock().counters().in_use, 0);
+}
+
+#[test]
+fn thread_cache_gives_half_a_full_bin_back_to_the_heap() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let class = 4;
+    let n = bin_capacity(class) * 2;
+    let blocks: Vec<*mut u8> = (0..n).map(|_| cache.alloc(&shared, class).unwrap()).collect();
+    assert_eq!(cache.held(), 0);
+    for &p in &blocks {
+        cache.free(&shared, p).unwrap();
+        assert!(cache.held() <= bin_capacity(class));
     }
-    assert_eq!(result, Err(Misuse::DoubleFree(p as usize)));
+    // Half went back when the bin overflowed; the heap saw those frees.
+    assert!(cache.held() > bin_capacity(class) / 2);
+    assert!(shared.lock().counters().live_blocks >= cache.held());
+    cache.flush(&shared).unwrap();
+    assert_eq!(shared.lock().counters().in_use, 0);
+}
+
+#[test]
+fn thread_cache_catches_a_write_to_a_block_in_a_bin_when_it_pops_it() {
+    let (shared, _span) = shared_heap();
+    let mut cache = ThreadCache::new();
+    let p = cache.alloc(&shared, 2).unwrap();
+    cache.free(&shared, p).unwrap(); // straight into its bin
+    // SAFETY: test: a write after free to the bin link of a block the cache holds.
+    unsafe { (p as *mut u64).write_volatile(0x1234_5678) };
+    // p was pushed last: it is the bin's head.
+    assert_eq!(cache.alloc(&shared, 2), Err(Misuse::Corrupt(p as usize)));
 }
 
 #[test]
@@ -947,6 +1029,50 @@ fn four_threads_with_their_own_caches_share_the_heap() {
                 assert_eq!(cache.held(), 0);
             });
         }
+    });
+    let c = shared.lock().counters();
+    assert_eq!((c.in_use, c.live_blocks), (0, 0));
+}
+
+#[test]
+fn blocks_freed_by_another_threads_cache_come_back_whole() {
+    let (shared, _span) = shared_heap();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, usize, u8)>(256);
+    std::thread::scope(|s| {
+        let shared = &shared;
+        s.spawn(move || {
+            // The producer: every block goes to the other thread, which frees it.
+            let mut cache = ThreadCache::new();
+            let mut rng = Rng(7);
+            for op in 0..20_000u32 {
+                let class = rng.below(SMALL_COUNT as u64) as usize;
+                let p = cache.alloc(shared, class).unwrap();
+                fill(p, CLASSES[class].size as usize, op as u8);
+                tx.send((p as usize, class, op as u8)).unwrap();
+            }
+            drop(tx);
+            cache.flush(shared).unwrap();
+        });
+        s.spawn(move || {
+            let mut cache = ThreadCache::new();
+            let mut own = Vec::new();
+            for (p, class, seed) in rx {
+                let p = p as *mut u8;
+                assert!(check(p, CLASSES[class].size as usize, seed));
+                cache.free(shared, p).unwrap();
+                // Some of its own, reusing what it was given.
+                own.push(cache.alloc(shared, class).unwrap());
+                if own.len() > 64 {
+                    for q in own.drain(..) {
+                        cache.free(shared, q).unwrap();
+                    }
+                }
+            }
+            for q in own {
+                cache.free(shared, q).unwrap();
+            }
+            cache.flush(shared).unwrap();
+        });
     });
     let c = shared.lock().counters();
     assert_eq!((c.in_use, c.live_blocks), (0, 0));

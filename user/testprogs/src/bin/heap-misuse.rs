@@ -9,6 +9,10 @@
 //! | `write-after-free` | writes into a freed block's link, then allocates | `free list … is damaged` |
 //! | `oom` | `Vec::with_capacity` of 64 GiB | `heap: out of memory: …`, then Rust's `memory allocation of … failed` |
 //!
+//! A free goes through the thread's cache, which catches these at the free itself
+//! (docs/heap.md, Misuse); each action still flushes the cache right after its frees
+//! (`heap::flush_thread_cache`), which would catch them were that ever deferred.
+//!
 //! Every action ends in a panic (exit status 0xFFFF); reaching the end prints
 //! `heap-misuse: not caught` and exits 1.
 
@@ -20,7 +24,7 @@ extern crate alloc;
 use alloc::alloc::{Layout, alloc, dealloc};
 use alloc::vec::Vec;
 
-use libcopra::{declare_main, fs, println};
+use libcopra::{declare_main, fs, heap, println};
 
 declare_main!(main);
 
@@ -46,20 +50,24 @@ fn main() -> u32 {
             let _keep = block(32); // the slab stays in use
             free(p, 32);
             free(p, 32);
+            heap::flush_thread_cache();
         }
         "foreign" => {
             let mut local = 0u64;
             free(&raw mut local as *mut u8, 8);
+            heap::flush_thread_cache();
         }
         "interior" => {
             let p = block(100);
             // SAFETY: inside the block.
             free(unsafe { p.add(16) }, 84);
+            heap::flush_thread_cache();
         }
         "write-after-free" => {
             let (p, q, _keep) = (block(32), block(32), block(32));
             free(q, 32);
             free(p, 32);
+            heap::flush_thread_cache(); // both in the heap's free list now
             // SAFETY: a deliberate write after free, over the free list's link.
             unsafe { (p as *mut u64).write_volatile(0x1234_5678) };
             let _ = block(32);

@@ -1,8 +1,9 @@
 //! heap-stress: random allocations of 1 byte to 1 MiB through the global allocator,
 //! every block pattern-checked before it is freed or moved.
 //!
-//! `ops slots seed` (decimal) from `/etc/heap-stress.conf`, else 1,000,000 operations
-//! over 128 slots with seed 1. Each operation picks a slot: an empty one gets a block
+//! `ops slots seed threads` (decimal) from `/etc/heap-stress.conf`, else 1,000,000
+//! operations over 128 slots with seed 1 in one thread (missing trailing fields take
+//! these defaults). Each operation picks a slot: an empty one gets a block
 //! (sizes spread evenly over the powers of two from 1 B to 1 MiB; one in sixteen with
 //! an alignment from 1 B to 2 MiB), which is filled with a pattern; a full one is
 //! checked, then freed, or (one in four) reallocated to a new size, its prefix checked
@@ -14,7 +15,12 @@
 //! lines), then the heap's statistics. Exits 0, 1 on a damaged block or a heap that did
 //! not settle, 2 when memory ran out, 3 on a malformed configuration.
 //!
-//! Single-threaded: the four-thread variant waits for threads in libcopra.
+//! With `threads` > 1, that many threads share the operations (each its own slots and
+//! random stream, seed + its index) and pass blocks to each other: one free in eight
+//! instead swaps the block with a random cell of a shared mailbox, so blocks are freed,
+//! checked and reallocated by threads other than the one that allocated them (through
+//! another thread's cache). After the joins the first thread checks and frees what the
+//! mailbox holds; each thread's cache went back to the heap when it ended.
 
 #![no_std]
 #![no_main]
@@ -24,14 +30,24 @@ extern crate alloc;
 use alloc::alloc::{Layout, alloc, dealloc, realloc};
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use libcopra::heap;
 use libcopra::random::splitmix64;
-use libcopra::{declare_main, fs, println};
+use libcopra::sync::Mutex;
+use libcopra::{declare_main, fs, println, thread};
 
 declare_main!(main);
 
 const CONFIG: &str = "/etc/heap-stress.conf";
 const MAX_ALIGN_LOG2: u64 = 21;
+const MAX_THREADS: u64 = 16;
+const MAILBOX: usize = 16;
+
+/// Blocks in passage between threads.
+static EXCHANGE: Mutex<[Option<Block>; MAILBOX]> = Mutex::new([const { None }; MAILBOX]);
+/// Each thread's share: operations, slots, seed.
+static SHARE: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
 struct Block {
     ptr: *mut u8,
@@ -39,6 +55,9 @@ struct Block {
     align: usize,
     seed: u64,
 }
+
+// SAFETY: a block belongs to whichever thread holds the `Block`; the heap is shared.
+unsafe impl Send for Block {}
 
 struct Rng(u64);
 
@@ -104,7 +123,7 @@ fn damaged(ptr: *const u8, size: usize, seed: u64) -> Option<usize> {
 }
 
 fn main() -> u32 {
-    let (ops, slots, seed) = match config() {
+    let (ops, slots, seed, threads) = match config() {
         Ok(c) => c,
         Err(why) => {
             println!("heap-stress: {CONFIG}: {why}");
@@ -121,7 +140,11 @@ fn main() -> u32 {
         );
         return 1;
     }
-    let result = run(ops, slots, seed);
+    let result = if threads == 1 {
+        run(ops, slots, seed, false)
+    } else {
+        run_threads(ops, slots, seed, threads)
+    };
     heap::trim();
     let after = heap::stats();
     println!("heap-stress: settled");
@@ -133,15 +156,65 @@ fn main() -> u32 {
         println!("heap-stress: FAIL: the heap did not settle");
         return 1;
     }
-    println!("heap-stress: PASS {ops} operations");
+    if threads == 1 {
+        println!("heap-stress: PASS {ops} operations");
+    } else {
+        println!("heap-stress: PASS {ops} operations in {threads} threads");
+    }
     0
 }
 
-fn run(ops: u64, slots: usize, seed: u64) -> Result<(), u32> {
+fn worker(index: u64) -> u32 {
+    let [ops, slots, seed] = SHARE.each_ref().map(|v| v.load(Ordering::Relaxed));
+    match run(ops, slots as usize, seed + index, true) {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+fn run_threads(ops: u64, slots: usize, seed: u64, threads: u64) -> Result<(), u32> {
+    SHARE[0].store(ops / threads, Ordering::Relaxed);
+    SHARE[1].store(slots as u64, Ordering::Relaxed);
+    SHARE[2].store(seed, Ordering::Relaxed);
+    let mut handles = Vec::new();
+    for index in 0..threads {
+        match thread::spawn(worker, index) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                println!("heap-stress: FAIL: spawn: {e}");
+                return Err(1);
+            }
+        }
+    }
+    let mut code = 0;
+    for h in handles {
+        match h.join() {
+            Ok(0) => {}
+            Ok(c) => code = code.max(c),
+            Err(e) => {
+                println!("heap-stress: FAIL: join: {e}");
+                code = 1;
+            }
+        }
+    }
+    let mut exchange = EXCHANGE.lock();
+    for b in exchange.iter_mut().filter_map(Option::take) {
+        if damaged(b.ptr, b.size, b.seed).is_some() {
+            println!("heap-stress: FAIL: a block in passage was damaged");
+            code = 1;
+        }
+        // SAFETY: the block came from `alloc` with this layout.
+        unsafe { dealloc(b.ptr, Layout::from_size_align_unchecked(b.size, b.align)) };
+    }
+    drop(exchange);
+    if code != 0 { Err(code) } else { Ok(()) }
+}
+
+fn run(ops: u64, slots: usize, seed: u64, pass: bool) -> Result<(), u32> {
     let mut rng = Rng(seed);
     let mut table: Vec<Option<Block>> = Vec::new();
     table.resize_with(slots, || None);
-    let (mut allocs, mut reallocs, mut frees) = (0u64, 0u64, 0u64);
+    let (mut allocs, mut reallocs, mut frees, mut passed) = (0u64, 0u64, 0u64, 0u64);
     for op in 0..ops {
         let i = rng.below(slots as u64) as usize;
         match table[i].take() {
@@ -204,6 +277,11 @@ fn run(ops: u64, slots: usize, seed: u64) -> Result<(), u32> {
                         ..b
                     });
                     reallocs += 1;
+                } else if pass && rng.below(8) == 0 {
+                    // Swap with the mailbox: another thread frees or resizes this one.
+                    let cell = rng.below(MAILBOX as u64) as usize;
+                    table[i] = EXCHANGE.lock()[cell].replace(b);
+                    passed += 1;
                 } else {
                     // SAFETY: as above.
                     unsafe { dealloc(b.ptr, layout) };
@@ -222,29 +300,33 @@ fn run(ops: u64, slots: usize, seed: u64) -> Result<(), u32> {
         frees += 1;
     }
     println!(
-        "heap-stress: {ops} operations: {allocs} allocations, {reallocs} reallocations, {frees} frees"
+        "heap-stress: {ops} operations: {allocs} allocations, {reallocs} reallocations, {frees} frees, {passed} passed on"
     );
     Ok(())
 }
 
-/// `ops slots seed` from the configuration file, or the defaults.
-fn config() -> Result<(u64, usize, u64), &'static str> {
+/// `ops slots seed threads` from the configuration file, or the defaults.
+fn config() -> Result<(u64, usize, u64, u64), &'static str> {
     let text = match fs::read_to_string(CONFIG) {
         Ok(text) => text,
-        Err(e) if e.is(libcopra::abi::Errno::ENOTFOUND) => return Ok((1_000_000, 128, 1)),
+        Err(e) if e.is(libcopra::abi::Errno::ENOTFOUND) => return Ok((1_000_000, 128, 1, 1)),
         Err(_) => return Err("cannot read"),
     };
     let mut fields = text.split_ascii_whitespace().map(|f| f.parse::<u64>());
     let mut next = |default: u64| match fields.next() {
         None => Ok(default),
         Some(Ok(v)) => Ok(v),
-        Some(Err(_)) => Err("not three decimal integers"),
+        Some(Err(_)) => Err("not up to four decimal integers"),
     };
     let ops = next(1_000_000)?;
     let slots = next(128)?;
     let seed = next(1)?;
+    let threads = next(1)?;
     if slots == 0 || slots > 1 << 16 {
         return Err("slots must be 1..=65536");
     }
-    Ok((ops, slots as usize, seed))
+    if threads == 0 || threads > MAX_THREADS {
+        return Err("threads must be 1..=16");
+    }
+    Ok((ops, slots as usize, seed, threads))
 }

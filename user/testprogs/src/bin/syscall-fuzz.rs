@@ -32,22 +32,35 @@
 //! tree under `/fuzz/m` and OPENDIRs of it held open, so a small kernel metadata
 //! budget runs out and ENOMEM is exercised alongside everything else.
 //!
+//! Channels mode: when `/etc/fuzz-chan.conf` exists, most calls come from `ChanMode`
+//! (see its section): CHANNEL_CREATE, SEND and RECV moving its own handles between its
+//! endpoints, DUPLICATE, REPLACE, CLOSE, with mostly valid messages, so that handles
+//! really move (and meet EMSGSIZE, EAGAIN, EPIPE, EBUSY) all the time. Outside the
+//! mode the channel calls are drawn like every other. Every handle a RECV delivers is
+//! held (and closed at the end); every one a SEND moved is no longer held.
+//!
 //! Many-process mode, on when `/etc/fuzz-procs.conf` exists: the fuzzer also starts
 //! fuzzing copies of itself (`/bin/syscall-fuzz`), each in a root of its own, waits
 //! for them and meets the kernel's limits on tasks and children; see its section at
 //! the end of this file.
+//!
+//! Threads mode, on when `/etc/fuzz-threads.conf` holds a number N (1 to 8): N threads
+//! fuzz at once, each `<count>` calls from a seed of its own, on the process's shared
+//! handles, mappings and files; see its section before the many-process one.
 
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use libcopra::abi::{
-    DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES, MMAP_BASE, PAGE_SIZE, Sys, USER_END,
-    USER_MAP_END, USER_START, sysno,
+    CHANNEL_MAX_HANDLES, ChannelMessage, DirEnt, ERROR_THRESHOLD, Errno, FileType, MAX_HANDLES,
+    MMAP_BASE, PAGE_SIZE, RIGHTS_SAME, Sys, USER_END, USER_MAP_END, USER_START, sysno,
 };
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::rt::image_start;
 use libcopra::syscall::{Entry, syscall5_via};
-use libcopra::{declare_main, println};
+use libcopra::{declare_main, println, sync, thread};
 
 declare_main!(main);
 
@@ -128,6 +141,19 @@ fn fill_arena(rng: &mut Rng) {
 }
 
 static READ_ONLY: [u8; 256] = [0xA5; 256];
+
+/// The ChannelMessage of the current SEND or RECV, and its id array (the kernel reads
+/// and writes only these, never beyond: counts stay within `CHANNEL_MAX_HANDLES`).
+static mut MSG: ChannelMessage = ChannelMessage::zeroed();
+static mut IDS: [u32; CHANNEL_MAX_HANDLES as usize] = [0; CHANNEL_MAX_HANDLES as usize];
+
+fn msg_ptr() -> *mut ChannelMessage {
+    &raw mut MSG
+}
+
+fn ids_ptr() -> *mut u32 {
+    (&raw mut IDS).cast::<u32>()
+}
 
 // --- argument kinds -------------------------------------------------------------------
 
@@ -249,6 +275,10 @@ struct Fuzzer {
     unexpected: u64,
     /// The OPENDIR/MKDIR-heavy mode, when it is on.
     dirs: Option<DirsMode>,
+    /// The channels mode is on.
+    chan: bool,
+    /// The handle capacity of the current RECV (the kernel overwrites MSG's).
+    recv_capacity: u32,
 }
 
 /// One call: the number and its five arguments.
@@ -259,6 +289,23 @@ struct Call {
 }
 
 impl Fuzzer {
+    fn new(seed: u64, dirs: Option<DirsMode>) -> Self {
+        Fuzzer {
+            rng: Rng(seed),
+            handles: [0; (MAX_HANDLES / 64) as usize],
+            mappings: [None; MAX_MAPPINGS],
+            next_slot: 0,
+            calls: [0; Sys::ALL.len() + 1],
+            successes: [0; Sys::ALL.len() + 1],
+            errors: [0; Errno::ALL.len()],
+            skipped: 0,
+            unexpected: 0,
+            dirs,
+            chan: chan_mode(),
+            recv_capacity: 0,
+        }
+    }
+
     // -- handles --
 
     fn track(&mut self, id: u64) {
@@ -496,6 +543,9 @@ impl Fuzzer {
         if let Some(call) = self.draw_dirs() {
             return Some(call);
         }
+        if let Some(call) = self.draw_chan() {
+            return Some(call);
+        }
         if self.rng.percent() >= 70 {
             return Some(self.unknown_call());
         }
@@ -678,6 +728,32 @@ impl Fuzzer {
                     self.int_arg()
                 };
             }
+            Sys::CHANNEL_CREATE => a[0] = if self.rng.percent() < 85 { 0 } else { self.int_arg() },
+            Sys::SEND | Sys::RECV => {
+                a[0] = self.handle_arg();
+                a[1] = if self.rng.percent() < 90 {
+                    self.message(sys == Sys::RECV, false)
+                } else {
+                    self.bad_ptr()
+                };
+                a[2] = self.channel_flags();
+            }
+            Sys::DUPLICATE => {
+                a[0] = self.handle_arg();
+                a[1] = self.rights_arg();
+            }
+            Sys::REPLACE => {
+                a[0] = self.handle_not_log();
+                a[1] = self.rights_arg();
+            }
+            Sys::EXEC_HANDLES => {
+                a[0] = self.exec_path();
+                a[1] = self.path();
+                self.message(false, false);
+                a[2] = if self.rng.percent() < 90 { ids_ptr() as u64 } else { self.bad_ptr() };
+                a[3] = if self.rng.percent() < 80 { self.rng.below(5) } else { self.int_arg() };
+                a[4] = if self.rng.percent() < 80 { 0 } else { self.int_arg() };
+            }
             Sys::CAPABILITIES => {
                 a[0] = if self.rng.percent() < 70 {
                     self.rng.below(5)
@@ -685,6 +761,9 @@ impl Fuzzer {
                     self.int_arg()
                 };
             }
+        }
+        if matches!(sys, Sys::CLOSE | Sys::JOIN) && is_fuzzing_thread(a[0]) {
+            return None; // closing or joining a fellow fuzzing thread: never
         }
         Some(Call {
             nr: sys as u64,
@@ -756,11 +835,53 @@ impl Fuzzer {
         };
         let [a0, a1, a2, a3, a4] = call.args;
         match sys {
-            Sys::OPEN | Sys::OPENDIR | Sys::EVENT_CREATE | Sys::PROCESS_OPEN => {
+            Sys::OPEN | Sys::OPENDIR | Sys::EVENT_CREATE | Sys::PROCESS_OPEN | Sys::DUPLICATE => {
                 if rax >= MAX_HANDLES {
                     return Some("a handle beyond MAX_HANDLES");
                 }
                 self.track(rax);
+            }
+            Sys::CHANNEL_CREATE => {
+                let (first, second) = (rax & 0xFFFF_FFFF, rax >> 32);
+                if first >= MAX_HANDLES || second >= MAX_HANDLES || first == second {
+                    return Some("endpoint handles beyond MAX_HANDLES or equal");
+                }
+                self.track(first);
+                self.track(second);
+            }
+            Sys::SEND => {
+                if rax != 0 {
+                    return Some("SEND returned non-zero");
+                }
+                // SAFETY: our own statics; the kernel is done with them.
+                let count = unsafe { (*msg_ptr()).handle_count } as usize;
+                for i in 0..count.min(CHANNEL_MAX_HANDLES as usize) {
+                    // SAFETY: as above, in bounds.
+                    self.untrack(u64::from(unsafe { *ids_ptr().add(i) }));
+                }
+            }
+            Sys::RECV => {
+                // SAFETY: our own statics; the kernel is done with them.
+                let (len, count) = unsafe { ((*msg_ptr()).data_len, (*msg_ptr()).handle_count) };
+                if rax != u64::from(len) || count > self.recv_capacity {
+                    return Some("RECV's sizes disagree with its result or capacity");
+                }
+                for i in 0..count as usize {
+                    // SAFETY: as above, in bounds (count <= capacity <= the array).
+                    let id = u64::from(unsafe { *ids_ptr().add(i) });
+                    if id >= MAX_HANDLES {
+                        return Some("RECV installed a handle beyond MAX_HANDLES");
+                    }
+                    self.track(id);
+                }
+            }
+            Sys::REPLACE if rax != 0 => return Some("non-zero success"),
+            Sys::EXEC_HANDLES => {
+                let _ = raw(Call {
+                    nr: Sys::WAIT as u64,
+                    args: [rax, 0, 0, 0, 0],
+                });
+                return Some("EXEC_HANDLES started a program from a path that names none");
             }
             Sys::CLOSE => {
                 if rax != 0 {
@@ -805,6 +926,126 @@ impl Fuzzer {
             _ => {}
         }
         None
+    }
+}
+
+// --- channels ------------------------------------------------------------------------------
+
+const CHAN_CONF: &str = "/etc/fuzz-chan.conf";
+
+fn chan_mode() -> bool {
+    let on = fs::open(CHAN_CONF, FileMode::READ, FileFlag::EMPTY).is_ok();
+    if on {
+        println!("syscall-fuzz: channels mode ({CHAN_CONF})");
+    }
+    on
+}
+
+impl Fuzzer {
+    /// Flags of SEND and RECV: never BLOCK (a full or empty queue of ours would wait
+    /// forever); sometimes unknown bits.
+    fn channel_flags(&mut self) -> u64 {
+        if self.rng.percent() < 85 { 0 } else { self.rng.next() | 2 }
+    }
+
+    fn rights_arg(&mut self) -> u64 {
+        match self.rng.percent() {
+            0..40 => RIGHTS_SAME,
+            40..85 => self.rng.below(64),
+            _ => self.int_arg(),
+        }
+    }
+
+    /// Fills MSG (and IDS) for a SEND or a RECV and returns MSG's address. `valid`:
+    /// buffers and counts that fit (the channels mode's usual case).
+    fn message(&mut self, recv: bool, valid: bool) -> u64 {
+        let max = CHANNEL_MAX_HANDLES;
+        let (data, len) = if recv {
+            let (buf, len, _) = if valid {
+                let off = self.rng.below(WRITABLE_END / 2);
+                (arena() + off, self.rng.below(512), true)
+            } else {
+                self.target()
+            };
+            (buf, len)
+        } else if valid {
+            (arena() + self.rng.below(WRITABLE_END), self.rng.below(256))
+        } else {
+            self.source()
+        };
+        let count = match self.rng.percent() {
+            0..40 if valid => 0,
+            0..85 => self.rng.below(4),
+            85..95 => self.rng.below(max + 1),
+            _ if recv => self.rng.below(max + 1), // never beyond IDS: the kernel writes there
+            _ => self.int_arg(),
+        };
+        for i in 0..count.min(max) as usize {
+            let id = if valid || self.rng.percent() < 80 {
+                self.some_handle() as u32
+            } else {
+                self.handle_arg() as u32
+            };
+            // SAFETY: our own static, in bounds.
+            unsafe { ids_ptr().add(i).write(id) };
+        }
+        if recv {
+            self.recv_capacity = count as u32;
+        }
+        let handles = if valid || self.rng.percent() < 95 { ids_ptr() as u64 } else { self.bad_ptr() };
+        let message = ChannelMessage {
+            data,
+            handles,
+            data_len: len as u32,
+            handle_count: count as u32,
+        };
+        // SAFETY: our own static; no call is in progress.
+        unsafe { msg_ptr().write(message) };
+        msg_ptr() as u64
+    }
+
+    /// A call of the channels mode, or None (mode off, or the other 40 %).
+    fn draw_chan(&mut self) -> Option<Call> {
+        if !self.chan {
+            return None;
+        }
+        let kind = self.rng.percent();
+        if kind >= 60 {
+            return None;
+        }
+        let mut a = [0u64; 5];
+        let sys = match kind {
+            0..6 => Sys::CHANNEL_CREATE,
+            6..10 => {
+                a[0] = 1; // NONBLOCK: something to move
+                Sys::EVENT_CREATE
+            }
+            10..28 => {
+                a[0] = self.some_handle();
+                a[1] = self.message(false, true);
+                Sys::SEND
+            }
+            28..46 => {
+                a[0] = self.some_handle();
+                a[1] = self.message(true, true);
+                Sys::RECV
+            }
+            46..50 => {
+                a[0] = self.some_handle();
+                a[1] = self.rights_arg();
+                Sys::DUPLICATE
+            }
+            50..53 => {
+                a[0] = self.handle_not_log();
+                a[1] = self.rights_arg();
+                Sys::REPLACE
+            }
+            _ => {
+                a[0] = self.handle_not_log();
+                Sys::CLOSE
+            }
+        };
+        Some(Call { nr: sys as u64, args: a })
     }
 }
 
@@ -962,9 +1203,10 @@ fn touches_self(start: u64, end: u128) -> bool {
         u128::from(image_start() + IMAGE_GUARD_SIZE),
     );
     let stack = (u128::from(MAP_AREA_END), u128::from(USER_END));
+    let threads = (u128::from(MMAP_BASE), u128::from(MMAP_BASE + THREADS_GUARD));
     let wraps = end > 1 << 64;
     let hits = |(lo, hi): (u128, u128)| start < hi && end > lo;
-    wraps || hits(image) || hits(stack)
+    wraps || hits(image) || hits(stack) || (THREADS.load(Ordering::Relaxed) != 0 && hits(threads))
 }
 
 fn raw(call: Call) -> u64 {
@@ -1002,18 +1244,7 @@ fn main() -> u32 {
         }
     };
     println!("syscall-fuzz: seed {seed:#x}, {count} calls");
-    let mut fuzzer = Fuzzer {
-        rng: Rng(seed),
-        handles: [0; (MAX_HANDLES / 64) as usize],
-        mappings: [None; MAX_MAPPINGS],
-        next_slot: 0,
-        calls: [0; Sys::ALL.len() + 1],
-        successes: [0; Sys::ALL.len() + 1],
-        errors: [0; Errno::ALL.len()],
-        skipped: 0,
-        unexpected: 0,
-        dirs: DirsMode::from_conf(),
-    };
+    let mut fuzzer = Fuzzer::new(seed, DirsMode::from_conf());
     fill_arena(&mut fuzzer.rng);
     if let Err(e) = fs::mkdir(WORK) {
         if !e.is(Errno::EEXIST) {
@@ -1027,6 +1258,16 @@ fn main() -> u32 {
         return 1;
     }
 
+    // Threads mode (see its section): off without its file.
+    match threads_conf() {
+        Ok(Some(n)) => return fuzz_in_threads(seed, count, n),
+        Ok(None) => {}
+        Err(why) => {
+            println!("syscall-fuzz: {THREADS_CONF}: {why}");
+            return 1;
+        }
+    }
+
     // Many-process mode (see its section at the end): off without its file.
     let mut procs = match Procs::load(seed) {
         Ok(procs) => procs,
@@ -1036,40 +1277,7 @@ fn main() -> u32 {
         }
     };
 
-    for n in 0..count {
-        if let Some(procs) = procs.as_mut() {
-            procs.step(n, count);
-        }
-        let call = loop {
-            match fuzzer.draw() {
-                Some(call) => break call,
-                None => fuzzer.skipped += 1,
-            }
-        };
-        let entry = if fuzzer.rng.percent() < 20 {
-            Entry::INT80
-        } else {
-            Entry::DOORBELL
-        };
-        let rax = raw_via(entry, call);
-        if let Some(procs) = procs.as_mut()
-            && call.nr == Sys::WAIT as u64
-            && rax <= ERROR_THRESHOLD
-        {
-            procs.waited_elsewhere(call.args[0], rax);
-        }
-        if let Some(why) = fuzzer.judge(call, rax) {
-            fuzzer.unexpected += 1;
-            if fuzzer.unexpected <= FAILS_SHOWN {
-                let [a0, a1, a2, a3, a4] = call.args;
-                println!(
-                    "FAIL call {n} via {}: {} {a0:#x} {a1:#x} {a2:#x} {a3:#x} {a4:#x} -> {rax:#x}: {why}",
-                    entry.name(),
-                    Name(call.nr)
-                );
-            }
-        }
-    }
+    fuzz(&mut fuzzer, count, procs.as_mut());
 
     if let Some(procs) = procs.as_mut() {
         fuzzer.unexpected += procs.finish();
@@ -1095,6 +1303,45 @@ fn main() -> u32 {
     );
     println!("SUMMARY {count} calls, {} unexpected", fuzzer.unexpected);
     u32::from(fuzzer.unexpected != 0)
+}
+
+/// `count` calls drawn by `fuzzer`, each judged (FAIL lines for the first few
+/// unexpected answers); the many-process mode acts between them when it is on.
+fn fuzz(fuzzer: &mut Fuzzer, count: u64, mut procs: Option<&mut Procs>) {
+    for n in 0..count {
+        if let Some(procs) = procs.as_deref_mut() {
+            procs.step(n, count);
+        }
+        let call = loop {
+            match fuzzer.draw() {
+                Some(call) => break call,
+                None => fuzzer.skipped += 1,
+            }
+        };
+        let entry = if fuzzer.rng.percent() < 20 {
+            Entry::INT80
+        } else {
+            Entry::DOORBELL
+        };
+        let rax = raw_via(entry, call);
+        if let Some(procs) = procs.as_deref_mut()
+            && call.nr == Sys::WAIT as u64
+            && rax <= ERROR_THRESHOLD
+        {
+            procs.waited_elsewhere(call.args[0], rax);
+        }
+        if let Some(why) = fuzzer.judge(call, rax) {
+            fuzzer.unexpected += 1;
+            if fuzzer.unexpected <= FAILS_SHOWN {
+                let [a0, a1, a2, a3, a4] = call.args;
+                println!(
+                    "FAIL call {n} via {}: {} {a0:#x} {a1:#x} {a2:#x} {a3:#x} {a4:#x} -> {rax:#x}: {why}",
+                    entry.name(),
+                    Name(call.nr)
+                );
+            }
+        }
+    }
 }
 
 /// Closes every held handle, unmaps the remembered mappings and removes /fuzz; returns
@@ -1196,6 +1443,126 @@ fn number(word: &str) -> Result<u64, &'static str> {
         None => word.parse(),
     };
     parsed.map_err(|_| "not a number")
+}
+
+// --- threads mode ---------------------------------------------------------------------------
+//
+// On when /etc/fuzz-threads.conf holds N (1 to 8). The main thread spawns N threads and
+// lets them go at once (a futex); each fuzzes `count` calls from its own seed (the
+// seed mixed with its index) with its own bookkeeping, on the process's shared handle
+// table, address space and files: one thread closes, reads, maps and unmaps what
+// another opened or mapped, and every answer must still be a documented one. Nothing
+// a thread needs may go: the threads' stacks lie in the first THREADS_GUARD bytes of
+// the MMAP area (made before any other mapping), which MUNMAP, MRESIZE and FIXED
+// leave alone like the image and the main stack, and no thread CLOSEs or JOINs a
+// fuzzing thread's handle. When all have ended the main thread joins them, CLOSEs
+// every id but the log (each answer 0 or ENOTFOUND: handles moved between threads, so
+// none knows exactly what is left), removes /fuzz and prints
+// `SUMMARY <N x count> calls, <unexpected> unexpected` and `threads: N`.
+
+const THREADS_CONF: &str = "/etc/fuzz-threads.conf";
+const MAX_THREADS: usize = 8;
+/// The threads' stacks (and anything else spawning maps) lie in [MMAP_BASE, + this).
+const THREADS_GUARD: u64 = 0x20_0000;
+
+/// How many threads fuzz (0: threads mode is off).
+static THREADS: AtomicU64 = AtomicU64::new(0);
+static THREAD_SEED: AtomicU64 = AtomicU64::new(0);
+static THREAD_COUNT: AtomicU64 = AtomicU64::new(0);
+/// 0 until every thread is spawned and its handle recorded.
+static GO: AtomicU32 = AtomicU32::new(0);
+/// The fuzzing threads' handles (u32::MAX: none).
+static THREAD_HANDLES: [AtomicU32; MAX_THREADS] = [const { AtomicU32::new(u32::MAX) }; MAX_THREADS];
+
+fn is_fuzzing_thread(handle: u64) -> bool {
+    let handle = (handle & 0xFFFF_FFFF) as u32;
+    THREAD_HANDLES.iter().any(|h| h.load(Ordering::Relaxed) == handle)
+}
+
+fn threads_conf() -> Result<Option<usize>, &'static str> {
+    let Ok(file) = fs::open(THREADS_CONF, FileMode::READ, FileFlag::EMPTY) else {
+        return Ok(None);
+    };
+    let mut buf = [0u8; 16];
+    let len = fs::read(&file, &mut buf).map_err(|_| "unreadable")?;
+    let text = core::str::from_utf8(&buf[..len]).map_err(|_| "not UTF-8")?;
+    let n = number(text.trim())?;
+    if n == 0 || n > MAX_THREADS as u64 {
+        return Err("the number of threads must be 1 to 8");
+    }
+    Ok(Some(n as usize))
+}
+
+fn fuzz_in_threads(seed: u64, count: u64, n: usize) -> u32 {
+    println!("syscall-fuzz: threads mode, {n} threads");
+    fill_arena(&mut Rng(seed));
+    THREAD_SEED.store(seed, Ordering::Relaxed);
+    THREAD_COUNT.store(count, Ordering::Relaxed);
+    THREADS.store(n as u64, Ordering::Relaxed);
+    let mut joins: [Option<thread::JoinHandle>; MAX_THREADS] = [const { None }; MAX_THREADS];
+    let mut wrong = 0u64;
+    for (i, slot) in joins.iter_mut().take(n).enumerate() {
+        match thread::spawn(fuzz_thread, i as u64) {
+            Ok(handle) => {
+                THREAD_HANDLES[i].store(handle.handle().raw(), Ordering::Relaxed);
+                *slot = Some(handle);
+            }
+            Err(e) => {
+                println!("FAIL spawning thread {i}: {e}");
+                wrong += 1;
+                break;
+            }
+        }
+    }
+    GO.store(1, Ordering::Release);
+    let _ = sync::futex_wake(&GO, u32::MAX);
+    for (i, slot) in joins.iter_mut().enumerate() {
+        if let Some(handle) = slot.take() {
+            match handle.join() {
+                Ok(code) => wrong += u64::from(code),
+                Err(e) => {
+                    println!("FAIL joining thread {i}: {e}");
+                    wrong += 1;
+                }
+            }
+        }
+    }
+    for id in 1..MAX_HANDLES {
+        let rax = raw(Call {
+            nr: Sys::CLOSE as u64,
+            args: [id, 0, 0, 0, 0],
+        });
+        if rax != 0 && Errno::from_raw(rax as i64) != Some(Errno::ENOTFOUND) {
+            println!("FAIL close of handle {id} after the threads: {rax:#x}");
+            wrong += 1;
+        }
+    }
+    wrong += finish(&mut Fuzzer::new(seed, None));
+    println!("threads: {n}");
+    println!("SUMMARY {} calls, {wrong} unexpected", count * n as u64);
+    u32::from(wrong != 0)
+}
+
+fn fuzz_thread(index: u64) -> u32 {
+    let seed = THREAD_SEED.load(Ordering::Relaxed) ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let count = THREAD_COUNT.load(Ordering::Relaxed);
+    let mut fuzzer = Fuzzer::new(seed, None);
+    while GO.load(Ordering::Acquire) == 0 {
+        let _ = sync::futex_wait(&GO, 0, None);
+    }
+    fuzz(&mut fuzzer, count, None);
+    for m in fuzzer.mappings.iter().flatten() {
+        raw(Call {
+            nr: Sys::MUNMAP as u64,
+            args: [m.addr, m.len, 0, 0, 0],
+        });
+    }
+    let ok: u64 = fuzzer.successes.iter().sum();
+    println!(
+        "thread {index}: {count} calls, {ok} ok, {} unexpected",
+        fuzzer.unexpected
+    );
+    fuzzer.unexpected.min(u64::from(u32::MAX)) as u32
 }
 
 // --- many-process mode ------------------------------------------------------------------

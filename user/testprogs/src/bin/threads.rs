@@ -9,6 +9,8 @@
 //!   (the lock works across vCPUs);
 //! - each worker runs with its own FS base (a TLS block whose second word is its index)
 //!   and reads its index through `fs:` throughout, across preemptions and migrations;
+//!   it allocates now and then too: the heap finds no copra TCB there and serves it
+//!   through its lock, without a thread cache;
 //! - JOIN returns each worker's code.
 //!
 //! The worker count and rounds come from `/etc/threads.conf` ("WORKERS ROUNDS") when
@@ -23,6 +25,7 @@ use libcopra::abi::Errno;
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::sync::{Condvar, Mutex, Once, futex_wait, futex_wake};
 use libcopra::{sysinfo, thread};
+use libcopra::prelude::*;
 use libcopra::{declare_main, println};
 
 declare_main!(main);
@@ -79,6 +82,12 @@ fn worker(index: u64) -> u32 {
         drop(counter);
         if round % 1000 == 0 && (fs_word(8) != index || fs_word(0) != tls_address(index)) {
             return 1000 + index as u32;
+        }
+        if round % 500 == 0 {
+            let v: Vec<u64> = (0..32).map(|i| i + index).collect();
+            if v.iter().sum::<u64>() != 496 + 32 * index {
+                return 2000 + index as u32;
+            }
         }
     }
     (index as u32 + 1) * 10

@@ -15,6 +15,16 @@
 //!   IO and MMIO events (never seen by VCPU_RUN), overlapping and RAM ranges refused, and
 //!   the device model closing its event mid-access (DEVICE_GONE, the guest reads all
 //!   ones); prints `vmm-test: devices ok`;
+//! - `moves` (guest 0: vmmtest; two SVSM CPUs): DUPLICATE of the VM and of a VCPU
+//!   refused (EBUSY); a thread SENDs the VCPU through a channel while the main thread
+//!   runs it (the runner gets EINTR, its old id is gone, the VCPU arrives under a new id
+//!   and runs there); then the VM and that VCPU move into a child (EXEC_HANDLES of
+//!   `/bin/vmm-test`), which runs the vCPU, finds VM_OPEN busy and exits: the VM is
+//!   released with its last handle; prints `vmm-test: moves ok`;
+//! - `stuck` (guest 0: vmmtest): a device model takes the guest's IN and never answers:
+//!   VCPU_RUN's timeouts give EINTR again and again (the vCPU's thread blocks, no CPU is
+//!   held), the access stays pending; once the model's event is closed the VMM gets
+//!   DEVICE_GONE and the guest reads all ones; prints `vmm-test: stuck ok`;
 //! - `bench N`: ns per exit for N iterations of: a syscall (CLOCK, the CPL3 floor), a
 //!   guest OUT forwarded here, a claimed RDMSR forwarded here, a kernel-owned RDMSR, a
 //!   guest OUT answered by a device-model thread through an IO event;
@@ -28,7 +38,10 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use alloc::string::String;
-use libcopra::abi::{Errno, MsrFilterFlag, Sys};
+use libcopra::abi::{ChannelMessage, Errno, MsrFilterFlag, Sys};
+use libcopra::channel::{self, Endpoint};
+use libcopra::handle::Handle;
+use libcopra::process::{self, Command};
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::memory::Mapping;
 use libcopra::vmm::{self, FOREVER, MsrRange, RunPageMap, VcpuExit, Vm, VmCap};
@@ -77,6 +90,8 @@ fn main() -> u32 {
         Some("hostile") => hostile(),
         Some("abandon") => abandon(),
         Some("devices") => devices(),
+        Some("moves") => moves(),
+        Some("stuck") => stuck(),
         Some("bench") => bench(words.next().and_then(|w| w.parse().ok()).unwrap_or(1000)),
         _ => {
             println!("FAIL vmm-test: unknown mode");
@@ -325,6 +340,93 @@ fn hostile() -> u32 {
     0
 }
 
+static MOVE_ENDPOINT: AtomicU64 = AtomicU64::new(0);
+
+/// Waits until the main thread is inside VCPU_RUN (a VCPU_RUN of its own answers EBUSY),
+/// then SENDs the VCPU's handle through the channel.
+fn mover(_: u64) -> u32 {
+    let raw = VCPU_RAW.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: a raw call on the main thread's handle; a timeout of 0 never runs long.
+        let r = unsafe { libcopra::syscall::syscall2(Sys::VCPU_RUN as u64, raw, 0) };
+        if r == Errno::EBUSY as i64 as u64 {
+            break;
+        }
+        let _ = wait::sleep(MS);
+    }
+    let ids = [raw as u32];
+    let message = ChannelMessage { data: 0, handles: ids.as_ptr() as u64, data_len: 0, handle_count: 1 };
+    // SAFETY: the endpoint stays open in the main thread; forget this second owner.
+    let end = Endpoint::from_handle(unsafe { Handle::from_raw(MOVE_ENDPOINT.load(Ordering::Relaxed) as u32) });
+    let sent = end.send_raw(&message, false);
+    let _ = end.into_handle().into_raw();
+    u32::from(sent.is_err())
+}
+
+fn moves() -> u32 {
+    let given = process::initial_handles();
+    if given.len() == 2 {
+        return moved_child(given);
+    }
+    let Ok(vm) = Vm::open(0) else { return 30 };
+    check!(31, is_err(channel::duplicate(vm.handle(), None), Errno::EBUSY), "DUPLICATE of a VM");
+    let Ok(v0) = vm.vcpu(0) else { return 32 };
+    check!(33, is_err(channel::duplicate(v0.handle(), None), Errno::EBUSY), "DUPLICATE of a VCPU");
+    let Ok(page0) = v0.map_run_page() else { return 34 };
+    page0.set_reg(RSI, 5); // spin
+    // Past the guest's console output into its spin, so that the run below makes no exit.
+    let primed = run_past_console(&v0, &page0, 20 * MS);
+    check!(46, is_err(primed, Errno::EINTR), "the guest does not spin: {primed:?}");
+    let Ok((a, b)) = channel::create() else { return 35 };
+    VCPU_RAW.store(u64::from(v0.handle().raw()), Ordering::Relaxed);
+    MOVE_ENDPOINT.store(u64::from(a.into_handle().into_raw()), Ordering::Relaxed);
+    let Ok(worker) = thread::spawn(mover, 0) else { return 36 };
+    let result = loop {
+        let r = v0.run(FOREVER).map(|()| page0.exit_reason());
+        if !is_err(r, Errno::EBUSY) {
+            break r; // EBUSY: the mover's probe held it for a moment
+        }
+    };
+    check!(37, is_err(result, Errno::EINTR), "VCPU_RUN while its handle is sent: {result:?}");
+    check!(38, worker.join() == Ok(0), "mover's SEND");
+    check!(39, is_err(v0.run(0), Errno::ENOTFOUND), "the sent handle still names the VCPU");
+    core::mem::forget(v0); // its id went with the message
+    let _ = libcopra::handle::close_raw(MOVE_ENDPOINT.load(Ordering::Relaxed) as u32);
+    let mut buf = [0u8; 8];
+    let Ok(got) = b.try_recv(&mut buf) else { return 40 };
+    check!(41, got.handles.len() == 1, "{} handles received", got.handles.len());
+    let Some(h) = got.handles.into_iter().next() else { return 41 };
+    let v0 = vmm::Vcpu::from_handle(h);
+    let again = run_past_console(&v0, &page0, 20 * MS);
+    check!(42, is_err(again, Errno::EINTR), "the received VCPU runs: {again:?}");
+    // The VM and the VCPU move into a child; its exit releases the VM.
+    let mut child = match Command::new("/bin/vmm-test").handle(vm.into_handle()).handle(v0.into_handle()).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            println!("FAIL vmm-test: EXEC_HANDLES: {e:?}");
+            return 43;
+        }
+    };
+    check!(44, child.wait().is_ok_and(|s| s.success()), "the child failed");
+    check!(45, is_err(Vm::open(0), Errno::ENOTFOUND), "the VM outlived its last handle");
+    drop(page0);
+    println!("vmm-test: moves ok");
+    0
+}
+
+fn moved_child(given: alloc::vec::Vec<Handle>) -> u32 {
+    let mut it = given.into_iter();
+    let (Some(vm), Some(v0)) = (it.next(), it.next()) else { return 50 };
+    let vm = Vm::from_handle(vm);
+    let v0 = vmm::Vcpu::from_handle(v0);
+    check!(51, vm.capability(VmCap::VCPUS).is_ok_and(|n| n == 1), "VM_CAPABILITIES in the child");
+    check!(52, is_err(Vm::open(0), Errno::EBUSY), "VM_OPEN of the VM this child holds");
+    let Ok(page) = v0.map_run_page() else { return 53 };
+    check!(54, is_err(run_past_console(&v0, &page, 20 * MS), Errno::EINTR), "the moved VCPU in the child");
+    println!("vmm-test: moved child ok");
+    0
+}
+
 fn spinner(raw: u64) -> u32 {
     // SAFETY: the main thread keeps the handle; the process ends under this call.
     unsafe { libcopra::syscall::syscall2(Sys::VCPU_RUN as u64, raw, FOREVER) as u32 }
@@ -449,6 +551,76 @@ fn devices() -> u32 {
     drop(vm); // released: its guest stops, its events get no more accesses
     check!(29, waiter.join() == Ok(0), "READ of an event whose VM was released");
     println!("vmm-test: devices ok");
+    0
+}
+
+static TAKEN: AtomicU32 = AtomicU32::new(0);
+
+/// Takes one access from the IO event and never answers it.
+fn stuck_model(_: u64) -> u32 {
+    // SAFETY: the main thread keeps the event open until this thread has returned.
+    let event = unsafe { libcopra::HandleRef::borrow_raw(IO_EVENT.load(Ordering::Relaxed) as u32) };
+    let mut raw = [0u8; 32];
+    let taken = libcopra::fs::read(&event, &mut raw);
+    TAKEN.store(1, Ordering::Release);
+    u32::from(taken.is_err())
+}
+
+fn stuck() -> u32 {
+    let Ok(vm) = Vm::open(0) else { return 60 };
+    let Ok(io) = vm.io_event(0x81, 1) else { return 61 };
+    IO_EVENT.store(u64::from(io.handle().raw()), Ordering::Relaxed);
+    let Ok(v) = vm.vcpu(0) else { return 62 };
+    let Ok(page) = v.map_run_page() else { return 63 };
+    page.set_reg(RSI, 6);
+    let Ok(model) = thread::spawn(stuck_model, 0) else { return 64 };
+    let mut dev = Devices { line: String::new(), exit: None };
+    let mut timeouts_after = 0;
+    while timeouts_after < 3 {
+        match v.run(30 * MS) {
+            Ok(()) => {
+                let reason = page.exit_reason();
+                check!(65, reason == VcpuExit::IO as u32, "exit {reason} before the access");
+                let io_exit = page.io();
+                let (port, out, size) = (io_exit.port, io_exit.direction == 1, u64::from(io_exit.size));
+                check!(66, dev.port(&page, port, out, size), "port {port:#x} before the access");
+            }
+            Err(e) if e.is(Errno::EINTR) => {
+                if TAKEN.load(Ordering::Acquire) == 1 {
+                    timeouts_after += 1;
+                }
+            }
+            Err(e) => {
+                println!("FAIL vmm-test: VCPU_RUN while the access is unanswered: {e:?}");
+                return 67;
+            }
+        }
+    }
+    check!(68, model.join() == Ok(0), "the stuck model's READ");
+    drop(io); // the model never answered: gone now
+    let mut gone = false;
+    loop {
+        if let Err(e) = v.run(FOREVER) {
+            println!("FAIL vmm-test: VCPU_RUN after the model went: {e:?}");
+            return 69;
+        }
+        let reason = page.exit_reason();
+        if reason == VcpuExit::DEVICE_GONE as u32 {
+            gone = true;
+            continue;
+        }
+        check!(70, reason == VcpuExit::IO as u32, "exit {reason} after the model went");
+        let io_exit = page.io();
+        let (port, out, size) = (io_exit.port, io_exit.direction == 1, u64::from(io_exit.size));
+        if dev.port(&page, port, out, size) {
+            continue;
+        }
+        check!(71, port == 0x82 && gone, "port {port:#x}, DEVICE_GONE seen: {gone}");
+        let value = page.io_value(size);
+        check!(72, value == 0xff, "the unanswered IN read {value:#x}, not all ones");
+        break;
+    }
+    println!("vmm-test: stuck ok");
     0
 }
 

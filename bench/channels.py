@@ -1,0 +1,82 @@
+"""Benchmark: channel messages between two processes against the floor of the same run.
+
+Runs the shipped ``chan-bench`` program under ``Kernel.serve`` on a VM with one CPU and
+on one with two, timestamping every syscall dispatch (bench/harness.py). The program
+separates its phases with CLOCK calls:
+
+1. ping-pong: init SENDs 8 bytes to its child and RECVs the reply, both blocking; the
+   child RECVs and SENDs back. One round trip is four syscalls and two wake-ups;
+   against the floor (one bare KVM_RUN exit, bench/smp_throughput.py) - the issue's
+   target is <= 2.5x on two vCPUs;
+2. one-way throughput: init SENDs small messages (8 bytes) as fast as the queue takes
+   them, the child RECVs them: messages per second.
+
+Usage: python bench/channels.py [ROUNDS]   (prints a table; timings are never tests)
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+from copra.abi.spec import Sys
+from copra.kernel import packit
+from copra.kernel.cpu import Cpu
+from copra.kernel.image import packaged_program
+from copra.kernel.thread import Thread
+from harness import serve_observed
+from smp_throughput import floors
+
+
+def run(cpus: int, rounds: int, messages: int) -> tuple[float, float]:
+    """(seconds per ping-pong round trip, messages per second one way) with ``cpus``."""
+    marks: list[float] = []
+    clock = time.perf_counter
+    archive = packit.encode([
+        packit.PackItEntry("/init", packaged_program("chan-bench")),
+        packit.PackItEntry("/etc/bench.conf", f"{rounds} {messages}".encode()),
+    ])
+
+    def observe(cpu: Cpu, thread: Thread) -> None:
+        if cpu.regs.rax == Sys.CLOCK:
+            marks.append(clock())
+
+    serve_observed(archive, observe, "chan-bench", cpus=cpus)
+    if len(marks) != 4:
+        raise SystemExit(f"expected 4 CLOCK marks, saw {len(marks)}")
+    return (marks[1] - marks[0]) / rounds, messages / (marks[3] - marks[2])
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    messages = 2 * rounds
+    repeats = 3
+    rows: dict[str, list[float]] = defaultdict(list)
+    for _ in range(repeats):
+        one, _two = floors(4 * rounds)
+        rows["floor"].append(one)
+        for cpus in (1, 2):
+            trip, rate = run(cpus, rounds, messages)
+            rows[f"trip{cpus}"].append(trip)
+            rows[f"rate{cpus}"].append(rate)
+    m = {k: statistics.median(v) for k, v in rows.items()}
+    exit_s = 1 / m["floor"]
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, {rounds} round trips and {messages} messages, "
+          f"median of {repeats} runs, wall time")
+    print(f"{'what':<56} {'value':>12} {'ratio':>7}")
+    print(f"{'floor: one bare KVM_RUN exit':<56} {exit_s * 1e6:9.1f} us {1.0:7.2f}")
+    for cpus in (1, 2):
+        print(f"{f'ping-pong round trip, two processes, {cpus} vCPU(s)':<56} "
+              f"{m[f'trip{cpus}'] * 1e6:9.1f} us {m[f'trip{cpus}'] / exit_s:7.2f}")
+    for cpus in (1, 2):
+        rate = m[f"rate{cpus}"]
+        print(f"{f'8-byte messages one way, {cpus} vCPU(s)':<56} {rate / 1e3:9.2f} k/s "
+              f"{(1 / rate) / exit_s:7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Benchmark: one child's life (EXEC + run + EXIT + WAIT) from medians, for busy machines.
+
+bench/process_lifecycle.py takes the difference of two whole runs, which a busy host
+(other processes taking the cores for milliseconds) spoils. This one runs init with K
+``hello`` services on one CPU once and times every syscall dispatch (start and end).
+With one CPU, init EXECs every child, blocks in WAIT, and the children then run one
+after another, so the time between two consecutive child EXITs is one child's whole
+run (its load, its exits, its syscalls). One child then costs
+
+    median(EXIT to EXIT) + median(init's EXEC dispatch) + median(init's WAIT dispatch)
+    + 2 floors (the exits of init's EXEC and WAIT themselves)
+
+against the cost of its own exits, 11 floors; the floor is the median of several
+batches of bare KVM_RUN round trips (CPL3 ``out``) taken in the same run. Medians
+leave out the iterations a preempted host thread stretched.
+
+Usage: python bench/lifecycle_medians.py [K]   (prints a line; timings are never tests)
+"""
+
+from __future__ import annotations
+
+import itertools
+import platform
+import statistics
+import sys
+import time
+
+from copra.abi.spec import Sys
+from copra.kernel import packit
+from copra.kernel.boot import make_kernel
+from copra.kernel.cpu import Cpu, Next
+from copra.kernel.image import packaged_program
+from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.thread import Thread
+from syscall_roundtrip import floor
+
+
+def child_costs(k: int) -> tuple[float, float, float, int]:
+    """(median EXIT-to-EXIT, median EXEC dispatch, median WAIT dispatch, exits per child)."""
+    vm = SvsmVm(64 << 20)
+    try:
+        kernel, _ = make_kernel(vm, packit.encode([
+            packit.PackItEntry("/init", packaged_program("init")),
+            packit.PackItEntry("/bin/hello", packaged_program("hello")),
+            packit.PackItEntry("/etc/init.services", b"/bin/hello\n" * k),
+        ]), lambda line: None)
+        init = kernel.spawn("/init")
+        spans: list[tuple[int, int, float, float]] = []  # syscall, pid, start, end
+        dispatch, clock = kernel.dispatch, time.perf_counter
+
+        def timed(cpu: Cpu, thread: Thread) -> Next:
+            number, start = cpu.regs.rax, clock()
+            try:
+                return dispatch(cpu, thread)
+            finally:
+                spans.append((number, thread.process.pid, start, clock()))
+
+        kernel.dispatch = timed  # type: ignore[method-assign]
+        before = vm.exits
+        if kernel.serve(init).status != 0:
+            raise SystemExit("init failed")
+        exits = (vm.exits - before) / k
+        exit_starts = [s for nr, pid, s, _ in spans if nr == Sys.EXIT and pid != init.pid]
+        gaps = [b - a for a, b in itertools.pairwise(exit_starts)]
+        execs = [e - s for nr, pid, s, e in spans if nr == Sys.EXEC and pid == init.pid]
+        waits = [e - s for nr, pid, s, e in spans if nr == Sys.WAIT and pid == init.pid]
+        return (statistics.median(gaps), statistics.median(execs), statistics.median(waits),
+                round(exits))
+    finally:
+        vm.close()
+
+
+def main() -> None:
+    k = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+    floors = [floor(500) for _ in range(9)]
+    run, exec_, wait, exits = child_costs(k)
+    floors += [floor(500) for _ in range(9)]
+    f = statistics.median(floors)
+    child = run + exec_ + wait + 2 * f
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, {k} children, medians, wall time")
+    print(f"floor {f * 1e6:.1f} us; child run (EXIT to EXIT) {run * 1e6:.1f} us, EXEC "
+          f"{exec_ * 1e6:.1f} us, WAIT {wait * 1e6:.1f} us; one child {child * 1e6:.1f} us "
+          f"= {child / f:.1f} floors; {exits} exits per child; against its own exits: "
+          f"{child / (exits * f):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
