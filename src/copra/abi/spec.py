@@ -108,6 +108,8 @@ class Sys(IntEnum):
     REPLACE = sysno(0, 0x1E)  # handle, rights: the handle keeps only these rights
     EXEC_HANDLES = sysno(0, 0x1F)  # path, root, handle array, count, flags (0) -> task id
     BATCH = sysno(0, 0x20)  # BatchRecord array, count, BatchFlag -> records run
+    # endpoint, ChannelMessage to send, ChannelMessage to receive into, flags (0) -> bytes
+    CHANNEL_CALL = sysno(0, 0x21)
     OPEN = sysno(1, 0)
     READ = sysno(1, 1)
     WRITE = sysno(1, 2)
@@ -127,6 +129,8 @@ class Sys(IntEnum):
     VM_MEMORY = sysno(2, 5)  # VM handle -> a handle on the guest's RAM (MMAP it)
     IO_EVENT_CREATE = sysno(2, 6)  # VM handle, first port, ports -> device event handle
     MMIO_EVENT_CREATE = sysno(2, 7)  # VM handle, guest-physical address, bytes -> handle
+    # device event, DeviceAnswer (or 0), DeviceAccess buffer -> bytes taken (32)
+    DEVICE_REPLY = sysno(2, 0x0A)
     CAPABILITIES = sysno(3, 0)
 
 

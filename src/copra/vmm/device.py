@@ -8,7 +8,8 @@ spinning) until the access is answered, then completes the instruction and runs 
 The event's holder (a device model, which the VMM gives the handle to) takes accesses
 with READ (a ``DeviceAccess`` record, 32 bytes; it blocks while none waits; WAIT_MANY
 sees READABLE) and answers each with WRITE (a ``DeviceAnswer``, 16 bytes: its ``seq``
-and, for a read, the value). Upstream's design (coconut-facts 4): "the kernel ...
+and, for a read, the value); DEVICE_REPLY does both in one call, the answer first.
+Upstream's design (coconut-facts 4): "the kernel ...
 wakes the user thread waiting on the MMIO event object. User space emulates the
 access and signals back, and the kernel finishes the instruction".
 
@@ -161,6 +162,30 @@ class DeviceEvent(StreamObject):
             raise SyscallError(Errno.EINVAL, f"no access {seq} was taken from this event")
         access.answer(value)
         return _ANSWER.size
+
+    def reply(self, c: Call, answer: UserPtr, buf: UserPtr) -> int:
+        """DEVICE_REPLY: WRITE the DeviceAnswer at ``answer`` (unless 0), then READ the
+        next access into ``buf``, blocking. The vCPU the answer wakes runs on this CPU
+        next (a sync wake-up, kernel/scheduler.py): this thread blocks right after,
+        until that vCPU's guest makes its next access. Dispatched again after a
+        wake-up, it only takes (``half_done``)."""
+        thread, cpu = c.thread, c.cpu
+        p = c.process
+        with p.mem_lock:  # EFAULT before the answer goes
+            check_buffer(p.space, buf, _ACCESS.size, write=True, usable=_ACCESS.size)
+        if answer and not thread.half_done:
+            with c.kernel.sync_wake(cpu):
+                self.write_stream(c, answer, _ANSWER.size)
+            thread.half_done = True
+        try:
+            taken = self.read_stream(c, buf, _ACCESS.size)
+        except WouldBlock:
+            raise
+        except BaseException:
+            c.kernel.unsync(cpu)
+            raise
+        c.kernel.unsync(cpu)
+        return taken
 
     def vm_released(self) -> None:
         """Its VM is gone: no access will come; a holder's READ answers ENOTFOUND (READABLE

@@ -45,6 +45,7 @@ from copra.kernel.image import GuestImage, ImageError
 from copra.kernel.kernel import Kernel
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in
+from copra.vmm.device import DeviceEvent
 from copra.vmm.msr import ClaimRange, MsrPolicy, PolicyError, check_range
 from copra.vmm.vcpu import RunCaller, Vcpu
 from copra.vmm.vm import MAX_GUESTS, GuestMemory, GuestSetupError, GuestSpec, GuestVm
@@ -250,6 +251,11 @@ def sys_mmio_event_create(c: Call, r: KvmRegs) -> int:
     return _event_create(c, r, is_mmio=True)
 
 
+def sys_device_reply(c: Call, r: KvmRegs) -> int:
+    event = c.handle(u32(r.rdi), DeviceEvent)
+    return event.reply(c, UserPtr(r.rsi), UserPtr(r.r8))
+
+
 def sys_vm_memory(c: Call, r: KvmRegs) -> int:
     guest = c.handle(u32(r.rdi), GuestVm)
     memory: GuestMemory = guest.memory
@@ -267,4 +273,5 @@ TABLE = table((
     SyscallSpec(Sys.VM_MEMORY, sys_vm_memory, Status.COPRA, Rights.MAP),
     SyscallSpec(Sys.IO_EVENT_CREATE, sys_io_event_create, Status.COPRA, Rights.WRITE),
     SyscallSpec(Sys.MMIO_EVENT_CREATE, sys_mmio_event_create, Status.COPRA, Rights.WRITE),
+    SyscallSpec(Sys.DEVICE_REPLY, sys_device_reply, Status.COPRA, Rights.READ | Rights.WRITE),
 ))

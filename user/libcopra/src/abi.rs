@@ -257,6 +257,7 @@ pub enum Sys {
     EXEC_HANDLES = 0x1f,
     /// BatchRecord array, count, BatchFlag -> records run
     BATCH = 0x20,
+    CHANNEL_CALL = 0x21,
     OPEN = 0x1_0000_0000,
     READ = 0x1_0000_0001,
     WRITE = 0x1_0000_0002,
@@ -283,12 +284,13 @@ pub enum Sys {
     IO_EVENT_CREATE = 0x2_0000_0006,
     /// VM handle, guest-physical address, bytes -> handle
     MMIO_EVENT_CREATE = 0x2_0000_0007,
+    DEVICE_REPLY = 0x2_0000_000a,
     CAPABILITIES = 0x3_0000_0000,
 }
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 43] = [
+    pub const ALL: [Self; 45] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -313,6 +315,7 @@ impl Sys {
         Self::REPLACE,
         Self::EXEC_HANDLES,
         Self::BATCH,
+        Self::CHANNEL_CALL,
         Self::OPEN,
         Self::READ,
         Self::WRITE,
@@ -331,6 +334,7 @@ impl Sys {
         Self::VM_MEMORY,
         Self::IO_EVENT_CREATE,
         Self::MMIO_EVENT_CREATE,
+        Self::DEVICE_REPLY,
         Self::CAPABILITIES,
     ];
 
@@ -361,6 +365,7 @@ impl Sys {
             0x1e => Some(Self::REPLACE),
             0x1f => Some(Self::EXEC_HANDLES),
             0x20 => Some(Self::BATCH),
+            0x21 => Some(Self::CHANNEL_CALL),
             0x1_0000_0000 => Some(Self::OPEN),
             0x1_0000_0001 => Some(Self::READ),
             0x1_0000_0002 => Some(Self::WRITE),
@@ -379,6 +384,7 @@ impl Sys {
             0x2_0000_0005 => Some(Self::VM_MEMORY),
             0x2_0000_0006 => Some(Self::IO_EVENT_CREATE),
             0x2_0000_0007 => Some(Self::MMIO_EVENT_CREATE),
+            0x2_0000_000a => Some(Self::DEVICE_REPLY),
             0x3_0000_0000 => Some(Self::CAPABILITIES),
             _ => None,
         }
@@ -416,6 +422,7 @@ impl Sys {
             Self::REPLACE => "REPLACE",
             Self::EXEC_HANDLES => "EXEC_HANDLES",
             Self::BATCH => "BATCH",
+            Self::CHANNEL_CALL => "CHANNEL_CALL",
             Self::OPEN => "OPEN",
             Self::READ => "READ",
             Self::WRITE => "WRITE",
@@ -434,6 +441,7 @@ impl Sys {
             Self::VM_MEMORY => "VM_MEMORY",
             Self::IO_EVENT_CREATE => "IO_EVENT_CREATE",
             Self::MMIO_EVENT_CREATE => "MMIO_EVENT_CREATE",
+            Self::DEVICE_REPLY => "DEVICE_REPLY",
             Self::CAPABILITIES => "CAPABILITIES",
         }
     }
