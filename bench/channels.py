@@ -18,6 +18,7 @@ Usage: python bench/channels.py [ROUNDS] [--no-sync]   (no sync wake-ups; a tabl
 
 from __future__ import annotations
 
+import itertools
 import platform
 import statistics
 import sys
@@ -33,11 +34,17 @@ from copra.kernel.thread import Thread
 from harness import serve_observed
 from smp_throughput import floors
 
+INIT_PID = 2
+#: Per-run medians of single round trips, by row.
+MEDIANS: dict[str, list[float]] = {}
+
 
 def run(cpus: int, rounds: int, messages: int) -> tuple[float, float, float]:
     """(seconds per ping-pong round trip, messages per second one way, seconds per
     CHANNEL_CALL round trip) with ``cpus``."""
     marks: list[float] = []
+    sends: list[float] = []  # init's SEND dispatches (phase 1: one per round trip)
+    calls: list[float] = []  # init's CHANNEL_CALL dispatches (phase 3: one per round trip)
     clock = time.perf_counter
     archive = packit.encode([
         packit.PackItEntry("/init", packaged_program("chan-bench")),
@@ -45,12 +52,22 @@ def run(cpus: int, rounds: int, messages: int) -> tuple[float, float, float]:
     ])
 
     def observe(cpu: Cpu, thread: Thread) -> None:
-        if cpu.regs.rax == Sys.CLOCK:
+        number = cpu.regs.rax
+        if number == Sys.CLOCK:
             marks.append(clock())
+        elif thread.process.pid == INIT_PID and number in (Sys.SEND, Sys.CHANNEL_CALL):
+            (sends if number == Sys.SEND else calls).append(clock())
 
     serve_observed(archive, observe, "chan-bench", cpus=cpus)
     if len(marks) != 6:
         raise SystemExit(f"expected 6 CLOCK marks, saw {len(marks)}")
+    # The median gap between consecutive round trips: what one costs when no other
+    # work on this shared host preempted it (the means above include those).
+    trips = [t for t in sends if marks[0] < t < marks[1]]
+    MEDIANS.setdefault(f"trip{cpus}", []).append(
+        statistics.median(b - a for a, b in itertools.pairwise(trips)))
+    MEDIANS.setdefault(f"call{cpus}", []).append(
+        statistics.median(b - a for a, b in itertools.pairwise(calls)))
     return ((marks[1] - marks[0]) / rounds, messages / (marks[3] - marks[2]),
             (marks[5] - marks[4]) / rounds)
 
@@ -84,6 +101,11 @@ def main() -> None:
     for cpus in (1, 2):
         print(f"{f'CHANNEL_CALL round trip, two processes, {cpus} vCPU(s)':<56} "
               f"{m[f'call{cpus}'] * 1e6:9.1f} us {m[f'call{cpus}'] / exit_s:7.2f}")
+    for key, what in (("trip", "SEND + RECV"), ("call", "CHANNEL_CALL")):
+        for cpus in (1, 2):
+            one = statistics.median(MEDIANS[f"{key}{cpus}"])
+            print(f"{f'{what}, median round trip, {cpus} vCPU(s)':<56} "
+                  f"{one * 1e6:9.1f} us {one / exit_s:7.2f}")
     for cpus in (1, 2):
         rate = m[f"rate{cpus}"]
         print(f"{f'8-byte messages one way, {cpus} vCPU(s)':<56} {rate / 1e3:9.2f} k/s "

@@ -234,7 +234,7 @@ class DeviceEvent(StreamObject):
         p = c.process
         with p.mem_lock:  # EFAULT before the answer goes
             check_buffer(p.space, buf, _ACCESS.size, write=True, usable=_ACCESS.size)
-        if answer and not thread.half_done:
+        if answer.addr and not thread.half_done:
             with c.kernel.sync_wake(cpu):
                 self.write_stream(c, answer, _ANSWER.size)
             thread.half_done = True

@@ -368,8 +368,12 @@ fn device_model(_: u64) -> u32 {
         raw[8..].copy_from_slice(&data.to_le_bytes());
         libcopra::fs::write(h, &raw).is_ok()
     };
-    let Some(a) = take(&io) else { return 1 };
-    if a.address != 0x81 || a.is_write != 0 || a.size != 1 || !answer(&io, a.seq, 0x77) {
+    // DEVICE_REPLY without an answer only takes: the first access.
+    let mut first = [0u8; 32];
+    // SAFETY: the buffer outlives the call.
+    let rax = unsafe { syscall3(Sys::DEVICE_REPLY as u64, u64::from(io.raw()), 0, first.as_mut_ptr() as u64) };
+    let seq = u32::from_le_bytes(first[24..28].try_into().unwrap_or([0; 4]));
+    if rax != 32 || first[0] != 0x81 || first[20] != 0 || first[16] != 1 || !answer(&io, seq, 0x77) {
         return 2;
     }
     let Some(a) = take(&mmio) else { return 3 };
