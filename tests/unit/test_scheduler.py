@@ -269,3 +269,24 @@ def test_sync_wake_off_is_an_ordinary_wake_up() -> None:
     with sched.sync(0):
         sched.wake(b)
     assert b.queued_on == -1
+
+
+def test_sync_wake_of_a_thread_whose_own_cpu_is_idle_goes_to_that_cpu() -> None:
+    sched = Scheduler(2)
+    a, b = thread(1), thread(2)
+    sched.add(a)
+    sched.add(b)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    got: list[Thread | None] = []
+    idle_cpu = threading.Thread(target=lambda: got.append(sched.pick(1)))
+    idle_cpu.start()
+    while True:  # until CPU 1 waits in pick
+        with sched.lock:
+            if sched._waiting[1]:
+                break
+    with sched.sync(0):
+        sched.wake(b)  # CPU 1 still holds b's context: no switch on CPU 0
+    assert b.queued_on == 1
+    idle_cpu.join(timeout=30)
+    assert got == [b] and b.cpu == 1

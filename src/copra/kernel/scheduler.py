@@ -20,8 +20,12 @@ it wakes another (CHANNEL_CALL, DEVICE_REPLY) runs its wake-up inside ``sync(cpu
 the first thread woken there goes to the mailbox of the waker's own CPU, without
 waking any host thread, and that CPU takes it as soon as the waker blocks: one
 context switch on a CPU that is running anyway instead of an idle CPU's host thread
-woken (~36 us of host wake-up and GIL hand-over on this host). Should the waker not
-block after all, ``unsync`` hands the thread on as an ordinary wake-up would.
+woken. Except when the woken thread's own CPU is idle, waiting in ``pick``: its vCPU
+still holds the thread's context, and waking that CPU (~36 us of host wake-up and GIL
+hand-over here) measured cheaper than a switch on the waker's CPU (an XSAVE pair and
+a context load, ~25-30 us more on the critical path: docs/performance.md). Should the
+waker not block after all, ``unsync`` hands the thread on as an ordinary wake-up
+would.
 
 A blocked thread with a ``deadline`` (a wait with a timeout) is also kept in
 ``_timed``; the timer thread calls ``expire`` to wake those whose deadline passed.
@@ -193,6 +197,10 @@ class Scheduler:
         with self.lock:
             if thread.state is ThreadState.BLOCKED:
                 self._timed.discard(thread)
+                home = thread.last_cpu
+                if cpu is not None and home is not None and home != cpu \
+                        and self._waiting[home]:
+                    cpu = None  # its idle CPU still holds its context: wake that one
                 if cpu is not None:
                     self._sync.cpu = None  # only the first wake-up is handed over
                     thread.state = ThreadState.RUNNABLE
