@@ -17,7 +17,8 @@ Invariants:
   ``exit_process`` and ``reap``;
 - a syscall handler either completes (rax is written, rip already points past the
   entry instruction), blocks (the thread is BLOCKED and the same syscall is
-  dispatched again when it is woken), or ends the process;
+  dispatched again when it is woken, unless its waker completed it: ``resume``
+  then only writes the result, kernel/thread.py's ``withdraw``), or ends the process;
 - a host ``MemoryError`` never escapes the dispatcher: the caller gets ENOMEM and
   ``counters["host_memory_errors"]`` counts it (budgets such as the RAM fs's metadata
   budget are meant to refuse first; this is the last line). Every ENOMEM answer is
