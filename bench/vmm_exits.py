@@ -16,7 +16,9 @@ hosts; the VMM is the shipped `vmm-test` program in its `bench N` mode):
 - device OUT: a guest port write served by a device model through an IO event (READ
   takes it, WRITE answers it; the model is a thread of the VMM's process here, on the
   same SVSM CPU: moving the event to a process of its own needs the channels), never
-  seen by the VMM (target <= 3x the CPL3 floor).
+  seen by the VMM (target <= 3x the CPL3 floor);
+- device OUT, DEVICE_REPLY: the same model answering each access and taking the next
+  in one DEVICE_REPLY call.
 
 Every row is CPU time of the host thread that runs it (``time.thread_time``: the
 vCPU's guest time and the VMM's user time included), the copra rows taken at the
