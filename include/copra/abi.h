@@ -72,6 +72,7 @@
 #define COPRA_SYS_REPLACE UINT64_C(0x1e) /* handle, rights: the handle keeps only these rights */
 #define COPRA_SYS_EXEC_HANDLES UINT64_C(0x1f) /* path, root, handle array, count, flags (0) -> task id */
 #define COPRA_SYS_BATCH UINT64_C(0x20) /* BatchRecord array, count, BatchFlag -> records run */
+#define COPRA_SYS_CHANNEL_CALL UINT64_C(0x21)
 #define COPRA_SYS_OPEN UINT64_C(0x100000000)
 #define COPRA_SYS_READ UINT64_C(0x100000001)
 #define COPRA_SYS_WRITE UINT64_C(0x100000002)
@@ -92,6 +93,7 @@
 #define COPRA_SYS_MMIO_EVENT_CREATE UINT64_C(0x200000007) /* VM handle, guest-physical address, bytes -> handle */
 #define COPRA_SYS_IRQ_CREATE UINT64_C(0x200000008) /* VM handle, APIC id, vector, IrqFlag -> IRQ handle */
 #define COPRA_SYS_IRQ_SIGNAL UINT64_C(0x200000009) /* IRQ handle: assert it (the vector becomes pending) */
+#define COPRA_SYS_DEVICE_REPLY UINT64_C(0x20000000a)
 #define COPRA_SYS_CAPABILITIES UINT64_C(0x300000000)
 
 /* Capability: Indices accepted by CAPABILITIES (class 3, index 0). */

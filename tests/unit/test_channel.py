@@ -4,6 +4,8 @@ under sends, receives, duplicates and closes (no object lost or counted twice)."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -11,10 +13,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from copra.abi.spec import CHANNEL_QUEUE_MAX, RIGHTS_SAME, Errno, Signal
 from copra.kernel.budget import MetadataBudget
+from copra.kernel.cpu import UserContext
 from copra.kernel.errors import SyscallError
 from copra.kernel.handles import HandleTable, Rights
 from copra.kernel.objects import KernelObject, ObjectKind
 from copra.kernel.objects.channel import Endpoint, Message
+from copra.kernel.thread import Thread
 
 MOVE = Rights.READ | Rights.WRITE | Rights.WAIT | Rights.MOVABLE
 
@@ -336,3 +340,57 @@ class Tables(RuleBasedStateMachine):
 
 TestTables = Tables.TestCase
 TestTables.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+# --- a SEND that completes a blocked receiver's RECV (offers) ---------------------------
+
+
+def receiver(ending: bool = False) -> Thread:
+    return Thread(1, SimpleNamespace(ending=ending), UserContext(0))  # type: ignore[arg-type]
+
+
+def test_send_delivers_to_a_blocked_receivers_offer_and_sets_its_result() -> None:
+    a, b = Endpoint.pair()
+    t = receiver()
+    got: list[bytes] = []
+    woken: list[Thread] = []
+    withdraw = b.offer(t, lambda m: got.append(m.data), woken.append)
+    assert a.send(b"hello", 0, lambda forbid, check: [])
+    assert (got, woken, len(b), t.result) == ([b"hello"], [t], 0, 5)
+    assert not b.queue.signals & Signal.READABLE
+    assert withdraw() == 5 and t.result is None
+
+
+def test_offer_whose_delivery_fails_answers_the_error_and_keeps_the_message() -> None:
+    a, b = Endpoint.pair()
+    t = receiver()
+    woken: list[Thread] = []
+
+    def too_small(message: Message) -> None:
+        raise SyscallError(Errno.EMSGSIZE, "small")
+
+    withdraw = b.offer(t, too_small, woken.append)
+    assert a.send(b"hello", 0, lambda forbid, check: [])
+    assert (woken, len(b), t.result) == ([t], 1, int(Errno.EMSGSIZE))
+    assert b.queue.signals & Signal.READABLE
+    assert withdraw() == int(Errno.EMSGSIZE)
+
+
+def test_withdrawn_offer_gets_nothing() -> None:
+    a, b = Endpoint.pair()
+    t = receiver()
+    got: list[bytes] = []
+    withdraw = b.offer(t, lambda m: got.append(m.data), lambda thread: None)
+    assert withdraw() is None
+    assert a.send(b"x", 0, lambda forbid, check: [])
+    assert (got, len(b), t.result) == ([], 1, None)
+
+
+def test_offer_of_an_ending_process_is_skipped_and_the_message_stays() -> None:
+    a, b = Endpoint.pair()
+    t = receiver(ending=True)
+    got: list[bytes] = []
+    b.offer(t, lambda m: got.append(m.data), lambda thread: None)
+    assert a.send(b"x", 0, lambda forbid, check: [])
+    assert (got, len(b), t.result) == ([], 1, None)
+    assert b.queue.signals & Signal.READABLE

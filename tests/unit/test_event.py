@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from copra.abi.spec import EVENT_MAX, Errno, EventFlag, Signal
+from copra.kernel.cpu import UserContext
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects.event import Event, decode_event_flags
+from copra.kernel.thread import Thread
 
 
 def taken(event: Event) -> int | None:
@@ -63,3 +67,30 @@ def test_unknown_event_flags_are_einval() -> None:
     assert decode_event_flags(1) == EventFlag.NONBLOCK
     with pytest.raises(SyscallError):
         decode_event_flags(2)
+
+
+def test_write_completes_a_blocked_readers_offer() -> None:
+    event = Event(EventFlag(0))
+    t = Thread(1, SimpleNamespace(ending=False), UserContext(0))  # type: ignore[arg-type]
+    got: list[bytes] = []
+    woken: list[Thread] = []
+    withdraw = event.offer(t, got.append, woken.append)
+    event.write(5)
+    assert (got, woken, t.result, event.value) == ([(5).to_bytes(8, "little")], [t], 8, 0)
+    assert not event.queue.signals & Signal.READABLE
+    assert withdraw() == 8
+    event.write(2)  # the offer is gone: the value waits for a READ
+    assert got == [(5).to_bytes(8, "little")] and taken(event) == 2
+
+
+def test_offer_whose_buffer_fails_answers_efault_and_keeps_the_value() -> None:
+    event = Event(EventFlag(0))
+    t = Thread(1, SimpleNamespace(ending=False), UserContext(0))  # type: ignore[arg-type]
+
+    def gone(data: bytes) -> None:
+        raise SyscallError(Errno.EFAULT, "unmapped")
+
+    event.offer(t, gone, lambda thread: None)
+    event.write(3)
+    assert t.result == int(Errno.EFAULT) and event.value == 3
+    assert event.queue.signals & Signal.READABLE

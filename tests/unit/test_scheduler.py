@@ -212,3 +212,81 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 
 TestSchedulerMachine = SchedulerMachine.TestCase
+
+
+def test_sync_wake_hands_the_woken_thread_to_the_wakers_cpu() -> None:
+    sched = Scheduler(2)
+    a, b = thread(1), thread(2)
+    sched.add(a)
+    sched.add(b)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    with sched.sync(0):
+        sched.wake(b)
+    assert b.queued_on == 0 and not sched.others_waiting()
+    sched.block(a)  # the waker blocks: its CPU takes b at once
+    assert sched.pick(0) is b and b.cpu == 0
+
+
+def test_sync_wake_hands_over_only_the_first_thread_woken() -> None:
+    sched = Scheduler(2)
+    a, b, c = thread(1), thread(2), thread(3)
+    for t in (a, b, c):
+        sched.add(t)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    assert sched.pick(1) is c
+    sched.block(c)
+    with sched.sync(0):
+        sched.wake(b)
+        sched.wake(c)
+    assert (b.queued_on, c.queued_on) == (0, -1)
+
+
+def test_unsync_turns_the_hand_over_into_an_ordinary_wake_up() -> None:
+    sched = Scheduler(2)
+    a, b, c = thread(1), thread(2), thread(3)
+    for t in (a, b, c):
+        sched.add(t)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    assert sched.pick(1) is c
+    with sched.sync(0):
+        sched.wake(b)
+    sched.unsync(0)  # a did not block after all: b must not wait behind it
+    assert b.queued_on == -1 and sched.others_waiting() and sched.queued() == [b]
+
+
+def test_sync_wake_off_is_an_ordinary_wake_up() -> None:
+    sched = Scheduler(2)
+    sched.sync_wakeups = False
+    a, b, c = thread(1), thread(2), thread(3)
+    for t in (a, b, c):
+        sched.add(t)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    assert sched.pick(1) is c
+    with sched.sync(0):
+        sched.wake(b)
+    assert b.queued_on == -1
+
+
+def test_sync_wake_of_a_thread_whose_own_cpu_is_idle_goes_to_that_cpu() -> None:
+    sched = Scheduler(2)
+    a, b = thread(1), thread(2)
+    sched.add(a)
+    sched.add(b)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    got: list[Thread | None] = []
+    idle_cpu = threading.Thread(target=lambda: got.append(sched.pick(1)))
+    idle_cpu.start()
+    while True:  # until CPU 1 waits in pick
+        with sched.lock:
+            if sched._waiting[1]:
+                break
+    with sched.sync(0):
+        sched.wake(b)  # CPU 1 still holds b's context: no switch on CPU 0
+    assert b.queued_on == 1
+    idle_cpu.join(timeout=30)
+    assert got == [b] and b.cpu == 1

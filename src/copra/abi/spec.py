@@ -108,6 +108,8 @@ class Sys(IntEnum):
     REPLACE = sysno(0, 0x1E)  # handle, rights: the handle keeps only these rights
     EXEC_HANDLES = sysno(0, 0x1F)  # path, root, handle array, count, flags (0) -> task id
     BATCH = sysno(0, 0x20)  # BatchRecord array, count, BatchFlag -> records run
+    # endpoint, ChannelMessage to send, ChannelMessage to receive into, flags (0) -> bytes
+    CHANNEL_CALL = sysno(0, 0x21)
     OPEN = sysno(1, 0)
     READ = sysno(1, 1)
     WRITE = sysno(1, 2)
@@ -129,6 +131,8 @@ class Sys(IntEnum):
     MMIO_EVENT_CREATE = sysno(2, 7)  # VM handle, guest-physical address, bytes -> handle
     IRQ_CREATE = sysno(2, 8)  # VM handle, APIC id, vector, IrqFlag -> IRQ handle
     IRQ_SIGNAL = sysno(2, 9)  # IRQ handle: assert it (the vector becomes pending)
+    # device event, DeviceAnswer (or 0), DeviceAccess buffer -> bytes taken (32)
+    DEVICE_REPLY = sysno(2, 0x0A)
     CAPABILITIES = sysno(3, 0)
 
 

@@ -17,7 +17,8 @@ Invariants:
   ``exit_process`` and ``reap``;
 - a syscall handler either completes (rax is written, rip already points past the
   entry instruction), blocks (the thread is BLOCKED and the same syscall is
-  dispatched again when it is woken), or ends the process;
+  dispatched again when it is woken, unless its waker completed it: ``resume``
+  then only writes the result, kernel/thread.py's ``withdraw``), or ends the process;
 - a host ``MemoryError`` never escapes the dispatcher: the caller gets ENOMEM and
   ``counters["host_memory_errors"]`` counts it (budgets such as the RAM fs's metadata
   budget are meant to refuse first; this is the last line). Every ENOMEM answer is
@@ -46,6 +47,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import IntEnum
 from time import perf_counter
@@ -354,6 +356,9 @@ class Kernel:
         with self.tasks_lock:
             proc.threads.clear()
             for thread in threads:
+                if thread.withdraw is not None:  # no waker completes its syscall now
+                    thread.withdraw()
+                    thread.withdraw = None
                 if thread.waiter is not None:
                     thread.waiter.cancel()
                     thread.waiter = None  # a cycle would keep the process (its root) alive
@@ -436,6 +441,16 @@ class Kernel:
                 return
         if last:
             self.exit_process(proc, (code & 0xFFFF) << EXIT_STATUS_SHIFT, thread)
+
+    def wake(self, thread: Thread) -> None:
+        self.sched.wake(thread)
+
+    def sync_wake(self, cpu: int) -> AbstractContextManager[None]:
+        """Wake-ups inside go to CPU ``cpu``, whose thread blocks next (scheduler.py)."""
+        return self.sched.sync(cpu)
+
+    def unsync(self, cpu: int) -> None:
+        self.sched.unsync(cpu)
 
     def wait_for(self, thread: Thread, queue: WaitQueue, mask: Signal) -> Signal:
         """The bits of ``mask`` raised on ``queue``; if none, the thread will be woken
@@ -551,6 +566,12 @@ class Kernel:
         thread.retry = False
         if thread.waiter is not None:
             thread.waiter.cancel()
+        withdraw = thread.withdraw
+        if withdraw is not None:
+            thread.withdraw = None
+            result = withdraw()
+            if result is not None:  # its waker completed the syscall (thread.py)
+                return self._complete(cpu, thread, result)
         thread.resumed = True
         try:
             return self.dispatch(cpu, thread)
@@ -684,10 +705,15 @@ class Kernel:
             return self._ended(cpu, thread)
         except Exception as e:  # SyscallError, MemoryError, or a kernel bug
             result = self.error_result(proc, number, e)
-        regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
+        return self._complete(cpu, thread, result)
+
+    def _complete(self, cpu: Cpu, thread: Thread, result: int) -> Next:
+        """The syscall of ``thread`` is over with ``result``."""
+        cpu.regs.rax = result & 0xFFFF_FFFF_FFFF_FFFF
         cpu.mark_regs_dirty()
         # The syscall is over: whatever it waited for is history.
         thread.deadline = None
+        thread.half_done = False
         if thread.waiter is not None:
             thread.waiter.fired.clear()
         if thread.state is ThreadState.EXITED:  # its process ended meanwhile

@@ -27,6 +27,14 @@ Invariants:
 - ``tid`` is unique for the kernel's life; a thread belongs to one process forever;
 - ``ended_queue`` raises Signal.ENDED once, when the thread is EXITED for good and
   ``code`` is set (THREAD_EXIT's code; the process's status when the process ended);
+- a BLOCKED thread's syscall may instead be completed by its waker (a SEND into the
+  RECV it blocked in: ``withdraw`` is then set): the waker, under the lock of the
+  object waited on, does what the dispatch would have done and sets ``result``;
+  the thread's CPU calls ``withdraw`` before anything else when it picks it up
+  (kernel.py's ``resume``), which ends the offer and returns ``result`` if a waker
+  took it (rax gets it, the syscall is not dispatched again);
+- ``half_done`` is set only during a two-step syscall (CHANNEL_CALL, DEVICE_REPLY)
+  whose first step is done: dispatched again, it does not repeat it;
 - ``deadline`` is set only while a syscall of the thread waits with a timeout
   (monotonic seconds); ``resumed`` is True only while a blocked syscall is being
   dispatched again.
@@ -41,6 +49,7 @@ neither RUNNING nor RUNNABLE-and-picked (it is then saved and unshared).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -87,6 +96,13 @@ class Thread(KernelObject):
         self.resumed = False
         #: When the waiting syscall times out (time.monotonic()), or None.
         self.deadline: float | None = None
+        #: While BLOCKED in a syscall a waker may complete: ends that offer, under the
+        #: lock of the object waited on, and answers the result if a waker took it.
+        self.withdraw: Callable[[], int | None] | None = None
+        #: The value for rax a waker completed the blocked syscall with.
+        self.result: int | None = None
+        #: The first step of a two-step syscall is done (not repeated when dispatched again).
+        self.half_done = False
         self.ended_queue = WaitQueue()
         self.code: int | None = None
         self.syscalls = 0

@@ -8,7 +8,8 @@ spinning) until the access is answered, then completes the instruction and runs 
 The event's holder (a device model, which the VMM gives the handle to) takes accesses
 with READ (a ``DeviceAccess`` record, 32 bytes; it blocks while none waits; WAIT_MANY
 sees READABLE) and answers each with WRITE (a ``DeviceAnswer``, 16 bytes: its ``seq``
-and, for a read, the value). Upstream's design (coconut-facts 4): "the kernel ...
+and, for a read, the value); DEVICE_REPLY does both in one call, the answer first.
+Upstream's design (coconut-facts 4): "the kernel ...
 wakes the user thread waiting on the MMIO event object. User space emulates the
 access and signals back, and the kernel finishes the instruction".
 
@@ -25,6 +26,11 @@ Invariants:
   access's own queue raises READABLE when it is answered;
 - a closed event is out of its VM's routes before its accesses are abandoned, and
   ``post`` to a closed event refuses (the access then goes to the VMM);
+- a holder blocked in READ leaves an offer (``_takers``); ``post`` of an access that
+  finds none waiting before it hands it to the oldest such holder at once (copies its
+  record out under the event lock, sets the holder's result and wakes it, as in
+  objects/channel.py); a holder withdraws its offer when it runs again or its process
+  ends;
 - once its VM is released an event gets no access, and READ answers ENOTFOUND when
   none is left (READABLE stays raised: WAIT_MANY on it returns at once).
 
@@ -39,6 +45,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -51,6 +58,7 @@ from copra.kernel.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from copra.kernel.syscalls.table import Call
+    from copra.kernel.thread import Thread
 
 _ACCESS = struct.Struct("<QQIB3xII")
 _ANSWER = struct.Struct("<IIQ")
@@ -81,6 +89,12 @@ class DeviceAccess:
         self.queue.raise_signals(Signal.READABLE)
 
 
+def _record(access: DeviceAccess) -> bytes:
+    """What READ copies out for ``access``."""
+    return _ACCESS.pack(access.address, access.data if access.is_write else 0, access.size,
+                        int(access.is_write), access.seq, access.vcpu)
+
+
 class DeviceEvent(StreamObject):
     """A port or MMIO range of one guest, served by whoever holds the handle."""
 
@@ -95,6 +109,9 @@ class DeviceEvent(StreamObject):
         self.vm_gone = False  #: the VM was released: READ answers ENOTFOUND once drained
         self._waiting: deque[DeviceAccess] = deque()
         self._taken: dict[int, DeviceAccess] = {}
+        #: Holders blocked in READ that ``post`` gives an access directly, oldest first.
+        self._takers: deque[tuple[Thread, Callable[[bytes], None], Callable[[Thread], None]]] \
+            = deque()
         self.queue = WaitQueue()
         self.accesses = 0
 
@@ -107,15 +124,58 @@ class DeviceEvent(StreamObject):
     # --- the vCPU side ---------------------------------------------------------------
 
     def post(self, access: DeviceAccess) -> bool:
-        """Queue an access for the holder; False if the event is closed."""
+        """Queue an access for the holder; False if the event is closed. A holder blocked
+        in READ (or DEVICE_REPLY) gets it at once: its record is copied into the
+        holder's buffer here and the holder only returns to user mode when woken."""
         with self.lock:
             if self.closed:
                 return False
             self._waiting.append(access)
             self.accesses += 1
-            if len(self._waiting) == 1:
+            if len(self._waiting) == 1 and not (self._takers and self._hand_over(access)):
                 self.queue.raise_signals(Signal.READABLE)
             return True
+
+    def _hand_over(self, access: DeviceAccess) -> bool:
+        """Give ``access``, the only one waiting, to the oldest blocked holder (lock
+        held); True if taken. A failed copy is that holder's answer; the access waits."""
+        while self._takers:
+            thread, deliver, wake = self._takers.popleft()
+            if thread.process.ending:
+                continue
+            try:
+                deliver(_record(access))
+            except SyscallError as e:
+                thread.result = int(e.errno)
+                wake(thread)
+                return False
+            except Exception:  # its own dispatch will meet it again
+                wake(thread)
+                return False
+            self._waiting.popleft()
+            self._taken[access.seq] = access
+            thread.result = _ACCESS.size
+            wake(thread)
+            return True
+        return False
+
+    def _offer(self, c: Call, deliver: Callable[[bytes], None]) -> Callable[[], int | None]:
+        """The calling thread blocks in READ: ``post`` may complete it. Its ``withdraw``."""
+        taker = (c.thread, deliver, c.kernel.wake)
+        with self.lock:
+            self._takers.append(taker)
+
+        def withdraw() -> int | None:
+            thread = taker[0]
+            with self.lock:
+                try:
+                    self._takers.remove(taker)
+                except ValueError:  # a post took it: it set the result
+                    result, thread.result = thread.result, None
+                    return result
+                return None
+
+        return withdraw
 
     # --- the holder's side -------------------------------------------------------------
 
@@ -126,15 +186,16 @@ class DeviceEvent(StreamObject):
         p = c.process
         with p.mem_lock:
             check_buffer(p.space, buf, _ACCESS.size, write=True, usable=_ACCESS.size)
+
+        def deliver(record: bytes) -> None:
+            with p.mem_lock:
+                copy_out(p.space, buf, record)
+
         while True:
             with self.lock:
                 if self._waiting:
                     access = self._waiting[0]
-                    record = _ACCESS.pack(access.address, access.data if access.is_write else 0,
-                                          access.size, int(access.is_write), access.seq,
-                                          access.vcpu)
-                    with p.mem_lock:
-                        copy_out(p.space, buf, record)
+                    deliver(_record(access))
                     self._waiting.popleft()
                     self._taken[access.seq] = access
                     if not self._waiting and not self.vm_gone:
@@ -143,6 +204,7 @@ class DeviceEvent(StreamObject):
                 if self.vm_gone:
                     raise SyscallError(Errno.ENOTFOUND, "the event's VM was released")
             if not c.kernel.wait_for(c.thread, self.queue, Signal.READABLE):
+                c.thread.withdraw = self._offer(c, deliver)
                 raise WouldBlock
 
     def write_stream(self, c: Call, buf: UserPtr, length: int) -> int:
@@ -162,6 +224,30 @@ class DeviceEvent(StreamObject):
         access.answer(value)
         return _ANSWER.size
 
+    def reply(self, c: Call, answer: UserPtr, buf: UserPtr) -> int:
+        """DEVICE_REPLY: WRITE the DeviceAnswer at ``answer`` (unless 0), then READ the
+        next access into ``buf``, blocking. The vCPU the answer wakes runs on this CPU
+        next (a sync wake-up, kernel/scheduler.py): this thread blocks right after,
+        until that vCPU's guest makes its next access. Dispatched again after a
+        wake-up, it only takes (``half_done``)."""
+        thread, cpu = c.thread, c.cpu
+        p = c.process
+        with p.mem_lock:  # EFAULT before the answer goes
+            check_buffer(p.space, buf, _ACCESS.size, write=True, usable=_ACCESS.size)
+        if answer.addr and not thread.half_done:
+            with c.kernel.sync_wake(cpu):
+                self.write_stream(c, answer, _ANSWER.size)
+            thread.half_done = True
+        try:
+            taken = self.read_stream(c, buf, _ACCESS.size)
+        except WouldBlock:
+            raise
+        except BaseException:
+            c.kernel.unsync(cpu)
+            raise
+        c.kernel.unsync(cpu)
+        return taken
+
     def vm_released(self) -> None:
         """Its VM is gone: no access will come; a holder's READ answers ENOTFOUND (READABLE
         stays raised so that a waiting holder wakes and sees it)."""
@@ -174,6 +260,7 @@ class DeviceEvent(StreamObject):
         self.router.remove(self)
         with self.lock:
             self.closed = True
+            self._takers.clear()
             left = list(self._waiting) + list(self._taken.values())
             self._waiting.clear()
             self._taken.clear()

@@ -47,6 +47,7 @@ from copra.kernel.image import GuestImage, ImageError
 from copra.kernel.kernel import Kernel
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in
+from copra.vmm.device import DeviceEvent
 from copra.vmm.irqobject import FIRST_VECTOR, IrqObject
 from copra.vmm.msr import ClaimRange, MsrPolicy, PolicyError, check_range
 from copra.vmm.vcpu import RunCaller, Vcpu
@@ -298,6 +299,9 @@ def sys_irq_create(c: Call, r: KvmRegs) -> int:
 def sys_irq_signal(c: Call, r: KvmRegs) -> int:
     c.handle(u32(r.rdi), IrqObject).signal()
     return 0
+def sys_device_reply(c: Call, r: KvmRegs) -> int:
+    event = c.handle(u32(r.rdi), DeviceEvent)
+    return event.reply(c, UserPtr(r.rsi), UserPtr(r.r8))
 
 
 def sys_vm_memory(c: Call, r: KvmRegs) -> int:
@@ -319,4 +323,5 @@ TABLE = table((
     SyscallSpec(Sys.MMIO_EVENT_CREATE, sys_mmio_event_create, Status.COPRA, Rights.WRITE),
     SyscallSpec(Sys.IRQ_CREATE, sys_irq_create, Status.COPRA, Rights.WRITE),
     SyscallSpec(Sys.IRQ_SIGNAL, sys_irq_signal, Status.COPRA, Rights.WRITE),
+    SyscallSpec(Sys.DEVICE_REPLY, sys_device_reply, Status.COPRA, Rights.READ | Rights.WRITE),
 ))

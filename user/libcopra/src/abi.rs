@@ -257,6 +257,7 @@ pub enum Sys {
     EXEC_HANDLES = 0x1f,
     /// BatchRecord array, count, BatchFlag -> records run
     BATCH = 0x20,
+    CHANNEL_CALL = 0x21,
     OPEN = 0x1_0000_0000,
     READ = 0x1_0000_0001,
     WRITE = 0x1_0000_0002,
@@ -287,12 +288,13 @@ pub enum Sys {
     IRQ_CREATE = 0x2_0000_0008,
     /// IRQ handle: assert it (the vector becomes pending)
     IRQ_SIGNAL = 0x2_0000_0009,
+    DEVICE_REPLY = 0x2_0000_000a,
     CAPABILITIES = 0x3_0000_0000,
 }
 
 impl Sys {
     /// Every member, in declaration order.
-    pub const ALL: [Self; 45] = [
+    pub const ALL: [Self; 47] = [
         Self::EXIT,
         Self::MMAP,
         Self::MUNMAP,
@@ -317,6 +319,7 @@ impl Sys {
         Self::REPLACE,
         Self::EXEC_HANDLES,
         Self::BATCH,
+        Self::CHANNEL_CALL,
         Self::OPEN,
         Self::READ,
         Self::WRITE,
@@ -337,6 +340,7 @@ impl Sys {
         Self::MMIO_EVENT_CREATE,
         Self::IRQ_CREATE,
         Self::IRQ_SIGNAL,
+        Self::DEVICE_REPLY,
         Self::CAPABILITIES,
     ];
 
@@ -367,6 +371,7 @@ impl Sys {
             0x1e => Some(Self::REPLACE),
             0x1f => Some(Self::EXEC_HANDLES),
             0x20 => Some(Self::BATCH),
+            0x21 => Some(Self::CHANNEL_CALL),
             0x1_0000_0000 => Some(Self::OPEN),
             0x1_0000_0001 => Some(Self::READ),
             0x1_0000_0002 => Some(Self::WRITE),
@@ -387,6 +392,7 @@ impl Sys {
             0x2_0000_0007 => Some(Self::MMIO_EVENT_CREATE),
             0x2_0000_0008 => Some(Self::IRQ_CREATE),
             0x2_0000_0009 => Some(Self::IRQ_SIGNAL),
+            0x2_0000_000a => Some(Self::DEVICE_REPLY),
             0x3_0000_0000 => Some(Self::CAPABILITIES),
             _ => None,
         }
@@ -424,6 +430,7 @@ impl Sys {
             Self::REPLACE => "REPLACE",
             Self::EXEC_HANDLES => "EXEC_HANDLES",
             Self::BATCH => "BATCH",
+            Self::CHANNEL_CALL => "CHANNEL_CALL",
             Self::OPEN => "OPEN",
             Self::READ => "READ",
             Self::WRITE => "WRITE",
@@ -444,6 +451,7 @@ impl Sys {
             Self::MMIO_EVENT_CREATE => "MMIO_EVENT_CREATE",
             Self::IRQ_CREATE => "IRQ_CREATE",
             Self::IRQ_SIGNAL => "IRQ_SIGNAL",
+            Self::DEVICE_REPLY => "DEVICE_REPLY",
             Self::CAPABILITIES => "CAPABILITIES",
         }
     }

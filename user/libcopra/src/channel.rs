@@ -111,6 +111,51 @@ impl Endpoint {
         call!(Sys::RECV, self.0.raw(), message as *mut ChannelMessage, flags(block)).map(|n| n as usize)
     }
 
+    /// CHANNEL_CALL, raw: SEND `out`, then RECV into `reply`, waiting, in one syscall.
+    /// The handles named in `out` are the kernel's once it is sent (every error but
+    /// EMSGSIZE, EMFILE, ENOTFOUND for the endpoint and a receive-side EPIPE means
+    /// nothing was sent: docs/abi.md). Returns the byte count received.
+    pub fn call_raw(&self, out: &ChannelMessage, reply: &mut ChannelMessage) -> Result<usize> {
+        call!(
+            Sys::CHANNEL_CALL,
+            self.0.raw(),
+            out as *const ChannelMessage,
+            reply as *mut ChannelMessage,
+            0u64
+        )
+        .map(|n| n as usize)
+    }
+
+    /// CHANNEL_CALL: send `data` (no handles; use [`Endpoint::call_raw`] to move some)
+    /// and wait for the next message towards this endpoint, received into `buf` as
+    /// [`Endpoint::recv`] does. A request/answer round trip in one syscall: the server
+    /// answers with its own `call` (its answer, then its next request) or `send`.
+    pub fn call(&self, data: &[u8], buf: &mut [u8]) -> Result<Received> {
+        if data.len() > u32::MAX as usize {
+            return Err(Errno::EINVAL.into());
+        }
+        let out = ChannelMessage {
+            data: data.as_ptr() as u64,
+            handles: 0,
+            data_len: data.len() as u32,
+            handle_count: 0,
+        };
+        let mut ids = [0u32; MAX_HANDLES];
+        let mut reply = ChannelMessage {
+            data: buf.as_mut_ptr() as u64,
+            handles: ids.as_mut_ptr() as u64,
+            data_len: buf.len().min(u32::MAX as usize) as u32,
+            handle_count: MAX_HANDLES as u32,
+        };
+        let len = self.call_raw(&out, &mut reply)?;
+        // SAFETY: the receive installed these ids for this process just now.
+        let handles = ids[..reply.handle_count as usize]
+            .iter()
+            .map(|&id| unsafe { Handle::from_raw(id) })
+            .collect();
+        Ok(Received { len, handles })
+    }
+
     fn send_flags(&self, data: &[u8], handles: Vec<Handle>, block: bool) -> core::result::Result<(), SendError> {
         let mut ids = [0u32; MAX_HANDLES];
         if handles.len() > MAX_HANDLES {

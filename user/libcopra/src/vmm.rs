@@ -162,9 +162,30 @@ impl DeviceEvent {
     pub fn take(&self) -> Result<DeviceAccess> {
         let mut raw = [0u8; 32];
         fs::read(&self.0, &mut raw)?;
+        Ok(Self::decode(&raw))
+    }
+
+    /// DEVICE_REPLY: answer access `seq` (a read gets `data`) and take the next access,
+    /// in one syscall (blocks until the guest makes one). `answer` None only takes.
+    pub fn reply(&self, answer: Option<(u32, u64)>) -> Result<DeviceAccess> {
+        let mut out = [0u8; 16];
+        let mut raw = [0u8; 32];
+        let at = match answer {
+            Some((seq, data)) => {
+                out[..4].copy_from_slice(&seq.to_le_bytes());
+                out[8..].copy_from_slice(&data.to_le_bytes());
+                out.as_ptr() as u64
+            }
+            None => 0,
+        };
+        call!(Sys::DEVICE_REPLY, self.0.raw(), at, raw.as_mut_ptr() as u64)?;
+        Ok(Self::decode(&raw))
+    }
+
+    fn decode(raw: &[u8; 32]) -> DeviceAccess {
         let u64_at = |i: usize| u64::from_le_bytes(raw[i..i + 8].try_into().unwrap_or([0; 8]));
         let u32_at = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().unwrap_or([0; 4]));
-        Ok(DeviceAccess {
+        DeviceAccess {
             address: u64_at(0),
             data: u64_at(8),
             size: u32_at(16),
@@ -172,7 +193,7 @@ impl DeviceEvent {
             _pad: [0; 3],
             seq: u32_at(24),
             vcpu: u32_at(28),
-        })
+        }
     }
 
     /// Answer access `seq` (a read gets `data`).

@@ -28,6 +28,15 @@ Invariants:
   lock (class "channel.moves") from that check to the append, so two sends cannot
   close a cycle between them; ``carried`` (the endpoints in an endpoint's queued
   messages) only grows under that lock;
+- a RECV (or CHANNEL_CALL) that blocks leaves an offer in ``receivers`` (its thread,
+  how to deliver into its buffers, how to wake it): the SEND that makes the queue
+  non-empty takes the oldest offer whose process is not ending and delivers there at
+  once, under the channel lock, exactly as that RECV would have: the message is
+  consumed (or, on EMSGSIZE/EFAULT/EMFILE, stays queued) and the receiver's result
+  set before it is woken (kernel/thread.py, ``withdraw``); the receiver's own CPU
+  then only returns to user mode. An offer leaves ``receivers`` when a SEND takes it
+  or its thread withdraws it (woken otherwise, or its process ending: both under the
+  channel lock, so a delivery is over or never starts);
 - signals (``spec.Signal``, for WAIT_MANY): READABLE exactly while the endpoint's queue
   holds a message; WRITABLE exactly while the peer is open and its queue has room;
   PEER_CLOSED from the peer's close on (never cleared).
@@ -53,6 +62,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from copra.abi.spec import CHANNEL_QUEUE_MAX, Errno, Signal
 from copra.kernel import lockdep
@@ -60,6 +70,9 @@ from copra.kernel.budget import MetadataBudget
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
 from copra.kernel.waitqueue import WaitQueue
+
+if TYPE_CHECKING:
+    from copra.kernel.thread import Thread
 
 #: Entry = (object, rights): one handle in transit (handles.Entry; not imported, the
 #: handle table imports this package).
@@ -107,6 +120,18 @@ class _Shared:
         self.budget = budget
 
 
+class Offer:
+    """A blocked receiver a SEND may deliver to directly."""
+
+    __slots__ = ("deliver", "thread", "wake")
+
+    def __init__(self, thread: Thread, deliver: Callable[[Message], None],
+                 wake: Callable[[Thread], None]) -> None:
+        self.thread = thread
+        self.deliver = deliver
+        self.wake = wake
+
+
 class Endpoint(KernelObject):
     kind = ObjectKind.CHANNEL
 
@@ -118,6 +143,8 @@ class Endpoint(KernelObject):
         self.closed = False
         self.carried = 0  #: endpoints carried by the messages of ``inbox``
         self.queue = WaitQueue(Signal.WRITABLE)
+        #: Blocked receivers a SEND delivers to directly, oldest first.
+        self.receivers: deque[Offer] = deque()
 
     @classmethod
     def pair(cls, budget: MetadataBudget | None = None) -> tuple[Endpoint, Endpoint]:
@@ -160,11 +187,58 @@ class Endpoint(KernelObject):
             message = Message(data, entries, charge)
             peer.inbox.append(message)
             peer.carried += message.endpoints
-            if len(peer.inbox) == 1:
+            if len(peer.inbox) == 1 and not (peer.receivers and peer._hand_over(message)):
                 peer.queue.raise_signals(Signal.READABLE)
             if len(peer.inbox) == CHANNEL_QUEUE_MAX:
                 self.queue.clear_signals(Signal.WRITABLE)
             return True
+
+    def _hand_over(self, message: Message) -> bool:
+        """Deliver ``message``, the only one queued here, to the oldest blocked receiver
+        (channel lock held); True if it was consumed. A delivery error (EMSGSIZE,
+        EFAULT, EMFILE) is that receiver's answer, and the message stays queued."""
+        while self.receivers:
+            offer = self.receivers.popleft()
+            thread = offer.thread
+            if thread.process.ending:
+                continue
+            try:
+                offer.deliver(message)
+            except SyscallError as e:
+                thread.result = int(e.errno)
+                offer.wake(thread)
+                return False
+            except Exception:  # its own dispatch will meet it again
+                offer.wake(thread)
+                return False
+            self.inbox.popleft()
+            self.carried -= message.endpoints
+            if self._shared.budget is not None:
+                self._shared.budget.release(message.charge)
+            thread.result = len(message.data)
+            offer.wake(thread)
+            return True
+        return False
+
+    def offer(self, thread: Thread, deliver: Callable[[Message], None],
+              wake: Callable[[Thread], None]) -> Callable[[], int | None]:
+        """``thread`` blocks in a receive on this endpoint: a SEND may deliver to it
+        directly. Returns its ``withdraw`` (kernel/thread.py)."""
+        offer = Offer(thread, deliver, wake)
+        lock = self._shared.lock
+        with lock:
+            self.receivers.append(offer)
+
+        def withdraw() -> int | None:
+            with lock:
+                try:
+                    self.receivers.remove(offer)
+                except ValueError:  # a SEND took it: it set the result
+                    result, thread.result = thread.result, None
+                    return result
+                return None
+
+        return withdraw
 
     def receive(self, deliver: Callable[[Message], None]) -> Message | None:
         """The oldest message, after ``deliver`` (called under the channel lock) put it
@@ -197,6 +271,7 @@ class Endpoint(KernelObject):
         shared = self._shared
         with shared.lock:
             self.closed = True
+            self.receivers.clear()
             drained = list(self.inbox)
             self.inbox.clear()
             self.carried = 0

@@ -14,20 +14,33 @@ raised exactly while ``value > 0`` and WRITABLE exactly while ``value < EVENT_MA
 Rights: READ guards READ, WRITE guards WRITE, WAIT guards WAIT_MANY (the creator gets
 all three).
 
+A READ that blocks leaves an offer (``readers``): the WRITE that makes the counter
+non-zero takes the oldest offer whose process is not ending and copies the value into
+that reader's buffer itself, exactly as the reader's own dispatch would (the counter
+goes back to 0; a buffer gone meanwhile makes EFAULT the reader's answer and leaves
+the value), sets its result and wakes it: the reader's CPU then only returns to user
+mode (kernel/thread.py, ``withdraw``).
+
 Locking: one lock per event (class "event") serialises its operations; READ copies
 the value out under it (so a failed copy loses nothing), which takes the reader's
-``mem_lock`` after it; the queue's lock comes after both.
+``mem_lock`` after it; the queue's lock comes after both. A WRITE that hands the value
+over takes the reader's ``mem_lock`` under the event lock, then the scheduler's.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from copra.abi.spec import EVENT_MAX, Errno, EventFlag, Signal
 from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
 from copra.kernel.waitqueue import WaitQueue
+
+if TYPE_CHECKING:
+    from copra.kernel.thread import Thread
 
 #: The bytes a READ or WRITE of an event moves.
 EVENT_IO = 8
@@ -39,6 +52,18 @@ def decode_event_flags(raw: int) -> EventFlag:
     return EventFlag(raw)
 
 
+class _Reader:
+    """A blocked READ a WRITE may complete directly."""
+
+    __slots__ = ("deliver", "thread", "wake")
+
+    def __init__(self, thread: Thread, deliver: Callable[[bytes], None],
+                 wake: Callable[[Thread], None]) -> None:
+        self.thread = thread
+        self.deliver = deliver
+        self.wake = wake
+
+
 class Event(KernelObject):
     kind = ObjectKind.EVENT
 
@@ -48,6 +73,8 @@ class Event(KernelObject):
         self._lock = lockdep.lock("event")
         self._value = 0
         self.queue = WaitQueue(Signal.WRITABLE)
+        #: Blocked READs a WRITE completes directly, oldest first.
+        self.readers: deque[_Reader] = deque()
 
     def wait_queue(self) -> WaitQueue:
         return self.queue
@@ -69,9 +96,52 @@ class Event(KernelObject):
             was = self._value
             self._value += amount
             if not was:
+                if self.readers and self._hand_over():
+                    return
                 self.queue.raise_signals(Signal.READABLE)
             if self._value == EVENT_MAX:
                 self.queue.clear_signals(Signal.WRITABLE)
+
+    def _hand_over(self) -> bool:
+        """Give the value to the oldest blocked reader (lock held); True if taken."""
+        while self.readers:
+            reader = self.readers.popleft()
+            thread = reader.thread
+            if thread.process.ending:
+                continue
+            try:
+                reader.deliver(self._value.to_bytes(EVENT_IO, "little"))
+            except SyscallError as e:
+                thread.result = int(e.errno)
+                reader.wake(thread)
+                return False
+            except Exception:  # its own dispatch will meet it again
+                reader.wake(thread)
+                return False
+            self._value = 0
+            thread.result = EVENT_IO
+            reader.wake(thread)
+            return True
+        return False
+
+    def offer(self, thread: Thread, deliver: Callable[[bytes], None],
+              wake: Callable[[Thread], None]) -> Callable[[], int | None]:
+        """``thread`` blocks in READ: a WRITE may complete it. Returns its ``withdraw``."""
+        reader = _Reader(thread, deliver, wake)
+        lock = self._lock
+        with lock:
+            self.readers.append(reader)
+
+        def withdraw() -> int | None:
+            with lock:
+                try:
+                    self.readers.remove(reader)
+                except ValueError:  # a WRITE took it: it set the result
+                    result, thread.result = thread.result, None
+                    return result
+                return None
+
+        return withdraw
 
     def take(self, copy_out: Callable[[bytes], None]) -> int | None:
         """The value, reset to 0 after ``copy_out`` took its 8 bytes (if it raises,

@@ -8,8 +8,9 @@ each with its ``result`` filled in; BATCH returns how many ran. With STOP_ON_ERR
 it stops after the first record whose result is an error. docs/abi.md has the rules.
 
 Calls that wait or end the caller are refused in a batch, without running, with
-EINVAL in their record: EXIT, THREAD_EXIT, WAIT, JOIN, FUTEX_WAIT, WAIT_MANY, SLEEP
-and BATCH itself (no nesting). Any other call that would have to block (a READ of an
+EINVAL in their record: EXIT, THREAD_EXIT, WAIT, JOIN, FUTEX_WAIT, WAIT_MANY, SLEEP,
+CHANNEL_CALL and DEVICE_REPLY (which send or answer and then wait) and BATCH itself
+(no nesting). Any other call that would have to block (a READ of an
 empty event, a full channel...) is not put to sleep: its record answers EAGAIN, and
 whatever it had registered to wait on is dropped. A batch therefore never blocks,
 and a blocked thread never has half a batch behind it.
@@ -52,7 +53,7 @@ _ALL_FLAGS: Final = int(BatchFlag.STOP_ON_ERROR)
 #: Refused inside a batch (EINVAL in the record): they wait, or end the caller.
 REFUSED_IN_BATCH: Final = frozenset(int(s) for s in (
     Sys.EXIT, Sys.THREAD_EXIT, Sys.WAIT, Sys.JOIN, Sys.FUTEX_WAIT, Sys.WAIT_MANY,
-    Sys.SLEEP, Sys.BATCH))
+    Sys.SLEEP, Sys.BATCH, Sys.CHANNEL_CALL, Sys.DEVICE_REPLY))
 
 
 def sys_batch(c: Call, r: KvmRegs) -> int:
@@ -109,6 +110,12 @@ def _run_one(c: Call, regs: KvmRegs, number: int, a0: int, a1: int, a2: int, a3:
                 thread.waiter.fired.clear()
             thread.deadline = None
             result = int(Errno.EAGAIN)
+            withdraw = thread.withdraw
+            if withdraw is not None:  # a RECV's offer to its senders (objects/channel.py)
+                thread.withdraw = None
+                taken = withdraw()
+                if taken is not None:  # a SEND delivered meanwhile: that is the answer
+                    result = taken
         except ThreadEnded:
             raise  # the caller's process ends under it: the batch ends here
         except Exception as e:  # SyscallError, MemoryError, a kernel bug: as single calls

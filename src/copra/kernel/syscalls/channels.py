@@ -42,7 +42,7 @@ from copra.hw.kvm import KvmRegs
 from copra.kernel.errors import SyscallError, WouldBlock
 from copra.kernel.handles import Rights
 from copra.kernel.objects import KernelObject
-from copra.kernel.objects.channel import Endpoint, Entry, Message
+from copra.kernel.objects.channel import Endpoint, Entry, Message, Take
 from copra.kernel.process import Process
 from copra.kernel.syscalls.table import Call, Status, SyscallSpec, table, u32
 from copra.kernel.usermem import UserPtr, check_buffer, copy_in, copy_out
@@ -104,6 +104,28 @@ def sys_channel_create(c: Call, r: KvmRegs) -> int:
     return (second << 32) | first
 
 
+def _outgoing(c: Call, msg_addr: UserPtr) -> tuple[bytes, list[int]]:
+    """The bytes and the handle ids of the ChannelMessage at ``msg_addr``."""
+    p = c.process
+    with p.mem_lock:
+        data_addr, ids_addr, length, count = _MESSAGE.unpack(
+            copy_in(p.space, msg_addr, _MESSAGE.size))
+    if length > CHANNEL_MAX_BYTES:
+        raise SyscallError(Errno.EINVAL, f"{length} bytes: a message carries at most "
+                                         f"{CHANNEL_MAX_BYTES}")
+    with p.mem_lock:
+        data = copy_in(p.space, UserPtr(data_addr), length) if length else b""
+    return data, _ids(c, ids_addr, count)
+
+
+def _taker(p: Process, ids: list[int]) -> Take:
+    def take(forbid: tuple[KernelObject, ...],
+             check: Callable[[KernelObject], None]) -> list[Entry]:
+        return p.handles.take(ids, forbid, check)
+
+    return take
+
+
 def sys_send(c: Call, r: KvmRegs) -> int:
     p = c.process
     msg_addr, flags = UserPtr(r.rsi), _flags(r.r8)
@@ -117,11 +139,7 @@ def sys_send(c: Call, r: KvmRegs) -> int:
     with p.mem_lock:
         data = copy_in(p.space, UserPtr(data_addr), length) if length else b""
     ids = _ids(c, ids_addr, count)
-
-    def take(forbid: tuple[KernelObject, ...],
-             check: Callable[[KernelObject], None]) -> list[Entry]:
-        return p.handles.take(ids, forbid, check)
-
+    take = _taker(p, ids)
     while not endpoint.send(data, len(ids), take):
         if ChannelFlag.BLOCK not in flags:
             raise SyscallError(Errno.EAGAIN, "the peer's queue is full")
@@ -131,11 +149,15 @@ def sys_send(c: Call, r: KvmRegs) -> int:
     return 0
 
 
-def _block(c: Call, handle: int, endpoint: Endpoint) -> None:
+def _block(c: Call, handle: int, endpoint: Endpoint,
+           deliver: Callable[[Message], None] | None = None) -> None:
     """Block, unless ``handle`` was closed or sent since the call looked it up: the
     wake-up of that CLOSE or SEND may have come before the waiter was registered, so
-    the call answers as if made after it (ENOTFOUND) instead of sleeping on."""
+    the call answers as if made after it (ENOTFOUND) instead of sleeping on. A
+    receive (``deliver``) leaves an offer a SEND may deliver to directly."""
     if c.process.handles.names(handle, endpoint):
+        if deliver is not None:
+            c.thread.withdraw = endpoint.offer(c.thread, deliver, c.kernel.wake)
         raise WouldBlock
     waiter = c.thread.waiter
     if waiter is not None:
@@ -143,14 +165,24 @@ def _block(c: Call, handle: int, endpoint: Endpoint) -> None:
     raise SyscallError(Errno.ENOTFOUND, f"handle {handle} was closed or moved meanwhile")
 
 
-def sys_recv(c: Call, r: KvmRegs) -> int:
-    p = c.process
-    msg_addr, flags = UserPtr(r.rsi), _flags(r.r8)
+def _deliverer(p: Process, msg_addr: UserPtr,
+               whole: bool = False) -> Callable[[Message], None]:
+    """How a message goes into the buffers the ChannelMessage at ``msg_addr`` names
+    (the message checked writable here, EFAULT; with ``whole`` the buffer and the id
+    array too, as far as a message can fill them): run under the channel lock, by the
+    receiver or by the SEND that hands the message over (objects/channel.py), all or
+    nothing."""
     with p.mem_lock:
         check_buffer(p.space, msg_addr, _MESSAGE.size, write=True, usable=_MESSAGE.size)
         data_addr, ids_addr, capacity, handle_capacity = _MESSAGE.unpack(
             copy_in(p.space, msg_addr, _MESSAGE.size))
-    endpoint = c.handle(u32(r.rdi), Endpoint)
+        if whole:
+            room = min(capacity, CHANNEL_MAX_BYTES)
+            ids_room = 4 * min(handle_capacity, CHANNEL_MAX_HANDLES)
+            if room:
+                check_buffer(p.space, UserPtr(data_addr), room, write=True, usable=room)
+            if ids_room:
+                check_buffer(p.space, UserPtr(ids_addr), ids_room, write=True, usable=ids_room)
 
     def deliver(message: Message) -> None:
         length, count = len(message.data), len(message.entries)
@@ -172,13 +204,54 @@ def sys_recv(c: Call, r: KvmRegs) -> int:
                 copy_out(p.space, ids, struct.pack(f"<{count}I", *new))
             copy_out(p.space, msg_addr + _SIZES_OFFSET, sizes)
 
+    return deliver
+
+
+def _receive(c: Call, handle: int, endpoint: Endpoint, deliver: Callable[[Message], None],
+             block: bool) -> int:
     while (message := endpoint.receive(deliver)) is None:
-        if ChannelFlag.BLOCK not in flags:
+        if not block:
             raise SyscallError(Errno.EAGAIN, "the queue is empty")
         if not c.kernel.wait_for(c.thread, endpoint.queue,
                                  Signal.READABLE | Signal.PEER_CLOSED):
-            _block(c, u32(r.rdi), endpoint)
+            _block(c, handle, endpoint, deliver)
     return len(message.data)
+
+
+def sys_recv(c: Call, r: KvmRegs) -> int:
+    flags = _flags(r.r8)
+    deliver = _deliverer(c.process, UserPtr(r.rsi))
+    endpoint = c.handle(u32(r.rdi), Endpoint)
+    return _receive(c, u32(r.rdi), endpoint, deliver, ChannelFlag.BLOCK in flags)
+
+
+def sys_channel_call(c: Call, r: KvmRegs) -> int:
+    """SEND the message at rsi, then RECV into the one at r8, blocking (Zircon's
+    zx_channel_call without transaction ids: the answer is the next message queued
+    towards the endpoint). The send never blocks (EAGAIN: a full queue, nothing
+    sent); once sent, a dispatch after a wake-up only receives (``half_done``).
+    The peer the send wakes runs on this CPU next (a sync wake-up, scheduler.py)."""
+    p, thread, cpu = c.process, c.thread, c.cpu
+    if r.r9:
+        raise SyscallError(Errno.EINVAL, f"CHANNEL_CALL flags {r.r9:#x}: none are defined")
+    handle = u32(r.rdi)
+    deliver = _deliverer(p, UserPtr(r.r8), whole=not thread.half_done)
+    endpoint = c.handle(handle, Endpoint)
+    if not thread.half_done:
+        data, ids = _outgoing(c, UserPtr(r.rsi))
+        with c.kernel.sync_wake(cpu):
+            if not endpoint.send(data, len(ids), _taker(p, ids)):
+                raise SyscallError(Errno.EAGAIN, "the peer's queue is full: nothing sent")
+        thread.half_done = True
+    try:
+        received = _receive(c, handle, endpoint, deliver, block=True)
+    except WouldBlock:
+        raise
+    except BaseException:
+        c.kernel.unsync(cpu)
+        raise
+    c.kernel.unsync(cpu)
+    return received
 
 
 def sys_duplicate(c: Call, r: KvmRegs) -> int:
@@ -221,4 +294,5 @@ TABLE = table((
     SyscallSpec(Sys.DUPLICATE, sys_duplicate, Status.COPRA),
     SyscallSpec(Sys.REPLACE, sys_replace, Status.COPRA),
     SyscallSpec(Sys.EXEC_HANDLES, sys_exec_handles, Status.COPRA),
+    SyscallSpec(Sys.CHANNEL_CALL, sys_channel_call, Status.COPRA, Rights.READ | Rights.WRITE),
 ))

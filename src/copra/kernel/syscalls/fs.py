@@ -89,6 +89,7 @@ def _read_event(c: Call, event: Event, buf: UserPtr, length: int) -> int:
         if event.nonblocking:
             raise SyscallError(Errno.EAGAIN, "the event's counter is 0")
         if not c.kernel.wait_for(c.thread, event.queue, Signal.READABLE):
+            c.thread.withdraw = event.offer(c.thread, out, c.kernel.wake)
             raise WouldBlock
     return EVENT_IO
 

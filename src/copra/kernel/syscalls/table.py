@@ -25,6 +25,7 @@ memory take the process's ``mem_lock``; objects lock themselves.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, TypeVar
@@ -86,6 +87,19 @@ class Services(Protocol):
     def reap(self, parent: Process, child: Process) -> int: ...
 
     def wait_for(self, thread: Thread, queue: WaitQueue, mask: Signal) -> Signal: ...
+
+    def wake(self, thread: Thread) -> None:
+        """Make a BLOCKED thread runnable (a waker that completed its syscall)."""
+        ...
+
+    def sync_wake(self, cpu: int) -> AbstractContextManager[None]:
+        """The first thread woken inside runs on CPU ``cpu`` next: the caller, CPU
+        ``cpu``'s thread, blocks right after (or calls ``unsync``)."""
+        ...
+
+    def unsync(self, cpu: int) -> None:
+        """The caller did not block after ``sync_wake``: wake the thread normally."""
+        ...
 
     def release_unmapped(self, cpu: int, frames: list[int], entries: list[int]) -> None:
         """Frames just unmapped from the page-table entries at ``entries`` by a syscall

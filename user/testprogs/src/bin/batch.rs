@@ -92,6 +92,7 @@ fn refuses_calls_that_wait_or_end_the_caller() -> Outcome {
         record(Sys::WAIT_MANY, &[0, 0, 0], 0),
         record(Sys::SLEEP, &[1], 0),
         record(Sys::BATCH, &[0, 1, 0], 0),
+        record(Sys::CHANNEL_CALL, &[1, 0, 0, 0], 0),
     ];
     let mut rs = refused;
     if raw_batch(rs.as_mut_ptr(), rs.len() as u64, 0) != rs.len() as u64 {

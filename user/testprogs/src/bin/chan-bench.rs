@@ -7,7 +7,10 @@
 //! 1. ROUNDS ping-pongs: SEND 8 bytes (blocking), RECV the reply (blocking); the child
 //!    RECVs and SENDs each back;
 //! 2. MESSAGES one-way messages of 8 bytes, SENT blocking (the queue fills and
-//!    drains); the child RECVs them all, then answers once.
+//!    drains); the child RECVs them all, then answers once;
+//! 3. ROUNDS ping-pongs with CHANNEL_CALL on both sides: the parent calls (its request,
+//!    then the answer), the child answers each request with a call (its answer, then
+//!    the next request), the last with SEND.
 //! Exits 0 when the child did, 1 otherwise.
 
 #![no_std]
@@ -19,7 +22,7 @@ use libcopra::error::{Result, check};
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::handle::AsHandle;
 use libcopra::process::{self, Command, ExitStatus};
-use libcopra::syscall::syscall3;
+use libcopra::syscall::{syscall3, syscall4};
 use libcopra::wait::Instant;
 use libcopra::{declare_main, println};
 
@@ -42,6 +45,19 @@ fn recv(end: &Endpoint) -> Result<u64> {
     Ok(u64::from_le_bytes(data))
 }
 
+fn call(end: &Endpoint, value: u64) -> Result<u64> {
+    let out = value.to_le_bytes();
+    let mut data = [0u8; 8];
+    let o = ChannelMessage { data: out.as_ptr() as u64, handles: 0, data_len: 8, handle_count: 0 };
+    let mut m = ChannelMessage { data: data.as_mut_ptr() as u64, handles: 0, data_len: 8, handle_count: 0 };
+    // SAFETY: both messages and their data outlive the call.
+    check(unsafe {
+        syscall4(Sys::CHANNEL_CALL as u64, u64::from(end.as_handle().raw()), &o as *const _ as u64,
+                 &mut m as *mut _ as u64, 0)
+    })?;
+    Ok(u64::from_le_bytes(data))
+}
+
 fn child(end: Endpoint) -> u32 {
     let Ok(rounds) = recv(&end) else { return 1 };
     let Ok(messages) = recv(&end) else { return 1 };
@@ -55,7 +71,19 @@ fn child(end: Endpoint) -> u32 {
             return 1;
         }
     }
-    u32::from(send(&end, messages).is_err())
+    if send(&end, messages).is_err() {
+        return 1;
+    }
+    let Ok(mut request) = recv(&end) else { return 1 };
+    for i in 0..rounds {
+        if request != i {
+            return 1;
+        }
+        let next = if i + 1 < rounds { call(&end, i) } else { send(&end, i).map(|_| 0) };
+        let Ok(next) = next else { return 1 };
+        request = next;
+    }
+    0
 }
 
 fn parent(rounds: u64, messages: u64) -> u32 {
@@ -79,6 +107,13 @@ fn parent(rounds: u64, messages: u64) -> u32 {
     }
     if recv(&mine) != Ok(messages) {
         return 1;
+    }
+    let _ = Instant::now();
+    let _ = Instant::now();
+    for i in 0..rounds {
+        if call(&mine, i) != Ok(i) {
+            return 1;
+        }
     }
     let _ = Instant::now();
     match kid.wait() {

@@ -1,5 +1,5 @@
-//! channels: conformance of CHANNEL_CREATE, SEND, RECV, DUPLICATE, REPLACE and
-//! EXEC_HANDLES, every documented error included (docs/abi.md), through the ABI alone.
+//! channels: conformance of CHANNEL_CREATE, SEND, RECV, CHANNEL_CALL, DUPLICATE, REPLACE
+//! and EXEC_HANDLES, every documented error included (docs/abi.md), through the ABI alone.
 //!
 //! As init (no initial handles) it runs the cases of the `cases!` table and prints
 //! `PASS <case>` or `FAIL <case>: <why>` for each, then `SUMMARY <passed>/<total>`; exits
@@ -531,6 +531,160 @@ fn blocking_send_waits_for_room() -> Outcome {
     Ok(())
 }
 
+// --- CHANNEL_CALL ------------------------------------------------------------------------
+
+/// CHANNEL_CALL of `data` and `ids`, receiving into `buf`; the raw answer and the
+/// receive message after the call.
+fn call(end: &impl AsHandle, data: &[u8], ids: &[u32], buf: &mut [u8], flags: u64) -> (u64, ChannelMessage, [u32; 4]) {
+    let out = ChannelMessage {
+        data: data.as_ptr() as u64,
+        handles: ids.as_ptr() as u64,
+        data_len: data.len() as u32,
+        handle_count: ids.len() as u32,
+    };
+    let mut got = [0u32; 4];
+    let mut m = ChannelMessage {
+        data: buf.as_mut_ptr() as u64,
+        handles: got.as_mut_ptr() as u64,
+        data_len: buf.len() as u32,
+        handle_count: 4,
+    };
+    let rax = sc(Sys::CHANNEL_CALL, &[h(end), &out as *const _ as u64, &mut m as *mut _ as u64, flags]);
+    (rax, m, got)
+}
+
+/// A server thread: RECV a request, then answer each with CHANNEL_CALL (the answer, then
+/// the next request: seL4's ReplyRecv) until the client goes; 0 when it saw EPIPE.
+fn call_server(raw: u64) -> u32 {
+    let mut buf = [0u8; 8];
+    let mut m = ChannelMessage { data: buf.as_mut_ptr() as u64, handles: 0, data_len: 8, handle_count: 0 };
+    let mut rax = sc(Sys::RECV, &[raw, &mut m as *mut _ as u64, ChannelFlag::BLOCK.bits()]);
+    loop {
+        if rax == Errno::EPIPE.raw() as u64 {
+            return 0;
+        }
+        if rax != 8 {
+            return 1;
+        }
+        let answer = (u64::from_le_bytes(buf) + 1).to_le_bytes();
+        let out = ChannelMessage { data: answer.as_ptr() as u64, handles: 0, data_len: 8, handle_count: 0 };
+        let mut m = ChannelMessage { data: buf.as_mut_ptr() as u64, handles: 0, data_len: 8, handle_count: 0 };
+        rax = sc(Sys::CHANNEL_CALL, &[raw, &out as *const _ as u64, &mut m as *mut _ as u64, 0]);
+    }
+}
+
+fn channel_call_sends_and_waits_for_the_answer() -> Outcome {
+    let (a, b) = pair()?;
+    let t = ok("THREAD_CREATE", thread::spawn(call_server, h(&b)))?;
+    let client = Endpoint::from_handle(a);
+    for i in 0..100u64 {
+        let mut buf = [0u8; 8];
+        let got = ok("call", client.call(&i.to_le_bytes(), &mut buf))?;
+        ensure!(got.len == 8 && u64::from_le_bytes(buf) == i + 1, "answer {i}: {buf:?}");
+    }
+    drop(client);
+    ensure!(t.join() == Ok(0), "the server's CHANNEL_CALL did not answer EPIPE at the close");
+    Ok(())
+}
+
+fn channel_call_moves_handles_both_ways_through_another_process() -> Outcome {
+    let (mine, theirs) = pair()?;
+    let mut child = ok("Command", Command::new(SELF).handle(theirs).spawn())?;
+    expect_ok("SEND ECHO", send(&mine, &[ECHO], &[], 0))?;
+    let e = event()?;
+    let rax = sc(Sys::WRITE, &[h(&e), 9u64.to_le_bytes().as_ptr() as u64, 8]);
+    ensure!(rax == 8, "WRITE of the event: {}", Rax(rax));
+    let raw = e.into_raw();
+    let mut buf = [0u8; 4];
+    let (rax, m, got) = call(&mine, b"ping", &[raw], &mut buf, 0);
+    ensure!(rax == 4 && &buf == b"ping" && m.handle_count == 1, "echo: {}", Rax(rax));
+    // SAFETY: a fresh id from the call's receive.
+    let back = unsafe { Handle::from_raw(got[0]) };
+    let mut value = [0u8; 8];
+    let rax = sc(Sys::READ, &[h(&back), value.as_mut_ptr() as u64, 8]);
+    ensure!(rax == 8 && u64::from_le_bytes(value) == 9, "the echoed event holds {value:?}");
+    // Too small for the echo: EMSGSIZE with the sizes, the echo stays queued.
+    let mut small = [0u8; 2];
+    let (rax, m, _) = call(&mine, b"pong", &[], &mut small, 0);
+    expect_errno("CHANNEL_CALL into 2 bytes", rax, Errno::EMSGSIZE)?;
+    ensure!(m.data_len == 4, "sizes after EMSGSIZE: {}", m.data_len);
+    let (rax, _) = recv(&mine, &mut buf, &mut [], ChannelFlag::BLOCK.bits());
+    ensure!(rax == 4 && &buf == b"pong", "the echo after EMSGSIZE: {}", Rax(rax));
+    drop(mine);
+    let status = ok("WAIT", child.wait())?;
+    ensure!(status == ExitStatus::Exited(0), "the echo child {status}");
+    Ok(())
+}
+
+fn channel_call_refusals_send_nothing() -> Outcome {
+    let (a, b) = pair()?;
+    let mut buf = [0u8; 8];
+    expect_errno("flags", call(&a, b"x", &[], &mut buf, 1).0, Errno::EINVAL)?;
+    let out = ChannelMessage { data: b"x".as_ptr() as u64, handles: 0, data_len: 1, handle_count: 0 };
+    let rax = sc(Sys::CHANNEL_CALL, &[h(&a), &out as *const _ as u64, UNMAPPED, 0]);
+    expect_errno("an unwritable answer message", rax, Errno::EFAULT)?;
+    let bad = ChannelMessage { data: UNMAPPED, handles: 0, data_len: 8, handle_count: 0 };
+    let rax = sc(Sys::CHANNEL_CALL, &[h(&a), &out as *const _ as u64, &bad as *const _ as u64, 0]);
+    expect_errno("an unwritable answer buffer", rax, Errno::EFAULT)?;
+    let e = event()?;
+    let rax = call(&e, b"x", &[], &mut buf, 0).0;
+    expect_errno("an event", rax, Errno::ENOTSUPP)?;
+    let read_only = expect_ok("DUPLICATE", sc(Sys::DUPLICATE, &[h(&a), Right::WRITE.bits() as u64]))?;
+    // SAFETY: a fresh handle.
+    let read_only = unsafe { Handle::from_raw(read_only as u32) };
+    expect_errno("without READ", call(&read_only, b"x", &[], &mut buf, 0).0, Errno::EPERM)?;
+    ensure!(recv(&b, &mut buf, &mut [], 0).0 == Errno::EAGAIN.raw() as u64, "something was sent");
+    for _ in 0..CHANNEL_QUEUE_MAX {
+        expect_ok("SEND", send(&a, b"x", &[], 0))?;
+    }
+    expect_errno("a full queue", call(&a, b"y", &[], &mut buf, 0).0, Errno::EAGAIN)?;
+    for _ in 0..CHANNEL_QUEUE_MAX {
+        let (rax, _) = recv(&b, &mut buf, &mut [], 0);
+        ensure!(rax == 1 && buf[0] == b'x', "queued: {}", Rax(rax));
+    }
+    ensure!(recv(&b, &mut buf, &mut [], 0).0 == Errno::EAGAIN.raw() as u64, "the refused call sent");
+    drop(b);
+    expect_errno("a closed peer", call(&a, b"x", &[], &mut buf, 0).0, Errno::EPIPE)?;
+    Ok(())
+}
+
+fn a_process_killed_in_channel_call_loses_nothing_of_the_survivor() -> Outcome {
+    let (mine, theirs) = pair()?;
+    let (control, their_control) = pair()?;
+    let mut child = ok("Command", Command::new(SELF).handle(theirs).handle(their_control).spawn())?;
+    expect_ok("SEND CALL_DIE", send(&mine, &[CALL_DIE], &[], 0))?;
+    let mut buf = [0u8; 8];
+    let (rax, _) = recv(&mine, &mut buf, &mut [], ChannelFlag::BLOCK.bits());
+    ensure!(rax == 7 && &buf[..7] == b"calling", "the child's first call: {}", Rax(rax));
+    let given = event()?;
+    expect_ok("SEND an event to the call", send(&mine, b"take", &[given.into_raw()], 0))?;
+    let (rax, _) = recv(&mine, &mut buf, &mut [], ChannelFlag::BLOCK.bits());
+    ensure!(rax == 3 && &buf[..3] == b"got", "the child's second call: {}", Rax(rax));
+    // The child's thread now waits in its second CHANNEL_CALL: end the child under it.
+    expect_ok("SEND on the control channel", send(&control, b"die", &[], 0))?;
+    let status = ok("WAIT", child.wait())?;
+    ensure!(status == ExitStatus::Killed { vector: 6 }, "the child {status}");
+    let keep = event()?;
+    expect_errno("SEND to the dead caller", send(&mine, b"", &[keep.raw()], 0), Errno::EPIPE)?;
+    event_roundtrip(&keep, &keep, 3)
+}
+
+/// CALL_DIE's thread: CHANNEL_CALL "calling", then "got" once answered, waiting on.
+fn dying_caller(raw: u64) -> u32 {
+    let mut buf = [0u8; 8];
+    let mut ids = [0u32; 1];
+    let call_once = |data: &[u8], buf: &mut [u8; 8], ids: &mut [u32; 1]| {
+        let out = ChannelMessage { data: data.as_ptr() as u64, handles: 0, data_len: data.len() as u32, handle_count: 0 };
+        let mut m = ChannelMessage { data: buf.as_mut_ptr() as u64, handles: ids.as_mut_ptr() as u64, data_len: 8, handle_count: 1 };
+        sc(Sys::CHANNEL_CALL, &[raw, &out as *const _ as u64, &mut m as *mut _ as u64, 0])
+    };
+    if call_once(b"calling", &mut buf, &mut ids) != 4 {
+        return 1;
+    }
+    call_once(b"got", &mut buf, &mut ids);
+    1
+}
+
 // --- DUPLICATE and REPLACE ------------------------------------------------------------------
 
 fn duplicate_makes_another_handle_on_the_same_object() -> Outcome {
@@ -587,6 +741,7 @@ fn replace_reduces_rights_in_place_and_never_adds() -> Outcome {
 const ECHO: u8 = 1;
 const DIE: u8 = 2;
 const REPORT: u8 = 3;
+const CALL_DIE: u8 = 4;
 
 fn exec_with(handles: &[u32]) -> u64 {
     sc(Sys::EXEC_HANDLES, &[
@@ -721,6 +876,18 @@ fn helper(handles: Vec<Handle>) -> u32 {
                 Err(_) => return 1,
             }
         },
+        CALL_DIE => {
+            // A thread waits in CHANNEL_CALL while this one ends the process (#UD) at
+            // the first message on the control channel (handle 2).
+            let Some(control) = rest.first() else { return 1 };
+            let raw = u64::from(end.as_handle().raw());
+            let Ok(_caller) = thread::spawn(dying_caller, raw) else { return 1 };
+            let mut cmd = [0u8; 4];
+            let mut m = ChannelMessage { data: cmd.as_mut_ptr() as u64, handles: 0, data_len: 4, handle_count: 0 };
+            sc(Sys::RECV, &[h(control), &mut m as *mut _ as u64, ChannelFlag::BLOCK.bits()]);
+            // SAFETY: ud2 raises #UD, which ends this process.
+            unsafe { core::arch::asm!("ud2", options(noreturn)) }
+        }
         DIE => {
             // Take two messages with their handles; send the second back; die holding
             // the first, more still queued towards this process.
@@ -805,6 +972,10 @@ cases! {
     readable_follows_the_queue,
     blocking_recv_waits_for_a_message_then_for_the_peer_close,
     blocking_send_waits_for_room,
+    channel_call_sends_and_waits_for_the_answer,
+    channel_call_moves_handles_both_ways_through_another_process,
+    channel_call_refusals_send_nothing,
+    a_process_killed_in_channel_call_loses_nothing_of_the_survivor,
     duplicate_makes_another_handle_on_the_same_object,
     duplicate_with_fewer_rights_restricts_the_new_handle,
     duplicate_with_more_rights_returns_eperm,

@@ -394,6 +394,16 @@ impl Fuzzer {
     // -- pointers --
 
     /// An address that must not be accessible: unmapped, kernel-half, non-canonical...
+    /// An address no mapping can ever cover (outside user space).
+    fn never_mapped(&mut self) -> u64 {
+        match self.rng.below(4) {
+            0 => 0,
+            1 => KERNEL_HALF + self.rng.below(1 << 40),
+            2 => NON_CANONICAL + self.rng.below(1 << 40),
+            _ => USER_END + self.rng.below(2 * PAGE),
+        }
+    }
+
     fn bad_ptr(&mut self) -> u64 {
         match self.rng.below(8) {
             0 => 0,
@@ -737,6 +747,19 @@ impl Fuzzer {
                     self.bad_ptr()
                 };
                 a[2] = self.channel_flags();
+            }
+            // Both wait for an answer that may never come: their receive buffer is always
+            // unwritable, so they are refused (EFAULT) before anything is sent or answered.
+            Sys::CHANNEL_CALL => {
+                a[0] = self.handle_arg();
+                a[1] = self.message(false, false);
+                a[2] = self.never_mapped();
+                a[3] = if self.rng.percent() < 80 { 0 } else { self.int_arg() };
+            }
+            Sys::DEVICE_REPLY => {
+                a[0] = self.handle_arg();
+                (a[1], _, _) = self.target();
+                a[2] = self.never_mapped();
             }
             Sys::DUPLICATE => {
                 a[0] = self.handle_arg();

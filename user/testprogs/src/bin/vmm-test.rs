@@ -12,7 +12,8 @@
 //!   first thread runs the guest (EINTR); prints `vmm-test: hostile ok`;
 //! - `abandon` (guest 0): a thread runs a spinning guest and the process exits under it;
 //! - `devices` (guest 0): a port and an MMIO range served by a device-model thread through
-//!   IO and MMIO events (never seen by VCPU_RUN), overlapping and RAM ranges refused, and
+//!   IO and MMIO events (never seen by VCPU_RUN; one answer by DEVICE_REPLY, which takes
+//!   the next access too, after a refused one), overlapping and RAM ranges refused, and
 //!   the device model closing its event mid-access (DEVICE_GONE, the guest reads all
 //!   ones); prints `vmm-test: devices ok`;
 //! - `moves` (guest 0: vmmtest; two SVSM CPUs): DUPLICATE of the VM and of a VCPU
@@ -27,8 +28,9 @@
 //!   DEVICE_GONE and the guest reads all ones; prints `vmm-test: stuck ok`;
 //! - `bench N`: ns per exit for N iterations of: a syscall (CLOCK, the CPL3 floor), a
 //!   guest OUT forwarded here, a claimed RDMSR forwarded here, a kernel-owned RDMSR, a
-//!   guest OUT answered by a device-model thread through an IO event;
-//!   prints `vmm-bench: floor_ns=.. out_ns=.. forwarded_ns=.. kernel_ns=.. device_ns=..`.
+//!   guest OUT answered by a device-model thread through an IO event (READ and WRITE),
+//!   the same with DEVICE_REPLY (answer and take in one call); prints
+//!   `vmm-bench: floor_ns=.. out_ns=.. forwarded_ns=.. kernel_ns=.. device_ns=.. reply_ns=..`.
 //!
 //! Any failed check prints a FAIL line and exits with a non-zero code.
 
@@ -44,6 +46,7 @@ use libcopra::handle::Handle;
 use libcopra::process::{self, Command};
 use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::memory::Mapping;
+use libcopra::syscall::syscall3;
 use libcopra::vmm::{self, FOREVER, MsrRange, RunPageMap, VcpuExit, Vm, VmCap};
 use libcopra::wait::{self, Instant, Signal};
 use libcopra::{declare_main, println, thread};
@@ -467,19 +470,43 @@ fn device_model(_: u64) -> u32 {
         raw[8..].copy_from_slice(&data.to_le_bytes());
         libcopra::fs::write(h, &raw).is_ok()
     };
-    let Some(a) = take(&io) else { return 1 };
-    if a.address != 0x81 || a.is_write != 0 || a.size != 1 || !answer(&io, a.seq, 0x77) {
+    // DEVICE_REPLY without an answer only takes: the first access.
+    let mut first = [0u8; 32];
+    // SAFETY: the buffer outlives the call.
+    let rax = unsafe { syscall3(Sys::DEVICE_REPLY as u64, u64::from(io.raw()), 0, first.as_mut_ptr() as u64) };
+    let seq = u32::from_le_bytes(first[24..28].try_into().unwrap_or([0; 4]));
+    if rax != 32 || first[0] != 0x81 || first[20] != 0 || first[16] != 1 || !answer(&io, seq, 0x77) {
         return 2;
     }
     let Some(a) = take(&mmio) else { return 3 };
-    if a.address != 0xc000_0000 || a.is_write != 0 || a.size != 4
-        || !answer(&mmio, a.seq, 0xabcd_1234) {
+    if a.address != 0xc000_0000 || a.is_write != 0 || a.size != 4 {
         return 4;
     }
-    let Some(a) = take(&mmio) else { return 5 };
-    if a.address != 0xc000_0010 || a.is_write != 1 || a.data != 0x5555 || !answer(&mmio, a.seq, 0) {
+    // DEVICE_REPLY: a refused answer takes nothing; then the answer and the next access.
+    let mut bogus = [0u8; 16];
+    bogus[..4].copy_from_slice(&a.seq.wrapping_add(1000).to_le_bytes());
+    let mut next = [0u8; 32];
+    let reply = |h: &libcopra::HandleRef<'_>, answer: u64, next: &mut [u8; 32]| {
+        // SAFETY: both buffers outlive the call.
+        unsafe {
+            syscall3(Sys::DEVICE_REPLY as u64, u64::from(h.raw()), answer, next.as_mut_ptr() as u64)
+        }
+    };
+    if reply(&mmio, bogus.as_ptr() as u64, &mut next) != Errno::EINVAL.raw() as u64 {
+        return 31;
+    }
+    let mut good = [0u8; 16];
+    good[..4].copy_from_slice(&a.seq.to_le_bytes());
+    good[8..].copy_from_slice(&0xabcd_1234u64.to_le_bytes());
+    if reply(&mmio, good.as_ptr() as u64, &mut next) != 32 {
+        return 33;
+    }
+    let q = |i: usize| u64::from_le_bytes(next[i..i + 8].try_into().unwrap_or([0; 8]));
+    let seq = u32::from_le_bytes(next[24..28].try_into().unwrap_or([0; 4]));
+    if q(0) != 0xc000_0010 || next[20] != 1 || q(8) != 0x5555 || !answer(&mmio, seq, 0) {
         return 6;
     }
+    let a = vmm::DeviceAccess { address: q(0), data: q(8), size: 4, is_write: 1, _pad: [0; 3], seq, vcpu: 0 };
     // A second answer to the same access is refused.
     let mut raw = [0u8; 16];
     raw[..4].copy_from_slice(&a.seq.to_le_bytes());
@@ -650,6 +677,23 @@ fn bench_device(_: u64) -> u32 {
     0
 }
 
+/// The same model with DEVICE_REPLY: each answer and the next access in one call.
+fn bench_device_reply(_: u64) -> u32 {
+    let raw = BENCH_EVENT.load(Ordering::Relaxed);
+    let mut access = [0u8; 32];
+    let mut answer = [0u8; 16];
+    let mut at = 0u64; // the first call only takes
+    loop {
+        // SAFETY: both buffers outlive the call.
+        let rax = unsafe { syscall3(Sys::DEVICE_REPLY as u64, raw, at, access.as_mut_ptr() as u64) };
+        if rax != 32 {
+            return 0; // the bench closed the event
+        }
+        answer[..4].copy_from_slice(&access[24..28]);
+        at = answer.as_ptr() as u64;
+    }
+}
+
 fn per_op(start: Instant, n: u64) -> u64 {
     Instant::now().since(start) / n
 }
@@ -711,7 +755,13 @@ fn bench(n: u64) -> u32 {
     let Some(device) = measure(&v, &page, &entry, 3, n) else { return 17 };
     drop(event); // the model's READ then fails and it ends
     check!(18, model.join() == Ok(0), "bench device model");
+    let Ok(event) = vm.io_event(0x80, 1) else { return 19 };
+    BENCH_EVENT.store(u64::from(event.handle().raw()), Ordering::Relaxed);
+    let Ok(model) = thread::spawn(bench_device_reply, 0) else { return 20 };
+    let Some(reply) = measure(&v, &page, &entry, 3, n) else { return 21 };
+    drop(event);
+    check!(22, model.join() == Ok(0), "bench device model (DEVICE_REPLY)");
     println!("vmm-bench: floor_ns={floor} out_ns={out} forwarded_ns={forwarded} \
-              kernel_ns={kernel} device_ns={device}");
+              kernel_ns={kernel} device_ns={device} reply_ns={reply}");
     0
 }
