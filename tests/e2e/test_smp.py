@@ -24,7 +24,10 @@ def test_init_and_eight_services_end_cleanly_on_two_cpus(boot2: Any, vm2: Any) -
     run = boot2("init", {"/bin/hello": "hello", SERVICES: b"/bin/hello\n" * 8})
     assert run.result.status == 0, "\n".join(run.lines)
     assert run.task_lines("hello").count("Hello from a copra service") == 8
-    assert all(after > b for after, b in zip(exits(run), before, strict=True))
+    # Which CPU ran what is the host's choice: on a loaded host one CPU's host thread
+    # may not get a core before the other has run every service, so only the total
+    # is certain (bench/smp_throughput.py measures the parallel case).
+    assert sum(exits(run)) > sum(before)
     assert_no_leak(run)
 
 
