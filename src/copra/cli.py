@@ -79,11 +79,14 @@ def _image(config_path: Path | None, init_elf: Path | None,
         build_archive,
         foreign_program_hint,
         packaged_program,
+        with_vmm_service,
     )
 
     try:
         config = boot_image_config(config_path, init_elf, files)
-        if init_program is not None:
+        if init_program == "vmm":
+            config = with_vmm_service(config)
+        elif init_program is not None:
             config = config.with_file(INIT_PATH, packaged_program(init_program))
         archive = build_archive(config)
     except ImageError as e:

@@ -55,6 +55,9 @@ DEFAULT_CONFIG = "default.json"
 IMAGES_PACKAGE = "copra"
 IMAGES_DIR = "images"
 INIT_PATH = "/init"
+#: The vmm service's device-model programs, (path, packaged program): the vmm starts
+#: each guest's COM1 and block device models from these paths (docs/vmm.md).
+VMM_MODELS = (("/bin/uart", "uart"), ("/bin/blk", "blk"))
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -398,6 +401,13 @@ def boot_image_config(
         check_program(f"--init {init}", data)
         config = config.with_file(INIT_PATH, data)
     return config.with_files((dest, source) for source, dest in map(parse_file_option, files))
+
+
+def with_vmm_service(config: ImageConfig) -> ImageConfig:
+    """``config`` with the packaged vmm service as /init and its device models
+    (:data:`VMM_MODELS`) where it starts them from."""
+    config = config.with_file(INIT_PATH, packaged_program("vmm"))
+    return config.with_files((path, packaged_program(name)) for path, name in VMM_MODELS)
 
 
 def build_boot_archive(
