@@ -294,6 +294,16 @@ def default_config() -> ImageConfig:
     return ImageConfig.load(_images() / DEFAULT_CONFIG)
 
 
+#: The shipped configuration `copra run --demo` boots: the vmm service as /init, its
+#: device models, and the prebuilt `demo` guest kernel (images/guests/demo.elf).
+DEMO_CONFIG = "demo.json"
+
+
+def demo_config_path() -> Path:
+    """The path of the shipped demo configuration, ``copra/images/demo.json``."""
+    return _images() / DEMO_CONFIG
+
+
 def packaged_program(name: str) -> bytes:
     """The packaged ``copra/images/<name>.elf``; ImageError if it was not built."""
     if not _MODULE_NAME.match(name):

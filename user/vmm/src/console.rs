@@ -15,7 +15,7 @@ const LINE_MAX: usize = 1024;
 pub struct Console {
     pub index: u32,
     /// What its lines start with: the guest's name from /etc/guests, else `vmN`.
-    name: String,
+    pub name: String,
     pub uart: Uart,
     line: Vec<u8>,
     /// The IRQ was signalled and the guest has not EOId it yet (level line).

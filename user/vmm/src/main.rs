@@ -175,8 +175,9 @@ impl Guest {
             } else if reason == VcpuExit::DEVICE_GONE as u32 {
                 // A device model ended with this access unanswered: the guest read all
                 // ones and goes on; the range is the VMM's again (all ones from now on).
-                println!("vmm: vm{}: the device model of port {:#x} is gone; the guest reads all ones",
-                         self.index, page.io().port);
+                let name = self.console.lock().name.clone();
+                println!("vmm: {name}: the device model of port {:#x} is gone; the guest reads all ones",
+                         page.io().port);
             } else if reason == VcpuExit::HLT as u32 {
                 self.console.lock().flush();
                 println!("vmm: vm{}: halted with interrupts disabled (at {:#x})", self.index,

@@ -43,7 +43,7 @@ pub fn faults(_index: u32, model: &str) -> String {
 }
 
 struct Watch {
-    index: u32,
+    name: String,
     program: &'static str,
     child: Child,
     /// The vmm's end of the configuration channel, kept while the model lives.
@@ -77,7 +77,7 @@ pub fn spawn(index: u32, name: &str, what: &str, program: &'static str, handles:
     if let Err(e) = ours.send(config.as_bytes(), Vec::new()) {
         println!("vmm: vm{index}: cannot configure {program}: {:?}", libcopra::error::Error::from(e));
     }
-    let watch = Box::leak(Box::new(Watch { index, program, child, _end: ours }));
+    let watch = Box::leak(Box::new(Watch { name: String::from(name), program, child, _end: ours }));
     if let Err(e) = thread::spawn(watch_model, watch as *mut Watch as u64) {
         println!("vmm: vm{index}: no thread to watch {program}: {e:?}");
     }
@@ -89,9 +89,9 @@ fn watch_model(arg: u64) -> u32 {
     let watch = unsafe { &mut *(arg as *mut Watch) };
     let task = watch.child.id();
     match watch.child.wait() {
-        Ok(status) => println!("vmm: vm{}: device model {} (task {task}) {status}; its ports read all ones",
-                               watch.index, watch.program),
-        Err(e) => println!("vmm: vm{}: WAIT for {} (task {task}): {e:?}", watch.index, watch.program),
+        Ok(status) => println!("vmm: {}: device model {} (task {task}) {status}; its ports read all ones",
+                               watch.name, watch.program),
+        Err(e) => println!("vmm: {}: WAIT for {} (task {task}): {e:?}", watch.name, watch.program),
     }
     0
 }
