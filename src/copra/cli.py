@@ -50,7 +50,8 @@ def main() -> None:
 
 _INIT = click.option(
     "--init", "init_elf", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Boot this static ELF as /init instead of the default image's init.")
+    help="Boot this static ELF as /init of the default image (default.json; its init starts "
+         "the hello service). Without --init, --config and --guest `copra run` boots the demo.")
 _FILES = click.option("--file", "files", multiple=True, metavar="SRC=DEST",
                       help="Add a host file to the RAM fs at DEST (repeatable).")
 _CONFIG = click.option("--config", "config_path",
@@ -79,11 +80,14 @@ def _image(config_path: Path | None, init_elf: Path | None,
         build_archive,
         foreign_program_hint,
         packaged_program,
+        with_vmm_service,
     )
 
     try:
         config = boot_image_config(config_path, init_elf, files)
-        if init_program is not None:
+        if init_program == "vmm":
+            config = with_vmm_service(config)
+        elif init_program is not None:
             config = config.with_file(INIT_PATH, packaged_program(init_program))
         archive = build_archive(config)
     except ImageError as e:
@@ -93,6 +97,19 @@ def _image(config_path: Path | None, init_elf: Path | None,
         if hint is not None:
             click.echo(f"copra: note: {hint}", err=True)
     return archive, config.limits, config.guests
+
+
+def _demo_unless_told(config_path: Path | None, init_elf: Path | None,
+                      guest_kernels: tuple[Path, ...] = ()) -> Path | None:
+    """The configuration to boot: with none of --config, --init and --guest, the shipped
+    demo (images/demo.json: the vmm service, its device-model processes and the
+    prebuilt `demo` guest); otherwise ``config_path`` (None: default.json, whose /init
+    starts the hello service)."""
+    if config_path is None and init_elf is None and not guest_kernels:
+        from copra.kernel.image import demo_config_path
+
+        return demo_config_path()
+    return config_path
 
 
 @main.command()
@@ -159,7 +176,13 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         verbose: int, timestamps: bool,
         guest_kernels: tuple[Path, ...], guest_memory: int, guest_cpus: int,
         guest_cmdline: str) -> None:
-    """Boot copra and run init; exit with init's status."""
+    """Boot copra and run init; exit with init's status.
+
+    With none of --init, --config and --guest it boots the demo (images/demo.json): the
+    vmm service as /init runs the prebuilt interrupt-driven `demo` guest, its COM1 and
+    block device as processes of their own, and exits with the guest's status, 43.
+    `--init src/copra/images/init.elf` boots init and the hello service instead
+    (images/default.json)."""
     if quiet and verbose:
         raise click.UsageError("-q and -v contradict each other")
     if attest_mode is None:
@@ -169,6 +192,7 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
             raise click.UsageError(f"{', '.join(given)} need --attest")
     elif aproxy_socket is None:
         raise click.UsageError("--attest needs --aproxy SOCKET (the attestation proxy)")
+    config_path = _demo_unless_told(config_path, init_elf, guest_kernels)
     # `copra run --guest K.elf` alone runs the guest as QEMU would: the vmm service is
     # /init, shows its console and exits with its status (docs/vmm.md).
     vmm_init = "vmm" if guest_kernels and init_elf is None and config_path is None else None
@@ -273,6 +297,7 @@ def measure(init_elf: Path | None, files: tuple[str, ...], config_path: Path | N
     For the key broker's reference values:
     copra kbs --db kbs.db set-reference --measurement $(copra measure --init prog.elf)
     """
+    config_path = _demo_unless_told(config_path, init_elf)
     click.echo(measure_boot(_image(config_path, init_elf, files)[0], memory << 20).hex())
 
 

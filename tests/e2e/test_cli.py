@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from copra.kernel.image import packaged_program
+from copra.kernel.image import demo_config_path, packaged_program
+
+#: The shipped images: `--init IMAGES/init.elf` boots default.json (init, hello).
+IMAGES = demo_config_path().parent
 
 
 def copra(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -16,8 +20,8 @@ def copra(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout, check=False)
 
 
-def test_copra_run_boots_default_image_and_exits_zero() -> None:
-    out = copra("run")
+def test_copra_run_init_boots_default_image_and_exits_zero() -> None:
+    out = copra("run", "--init", str(IMAGES / "init.elf"))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("[kernel] copra ")
@@ -128,11 +132,42 @@ def test_copra_run_takes_the_metadata_budget_from_the_image_config(tmp_path: Pat
                for line in out.stdout.splitlines()), out.stdout
 
 
-def test_copra_run_on_two_cpus_boots_default_image_and_says_so() -> None:
-    out = copra("run", "--cpus", "2")
+def test_copra_run_init_on_two_cpus_boots_default_image_and_says_so() -> None:
+    out = copra("run", "--init", str(IMAGES / "init.elf"), "--cpus", "2")
     assert out.returncode == 0, out.stderr
     assert "2 CPUs" in out.stdout.splitlines()[0]
     assert "[hello] Hello from a copra service" in out.stdout
+
+
+def test_copra_run_alone_boots_the_demo_every_device_model_a_process() -> None:
+    out = copra("run")
+    # The demo guest ends with (0x15 << 1) | 1 = 43, the status /etc/vmm.expect names:
+    # the vmm service calls that success.
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert ("[init] vmm: the guest ended with status 43, the one /etc/vmm.expect expects: "
+            "success") in lines
+    assert "[uart] demo: console on TX-empty interrupts" in lines
+    assert "[uart] demo: bye" in lines
+    assert "[blk] demo: 3 requests served (2 sectors read, 1 written)" in lines
+    assert any(re.fullmatch(r"\[init\] vmm: demo: COM1 is task \d+ \(/bin/uart\)", line)
+               for line in lines), out.stdout
+    # every line says which process wrote it
+    assert all(re.match(r"\[(kernel|init|uart|blk)\] ", line) for line in lines), out.stdout
+
+
+def test_copra_run_demo_whose_block_process_dies_runs_on_and_exits_with_its_status(
+        tmp_path: Path) -> None:
+    conf = tmp_path / "vmm.conf"
+    conf.write_text("crash blk 1\n")  # the guest's first block device access, unanswered
+    out = copra("run", "--file", f"{conf}=/etc/vmm.conf")
+    assert out.returncode == 0, out.stdout + out.stderr  # the guest still ends with 43
+    lines = out.stdout.splitlines()
+    assert "[uart] demo: block: no device (its ports read all ones)" in lines
+    assert "[uart] demo: bye" in lines
+    assert not any(line.startswith("[blk] ") for line in lines), out.stdout
+    assert any(line.startswith("[init] vmm: demo: device model /bin/blk (task ") and
+               "killed by #UD" in line for line in lines), out.stdout
 
 
 def test_copra_run_refuses_more_cpus_than_the_layout_has() -> None:

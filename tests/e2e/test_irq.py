@@ -13,10 +13,13 @@ import pytest
 from test_programs import assert_no_leak
 
 from copra.cli import run_exit_status
+from copra.kernel.image import VMM_MODELS
 from copra.kernel.objects import KernelObject, ObjectKind
 from copra.vmm.vm import GuestSpec
 
 _BUILDER = Path(__file__).resolve().parents[1] / "kvm" / "guest_kernels.py"
+#: The vmm service's device-model programs, where it starts them from.
+MODELS: dict[str, bytes | str] = dict(VMM_MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,8 @@ def guest_kernels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 def test_apic_guest_takes_ipi_and_timer_interrupts_sleeping_in_hlt(
         boot: Any, guest_kernels: dict[str, bytes]) -> None:
-    run = boot("vmm", guests=[GuestSpec("apic", guest_kernels["apic"], 4 << 20, 1)])
-    lines = run.task_lines("init")
+    run = boot("vmm", MODELS, guests=[GuestSpec("apic", guest_kernels["apic"], 4 << 20, 1)])
+    lines = run.task_lines("uart")
     assert run_exit_status(run.result.status) == 0x23, "\n".join(run.lines)  # (0x11 << 1) | 1
     assert lines == [
         "vm0: apic: x2APIC id 0",
@@ -58,9 +61,9 @@ def test_apic_guest_takes_ipi_and_timer_interrupts_sleeping_in_hlt(
 
 def test_demo_guest_prints_on_uart_interrupts_and_exchanges_ipis_with_its_second_vcpu(
         boot: Any, guest_kernels: dict[str, bytes]) -> None:
-    run = boot("vmm", guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
+    run = boot("vmm", MODELS, guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
     assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)  # (0x15 << 1) | 1
-    assert run.task_lines("init") == [
+    assert run.task_lines("uart") == [
         "vm0: polled output ends here",
         "vm0: console on TX-empty interrupts",
         "vm0: 5 timer ticks",
@@ -71,8 +74,14 @@ def test_demo_guest_prints_on_uart_interrupts_and_exchanges_ipis_with_its_second
         "vm0: 3 IPIs each way with vCPU 1",
         "vm0: bye",
     ]
+    # each device model is a process of its own, its lines under its own task name
+    assert run.task_lines("blk") == ["vm0: 3 requests served (2 sectors read, 1 written)"]
+    started = [line for line in run.task_lines("init") if " is task " in line]
+    assert [line.split(" is task ")[0] for line in started] == [
+        "vmm: vm0: COM1", "vmm: vm0: the block device"], "\n".join(run.lines)
+    assert started[0].endswith("(/bin/uart)") and started[1].endswith("(/bin/blk)")
     bsp, ap = run.vmm.guests[0].cpus
-    text = sum(len(line) - len("vm0: ") + 1 for line in run.task_lines("init")[1:])
+    text = sum(len(line) - len("vm0: ") + 1 for line in run.task_lines("uart")[1:])
     assert run.vmm.guests[0].devices.io == ()  # COM1's and the block device's events went
     # Every byte after the first line went out from the COM1 handler: one interrupt each
     # (and one more to stop the transmitter per burst); the device model took the
@@ -122,4 +131,24 @@ def test_interrupts_reach_a_guest_running_at_its_cpl3_and_return_there(
     cpu = run.vmm.guests[0].cpus[0]
     assert cpu.irq.counters["injected"] == 20
     assert cpu.counters["completed"] == 21  # the IRET into CPL3, then one per interrupt
+    assert_no_leak(run)
+
+
+def test_demo_guest_whose_block_model_process_dies_reads_all_ones_and_runs_on(
+        boot: Any, guest_kernels: dict[str, bytes]) -> None:
+    # /etc/vmm.conf makes the blk model die (#UD) at its first access, the guest's
+    # CAPACITY read, unanswered: the kernel answers all ones, the vmm reports the
+    # DEVICE_GONE exit and the process's end, and the guest skips its block requests.
+    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash blk 1\n"},
+               guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
+    assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
+    assert "vm0: block: no device (its ports read all ones)" in run.task_lines("uart")
+    assert "vm0: bye" in run.task_lines("uart")
+    vmm = run.task_lines("init")
+    assert "vmm: vm0: the device model of port 0x6fc is gone; the guest reads all ones" in vmm
+    assert any(line.startswith("vmm: vm0: device model /bin/blk (task ") and
+               line.endswith(") killed by #UD (vector 6); its ports read all ones")
+               for line in vmm), "\n".join(run.lines)
+    assert all(KernelObject.live[k] == 0 for k in (
+        ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
     assert_no_leak(run)

@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 
+from copra.kernel.image import demo_config_path
 from copra.kernel.trace import VCPU_PID
+
+#: `--init` with the shipped init boots the default image (init starts hello), not the demo.
+HELLO_INIT = str(demo_config_path().parent / "init.elf")
 
 
 def copra(*args: str) -> subprocess.CompletedProcess[str]:
@@ -23,7 +27,8 @@ def copra(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def stats_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
     trace = tmp_path_factory.mktemp("trace") / "run.json"
-    out = copra("run", "--memory", "32", "--cpus", "1", "--stats", "--trace", str(trace))
+    out = copra("run", "--init", HELLO_INIT, "--memory", "32", "--cpus", "1", "--stats",
+                "--trace", str(trace))
     assert out.returncode == 0, out.stderr
     return out, json.loads(trace.read_text(encoding="utf-8"))
 
@@ -79,7 +84,7 @@ def test_trace_holds_the_same_syscalls_and_a_vcpu_track(stats_run: Any) -> None:
 
 def test_trace_limit_drops_the_rest_and_says_how_many(tmp_path: Path) -> None:
     trace = tmp_path / "t.json"
-    out = copra("run", "--memory", "32", "--cpus", "1", "-q", "--timestamps",
+    out = copra("run", "--init", HELLO_INIT, "--memory", "32", "--cpus", "1", "-q", "--timestamps",
                 "--trace", str(trace), "--trace-limit", "10")
     assert out.returncode == 0, out.stderr
     doc = json.loads(trace.read_text(encoding="utf-8"))
@@ -95,7 +100,7 @@ def test_trace_limit_drops_the_rest_and_says_how_many(tmp_path: Path) -> None:
 
 
 def test_verbose_logs_each_process_start_and_end() -> None:
-    out = copra("run", "--memory", "32", "--cpus", "1", "-v")
+    out = copra("run", "--init", HELLO_INIT, "--memory", "32", "--cpus", "1", "-v")
     assert out.returncode == 0, out.stderr
     assert "[kernel] /bin/hello started as task 3 (parent 2)" in out.stdout
     assert "[kernel] hello (pid 3) exited with 0" in out.stdout

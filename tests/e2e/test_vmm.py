@@ -116,8 +116,8 @@ def test_copra_run_guest_alone_runs_it_under_the_vmm_service_with_its_status(
                  "--guest-cmdline", "console=ttyS0 quiet")
     assert out.returncode == 85, out.stdout + out.stderr  # QEMU's (42 << 1) | 1
     # console lines start with the guest's name (/etc/guests, written at boot)
-    assert "[init] hello: hello from a PVH guest" in out.stdout.splitlines()
-    assert "[init] hello: command line: console=ttyS0 quiet" in out.stdout.splitlines()
+    assert "[uart] hello: hello from a PVH guest" in out.stdout.splitlines()
+    assert "[uart] hello: command line: console=ttyS0 quiet" in out.stdout.splitlines()
 
 
 def test_vmm_device_events_serve_ports_and_mmio_and_a_vanished_model_reads_all_ones(

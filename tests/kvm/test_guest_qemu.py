@@ -29,7 +29,7 @@ import pytest
 
 from copra.kernel import packit
 from copra.kernel.boot import BootConfig, boot
-from copra.kernel.image import GuestImage, packaged_program
+from copra.kernel.image import VMM_MODELS, GuestImage, packaged_program
 from copra.vmm.guest import Guest, GuestConfig
 from copra.vmm.service import boot_stages
 
@@ -107,13 +107,15 @@ def under_copra_vmm(kernel: bytes, cmdline: str, tmp_path: Path) -> tuple[list[s
     """The guest under the whole SVSM: `copra run --guest` with the vmm service as /init."""
     path = tmp_path / "guest.elf"
     path.write_bytes(kernel)
-    archive = packit.encode([packit.PackItEntry("/init", packaged_program("vmm"))])
+    archive = packit.encode([packit.PackItEntry("/init", packaged_program("vmm")),
+                             *(packit.PackItEntry(at, packaged_program(name))
+                               for at, name in VMM_MODELS)])
     create, close = boot_stages((GuestImage(path, MEMORY_MIB, 1, cmdline),))
     lines: list[str] = []
     result = boot(BootConfig(archive, 64 << 20, 60, before_init=(create,), after_run=(close,),
                              cpus=1), lines.append)
     status = None if result.status is None else (result.status >> 16) & 0xFF
-    prefix = "[init] guest: "  # the guest's name: its kernel file's stem
+    prefix = "[uart] guest: "  # the COM1 model's process; the guest's name: its file's stem
     return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)], status
 
 

@@ -20,7 +20,7 @@ from copra.attest.measure import (
 )
 from copra.cli import main
 from copra.hw.snp import SnpFirmware
-from copra.kernel.image import build_boot_archive, packaged_program
+from copra.kernel.image import build_boot_archive, demo_config_path, packaged_program
 from copra.kernel.svsm_vm import DEFAULT_MEMORY
 
 ARCHIVE = b"PKIT" + bytes(4) + bytes(range(256)) * 20  # 5128 bytes: two pages
@@ -104,7 +104,9 @@ def test_copra_measure_memory_option_changes_the_value() -> None:
     default = runner.invoke(main, ["measure"]).output
     smaller = runner.invoke(main, ["measure", "--memory", "128"]).output
     assert default != smaller
-    assert smaller.strip() == measure_boot(build_boot_archive(None, None, ()), 128 << 20).hex()
+    # no --init or --config: the demo's image, as `copra run` boots it
+    demo = build_boot_archive(demo_config_path(), None, ())
+    assert smaller.strip() == measure_boot(demo, 128 << 20).hex()
 
 
 def test_copra_measure_bad_file_option_fails_in_one_line() -> None:

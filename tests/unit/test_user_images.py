@@ -68,6 +68,17 @@ def test_manifest_lists_exactly_the_shipped_files() -> None:
     assert {p.stem for p in IMAGES.glob("*.elf")} == set(NAMES)
 
 
+def test_shipped_guest_kernels_match_the_manifest_and_are_pvh_kernels() -> None:
+    from copra.vmm.pvh import parse_kernel
+
+    assert sorted(MANIFEST["guests"]) == ["demo"]
+    assert {p.stem for p in (IMAGES / "guests").glob("*.elf")} == set(MANIFEST["guests"])
+    for name, entry in MANIFEST["guests"].items():
+        data = (IMAGES / "guests" / f"{name}.elf").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        parse_kernel(data)  # raises unless it is a loadable PVH kernel
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_manifest_hash_matches_image(name: str) -> None:
     data = (IMAGES / f"{name}.elf").read_bytes()
@@ -226,6 +237,10 @@ def test_images_are_reproducible_and_a_crate_added_as_documented_builds(tmp_path
         if (out / f"{n}.elf").read_bytes() != (IMAGES / f"{n}.elf").read_bytes()
     ]
     assert differing == [], "rebuild the images with scripts/build-user-images"
+    # The shipped guest kernels depend on gcc (the assembler) and ld.
+    assert sorted(rebuilt["guests"]) == sorted(MANIFEST["guests"])
+    if rebuilt["cc"] == MANIFEST["cc"] and rebuilt["ld"] == MANIFEST["ld"]:
+        assert rebuilt["guests"] == MANIFEST["guests"], "rebuild with scripts/build-user-images"
     motd = (out / "motd.elf").read_bytes()
     check_program("motd", motd)
     assert foreign_program_hint("motd", motd) is None

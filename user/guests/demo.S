@@ -112,7 +112,15 @@ main:
     say "\n"
 
     /* The block device: read sector 1, write sector 2, read it back: three requests
-     * in the ring, one NOTIFY, completions counted in the ring's used index. */
+     * in the ring, one NOTIFY, completions counted in the ring's used index. Its
+     * CAPACITY first: all ones when no device model answers (it died, or none runs). */
+    mov $BLK + 12, %dx
+    in %dx, %eax
+    cmp $0xffffffff, %eax
+    jne 3f
+    say "block: no device (its ports read all ones)\n"
+    jmp blk_done
+3:
     mov $BLK, %dx                       /* RING */
     mov $blk_ring, %eax
     out %eax, %dx

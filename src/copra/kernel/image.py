@@ -55,6 +55,9 @@ DEFAULT_CONFIG = "default.json"
 IMAGES_PACKAGE = "copra"
 IMAGES_DIR = "images"
 INIT_PATH = "/init"
+#: The vmm service's device-model programs, (path, packaged program): the vmm starts
+#: each guest's COM1 and block device models from these paths (docs/vmm.md).
+VMM_MODELS = (("/bin/uart", "uart"), ("/bin/blk", "blk"))
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -291,6 +294,16 @@ def default_config() -> ImageConfig:
     return ImageConfig.load(_images() / DEFAULT_CONFIG)
 
 
+#: The shipped configuration `copra run --demo` boots: the vmm service as /init, its
+#: device models, and the prebuilt `demo` guest kernel (images/guests/demo.elf).
+DEMO_CONFIG = "demo.json"
+
+
+def demo_config_path() -> Path:
+    """The path of the shipped demo configuration, ``copra/images/demo.json``."""
+    return _images() / DEMO_CONFIG
+
+
 def packaged_program(name: str) -> bytes:
     """The packaged ``copra/images/<name>.elf``; ImageError if it was not built."""
     if not _MODULE_NAME.match(name):
@@ -398,6 +411,13 @@ def boot_image_config(
         check_program(f"--init {init}", data)
         config = config.with_file(INIT_PATH, data)
     return config.with_files((dest, source) for source, dest in map(parse_file_option, files))
+
+
+def with_vmm_service(config: ImageConfig) -> ImageConfig:
+    """``config`` with the packaged vmm service as /init and its device models
+    (:data:`VMM_MODELS`) where it starts them from."""
+    config = config.with_file(INIT_PATH, packaged_program("vmm"))
+    return config.with_files((path, packaged_program(name)) for path, name in VMM_MODELS)
 
 
 def build_boot_archive(

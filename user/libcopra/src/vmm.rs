@@ -146,6 +146,16 @@ impl Irq {
     pub fn handle(&self) -> &Handle {
         &self.0
     }
+
+    /// Adopt an IRQ handle (one moved in by EXEC_HANDLES or a channel).
+    pub fn from_handle(handle: Handle) -> Self {
+        Irq(handle)
+    }
+
+    /// Give up the wrapper: the handle, to move elsewhere.
+    pub fn into_handle(self) -> Handle {
+        self.0
+    }
 }
 
 impl AsHandle for Irq {
@@ -207,6 +217,16 @@ impl DeviceEvent {
     /// The handle.
     pub fn handle(&self) -> &Handle {
         &self.0
+    }
+
+    /// Adopt a device event handle (one moved in by EXEC_HANDLES or a channel).
+    pub fn from_handle(handle: Handle) -> Self {
+        DeviceEvent(handle)
+    }
+
+    /// Give up the wrapper: the handle, to move elsewhere.
+    pub fn into_handle(self) -> Handle {
+        self.0
     }
 }
 

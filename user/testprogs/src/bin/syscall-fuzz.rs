@@ -785,8 +785,8 @@ impl Fuzzer {
                 };
             }
         }
-        if matches!(sys, Sys::CLOSE | Sys::JOIN) && is_fuzzing_thread(a[0]) {
-            return None; // closing or joining a fellow fuzzing thread: never
+        if matches!(sys, Sys::CLOSE | Sys::JOIN | Sys::REPLACE) && is_fuzzing_thread(a[0]) {
+            return None; // closing, joining or restricting a fellow fuzzing thread: never
         }
         Some(Call {
             nr: sys as u64,
@@ -1004,11 +1004,14 @@ impl Fuzzer {
             _ => self.int_arg(),
         };
         for i in 0..count.min(max) as usize {
-            let id = if valid || self.rng.percent() < 80 {
+            let mut id = if valid || self.rng.percent() < 80 {
                 self.some_handle() as u32
             } else {
                 self.handle_arg() as u32
             };
+            if is_fuzzing_thread(u64::from(id)) {
+                id = 0; // a fellow fuzzing thread never moves away (the log is refused: EPERM)
+            }
             // SAFETY: our own static, in bounds.
             unsafe { ids_ptr().add(i).write(id) };
         }

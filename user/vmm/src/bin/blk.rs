@@ -1,7 +1,9 @@
-//! A block device with a request ring in guest memory, as a device model on a thread of
-//! its own: it holds only its port range's device event (IO_EVENT_CREATE 0x6F0, 16
-//! ports), an edge IRQ object (APIC 0, vector 0x25) and a mapping of the guest's RAM
-//! (VM_MEMORY). A virtio-blk in miniature (docs/vmm.md, "The block device"):
+//! blk: a block device with a request ring in guest memory, the device model of one
+//! guest as a process of its own. The vmm service starts it with EXEC_HANDLES moving in
+//! exactly: 1 its port range's device event (0x6F0, 16 ports), 2 an edge IRQ object
+//! (APIC 0, vector 0x25), 3 the guest's RAM (VM_MEMORY), 4 a channel endpoint bringing
+//! its configuration (`ram`: the RAM's size in bytes). A virtio-blk in miniature
+//! (docs/vmm.md, "The block device"):
 //!
 //! | port | access | |
 //! |---|---|---|
@@ -18,19 +20,28 @@
 //! between its own count and the producer index, then signals the IRQ once.
 //!
 //! The disk is 64 sectors in the model's memory, sector n reading
-//! `copra disk, sector n` and zeros until written.
+//! `copra disk, sector n` and zeros until written. When its VM is gone it says how
+//! many requests it served and ends (0).
 
-use alloc::boxed::Box;
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+#[path = "../model.rs"]
+mod model;
+
 use alloc::vec;
 use alloc::vec::Vec;
-use libcopra::abi::{MapFlag, Signal, VmCap};
+use libcopra::abi::{Errno, MapFlag, Signal};
 use libcopra::memory::Mapping;
-use libcopra::println;
-use libcopra::vmm::{DeviceEvent, Irq, Vm};
+use libcopra::vmm::{DeviceEvent, Irq};
 use libcopra::wait::{item, wait_many};
+use libcopra::{declare_main, println};
 
-pub const BLK_PORT: u16 = 0x6F0;
-pub const BLK_VECTOR: u8 = 0x25;
+declare_main!(main);
+
+const BLK_PORT: u16 = 0x6F0;
 const SECTOR: u64 = 512;
 const SECTORS: u64 = 64;
 const SLOTS: u32 = 16;
@@ -44,39 +55,67 @@ struct Model {
     ring: u64,
     done: u32,
     isr: u32,
+    done_total: u64,
+    sectors_read: u64,
+    sectors_written: u64,
 }
 
-/// Route the block device's ports of `vm` to a device-model thread; false if refused.
-pub fn start(vm: &Vm, index: u32) -> bool {
-    let size = vm.capability(VmCap::MEMORY_SIZE).unwrap_or(0);
-    let parts = (vm.io_event(BLK_PORT, 16), vm.irq(0, BLK_VECTOR, false),
-                 vm.memory().and_then(|m| Mapping::object(&m, size, MapFlag::READ | MapFlag::WRITE)));
-    let (Ok(event), Ok(irq), Ok(ram)) = parts else {
-        println!("vmm: vm{index}: no block device (its event, IRQ or RAM mapping was refused)");
-        return false;
+fn main() -> u32 {
+    let Some(start) = model::start("blk", 3) else { return 2 };
+    let size = model::value(&start.config, "ram").unwrap_or(0);
+    let mut handles = start.handles.into_iter();
+    let (Some(event), Some(irq), Some(memory)) = (handles.next(), handles.next(), handles.next())
+    else {
+        return 2;
     };
+    let ram = match Mapping::object(&memory, size, MapFlag::READ | MapFlag::WRITE) {
+        Ok(ram) => ram,
+        Err(e) => {
+            println!("blk: cannot map the guest's RAM ({size} bytes): {e:?}");
+            return 1;
+        }
+    };
+    drop(memory); // the mapping keeps the RAM; the handle is not needed any more
     let mut disk = vec![0u8; (SECTOR * SECTORS) as usize];
     for n in 0..SECTORS {
         let text = alloc::format!("copra disk, sector {n}");
         let at = (n * SECTOR) as usize;
         disk[at..at + text.len()].copy_from_slice(text.as_bytes());
     }
-    let model = Box::leak(Box::new(Model { event, irq, ram, disk, ring: 0, done: 0, isr: 0 }));
-    libcopra::thread::spawn(serve, model as *mut Model as u64).is_ok()
+    let mut model = Model { event: DeviceEvent::from_handle(event), irq: Irq::from_handle(irq),
+                            ram, disk, ring: 0, done: 0, isr: 0, done_total: 0,
+                            sectors_read: 0, sectors_written: 0 };
+    let status = serve(&mut model, start.crash_at);
+    let name = model::text(&start.config, "name").unwrap_or("vm");
+    println!("{name}: {} requests served ({} sectors read, {} written)", model.done_total,
+             model.sectors_read, model.sectors_written);
+    status
 }
 
-fn serve(arg: u64) -> u32 {
-    // SAFETY: `start` leaked the Model for this thread, which alone uses it.
-    let model = unsafe { &mut *(arg as *mut Model) };
+fn serve(model: &mut Model, crash_at: u64) -> u32 {
+    let mut taken = 0u64;
     loop {
         let mut items = [item(&model.event, Signal::READABLE)];
-        if wait_many(&mut items, None).is_err() {
+        if let Err(e) = wait_many(&mut items, None) {
+            println!("blk: WAIT_MANY: {e:?}");
             return 1;
         }
-        let Ok(access) = model.event.take() else { return 1 };
-        let value = model.access(access.address as u16 - BLK_PORT, access.data as u32,
-                                 access.is_write != 0);
-        if model.event.answer(access.seq, u64::from(value)).is_err() {
+        let access = match model.event.take() {
+            Ok(access) => access,
+            Err(e) if e.is(Errno::ENOTFOUND) => return 0, // the VM is gone
+            Err(e) => {
+                println!("blk: READ: {e:?}");
+                return 1;
+            }
+        };
+        taken += 1;
+        if taken == crash_at {
+            model::crash();
+        }
+        let value = model.access((access.address as u16).wrapping_sub(BLK_PORT),
+                                 access.data as u32, access.is_write != 0);
+        if let Err(e) = model.event.answer(access.seq, u64::from(value)) {
+            println!("blk: WRITE: {e:?}");
             return 1;
         }
     }
@@ -110,6 +149,12 @@ impl Model {
             let count = u64::from(self.read_u32(slot + 16));
             let write = self.read_u32(slot + 20) != 0;
             let ok = self.transfer(sector, buffer, count, write);
+            self.done_total += 1;
+            if ok && write {
+                self.sectors_written += count;
+            } else if ok {
+                self.sectors_read += count;
+            }
             self.write_u32(slot + 24, u32::from(!ok));
             self.done = self.done.wrapping_add(1);
             self.write_u32(self.ring, self.done);
