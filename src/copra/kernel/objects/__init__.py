@@ -42,7 +42,6 @@ class ObjectKind(Enum):
     MMIO_EVENT = "mmio event"
     IRQ = "irq"
     CHANNEL = "channel"
-    CONSOLE_INPUT = "console input"
 
 
 class KernelObject:
