@@ -8,11 +8,13 @@
 #![no_std]
 #![no_main]
 
-use libcopra::abi::{BatchFlag, BatchRecord, Errno, Sys};
+use libcopra::abi::{BatchFlag, BatchRecord, Sys};
 use libcopra::batch;
-use libcopra::fs::{self, FileFlag, FileMode};
 use libcopra::syscall::syscall1;
 use libcopra::{declare_main, println};
+
+#[path = "../bench_n.rs"]
+mod bench_n;
 
 declare_main!(main);
 
@@ -22,7 +24,7 @@ const N_FILE: &str = "/etc/bench.n";
 const CALLS: usize = 16;
 
 fn main() -> u32 {
-    let n = match iterations() {
+    let n = match bench_n::iterations(N_FILE, DEFAULT_N) {
         Ok(n) => n,
         Err(why) => {
             println!("batch-bench: {N_FILE}: {why}");
@@ -51,30 +53,4 @@ fn main() -> u32 {
         return 1;
     }
     0
-}
-
-/// N from the file, or the default when there is no file.
-fn iterations() -> Result<u64, &'static str> {
-    let file = match fs::open(N_FILE, FileMode::READ, FileFlag::EMPTY) {
-        Ok(file) => file,
-        Err(e) if e.is(Errno::ENOTFOUND) => return Ok(DEFAULT_N),
-        Err(_) => return Err("cannot open"),
-    };
-    let mut buf = [0u8; 32];
-    let len = fs::read(&file, &mut buf).map_err(|_| "cannot read")?;
-    let text = buf[..len].trim_ascii();
-    if text.is_empty() {
-        return Err("empty");
-    }
-    let mut n: u64 = 0;
-    for &digit in text {
-        if !digit.is_ascii_digit() {
-            return Err("not a decimal integer");
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(digit - b'0')))
-            .ok_or("too large")?;
-    }
-    Ok(n)
 }

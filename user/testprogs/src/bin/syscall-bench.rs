@@ -8,10 +8,12 @@
 #![no_std]
 #![no_main]
 
-use libcopra::abi::{Errno, Sys};
-use libcopra::fs::{self, FileFlag, FileMode};
+use libcopra::abi::Sys;
 use libcopra::syscall::{syscall1_doorbell, syscall1_int80};
 use libcopra::{declare_main, println};
+
+#[path = "../bench_n.rs"]
+mod bench_n;
 
 declare_main!(main);
 
@@ -19,7 +21,7 @@ const DEFAULT_N: u64 = 20_000;
 const N_FILE: &str = "/etc/bench.n";
 
 fn main() -> u32 {
-    let n = match iterations() {
+    let n = match bench_n::iterations(N_FILE, DEFAULT_N) {
         Ok(n) => n,
         Err(why) => {
             println!("syscall-bench: {N_FILE}: {why}");
@@ -46,30 +48,4 @@ fn main() -> u32 {
         return 1;
     }
     0
-}
-
-/// N from the file, or the default when there is no file.
-fn iterations() -> Result<u64, &'static str> {
-    let file = match fs::open(N_FILE, FileMode::READ, FileFlag::EMPTY) {
-        Ok(file) => file,
-        Err(e) if e.is(Errno::ENOTFOUND) => return Ok(DEFAULT_N),
-        Err(_) => return Err("cannot open"),
-    };
-    let mut buf = [0u8; 32];
-    let len = fs::read(&file, &mut buf).map_err(|_| "cannot read")?;
-    let text = buf[..len].trim_ascii();
-    if text.is_empty() {
-        return Err("empty");
-    }
-    let mut n: u64 = 0;
-    for &digit in text {
-        if !digit.is_ascii_digit() {
-            return Err("not a decimal integer");
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(digit - b'0')))
-            .ok_or("too large")?;
-    }
-    Ok(n)
 }
