@@ -37,6 +37,7 @@ ORDER: Final = (
     "file",  # OpenFile: one handle's position (READ copies out under it)
     "directory",  # OpenDirectory: one handle's cursor (READDIR copies out under it)
     "event",  # Event: its counter (READ copies out under it)
+    "console.input",  # ConsoleInput: the bytes of host input waiting (READ copies out under it)
     "channel.moves",  # one system-wide lock held by every SEND that carries handles
     "channel",  # Endpoint pair: both queues (SEND takes handles, RECV installs under it)
     "vmm.vm",  # GuestVm: its state (open, released) and MSR policy

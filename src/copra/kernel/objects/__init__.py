@@ -42,6 +42,7 @@ class ObjectKind(Enum):
     MMIO_EVENT = "mmio event"
     IRQ = "irq"
     CHANNEL = "channel"
+    CONSOLE_INPUT = "console input"
 
 
 class KernelObject:
