@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,6 +24,7 @@ from copra.kernel.image import GUEST_CPUS, GUEST_MEMORY_MIB, GuestImage
 from copra.kernel.kernel import LogLevel
 from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import Limits
+from copra.kernel.objects.console import ConsoleInput
 from copra.kernel.stats import RunStats, format_report
 from copra.kernel.trace import DEFAULT_TRACE_EVENTS, Trace
 
@@ -97,6 +100,45 @@ def _image(config_path: Path | None, init_elf: Path | None,
         if hint is not None:
             click.echo(f"copra: note: {hint}", err=True)
     return archive, config.limits, config.guests
+
+
+def _stdin_fd() -> int | None:
+    """The descriptor of standard input if it is a terminal or a pipe (a FIFO or a
+    socket); None for /dev/null, a regular file, or no descriptor at all (docs/vmm.md)."""
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):
+        return None
+    if os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return fd
+    return None
+
+
+def _console_input() -> ConsoleInput | None:
+    """A console-input object fed from standard input by a daemon thread (it waits
+    while the object's buffer is full, ends the input at EOF or a read error, stops
+    when the object is closed); None when stdin is neither a terminal nor a pipe."""
+    fd = _stdin_fd()
+    if fd is None:
+        return None
+    console_input = ConsoleInput()
+
+    def pump() -> None:
+        try:
+            while data := os.read(fd, CONSOLE_READ):
+                if not console_input.feed(data):
+                    return
+        except OSError:
+            pass
+        console_input.end()
+
+    threading.Thread(target=pump, name="copra-stdin", daemon=True).start()
+    return console_input
+
+
+#: The bytes the standard-input thread reads at a time.
+CONSOLE_READ = 4096
 
 
 def _demo_unless_told(config_path: Path | None, init_elf: Path | None,
@@ -211,7 +253,8 @@ def run(init_elf: Path | None, files: tuple[str, ...], config_path: Path | None,
         from copra.vmm.service import boot_stages
 
         create, close = boot_stages(guests)
-        config = replace(config, before_init=(create,), after_run=(close,))
+        config = replace(config, before_init=(create,), after_run=(close,),
+                         console_input=_console_input())
     if attest_mode is not None:
         assert aproxy_socket is not None
         settings = AttestSettings(

@@ -15,9 +15,15 @@ from copra.kernel.image import demo_config_path, packaged_program
 IMAGES = demo_config_path().parent
 
 
-def copra(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def copra(*args: str, timeout: float = 60,
+          stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`copra *args` with standard input /dev/null, or a pipe carrying ``stdin``."""
+    if stdin is None:
+        return subprocess.run([sys.executable, "-m", "copra", *args], capture_output=True,
+                              stdin=subprocess.DEVNULL, text=True, timeout=timeout,
+                              check=False)
     return subprocess.run([sys.executable, "-m", "copra", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+                          input=stdin, text=True, timeout=timeout, check=False)
 
 
 def test_copra_run_init_boots_default_image_and_exits_zero() -> None:
@@ -154,6 +160,26 @@ def test_copra_run_alone_boots_the_demo_every_device_model_a_process() -> None:
                for line in lines), out.stdout
     # every line says which process wrote it
     assert all(re.match(r"\[(kernel|init|uart|blk)\] ", line) for line in lines), out.stdout
+    # stdin is /dev/null: no console input, the guest takes none and goes on
+    assert not any("input:" in line for line in lines), out.stdout
+
+
+def test_copra_run_demo_echoes_a_line_piped_to_stdin_through_the_uart_model() -> None:
+    out = copra("run", stdin="hello from the host\nnot this\n")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    # the line reached VM 0's uart process and the guest's receive interrupt, in order
+    assert lines.index("[uart] demo: input: hello from the host") < lines.index(
+        "[uart] demo: bye"), out.stdout
+    assert not any("not this" in line for line in lines), out.stdout
+
+
+def test_copra_run_demo_with_an_empty_pipe_on_stdin_takes_no_input_and_succeeds() -> None:
+    out = copra("run", stdin="")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "[uart] demo: bye" in lines
+    assert not any("input:" in line for line in lines), out.stdout
 
 
 def test_copra_run_demo_whose_block_process_dies_runs_on_and_exits_with_its_status(

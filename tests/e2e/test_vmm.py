@@ -83,6 +83,7 @@ def test_vmm_killed_while_its_guest_runs_releases_everything(boot: Any, vmmtest:
 
 def _copra(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "copra", *args], capture_output=True,
+                          stdin=subprocess.DEVNULL,
                           text=True, timeout=120, check=False)
 
 

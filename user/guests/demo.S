@@ -10,7 +10,13 @@
  * trampoline at 0x8000, vector 0x08) and exchanges IPIs with it: three pings
  * (vector 0x44 to APIC 1), each answered by a pong (0x43 to APIC 0) from the AP's
  * handler. Every handler returns with IRET, which the SVSM completes on PVM hosts.
- * With one vCPU it says so after 50 timer ticks. Exits with 0x15 (status 0x2b).
+ * With one vCPU it says so after 50 timer ticks. Last it takes host input: with
+ * MCR.RTS set (RTS/CTS flow control: it is clear until then, so the uart model holds
+ * host bytes back) and the receive-data interrupt on, it collects bytes until a newline,
+ * until MSR.DCD is clear with the receiver empty (the host input ended), or until
+ * INPUT_WAIT timer ticks pass without a byte (a terminal nobody types on, no host
+ * input at all: DCD then stays set, as on QEMU), and prints "input: TEXT" if any came (at most
+ * INPUT_MAX bytes are kept; CR is dropped). Exits with 0x15 (status 0x2b).
  */
 #include "common.S"
 
@@ -22,6 +28,8 @@
 #define V_PING  0x44
 #define TRAMPOLINE 0x8000
 #define RING 256
+#define INPUT_MAX 63
+#define INPUT_WAIT 250
 
 .macro wrmsr_imm msr, value
     mov $\msr, %ecx
@@ -64,6 +72,9 @@ main:
     call set_gate
     call load_idt
     call x2apic_on
+    mov $COM1 + 4, %dx                  /* MCR: DTR, OUT2; RTS off: no host input yet */
+    mov $0x09, %al
+    out %al, %dx
     print "polled output ends here\n"
 
     say "console on TX-empty interrupts\n"
@@ -82,6 +93,8 @@ main:
     /* The receive side: in loopback a byte sent comes back through RBR, with a
      * receive-data interrupt (IER.RDI). */
     call tx_drain
+    call rx_drain                       /* host bytes from before RTS went off: input */
+    movl $1, rx_loopback
     mov $COM1 + 4, %dx                  /* MCR: loopback, OUT2, DTR, RTS */
     mov $0x1b, %al
     out %al, %dx
@@ -100,9 +113,10 @@ main:
 2:  mov $COM1 + 1, %dx                  /* IER off, loopback off */
     xor %al, %al
     out %al, %dx
-    mov $COM1 + 4, %dx
-    mov $0x0b, %al
+    mov $COM1 + 4, %dx                  /* MCR: DTR, OUT2 (RTS off) */
+    mov $0x09, %al
     out %al, %dx
+    movl $0, rx_loopback
     sti
     say "receive interrupt: "
     push %esi
@@ -212,6 +226,7 @@ no_ap:
     sti
     say "no second vCPU\n"
 done:
+    call input_step
     wrmsr_imm 0x838, 0                  /* stop the timer */
     say "bye\n"
     call tx_drain
@@ -289,6 +304,106 @@ tx_drain:
 2:  sti
     ret
 
+/* input_step: take host input (see the top); prints "input: TEXT" if any came. */
+input_step:
+    push %eax
+    push %ebx
+    push %ecx
+    push %edx
+    call tx_drain
+    mov $COM1 + 4, %dx                  /* MCR: DTR, RTS, OUT2: ready to receive */
+    mov $0x0b, %al
+    out %al, %dx
+    mov $COM1 + 1, %dx                  /* IER: receive data available */
+    mov $0x01, %al
+    out %al, %dx
+    movl input_seen, %ecx
+    movl ticks, %ebx
+    add $INPUT_WAIT, %ebx
+1:  cli
+    cmpl $0, input_done
+    jne 2f
+    cmp input_seen, %ecx                /* a byte came: wait INPUT_WAIT ticks more */
+    je 5f
+    movl input_seen, %ecx
+    movl ticks, %ebx
+    add $INPUT_WAIT, %ebx
+5:
+    mov $COM1 + 6, %dx                  /* MSR first: DCD clear, no byte will come */
+    in %dx, %al
+    test $0x80, %al
+    jnz 3f
+    mov $COM1 + 5, %dx                  /* LSR: and none waits in the receiver */
+    in %dx, %al
+    test $0x01, %al
+    jz 2f
+3:  cmp ticks, %ebx
+    jb 2f
+    sti
+    hlt
+    jmp 1b
+2:  mov $COM1 + 1, %dx                  /* IER off, RTS off */
+    xor %al, %al
+    out %al, %dx
+    mov $COM1 + 4, %dx
+    mov $0x09, %al
+    out %al, %dx
+    sti
+    movl input_len, %ebx
+    test %ebx, %ebx
+    jz 4f
+    movb $0, input_buf(%ebx)
+    say "input: "
+    push %esi
+    mov $input_buf, %esi
+    call tx_puts
+    pop %esi
+    say "\n"
+4:  pop %edx
+    pop %ecx
+    pop %ebx
+    pop %eax
+    ret
+
+/* rx_drain: take every byte waiting in the receiver (polled, RDI off). */
+rx_drain:
+    push %eax
+    push %edx
+1:  mov $COM1 + 5, %dx                  /* LSR.DR */
+    in %dx, %al
+    test $0x01, %al
+    jz 2f
+    mov $COM1, %dx
+    in %dx, %al
+    call rx_byte
+    jmp 1b
+2:  pop %edx
+    pop %eax
+    ret
+
+/* rx_byte: a received byte (%al): the loopback step's, else host input. */
+rx_byte:
+    cmpl $0, rx_loopback
+    je 1f
+    movb %al, rx_text
+    incl rx_count
+    ret
+1:  incl input_seen
+    cmp $'\n', %al
+    jne 2f
+    movl $1, input_done
+    ret
+2:  cmp $'\r', %al
+    je 3f
+    push %ebx
+    movl input_len, %ebx
+    cmp $INPUT_MAX, %ebx
+    jae 4f
+    movb %al, input_buf(%ebx)
+    incl input_len
+4:  pop %ebx
+3:  ret
+
 uart_handler:
     push %eax
     push %ebx
@@ -300,8 +415,7 @@ uart_handler:
     jne 3f
     mov $COM1, %dx
     in %dx, %al
-    movb %al, rx_text
-    incl rx_count
+    call rx_byte
     jmp 2f
 3:  cmp $0x02, %al
     jne 2f
@@ -408,6 +522,16 @@ rx_count:
     .long 0
 rx_text:
     .byte 0, 0
+rx_loopback:
+    .long 0
+input_len:
+    .long 0
+input_done:
+    .long 0
+input_seen:
+    .long 0
+input_buf:
+    .skip INPUT_MAX + 1
 blk_irqs:
     .long 0
     .balign 16

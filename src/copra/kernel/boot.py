@@ -22,11 +22,14 @@ from copra import __version__
 from copra.hw.kvm import KvmError
 from copra.kernel.budget import default_metadata_limit
 from copra.kernel.errors import SyscallError
+from copra.kernel.handles import Rights
 from copra.kernel.kernel import Kernel, LogLevel, RunResult, describe_status
 from copra.kernel.layout import MAX_CPUS
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
 from copra.kernel.logfile import LogFile
+from copra.kernel.objects.console import ConsoleInput
 from copra.kernel.packit import PackItError
+from copra.kernel.process import Process
 from copra.kernel.ramfs import FramePageStore, RamFs
 from copra.kernel.stats import RunStats
 from copra.kernel.svsm_vm import DEFAULT_MEMORY, SvsmVm
@@ -80,6 +83,10 @@ class BootConfig:
     #: Statistics (and, with its Trace, a trace) of the run of init, or None: the
     #: result's ``stats`` then holds the report (kernel/stats.py).
     stats: RunStats | None = None
+    #: The host's standard input (``copra run`` with guests, docs/vmm.md), or None: its
+    #: only handle goes to /init at id 1 (rights READ, WAIT, TRANSFER) and /init starts
+    #: with rdi = 1, as a child of EXEC_HANDLES does; without it /init starts as always.
+    console_input: ConsoleInput | None = None
 
 
 def default_cpus() -> int:
@@ -186,10 +193,25 @@ def _ctrl_c_stops(kernel: Kernel) -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
+#: The rights of /init's handle on the console input: one reader, which may move it on.
+CONSOLE_INPUT_RIGHTS = Rights.READ | Rights.WAIT | Rights.TRANSFER
+
+
+def _give_input(console_input: ConsoleInput | None) -> Callable[[Process], int] | None:
+    if console_input is None:
+        return None
+
+    def give(proc: Process) -> int:
+        proc.handles.install(console_input, CONSOLE_INPUT_RIGHTS)
+        return 1
+
+    return give
+
+
 def _run_init(kernel: Kernel, config: BootConfig) -> RunResult:
     vm = kernel.vm
     try:
-        init = kernel.spawn(INIT_PATH, parent=0)
+        init = kernel.spawn(INIT_PATH, parent=0, give=_give_input(config.console_input))
     except SyscallError as e:
         raise InitFailed(f"cannot start {INIT_PATH}: {e.errno.name}: {e.message}") from e
     except Exception as e:

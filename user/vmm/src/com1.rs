@@ -5,12 +5,18 @@
 //! on either. Guest accesses to COM1 then never reach the vmm: the kernel posts them to
 //! the event, which the model serves.
 //!
+//! The first guest's model also gets the host's standard input (a console-input object
+//! the boot gave /init at handle 1, `keep_input`) as a third handle, with a config line
+//! `input 1` saying it is there; the vmm keeps no handle on it either.
+//!
 //! When the model cannot be started (its program is missing, the kernel refused an
 //! object), the vmm serves COM1 itself from the run page, without interrupts.
 
 use alloc::string::String;
 use libcopra::abi::{FileFlag, FileMode};
 use libcopra::fs;
+use libcopra::handle::Handle;
+use libcopra::sync::Mutex;
 use libcopra::println;
 use libcopra::vmm::Vm;
 
@@ -36,6 +42,22 @@ pub fn guest_name(index: u32) -> String {
 
 const GUEST_NAMES: &str = "/etc/guests";
 
+/// The console input and the VM whose uart model gets it.
+static INPUT: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
+
+/// Keep the console input (if any) for the uart model of VM `index`.
+pub fn keep_input(index: u32, input: Option<Handle>) {
+    *INPUT.lock() = input.map(|h| (index, h));
+}
+
+fn take_input(index: u32) -> Option<Handle> {
+    let mut kept = INPUT.lock();
+    if kept.as_ref().is_some_and(|(i, _)| *i == index) {
+        return kept.take().map(|(_, h)| h);
+    }
+    None
+}
+
 /// Give COM1 of `vm` to a `uart` device-model process; false if that failed (the
 /// vCPU threads then serve COM1 from the run page).
 pub fn start(vm: &Vm, index: u32, name: &str) -> bool {
@@ -53,6 +75,10 @@ pub fn start(vm: &Vm, index: u32, name: &str) -> bool {
             return false;
         }
     };
-    let config = alloc::format!("name {name}\n{}", models::faults(index, "uart"));
-    models::spawn(index, name, "COM1", UART_PROGRAM, alloc::vec![event.into_handle(), irq.into_handle()], &config)
+    let mut handles = alloc::vec![event.into_handle(), irq.into_handle()];
+    let input = take_input(index);
+    let line = if input.is_some() { "input 1\n" } else { "" };
+    handles.extend(input);
+    let config = alloc::format!("name {name}\n{line}{}", models::faults(index, "uart"));
+    models::spawn(index, name, "COM1", UART_PROGRAM, handles, &config)
 }

@@ -8,7 +8,9 @@
 //! IRQ object (vector 0x24), which prints the guest's lines `NAME: text`; and `blk`
 //! (/bin/blk, bin/blk.rs), a block device with a request ring in guest memory at ports
 //! 0x6F0-0x6FF with its event, an edge IRQ object (vector 0x25) and the guest's RAM.
-//! A model that dies leaves its ports reading all ones (DEVICE_GONE, reported). The
+//! When the boot gave /init the host's standard input (a console-input object at handle
+//! 1), it moves it on, untouched, to VM 0's `uart` model (com1.rs), which feeds its bytes
+//! to the guest's receive side. A model that dies leaves its ports reading all ones (DEVICE_GONE, reported). The
 //! vCPU threads answer the rest through the run page: QEMU's isa-debug-exit at
 //! 0xF4-0xF7, which ends the guest with status `(value << 1) | 1`; every other port
 //! reads all ones, memory outside RAM too. It exits with the status of VM 0's guest, as
@@ -59,6 +61,9 @@ fn main() -> u32 {
     }
     let mut others = Vec::new();
     let first = bitmap.trailing_zeros();
+    // The host's standard input, if the boot gave one (handle 1, docs/abi.md): it goes,
+    // untouched, to the first guest's uart model (com1.rs).
+    com1::keep_input(first, process::initial_handles().into_iter().next());
     for index in first + 1..64 {
         if bitmap >> index & 1 != 0 {
             match thread::spawn(run_vm, u64::from(index)) {

@@ -5,7 +5,12 @@
 //! FIFO; MSR is DCD | DSR | CTS, or mirrors MCR in loopback; IIR reports the enabled
 //! condition of highest priority; the divisor latch starts at 12. Its interrupt line
 //! (`interrupt`: an enabled condition, gated by MCR.OUT2 as on a PC) drives an IRQ
-//! object (com1.rs). Every offset is masked to 0-7, every value to a byte.
+//! object (com1.rs). Host input (`input`, the uart model's console input) is taken only
+//! while `input_room` is non-zero: the receiver has room, MCR.RTS asks for data (RTS/CTS
+//! flow control) and loopback is off (it disconnects the serial input, as on a 16550A),
+//! so no byte is ever lost to an overrun. MSR.DCD (carrier detect) is set unless
+//! `carrier` was cleared: the uart model clears it when its host input ended, so a
+//! guest can tell that no more bytes will come. Every offset is masked to 0-7, every value to a byte.
 
 const FIFO_SIZE: usize = 16;
 
@@ -20,12 +25,14 @@ pub struct Uart {
     fifo_enabled: bool,
     overrun: bool,
     thr_empty_pending: bool,
+    /// MSR.DCD outside loopback.
+    pub carrier: bool,
 }
 
 impl Uart {
     pub const fn new() -> Self {
         Self { rx: [0; FIFO_SIZE], rx_len: 0, ier: 0, lcr: 0, mcr: 0, scr: 0, divisor: 12,
-               fifo_enabled: false, overrun: false, thr_empty_pending: false }
+               fifo_enabled: false, overrun: false, thr_empty_pending: false, carrier: true }
     }
 
     fn receive(&mut self, byte: u8) {
@@ -65,10 +72,22 @@ impl Uart {
         self.mcr & 0x08 != 0 && self.iir_source() != 0x01
     }
 
-    /// A byte from the host for the receive side (lost when the FIFO is full: overrun).
+    /// A byte from the host for the receive side (lost when the FIFO is full: overrun;
+    /// the uart model gives no more than `input_room`).
     #[allow(dead_code)]
     pub fn input(&mut self, byte: u8) {
         self.receive(byte);
+    }
+
+    /// How many host bytes the receiver takes now: 0 in loopback or while MCR.RTS is
+    /// clear, else the free room of the FIFO (1 byte, RBR, with the FIFOs off).
+    #[allow(dead_code)]
+    pub fn input_room(&self) -> usize {
+        if self.mcr & 0x10 != 0 || self.mcr & 0x02 == 0 {
+            return 0;
+        }
+        let room = if self.fifo_enabled { FIFO_SIZE } else { 1 };
+        room.saturating_sub(self.rx_len)
     }
 
     /// A read of register `offset`.
@@ -98,8 +117,10 @@ impl Uart {
                     let m = self.mcr;
                     (if m & 1 != 0 { 0x20 } else { 0 }) | (if m & 2 != 0 { 0x10 } else { 0 })
                         | (if m & 4 != 0 { 0x40 } else { 0 }) | (if m & 8 != 0 { 0x80 } else { 0 })
-                } else {
+                } else if self.carrier {
                     0xb0
+                } else {
+                    0x30
                 }
             }
             _ => self.scr,
