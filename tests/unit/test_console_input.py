@@ -5,6 +5,8 @@ copy fails), READABLE, and a producer stopped by the last handle's close."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -63,6 +65,15 @@ def test_console_input_failed_copy_loses_nothing() -> None:
     assert _take(obj, 4) == b"keep"
 
 
+def _until(condition: Callable[[], bool], producer: threading.Thread) -> None:
+    """Wait for ``condition`` while ``producer`` runs; a producer stuck short of it
+    fails the test after 30 s instead of hanging the suite."""
+    give_up = time.monotonic() + 30.0
+    while not condition():
+        assert producer.is_alive()
+        assert time.monotonic() < give_up, "the producer never got there"
+
+
 def test_console_input_producer_waits_while_full_and_never_passes_the_bound() -> None:
     bound = 4
     obj = ConsoleInput(bound)
@@ -70,8 +81,7 @@ def test_console_input_producer_waits_while_full_and_never_passes_the_bound() ->
     done: list[bool] = []
     producer = threading.Thread(target=lambda: done.append(obj.feed(data)))
     producer.start()
-    while obj.waiting < bound:  # the producer fills the buffer, then must wait
-        assert producer.is_alive()
+    _until(lambda: obj.waiting >= bound, producer)  # it fills the buffer, then must wait
     assert obj.waiting == bound and producer.is_alive() and not done
     got = b""
     while len(got) < len(data):
@@ -89,8 +99,7 @@ def test_console_input_closing_the_last_handle_stops_a_waiting_producer() -> Non
     done: list[bool] = []
     producer = threading.Thread(target=lambda: done.append(obj.feed(b"abcdef")))
     producer.start()
-    while obj.waiting < 2:
-        assert producer.is_alive()
+    _until(lambda: obj.waiting >= 2, producer)
     obj.release()  # the last handle goes: on_close
     producer.join()
     assert done == [False] and obj.waiting == 0
