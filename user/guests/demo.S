@@ -388,7 +388,9 @@ rx_byte:
     movb %al, rx_text
     incl rx_count
     ret
-1:  incl input_seen
+1:  cmpl $0, input_done                /* the first line only */
+    jne 3f
+    incl input_seen
     cmp $'\n', %al
     jne 2f
     movl $1, input_done
@@ -411,11 +413,9 @@ uart_handler:
     mov $COM1 + 2, %dx                  /* IIR */
     in %dx, %al
     and $0x0f, %al
-    cmp $0x04, %al                      /* receive data: take it from RBR */
+    cmp $0x04, %al                      /* receive data: every byte waiting in RBR */
     jne 3f
-    mov $COM1, %dx
-    in %dx, %al
-    call rx_byte
+    call rx_drain
     jmp 2f
 3:  cmp $0x02, %al
     jne 2f
