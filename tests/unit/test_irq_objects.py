@@ -165,6 +165,36 @@ def test_attend_asks_for_a_window_when_interrupts_are_blocked() -> None:
     assert not vcpu.attention
 
 
+def test_after_a_completed_iret_with_if_set_the_next_entry_injects_without_a_window() -> None:
+    # The handler of a higher vector (a fast timer) returns: the kernel completed its
+    # IRET (IF set again, no interrupt shadow: SDM 6.8.3). The exit KVM reported was
+    # inside the handler (IF clear), yet the lower pending vector goes in at the next
+    # entry, as on a processor, instead of waiting for a window the guest may close
+    # with CLI before KVM opens it.
+    _bus, apic, vcpu = setup()
+    run = vcpu.cpu.run_page
+    apic.raise_fixed(0x24)
+    run.ready_for_interrupt_injection, run.if_flag = 0, 0
+    vcpu.completed(b"\xcf", 0x202)  # IRET, RFLAGS.IF set
+    assert vcpu.attention
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x24] and run.request_interrupt_window == 0
+    # it holds for that one entry: the next blocked exit asks for a window again
+    apic.raise_fixed(0x30)
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x24] and run.request_interrupt_window == 1
+
+
+def test_a_completed_instruction_leaving_if_clear_changes_nothing() -> None:
+    _bus, apic, vcpu = setup()
+    run = vcpu.cpu.run_page
+    apic.raise_fixed(0x24)
+    run.ready_for_interrupt_injection, run.if_flag = 0, 0
+    vcpu.completed(b"\xcf", 0x002)
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [] and run.request_interrupt_window == 1
+
+
 def test_a_halted_vcpu_sleeps_until_the_timer_deadline_then_wakes_for_the_interrupt() -> None:
     now = [0]
     _bus, apic, vcpu = setup(lambda: now[0])

@@ -169,6 +169,9 @@ class VcpuIrq:
         self.attention = not started
         self.wake = WaitQueue()
         self._nmi_blocked = False  #: an NMI was injected and no IRET has run since
+        #: The kernel completed an instruction that left IF set: the next entry can
+        #: inject although the last exit said otherwise (``completed``).
+        self._ready = False
         self._saved: tuple[Thread, float | None] | None = None
         self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
                          "inits": 0, "sipis": 0}
@@ -282,9 +285,10 @@ class VcpuIrq:
             self.counters["nmis"] += 1
             fcntl.ioctl(self.cpu.vcpu.fd, KVM_NMI)
             self._nmi_blocked = True
+        ready, self._ready = self._ready, False
         if apic.highest_pending() is None:
             run.request_interrupt_window = 0
-        elif run.ready_for_interrupt_injection and run.if_flag:
+        elif ready or (run.ready_for_interrupt_injection and run.if_flag):
             vector = apic.ack()
             assert vector is not None
             self.cpu.vcpu.interrupt(vector)
@@ -306,10 +310,20 @@ class VcpuIrq:
         self.attention = True
         return True
 
-    def completed(self, insn: bytes) -> None:
-        """The kernel completed an instruction KVM's emulator could not run. An IRET
+    def completed(self, insn: bytes, rflags: int) -> None:
+        """The kernel completed an instruction KVM's emulator could not run, leaving
+        ``rflags``. With IF set the vCPU can take an interrupt before its next
+        instruction (an IRET or far return leaves no interrupt shadow, SDM 6.8.3): the
+        next entry injects what is pending then (``_ready``), as the processor does
+        right after an IRET; the exit KVM reported (IF clear, inside the handler) no
+        longer says so, and waiting for an interrupt window instead starves a lower
+        vector when a higher one (a fast timer) is pending at every HLT. An IRET also
         ends NMI blocking (SDM 6.7.1), which KVM cannot know when it did not run the
         IRET: its NMI mask is cleared here, or no later NMI would ever be delivered."""
+        if rflags & RFLAGS_IF:
+            with self.bus.lock:
+                self._ready = True
+                self.attention = True
         if not self._nmi_blocked:
             return
         opcode = insn.lstrip(b"\x66\x67\x48")[:1]

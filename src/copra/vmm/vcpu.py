@@ -460,7 +460,7 @@ class GuestCpu:
         self.vcpu.set_regs(regs)
         self.vcpu.set_sregs(sregs)
         self.counters["completed"] += 1
-        self.irq.completed(insn)
+        self.irq.completed(insn, regs.rflags)
         return None
 
     def _read_physical(self, address: int, size: int) -> bytes | None:
