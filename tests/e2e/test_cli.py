@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from copra.kernel.image import demo_config_path, packaged_program
 
 #: The shipped images: `--init IMAGES/init.elf` boots default.json (init, hello).
@@ -194,6 +196,24 @@ def test_copra_run_demo_whose_block_process_dies_runs_on_and_exits_with_its_stat
     assert not any(line.startswith("[blk] ") for line in lines), out.stdout
     assert any(line.startswith("[init] vmm: demo: device model /bin/blk (task ") and
                "killed by #UD" in line for line in lines), out.stdout
+
+
+@pytest.mark.parametrize("access", [40, 400])  # during the polled line; in interrupt mode
+def test_copra_run_demo_whose_uart_process_dies_ends_with_the_guests_status(
+        tmp_path: Path, access: int) -> None:
+    # The guest's console model dies: its ports read all ones (no TX-empty or receive
+    # interrupt ever again); the guest's timer-driven backup feeds THR, its receive
+    # waits give up, and it still ends with 43 instead of sleeping forever.
+    conf = tmp_path / "vmm.conf"
+    conf.write_text(f"crash uart {access}\n")
+    out = copra("run", "--file", f"{conf}=/etc/vmm.conf")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("[init] vmm: demo: device model /bin/uart (task ") and
+               "killed by #UD" in line for line in lines), out.stdout
+    assert "[init] vmm: the guest ended with status 43, the one /etc/vmm.expect expects: " \
+           "success" in lines, out.stdout
+    assert "[uart] demo: bye" not in lines  # its output after the death went nowhere
 
 
 def test_copra_run_refuses_more_cpus_than_the_layout_has() -> None:

@@ -17,6 +17,13 @@
  * INPUT_WAIT timer ticks pass without a byte (a terminal nobody types on, no host
  * input at all: DCD then stays set, as on QEMU), and prints "input: TEXT" if any came (at most
  * INPUT_MAX bytes are kept; CR is dropped). Exits with 0x15 (status 0x2b).
+ *
+ * Like Linux's 8250 backup timer, the timer handler looks after a transmitter whose
+ * TX-empty interrupt does not come: after TX_STALL ticks with bytes queued and none
+ * sent it feeds THR itself while LSR says THR is empty. So the guest runs to its end
+ * when its UART's device model died (its ports then read all ones: THR always empty,
+ * the bytes go nowhere) instead of sleeping forever; the timer stops only after the
+ * last line is out.
  */
 #include "common.S"
 
@@ -30,6 +37,9 @@
 #define RING 256
 #define INPUT_MAX 63
 #define INPUT_WAIT 250
+#define TX_STALL 20
+#define RX_MAX 64
+#define RX_WAIT 500
 
 .macro wrmsr_imm msr, value
     mov $\msr, %ecx
@@ -104,9 +114,13 @@ main:
     mov $COM1, %dx
     mov $'Z', %al
     out %al, %dx
+    movl ticks, %ebx                    /* a dead UART never answers: give up */
+    add $RX_WAIT, %ebx
 1:  cli
     cmpl $1, rx_count
     jae 2f
+    cmp ticks, %ebx
+    jb 2f
     sti
     hlt
     jmp 1b
@@ -118,12 +132,17 @@ main:
     out %al, %dx
     movl $0, rx_loopback
     sti
-    say "receive interrupt: "
+    cmpl $0, rx_count
+    jne 3f
+    say "receive interrupt: none\n"
+    jmp 4f
+3:  say "receive interrupt: "
     push %esi
     mov $rx_text, %esi
     call tx_puts
     pop %esi
     say "\n"
+4:
 
     /* The block device: read sector 1, write sector 2, read it back: three requests
      * in the ring, one NOTIFY, completions counted in the ring's used index. Its
@@ -227,9 +246,9 @@ no_ap:
     say "no second vCPU\n"
 done:
     call input_step
-    wrmsr_imm 0x838, 0                  /* stop the timer */
     say "bye\n"
     call tx_drain
+    wrmsr_imm 0x838, 0                  /* stop the timer (tx_backup needs it until now) */
     mov $0x15, %eax
     ret
 
@@ -365,19 +384,22 @@ input_step:
     pop %eax
     ret
 
-/* rx_drain: take every byte waiting in the receiver (polled, RDI off). */
+/* rx_drain: take every byte waiting in the receiver, at most RX_MAX (polled). */
 rx_drain:
     push %eax
+    push %ecx
     push %edx
-1:  mov $COM1 + 5, %dx                  /* LSR.DR */
-    in %dx, %al
+    mov $RX_MAX, %ecx                   /* at most RX_MAX bytes (Linux's 8250 takes */
+1:  mov $COM1 + 5, %dx                  /* 256): a UART whose ports read all ones */
+    in %dx, %al                         /* says "data ready" forever */
     test $0x01, %al
     jz 2f
     mov $COM1, %dx
     in %dx, %al
     call rx_byte
-    jmp 1b
+    loop 1b
 2:  pop %edx
+    pop %ecx
     pop %eax
     ret
 
@@ -451,8 +473,51 @@ blk_handler:
 
 timer_handler:
     incl ticks
+    call tx_backup
     call eoi
     iret
+
+/* tx_backup (in the timer handler): after TX_STALL ticks without progress while bytes
+ * wait, feed THR by hand as the TX-empty handler would, while LSR.THRE is set. */
+tx_backup:
+    push %eax
+    push %ebx
+    push %edx
+    cmpl $0, tx_active
+    je 3f
+    movl tx_tail, %eax
+    cmp tx_seen, %eax
+    je 1f
+    movl %eax, tx_seen                  /* it moved: not stalled */
+    movl $0, tx_stall
+    jmp 4f
+1:  incl tx_stall
+    cmpl $TX_STALL, tx_stall
+    jb 4f
+2:  movl tx_tail, %ebx
+    cmp tx_head, %ebx
+    je 3f
+    mov $COM1 + 5, %dx                  /* LSR.THRE */
+    in %dx, %al
+    test $0x20, %al
+    jz 4f
+    and $RING - 1, %ebx
+    movb tx_ring(%ebx), %al
+    mov $COM1, %dx
+    out %al, %dx
+    incl tx_tail
+    jmp 2b
+3:  movl $0, tx_stall                   /* idle (or drained): stop counting */
+    cmpl $0, tx_active
+    je 4f
+    mov $COM1 + 1, %dx                  /* the ring drained here: IER = 0 */
+    xor %al, %al
+    out %al, %dx
+    movl $0, tx_active
+4:  pop %edx
+    pop %ebx
+    pop %eax
+    ret
 
 pong_handler:
     incl pongs
@@ -517,6 +582,10 @@ tx_head:
 tx_tail:
     .long 0
 tx_active:
+    .long 0
+tx_seen:
+    .long 0
+tx_stall:
     .long 0
 rx_count:
     .long 0
