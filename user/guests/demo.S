@@ -216,10 +216,10 @@ blk_done:
     mov $rtc_line, %esi
     call tx_puts
     pop %esi
-    mov $0x0c, %al                      /* C: clear what is pending */
-    call rtc_read
     mov $0x0a2d, %ax                    /* A: divider on, RS 13: 8 Hz */
     call rtc_write
+    mov $0x0c, %al                      /* C: clear what is pending (PF set at */
+    call rtc_read                       /* the old rate too) before PIE goes on */
     movl ticks, %ebx
     add $1000, %ebx
     mov $0x0b42, %ax                    /* B: PIE, 24 h, BCD */
