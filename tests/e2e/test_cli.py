@@ -169,13 +169,19 @@ def test_copra_run_alone_boots_the_demo_every_device_model_a_process() -> None:
     assert all(re.match(r"\[(kernel|init|uart|blk|rtc)\] ", line) for line in lines), out.stdout
 
 
-def test_copra_run_demo_whose_block_process_dies_runs_on_and_exits_with_its_status(
+def test_copra_run_demo_whose_block_process_dies_runs_on_and_keeps_the_archives_clock(
         tmp_path: Path) -> None:
     conf = tmp_path / "vmm.conf"
     conf.write_text("crash blk 1\n")  # the guest's first block device access, unanswered
-    out = copra("run", "--file", f"{conf}=/etc/vmm.conf")
+    clock = tmp_path / "clock"
+    clock.write_text("4102444770000000000\n")  # 2099-12-31 23:59:30 UTC at the RTC's start
+    out = copra("run", "--file", f"{conf}=/etc/vmm.conf", "--file", f"{clock}=/etc/clock")
     assert out.returncode == 0, out.stdout + out.stderr  # the guest still ends with 43
     lines = out.stdout.splitlines()
+    # the boot leaves an archive's /etc/clock alone: the RTC shows its time
+    assert "[rtc] demo: 2099-12-31 23:59:30 UTC" in lines, out.stdout
+    assert any(re.fullmatch(r"\[uart\] demo: rtc: 2099-12-31 23:59:[3-5]\d", line)
+               for line in lines), out.stdout
     assert "[uart] demo: block: no device (its ports read all ones)" in lines
     assert "[uart] demo: bye" in lines
     assert not any(line.startswith("[blk] ") for line in lines), out.stdout
