@@ -151,21 +151,26 @@ def test_interrupts_reach_a_guest_running_at_its_cpl3_and_return_there(
     assert_no_leak(run)
 
 
-def test_demo_guest_whose_block_model_process_dies_reads_all_ones_and_runs_on(
+def test_demo_guest_whose_block_and_rtc_model_processes_die_at_once_reads_all_ones_and_runs_on(
         boot: Any, guest_kernels: dict[str, bytes]) -> None:
     # /etc/vmm.conf makes the blk model die (#UD) at its first access, the guest's
     # CAPACITY read, unanswered: the kernel answers all ones, the vmm reports the
     # DEVICE_GONE exit and the process's end, and the guest skips its block requests.
-    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash blk 1\n"},
+    # The rtc model dies at its first access too (the guest's index write for D), so
+    # register D reads all ones and the guest skips the RTC.
+    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash blk 1\ncrash rtc 1\n"},
                guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
     assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
     assert "vm0: block: no device (its ports read all ones)" in run.task_lines("uart")
+    assert "vm0: rtc: no device (its ports read all ones)" in run.task_lines("uart")
     assert "vm0: bye" in run.task_lines("uart")
     vmm = run.task_lines("init")
     assert "vmm: vm0: the device model of port 0x6fc is gone; the guest reads all ones" in vmm
-    assert any(line.startswith("vmm: vm0: device model /bin/blk (task ") and
-               line.endswith(") killed by #UD (vector 6); its ports read all ones")
-               for line in vmm), "\n".join(run.lines)
+    assert "vmm: vm0: the device model of port 0x70 is gone; the guest reads all ones" in vmm
+    for program in ("/bin/blk", "/bin/rtc"):
+        assert any(line.startswith(f"vmm: vm0: device model {program} (task ") and
+                   line.endswith(") killed by #UD (vector 6); its ports read all ones")
+                   for line in vmm), "\n".join(run.lines)
     assert all(KernelObject.live[k] == 0 for k in (
         ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
     assert_no_leak(run)
