@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,9 @@ def test_copra_run_init_on_two_cpus_boots_default_image_and_says_so() -> None:
 
 
 def test_copra_run_alone_boots_the_demo_every_device_model_a_process() -> None:
+    before = datetime.now(UTC).date()
     out = copra("run")
+    after = datetime.now(UTC).date()
     # The demo guest ends with (0x15 << 1) | 1 = 43, the status /etc/vmm.expect names:
     # the vmm service calls that success.
     assert out.returncode == 0, out.stdout + out.stderr
@@ -160,8 +163,18 @@ def test_copra_run_alone_boots_the_demo_every_device_model_a_process() -> None:
     assert "[blk] demo: 3 requests served (2 sectors read, 1 written)" in lines
     assert any(re.fullmatch(r"\[init\] vmm: demo: COM1 is task \d+ \(/bin/uart\)", line)
                for line in lines), out.stdout
+    assert any(re.fullmatch(r"\[init\] vmm: demo: the RTC is task \d+ \(/bin/rtc\)", line)
+               for line in lines), out.stdout
+    # The guest read the RTC, whose wall clock is the host's (the boot's /etc/clock):
+    # today's UTC date (or the next, across midnight), a valid time of day.
+    dates = [m for line in lines
+             if (m := re.fullmatch(r"\[uart\] demo: rtc: (\d{4}-\d\d-\d\d) "
+                                   r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d", line))]
+    assert len(dates) == 1, out.stdout
+    assert dates[0][1] in {before.isoformat(), after.isoformat()}, out.stdout
+    assert "[uart] demo: rtc: 4 periodic interrupts at 8 Hz" in lines
     # every line says which process wrote it
-    assert all(re.match(r"\[(kernel|init|uart|blk)\] ", line) for line in lines), out.stdout
+    assert all(re.match(r"\[(kernel|init|uart|blk|rtc)\] ", line) for line in lines), out.stdout
     # stdin is /dev/null: no console input, the guest takes none and goes on
     assert not any("input:" in line for line in lines), out.stdout
 
@@ -184,13 +197,19 @@ def test_copra_run_demo_with_an_empty_pipe_on_stdin_takes_no_input_and_succeeds(
     assert not any("input:" in line for line in lines), out.stdout
 
 
-def test_copra_run_demo_whose_block_process_dies_runs_on_and_exits_with_its_status(
+def test_copra_run_demo_whose_block_process_dies_runs_on_and_keeps_the_archives_clock(
         tmp_path: Path) -> None:
     conf = tmp_path / "vmm.conf"
     conf.write_text("crash blk 1\n")  # the guest's first block device access, unanswered
-    out = copra("run", "--file", f"{conf}=/etc/vmm.conf")
+    clock = tmp_path / "clock"
+    clock.write_text("4102444770000000000\n")  # 2099-12-31 23:59:30 UTC at the RTC's start
+    out = copra("run", "--file", f"{conf}=/etc/vmm.conf", "--file", f"{clock}=/etc/clock")
     assert out.returncode == 0, out.stdout + out.stderr  # the guest still ends with 43
     lines = out.stdout.splitlines()
+    # the boot leaves an archive's /etc/clock alone: the RTC shows its time
+    assert "[rtc] demo: 2099-12-31 23:59:30 UTC" in lines, out.stdout
+    assert any(re.fullmatch(r"\[uart\] demo: rtc: 2099-12-31 23:59:[3-5]\d", line)
+               for line in lines), out.stdout
     assert "[uart] demo: block: no device (its ports read all ones)" in lines
     assert "[uart] demo: bye" in lines
     assert not any(line.startswith("[blk] ") for line in lines), out.stdout

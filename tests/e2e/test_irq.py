@@ -6,6 +6,7 @@ accesses that answer #GP or set ESR bits (docs/apic.md)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,38 +60,54 @@ def test_apic_guest_takes_ipi_and_timer_interrupts_sleeping_in_hlt(
     assert_no_leak(run)
 
 
+#: A wall clock for the RTC model fixed at 2099-12-31 23:59:30 UTC (one number: it holds
+#: at the model's start; docs/vmm.md, "The RTC"), so the guest's date line is known.
+FIXED_CLOCK = {"/etc/clock": b"4102444770000000000\n"}
+
+
 def test_demo_guest_prints_on_uart_interrupts_and_exchanges_ipis_with_its_second_vcpu(
         boot: Any, guest_kernels: dict[str, bytes]) -> None:
-    run = boot("vmm", MODELS, guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
+    run = boot("vmm", MODELS | FIXED_CLOCK,
+               guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
     assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)  # (0x15 << 1) | 1
-    assert run.task_lines("uart") == [
+    lines = run.task_lines("uart")
+    # the RTC's date and time, read in BCD by the guest within its first seconds
+    assert re.fullmatch(r"vm0: rtc: 2099-12-31 23:59:[3-5]\d", lines[5]), "\n".join(run.lines)
+    assert lines[:5] + lines[6:] == [
         "vm0: polled output ends here",
         "vm0: console on TX-empty interrupts",
         "vm0: 5 timer ticks",
         "vm0: receive interrupt: Z",  # a loopback byte, taken on IIR's receive source
         'vm0: block: sector 1 reads "copra disk, sector 1", sector 2 written and read '
         'back: "written by the guest"',
+        "vm0: rtc: 4 periodic interrupts at 8 Hz",  # each acknowledged by reading C
         "vm0: vCPU 1 is up",
         "vm0: 3 IPIs each way with vCPU 1",
         "vm0: bye",
     ]
     # each device model is a process of its own, its lines under its own task name
     assert run.task_lines("blk") == ["vm0: 3 requests served (2 sectors read, 1 written)"]
+    rtc = run.task_lines("rtc")
+    assert rtc[0] == "vm0: 2099-12-31 23:59:30 UTC", "\n".join(run.lines)
+    served = re.fullmatch(r"vm0: (\d+) accesses served, (\d+) interrupts raised "
+                          r"\(\d+ ms from the first to the last\)", rtc[1])
+    assert served is not None and int(served[2]) >= 4, "\n".join(run.lines)
     started = [line for line in run.task_lines("init") if " is task " in line]
     assert [line.split(" is task ")[0] for line in started] == [
-        "vmm: vm0: COM1", "vmm: vm0: the block device"], "\n".join(run.lines)
+        "vmm: vm0: COM1", "vmm: vm0: the block device", "vmm: vm0: the RTC"], "\n".join(run.lines)
     assert started[0].endswith("(/bin/uart)") and started[1].endswith("(/bin/blk)")
+    assert started[2].endswith("(/bin/rtc)")
     bsp, ap = run.vmm.guests[0].cpus
-    text = sum(len(line) - len("vm0: ") + 1 for line in run.task_lines("uart")[1:])
-    assert run.vmm.guests[0].devices.io == ()  # COM1's and the block device's events went
+    text = sum(len(line) - len("vm0: ") + 1 for line in lines[1:])
+    assert run.vmm.guests[0].devices.io == ()  # every model's event went with its process
     # Every byte after the first line went out from the COM1 handler: one interrupt each
     # (and one more to stop the transmitter per burst); the device model took the
     # accesses (IIR, THR, IER) through its device event.
-    # bytes, ticks, pongs, the receive interrupt, the block device's completion
-    assert bsp.irq.counters["injected"] >= text + 5 + 4 + 1 + 1
+    # bytes, ticks, pongs, the receive interrupt, the block device's completion, the RTC's
+    assert bsp.irq.counters["injected"] >= text + 5 + 4 + 1 + 1 + 4
     assert bsp.counters["device_exits"] >= 2 * text
     assert ap.irq.counters["sipis"] == 1 and ap.irq.counters["injected"] == 3  # the pings
-    assert bsp.counters["completed"] + ap.counters["completed"] >= text + 12  # IRETs
+    assert bsp.counters["completed"] + ap.counters["completed"] >= text + 16  # IRETs
     assert_no_leak(run)
 
 
@@ -134,21 +151,67 @@ def test_interrupts_reach_a_guest_running_at_its_cpl3_and_return_there(
     assert_no_leak(run)
 
 
-def test_demo_guest_whose_block_model_process_dies_reads_all_ones_and_runs_on(
+def test_demo_guest_whose_block_and_rtc_model_processes_die_at_once_reads_all_ones_and_runs_on(
         boot: Any, guest_kernels: dict[str, bytes]) -> None:
     # /etc/vmm.conf makes the blk model die (#UD) at its first access, the guest's
     # CAPACITY read, unanswered: the kernel answers all ones, the vmm reports the
     # DEVICE_GONE exit and the process's end, and the guest skips its block requests.
-    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash blk 1\n"},
+    # The rtc model dies at its first access too (the guest's index write for D), so
+    # register D reads all ones and the guest skips the RTC.
+    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash blk 1\ncrash rtc 1\n"},
                guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
     assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
     assert "vm0: block: no device (its ports read all ones)" in run.task_lines("uart")
+    assert "vm0: rtc: no device (its ports read all ones)" in run.task_lines("uart")
     assert "vm0: bye" in run.task_lines("uart")
     vmm = run.task_lines("init")
     assert "vmm: vm0: the device model of port 0x6fc is gone; the guest reads all ones" in vmm
-    assert any(line.startswith("vmm: vm0: device model /bin/blk (task ") and
+    assert "vmm: vm0: the device model of port 0x70 is gone; the guest reads all ones" in vmm
+    for program in ("/bin/blk", "/bin/rtc"):
+        assert any(line.startswith(f"vmm: vm0: device model {program} (task ") and
+                   line.endswith(") killed by #UD (vector 6); its ports read all ones")
+                   for line in vmm), "\n".join(run.lines)
+    assert all(KernelObject.live[k] == 0 for k in (
+        ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
+    assert_no_leak(run)
+
+
+def test_demo_guest_whose_rtc_model_dies_mid_run_reads_all_ones_and_runs_on(
+        boot: Any, guest_kernels: dict[str, bytes]) -> None:
+    # The guest's RTC accesses before its periodic interrupts are 26 (or 28, when its
+    # first read of A lands in an update); each interrupt's handler reads C in two.
+    # The model dies at access 30, inside the second (or first) handler: that read
+    # gets all ones, no interrupt follows (the IRQ object went with the process), and
+    # the guest gives up waiting after 1000 APIC timer ticks.
+    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash rtc 30\n"},
+               guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
+    assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
+    lines = run.task_lines("uart")
+    assert any(re.fullmatch(r"vm0: rtc: [12] periodic interrupts, then none; register C "
+                            r"reads 0xff", line) for line in lines), "\n".join(run.lines)
+    assert "vm0: bye" in lines
+    vmm = run.task_lines("init")
+    assert "vmm: vm0: the device model of port 0x71 is gone; the guest reads all ones" in vmm
+    assert any(line.startswith("vmm: vm0: device model /bin/rtc (task ") and
                line.endswith(") killed by #UD (vector 6); its ports read all ones")
                for line in vmm), "\n".join(run.lines)
     assert all(KernelObject.live[k] == 0 for k in (
         ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
+    assert_no_leak(run)
+
+
+def test_guest_writing_garbage_to_every_rtc_register_gets_the_defined_answers(
+        boot: Any, guest_kernels: dict[str, bytes]) -> None:
+    # rtcjunk (user/guests/rtcjunk.S) writes LCG bytes to all 128 registers through the
+    # index port (random NMI-mask bits), then reads what rtc.rs defines.
+    run = boot("vmm", MODELS, guests=[GuestSpec("rtcjunk", guest_kernels["rtcjunk"], 4 << 20, 1)])
+    assert run_exit_status(run.result.status) == 0x23, "\n".join(run.lines)  # (0x11 << 1) | 1
+    assert run.task_lines("uart")[0] == (
+        "vm0: rtcjunk: RAM mismatches 0, D 80, C low nibble 0, index port ff, 16-bit 5aff, "
+        "year BCD"), "\n".join(run.lines)
+    # the model lived through it and served every access
+    served = re.fullmatch(r"vm0: (\d+) accesses served, \d+ interrupts? raised .*",
+                          run.task_lines("rtc")[-1])
+    assert served is not None and int(served[1]) >= 2 * 128 + 2 * 113, "\n".join(run.lines)
+    assert not any("device model" in line for line in run.task_lines("init"))
     assert_no_leak(run)

@@ -47,6 +47,9 @@ CASES = [
     ("probe", "iret", "pc", "tcg"),
     ("probe", "user", "pc", "tcg"),
 ]
+#: Cases for the vmm service only: its device-model processes serve what `copra guest`'s
+#: VMM does not (rtcjunk: the CMOS RTC, compared with QEMU's mc146818rtc).
+VMM_CASES = [*CASES, ("rtcjunk", "", "pc", "tcg")]
 
 
 def qemu_binary() -> str:
@@ -67,7 +70,7 @@ def qemu_runs(guest_kernels: dict[str, bytes], tmp_path_factory: pytest.TempPath
     for name, image in guest_kernels.items():
         (directory / f"{name}.elf").write_bytes(image)
     running = {}
-    for case in CASES:
+    for case in VMM_CASES:
         name, cmdline, machine, accel = case
         cmd = [qemu, "-machine", machine, "-accel", accel, "-m", str(MEMORY_MIB), "-kernel",
                str(directory / f"{name}.elf"), "-append", cmdline,
@@ -119,7 +122,7 @@ def under_copra_vmm(kernel: bytes, cmdline: str, tmp_path: Path) -> tuple[list[s
     return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)], status
 
 
-@pytest.mark.parametrize(("name", "cmdline", "machine", "accel"), CASES)
+@pytest.mark.parametrize(("name", "cmdline", "machine", "accel"), VMM_CASES)
 def test_guest_under_the_vmm_service_matches_qemu(
         guest_kernels: dict[str, bytes],
         qemu_runs: dict[tuple[str, str, str, str], tuple[list[str], int, str]],

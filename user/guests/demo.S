@@ -29,6 +29,7 @@
 
 #define V_COM1  0x24
 #define V_BLK   0x25
+#define V_RTC   0x28            /* rtc */
 #define BLK     0x6f0
 #define V_TIMER 0x40
 #define V_PONG  0x43
@@ -196,6 +197,102 @@ main:
 blk_failed:
     say "block: a request failed\n"
 blk_done:
+
+    /* ---- rtc (begin): the CMOS RTC, its own device-model process (ports 0x70 index,
+     * 0x71 data; a level IRQ at vector 0x28, ISA IRQ 8). Register D reads 0x80 (VRT),
+     * all ones when no model answers. After UIP clears it reads the date and time
+     * (24 h, BCD) and prints them, then selects 8 Hz (A = 0x2d) with PIE and takes 4
+     * periodic interrupts, each acknowledged by reading register C in the handler;
+     * it gives up after 1000 APIC timer ticks (1 s or more), saying what register C
+     * reads then (all ones: the model is gone). ---- */
+    mov $V_RTC, %eax
+    mov $rtc_handler, %edx
+    call set_gate
+    mov $0x0d, %al
+    call rtc_read
+    cmp $0xff, %al
+    jne 1f
+    say "rtc: no device (its ports read all ones)\n"
+    jmp rtc_done
+1:  mov $0x0b02, %ax                    /* B: 24 h, BCD, no interrupts */
+    call rtc_write
+2:  mov $0x0a, %al                      /* A: wait while an update is in progress */
+    call rtc_read
+    cmp $0xff, %al
+    je rtc_gone
+    test $0x80, %al
+    jnz 2b
+    push %edi
+    mov $0x32, %al                      /* century */
+    mov $rtc_line + 5, %edi
+    call rtc_field
+    mov $0x09, %al                      /* year */
+    mov $rtc_line + 7, %edi
+    call rtc_field
+    mov $0x08, %al                      /* month */
+    mov $rtc_line + 10, %edi
+    call rtc_field
+    mov $0x07, %al                      /* day */
+    mov $rtc_line + 13, %edi
+    call rtc_field
+    mov $0x04, %al                      /* hours */
+    mov $rtc_line + 16, %edi
+    call rtc_field
+    mov $0x02, %al                      /* minutes */
+    mov $rtc_line + 19, %edi
+    call rtc_field
+    mov $0x00, %al                      /* seconds */
+    mov $rtc_line + 22, %edi
+    call rtc_field
+    pop %edi
+    push %esi
+    mov $rtc_line, %esi
+    call tx_puts
+    pop %esi
+    mov $0x0a2d, %ax                    /* A: divider on, RS 13: 8 Hz */
+    call rtc_write
+    mov $0x0c, %al                      /* C: clear what is pending (PF set at */
+    call rtc_read                       /* the old rate too) before PIE goes on */
+    movl ticks, %ebx
+    add $1000, %ebx
+    mov $0x0b42, %ax                    /* B: PIE, 24 h, BCD */
+    call rtc_write
+3:  cli
+    cmpl $4, rtc_irqs
+    jae 4f
+    cmp ticks, %ebx
+    jb rtc_gone
+    sti
+    hlt
+    jmp 3b
+4:  mov $0x0b02, %ax                    /* PIE off, with interrupts off: the handler */
+    call rtc_write                      /* must not move the index in between */
+    mov $0x0c, %al
+    call rtc_read
+    sti
+    say "rtc: 4 periodic interrupts at 8 Hz\n"
+    jmp rtc_done
+rtc_gone:
+    sti
+    movl rtc_irqs, %eax
+    push %edi
+    mov $rtc_num, %edi
+    call rtc_dec
+    mov $0x0c, %al
+    mov $rtc_hex, %edi
+    call rtc_field
+    pop %edi
+    say "rtc: "
+    push %esi
+    mov $rtc_num, %esi
+    call tx_puts
+    say " periodic interrupts, then none; register C reads 0x"
+    mov $rtc_hex, %esi
+    call tx_puts
+    pop %esi
+    say "\n"
+rtc_done:
+    /* ---- rtc (end) ---- */
 
     /* vCPU 1: copy the trampoline below 1 MiB, then INIT and SIPI. */
     mov $ap_tramp, %esi
@@ -471,6 +568,89 @@ blk_handler:
     pop %eax
     iret
 
+/* ---- rtc (begin): port helpers and the interrupt handler ---- */
+/* rtc_read: register %al -> %al. */
+rtc_read:
+    push %edx
+    mov $0x70, %dx
+    out %al, %dx
+    mov $0x71, %dx
+    in %dx, %al
+    pop %edx
+    ret
+
+/* rtc_write: register %ah <- %al. */
+rtc_write:
+    push %eax
+    push %edx
+    xchg %al, %ah
+    mov $0x70, %dx
+    out %al, %dx
+    xchg %al, %ah
+    mov $0x71, %dx
+    out %al, %dx
+    pop %edx
+    pop %eax
+    ret
+
+/* rtc_field: register %al as two hex (BCD: decimal) digits at %edi. */
+rtc_field:
+    push %eax
+    push %ebx
+    call rtc_read
+    movzbl %al, %ebx
+    shr $4, %ebx
+    movb hex_digits(%ebx), %bl
+    movb %bl, (%edi)
+    movzbl %al, %ebx
+    and $0xf, %ebx
+    movb hex_digits(%ebx), %bl
+    movb %bl, 1(%edi)
+    pop %ebx
+    pop %eax
+    ret
+
+/* rtc_dec: %eax in decimal at %edi, NUL-terminated. */
+rtc_dec:
+    push %eax
+    push %ebx
+    push %ecx
+    push %edx
+    push %edi
+    mov $10, %ebx
+    xor %ecx, %ecx
+1:  xor %edx, %edx
+    div %ebx
+    push %edx
+    inc %ecx
+    test %eax, %eax
+    jnz 1b
+2:  pop %eax
+    add $'0', %al
+    movb %al, (%edi)
+    inc %edi
+    dec %ecx
+    jnz 2b
+    movb $0, (%edi)
+    pop %edi
+    pop %edx
+    pop %ecx
+    pop %ebx
+    pop %eax
+    ret
+
+rtc_handler:                            /* reading C acknowledges: the line drops */
+    push %eax
+    mov $0x0c, %al
+    call rtc_read
+    test $0x40, %al                     /* PF */
+    jz 1f
+    incl rtc_irqs
+1:  call eoi
+    pop %eax
+    iret
+/* ---- rtc (end) ---- */
+
 timer_handler:
     incl ticks
     call tx_backup
@@ -603,6 +783,16 @@ input_buf:
     .skip INPUT_MAX + 1
 blk_irqs:
     .long 0
+/* ---- rtc (begin) ---- */
+rtc_irqs:
+    .long 0
+rtc_line:
+    .asciz "rtc: CCYY-MM-DD hh:mm:ss\n"
+rtc_hex:
+    .asciz "ff"
+rtc_num:
+    .skip 12
+/* ---- rtc (end) ---- */
     .balign 16
 blk_wbuf:
     .asciz "written by the guest"

@@ -56,8 +56,8 @@ IMAGES_PACKAGE = "copra"
 IMAGES_DIR = "images"
 INIT_PATH = "/init"
 #: The vmm service's device-model programs, (path, packaged program): the vmm starts
-#: each guest's COM1 and block device models from these paths (docs/vmm.md).
-VMM_MODELS = (("/bin/uart", "uart"), ("/bin/blk", "blk"))
+#: each guest's COM1, block device and RTC models from these paths (docs/vmm.md).
+VMM_MODELS = (("/bin/uart", "uart"), ("/bin/blk", "blk"), ("/bin/rtc", "rtc"))
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

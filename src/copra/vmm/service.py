@@ -103,6 +103,7 @@ def boot_stages(guests: tuple[GuestImage, ...]) -> tuple[BootHook, BootHook]:
         except OSError as e:
             raise BootError(f"KVM refused a guest VM: {e.strerror or e}") from e
         publish_names(kernel, made[0].guests)
+        publish_clock(kernel)
         for g in made[0].guests:
             kernel.log(f"guest VM {g.index} ({g.name}): {g.memory_size >> 20} MiB, "
                        f"{len(g.cpus)} vCPU{'s' if len(g.cpus) > 1 else ''}, kernel loaded; "
@@ -120,18 +121,35 @@ def boot_stages(guests: tuple[GuestImage, ...]) -> tuple[BootHook, BootHook]:
 GUEST_NAMES_PATH = "/etc/guests"
 
 
-def publish_names(kernel: Kernel, guests: list[GuestVm]) -> None:
-    """Write ``GUEST_NAMES_PATH`` into the RAM fs (left alone if the archive has one)."""
+#: The wall clock for the guests' RTCs: ``UNIX_NS MONO_NS``, the host's UTC time in ns
+#: since the epoch at the kernel's monotonic clock (CLOCK) MONO_NS. User mode has no
+#: wall-clock syscall; this anchor and CLOCK give one (docs/vmm.md, "The RTC").
+CLOCK_PATH = "/etc/clock"
+
+
+def _publish(kernel: Kernel, path: str, text: str) -> None:
+    """Write ``path`` into the RAM fs (left alone if the archive has one)."""
     fs = kernel.fs
     try:
         fs.lookup_dir("/etc")
     except SyscallError:
         fs.mkdir("/etc")
     try:
-        file = fs.create(GUEST_NAMES_PATH)
+        file = fs.create(path)
     except SyscallError:
         return
-    file.write(0, "".join(f"{g.name}\n" for g in guests).encode())
+    file.write(0, text.encode())
+
+
+def publish_names(kernel: Kernel, guests: list[GuestVm]) -> None:
+    """Write ``GUEST_NAMES_PATH`` (left alone if the archive has one)."""
+    _publish(kernel, GUEST_NAMES_PATH, "".join(f"{g.name}\n" for g in guests))
+
+
+def publish_clock(kernel: Kernel) -> None:
+    """Write ``CLOCK_PATH`` (left alone if the archive has one, which then fixes the
+    guests' wall clock: one number, UNIX_NS, holds at the RTC model's start)."""
+    _publish(kernel, CLOCK_PATH, f"{time.time_ns()} {time.monotonic_ns()}\n")
 
 
 def _vmm(c: Call) -> Vmm:

@@ -7,7 +7,9 @@
 //! (/bin/uart, bin/uart.rs), COM1's 16550A at 0x3F8 with its device event and a level
 //! IRQ object (vector 0x24), which prints the guest's lines `NAME: text`; and `blk`
 //! (/bin/blk, bin/blk.rs), a block device with a request ring in guest memory at ports
-//! 0x6F0-0x6FF with its event, an edge IRQ object (vector 0x25) and the guest's RAM.
+//! 0x6F0-0x6FF with its event, an edge IRQ object (vector 0x25) and the guest's RAM;
+//! and `rtc` (/bin/rtc, bin/rtc.rs), the CMOS RTC at 0x70-0x71 with its event and a
+//! level IRQ object (vector 0x28), its time the boot's wall clock (/etc/clock).
 //! When the boot gave /init the host's standard input (a console-input object at handle
 //! 1), it moves it on, untouched, to VM 0's `uart` model (com1.rs), which feeds its bytes
 //! to the guest's receive side. A model that dies leaves its ports reading all ones (DEVICE_GONE, reported). The
@@ -112,6 +114,7 @@ fn run_vm(index: u64) -> u32 {
     let name = com1::guest_name(index);
     let routed = com1::start(&vm, index, &name);
     start_blk(&vm, index, &name);
+    start_rtc(&vm, index, &name);
     let console: &'static Mutex<Console> = Box::leak(Box::new(Mutex::new(Console::new(index, name))));
     // vCPUs but 0 wait for the guest's INIT/SIPI inside VCPU_RUN: one thread each.
     let cpus = vm.capability(VmCap::VCPUS).unwrap_or(1) as u32;
@@ -140,6 +143,23 @@ fn start_blk(vm: &Vm, index: u32, name: &str) -> bool {
     };
     let config = alloc::format!("name {name}\nram {size}\n{}", models::faults(index, "blk"));
     models::spawn(index, name, "the block device", BLK_PROGRAM, alloc::vec![event.into_handle(), irq.into_handle(), ram],
+                  &config)
+}
+
+/// The RTC's ports (index, data), its vector (ISA IRQ 8) and its program.
+const RTC_PORT: u16 = 0x70;
+const RTC_VECTOR: u8 = 0x28;
+const RTC_PROGRAM: &str = "/bin/rtc";
+
+/// Give the CMOS RTC of `vm` to an `rtc` device-model process with the boot's wall
+/// clock (/etc/clock); false if refused.
+fn start_rtc(vm: &Vm, index: u32, name: &str) -> bool {
+    let (Ok(event), Ok(irq)) = (vm.io_event(RTC_PORT, 2), vm.irq(0, RTC_VECTOR, true)) else {
+        println!("vmm: vm{index}: no RTC (its event or IRQ was refused)");
+        return false;
+    };
+    let config = alloc::format!("name {name}\n{}{}", models::wall_clock(), models::faults(index, "rtc"));
+    models::spawn(index, name, "the RTC", RTC_PROGRAM, alloc::vec![event.into_handle(), irq.into_handle()],
                   &config)
 }
 

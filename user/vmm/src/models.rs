@@ -1,14 +1,14 @@
 //! Device-model processes: the vmm starts each with EXEC_HANDLES moving in only its
 //! objects (its device event, its IRQ object, for the block device the guest-RAM
 //! handle), then one more handle, a channel endpoint, over which it sends the model's
-//! configuration, a few `key value` lines (`name`, `ram`, `crash`). It keeps no handle
+//! configuration, a few `key value` lines (`name`, `ram`, `clock`, `crash`). It keeps no handle
 //! on the moved objects. A thread per model waits for the process and reports when it
 //! ends while the vmm runs; the guest then reads all ones on the model's ports (the
 //! kernel answers a pending access with all ones and the vCPU reports DEVICE_GONE,
 //! main.rs, which the vmm reports too).
 //!
 //! /etc/vmm.conf may hold fault-injection lines for tests: `crash MODEL N` makes the
-//! model MODEL (`uart`, `blk`) of every guest die by a CPU exception when it takes its
+//! model MODEL (`uart`, `blk`, `rtc`) of every guest die by a CPU exception when it takes its
 //! N-th access, without answering it.
 
 use alloc::boxed::Box;
@@ -21,6 +21,22 @@ use libcopra::process::{Child, Command};
 use libcopra::{fs, println, thread};
 
 const VMM_CONF: &str = "/etc/vmm.conf";
+/// The wall clock the boot publishes: `UNIX_NS MONO_NS`, UTC nanoseconds since the
+/// epoch at the kernel's monotonic CLOCK MONO_NS (docs/vmm.md, "The RTC").
+const CLOCK: &str = "/etc/clock";
+
+/// The `clock` configuration line for the RTC model from /etc/clock, if it has one.
+pub fn wall_clock() -> String {
+    let Ok(file) = fs::open(CLOCK, FileMode::READ, FileFlag::from_bits_retain(0)) else {
+        return String::new();
+    };
+    let mut buf = [0u8; 64];
+    let n = fs::read(&file, &mut buf).unwrap_or(0);
+    match core::str::from_utf8(&buf[..n]).ok().and_then(|t| t.lines().next()) {
+        Some(line) if !line.trim().is_empty() => alloc::format!("clock {}\n", line.trim()),
+        _ => String::new(),
+    }
+}
 
 /// The configuration lines /etc/vmm.conf gives `model` (`crash N`), if any.
 pub fn faults(_index: u32, model: &str) -> String {
