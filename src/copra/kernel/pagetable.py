@@ -6,7 +6,11 @@ kernel PML4 entries, which never carry the U bit, so kernel structures are never
 reachable from CPL3. The lower half is the process's; user leaves carry U.
 
 Invariants:
-- only 4 KiB leaves; intermediate entries are P|W|U (the leaf decides the access);
+- only 4 KiB leaves; intermediate entries are P|W|U|A (the leaf decides the access);
+- every entry is written with its accessed bit set, and a writable leaf with its dirty
+  bit too: nothing in copra reads them, and a clear bit costs a fault in KVM's shadow
+  MMU at the first access (or first write) of the page, which sets it in the guest's
+  entry (~70 µs per new process of `hello`, docs/performance.md);
 - a user-half table frame belongs to this address space alone; it comes from the
   ``FrameSource`` given at creation (a process's ``FrameAccount``, which charges it
   to the process's frame limit); ``table_frames`` hands them to the caller, who
@@ -30,12 +34,12 @@ from __future__ import annotations
 import struct
 
 from copra.abi.spec import PAGE_SIZE, USER_END
-from copra.hw.x86 import PTE_ADDR_MASK, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
+from copra.hw.x86 import PTE_A, PTE_ADDR_MASK, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
 from copra.kernel.frames import FrameOwner, FrameSource
 
 _ENTRY = struct.Struct("<Q")
 KERNEL_HALF_FIRST_SLOT = 256
-_TABLE_FLAGS = PTE_P | PTE_W | PTE_U
+_TABLE_FLAGS = PTE_P | PTE_W | PTE_U | PTE_A
 
 
 def _indices(va: int) -> tuple[int, int, int, int]:
@@ -72,6 +76,9 @@ class AddressSpace:
         #: its pages up. Only ``unmap`` and giving the tables up remove entries (``map``
         #: refuses to replace a present one), and they drop them here too.
         self._leaves: dict[int, int] = {}
+        #: The page table (level 1) covering each 2 MiB range ``_walk`` has reached, by
+        #: ``va >> 21``: user-half tables are never freed while the space lives.
+        self._level1: dict[int, int] = {}
         for slot, entry in kernel_entries.items():
             self._set(self.pml4, slot, entry)
 
@@ -83,6 +90,9 @@ class AddressSpace:
 
     def _walk(self, va: int, create: bool) -> int | None:
         """The physical address of the page table (level 1) covering va."""
+        known = self._level1.get(va >> 21)
+        if known is not None:
+            return known
         table = self.pml4
         for index in _indices(va)[:3]:
             entry = self._get(table, index)
@@ -95,6 +105,7 @@ class AddressSpace:
                 table = new
             else:
                 table = entry & PTE_ADDR_MASK
+        self._level1[va >> 21] = table
         return table
 
     def map(self, va: int, pa: int, *, writable: bool, executable: bool, user: bool = True) -> None:
@@ -108,9 +119,9 @@ class AddressSpace:
         index = _indices(va)[3]
         if self._get(table, index) & PTE_P:
             raise MappingError(f"{va:#x} is already mapped")
-        entry = pa | PTE_P
+        entry = pa | PTE_P | PTE_A
         if writable:
-            entry |= PTE_W
+            entry |= PTE_W | PTE_D
         if user:
             entry |= PTE_U
         if not executable:
@@ -125,7 +136,8 @@ class AddressSpace:
         it cannot get (the frame source's error); the caller unmaps ``mapped`` to undo."""
         if va % PAGE_SIZE:
             raise MappingError(f"unaligned mapping at {va:#x}")
-        flags = PTE_P | PTE_U | (PTE_W if writable else 0) | (0 if executable else PTE_NX)
+        flags = PTE_P | PTE_U | PTE_A | (PTE_W | PTE_D if writable else 0) \
+            | (0 if executable else PTE_NX)
         view, base, entry_at = self._view, self._base, _ENTRY
         done = 0
         while done < len(frames):
@@ -195,6 +207,7 @@ class AddressSpace:
         VM no longer translates through them. The space is unusable afterwards."""
         tables, self._tables = self._tables, []
         self._leaves.clear()
+        self._level1.clear()
         return tables
 
     def destroy(self) -> None:
@@ -202,3 +215,4 @@ class AddressSpace:
         self.frames.free_many(self._tables)
         self._tables.clear()
         self._leaves.clear()
+        self._level1.clear()
