@@ -330,10 +330,14 @@ def test_map_run_across_a_table_boundary_matches_the_reference_walk(s: Setup) ->
         assert entry & (P | US) == P | US and not entry & (RW | XD)
 
 
-def test_map_run_stops_at_a_mapped_page_and_reports_what_it_mapped(s: Setup) -> None:
-    s.space.map(VA + 2 * PAGE_SIZE, s.user_frame(), writable=True, executable=False)
+def test_map_run_stops_at_a_table_holding_a_mapped_page_and_reports_what_it_mapped(
+    s: Setup,
+) -> None:
+    start = 0x20_0000 - 2 * PAGE_SIZE  # two pages in one table, two in the next
+    s.space.map(start + 3 * PAGE_SIZE, s.user_frame(), writable=True, executable=False)
     mapped: list[int] = []
-    with pytest.raises(MappingError, match="already mapped"):
-        s.space.map_run(VA, [s.user_frame() for _ in range(4)], writable=True,
+    with pytest.raises(MappingError, match=f"{start + 3 * PAGE_SIZE:#x} is already mapped"):
+        s.space.map_run(start, [s.user_frame() for _ in range(4)], writable=True,
                         executable=False, mapped=mapped)
-    assert mapped == [VA, VA + PAGE_SIZE]
+    assert mapped == [start, start + PAGE_SIZE]  # the first table's part, nothing after
+    assert reference_walk(s.memory, s.space.pml4, start + 2 * PAGE_SIZE) is None

@@ -16,6 +16,8 @@ Invariants:
   to the process's frame limit); ``table_frames`` hands them to the caller, who
   frees them once the VM has invalidated its mappings; kernel-half tables are
   shared and never freed here;
+- a leaf entry is 0 unless present (``unmap`` writes 0), so a run of free entries
+  is a run of zero bytes (``map_run`` checks it so);
 - ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
   never lost by overwriting;
 - ``map`` and ``unmap`` touch only the lower half (below 2**47), never the shared
@@ -40,6 +42,7 @@ from copra.kernel.frames import FrameOwner, FrameSource
 _ENTRY = struct.Struct("<Q")
 KERNEL_HALF_FIRST_SLOT = 256
 _TABLE_FLAGS = PTE_P | PTE_W | PTE_U | PTE_A
+_ZERO_TABLE = bytes(PAGE_SIZE)
 
 
 def _indices(va: int) -> tuple[int, int, int, int]:
@@ -131,34 +134,39 @@ class AddressSpace:
     def map_run(self, va: int, frames: list[int], *, writable: bool, executable: bool,
                 mapped: list[int]) -> None:
         """Map ``frames`` at consecutive user pages from ``va``, walking the tables once
-        per page table instead of once per page, appending each address mapped to
-        ``mapped``. It stops at the first page already mapped (MappingError) or table
-        it cannot get (the frame source's error); the caller unmaps ``mapped`` to undo."""
+        per page table instead of once per page and writing each table's entries in one
+        go, appending each address mapped to ``mapped``. It stops at the first page
+        table holding a page already mapped or a frame that is not page-aligned
+        (MappingError; nothing of that table's part is written), or a table it cannot
+        get (the frame source's error); the caller unmaps ``mapped`` to undo."""
         if va % PAGE_SIZE:
             raise MappingError(f"unaligned mapping at {va:#x}")
         flags = PTE_P | PTE_U | PTE_A | (PTE_W | PTE_D if writable else 0) \
             | (0 if executable else PTE_NX)
-        view, base, entry_at = self._view, self._base, _ENTRY
-        done = 0
-        while done < len(frames):
+        view, base = self._view, self._base
+        done, total = 0, len(frames)
+        while done < total:
             at = va + done * PAGE_SIZE
             _check_user_half(at)
-            if at >= USER_END:
-                raise MappingError(f"{at:#x} is not a user address")
+            index = (at >> 12) & 0x1FF
+            count = min(512 - index, total - done)
+            if at + count * PAGE_SIZE > USER_END:
+                raise MappingError(f"{max(at, USER_END):#x} is not a user address")
             table = self._walk(at, create=True)
             assert table is not None
-            index = _indices(at)[3]
-            count = min(512 - index, len(frames) - done)
-            for i in range(index, index + count):
-                offset = table - base + i * 8
-                if entry_at.unpack_from(view, offset)[0] & PTE_P:
-                    raise MappingError(f"{at + (i - index) * PAGE_SIZE:#x} is already mapped")
-                pa = frames[done]
-                if pa % PAGE_SIZE:
-                    raise MappingError(f"unaligned frame {pa:#x}")
-                entry_at.pack_into(view, offset, pa | flags)
-                mapped.append(at + (i - index) * PAGE_SIZE)
-                done += 1
+            offset = table - base + index * 8
+            if view[offset : offset + count * 8] != _ZERO_TABLE[: count * 8]:
+                old = struct.unpack_from(f"<{count}Q", view, offset)
+                first = next((i for i, entry in enumerate(old) if entry & PTE_P), None)
+                if first is not None:
+                    raise MappingError(f"{at + first * PAGE_SIZE:#x} is already mapped")
+            chunk = frames[done : done + count]
+            if any(pa % PAGE_SIZE for pa in chunk):
+                pa = next(pa for pa in chunk if pa % PAGE_SIZE)
+                raise MappingError(f"unaligned frame {pa:#x}")
+            struct.pack_into(f"<{count}Q", view, offset, *[pa | flags for pa in chunk])
+            mapped.extend(range(at, at + count * PAGE_SIZE, PAGE_SIZE))
+            done += count
 
     def unmap(self, va: int, cleared: list[int] | None = None) -> int | None:
         """Remove the leaf for va; returns the frame it mapped, or None. The physical
