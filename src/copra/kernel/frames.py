@@ -58,6 +58,10 @@ class FrameOwner(Enum):
     USER = "user"  #: a process's private pages (segments, stack, anonymous memory)
     FILE = "file"  #: RAM-fs file pages (shared with read-only file mappings)
 
+    #: Members are singletons compared by identity: hash them the same way, in C
+    #: (Enum's own ``__hash__`` is Python code, run on every frame counted in ``used``).
+    __hash__ = object.__hash__
+
 
 class OutOfMemory(Exception):
     """No free frame is left."""
