@@ -65,6 +65,29 @@ def test_alloc_over_garbage_memory_returns_zeroed_frame() -> None:
     assert memory.read(pa, PAGE_SIZE) == bytes(PAGE_SIZE)
 
 
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 3)), max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_zeroed_pool_hands_out_zero_frames_fresh_or_reused(steps: list[tuple[bool, int]]) -> None:
+    # The pool starts zero (zeroed=True): fresh frames are not written, freed ones are
+    # zeroed again when handed out. Every frame handed out reads as zero, and is then
+    # dirtied by its owner, whether alloc or alloc_many took it.
+    memory = PhysicalMemory(memoryview(bytearray(10 * PAGE_SIZE)), base=BASE)
+    frames = FrameAllocator(memory, BASE + 2 * PAGE_SIZE, zeroed=True)
+    held: list[int] = []
+    for take, count in steps:
+        if take and frames.free_count >= count:
+            got = frames.alloc_many(count, FrameOwner.USER) if count > 1 else \
+                [frames.alloc(FrameOwner.USER)]
+            for pa in got:
+                assert memory.read(pa, PAGE_SIZE) == bytes(PAGE_SIZE)
+                memory.write(pa, b"\x5a" * PAGE_SIZE)
+            held += got
+        elif held:
+            frames.free_many(held[:count])
+            del held[:count]
+    assert frames.free_count + len(held) == frames.total
+
+
 def test_alloc_zeroes_only_its_own_frame() -> None:
     frames = allocator(pages=4, reserved=0)
     first = frames.alloc(FrameOwner.USER)

@@ -15,7 +15,7 @@ from copra.kernel.frames import FrameAllocator, FrameOwner, PhysicalMemory
 from copra.kernel.pagetable import AddressSpace, MappingError
 
 # SDM 3A 4.5: P is bit 0, R/W bit 1, U/S bit 2, XD bit 63; the frame is bits 51:12.
-P, RW, US, XD = 1 << 0, 1 << 1, 1 << 2, 1 << 63
+P, RW, US, A, D, XD = 1 << 0, 1 << 1, 1 << 2, 1 << 5, 1 << 6, 1 << 63
 FRAME_BITS = ((1 << 52) - 1) & ~0xFFF
 
 KERNEL_SLOT = 256
@@ -111,7 +111,7 @@ def test_map_after_unmap_of_same_address_succeeds(s: Setup) -> None:
     s.space.map(VA, first, writable=True, executable=False)
     s.space.unmap(VA)
     s.space.map(VA, second, writable=True, executable=False)
-    assert reference_walk(s.memory, s.space.pml4, VA) == second | P | RW | US | XD
+    assert reference_walk(s.memory, s.space.pml4, VA) == second | P | RW | US | A | D | XD
 
 
 # -- entry bits ------------------------------------------------------------------------
@@ -125,9 +125,9 @@ def test_leaf_entry_has_exactly_the_sdm_bits_for_the_access(
 ) -> None:
     pa = s.user_frame()
     s.space.map(VA, pa, writable=writable, executable=executable, user=user)
-    expected = pa | P
+    expected = pa | P | A  # accessed and dirty preset: no shadow-MMU fault to set them
     if writable:
-        expected |= RW
+        expected |= RW | D
     if user:
         expected |= US
     if not executable:
@@ -141,7 +141,7 @@ def test_intermediate_entries_are_present_writable_user_and_executable(s: Setup)
     table = s.space.pml4
     for shift in (39, 30, 21):
         entry = entry_at(s.memory, table, (VA >> shift) % 512)
-        assert entry & ~FRAME_BITS == P | RW | US  # the leaf alone restricts access
+        assert entry & ~FRAME_BITS == P | RW | US | A  # the leaf alone restricts access
         table = entry & FRAME_BITS
         assert s.frames.owner_of(table) is FrameOwner.PAGE_TABLE
 
@@ -190,7 +190,7 @@ def test_map_of_already_mapped_address_is_refused_and_keeps_the_first_mapping(s:
     s.space.map(VA, first, writable=False, executable=True)
     with pytest.raises(MappingError):
         s.space.map(VA, second, writable=True, executable=False)
-    assert s.space.lookup(VA) == first | P | US
+    assert s.space.lookup(VA) == first | P | US | A
 
 
 @pytest.mark.parametrize(("va", "pa"), [(VA + 8, PAGE_SIZE), (VA, PAGE_SIZE + 8),
@@ -306,7 +306,7 @@ def test_random_map_unmap_sequence_agrees_with_dict_model_and_reference_walk(
         else:
             pa = s.user_frame()
             s.space.map(va, pa, writable=writable, executable=executable)
-            model[va] = pa | P | US | (RW if writable else 0) | (0 if executable else XD)
+            model[va] = pa | P | US | A | (RW | D if writable else 0) | (0 if executable else XD)
     for va in _PAGES:
         for probe in (va, va + 1, va + PAGE_SIZE - 1):
             assert s.space.lookup(probe) == model.get(va)
@@ -330,10 +330,14 @@ def test_map_run_across_a_table_boundary_matches_the_reference_walk(s: Setup) ->
         assert entry & (P | US) == P | US and not entry & (RW | XD)
 
 
-def test_map_run_stops_at_a_mapped_page_and_reports_what_it_mapped(s: Setup) -> None:
-    s.space.map(VA + 2 * PAGE_SIZE, s.user_frame(), writable=True, executable=False)
+def test_map_run_stops_at_a_table_holding_a_mapped_page_and_reports_what_it_mapped(
+    s: Setup,
+) -> None:
+    start = 0x20_0000 - 2 * PAGE_SIZE  # two pages in one table, two in the next
+    s.space.map(start + 3 * PAGE_SIZE, s.user_frame(), writable=True, executable=False)
     mapped: list[int] = []
-    with pytest.raises(MappingError, match="already mapped"):
-        s.space.map_run(VA, [s.user_frame() for _ in range(4)], writable=True,
+    with pytest.raises(MappingError, match=f"{start + 3 * PAGE_SIZE:#x} is already mapped"):
+        s.space.map_run(start, [s.user_frame() for _ in range(4)], writable=True,
                         executable=False, mapped=mapped)
-    assert mapped == [VA, VA + PAGE_SIZE]
+    assert mapped == [start, start + PAGE_SIZE]  # the first table's part, nothing after
+    assert reference_walk(s.memory, s.space.pml4, start + 2 * PAGE_SIZE) is None

@@ -636,6 +636,11 @@ class Vm:
     def add_memory(self, guest_phys_addr: int, size: int) -> mmap.mmap:
         """Back [guest_phys_addr, +size) with fresh anonymous host memory."""
         mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # Transparent huge pages where the host offers them (THP "madvise" mode): the
+        # first touch of fresh guest memory then faults 2 MiB at a time instead of
+        # 4 KiB (a new process's frames, docs/performance.md "Process life cycle").
+        with contextlib.suppress(AttributeError, OSError):
+            mem.madvise(mmap.MADV_HUGEPAGE)
         buf = (ctypes.c_char * size).from_buffer(mem)
         region = KvmUserspaceMemoryRegion(
             slot=len(self.slots),

@@ -10,6 +10,9 @@ Invariants:
   ``free`` drops one and returns the frame when the last goes; ``free`` of a frame
   that is not allocated is a kernel bug and raises;
 - every allocated frame is zero-filled when handed out, so no data crosses owners;
+  a frame handed out for the first time from memory that came zeroed (the VM's fresh
+  anonymous memory, ``zeroed=True``) is not written: it is zero already, and the host
+  then faults in only the pages the kernel or the guest really use;
 - ``used[tag]`` counts the frames each owner holds; the sum equals
   ``total - free_count``. Tests read these counts to prove nothing leaks.
 - the quarantine holds references whose owner gave them up (an ended process's
@@ -58,6 +61,10 @@ class FrameOwner(Enum):
     USER = "user"  #: a process's private pages (segments, stack, anonymous memory)
     FILE = "file"  #: RAM-fs file pages (shared with read-only file mappings)
 
+    #: Members are singletons compared by identity: hash them the same way, in C
+    #: (Enum's own ``__hash__`` is Python code, run on every frame counted in ``used``).
+    __hash__ = object.__hash__
+
 
 class OutOfMemory(Exception):
     """No free frame is left."""
@@ -89,7 +96,11 @@ class PhysicalMemory:
 class FrameAllocator:
     """Allocates zeroed 4 KiB frames of ``PhysicalMemory``."""
 
-    def __init__(self, memory: PhysicalMemory, first_free: int) -> None:
+    def __init__(self, memory: PhysicalMemory, first_free: int, *,
+                 zeroed: bool = False) -> None:
+        """The pool is [first_free, end of memory). ``zeroed``: that memory is all zero
+        now (fresh anonymous host memory) and nothing but the frames' owners will
+        write it, so a frame handed out for the first time needs no zeroing."""
         if first_free % PAGE_SIZE:
             raise ValueError("first_free must be page-aligned")
         self.memory = memory
@@ -97,6 +108,9 @@ class FrameAllocator:
         end = memory.base + memory.size
         # Hand out low addresses first: pop() takes from the end of the list.
         self._free: list[int] = list(range(end - PAGE_SIZE, first_free - 1, -PAGE_SIZE))
+        #: ``_free[:_fresh]`` were never handed out (and are zero with ``zeroed``): a
+        #: freed frame goes to the end of the list, so they stay a prefix of it.
+        self._fresh = len(self._free) if zeroed else 0
         self._owner: dict[int, FrameOwner] = {}
         self._refs: dict[int, int] = {}  # only frames with more than one reference
         self.total = len(self._free)
@@ -124,27 +138,42 @@ class FrameAllocator:
     def alloc(self, owner: FrameOwner) -> int:
         """A zeroed frame's physical address."""
         with self._lock:
-            pa = self._free.pop() if self._free else None
+            pa, fresh = self._pop()
             reclaim = self.reclaim if pa is None and self._quarantine else None
         if reclaim is not None:
             reclaim()  # invalidate: the quarantine goes back to the pool
             with self._lock:
-                pa = self._free.pop() if self._free else None
+                pa, fresh = self._pop()
         if pa is None:
             raise OutOfMemory(f"no free frame for {owner.value}")
         with self._lock:
             self._owner[pa] = owner
             self.used[owner] += 1
-        self.memory.zero(pa)
+        if not fresh:
+            self.memory.zero(pa)
         return pa
+
+    def _pop(self) -> tuple[int | None, bool]:
+        """(the next free frame or None, whether it was never handed out); lock held."""
+        free = self._free
+        if not free:
+            return None, False
+        fresh = len(free) <= self._fresh
+        if fresh:
+            self._fresh = len(free) - 1
+        return free.pop(), fresh
 
     def alloc_many(self, count: int, owner: FrameOwner) -> list[int]:
         """``count`` zeroed frames (all or nothing: OutOfMemory, nothing taken)."""
+        fresh = 0
         with self._lock:
             enough = len(self._free) >= count
             if enough:
-                frames = self._free[len(self._free) - count:]
-                del self._free[len(self._free) - count:]
+                rest = len(self._free) - count
+                fresh = max(0, self._fresh - rest)  # the first ``fresh`` taken
+                self._fresh -= fresh
+                frames = self._free[rest:]
+                del self._free[rest:]
                 frames.reverse()  # low addresses first, as ``alloc`` hands them out
                 for pa in frames:
                     self._owner[pa] = owner
@@ -159,7 +188,7 @@ class FrameAllocator:
                 raise
             return frames
         zero = self.memory.zero
-        for pa in frames:
+        for pa in frames[: count - fresh]:  # reversed: the fresh ones are last now
             zero(pa)
         return frames
 

@@ -79,7 +79,7 @@ from copra.kernel.errors import SyscallError, ThreadEnded, WouldBlock
 from copra.kernel.frames import FrameOwner, OutOfMemory, PhysicalMemory
 from copra.kernel.layout import SYSCALL_LANDING
 from copra.kernel.limits import DEFAULT_LIMITS, Limits
-from copra.kernel.loader import load_elf, map_tls
+from copra.kernel.loader import ImageCache, load
 from copra.kernel.objects import KernelObject
 from copra.kernel.objects.log import Log
 from copra.kernel.process import Process
@@ -163,6 +163,8 @@ class Kernel:
         self.sched = Scheduler(len(vm.cpus))
         self._next_pid = 2
         self._tids = itertools.count(1)
+        #: EXEC's prepared images by RAM-fs file (kernel/loader.py), under ``tasks_lock``.
+        self.images = ImageCache()
         self.counters: Counter[str] = Counter()
         self._counters_lock = lockdep.lock("counters")
         self.stop_requested = False
@@ -263,7 +265,7 @@ class Kernel:
         with self.tasks_lock:
             owner = self.processes.get(parent)
             self._check_task_limits(owner)
-            image = self.fs.open(path).read(0, 1 << 62)
+            file = self.fs.open(path)
             name = task_name(path)
             pid = self._next_pid
             log = Log(name, self.console)
@@ -274,9 +276,8 @@ class Kernel:
             except OutOfMemory as e:
                 raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
             try:
-                elf = load_elf(proc, image)
-                fs_base = map_tls(proc, elf)
-                proc.map_stack()
+                prepared = self.images.get(file)
+                load(proc, prepared)
                 given = give(proc) if give is not None else 0
             except BaseException as e:
                 # Never ran: KVM holds no translation of it, the frames can go at once.
@@ -286,7 +287,7 @@ class Kernel:
                 if isinstance(e, OutOfMemory):
                     raise SyscallError(Errno.ENOMEM, f"{path}: {e}") from e
                 raise
-            thread = proc.start_at(elf.entry, next(self._tids), fs_base)
+            thread = proc.start_at(prepared.entry, next(self._tids), prepared.fs_base)
             thread.context.regs.rdi = given
             self._next_pid += 1
             self.processes[pid] = proc
@@ -295,7 +296,7 @@ class Kernel:
                 owner.live_children += 1
         if self.log_level <= LogLevel.DEBUG:
             self.log(f"{path} started as task {pid} (parent {parent})", LogLevel.DEBUG)
-        if elf.has_wx:
+        if prepared.has_wx:
             self.count("wx_images")
             self.log(f"{path} has a writable and executable segment", LogLevel.WARNING)
         self.sched.add(thread)

@@ -79,7 +79,8 @@ class Limits:
         """The frames one process may hold, with ``pool`` frames in the allocator."""
         if self.frames is not None:
             return self.frames
-        return max(1, int(pool * DEFAULT_FRAME_SHARE))
+        share = DEFAULT_FRAME_SHARE  # integer arithmetic: Fraction's is slow (every EXEC)
+        return max(1, pool * share.numerator // share.denominator)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -7,7 +7,17 @@ readable), its file bytes copied in and the rest (bss, the page tails) left zero
 every frame comes zeroed from the allocator. Upstream shares read-only pages with the
 RAM fs; copra copies them (sharing comes with file mappings).
 
-Thread-local storage (:func:`map_tls`): the first thread gets a TLS block and thread
+Everything EXEC derives from the file is computed once (:func:`prepare`) into a
+:class:`PreparedImage`: the entry point, the FS base, and one :class:`RegionPlan` per
+region of the new address space (each segment, the TLS region, the stack), with the
+full contents of every page that is not all zero. :func:`load` then maps them with
+one frame allocation and one page-table walk per page table
+(``Process.map_image``). :class:`ImageCache` keeps prepared images by RAM-fs file, so
+a program started again is neither read, parsed nor laid out again; an entry is used
+only while the file's ``version`` (bumped by every write and truncate) is the one it
+was prepared from.
+
+Thread-local storage (:func:`tls_layout`): the first thread gets a TLS block and thread
 control block in a region of their own (RegionKind.TLS, read-write) on the pages
 directly above the image's last segment, laid out as the x86-64 psABI's variant II:
 
@@ -21,33 +31,138 @@ threads get theirs from the user library (THREAD_CREATE's FS base), which reads 
 template from its own program headers: the kernel reports nothing else.
 
 Invariants: the TLS region lies in [USER_START, USER_MAP_END) and meets no segment
-(it starts at the image's page-aligned end).
+(it starts at the image's page-aligned end); a prepared image's plans are pairwise
+disjoint, in address order, and its page contents are immutable bytes copied out of
+the file (a later write to the file cannot reach a prepared image, and a prepared
+image holds no guest frame: every process gets private frames, as before).
 
-Locking: runs before the process is visible to anyone; no locking needed.
+Locking: :func:`prepare` and :func:`load` run before the process is visible to anyone
+and need no locking beyond ``Process.map_image``'s. :class:`ImageCache` is used under
+``Kernel.tasks_lock`` (EXEC's spawn), which serialises it.
 """
 
 from __future__ import annotations
 
 import struct
+import weakref
+from dataclasses import dataclass
 
-from copra.abi.spec import PAGE_SIZE, TLS_TCB_MAGIC, TLS_TCB_SIZE
+from copra.abi.spec import (
+    PAGE_SIZE,
+    TLS_TCB_MAGIC,
+    TLS_TCB_SIZE,
+    USER_STACK_SIZE,
+    USER_STACK_TOP,
+)
 from copra.kernel.elf import LOAD_END, ElfError, ElfImage, parse_elf
-from copra.kernel.process import Process, RegionKind
+from copra.kernel.process import Process, RegionKind, RegionPlan
+from copra.kernel.ramfs import File
+
+_ZERO_PAGE = bytes(PAGE_SIZE)
 
 
-def load_elf(proc: Process, image: bytes) -> ElfImage:
-    """Map every segment of image into proc; returns the validated image.
+@dataclass(frozen=True, eq=False)
+class PreparedImage:
+    """What EXEC maps for one image file: ``plans`` (segments, TLS region, stack, in
+    address order), the first thread's ``entry`` and ``fs_base``; ``has_wx`` as
+    :attr:`ElfImage.has_wx`; ``nbytes`` the page contents it holds."""
 
-    Raises ElfError for a file that is not a loadable image and OutOfMemory when
-    frames run out; the caller releases the process on failure.
-    """
+    entry: int
+    fs_base: int
+    plans: tuple[RegionPlan, ...]
+    has_wx: bool
+    nbytes: int
+
+
+def _pages_of(offset: int, data: memoryview) -> tuple[tuple[int, bytes], ...]:
+    """(index, contents) of each page, counted from the region's start, that is not
+    all zero once ``data`` lies at byte ``offset`` (only the pages ``data`` touches:
+    the host copy never exceeds the file's bytes by more than two pages)."""
+    first = offset // PAGE_SIZE
+    end = -(-(offset + len(data)) // PAGE_SIZE)
+    buffer = bytearray((end - first) * PAGE_SIZE)
+    at = offset - first * PAGE_SIZE
+    buffer[at : at + len(data)] = data
+    pages = []
+    for index in range(end - first):
+        page = bytes(buffer[index * PAGE_SIZE : (index + 1) * PAGE_SIZE])
+        if page != _ZERO_PAGE:
+            pages.append((first + index, page))
+    return tuple(pages)
+
+
+def prepare(image: bytes | bytearray | memoryview) -> PreparedImage:
+    """Parse, validate and lay out ``image``; raises ElfError as :func:`parse_elf` does,
+    and when the TLS region would not fit below the stack."""
     elf = parse_elf(image)
+    plans = []
     for seg in elf.segments:
         start, end = seg.page_start, seg.page_end
-        region = proc.map_anonymous(start, (end - start) // PAGE_SIZE, writable=seg.writable,
-                                    executable=seg.executable, kind=RegionKind.IMAGE)
-        _write(proc, region.frames, seg.vaddr - start, seg.data)
-    return elf
+        pages = (end - start) // PAGE_SIZE
+        plans.append(RegionPlan(start, pages, seg.writable, seg.executable, RegionKind.IMAGE,
+                                _pages_of(seg.vaddr - start, seg.data)))
+    start = elf.end
+    tp, block, pages = tls_layout(elf, start)
+    if start + pages * PAGE_SIZE > LOAD_END:
+        raise ElfError(f"no room for the TLS block above the image (ends at {start:#x})")
+    tls = bytearray(pages * PAGE_SIZE)
+    if elf.tls is not None:
+        at = tp - block - start
+        tls[at : at + len(elf.tls.data)] = elf.tls.data
+    struct.pack_into("<QQ", tls, tp - start, tp, TLS_TCB_MAGIC)
+    plans.append(RegionPlan(start, pages, True, False, RegionKind.TLS,
+                            _pages_of(0, memoryview(tls))))
+    plans.sort(key=lambda plan: plan.start)
+    plans.append(RegionPlan(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_SIZE // PAGE_SIZE,
+                            True, False, RegionKind.STACK, ()))
+    nbytes = sum(len(page) for plan in plans for _, page in plan.contents)
+    return PreparedImage(elf.entry, tp, tuple(plans), elf.has_wx, nbytes)
+
+
+def load(proc: Process, prepared: PreparedImage) -> None:
+    """Map a prepared image into ``proc``, a new process with nothing mapped.
+
+    Raises OutOfMemory when frames run out and SyscallError(ENOMEM) beyond the limit
+    of mappings; the caller releases the process on failure."""
+    proc.map_image(prepared.plans)
+
+
+class ImageCache:
+    """Prepared images by RAM-fs file, each valid for one version of its file.
+
+    An entry goes with its file (weakly keyed: an unlinked file is not kept alive),
+    when the file changes (the next lookup prepares the new version) and, oldest first,
+    beyond ``max_entries``. Images holding more than ``max_image_bytes`` of page
+    contents are prepared every time and never kept. Failures (ElfError) are not kept
+    either: a bad file is parsed again each time and gives the same error."""
+
+    def __init__(self, max_entries: int = 16, max_image_bytes: int = 1 << 20) -> None:
+        self.max_entries = max_entries
+        self.max_image_bytes = max_image_bytes
+        self._entries: weakref.WeakKeyDictionary[File, tuple[int, PreparedImage]] = (
+            weakref.WeakKeyDictionary())
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, file: File) -> PreparedImage:
+        """The prepared image of ``file``'s current contents (ElfError if unloadable)."""
+        version = file.version
+        entry = self._entries.get(file)
+        if entry is not None and entry[0] == version:
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        version, data = file.read_all()
+        prepared = prepare(data)
+        self._entries.pop(file, None)
+        if prepared.nbytes <= self.max_image_bytes and self.max_entries > 0:
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+            self._entries[file] = (version, prepared)
+        return prepared
 
 
 def _align_up(value: int, align: int) -> int:
@@ -63,32 +178,3 @@ def tls_layout(elf: ElfImage, start: int) -> tuple[int, int, int]:
         block, align = _align_up(elf.tls.memsz, elf.tls.align), max(elf.tls.align, 16)
     tp = start + _align_up(block, align)
     return tp, block, _align_up(tp + TLS_TCB_SIZE - start, PAGE_SIZE) // PAGE_SIZE
-
-
-def map_tls(proc: Process, elf: ElfImage) -> int:
-    """Map the first thread's TLS block and TCB above the image; returns its FS base.
-
-    Raises ElfError when the region would not fit below the stack and OutOfMemory
-    when frames run out; the caller releases the process on failure.
-    """
-    start = elf.end
-    tp, block, pages = tls_layout(elf, start)
-    if start + pages * PAGE_SIZE > LOAD_END:
-        raise ElfError(f"no room for the TLS block above the image (ends at {start:#x})")
-    region = proc.map_anonymous(start, pages, writable=True, executable=False,
-                                kind=RegionKind.TLS)
-    if elf.tls is not None:
-        _write(proc, region.frames, tp - block - start, elf.tls.data)
-    _write(proc, region.frames, tp - start, memoryview(struct.pack("<QQ", tp, TLS_TCB_MAGIC)))
-    return tp
-
-
-def _write(proc: Process, frames: list[int], offset: int, data: memoryview) -> None:
-    """Copy ``data`` to ``offset`` bytes into the region backed by ``frames``."""
-    mem = proc.frames.memory
-    done = 0
-    while done < len(data):
-        page, in_page = divmod(offset + done, PAGE_SIZE)
-        n = min(len(data) - done, PAGE_SIZE - in_page)
-        mem.write(frames[page] + in_page, data[done : done + n])
-        done += n

@@ -6,12 +6,18 @@ kernel PML4 entries, which never carry the U bit, so kernel structures are never
 reachable from CPL3. The lower half is the process's; user leaves carry U.
 
 Invariants:
-- only 4 KiB leaves; intermediate entries are P|W|U (the leaf decides the access);
+- only 4 KiB leaves; intermediate entries are P|W|U|A (the leaf decides the access);
+- every entry is written with its accessed bit set, and a writable leaf with its dirty
+  bit too: nothing in copra reads them, and a clear bit costs a fault in KVM's shadow
+  MMU at the first access (or first write) of the page, which sets it in the guest's
+  entry (~70 µs per new process of `hello`, docs/performance.md);
 - a user-half table frame belongs to this address space alone; it comes from the
   ``FrameSource`` given at creation (a process's ``FrameAccount``, which charges it
   to the process's frame limit); ``table_frames`` hands them to the caller, who
   frees them once the VM has invalidated its mappings; kernel-half tables are
   shared and never freed here;
+- a leaf entry is 0 unless present (``unmap`` writes 0), so a run of free entries
+  is a run of zero bytes (``map_run`` checks it so);
 - ``map`` refuses to replace a present leaf (the caller unmaps first), so frames are
   never lost by overwriting;
 - ``map`` and ``unmap`` touch only the lower half (below 2**47), never the shared
@@ -30,12 +36,13 @@ from __future__ import annotations
 import struct
 
 from copra.abi.spec import PAGE_SIZE, USER_END
-from copra.hw.x86 import PTE_ADDR_MASK, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
+from copra.hw.x86 import PTE_A, PTE_ADDR_MASK, PTE_D, PTE_NX, PTE_P, PTE_U, PTE_W, is_canonical
 from copra.kernel.frames import FrameOwner, FrameSource
 
 _ENTRY = struct.Struct("<Q")
 KERNEL_HALF_FIRST_SLOT = 256
-_TABLE_FLAGS = PTE_P | PTE_W | PTE_U
+_TABLE_FLAGS = PTE_P | PTE_W | PTE_U | PTE_A
+_ZERO_TABLE = bytes(PAGE_SIZE)
 
 
 def _indices(va: int) -> tuple[int, int, int, int]:
@@ -72,6 +79,9 @@ class AddressSpace:
         #: its pages up. Only ``unmap`` and giving the tables up remove entries (``map``
         #: refuses to replace a present one), and they drop them here too.
         self._leaves: dict[int, int] = {}
+        #: The page table (level 1) covering each 2 MiB range ``_walk`` has reached, by
+        #: ``va >> 21``: user-half tables are never freed while the space lives.
+        self._level1: dict[int, int] = {}
         for slot, entry in kernel_entries.items():
             self._set(self.pml4, slot, entry)
 
@@ -83,6 +93,9 @@ class AddressSpace:
 
     def _walk(self, va: int, create: bool) -> int | None:
         """The physical address of the page table (level 1) covering va."""
+        known = self._level1.get(va >> 21)
+        if known is not None:
+            return known
         table = self.pml4
         for index in _indices(va)[:3]:
             entry = self._get(table, index)
@@ -95,6 +108,7 @@ class AddressSpace:
                 table = new
             else:
                 table = entry & PTE_ADDR_MASK
+        self._level1[va >> 21] = table
         return table
 
     def map(self, va: int, pa: int, *, writable: bool, executable: bool, user: bool = True) -> None:
@@ -108,9 +122,9 @@ class AddressSpace:
         index = _indices(va)[3]
         if self._get(table, index) & PTE_P:
             raise MappingError(f"{va:#x} is already mapped")
-        entry = pa | PTE_P
+        entry = pa | PTE_P | PTE_A
         if writable:
-            entry |= PTE_W
+            entry |= PTE_W | PTE_D
         if user:
             entry |= PTE_U
         if not executable:
@@ -120,33 +134,39 @@ class AddressSpace:
     def map_run(self, va: int, frames: list[int], *, writable: bool, executable: bool,
                 mapped: list[int]) -> None:
         """Map ``frames`` at consecutive user pages from ``va``, walking the tables once
-        per page table instead of once per page, appending each address mapped to
-        ``mapped``. It stops at the first page already mapped (MappingError) or table
-        it cannot get (the frame source's error); the caller unmaps ``mapped`` to undo."""
+        per page table instead of once per page and writing each table's entries in one
+        go, appending each address mapped to ``mapped``. It stops at the first page
+        table holding a page already mapped or a frame that is not page-aligned
+        (MappingError; nothing of that table's part is written), or a table it cannot
+        get (the frame source's error); the caller unmaps ``mapped`` to undo."""
         if va % PAGE_SIZE:
             raise MappingError(f"unaligned mapping at {va:#x}")
-        flags = PTE_P | PTE_U | (PTE_W if writable else 0) | (0 if executable else PTE_NX)
-        view, base, entry_at = self._view, self._base, _ENTRY
-        done = 0
-        while done < len(frames):
+        flags = PTE_P | PTE_U | PTE_A | (PTE_W | PTE_D if writable else 0) \
+            | (0 if executable else PTE_NX)
+        view, base = self._view, self._base
+        done, total = 0, len(frames)
+        while done < total:
             at = va + done * PAGE_SIZE
             _check_user_half(at)
-            if at >= USER_END:
-                raise MappingError(f"{at:#x} is not a user address")
+            index = (at >> 12) & 0x1FF
+            count = min(512 - index, total - done)
+            if at + count * PAGE_SIZE > USER_END:
+                raise MappingError(f"{max(at, USER_END):#x} is not a user address")
             table = self._walk(at, create=True)
             assert table is not None
-            index = _indices(at)[3]
-            count = min(512 - index, len(frames) - done)
-            for i in range(index, index + count):
-                offset = table - base + i * 8
-                if entry_at.unpack_from(view, offset)[0] & PTE_P:
-                    raise MappingError(f"{at + (i - index) * PAGE_SIZE:#x} is already mapped")
-                pa = frames[done]
-                if pa % PAGE_SIZE:
-                    raise MappingError(f"unaligned frame {pa:#x}")
-                entry_at.pack_into(view, offset, pa | flags)
-                mapped.append(at + (i - index) * PAGE_SIZE)
-                done += 1
+            offset = table - base + index * 8
+            if view[offset : offset + count * 8] != _ZERO_TABLE[: count * 8]:
+                old = struct.unpack_from(f"<{count}Q", view, offset)
+                first = next((i for i, entry in enumerate(old) if entry & PTE_P), None)
+                if first is not None:
+                    raise MappingError(f"{at + first * PAGE_SIZE:#x} is already mapped")
+            chunk = frames[done : done + count]
+            if any(pa % PAGE_SIZE for pa in chunk):
+                pa = next(pa for pa in chunk if pa % PAGE_SIZE)
+                raise MappingError(f"unaligned frame {pa:#x}")
+            struct.pack_into(f"<{count}Q", view, offset, *[pa | flags for pa in chunk])
+            mapped.extend(range(at, at + count * PAGE_SIZE, PAGE_SIZE))
+            done += count
 
     def unmap(self, va: int, cleared: list[int] | None = None) -> int | None:
         """Remove the leaf for va; returns the frame it mapped, or None. The physical
@@ -195,6 +215,7 @@ class AddressSpace:
         VM no longer translates through them. The space is unusable afterwards."""
         tables, self._tables = self._tables, []
         self._leaves.clear()
+        self._level1.clear()
         return tables
 
     def destroy(self) -> None:
@@ -202,3 +223,4 @@ class AddressSpace:
         self.frames.free_many(self._tables)
         self._tables.clear()
         self._leaves.clear()
+        self._level1.clear()

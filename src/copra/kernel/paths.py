@@ -11,10 +11,13 @@ be valid UTF-8 and hold no NUL, else EINVAL.
 Invariants: every tuple :func:`split_path` returns holds non-empty components that
 contain neither ``/`` nor NUL and fit the limits above.
 
-Locking: pure functions on immutable values; no locking.
+Locking: pure functions on immutable values; no locking (``split_path``'s memo is
+``functools.lru_cache``'s, which is thread-safe).
 """
 
 from __future__ import annotations
+
+import functools
 
 from copra.abi.spec import NAME_MAX, PATH_MAX, Errno
 from copra.kernel.errors import SyscallError
@@ -23,8 +26,13 @@ from copra.kernel.errors import SyscallError
 MAX_PATH_BYTES = PATH_MAX - 1
 
 
+@functools.lru_cache(maxsize=256)
 def split_path(path: str) -> tuple[str, ...]:
-    """Split ``path`` into its non-empty components; ``()`` for "/" or ""."""
+    """Split ``path`` into its non-empty components; ``()`` for "/" or "".
+
+    Remembers the last 256 paths it split (a pure function of an immutable string:
+    the log file's path is split for every line logged, a program's at every EXEC);
+    a path it refuses raises again each time, nothing is remembered for it."""
     try:
         encoded = path.encode("utf-8", errors="strict")
     except UnicodeEncodeError:

@@ -39,6 +39,7 @@ the frame account) and every copy through usermem; the kernel owns ``threads``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -47,8 +48,6 @@ from copra.abi.spec import (
     PAGE_SIZE,
     USER_INITIAL_RSP,
     USER_MAP_END,
-    USER_STACK_SIZE,
-    USER_STACK_TOP,
     USER_START,
     Errno,
 )
@@ -100,6 +99,19 @@ class Region:
     def mmapped(self) -> bool:
         return self.kind in (RegionKind.ANONYMOUS, RegionKind.FILE_PRIVATE,
                              RegionKind.FILE_SHARED, RegionKind.OBJECT)
+
+
+@dataclass(frozen=True, eq=False)
+class RegionPlan:
+    """A region EXEC maps (kernel/loader.py): ``pages`` fresh frames at ``start``, the
+    pages listed in ``contents`` (index, its PAGE_SIZE bytes) filled, the rest zero."""
+
+    start: int
+    pages: int
+    writable: bool
+    executable: bool
+    kind: RegionKind
+    contents: tuple[tuple[int, bytes], ...]
 
 
 class Process(KernelObject):
@@ -198,9 +210,40 @@ class Process(KernelObject):
             self.regions.insert(region.start, region.end, region)
             return region
 
-    def map_stack(self) -> None:
-        self.map_anonymous(USER_STACK_TOP - USER_STACK_SIZE, USER_STACK_SIZE // PAGE_SIZE,
-                           writable=True, executable=False, kind=RegionKind.STACK)
+    def map_image(self, plans: Sequence[RegionPlan]) -> None:
+        """Map every plan as a region of fresh private frames, filled as the plan says
+        (all or nothing). The plans are pairwise disjoint and meet no region of the
+        process (EXEC calls this on a new process, kernel/loader.py). One allocation
+        takes the frames of all of them, and the page tables are written run by run
+        (``AddressSpace.map_run``); ENOMEM beyond the limit of mappings, OutOfMemory
+        when frames run out."""
+        with self.mem_lock:
+            if len(self.regions) + len(plans) > self.limits.mappings:
+                raise SyscallError(Errno.ENOMEM, f"{len(plans)} regions would pass the "
+                                                 f"limit of {self.limits.mappings} mappings")
+            frames = self._alloc(sum(plan.pages for plan in plans))
+            mapped: list[int] = []
+            try:
+                view, base = self.frames.memory.view, self.frames.memory.base
+                runs = []
+                at = 0
+                for plan in plans:
+                    mine = frames[at : at + plan.pages]
+                    at += plan.pages
+                    for index, page in plan.contents:
+                        offset = mine[index] - base
+                        view[offset : offset + PAGE_SIZE] = page
+                    self.space.map_run(plan.start, mine, writable=plan.writable,
+                                       executable=plan.executable, mapped=mapped)
+                    runs.append(Region(plan.start, plan.writable, plan.executable, plan.kind,
+                                       mine))
+            except BaseException:
+                for va in mapped:
+                    self.space.unmap(va)
+                self.account.free_many(frames)
+                raise
+            for region in runs:
+                self.regions.insert(region.start, region.end, region)
 
     def start_at(self, entry: int, tid: int, fs_base: int = 0) -> Thread:
         """Create the first thread, at ``entry`` with the initial stack pointer and

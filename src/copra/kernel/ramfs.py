@@ -249,7 +249,7 @@ class File:
 
     file_type: ClassVar[FileType] = FileType.FILE
 
-    __slots__ = ("_budget", "_lock", "_pages", "_pool", "_size")
+    __slots__ = ("__weakref__", "_budget", "_lock", "_pages", "_pool", "_size", "_version")
 
     def __init__(self, lock: lockdep.KernelLock, pool: _PagePool, budget: MetadataBudget) -> None:
         """The caller has charged ``FILE_BYTES`` to ``budget``; the file's death releases
@@ -258,6 +258,7 @@ class File:
         self._pool = pool
         self._pages: list[Page] = []
         self._size = 0
+        self._version = 0  # bumped by every change of the contents
         self._budget = budget  # last: only a fully built file releases anything
 
     def __del__(self) -> None:
@@ -277,6 +278,19 @@ class File:
     def page_count(self) -> int:
         with self._lock:
             return len(self._pages)
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the contents do (a write or truncate): what was derived from
+        the contents at one version (a prepared program, kernel/loader.py) holds while
+        the version is the same."""
+        with self._lock:
+            return self._version
+
+    def read_all(self) -> tuple[int, bytes]:
+        """(``version``, the whole contents), taken together."""
+        with self._lock:
+            return self._version, self._read_locked(0, self._size)
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset``; ``b""`` at or past EOF."""
@@ -365,6 +379,7 @@ class File:
         total = len(data)
         if total == 0:
             return 0
+        self._version += 1
         end = offset + total
         needed = -(-end // PAGE_SIZE) - len(self._pages)
         if needed > 0:
@@ -386,6 +401,7 @@ class File:
                 Errno.EINVAL,
                 f"truncate to {size} bytes: the file has {self._size}; it can only shrink",
             )
+        self._version += 1
         keep = -(-size // PAGE_SIZE)
         dropped = self._pages[keep:]
         del self._pages[keep:]

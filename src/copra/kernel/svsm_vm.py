@@ -151,7 +151,8 @@ class SvsmVm:
             self.kvm.close()
             raise
         self.memory = PhysicalMemory(memoryview(self._mmap))
-        self.frames = FrameAllocator(self.memory, layout.KERNEL_REGION)
+        # Fresh anonymous memory: zero, and only the allocator's frames are written.
+        self.frames = FrameAllocator(self.memory, layout.KERNEL_REGION, zeroed=True)
         self.frames.reclaim = self.invalidate_mappings
         self.invalidations = 0
         #: Host seconds the invalidations took, stop-the-world wait included.

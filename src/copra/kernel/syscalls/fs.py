@@ -101,7 +101,8 @@ def sys_write(c: Call, r: KvmRegs) -> int:
                                    c.spec.rights, c.spec.denied)
     if isinstance(target, StreamObject):
         return target.write_stream(c, UserPtr(r.rsi), r.r8)
-    obj = c.handle_of(handle, OpenFile, Log, Event)
+    obj = target  # one of the other three kinds, its rights checked by ``get``
+    assert isinstance(obj, (OpenFile, Log, Event))
     if isinstance(obj, Event):
         if r.r8 != EVENT_IO:
             raise SyscallError(Errno.EINVAL, f"an event is written 8 bytes at a time, "
