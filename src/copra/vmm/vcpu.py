@@ -78,6 +78,9 @@ _REGS_SIZE: Final = ctypes.sizeof(KvmRegs)
 #: The kernel-owned MSRs outside the x2APIC range (msr.KERNEL_OWNED, inlined for speed).
 _OTHER_KERNEL_OWNED: Final = frozenset({MSR_APIC_BASE, MSR_TSC_DEADLINE})
 _TPR_PPR: Final = frozenset({int(Msr.TPR), int(Msr.PPR)})  #: reads that sync CR8 first
+_WRMSR: Final = ExitReason.X86_WRMSR
+_MSR_EXITS: Final = frozenset({ExitReason.X86_RDMSR, ExitReason.X86_WRMSR})
+_INTR: Final = ExitReason.INTR
 
 
 @dataclass
@@ -332,77 +335,94 @@ class GuestCpu:
 
     def _loop(self, page: memoryview, caller: RunCaller) -> int:
         if self._device is not None:
-            result = self._device_answered(self._device, page, caller)
-            if result is not None:
-                return result
+            answered = self._device_answered(self._device, page, caller)
+            if answered is not None:
+                return answered
         if self._io is not None:  # the next piece of a long string access
             return self._publish(page, self._io.piece())
         if self.shutdown:
             return self._publish(page, runpage.Plain(VcpuExit.SHUTDOWN))
         cpu, run, vcpu, counters = caller.cpu, self.run_page, self.vcpu, self.counters
-        irq = self.irq
+        irq, msr, apic = self.irq, self._msr, self.apic
+        # Bound once: ``with lock`` costs twice an explicit acquire and release here.
+        lock, unlock = self._bus.lock.acquire, self._bus.lock.release
+        read_msr = apic.read_msr
+        exits = kernel_exits = 0  # added to ``counters`` when the loop ends, not per exit
         kicked = True  # look at the reasons once on entry, then after every kick
-        while True:
-            if kicked:
-                # Every reason to stop comes with a kick (immediate_exit, so KVM_RUN
-                # returns INTR): the deadline's with the timer's kick at each slice.
-                why = self._interrupted(caller)
-                if why is not None:
-                    raise SyscallError(Errno.EINTR, why)
-                if cpu.preempt_requested:
-                    cpu.preempt_requested = False
-                    if caller.sched.others_waiting():
-                        counters["yields"] += 1
-                        caller.sched.wake(caller.thread)  # runnable again at once: a yield
-                        raise WouldBlock
-            if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
-                irq.attend(caller)
-            try:
-                reason = vcpu.run()
-            except InterruptedError:
-                reason = ExitReason.INTR
-            except OSError as e:
-                return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
-                                                           e.errno or 0, b""))
-            counters["exits"] += 1
-            kicked = reason == ExitReason.INTR
-            if kicked:
-                run.immediate_exit = 0
-                continue
-            ex = self._exit(reason)
-            if ex is not None:
-                return self._publish(page, ex)
-            if self._device is not None:  # a device model serves it
-                counters["device_exits"] += 1
-                result = self._device_answered(self._device, page, caller)
-                if result is not None:
-                    return result
-                continue
-            counters["kernel_exits"] += 1
+        try:
+            while True:
+                if kicked:
+                    # Every reason to stop comes with a kick (immediate_exit, so KVM_RUN
+                    # returns INTR): the deadline's with the timer's kick at each slice.
+                    why = self._interrupted(caller)
+                    if why is not None:
+                        raise SyscallError(Errno.EINTR, why)
+                    if cpu.preempt_requested:
+                        cpu.preempt_requested = False
+                        if caller.sched.others_waiting():
+                            counters["yields"] += 1
+                            caller.sched.wake(caller.thread)  # runnable again at once: a yield
+                            raise WouldBlock
+                if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
+                    irq.attend(caller)
+                try:
+                    reason = vcpu.run()
+                except InterruptedError:
+                    reason = _INTR
+                except OSError as e:
+                    return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
+                                                               e.errno or 0, b""))
+                exits += 1
+                if reason in _MSR_EXITS:
+                    # The hot path: an MSR of the kernel's x2APIC, answered in place.
+                    index = msr.index
+                    if X2APIC_FIRST <= index <= X2APIC_LAST or index in _OTHER_KERNEL_OWNED:
+                        lock()
+                        try:
+                            if reason == _WRMSR:
+                                result: int | Gp | None = apic.write_msr(index, int(msr.data))
+                                if result is None:
+                                    irq.msr_written(index)
+                            else:
+                                if index in _TPR_PPR:
+                                    irq.sync_tpr()
+                                result = read_msr(index)
+                        finally:
+                            unlock()
+                        if type(result) is Gp:
+                            msr.error = 1
+                        else:
+                            msr.error = 0
+                            if result is not None:  # None: a write done
+                                msr.data = result
+                        kernel_exits += 1
+                        kicked = False
+                        continue
+                kicked = reason == _INTR
+                if kicked:
+                    run.immediate_exit = 0
+                    continue
+                ex = self._exit(reason)
+                if ex is not None:
+                    return self._publish(page, ex)
+                if self._device is not None:  # a device model serves it
+                    counters["device_exits"] += 1
+                    answered = self._device_answered(self._device, page, caller)
+                    if answered is not None:
+                        return answered
+                    continue
+                kernel_exits += 1
+        finally:
+            counters["exits"] += exits
+            counters["kernel_exits"] += kernel_exits
 
     def _exit(self, reason: int) -> Pending | None:
         """The exit for user mode, or None when the kernel handled it."""
         run = self.run_page
         if reason == ExitReason.X86_RDMSR or reason == ExitReason.X86_WRMSR:
+            # Not the kernel's x2APIC (``_loop`` answers those itself).
             msr = self._msr
             index, write = msr.index, reason == ExitReason.X86_WRMSR
-            if X2APIC_FIRST <= index <= X2APIC_LAST or index in _OTHER_KERNEL_OWNED:
-                with self._bus.lock:
-                    if write:
-                        result: int | Gp | None = self.apic.write_msr(index, int(msr.data))
-                        if result is None:
-                            self.irq.msr_written(index)
-                    else:
-                        if index in _TPR_PPR:
-                            self.irq.sync_tpr()
-                        result = self.apic.read_msr(index)
-                if isinstance(result, Gp):
-                    msr.error = 1
-                else:
-                    msr.error = 0
-                    if isinstance(result, int):
-                        msr.data = result
-                return None
             if self.policy.claimed(index, write):
                 return runpage.Msr(index, write, int(msr.data) if write else 0)
             msr.error = 1  # unclaimed and unknown to KVM: #GP
