@@ -144,6 +144,9 @@ class GuestCpu:
         self.shutdown = False
         #: READABLE while an exit waits for user mode's answer (WAIT_MANY on a VCPU).
         self.queue = WaitQueue()
+        #: ``queue`` has READABLE raised (only ``_publish`` raises it; the runner's own
+        #: note, so that a VCPU_RUN with nothing published skips the queue's lock).
+        self._readable = False
         self.counters = {"exits": 0, "kernel_exits": 0, "user_exits": 0, "kicks": 0,
                          "yields": 0, "completed": 0, "device_exits": 0, "device_waits": 0}
         vcpu.enable_sync_regs()
@@ -227,7 +230,9 @@ class GuestCpu:
                 raise SyscallError(Errno.EINVAL, str(e)) from e
             if self.pending is not None:
                 self._complete(answer)
-            self.queue.clear_signals(Signal.READABLE)
+            if self._readable:
+                self.queue.clear_signals(Signal.READABLE)
+                self._readable = False
             if regs is not None:
                 ctypes.memmove(ctypes.addressof(self.run_page.s.regs), regs, _REGS_SIZE)
                 self.run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS
@@ -282,6 +287,7 @@ class GuestCpu:
         runpage.write_regs(page, bytes(self.run_page.s.regs))
         self.counters["user_exits"] += 1
         self.queue.raise_signals(Signal.READABLE)
+        self._readable = True
         return 0
 
     def _interrupted(self, caller: RunCaller) -> str | None:
