@@ -33,7 +33,8 @@ Invariants:
   WAIT_MANY on a VCPU handle (WAIT right) waits for that.
 
 Locking: ``lock`` (class "vmm.vcpu", after "vm.gate": a CPU kick takes it under the
-gate) guards ``runner``, ``dead`` and ``opened``; everything else belongs to the runner.
+gate) guards ``runner``, ``dead``, ``opened`` and ``_awaited``; everything else belongs to
+the runner.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ class GuestCpu:
         self.policy = MsrPolicy()  #: replaced whole by VM_SET_MSR_FILTER
         self.lock = lockdep.lock("vmm.vcpu")
         self._left = lockdep.condition(self.lock)
+        #: Threads in ``_wait_runner_left`` (under ``lock``): the runner notifies
+        #: ``_left`` on its way out only when one waits.
+        self._awaited = 0
         self.runner: int | None = None
         self.dead = False
         self.opened = False
@@ -206,11 +210,15 @@ class GuestCpu:
         """With ``lock`` held: kick the runner until it has left VCPU_RUN (it sees
         ``dead`` or ``closing`` at its next look and answers EINTR)."""
         signals = install_kick_handler()  # only where the no-op handler is installed
-        while self.runner is not None:
-            self.run_page.immediate_exit = 1
-            if signals:
-                signal.pthread_kill(self.runner, KICK_SIGNAL)
-            self._left.wait(0.05)
+        self._awaited += 1
+        try:
+            while self.runner is not None:
+                self.run_page.immediate_exit = 1
+                if signals:
+                    signal.pthread_kill(self.runner, KICK_SIGNAL)
+                self._left.wait(0.05)
+        finally:
+            self._awaited -= 1
 
     # --- VCPU_RUN ------------------------------------------------------------------------
 
@@ -246,7 +254,8 @@ class GuestCpu:
             with self.lock:
                 self.runner = None
                 self.evicted = None
-                self._left.notify_all()
+                if self._awaited:
+                    self._left.notify_all()
 
     def _complete(self, answer: runpage.Answer | None) -> None:
         """Finish the pending exit with user mode's answer (validated)."""
