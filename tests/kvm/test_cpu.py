@@ -191,7 +191,10 @@ class _TickInStub:
     """A vCPU whose first KVM_RUN is interrupted inside a ring-0 stub, the second at CPL3."""
 
     def __init__(self, cpu: Cpu) -> None:
-        self.cpu, self.runs = cpu, 0
+        self.cpu, self.runs, self.real = cpu, 0, cpu.vcpu
+
+    def __getattr__(self, name: str) -> object:  # the XSAVE ioctls go to the real vCPU
+        return getattr(self.real, name)
 
     def run(self) -> int:
         self.runs += 1
@@ -228,7 +231,10 @@ class _KickedAfterInt3:
     """A vCPU whose every KVM_RUN is interrupted at CPL3 with RIP right after a CC byte."""
 
     def __init__(self, cpu: Cpu, rip: int) -> None:
-        self.cpu, self.rip, self.runs = cpu, rip, 0
+        self.cpu, self.rip, self.runs, self.real = cpu, rip, 0, cpu.vcpu
+
+    def __getattr__(self, name: str) -> object:  # the XSAVE ioctls go to the real vCPU
+        return getattr(self.real, name)
 
     def run(self) -> int:
         self.runs += 1

@@ -9,6 +9,7 @@ control registers claim.
 from __future__ import annotations
 
 import ctypes
+import random
 import struct
 from collections.abc import Iterator
 
@@ -204,3 +205,81 @@ def test_parked_context_loaded_on_another_cpu_brings_its_vector_state() -> None:
         assert writer.xsave is not None
     finally:
         m.close()
+
+
+# start: movq rax, xmm0; out 0xe0, al; inc rdi; movq xmm0, rdi; out 0xe0, al; jmp start
+REPORT_THEN_BUMP = bytes.fromhex("66480f7ec0e6e048ffc766480f6ec7e6e0ebed")
+
+
+class _CountingVcpu:
+    """The real vCPU, with its XSAVE ioctls counted."""
+
+    def __init__(self, real: kvm.Vcpu) -> None:
+        self.real, self.gets, self.sets = real, 0, 0
+
+    def get_xsave(self, area: ctypes.Array[ctypes.c_uint8]) -> None:
+        self.gets += 1
+        self.real.get_xsave(area)
+
+    def set_xsave(self, area: ctypes.Array[ctypes.c_uint8]) -> None:
+        self.sets += 1
+        self.real.set_xsave(area)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_xmm_stays_private_when_contexts_switch_load_without_running_and_migrate() -> None:
+    # Three contexts with different xmm0 contents on two CPUs, in a fixed pseudo-random
+    # order: some steps run a context (it reports xmm0, then writes a new value), some
+    # only load it and park it again, as a thread that is woken only to finish a
+    # syscall and block again (its XSAVE state then never goes on the vCPU). Every
+    # report must be the context's own last value, 0 before its first write.
+    m = SvsmVm(32 << 20, cpus=2)
+    try:
+        contexts = [user_program(m, REPORT_THEN_BUMP) for _ in range(3)]
+        expected = [0, 0, 0]
+        for i, ctx in enumerate(contexts):
+            ctx.regs.rdi = (i + 1) << 40
+        where: list[int | None] = [None, None, None]
+        rng = random.Random(20261130)
+        for _ in range(150):
+            i, c = rng.randrange(3), rng.randrange(2)
+            ctx, cpu = contexts[i], m.cpus[c]
+            if rng.random() < 0.4:
+                cpu.load(ctx)  # loaded to finish a syscall: no CPL3 code runs
+            else:
+                assert cpu.enter(ctx) == SyscallExit(Entry.DOORBELL)
+                assert cpu.regs.rax == expected[i], f"context {i} on CPU {c}"
+                assert cpu.enter(ctx) == SyscallExit(Entry.DOORBELL)
+                expected[i] = cpu.regs.rdi
+            cpu.park()
+            where[i] = c
+        assert len(set(where)) == 2, "the schedule moved contexts between the CPUs"
+    finally:
+        m.close()
+
+
+def test_context_loaded_only_to_block_again_costs_no_xsave_ioctl(vm: SvsmVm) -> None:
+    # A device model and a VMM thread on one CPU: the model runs CPL3 code, the VMM
+    # thread is loaded only to finish VCPU_RUN's wait and block again.
+    cpu = vm.cpus[0]
+    model, vmm = user_program(vm, REPORT_THEN_BUMP), user_program(vm, REPORT_THEN_BUMP)
+    assert cpu.enter(vmm) == SyscallExit(Entry.DOORBELL)  # it ran once: its state is dirty
+    cpu.park()
+    counting = _CountingVcpu(cpu.vcpu)
+    cpu.vcpu = counting  # type: ignore[assignment]
+    try:
+        assert cpu.enter(model) == SyscallExit(Entry.DOORBELL)
+        cpu.park()
+        assert (counting.gets, counting.sets) == (1, 1)  # the VMM's state out, the model's in
+        for _ in range(3):
+            cpu.load(vmm)
+            cpu.park()
+            assert cpu.enter(model) == SyscallExit(Entry.DOORBELL)
+            cpu.park()
+        assert (counting.gets, counting.sets) == (1, 1)
+        assert cpu.enter(vmm) == SyscallExit(Entry.DOORBELL)  # its own state again
+        assert (counting.gets, counting.sets) == (2, 2)
+    finally:
+        cpu.vcpu = counting.real

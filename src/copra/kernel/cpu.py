@@ -20,12 +20,27 @@ How CPL3 reaches Python (docs/architecture.md has the measurements behind it):
 
 Per-context state: the general registers, the FS base and the whole XSAVE-managed
 state (x87, SSE, AVX, AVX-512 and whatever else KVM's XSAVE set holds) belong to one
-``UserContext``. ``save`` stores the loaded context's state (KVM_GET_XSAVE2),
-``load`` puts another's on the vCPU (KVM_SET_XSAVE); a context that never ran gets
+``UserContext``. ``load`` puts a context's registers on the vCPU; its XSAVE state goes
+there lazily, only when its CPL3 code is about to run (``enter``), as Linux switches
+FPU state only on the way back to user mode. A context that never ran gets
 ``x86.initial_xsave``. XCR0 is the same for every context (CPL3 cannot change it).
 A thread that leaves its CPU is ``park``ed: registers stored at once, its XSAVE state
-left in the vCPU until this CPU loads another context or another CPU ``fetch``es it,
-so a thread that comes back to the same idle CPU costs no state ioctl.
+left in the vCPU until this CPU runs another context's CPL3 code or another CPU
+``fetch``es it. So a thread that comes back to the same CPU costs no XSAVE ioctl, and
+neither does a thread that is loaded only to finish a syscall and block again (a VMM
+thread in VCPU_RUN woken by a device model's answer): its state is never needed on
+the vCPU.
+
+The XSAVE invariant (docs/architecture.md, "Per-process CPU state"): the vCPU's
+XSAVE registers belong to ``_fpu_owner``, and they are that context's current state
+exactly when ``owner.fpu_on is self``; ``_fpu_dirty`` says they are newer than
+``owner.xsave``. Every KVM_RUN that may run CPL3 code of a context C happens in
+``enter`` after ``_switch_fpu`` made C the owner (storing the previous owner's state
+first if dirty), so no CPL3 code ever runs with another context's XSAVE state. The
+other KVM_RUNs on an SVSM vCPU (``_complete_pending_io``, the zap stub) run no x87,
+SSE or AVX instruction and leave the owner's state as it is. A context's current state
+is in exactly one place: the vCPU of ``ctx.fpu_on`` when that CPU's owner is ctx and
+dirty, else ``ctx.xsave`` (None: the initial state).
 
 The loop: ``serve`` is this CPU's whole life on its host thread, a small state
 machine over ``CpuState``::
@@ -139,9 +154,13 @@ class UserContext:
     xsave: ctypes.Array[ctypes.c_uint8] | None = None
     #: The FS segment base (thread-local storage), loaded with the context.
     fs_base: int = 0
-    #: The CPU whose vCPU last had this context loaded (its state is still there if
-    #: that CPU loaded nothing since): a load on the same CPU is then free.
+    #: The CPU whose vCPU last had this context loaded (its registers are still there
+    #: if that CPU loaded nothing since): a load on the same CPU is then free.
     loaded_on: Cpu | None = None
+    #: The CPU whose vCPU's XSAVE registers last took this context's state (from
+    #: ``xsave`` or by running it); they still hold it while that CPU's ``_fpu_owner``
+    #: is this context. None: only ``xsave`` holds it.
+    fpu_on: Cpu | None = None
 
     @classmethod
     def initial(cls, cr3: int, rip: int, rsp: int) -> UserContext:
@@ -274,12 +293,16 @@ class Cpu:
         self.vcpu.run_page.kvm_valid_regs |= kvm.KVM_SYNC_X86_EVENTS  # read, never written
         self.run_page = self.vcpu.run_page
         self._loaded: UserContext | None = None
-        self._unsaved = False  # the loaded context ran since it was last saved
-        #: The loaded context's XSAVE state is only in the vCPU (``park``): ``save`` or
-        #: ``fetch`` must store it before anything else is loaded or it runs elsewhere.
-        self._xsave_held = False
-        #: Guards ``_loaded``, ``_unsaved``, ``_xsave_held`` and the vCPU's XSAVE state
-        #: against ``fetch`` from another CPU's host thread (class "cpu.context").
+        self._unsaved = False  # the loaded context's registers changed since saved
+        #: The context whose XSAVE state the vCPU's registers hold (its current state
+        #: while ``owner.fpu_on is self``); may differ from ``_loaded``.
+        self._fpu_owner: UserContext | None = None
+        #: The owner's CPL3 code ran since its state was set or stored: the vCPU's copy
+        #: is newer than ``owner.xsave``, which must be stored before it is dropped.
+        self._fpu_dirty = False
+        #: Guards ``_loaded``, ``_unsaved``, ``_fpu_owner``, ``_fpu_dirty`` and the
+        #: vCPU's XSAVE state against ``fetch`` from another CPU's host thread (class
+        #: "cpu.context").
         self._context_lock = lockdep.lock("cpu.context")
         self._run_regs = self.run_page.s.regs
         self._run_sregs = self.run_page.s.sregs
@@ -369,29 +392,37 @@ class Cpu:
     def park(self) -> None:
         """The loaded context's thread leaves this CPU for a while (it blocks, or its
         slice ended): store its registers and FS base in it now, its XSAVE state only
-        when that is needed: when this CPU loads another context (``save``), or another
-        CPU loads this one (``fetch``). A thread that comes back to this CPU with
-        nothing loaded in between then costs no XSAVE ioctl at all."""
+        when that is needed: when this CPU runs another context's CPL3 code
+        (``_switch_fpu``), or another CPU loads this one (``fetch``). A thread that
+        comes back to this CPU with no other CPL3 code run here in between then costs
+        no XSAVE ioctl at all."""
         with self._context_lock:
             self._save_registers()
 
     def save(self) -> None:
-        """Store the loaded context's registers, FS base and XSAVE state in it, so that
-        any CPU may load it next. The context stays loaded here: loading it again on
-        this CPU, with nothing loaded in between, costs nothing."""
+        """Store the loaded context's registers and FS base, and the XSAVE state the
+        vCPU holds, in their contexts, so that any CPU may load them next. The context
+        stays loaded here: loading it again on this CPU, with nothing loaded in
+        between, costs nothing."""
         with self._context_lock:
-            self._save_locked()
+            self._save_registers()
+            self._store_fpu()
 
     def fetch(self, ctx: UserContext) -> None:
-        """Another CPU is about to load ``ctx``: if this vCPU still holds its state
-        (``park``), store it in ctx and let go of it. Called from that CPU's host
-        thread; this CPU's own thread is then busy elsewhere or idle (a context is
-        loaded by the one CPU that picked its thread), and the context lock keeps it
-        from loading another context meanwhile."""
+        """Another CPU is about to load ``ctx``: if this vCPU still holds its registers
+        or its XSAVE state (``park``), store them in ctx and let go of them. Called
+        from that CPU's host thread; this CPU's own thread is then busy elsewhere or
+        idle (a context is loaded by the one CPU that picked its thread), and the
+        context lock keeps it from loading or running another context meanwhile."""
         with self._context_lock:
             if self._loaded is ctx:
-                self._save_locked()
+                self._save_registers()
                 self._loaded = None
+            if self._fpu_owner is ctx:
+                self._store_fpu()
+                self._fpu_owner = None
+            if ctx.fpu_on is self:
+                ctx.fpu_on = None
 
     def _save_registers(self) -> None:
         ctx = self._loaded
@@ -403,36 +434,48 @@ class Cpu:
                        ctypes.sizeof(KvmRegs))
         ctx.fs_base = self._run_sregs.fs.base
         self._unsaved = False
-        self._xsave_held = True
 
-    def _save_locked(self) -> None:
-        self._save_registers()
-        ctx = self._loaded
-        if ctx is not None and self._xsave_held:
-            if ctx.xsave is None:
-                ctx.xsave = self.vcpu.new_xsave()
-            self.vcpu.get_xsave(ctx.xsave)
-        self._xsave_held = False
+    def _store_fpu(self) -> None:
+        """With the context lock: copy the vCPU's XSAVE state into its owner if it is
+        newer there (KVM_GET_XSAVE2); the owner stays the owner, now clean."""
+        owner = self._fpu_owner
+        if owner is not None and self._fpu_dirty:
+            if owner.xsave is None:
+                owner.xsave = self.vcpu.new_xsave()
+            self.vcpu.get_xsave(owner.xsave)
+        self._fpu_dirty = False
+
+    def _switch_fpu(self, ctx: UserContext) -> None:
+        """Make the vCPU's XSAVE registers hold ``ctx``'s current state before its CPL3
+        code runs: store the previous owner's if dirty, set ctx's (KVM_SET_XSAVE).
+        ``load`` has already fetched ctx's state from any other CPU that held it."""
+        with self._context_lock:
+            self._store_fpu()
+            self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
+            self._fpu_owner = ctx
+            ctx.fpu_on = self
 
     def load(self, ctx: UserContext) -> None:
-        """Put ctx on the vCPU (its registers become ``regs``) without running it."""
+        """Put ctx's registers on the vCPU without running it; its XSAVE state follows
+        in ``enter``, if its CPL3 code runs at all."""
         if self._loaded is ctx and ctx.loaded_on is self:
             return
-        self.save()
-        home = ctx.loaded_on
+        with self._context_lock:
+            self._save_registers()
+        home, fpu_home = ctx.loaded_on, ctx.fpu_on
         if home is not None and home is not self:
             home.fetch(ctx)
+        if fpu_home is not None and fpu_home is not self and fpu_home is not home:
+            fpu_home.fetch(ctx)
         with self._context_lock:
             ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
                            ctypes.sizeof(KvmRegs))
-            self.vcpu.set_xsave(ctx.xsave if ctx.xsave is not None else self._initial_xsave)
             self._sregs.cr3 = ctx.cr3
             self._sregs.fs.base = ctx.fs_base
             self._load_user_sregs()
             self._loaded = ctx
             ctx.loaded_on = self
             self._unsaved = True
-            self._xsave_held = False
 
     def _load_user_sregs(self) -> None:
         ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._sregs),
@@ -445,10 +488,14 @@ class Cpu:
             if self._loaded is ctx:
                 self._loaded = None
                 self._unsaved = False
-                self._xsave_held = False
                 self._io_pending = False
+            if self._fpu_owner is ctx:
+                self._fpu_owner = None
+                self._fpu_dirty = False
             if ctx.loaded_on is self:
                 ctx.loaded_on = None
+            if ctx.fpu_on is self:
+                ctx.fpu_on = None
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -487,6 +534,9 @@ class Cpu:
         exit first. Reporting it would let the scheduler save a ring-0 RIP and RSP into
         the context and resume them later at CPL3, where the stub page faults."""
         self.load(ctx)
+        if self._fpu_owner is not ctx or ctx.fpu_on is not self:
+            self._switch_fpu(ctx)
+        self._fpu_dirty = True  # its CPL3 code runs now
         self._io_pending = False  # this KVM_RUN completes it
         self._unsaved = True
         vcpu, run_page, probe = self.vcpu, self.run_page, self.probe

@@ -15,7 +15,8 @@ Run states::
 
 Invariants:
 - a RUNNING thread is the current thread of exactly one CPU (``cpu``), and its
-  context is loaded there; any other thread's registers are saved in its context,
+  context is loaded there (its XSAVE state once its CPL3 code runs: ``Cpu.enter``);
+  any other thread's registers are saved in its context,
   and its XSAVE state too, or still held by the vCPU it left (``Cpu.park``), which
   gives it up when another CPU loads the context (``Cpu.fetch``): any CPU may load
   it next;

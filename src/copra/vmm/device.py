@@ -186,6 +186,12 @@ class DeviceEvent(StreamObject):
         p = c.process
         with p.mem_lock:
             check_buffer(p.space, buf, _ACCESS.size, write=True, usable=_ACCESS.size)
+        return self._take(c, buf)
+
+    def _take(self, c: Call, buf: UserPtr) -> int:
+        """READ's work once ``buf`` has been checked: take the oldest waiting access
+        into it, or block with an offer for ``post``."""
+        p = c.process
 
         def deliver(record: bytes) -> None:
             with p.mem_lock:
@@ -239,7 +245,7 @@ class DeviceEvent(StreamObject):
                 self.write_stream(c, answer, _ANSWER.size)
             thread.half_done = True
         try:
-            taken = self.read_stream(c, buf, _ACCESS.size)
+            taken = self._take(c, buf)  # ``buf`` checked above
         except WouldBlock:
             raise
         except BaseException:

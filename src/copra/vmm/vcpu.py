@@ -33,7 +33,8 @@ Invariants:
   WAIT_MANY on a VCPU handle (WAIT right) waits for that.
 
 Locking: ``lock`` (class "vmm.vcpu", after "vm.gate": a CPU kick takes it under the
-gate) guards ``runner``, ``dead`` and ``opened``; everything else belongs to the runner.
+gate) guards ``runner``, ``dead``, ``opened`` and ``_awaited``; everything else belongs to
+the runner.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ _REGS_SIZE: Final = ctypes.sizeof(KvmRegs)
 #: The kernel-owned MSRs outside the x2APIC range (msr.KERNEL_OWNED, inlined for speed).
 _OTHER_KERNEL_OWNED: Final = frozenset({MSR_APIC_BASE, MSR_TSC_DEADLINE})
 _TPR_PPR: Final = frozenset({int(Msr.TPR), int(Msr.PPR)})  #: reads that sync CR8 first
+_WRMSR: Final = ExitReason.X86_WRMSR
+_MSR_EXITS: Final = frozenset({ExitReason.X86_RDMSR, ExitReason.X86_WRMSR})
+_INTR: Final = ExitReason.INTR
 
 
 @dataclass
@@ -126,6 +130,9 @@ class GuestCpu:
         self.policy = MsrPolicy()  #: replaced whole by VM_SET_MSR_FILTER
         self.lock = lockdep.lock("vmm.vcpu")
         self._left = lockdep.condition(self.lock)
+        #: Threads in ``_wait_runner_left`` (under ``lock``): the runner notifies
+        #: ``_left`` on its way out only when one waits.
+        self._awaited = 0
         self.runner: int | None = None
         self.dead = False
         self.opened = False
@@ -141,6 +148,9 @@ class GuestCpu:
         self.shutdown = False
         #: READABLE while an exit waits for user mode's answer (WAIT_MANY on a VCPU).
         self.queue = WaitQueue()
+        #: ``queue`` has READABLE raised (only ``_publish`` raises it; the runner's own
+        #: note, so that a VCPU_RUN with nothing published skips the queue's lock).
+        self._readable = False
         self.counters = {"exits": 0, "kernel_exits": 0, "user_exits": 0, "kicks": 0,
                          "yields": 0, "completed": 0, "device_exits": 0, "device_waits": 0}
         vcpu.enable_sync_regs()
@@ -200,11 +210,15 @@ class GuestCpu:
         """With ``lock`` held: kick the runner until it has left VCPU_RUN (it sees
         ``dead`` or ``closing`` at its next look and answers EINTR)."""
         signals = install_kick_handler()  # only where the no-op handler is installed
-        while self.runner is not None:
-            self.run_page.immediate_exit = 1
-            if signals:
-                signal.pthread_kill(self.runner, KICK_SIGNAL)
-            self._left.wait(0.05)
+        self._awaited += 1
+        try:
+            while self.runner is not None:
+                self.run_page.immediate_exit = 1
+                if signals:
+                    signal.pthread_kill(self.runner, KICK_SIGNAL)
+                self._left.wait(0.05)
+        finally:
+            self._awaited -= 1
 
     # --- VCPU_RUN ------------------------------------------------------------------------
 
@@ -224,7 +238,9 @@ class GuestCpu:
                 raise SyscallError(Errno.EINVAL, str(e)) from e
             if self.pending is not None:
                 self._complete(answer)
-            self.queue.clear_signals(Signal.READABLE)
+            if self._readable:
+                self.queue.clear_signals(Signal.READABLE)
+                self._readable = False
             if regs is not None:
                 ctypes.memmove(ctypes.addressof(self.run_page.s.regs), regs, _REGS_SIZE)
                 self.run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS
@@ -238,7 +254,8 @@ class GuestCpu:
             with self.lock:
                 self.runner = None
                 self.evicted = None
-                self._left.notify_all()
+                if self._awaited:
+                    self._left.notify_all()
 
     def _complete(self, answer: runpage.Answer | None) -> None:
         """Finish the pending exit with user mode's answer (validated)."""
@@ -279,6 +296,7 @@ class GuestCpu:
         runpage.write_regs(page, bytes(self.run_page.s.regs))
         self.counters["user_exits"] += 1
         self.queue.raise_signals(Signal.READABLE)
+        self._readable = True
         return 0
 
     def _interrupted(self, caller: RunCaller) -> str | None:
@@ -332,77 +350,94 @@ class GuestCpu:
 
     def _loop(self, page: memoryview, caller: RunCaller) -> int:
         if self._device is not None:
-            result = self._device_answered(self._device, page, caller)
-            if result is not None:
-                return result
+            answered = self._device_answered(self._device, page, caller)
+            if answered is not None:
+                return answered
         if self._io is not None:  # the next piece of a long string access
             return self._publish(page, self._io.piece())
         if self.shutdown:
             return self._publish(page, runpage.Plain(VcpuExit.SHUTDOWN))
         cpu, run, vcpu, counters = caller.cpu, self.run_page, self.vcpu, self.counters
-        irq = self.irq
+        irq, msr, apic = self.irq, self._msr, self.apic
+        # Bound once: ``with lock`` costs twice an explicit acquire and release here.
+        lock, unlock = self._bus.lock.acquire, self._bus.lock.release
+        read_msr = apic.read_msr
+        exits = kernel_exits = 0  # added to ``counters`` when the loop ends, not per exit
         kicked = True  # look at the reasons once on entry, then after every kick
-        while True:
-            if kicked:
-                # Every reason to stop comes with a kick (immediate_exit, so KVM_RUN
-                # returns INTR): the deadline's with the timer's kick at each slice.
-                why = self._interrupted(caller)
-                if why is not None:
-                    raise SyscallError(Errno.EINTR, why)
-                if cpu.preempt_requested:
-                    cpu.preempt_requested = False
-                    if caller.sched.others_waiting():
-                        counters["yields"] += 1
-                        caller.sched.wake(caller.thread)  # runnable again at once: a yield
-                        raise WouldBlock
-            if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
-                irq.attend(caller)
-            try:
-                reason = vcpu.run()
-            except InterruptedError:
-                reason = ExitReason.INTR
-            except OSError as e:
-                return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
-                                                           e.errno or 0, b""))
-            counters["exits"] += 1
-            kicked = reason == ExitReason.INTR
-            if kicked:
-                run.immediate_exit = 0
-                continue
-            ex = self._exit(reason)
-            if ex is not None:
-                return self._publish(page, ex)
-            if self._device is not None:  # a device model serves it
-                counters["device_exits"] += 1
-                result = self._device_answered(self._device, page, caller)
-                if result is not None:
-                    return result
-                continue
-            counters["kernel_exits"] += 1
+        try:
+            while True:
+                if kicked:
+                    # Every reason to stop comes with a kick (immediate_exit, so KVM_RUN
+                    # returns INTR): the deadline's with the timer's kick at each slice.
+                    why = self._interrupted(caller)
+                    if why is not None:
+                        raise SyscallError(Errno.EINTR, why)
+                    if cpu.preempt_requested:
+                        cpu.preempt_requested = False
+                        if caller.sched.others_waiting():
+                            counters["yields"] += 1
+                            caller.sched.wake(caller.thread)  # runnable again at once: a yield
+                            raise WouldBlock
+                if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
+                    irq.attend(caller)
+                try:
+                    reason = vcpu.run()
+                except InterruptedError:
+                    reason = _INTR
+                except OSError as e:
+                    return self._publish(page, runpage.Failure(VcpuExit.INTERNAL_ERROR,
+                                                               e.errno or 0, b""))
+                exits += 1
+                if reason in _MSR_EXITS:
+                    # The hot path: an MSR of the kernel's x2APIC, answered in place.
+                    index = msr.index
+                    if X2APIC_FIRST <= index <= X2APIC_LAST or index in _OTHER_KERNEL_OWNED:
+                        lock()
+                        try:
+                            if reason == _WRMSR:
+                                result: int | Gp | None = apic.write_msr(index, int(msr.data))
+                                if result is None:
+                                    irq.msr_written(index)
+                            else:
+                                if index in _TPR_PPR:
+                                    irq.sync_tpr()
+                                result = read_msr(index)
+                        finally:
+                            unlock()
+                        if type(result) is Gp:
+                            msr.error = 1
+                        else:
+                            msr.error = 0
+                            if result is not None:  # None: a write done
+                                msr.data = result
+                        kernel_exits += 1
+                        kicked = False
+                        continue
+                kicked = reason == _INTR
+                if kicked:
+                    run.immediate_exit = 0
+                    continue
+                ex = self._exit(reason)
+                if ex is not None:
+                    return self._publish(page, ex)
+                if self._device is not None:  # a device model serves it
+                    counters["device_exits"] += 1
+                    answered = self._device_answered(self._device, page, caller)
+                    if answered is not None:
+                        return answered
+                    continue
+                kernel_exits += 1
+        finally:
+            counters["exits"] += exits
+            counters["kernel_exits"] += kernel_exits
 
     def _exit(self, reason: int) -> Pending | None:
         """The exit for user mode, or None when the kernel handled it."""
         run = self.run_page
         if reason == ExitReason.X86_RDMSR or reason == ExitReason.X86_WRMSR:
+            # Not the kernel's x2APIC (``_loop`` answers those itself).
             msr = self._msr
             index, write = msr.index, reason == ExitReason.X86_WRMSR
-            if X2APIC_FIRST <= index <= X2APIC_LAST or index in _OTHER_KERNEL_OWNED:
-                with self._bus.lock:
-                    if write:
-                        result: int | Gp | None = self.apic.write_msr(index, int(msr.data))
-                        if result is None:
-                            self.irq.msr_written(index)
-                    else:
-                        if index in _TPR_PPR:
-                            self.irq.sync_tpr()
-                        result = self.apic.read_msr(index)
-                if isinstance(result, Gp):
-                    msr.error = 1
-                else:
-                    msr.error = 0
-                    if isinstance(result, int):
-                        msr.data = result
-                return None
             if self.policy.claimed(index, write):
                 return runpage.Msr(index, write, int(msr.data) if write else 0)
             msr.error = 1  # unclaimed and unknown to KVM: #GP
