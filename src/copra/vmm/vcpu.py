@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Final
 from copra.abi.spec import PAGE_SIZE, Errno, Signal, VcpuExit
 from copra.hw import kvm
 from copra.hw.kvm import ExitReason, KvmRegs
-from copra.kernel import lockdep
+from copra.kernel import lockdep, wakeq
 from copra.kernel.cpu import KICK_SIGNAL, Cpu, install_kick_handler
 from copra.kernel.errors import SyscallError, WouldBlock
 from copra.kernel.frames import FrameAllocator, FrameOwner
@@ -357,6 +357,7 @@ class GuestCpu:
                         raise WouldBlock
             if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
                 irq.attend(caller)
+            wakeq.flush()  # wake-ups this CPU deferred, before the guest runs
             try:
                 reason = vcpu.run()
             except InterruptedError:
