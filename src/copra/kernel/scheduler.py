@@ -3,8 +3,8 @@
 Round robin over one run queue shared by every CPU: a CPU takes the thread at its
 head (``pick``), runs it until it blocks, ends or its slice ends, and a preempted
 thread goes to the back (``yield_``). A CPU with nothing to run blocks its host
-thread on its own condition variable (no spinning) until a thread is handed to it
-or becomes runnable, or the run ends. Any host thread may wake a blocked thread
+thread on its own ``IdleWait`` (kernel/wakeq.py, no spinning) until a thread is
+handed to it or becomes runnable, or the run ends. Any host thread may wake a blocked thread
 (``wake``): the CPU loops, the timer, an observer fired by an object's signal.
 
 Affinity: a thread made runnable while the CPU it last ran on is idle goes to that

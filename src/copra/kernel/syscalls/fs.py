@@ -97,11 +97,10 @@ def _read_event(c: Call, event: Event, buf: UserPtr, length: int) -> int:
 def sys_write(c: Call, r: KvmRegs) -> int:
     p = c.process
     handle, length = u32(r.rdi), min(r.r8, MAX_IO)
-    target = c.process.handles.get(handle, (OpenFile, Log, Event, StreamObject),
-                                   c.spec.rights, c.spec.denied)
-    if isinstance(target, StreamObject):
-        return target.write_stream(c, UserPtr(r.rsi), r.r8)
-    obj = c.handle_of(handle, OpenFile, Log, Event)
+    obj = c.process.handles.get(handle, (OpenFile, Log, Event, StreamObject),
+                                c.spec.rights, c.spec.denied)
+    if isinstance(obj, StreamObject):
+        return obj.write_stream(c, UserPtr(r.rsi), r.r8)
     if isinstance(obj, Event):
         if r.r8 != EVENT_IO:
             raise SyscallError(Errno.EINVAL, f"an event is written 8 bytes at a time, "
@@ -110,6 +109,7 @@ def sys_write(c: Call, r: KvmRegs) -> int:
             amount = int.from_bytes(copy_in(p.space, UserPtr(r.rsi), EVENT_IO), "little")
         obj.write(amount)
         return EVENT_IO
+    assert isinstance(obj, (OpenFile, Log))  # the kinds looked up, less those above
     with p.mem_lock:
         check_buffer(p.space, UserPtr(r.rsi), r.r8, write=False, usable=length)
         data = copy_in(p.space, UserPtr(r.rsi), length)
