@@ -17,13 +17,15 @@ before this thread gives up the GIL. The scheduler calls ``flush`` before a CPU
 blocks idle, ``Cpu`` before every ``KVM_RUN`` of its vCPU, and every other place a
 CPU's host thread may block or give up the GIL with wake-ups queued flushes first:
 VCPU_RUN before it runs a guest vCPU, IRQ_SIGNAL before it yields the GIL,
-``Scheduler.wait_left``, and the CPU loop when it ends (docs/architecture.md,
-"Deferred wake-ups"). Every other host thread (the timer, tests) posts as soon as the
+``Scheduler.wait_left``, the stop-the-world ``Gate.close``, closing a VCPU while its
+runner is inside, and the CPU loop when it ends (docs/architecture.md, "Deferred
+wake-ups"). Every other host thread (the timer, tests) posts as soon as the
 scheduler's lock is released.
 
 Invariant: a wake-up queued on a CPU's host thread is posted before that thread next
 sleeps idle, enters a guest (its vCPU's or one VCPU_RUN runs), yields the GIL in
-IRQ_SIGNAL, waits in ``wait_left``, or ends its loop; in between it runs only kernel
+IRQ_SIGNAL, waits for other CPUs (``wait_left``, ``Gate.close``, a VCPU's runner), or
+ends its loop; in between it runs only kernel
 code, whose locks are held for short sections by threads that never wait for an idle
 CPU. A wake-up is delayed by at most that Python work, never lost.
 

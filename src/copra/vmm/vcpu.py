@@ -200,6 +200,7 @@ class GuestCpu:
         """With ``lock`` held: kick the runner until it has left VCPU_RUN (it sees
         ``dead`` or ``closing`` at its next look and answers EINTR)."""
         signals = install_kick_handler()  # only where the no-op handler is installed
+        wakeq.flush()  # a CPU's host thread may wait here (kernel/wakeq.py)
         while self.runner is not None:
             self.run_page.immediate_exit = 1
             if signals:
