@@ -30,8 +30,8 @@ code, whose locks are held for short sections by threads that never wait for an 
 CPU. A wake-up is delayed by at most that Python work, never lost.
 
 Locking: the queue is per host thread (thread-local), touched only by its thread; an
-``IdleWait`` is its own lock. Posts are made with no lock held (a woken CPU's first
-act is to take the scheduler's lock).
+``IdleWait`` is its own lock, outside the lock order (a post never blocks). Posts are
+made with the scheduler's lock released (a woken CPU's first act is to take it).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def post_queued() -> None:
 
 
 def flush() -> None:
-    """Post every wake-up this host thread queued (call with no lock held)."""
+    """Post every wake-up this host thread queued (not under the scheduler's lock)."""
     posts = _here.posts
     if posts:
         for idle in posts:
