@@ -7,13 +7,17 @@ separates its phases with CLOCK calls:
 1. ping-pong: init SENDs 8 bytes to its child and RECVs the reply, both blocking; the
    child RECVs and SENDs back. One round trip is four syscalls and two wake-ups;
    against the floor (one bare KVM_RUN exit, bench/smp_throughput.py) - the issue's
-   target is <= 2.5x on two vCPUs;
+   target is <= 2.5x on two vCPUs; also against the hand-off floor (two host threads
+   each driving a bare vCPU pass a token with the primitive copra wakes an idle CPU
+   with: one exit plus the host's thread wake-up, ``smp_throughput.handoff_floor``; a
+   round trip on two vCPUs holds two such hand-offs);
 2. one-way throughput: init SENDs small messages (8 bytes) as fast as the queue takes
    them, the child RECVs them: messages per second;
 3. ping-pong with CHANNEL_CALL on both sides (init calls; the child answers each
    request with a call that also takes the next one): two syscalls per round trip.
 
-Usage: python bench/channels.py [ROUNDS] [--no-sync]   (no sync wake-ups; a table, never a test)
+Usage: python bench/channels.py [ROUNDS] [--no-sync] [--no-defer]   (no sync wake-ups; idle
+CPUs woken at once, not when the waker gives up the GIL; a table, never a test)
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from copra.kernel.image import packaged_program
 from copra.kernel.scheduler import Scheduler
 from copra.kernel.thread import Thread
 from harness import serve_observed
-from smp_throughput import floors
+from smp_throughput import floors, handoff_floor
 
 INIT_PID = 2
 #: Per-run medians of single round trips, by row.
@@ -73,9 +77,11 @@ def run(cpus: int, rounds: int, messages: int) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--no-sync"]
+    args = [a for a in sys.argv[1:] if a not in ("--no-sync", "--no-defer")]
     if "--no-sync" in sys.argv:
         Scheduler.sync_wakeups = False  # every wake-up an ordinary one
+    if "--no-defer" in sys.argv:
+        Scheduler.defer_wakeups = False  # idle CPUs woken at once
     rounds = int(args[0]) if args else 2000
     messages = 2 * rounds
     repeats = 3
@@ -83,6 +89,7 @@ def main() -> None:
     for _ in range(repeats):
         one, _two = floors(4 * rounds)
         rows["floor"].append(one)
+        rows["handoff"].append(handoff_floor(rounds))
         for cpus in (1, 2):
             trip, rate, call = run(cpus, rounds, messages)
             rows[f"trip{cpus}"].append(trip)
@@ -90,22 +97,27 @@ def main() -> None:
             rows[f"call{cpus}"].append(call)
     m = {k: statistics.median(v) for k, v in rows.items()}
     exit_s = 1 / m["floor"]
+    trip_floor = 2 * m["handoff"]  # a round trip on two vCPUs: two hand-offs
     print(f"machine: {platform.machine()}, {platform.python_implementation()} "
           f"{platform.python_version()}, {rounds} round trips and {messages} messages, "
           f"median of {repeats} runs, wall time")
-    print(f"{'what':<56} {'value':>12} {'ratio':>7}")
+    print(f"{'what':<56} {'value':>12} {'ratio':>7} {'to 2 hand-offs':>14}")
     print(f"{'floor: one bare KVM_RUN exit':<56} {exit_s * 1e6:9.1f} us {1.0:7.2f}")
+    print(f"{'hand-off floor: an exit + a host thread wake-up':<56} "
+          f"{m['handoff'] * 1e6:9.1f} us {m['handoff'] / exit_s:7.2f}")
     for cpus in (1, 2):
         print(f"{f'ping-pong round trip, two processes, {cpus} vCPU(s)':<56} "
-              f"{m[f'trip{cpus}'] * 1e6:9.1f} us {m[f'trip{cpus}'] / exit_s:7.2f}")
+              f"{m[f'trip{cpus}'] * 1e6:9.1f} us {m[f'trip{cpus}'] / exit_s:7.2f} "
+              f"{m[f'trip{cpus}'] / trip_floor:14.2f}")
     for cpus in (1, 2):
         print(f"{f'CHANNEL_CALL round trip, two processes, {cpus} vCPU(s)':<56} "
-              f"{m[f'call{cpus}'] * 1e6:9.1f} us {m[f'call{cpus}'] / exit_s:7.2f}")
+              f"{m[f'call{cpus}'] * 1e6:9.1f} us {m[f'call{cpus}'] / exit_s:7.2f} "
+              f"{m[f'call{cpus}'] / trip_floor:14.2f}")
     for key, what in (("trip", "SEND + RECV"), ("call", "CHANNEL_CALL")):
         for cpus in (1, 2):
             one = statistics.median(MEDIANS[f"{key}{cpus}"])
             print(f"{f'{what}, median round trip, {cpus} vCPU(s)':<56} "
-                  f"{one * 1e6:9.1f} us {one / exit_s:7.2f}")
+                  f"{one * 1e6:9.1f} us {one / exit_s:7.2f} {one / trip_floor:14.2f}")
     for cpus in (1, 2):
         rate = m[f"rate{cpus}"]
         print(f"{f'8-byte messages one way, {cpus} vCPU(s)':<56} {rate / 1e3:9.2f} k/s "

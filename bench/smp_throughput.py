@@ -36,6 +36,7 @@ from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
 from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.wakeq import IdleWait
 from harness import serve_observed
 
 _LOOP = bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC])  # out DOORBELL_PORT, al; jmp -4
@@ -78,6 +79,39 @@ def floors(n: int) -> tuple[float, float]:
             t.join()
         two = 2 * n / (time.perf_counter() - start)
         return one, two
+    finally:
+        vm.close()
+
+
+def handoff_floor(n: int) -> float:
+    """Seconds per cross-vCPU hand-off with nothing of copra's in it: two host threads,
+    each driving its own bare vCPU (the loop above), pass a token back and forth with
+    the primitive the scheduler wakes an idle CPU with (kernel/wakeq.py's ``IdleWait``):
+    wait for the token, one ``KVM_RUN`` exit, post the other. Each hand-off is one exit
+    plus the host's wake-up of a sleeping thread; what a cross-vCPU wake-up in copra
+    cannot go below."""
+    vm = SvsmVm(16 << 20, cpus=2)
+    try:
+        for cpu in vm.cpus:
+            _loaded(vm, cpu)
+        ioctl, request = fcntl.ioctl, kvm.KVM_RUN
+        idle = [IdleWait(), IdleWait()]
+
+        def loop(me: int) -> None:
+            fd, mine, other = vm.cpus[me].vcpu.fd, idle[me], idle[1 - me]
+            for _ in range(n):
+                mine.wait()
+                ioctl(fd, request, 0)
+                other.post()
+
+        threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        start = time.perf_counter()
+        idle[0].post()
+        for t in threads:
+            t.join()
+        return (time.perf_counter() - start) / (2 * n)
     finally:
         vm.close()
 

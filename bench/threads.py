@@ -10,11 +10,15 @@ number; the program separates its phases with CLOCK calls:
    is >= 0.8x;
 2. event ping-pong between two threads: a WRITE wakes the other thread blocked in
    READ; one wake-up is half a round trip, against the floor (one bare exit) — the
-   target is <= 2x;
+   target is <= 2x — and against the hand-off floor (two host threads, each driving a
+   bare vCPU, passing a token with the primitive copra wakes an idle CPU with: one
+   exit plus the host's thread wake-up, ``smp_throughput.handoff_floor``);
 3. THREAD_CREATE of a thread that returns at once, then JOIN: per pair, against the
    floor.
 
-Usage: python bench/threads.py [N]   (prints a table; timings are never tests)
+Usage: python bench/threads.py [N] [--no-defer]   (--no-defer: idle CPUs are woken at
+once, not when the waker gives up the GIL, kernel/wakeq.py; prints a table; timings
+are never tests)
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from collections import defaultdict
 from copra.abi.spec import Sys
 from copra.kernel import packit
 from copra.kernel.image import packaged_program
+from copra.kernel.scheduler import Scheduler
 from harness import serve_observed
-from smp_throughput import floors
+from smp_throughput import floors, handoff_floor
 
 
 def run(cpus: int, calls: int, rounds: int, spawns: int
@@ -67,13 +72,17 @@ def run(cpus: int, calls: int, rounds: int, spawns: int
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    args = [a for a in sys.argv[1:] if a != "--no-defer"]
+    if "--no-defer" in sys.argv:
+        Scheduler.defer_wakeups = False
+    n = int(args[0]) if args else 4000
     rounds_count = 3
     rows: dict[str, list[float]] = defaultdict(list)
     for _ in range(rounds_count):
         one, two = floors(n)
         rows["floor"].append(one)
         rows["parallel"].append(two)
+        rows["handoff"].append(handoff_floor(n // 4))
         for cpus in (1, 2):
             rate, wakeup, wakeup_median, spawn = run(cpus, n, n // 4, n // 40)
             rows[f"rate{cpus}"].append(rate)
@@ -82,11 +91,14 @@ def main() -> None:
             rows[f"spawn{cpus}"].append(spawn)
     m = {k: statistics.median(v) for k, v in rows.items()}
     exit_s = 1 / m["floor"]
+    handoff = m["handoff"]
     print(f"machine: {platform.machine()}, {platform.python_implementation()} "
           f"{platform.python_version()}, {n} calls per thread, median of {rounds_count} "
           "rounds, wall time")
-    print(f"{'what':<62} {'value':>12} {'ratio':>7}")
+    print(f"{'what':<62} {'value':>12} {'ratio':>7} {'to hand-off':>11}")
     print(f"{'floor: one bare KVM_RUN loop':<62} {m['floor'] / 1e3:9.2f} k/s {1.0:7.2f}")
+    print(f"{'hand-off floor: an exit + a host thread wake-up, two vCPUs':<62} "
+          f"{handoff * 1e6:9.1f} us {handoff / exit_s:7.2f} {1.0:11.2f}")
     print(f"{'parallel floor: two loops, two vCPUs':<62} {m['parallel'] / 1e3:9.2f} k/s "
           f"{m['parallel'] / m['floor']:7.2f}")
     for cpus in (1, 2):
@@ -96,11 +108,13 @@ def main() -> None:
           f"{m['rate2'] / m['parallel']:.2f}x")
     for cpus in (1, 2):
         print(f"{f'event wake-up, WRITE to the reader running, {cpus} CPU(s)':<62} "
-              f"{m[f'wakeup{cpus}'] * 1e6:9.1f} us {m[f'wakeup{cpus}'] / exit_s:7.2f}")
+              f"{m[f'wakeup{cpus}'] * 1e6:9.1f} us {m[f'wakeup{cpus}'] / exit_s:7.2f} "
+              f"{m[f'wakeup{cpus}'] / handoff:11.2f}")
     for cpus in (1, 2):
         print(f"{f'event wake-up, median of the wake-ups, {cpus} CPU(s)':<62} "
               f"{m[f'wakeup_median{cpus}'] * 1e6:9.1f} us "
-              f"{m[f'wakeup_median{cpus}'] / exit_s:7.2f}")
+              f"{m[f'wakeup_median{cpus}'] / exit_s:7.2f} "
+              f"{m[f'wakeup_median{cpus}'] / handoff:11.2f}")
     for cpus in (1, 2):
         print(f"{f'THREAD_CREATE + JOIN, {cpus} CPU(s)':<62} "
               f"{m[f'spawn{cpus}'] * 1e6:9.1f} us {m[f'spawn{cpus}'] / exit_s:7.2f}")

@@ -7,6 +7,7 @@ import threading
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from copra.kernel import wakeq
 from copra.kernel.cpu import UserContext
 from copra.kernel.scheduler import Scheduler, Waiter
 from copra.kernel.thread import Thread, ThreadState
@@ -105,10 +106,65 @@ def test_woken_thread_goes_to_the_idle_cpu_it_last_ran_on() -> None:
         with sched.lock:
             if sched._waiting[1]:
                 break
-    sched.wake(b)  # from CPU 0, which runs a: b is handed to CPU 1, not queued for 0
-    assert b.queued_on == 1 and not sched.others_waiting()
+    with wakeq.deferred():  # as on CPU 0's host thread: CPU 1 is posted at the end
+        sched.wake(b)  # from CPU 0, which runs a: b is handed to CPU 1, not queued for 0
+        assert b.queued_on == 1 and not sched.others_waiting()
     idle_cpu.join(timeout=30)
     assert got == [b] and b.cpu == 1
+
+
+def test_deferred_wake_up_reaches_the_idle_cpu_only_when_flushed() -> None:
+    sched = Scheduler(2)
+    a, b = thread(1), thread(2)
+    sched.add(a)
+    sched.add(b)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    got: list[Thread | None] = []
+    idle_cpu = threading.Thread(target=lambda: got.append(sched.pick(1)))
+    idle_cpu.start()
+    while True:  # until CPU 1 waits in pick
+        with sched.lock:
+            if sched._waiting[1]:
+                break
+    with wakeq.deferred():
+        sched.wake(b)
+        idle_cpu.join(timeout=0.05)  # it cannot return: nothing was posted yet
+        assert got == [] and idle_cpu.is_alive()
+        wakeq.flush()
+        idle_cpu.join(timeout=30)
+    assert got == [b] and b.cpu == 1
+
+
+def test_cpu_about_to_sleep_posts_the_wake_ups_it_deferred() -> None:
+    sched = Scheduler(2)
+    a, b = thread(1), thread(2)
+    sched.add(a)
+    sched.add(b)
+    assert sched.pick(0) is a and sched.pick(1) is b
+    sched.block(b)
+    got1: list[Thread | None] = []
+    got0: list[Thread | None] = []
+    idle_cpu = threading.Thread(target=lambda: got1.append(sched.pick(1)))
+    idle_cpu.start()
+    while True:  # until CPU 1 waits in pick
+        with sched.lock:
+            if sched._waiting[1]:
+                break
+
+    def cpu0() -> None:
+        with wakeq.deferred():
+            sched.wake(b)  # deferred: CPU 0 still runs a
+            sched.block(a)
+            got0.append(sched.pick(0))  # CPU 0 goes idle: it posts CPU 1 first
+
+    busy_cpu = threading.Thread(target=cpu0)
+    busy_cpu.start()
+    idle_cpu.join(timeout=30)
+    assert got1 == [b]
+    sched.stop()
+    busy_cpu.join(timeout=30)
+    assert got0 == [None]
 
 
 def test_woken_thread_whose_cpu_is_busy_goes_to_the_shared_queue() -> None:
@@ -285,8 +341,8 @@ def test_sync_wake_of_a_thread_whose_own_cpu_is_idle_goes_to_that_cpu() -> None:
         with sched.lock:
             if sched._waiting[1]:
                 break
-    with sched.sync(0):
+    with wakeq.deferred(), sched.sync(0):
         sched.wake(b)  # CPU 1 still holds b's context: no switch on CPU 0
-    assert b.queued_on == 1
+        assert b.queued_on == 1
     idle_cpu.join(timeout=30)
     assert got == [b] and b.cpu == 1

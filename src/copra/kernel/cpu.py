@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from copra.abi.spec import DOORBELL_PORT, SYSCALL_VECTOR, USER_END, USER_INITIAL_RFLAGS, Entry
 from copra.hw import kvm, x86
 from copra.hw.kvm import ExitReason, KvmRegs, KvmSegment, KvmSregs
-from copra.kernel import layout, lockdep
+from copra.kernel import layout, lockdep, wakeq
 from copra.kernel.layout import KERNEL_BASE
 
 if TYPE_CHECKING:
@@ -519,6 +519,7 @@ class Cpu:
     # --- entering the guest -------------------------------------------------------------
 
     def _enter_guest(self) -> None:
+        wakeq.flush()  # deferred wake-ups go out before this thread gives up the GIL
         self.host_thread = threading.get_ident()
         self.vm.gate.enter(self)
 

@@ -61,7 +61,7 @@ from copra.abi.spec import (
     SyscallClass,
 )
 from copra.hw.x86 import Vector
-from copra.kernel import lockdep
+from copra.kernel import lockdep, wakeq
 from copra.kernel.cpu import (
     Cpu,
     CpuError,
@@ -519,7 +519,9 @@ class Kernel:
         """A CPU's host thread. SIGINT is left to the main thread, which handles it."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            cpu.serve(self)
+            # Its wake-ups of idle CPUs wait until it lets go of the GIL (wakeq.py).
+            with wakeq.deferred(self.sched.defer_wakeups):
+                cpu.serve(self)
         except BaseException as e:  # a kernel bug outside any syscall: end the run
             self._failure = e
             self.request_stop()

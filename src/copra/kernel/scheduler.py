@@ -3,8 +3,8 @@
 Round robin over one run queue shared by every CPU: a CPU takes the thread at its
 head (``pick``), runs it until it blocks, ends or its slice ends, and a preempted
 thread goes to the back (``yield_``). A CPU with nothing to run blocks its host
-thread on its own condition variable (no spinning) until a thread is handed to it
-or becomes runnable, or the run ends. Any host thread may wake a blocked thread
+thread on its own ``IdleWait`` (kernel/wakeq.py, no spinning) until a thread is
+handed to it or becomes runnable, or the run ends. Any host thread may wake a blocked thread
 (``wake``): the CPU loops, the timer, an observer fired by an object's signal.
 
 Affinity: a thread made runnable while the CPU it last ran on is idle goes to that
@@ -14,6 +14,11 @@ may still hold the thread's context (loading it again is then free, kernel/cpu.p
 and two threads passing a token between two CPUs each stay on their own instead of
 taking turns on one (docs/performance.md, "Threads"). Otherwise a runnable thread
 goes to the shared queue and one idle CPU, if any, is woken for it.
+
+Waking an idle CPU is a post on its ``IdleWait`` (an eventfd, kernel/wakeq.py), made
+after the scheduler's lock is released; a CPU's own host thread defers its posts until
+it next gives up the GIL (kernel/wakeq.py: the woken host thread would otherwise wake
+only to wait for the GIL its waker still holds).
 
 Sync wake-ups (Linux's WF_SYNC): a syscall whose thread is about to block right after
 it wakes another (CHANNEL_CALL, DEVICE_REPLY) runs its wake-up inside ``sync(cpu)``:
@@ -44,14 +49,17 @@ Invariants (with kernel/thread.py's states):
 - ``wake_pending`` is only set on a RUNNING thread, by a wake-up that came before it
   blocked; ``block`` then makes it RUNNABLE at once (no wake-up is lost);
 - ``idle`` counts the CPUs waiting in ``pick``; ``_waiting[i]`` is True while CPU i
-  waits there and no wake-up was sent to it; ``finished`` never goes back;
+  waits there and no wake-up was sent to it; clearing it queues exactly one post on
+  CPU i's ``IdleWait`` (kernel/wakeq.py), which ends that wait; ``finished`` never
+  goes back;
 - ``_timed`` holds exactly the BLOCKED threads that have a deadline.
 
 Locking: ONE lock (class "sched", kernel/lockdep.py) guards all of the above and every
 thread's ``state``, ``cpu``, ``last_cpu``, ``queued_on``, ``retry`` and
-``wake_pending``; the per-CPU condition variables are on it. It is taken after
+``wake_pending``; ``wait_left``'s condition variable is on it. It is taken after
 object and wait-queue locks (an observer's ``notify`` wakes under its queue's lock)
-and before the VM's gate lock; nothing is called out of the scheduler with it held.
+and before the VM's gate lock; nothing is called out of the scheduler with it held,
+and no idle CPU is posted with it held (a woken CPU's first act is to take it).
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from copra.kernel import lockdep
+from copra.kernel import lockdep, wakeq
 from copra.kernel.thread import Thread, ThreadState
 from copra.kernel.waitqueue import Signal, WaitQueue
 
@@ -70,11 +78,14 @@ class Scheduler:
     #: Whether ``sync`` hands threads to the waker's CPU (off: ordinary wake-ups; the
     #: benchmarks compare both).
     sync_wakeups = True
+    #: Whether CPU host threads defer their wake-ups of idle CPUs until they give up
+    #: the GIL (kernel/wakeq.py; off: posted when the lock is released, for benchmarks).
+    defer_wakeups = True
 
     def __init__(self, cpus: int) -> None:
         self.lock = lockdep.lock("sched")
-        #: One condition per CPU, all on ``lock``: a wake-up goes to the CPU it is for.
-        self._conds = [lockdep.condition(self.lock) for _ in range(cpus)]
+        #: What each idle CPU sleeps on: a wake-up goes to the CPU it is for.
+        self._idle = [wakeq.IdleWait() for _ in range(cpus)]
         self._left = lockdep.condition(self.lock)  # ``wait_left``'s
         self._queue: deque[Thread] = deque()
         #: Threads handed to one idle CPU (the one whose vCPU still holds their context).
@@ -102,40 +113,50 @@ class Scheduler:
         if home is not None and self._waiting[home]:
             self._mailbox[home].append(thread)
             thread.queued_on = home
-            self._waiting[home] = False
-            self._conds[home].notify()
+            self._wake_cpu(home)
             return
         self._queue.append(thread)
         thread.queued_on = -1
         for cpu, waiting in enumerate(self._waiting):
             if waiting:
-                self._waiting[cpu] = False
-                self._conds[cpu].notify()
+                self._wake_cpu(cpu)
                 return
+
+    def _wake_cpu(self, cpu: int) -> None:
+        """End CPU ``cpu``'s wait in ``pick`` (lock held; it is waiting): one post, made
+        once the lock is released (kernel/wakeq.py)."""
+        self._waiting[cpu] = False
+        wakeq.queue(self._idle[cpu])
 
     def add(self, thread: Thread) -> None:
         """A new thread joins the run queue."""
         with self.lock:
             self._runnable(thread)
+        wakeq.post_queued()
 
     def pick(self, cpu: int) -> Thread | None:
         """The next thread for CPU ``cpu`` (now RUNNING there): what was handed to it,
         else the head of the shared queue; blocks while there is none; None once the
         run has ended."""
-        with self.lock:
-            box = self._mailbox[cpu]
+        box, lock = self._mailbox[cpu], self.lock
+        lock.acquire()
+        try:
             while not box and not self._queue:
                 if self.stopped or self.finished:
                     return None
-                self.idle += 1
-                if self.idle == len(self.current) and not self._timed \
+                if self.idle + 1 == len(self.current) and not self._timed \
                         and not any(self._mailbox):
                     self.finished = True  # nothing runs, nothing can wake anything
-                    self.idle -= 1
-                    self._notify_all()
+                    self._wake_all()
                     return None
+                self.idle += 1
                 self._waiting[cpu] = True
-                self._conds[cpu].wait()
+                lock.release()
+                try:
+                    wakeq.flush()  # this CPU's deferred wake-ups, before it sleeps
+                    self._idle[cpu].wait()
+                finally:
+                    lock.acquire()
                 self._waiting[cpu] = False
                 self.idle -= 1
             if self.stopped:
@@ -147,10 +168,14 @@ class Scheduler:
             thread.wake_pending = False
             self.current[cpu] = thread
             return thread
+        finally:
+            lock.release()
+            wakeq.post_queued()
 
-    def _notify_all(self) -> None:
-        for cond in self._conds:
-            cond.notify_all()
+    def _wake_all(self) -> None:
+        for cpu, waiting in enumerate(self._waiting):
+            if waiting:
+                self._wake_cpu(cpu)
         self._left.notify_all()
 
     def others_waiting(self) -> bool:
@@ -162,6 +187,7 @@ class Scheduler:
         with self.lock:
             self._leave(thread)
             self._runnable(thread)
+        wakeq.post_queued()
 
     def block(self, thread: Thread) -> None:
         """The RUNNING thread waits (its waiter is registered): BLOCKED, unless a
@@ -176,6 +202,7 @@ class Scheduler:
                 thread.state = ThreadState.BLOCKED
                 if thread.deadline is not None:
                     self._timed.add(thread)
+        wakeq.post_queued()
 
     def leave(self, thread: Thread) -> None:
         """The RUNNING thread has ended on its CPU."""
@@ -211,6 +238,7 @@ class Scheduler:
                     self._runnable(thread)
             elif thread.state is ThreadState.RUNNING:
                 thread.wake_pending = True
+        wakeq.post_queued()
 
     @contextmanager
     def sync(self, cpu: int) -> Iterator[None]:
@@ -237,6 +265,7 @@ class Scheduler:
             box.clear()
             for thread in moved:
                 self._runnable(thread)
+        wakeq.post_queued()
 
     def exit(self, thread: Thread) -> None:
         """The thread has ended: never run it again (a RUNNING thread stays its CPU's
@@ -254,12 +283,14 @@ class Scheduler:
         """End the run: every ``pick`` returns None from now on."""
         with self.lock:
             self.stopped = True
-            self._notify_all()
+            self._wake_all()
+        wakeq.post_queued()
 
     def wait_left(self, threads: list[Thread], caller: Thread | None,
                   kick: Callable[[int], None]) -> None:
         """Return once no thread of ``threads`` (EXITED already) but ``caller`` is any
         CPU's current thread: ``kick(cpu)`` makes each such CPU notice."""
+        wakeq.flush()  # a CPU's host thread may block here
         with self.lock:
             while True:
                 busy = {t.cpu for t in threads if t is not caller and t.cpu is not None}
@@ -277,6 +308,7 @@ class Scheduler:
             for thread in due:
                 self._timed.discard(thread)
                 self._runnable(thread)
+        wakeq.post_queued()
 
     def next_deadline(self) -> float | None:
         with self.lock:

@@ -31,7 +31,7 @@ from typing import Final
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR, USER_START, Entry
 from copra.hw import kvm, x86
 from copra.hw.kvm import KvmCpuid2
-from copra.kernel import layout, lockdep
+from copra.kernel import layout, lockdep, wakeq
 from copra.kernel.cpu import Cpu, CpuState, SyscallExit, UserContext
 from copra.kernel.frames import FrameAllocator, FrameOwner, PhysicalMemory
 from copra.kernel.layout import KERNEL_BASE
@@ -111,6 +111,7 @@ class Gate:
 
     def close(self, cpus: list[Cpu]) -> None:
         """Stop the world: kick every CPU out of the guest and keep them out."""
+        wakeq.flush()  # a CPU's host thread may wait here (kernel/wakeq.py)
         with self.lock:
             while self.closed:  # another stop-the-world is under way
                 self._cond.wait()

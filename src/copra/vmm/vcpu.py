@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Final
 from copra.abi.spec import PAGE_SIZE, Errno, Signal, VcpuExit
 from copra.hw import kvm
 from copra.hw.kvm import ExitReason, KvmRegs
-from copra.kernel import lockdep
+from copra.kernel import lockdep, wakeq
 from copra.kernel.cpu import KICK_SIGNAL, Cpu, install_kick_handler
 from copra.kernel.errors import SyscallError, WouldBlock
 from copra.kernel.frames import FrameAllocator, FrameOwner
@@ -210,6 +210,7 @@ class GuestCpu:
         """With ``lock`` held: kick the runner until it has left VCPU_RUN (it sees
         ``dead`` or ``closing`` at its next look and answers EINTR)."""
         signals = install_kick_handler()  # only where the no-op handler is installed
+        wakeq.flush()  # a CPU's host thread may wait here (kernel/wakeq.py)
         self._awaited += 1
         try:
             while self.runner is not None:
@@ -380,6 +381,7 @@ class GuestCpu:
                             raise WouldBlock
                 if irq.attention:  # interrupts to inject, INIT/SIPI, halted (may block)
                     irq.attend(caller)
+                wakeq.flush()  # wake-ups this CPU deferred, before the guest runs
                 try:
                     reason = vcpu.run()
                 except InterruptedError:

@@ -123,13 +123,16 @@ class _Shared:
 class Offer:
     """A blocked receiver a SEND may deliver to directly."""
 
-    __slots__ = ("deliver", "thread", "wake")
+    __slots__ = ("deliver", "taken", "thread", "wake")
 
     def __init__(self, thread: Thread, deliver: Callable[[Message], None],
                  wake: Callable[[Thread], None]) -> None:
         self.thread = thread
         self.deliver = deliver
         self.wake = wake
+        #: No longer in ``receivers``: a SEND took it, or the endpoint let go of all
+        #: (channel lock held).
+        self.taken = False
 
 
 class Endpoint(KernelObject):
@@ -199,6 +202,7 @@ class Endpoint(KernelObject):
         EFAULT, EMFILE) is that receiver's answer, and the message stays queued."""
         while self.receivers:
             offer = self.receivers.popleft()
+            offer.taken = True
             thread = offer.thread
             if thread.process.ending:
                 continue
@@ -231,11 +235,10 @@ class Endpoint(KernelObject):
 
         def withdraw() -> int | None:
             with lock:
-                try:
-                    self.receivers.remove(offer)
-                except ValueError:  # a SEND took it: it set the result
+                if offer.taken:  # a SEND took it: it set the result
                     result, thread.result = thread.result, None
                     return result
+                self.receivers.remove(offer)
                 return None
 
         return withdraw
@@ -271,6 +274,8 @@ class Endpoint(KernelObject):
         shared = self._shared
         with shared.lock:
             self.closed = True
+            for offer in self.receivers:  # their withdraw finds no result: dispatched again
+                offer.taken = True
             self.receivers.clear()
             drained = list(self.inbox)
             self.inbox.clear()

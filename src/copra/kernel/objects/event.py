@@ -55,13 +55,15 @@ def decode_event_flags(raw: int) -> EventFlag:
 class _Reader:
     """A blocked READ a WRITE may complete directly."""
 
-    __slots__ = ("deliver", "thread", "wake")
+    __slots__ = ("deliver", "taken", "thread", "wake")
 
     def __init__(self, thread: Thread, deliver: Callable[[bytes], None],
                  wake: Callable[[Thread], None]) -> None:
         self.thread = thread
         self.deliver = deliver
         self.wake = wake
+        #: A WRITE took it off ``readers`` (event lock held).
+        self.taken = False
 
 
 class Event(KernelObject):
@@ -106,6 +108,7 @@ class Event(KernelObject):
         """Give the value to the oldest blocked reader (lock held); True if taken."""
         while self.readers:
             reader = self.readers.popleft()
+            reader.taken = True
             thread = reader.thread
             if thread.process.ending:
                 continue
@@ -134,11 +137,10 @@ class Event(KernelObject):
 
         def withdraw() -> int | None:
             with lock:
-                try:
-                    self.readers.remove(reader)
-                except ValueError:  # a WRITE took it: it set the result
+                if reader.taken:  # a WRITE took it: it set the result
                     result, thread.result = thread.result, None
                     return result
+                self.readers.remove(reader)
                 return None
 
         return withdraw

@@ -111,6 +111,7 @@ def sys_write(c: Call, r: KvmRegs) -> int:
             amount = int.from_bytes(copy_in(p.space, UserPtr(r.rsi), EVENT_IO), "little")
         obj.write(amount)
         return EVENT_IO
+    assert isinstance(obj, (OpenFile, Log))  # the kinds looked up, less those above
     with p.mem_lock:
         check_buffer(p.space, UserPtr(r.rsi), r.r8, write=False, usable=length)
         data = copy_in(p.space, UserPtr(r.rsi), length)
