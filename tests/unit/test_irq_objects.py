@@ -185,6 +185,33 @@ def test_after_a_completed_iret_with_if_set_the_next_entry_injects_without_a_win
     assert vcpu.cpu.vcpu.injected == [0x24] and run.request_interrupt_window == 1
 
 
+def test_a_handler_that_went_in_after_an_iret_chains_no_other_at_its_own_iret() -> None:
+    # A source pending again whenever its handler returns (a periodic timer faster
+    # than the handler runs) must not keep the guest's own code from running: the IRET
+    # of a handler injected right after an IRET leaves the vCPU to its code.
+    _bus, apic, vcpu = setup()
+    run = vcpu.cpu.run_page
+    run.ready_for_interrupt_injection, run.if_flag = 0, 0
+    apic.raise_fixed(0x30)
+    vcpu.completed(b"\xcf", 0x202)  # the first handler's IRET: 0x30 goes in at once
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x30]
+    apic.write_msr(Msr.EOI, 0)
+    apic.raise_fixed(0x30)  # pending again by the time that handler returns
+    vcpu.completed(b"\xcf", 0x202)
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x30] and run.request_interrupt_window == 1
+    run.ready_for_interrupt_injection, run.if_flag = 1, 1  # the guest's next HLT or window
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x30, 0x30]
+    apic.write_msr(Msr.EOI, 0)
+    apic.raise_fixed(0x30)
+    run.ready_for_interrupt_injection, run.if_flag = 0, 0
+    vcpu.completed(b"\xcf", 0x202)  # that handler went in normally: its IRET chains
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x30, 0x30, 0x30]
+
+
 def test_a_completed_instruction_leaving_if_clear_changes_nothing() -> None:
     _bus, apic, vcpu = setup()
     run = vcpu.cpu.run_page

@@ -177,6 +177,8 @@ class VcpuIrq:
         #: The kernel completed an instruction that left IF set: the next entry can
         #: inject although the last exit said otherwise (``completed``).
         self._ready = False
+        #: The handler running now went in that way: its own IRET does not chain another.
+        self._chained = False
         self._saved: tuple[Thread, float | None] | None = None
         self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
                          "inits": 0, "sipis": 0}
@@ -298,6 +300,7 @@ class VcpuIrq:
             assert vector is not None
             self.cpu.vcpu.interrupt(vector)
             self.counters["injected"] += 1
+            self._chained = ready and not (run.ready_for_interrupt_injection and run.if_flag)
             run.request_interrupt_window = 0
         else:
             self.counters["windows"] += 1
@@ -322,13 +325,21 @@ class VcpuIrq:
         next entry injects what is pending then (``_ready``), as the processor does
         right after an IRET; the exit KVM reported (IF clear, inside the handler) no
         longer says so, and waiting for an interrupt window instead starves a lower
-        vector when a higher one (a fast timer) is pending at every HLT. An IRET also
+        vector when a higher one (a fast timer) is pending at every HLT. One handler
+        chains at most one more this way (``_chained``): the IRET of a handler that went
+        in right after an IRET leaves the vCPU to its interrupted code until the next
+        window or HLT, so a source that is always pending again by the time its handler
+        returns (a periodic timer faster than the emulated handler runs) cannot keep
+        the guest's own code from running. An IRET also
         ends NMI blocking (SDM 6.7.1), which KVM cannot know when it did not run the
         IRET: its NMI mask is cleared here, or no later NMI would ever be delivered."""
         if rflags & RFLAGS_IF:
             with self.bus.lock:
-                self._ready = True
-                self.attention = True
+                if self._chained:
+                    self._chained = False
+                else:
+                    self._ready = True
+                    self.attention = True
         if not self._nmi_blocked:
             return
         opcode = insn.lstrip(b"\x66\x67\x48")[:1]
