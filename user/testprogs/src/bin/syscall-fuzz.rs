@@ -51,6 +51,7 @@
 #![no_std]
 #![no_main]
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use libcopra::abi::{
@@ -142,17 +143,22 @@ fn fill_arena(rng: &mut Rng) {
 
 static READ_ONLY: [u8; 256] = [0xA5; 256];
 
-/// The ChannelMessage of the current SEND or RECV, and its id array (the kernel reads
-/// and writes only these, never beyond: counts stay within `CHANNEL_MAX_HANDLES`).
-static mut MSG: ChannelMessage = ChannelMessage::zeroed();
-static mut IDS: [u32; CHANNEL_MAX_HANDLES as usize] = [0; CHANNEL_MAX_HANDLES as usize];
+libcopra::thread_local! {
+    /// The ChannelMessage of the current SEND or RECV, and its id array (the kernel
+    /// reads and writes only these, never beyond: counts stay within
+    /// `CHANNEL_MAX_HANDLES`). One per thread: in threads mode another thread's RECV
+    /// must not rewrite the sizes this one checks.
+    static MSG: UnsafeCell<ChannelMessage> = const { UnsafeCell::new(ChannelMessage::zeroed()) };
+    static IDS: UnsafeCell<[u32; CHANNEL_MAX_HANDLES as usize]> =
+        const { UnsafeCell::new([0; CHANNEL_MAX_HANDLES as usize]) };
+}
 
 fn msg_ptr() -> *mut ChannelMessage {
-    &raw mut MSG
+    MSG.with(UnsafeCell::get)
 }
 
 fn ids_ptr() -> *mut u32 {
-    (&raw mut IDS).cast::<u32>()
+    IDS.with(|ids| ids.get().cast::<u32>())
 }
 
 // --- argument kinds -------------------------------------------------------------------
