@@ -74,6 +74,29 @@ int64_t copra_munmap(void *addr, size_t len);
 int64_t copra_mresize(void *addr, size_t len);
 int64_t copra_capabilities(uint32_t index);
 
+/* --- channels (docs/abi.md, "Channels"; docs/user-library.md, "C programs") -------- */
+
+/* CHANNEL_CREATE: 0, with the two connected endpoints' handles in *first and *second. */
+int64_t copra_channel_create(uint32_t *first, uint32_t *second);
+/* SEND: 0; the handles named in the message are moved (all or none). flags:
+ * COPRA_CHANNEL_FLAG_BLOCK waits while the peer's queue is full (else EAGAIN). */
+int64_t copra_send(uint32_t endpoint, const struct copra_channel_message *message,
+                   uint32_t flags);
+/* RECV: the bytes received; data_len and handle_count say the message's sizes (also
+ * on EMSGSIZE, when it stays queued) and the new handle ids are written. */
+int64_t copra_recv(uint32_t endpoint, struct copra_channel_message *message, uint32_t flags);
+/* CHANNEL_CALL: SEND out, then a blocking RECV into reply, in one syscall. */
+int64_t copra_channel_call(uint32_t endpoint, const struct copra_channel_message *out,
+                           struct copra_channel_message *reply);
+/* EXEC_HANDLES: EXEC moving count handles into the child (its ids 1..count). */
+int64_t copra_exec_handles(const char *path, const char *root, const uint32_t *handles,
+                           uint32_t count);
+/* DUPLICATE: a new handle with rights (or COPRA_RIGHTS_SAME) on the same object. */
+int64_t copra_duplicate(uint32_t handle, uint64_t rights);
+/* EVENT_CREATE: an event handle (READ of 8 bytes takes its counter, WRITE adds);
+ * flags: COPRA_EVENT_FLAG_NONBLOCK. */
+int64_t copra_event_create(uint32_t flags);
+
 /* --- threads (THREAD_CREATE, JOIN; docs/user-library.md) ---------------------------- */
 
 /* A thread started by copra_thread_spawn. */

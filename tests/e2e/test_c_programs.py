@@ -4,7 +4,9 @@
 calloc, realloc, aligned_alloc and free, the heap's statistics, the file, directory
 and mapping wrappers and error names, and prints a verdict per check. ``c-heap-bench``
 (the workloads of bench/heap.py) runs a few thousand operations of each workload, the
-producer/consumer one in two threads on two vCPUs.
+producer/consumer one in two threads on two vCPUs. ``c-chan`` (user/c/chan.c) uses
+the channel wrappers: a message with a moved event, EMSGSIZE, EXEC_HANDLES giving a
+child (``c-chan-echo``) an endpoint, CHANNEL_CALL, EPIPE.
 """
 
 from __future__ import annotations
@@ -41,3 +43,12 @@ def test_heap_benchmark_program_runs_every_workload(boot: Any, boot2: Any) -> No
         assert lines[0] == f"heap-bench: {workload} begin"
         assert lines[1].startswith(f"heap-bench: {workload} end ops=3000 checksum=")
         assert_no_leak(run)
+
+
+def test_c_program_moves_handles_through_channels_and_calls_a_child(boot2: Any) -> None:
+    run = boot2("c-chan", {"/bin/c-chan-echo": "c-chan-echo"})
+    lines = run.task_lines("init")
+    assert run.result.status == 0, run.lines
+    assert not [line for line in lines if "FAILED" in line], lines
+    assert "c-chan: 12/12 checks passed" in lines
+    assert_no_leak(run)

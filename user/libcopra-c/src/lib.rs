@@ -26,7 +26,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use core::ffi::{c_char, c_int, c_void};
 
-use libcopra::abi::{Errno, HeapStats, Sys};
+use libcopra::abi::{ChannelMessage, Errno, HeapStats, Sys};
 use libcopra::error::{Error, LIBRARY_CODES};
 use libcopra::heap;
 use libcopra::process::exit;
@@ -265,6 +265,67 @@ pub unsafe extern "C" fn copra_munmap(addr: *mut c_void, len: usize) -> i64 {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn copra_mresize(addr: *mut c_void, len: usize) -> i64 {
     sys(Sys::MRESIZE, [addr as u64, len as u64, 0, 0, 0])
+}
+
+/// CHANNEL_CREATE: 0 with the two endpoint handles stored (a NULL pointer skips one).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_channel_create(first: *mut u32, second: *mut u32) -> i64 {
+    let packed = sys(Sys::CHANNEL_CREATE, [0; 5]);
+    if packed < 0 {
+        return packed;
+    }
+    // SAFETY: the caller passes writable u32 slots or NULL (copra.h).
+    unsafe {
+        if !first.is_null() {
+            first.write(packed as u32);
+        }
+        if !second.is_null() {
+            second.write((packed as u64 >> 32) as u32);
+        }
+    }
+    0
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_send(endpoint: u32, message: *const ChannelMessage, flags: u32) -> i64 {
+    sys(Sys::SEND, [u64::from(endpoint), message as u64, u64::from(flags), 0, 0])
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_recv(endpoint: u32, message: *mut ChannelMessage, flags: u32) -> i64 {
+    sys(Sys::RECV, [u64::from(endpoint), message as u64, u64::from(flags), 0, 0])
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_channel_call(
+    endpoint: u32,
+    out: *const ChannelMessage,
+    reply: *mut ChannelMessage,
+) -> i64 {
+    sys(Sys::CHANNEL_CALL, [u64::from(endpoint), out as u64, reply as u64, 0, 0])
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn copra_exec_handles(
+    path: *const c_char,
+    root: *const c_char,
+    handles: *const u32,
+    count: u32,
+) -> i64 {
+    sys(
+        Sys::EXEC_HANDLES,
+        [path as u64, root as u64, handles as u64, u64::from(count), 0],
+    )
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn copra_duplicate(handle: u32, rights: u64) -> i64 {
+    sys(Sys::DUPLICATE, [u64::from(handle), rights, 0, 0, 0])
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn copra_event_create(flags: u32) -> i64 {
+    sys(Sys::EVENT_CREATE, [u64::from(flags), 0, 0, 0, 0])
 }
 
 #[unsafe(no_mangle)]
