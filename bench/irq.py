@@ -39,7 +39,7 @@ from pathlib import Path
 
 import syscall_roundtrip
 from copra.abi.spec import Sys
-from copra.hw.kvm import ExitReason
+from copra.hw.kvm import ExitReason, KvmRun
 from copra.kernel import packit
 from copra.kernel.cpu import Cpu
 from copra.kernel.image import packaged_program
@@ -81,13 +81,13 @@ def stamps(guest: bytes, conf: str) -> tuple[list[int], list[int], list[int]]:
             return exit_of(reason)
 
         gcpu._exit = timed  # type: ignore[method-assign]
-        inject = gcpu.vcpu.interrupt
+        deliver = gcpu.irq._deliver
 
-        def injected(vector: int) -> None:
+        def injected(run: KvmRun, vector: int) -> None:
             injections.append(clock())
-            inject(vector)
+            deliver(run, vector)
 
-        gcpu.vcpu.interrupt = injected  # type: ignore[method-assign]
+        gcpu.irq._deliver = injected  # type: ignore[method-assign]
 
     def prepare(kernel: Kernel) -> Callable[[], None]:
         vmm = Vmm(kernel, [GuestSpec("irqtest", guest, 4 << 20)])

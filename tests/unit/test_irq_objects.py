@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from copra.abi.spec import Errno, Signal
-from copra.hw.kvm import KvmRun
+from copra.hw.kvm import KVM_SYNC_X86_EVENTS, ExitReason, KvmRun
 from copra.kernel.errors import SyscallError, WouldBlock
 from copra.vmm.irq import ApicTimer, VcpuIrq, VcpuState
 from copra.vmm.irqobject import IrqObject
@@ -149,6 +149,52 @@ def test_attend_injects_the_highest_vector_when_the_vcpu_can_take_it() -> None:
     assert apic.isr == 1 << 0x52 and apic.irr == 1 << 0x31
     # 0x31 is pending but below PPR (0x50): nothing deliverable, no window asked
     assert vcpu.attention and run.request_interrupt_window == 0
+
+
+@pytest.mark.parametrize(("reason", "synced"), [
+    (ExitReason.INTR, True), (ExitReason.HLT, True), (ExitReason.IRQ_WINDOW_OPEN, True),
+    (ExitReason.IO, False), (ExitReason.MMIO, False), (ExitReason.X86_WRMSR, False),
+    (ExitReason.X86_RDMSR, False), (ExitReason.INTERNAL_ERROR, False)])
+def test_after_a_quiet_exit_the_interrupt_rides_the_synced_events_else_kvm_interrupt(
+        reason: int, synced: bool) -> None:
+    # api.rst 5 (KVM_SYNC_X86_EVENTS): events marked dirty are taken back at the next
+    # KVM_RUN. After an exit KVM may still complete (a refused WRMSR queues #GP) the
+    # vector must go through KVM_INTERRUPT, which injects only when the vCPU can take it.
+    cpu = StubCpu()
+    cpu.run_page.kvm_valid_regs = KVM_SYNC_X86_EVENTS
+    bus = ApicBus(lambda: 0)  # type: ignore[arg-type]
+    apic = bus.create(0, bsp=True)
+    assert apic.write_msr(Msr.APIC_BASE, apic.apic_base | APIC_BASE_EXTD) is None
+    assert apic.write_msr(Msr.SVR, 0x1FF) is None
+    vcpu = VcpuIrq(cpu, apic, bus, ApicTimer(bus, "test"), started=True)  # type: ignore[arg-type]
+    run = cpu.run_page
+    events = run.s.events.raw
+    events[14] = 1  # nmi.masked, as KVM published it: left alone
+    events[20:24] = (0x0F, 0, 0, 0)  # flags KVM set (NMI pending, shadow, SMM valid...)
+    run.exit_reason = reason
+    run.ready_for_interrupt_injection, run.if_flag = 1, 1
+    apic.raise_fixed(0x41)
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.counters["injected"] == 1 and apic.isr == 1 << 0x41
+    if synced:
+        assert cpu.vcpu.injected == [] and vcpu.counters["synced"] == 1
+        assert run.kvm_dirty_regs & KVM_SYNC_X86_EVENTS
+        assert list(events[8:11]) == [1, 0x41, 0]  # interrupt.injected, .nr, .soft
+        assert list(events[20:24]) == [0, 0, 0, 0]  # no NMI, shadow or SMM state rewritten
+        assert events[14] == 1
+    else:
+        assert cpu.vcpu.injected == [0x41] and vcpu.counters["synced"] == 0
+        assert not run.kvm_dirty_regs & KVM_SYNC_X86_EVENTS and events[8] == 0
+
+
+def test_without_synced_events_every_interrupt_goes_through_kvm_interrupt() -> None:
+    _bus, apic, vcpu = setup()  # the stub's run page publishes no events
+    run = vcpu.cpu.run_page
+    run.exit_reason = ExitReason.INTR
+    run.ready_for_interrupt_injection, run.if_flag = 1, 1
+    apic.raise_fixed(0x40)
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x40] and not run.kvm_dirty_regs
 
 
 def test_attend_asks_for_a_window_when_interrupts_are_blocked() -> None:

@@ -764,7 +764,10 @@ class Vcpu:
         self._map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED,
                               mmap.PROT_READ | mmap.PROT_WRITE)
         self.run_page = KvmRun.from_buffer(self._map)
-        self.sync_regs = bool(vm.check_extension(KVM_CAP_SYNC_REGS) & KVM_SYNC_X86_REGS)
+        sync = vm.check_extension(KVM_CAP_SYNC_REGS)
+        self.sync_regs = bool(sync & KVM_SYNC_X86_REGS)
+        #: KVM publishes (and takes back, when dirty) struct kvm_vcpu_events in kvm_run.
+        self.sync_events = bool(sync & KVM_SYNC_X86_EVENTS)
         self._run_request = KVM_RUN
         xsave2 = vm.check_extension(KVM_CAP_XSAVE2)
         self.xsave_size = max(xsave2, KVM_XSAVE_SIZE)
@@ -874,11 +877,13 @@ class Vcpu:
         if done != len(values):
             raise KvmError(f"KVM_SET_MSRS set {done} of {len(values)} MSRs")
 
-    def enable_sync_regs(self) -> None:
-        """Ask KVM to publish regs and sregs in kvm_run after every exit."""
+    def enable_sync_regs(self, events: bool = False) -> None:
+        """Ask KVM to publish regs and sregs in kvm_run after every exit, and the vCPU's
+        events too with ``events`` where KVM offers it (``sync_events``)."""
         if not self.sync_regs:
             raise KvmError("KVM_CAP_SYNC_REGS is not available")
-        self.run_page.kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS
+        self.run_page.kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | (
+            KVM_SYNC_X86_EVENTS if events and self.sync_events else 0)
 
     def close(self) -> None:
         if self.fd >= 0:

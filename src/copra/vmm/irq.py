@@ -79,6 +79,15 @@ KVM_GET_VCPU_EVENTS: Final = (2 << 30) | (64 << 16) | (kvm.KVMIO << 8) | 0x9F
 KVM_SET_VCPU_EVENTS: Final = (1 << 30) | (64 << 16) | (kvm.KVMIO << 8) | 0xA0
 _NMI_MASKED: Final = 14
 _EVENTS_FLAGS: Final = 20
+#: interrupt.injected, .nr and .soft in the same struct.
+_INT_INJECTED: Final = 8
+_INT_NR: Final = 9
+_INT_SOFT: Final = 10
+#: Exits after which KVM has nothing of its own left to finish at the next entry (no
+#: port, MMIO or MSR access to complete, no exception it may queue doing so): an
+#: interrupt goes in through the synced events there (``_deliver``).
+_QUIET_EXITS: Final = frozenset({kvm.ExitReason.INTR, kvm.ExitReason.HLT,
+                                 kvm.ExitReason.IRQ_WINDOW_OPEN})
 RFLAGS_IF: Final = 1 << 9
 #: The host timer wakes at most this often per guest (20,000 times a second): a
 #: periodic APIC timer programmed faster coalesces its expirations (docs/apic.md).
@@ -180,8 +189,10 @@ class VcpuIrq:
         #: The handler running now went in that way: its own IRET does not chain another.
         self._chained = False
         self._saved: tuple[Thread, float | None] | None = None
+        #: KVM publishes the vCPU's events in its run page (GuestCpu asked for them).
+        self._sync_events = bool(cpu.run_page.kvm_valid_regs & kvm.KVM_SYNC_X86_EVENTS)
         self.counters = {"injected": 0, "windows": 0, "nmis": 0, "halts": 0, "sleeps": 0,
-                         "inits": 0, "sipis": 0}
+                         "inits": 0, "sipis": 0, "synced": 0}
         #: Level-triggered IRQ objects by vector: they hear the guest's EOI (resample).
         self._level: dict[int, list[IrqObject]] = {}
         apic.notify = self.notify
@@ -298,7 +309,7 @@ class VcpuIrq:
         elif ready or (run.ready_for_interrupt_injection and run.if_flag):
             vector = apic.ack()
             assert vector is not None
-            self.cpu.vcpu.interrupt(vector)
+            self._deliver(run, vector)
             self.counters["injected"] += 1
             self._chained = ready and not (run.ready_for_interrupt_injection and run.if_flag)
             run.request_interrupt_window = 0
@@ -352,6 +363,29 @@ class VcpuIrq:
             events[_NMI_MASKED] = 0
             struct.pack_into("<I", events, _EVENTS_FLAGS, 0)  # leave pending NMIs alone
             fcntl.ioctl(self.cpu.vcpu.fd, KVM_SET_VCPU_EVENTS, bytes(events))
+
+    def _deliver(self, run: kvm.KvmRun, vector: int) -> None:
+        """Give ``vector`` to KVM for the next entry. After a quiet exit (``_QUIET_EXITS``)
+        it goes into the events KVM published at that exit, marked dirty: KVM takes them
+        back at the next KVM_RUN (KVM_SYNC_X86_EVENTS, api.rst 5) as an interrupt in
+        flight and delivers it on entry, with no ioctl of its own (KVM_INTERRUPT costs
+        ~10-20 us on PVM hosts). Nothing else of the events changes: KVM put them there
+        at that exit and only this thread touches the vCPU until the next entry; their
+        flags are cleared, so pending NMIs, the interrupt shadow and SMM are left as KVM
+        has them. After any other exit KVM may still finish an instruction at the next
+        entry and queue an exception doing so (a refused WRMSR's #GP); an interrupt
+        already in flight would then be taken inside that exception's handler with IF
+        clear, so KVM_INTERRUPT is used there: KVM injects it only when the vCPU can take
+        it. The exit reason is the run page's: a KVM_RUN that ``immediate_exit`` ended
+        early leaves the previous one there, whose completion it has just run."""
+        if self._sync_events and run.exit_reason in _QUIET_EXITS:
+            events = run.s.events.raw
+            events[_INT_INJECTED], events[_INT_NR], events[_INT_SOFT] = 1, vector, 0
+            events[_EVENTS_FLAGS : _EVENTS_FLAGS + 4] = (0, 0, 0, 0)
+            run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_EVENTS
+            self.counters["synced"] += 1
+        else:
+            self.cpu.vcpu.interrupt(vector)
 
     def msr_written(self, index: int) -> None:
         """After a WRMSR the APIC took (bus lock held)."""

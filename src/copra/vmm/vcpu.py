@@ -153,7 +153,7 @@ class GuestCpu:
         self._readable = False
         self.counters = {"exits": 0, "kernel_exits": 0, "user_exits": 0, "kicks": 0,
                          "yields": 0, "completed": 0, "device_exits": 0, "device_waits": 0}
-        vcpu.enable_sync_regs()
+        vcpu.enable_sync_regs(events=True)  # interrupts go in through them (vmm/irq.py)
         #: Interrupt delivery, HLT and INIT/SIPI (vmm/irq.py); vCPUs but 0 start in
         #: wait-for-SIPI.
         self.irq = VcpuIrq(self, apic, bus, timer, started)
