@@ -14,7 +14,12 @@ against the cost of its own exits, 11 floors; the floor is the median of several
 batches of bare KVM_RUN round trips (CPL3 ``out``) taken in the same run. Medians
 leave out the iterations a preempted host thread stretched.
 
-Usage: python bench/lifecycle_medians.py [K]   (prints a line; timings are never tests)
+Each of R rounds (default 7) runs K children between two series of floor batches, so
+that a round the host slowed down is set against a floor it slowed down too; the last
+line gives the median and range of the rounds' ratios.
+
+Usage: python bench/lifecycle_medians.py [K] [R]   (prints a line per round; timings
+are never tests)
 """
 
 from __future__ import annotations
@@ -72,17 +77,25 @@ def child_costs(k: int) -> tuple[float, float, float, int]:
 
 def main() -> None:
     k = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    floors = [floor(500) for _ in range(9)]
-    run, exec_, wait, exits = child_costs(k)
-    floors += [floor(500) for _ in range(9)]
-    f = statistics.median(floors)
-    child = run + exec_ + wait + 2 * f
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    ratios: list[float] = []
     print(f"machine: {platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, {k} children, medians, wall time")
-    print(f"floor {f * 1e6:.1f} us; child run (EXIT to EXIT) {run * 1e6:.1f} us, EXEC "
-          f"{exec_ * 1e6:.1f} us, WAIT {wait * 1e6:.1f} us; one child {child * 1e6:.1f} us "
-          f"= {child / f:.1f} floors; {exits} exits per child; against its own exits: "
-          f"{child / (exits * f):.2f}x")
+          f"{platform.python_version()}, {k} children per round, medians, wall time")
+    for _ in range(rounds):
+        # The floor is taken right before and after each round's children, so a
+        # round the host slowed down is compared with a floor it slowed down too.
+        floors = [floor(500) for _ in range(5)]
+        run, exec_, wait, exits = child_costs(k)
+        floors += [floor(500) for _ in range(5)]
+        f = statistics.median(floors)
+        child = run + exec_ + wait + 2 * f
+        ratios.append(child / (exits * f))
+        print(f"floor {f * 1e6:.1f} us; child run (EXIT to EXIT) {run * 1e6:.1f} us, EXEC "
+              f"{exec_ * 1e6:.1f} us, WAIT {wait * 1e6:.1f} us; one child {child * 1e6:.1f} "
+              f"us = {child / f:.1f} floors; {exits} exits per child; against its own "
+              f"exits: {child / (exits * f):.2f}x")
+    print(f"against its own exits, {rounds} rounds: median {statistics.median(ratios):.2f}x, "
+          f"range {min(ratios):.2f}-{max(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,19 @@ def test_zeroed_pool_hands_out_zero_frames_fresh_or_reused(steps: list[tuple[boo
     assert frames.free_count + len(held) == frames.total
 
 
+@given(st.lists(st.integers(0, 199), unique=True, max_size=120))
+@settings(max_examples=80, deadline=None)
+def test_zero_frames_zeroes_exactly_the_frames_given_in_any_runs(pages: list[int]) -> None:
+    # Adjacent frames are zeroed as one run (up to 64 pages a copy): every frame given
+    # reads zero after, every other keeps its bytes.
+    memory = PhysicalMemory(memoryview(bytearray(b"\xa5" * (200 * PAGE_SIZE))), base=BASE)
+    given_frames = [BASE + page * PAGE_SIZE for page in sorted(pages)]
+    memory.zero_frames(given_frames)
+    for page in range(200):
+        want = bytes(PAGE_SIZE) if page in pages else b"\xa5" * PAGE_SIZE
+        assert memory.read(BASE + page * PAGE_SIZE, PAGE_SIZE) == want
+
+
 def test_alloc_zeroes_only_its_own_frame() -> None:
     frames = allocator(pages=4, reserved=0)
     first = frames.alloc(FrameOwner.USER)

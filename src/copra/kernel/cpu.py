@@ -329,6 +329,9 @@ class Cpu:
         #: Statistics and trace hooks (kernel/stats.py), None unless a run asked for
         #: them: every hook site is a None check.
         self.probe: CpuProbe | None = None
+        #: Syscalls that came in through each ``Entry``, counted by this CPU's host
+        #: thread only; the kernel folds them into its counters when a run ends.
+        self.entries = [0] * len(Entry)
         #: A guest vCPU this CPU's host thread runs inside a syscall (VCPU_RUN): kicks
         #: reach it too. Set and cleared by that host thread only.
         self.nested: Kickable | None = None

@@ -105,7 +105,8 @@ _SYSCALL = b"\x0f\x05"
 _VMMCALL = b"\x0f\x01\xd9"
 PF_WRITE = 1 << 1  #: #PF error code: the access was a write (SDM 4.7)
 #: ``Kernel.counters`` key per entry: how many syscalls came in through each (a program
-#: built for upstream must show none through the doorbell).
+#: built for upstream must show none through the doorbell). Each CPU counts its own
+#: (``Cpu.entries``); they reach ``counters`` when ``serve`` returns.
 ENTRY_COUNTERS = {Entry.DOORBELL: "syscalls_via_doorbell", Entry.INT80: "syscalls_via_int80"}
 #: The statistics' exit kind per entry (kernel/stats.py).
 EXIT_KINDS = {Entry.DOORBELL: SYSCALL_DOORBELL, Entry.INT80: SYSCALL_INT80}
@@ -241,6 +242,15 @@ class Kernel:
 
     def vm_bitmap(self) -> int:
         return self._vm_bitmap()
+
+    def _fold_entries(self) -> None:
+        """Add the CPUs' syscall counts by entry (kept by each CPU's host thread, no
+        lock on the exit path) to ``counters``; the CPU loops have ended."""
+        for cpu in self.vm.cpus:
+            for entry, n in enumerate(cpu.entries):
+                if n:
+                    self.count(ENTRY_COUNTERS[Entry(entry)], n)
+                    cpu.entries[entry] = 0
 
     def count(self, key: str, n: int = 1) -> None:
         with self._counters_lock:
@@ -507,6 +517,7 @@ class Kernel:
             ticking.set()
             timer.join()
             self.vm.flush_quarantine()
+            self._fold_entries()
             report = self._detach_stats()
         if self._failure is not None:
             raise RuntimeError("a CPU loop failed") from self._failure
@@ -588,7 +599,7 @@ class Kernel:
             return self._ended(cpu, thread)
         probe = cpu.probe
         if type(ex) is SyscallExit:
-            self.count(ENTRY_COUNTERS[ex.entry])
+            cpu.entries[ex.entry] += 1  # into ``counters`` when the run ends
             if probe is not None:
                 probe.exit(EXIT_KINDS[ex.entry])
             return self.dispatch(cpu, thread)
@@ -608,7 +619,7 @@ class Kernel:
         proc = thread.process
         if type(ex) is FaultExit:
             if ex.vector == Vector.UD and self._is_int80(proc, ex.rip):
-                self.count(ENTRY_COUNTERS[Entry.INT80])
+                cpu.entries[Entry.INT80] += 1
                 if probe is not None:
                     probe.exit(SYSCALL_INT80)
                 cpu.regs.rip = ex.rip + 2

@@ -1,0 +1,141 @@
+"""Benchmark: what this host's KVM and scheduler cost before copra runs a line, and the
+lowest ratio each cross-vCPU target of the issues could reach here.
+
+Everything below is measured in one run with no kernel code in it: bare vCPUs of an
+``SvsmVm`` driven by this process's threads, the primitive an idle CPU sleeps on
+(kernel/wakeq.py's ``IdleWait``), and raw ioctls.
+
+- exit floor: one bare ``KVM_RUN`` round trip of a CPL3 ``out`` (the ratio unit of the
+  targets, bench/smp_throughput.py);
+- vCPU ioctl: ``KVM_GET_REGS`` on a vCPU this thread runs (every vCPU ioctl loads and
+  puts the vCPU; ``KVM_SET_XSAVE``/``KVM_GET_XSAVE2`` cost about as much);
+- XSAVE switch: ``KVM_GET_XSAVE2`` + ``KVM_SET_XSAVE``, what putting another context's
+  FPU state on a vCPU costs (kernel/cpu.py);
+- post and wake: a thread posts an ``IdleWait`` another thread sleeps on after 1 ms of
+  idling (as an idle CPU does); how long the post call takes the poster, and how long
+  until the sleeper runs;
+- hand-off floor: two threads, each driving its own vCPU, pass a token (wait, one exit,
+  post the other): one exit plus a wake-up (``smp_throughput.handoff_floor``).
+
+From these, lower bounds with no Python of copra's at all:
+
+- an event wake-up on two vCPUs (issue 8, target <= 2x): one hand-off;
+- a CHANNEL_CALL round trip (issue 9, target <= 2.5x): on two vCPUs two hand-offs; on
+  one vCPU two exits and two XSAVE switches;
+- signal -> handler with the guest halted (issue 11, target <= 2x): the post and the
+  wake-up, then one guest entry to the handler's exit (at least one exit).
+
+Usage: python bench/platform_floors.py [N]   (prints a table; timings are never tests)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import platform
+import statistics
+import sys
+import threading
+import time
+
+from copra.hw import kvm
+from copra.kernel.svsm_vm import SvsmVm
+from copra.kernel.wakeq import IdleWait
+from smp_throughput import _loaded, floors, handoff_floor
+
+ns = time.perf_counter_ns
+
+
+def ioctl_costs(n: int) -> tuple[float, float]:
+    """(seconds per KVM_GET_REGS, seconds per KVM_GET_XSAVE2 + KVM_SET_XSAVE)."""
+    vm = SvsmVm(16 << 20, cpus=1)
+    try:
+        cpu = vm.cpus[0]
+        _loaded(vm, cpu)
+        vcpu = cpu.vcpu
+        fcntl.ioctl(vcpu.fd, kvm.KVM_RUN, 0)
+        regs = []
+        for _ in range(n):
+            start = ns()
+            vcpu.get_regs()
+            regs.append(ns() - start)
+        buffer = vcpu.new_xsave()
+        switches = []
+        for _ in range(n):
+            start = ns()
+            vcpu.get_xsave(buffer)
+            vcpu.set_xsave(buffer)
+            switches.append(ns() - start)
+        return statistics.median(regs) / 1e9, statistics.median(switches) / 1e9
+    finally:
+        vm.close()
+
+
+def post_and_wake(n: int) -> tuple[float, float]:
+    """(seconds a post takes its caller, seconds from the post to the sleeper running),
+    medians; the sleeper idles 1 ms before each post, as an idle CPU's thread does."""
+    idle, done = IdleWait(), threading.Event()
+    posted_at = [0]
+    wakes: list[int] = []
+
+    def sleeper() -> None:
+        for _ in range(n):
+            idle.wait()
+            wakes.append(ns() - posted_at[0])
+            done.set()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    calls = []
+    for _ in range(n):
+        done.clear()
+        time.sleep(0.001)
+        posted_at[0] = start = ns()
+        idle.post()
+        calls.append(ns() - start)
+        done.wait()
+    thread.join()
+    return statistics.median(calls) / 1e9, statistics.median(wakes) / 1e9
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    rounds = 3
+    rows: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        one, _two = floors(n)
+        regs, switch = ioctl_costs(n // 4)
+        call, wake = post_and_wake(n // 10)
+        for key, value in (("exit", 1 / one), ("ioctl", regs), ("xsave", switch),
+                           ("post", call), ("wake", wake), ("handoff", handoff_floor(n // 4))):
+            rows.setdefault(key, []).append(value)
+    m = {key: statistics.median(values) for key, values in rows.items()}
+    exit_s = m["exit"]
+    print(f"machine: {platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, median of {rounds} rounds, wall time")
+    print(f"{'what':<60} {'value':>9} {'ratio':>7}")
+    for key, what in (("exit", "exit floor: bare KVM_RUN round trip, CPL3 out"),
+                      ("ioctl", "vCPU ioctl: KVM_GET_REGS"),
+                      ("xsave", "XSAVE switch: KVM_GET_XSAVE2 + KVM_SET_XSAVE"),
+                      ("post", "post: the poster's call (IdleWait, sleeper idle 1 ms)"),
+                      ("wake", "wake: from the post to the sleeper running"),
+                      ("handoff", "hand-off floor: one exit + a host thread wake-up")):
+        print(f"{what:<60} {m[key] * 1e6:6.1f} us {m[key] / exit_s:7.2f}")
+    print("lowest ratio each target could reach here, with no kernel code at all:")
+    bounds = (
+        ("event wake-up, two vCPUs (target <= 2x): one hand-off", m["handoff"], 2.0),
+        ("CHANNEL_CALL round trip, two vCPUs (target <= 2.5x): two hand-offs",
+         2 * m["handoff"], 2.5),
+        ("CHANNEL_CALL round trip, one vCPU: two exits + two XSAVE switches",
+         2 * exit_s + 2 * m["xsave"], 2.5),
+        ("signal -> handler, guest halted (target <= 2x): post + wake + one exit",
+         m["post"] + m["wake"] + exit_s, 2.0),
+    )
+    for what, seconds, target in bounds:
+        ratio = seconds / exit_s
+        room = (target - ratio) * exit_s * 1e6
+        verdict = f"{room:5.1f} us left for the kernel" if room > 0 else "above the target"
+        print(f"  {what:<72} {ratio:5.2f}x  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
