@@ -151,22 +151,27 @@ def test_attend_injects_the_highest_vector_when_the_vcpu_can_take_it() -> None:
     assert vcpu.attention and run.request_interrupt_window == 0
 
 
-@pytest.mark.parametrize(("reason", "synced"), [
-    (ExitReason.INTR, True), (ExitReason.HLT, True), (ExitReason.IRQ_WINDOW_OPEN, True),
-    (ExitReason.IO, False), (ExitReason.MMIO, False), (ExitReason.X86_WRMSR, False),
-    (ExitReason.X86_RDMSR, False), (ExitReason.INTERNAL_ERROR, False)])
-def test_after_a_quiet_exit_the_interrupt_rides_the_synced_events_else_kvm_interrupt(
-        reason: int, synced: bool) -> None:
-    # api.rst 5 (KVM_SYNC_X86_EVENTS): events marked dirty are taken back at the next
-    # KVM_RUN. After an exit KVM may still complete (a refused WRMSR queues #GP) the
-    # vector must go through KVM_INTERRUPT, which injects only when the vCPU can take it.
+def synced_setup() -> tuple[X2Apic, VcpuIrq]:
     cpu = StubCpu()
     cpu.run_page.kvm_valid_regs = KVM_SYNC_X86_EVENTS
     bus = ApicBus(lambda: 0)  # type: ignore[arg-type]
     apic = bus.create(0, bsp=True)
     assert apic.write_msr(Msr.APIC_BASE, apic.apic_base | APIC_BASE_EXTD) is None
     assert apic.write_msr(Msr.SVR, 0x1FF) is None
-    vcpu = VcpuIrq(cpu, apic, bus, ApicTimer(bus, "test"), started=True)  # type: ignore[arg-type]
+    return apic, VcpuIrq(cpu, apic, bus, ApicTimer(bus, "test"), started=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("reason", "synced"), [
+    (ExitReason.INTR, True), (ExitReason.HLT, True), (ExitReason.IRQ_WINDOW_OPEN, True),
+    (ExitReason.IO, False), (ExitReason.MMIO, False), (ExitReason.X86_WRMSR, False),
+    (ExitReason.X86_RDMSR, False), (ExitReason.INTERNAL_ERROR, True)])
+def test_after_a_quiet_exit_the_interrupt_rides_the_synced_events_else_kvm_interrupt(
+        reason: int, synced: bool) -> None:
+    # api.rst 5 (KVM_SYNC_X86_EVENTS): events marked dirty are taken back at the next
+    # KVM_RUN. After an exit KVM may still complete (a refused WRMSR queues #GP) the
+    # vector must go through KVM_INTERRUPT, which injects only when the vCPU can take it.
+    apic, vcpu = synced_setup()
+    cpu = vcpu.cpu
     run = cpu.run_page
     events = run.s.events.raw
     events[14] = 1  # nmi.masked, as KVM published it: left alone
@@ -185,6 +190,41 @@ def test_after_a_quiet_exit_the_interrupt_rides_the_synced_events_else_kvm_inter
     else:
         assert cpu.vcpu.injected == [0x41] and vcpu.counters["synced"] == 0
         assert not run.kvm_dirty_regs & KVM_SYNC_X86_EVENTS and events[8] == 0
+
+
+@pytest.mark.parametrize("offset", [0, 3, 8, 12])  # exception injected/pending, irq, NMI
+def test_an_event_kvm_still_has_in_flight_keeps_the_vector_on_kvm_interrupt(
+        offset: int) -> None:
+    # The exit's events show an exception, interrupt or NMI KVM must deliver first:
+    # writing ours over them would lose it, so KVM_INTERRUPT queues ours behind it.
+    apic, vcpu = synced_setup()
+    run = vcpu.cpu.run_page
+    run.exit_reason = ExitReason.INTERNAL_ERROR
+    run.s.events.raw[offset] = 1
+    apic.raise_fixed(0x50)
+    vcpu.completed(b"\xcf", 0x202)  # an IRET the kernel completed: inject at once
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert vcpu.cpu.vcpu.injected == [0x50] and vcpu.counters["synced"] == 0
+
+
+def test_an_iret_the_kernel_completed_ends_nmi_blocking_in_the_synced_events() -> None:
+    # SDM 6.7.1: IRET ends NMI blocking; KVM did not run it, so its mask is cleared in
+    # the events it published (no ioctl: the stub's fd would refuse one), next to the
+    # vector that goes in right after the IRET.
+    apic, vcpu = synced_setup()
+    run = vcpu.cpu.run_page
+    run.exit_reason = ExitReason.INTERNAL_ERROR
+    events = run.s.events.raw
+    events[14] = 1  # nmi.masked
+    events[20:24] = (0x0F, 0, 0, 0)
+    vcpu._nmi_blocked = True
+    apic.raise_fixed(0x51)
+    vcpu.completed(b"\x48\xcf", 0x202)  # IRETQ
+    assert events[14] == 0 and list(events[20:24]) == [0, 0, 0, 0]
+    assert run.kvm_dirty_regs & KVM_SYNC_X86_EVENTS
+    vcpu.attend(StubCaller())  # type: ignore[arg-type]
+    assert list(events[8:11]) == [1, 0x51, 0] and events[14] == 0
+    assert vcpu.cpu.vcpu.injected == []
 
 
 def test_without_synced_events_every_interrupt_goes_through_kvm_interrupt() -> None:

@@ -79,15 +79,22 @@ KVM_GET_VCPU_EVENTS: Final = (2 << 30) | (64 << 16) | (kvm.KVMIO << 8) | 0x9F
 KVM_SET_VCPU_EVENTS: Final = (1 << 30) | (64 << 16) | (kvm.KVMIO << 8) | 0xA0
 _NMI_MASKED: Final = 14
 _EVENTS_FLAGS: Final = 20
-#: interrupt.injected, .nr and .soft in the same struct.
+#: exception.injected and .pending, interrupt.injected, .nr and .soft, nmi.injected in
+#: the same struct.
+_EXC_INJECTED: Final = 0
+_EXC_PENDING: Final = 3
 _INT_INJECTED: Final = 8
 _INT_NR: Final = 9
 _INT_SOFT: Final = 10
+_NMI_INJECTED: Final = 12
 #: Exits after which KVM has nothing of its own left to finish at the next entry (no
 #: port, MMIO or MSR access to complete, no exception it may queue doing so): an
-#: interrupt goes in through the synced events there (``_deliver``).
+#: interrupt goes in through the synced events there (``_deliver``). An emulation
+#: failure is one: KVM ran nothing of the instruction, and the kernel completes it
+#: (vmm/complete.py) or the guest stops.
 _QUIET_EXITS: Final = frozenset({kvm.ExitReason.INTR, kvm.ExitReason.HLT,
-                                 kvm.ExitReason.IRQ_WINDOW_OPEN})
+                                 kvm.ExitReason.IRQ_WINDOW_OPEN,
+                                 kvm.ExitReason.INTERNAL_ERROR})
 RFLAGS_IF: Final = 1 << 9
 #: The host timer wakes at most this often per guest (20,000 times a second): a
 #: periodic APIC timer programmed faster coalesces its expirations (docs/apic.md).
@@ -357,6 +364,14 @@ class VcpuIrq:
         if opcode != b"\xcf":  # IRET, IRETD, IRETQ
             return
         self._nmi_blocked = False
+        run = self.cpu.run_page
+        if self._sync_events:  # the events KVM published at this exit, taken back dirty
+            synced = run.s.events.raw
+            if synced[_NMI_MASKED]:
+                synced[_NMI_MASKED] = 0
+                synced[_EVENTS_FLAGS : _EVENTS_FLAGS + 4] = (0, 0, 0, 0)  # pending NMIs
+                run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_EVENTS               # left alone
+            return
         events = bytearray(KVM_VCPU_EVENTS_SIZE)
         fcntl.ioctl(self.cpu.vcpu.fd, KVM_GET_VCPU_EVENTS, events)
         if events[_NMI_MASKED]:
@@ -376,10 +391,16 @@ class VcpuIrq:
         entry and queue an exception doing so (a refused WRMSR's #GP); an interrupt
         already in flight would then be taken inside that exception's handler with IF
         clear, so KVM_INTERRUPT is used there: KVM injects it only when the vCPU can take
-        it. The exit reason is the run page's: a KVM_RUN that ``immediate_exit`` ended
-        early leaves the previous one there, whose completion it has just run."""
-        if self._sync_events and run.exit_reason in _QUIET_EXITS:
-            events = run.s.events.raw
+        it, and so it is when KVM still has an event in flight (an exception, an NMI or
+        an interrupt it must deliver first, which the exit's events show). The exit
+        reason is the run page's: a KVM_RUN that ``immediate_exit`` ended early leaves
+        the previous one there, whose completion it has just run. An NMI's end of
+        blocking at an IRET the kernel completed goes through the same events
+        (``completed``), so the two never undo each other."""
+        events = run.s.events.raw
+        if self._sync_events and run.exit_reason in _QUIET_EXITS and not (
+                events[_EXC_INJECTED] | events[_EXC_PENDING] | events[_INT_INJECTED]
+                | events[_NMI_INJECTED]):  # nothing in flight KVM must deliver first
             events[_INT_INJECTED], events[_INT_NR], events[_INT_SOFT] = 1, vector, 0
             events[_EVENTS_FLAGS : _EVENTS_FLAGS + 4] = (0, 0, 0, 0)
             run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_EVENTS
