@@ -92,7 +92,10 @@ def test_idle_cpu_waits_until_a_thread_is_added_from_another_host_thread() -> No
     assert got == [late]
 
 
-def test_woken_thread_goes_to_the_idle_cpu_it_last_ran_on() -> None:
+def cpu1_idle_after_b_blocked() -> tuple[Scheduler, Thread, Thread, list[Thread | None],
+                                        threading.Thread]:
+    """Two CPUs ran a (CPU 0) and b (CPU 1); b blocked and CPU 1 now waits in ``pick``
+    on a host thread of its own, whose result lands in the list returned."""
     sched = Scheduler(2)
     a, b = thread(1), thread(2)
     sched.add(a)
@@ -106,6 +109,11 @@ def test_woken_thread_goes_to_the_idle_cpu_it_last_ran_on() -> None:
         with sched.lock:
             if sched._waiting[1]:
                 break
+    return sched, a, b, got, idle_cpu
+
+
+def test_woken_thread_goes_to_the_idle_cpu_it_last_ran_on() -> None:
+    sched, _a, b, got, idle_cpu = cpu1_idle_after_b_blocked()
     with wakeq.deferred():  # as on CPU 0's host thread: CPU 1 is posted at the end
         sched.wake(b)  # from CPU 0, which runs a: b is handed to CPU 1, not queued for 0
         assert b.queued_on == 1 and not sched.others_waiting()
@@ -114,19 +122,7 @@ def test_woken_thread_goes_to_the_idle_cpu_it_last_ran_on() -> None:
 
 
 def test_deferred_wake_up_reaches_the_idle_cpu_only_when_flushed() -> None:
-    sched = Scheduler(2)
-    a, b = thread(1), thread(2)
-    sched.add(a)
-    sched.add(b)
-    assert sched.pick(0) is a and sched.pick(1) is b
-    sched.block(b)
-    got: list[Thread | None] = []
-    idle_cpu = threading.Thread(target=lambda: got.append(sched.pick(1)))
-    idle_cpu.start()
-    while True:  # until CPU 1 waits in pick
-        with sched.lock:
-            if sched._waiting[1]:
-                break
+    sched, _a, b, got, idle_cpu = cpu1_idle_after_b_blocked()
     with wakeq.deferred():
         sched.wake(b)
         idle_cpu.join(timeout=0.05)  # it cannot return: nothing was posted yet
@@ -137,20 +133,8 @@ def test_deferred_wake_up_reaches_the_idle_cpu_only_when_flushed() -> None:
 
 
 def test_cpu_about_to_sleep_posts_the_wake_ups_it_deferred() -> None:
-    sched = Scheduler(2)
-    a, b = thread(1), thread(2)
-    sched.add(a)
-    sched.add(b)
-    assert sched.pick(0) is a and sched.pick(1) is b
-    sched.block(b)
-    got1: list[Thread | None] = []
+    sched, a, b, got1, idle_cpu = cpu1_idle_after_b_blocked()
     got0: list[Thread | None] = []
-    idle_cpu = threading.Thread(target=lambda: got1.append(sched.pick(1)))
-    idle_cpu.start()
-    while True:  # until CPU 1 waits in pick
-        with sched.lock:
-            if sched._waiting[1]:
-                break
 
     def cpu0() -> None:
         with wakeq.deferred():
@@ -284,14 +268,20 @@ def test_sync_wake_hands_the_woken_thread_to_the_wakers_cpu() -> None:
     assert sched.pick(0) is b and b.cpu == 0
 
 
-def test_sync_wake_hands_over_only_the_first_thread_woken() -> None:
-    sched = Scheduler(2)
+def b_blocked_while_c_runs(sched: Scheduler) -> tuple[Thread, Thread, Thread]:
+    """On two CPUs: a runs on CPU 0; b ran on CPU 1, blocked, and c runs there now."""
     a, b, c = thread(1), thread(2), thread(3)
     for t in (a, b, c):
         sched.add(t)
     assert sched.pick(0) is a and sched.pick(1) is b
     sched.block(b)
     assert sched.pick(1) is c
+    return a, b, c
+
+
+def test_sync_wake_hands_over_only_the_first_thread_woken() -> None:
+    sched = Scheduler(2)
+    _a, b, c = b_blocked_while_c_runs(sched)
     sched.block(c)
     with sched.sync(0):
         sched.wake(b)
@@ -301,12 +291,7 @@ def test_sync_wake_hands_over_only_the_first_thread_woken() -> None:
 
 def test_unsync_turns_the_hand_over_into_an_ordinary_wake_up() -> None:
     sched = Scheduler(2)
-    a, b, c = thread(1), thread(2), thread(3)
-    for t in (a, b, c):
-        sched.add(t)
-    assert sched.pick(0) is a and sched.pick(1) is b
-    sched.block(b)
-    assert sched.pick(1) is c
+    _a, b, _c = b_blocked_while_c_runs(sched)
     with sched.sync(0):
         sched.wake(b)
     sched.unsync(0)  # a did not block after all: b must not wait behind it
@@ -316,31 +301,14 @@ def test_unsync_turns_the_hand_over_into_an_ordinary_wake_up() -> None:
 def test_sync_wake_off_is_an_ordinary_wake_up() -> None:
     sched = Scheduler(2)
     sched.sync_wakeups = False
-    a, b, c = thread(1), thread(2), thread(3)
-    for t in (a, b, c):
-        sched.add(t)
-    assert sched.pick(0) is a and sched.pick(1) is b
-    sched.block(b)
-    assert sched.pick(1) is c
+    _a, b, _c = b_blocked_while_c_runs(sched)
     with sched.sync(0):
         sched.wake(b)
     assert b.queued_on == -1
 
 
 def test_sync_wake_of_a_thread_whose_own_cpu_is_idle_goes_to_that_cpu() -> None:
-    sched = Scheduler(2)
-    a, b = thread(1), thread(2)
-    sched.add(a)
-    sched.add(b)
-    assert sched.pick(0) is a and sched.pick(1) is b
-    sched.block(b)
-    got: list[Thread | None] = []
-    idle_cpu = threading.Thread(target=lambda: got.append(sched.pick(1)))
-    idle_cpu.start()
-    while True:  # until CPU 1 waits in pick
-        with sched.lock:
-            if sched._waiting[1]:
-                break
+    sched, _a, b, got, idle_cpu = cpu1_idle_after_b_blocked()
     with wakeq.deferred(), sched.sync(0):
         sched.wake(b)  # CPU 1 still holds b's context: no switch on CPU 0
         assert b.queued_on == 1
