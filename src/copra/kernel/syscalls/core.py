@@ -131,16 +131,7 @@ def sys_mmap(c: Call, r: KvmRegs) -> int:
     writable, executable = MapFlag.WRITE in flags, MapFlag.EXEC in flags
     with p.mem_lock:
         p.check_mapping_room()
-        if MapFlag.FIXED in flags:
-            end = hint + pages * PAGE_SIZE
-            if hint < USER_START or end > MAP_AREA_END:
-                raise SyscallError(Errno.EINVAL, f"FIXED range {hint:#x}+{pages} pages is "
-                                                 "outside the mapping area")
-            if not p.is_free(hint, end):
-                raise SyscallError(Errno.EEXIST, f"FIXED range at {hint:#x} is already mapped")
-            start = hint
-        else:
-            start = p.find_free(pages, hint)
+        start = _place(p, hint, pages, flags)
         try:
             if file is None:
                 p.map_anonymous(start, pages, writable=writable, executable=executable)
