@@ -69,6 +69,7 @@ from copra.kernel import lockdep
 from copra.kernel.budget import MetadataBudget
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
+from copra.kernel.objects.handoff import HandOff
 from copra.kernel.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -120,21 +121,6 @@ class _Shared:
         self.budget = budget
 
 
-class Offer:
-    """A blocked receiver a SEND may deliver to directly."""
-
-    __slots__ = ("deliver", "taken", "thread", "wake")
-
-    def __init__(self, thread: Thread, deliver: Callable[[Message], None],
-                 wake: Callable[[Thread], None]) -> None:
-        self.thread = thread
-        self.deliver = deliver
-        self.wake = wake
-        #: No longer in ``receivers``: a SEND took it, or the endpoint let go of all
-        #: (channel lock held).
-        self.taken = False
-
-
 class Endpoint(KernelObject):
     kind = ObjectKind.CHANNEL
 
@@ -147,7 +133,7 @@ class Endpoint(KernelObject):
         self.carried = 0  #: endpoints carried by the messages of ``inbox``
         self.queue = WaitQueue(Signal.WRITABLE)
         #: Blocked receivers a SEND delivers to directly, oldest first.
-        self.receivers: deque[Offer] = deque()
+        self.receivers: deque[HandOff[Message]] = deque()
 
     @classmethod
     def pair(cls, budget: MetadataBudget | None = None) -> tuple[Endpoint, Endpoint]:
@@ -228,7 +214,7 @@ class Endpoint(KernelObject):
               wake: Callable[[Thread], None]) -> Callable[[], int | None]:
         """``thread`` blocks in a receive on this endpoint: a SEND may deliver to it
         directly. Returns its ``withdraw`` (kernel/thread.py)."""
-        offer = Offer(thread, deliver, wake)
+        offer = HandOff(thread, deliver, wake)
         lock = self._shared.lock
         with lock:
             self.receivers.append(offer)

@@ -37,6 +37,7 @@ from copra.abi.spec import EVENT_MAX, Errno, EventFlag, Signal
 from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
 from copra.kernel.objects import KernelObject, ObjectKind
+from copra.kernel.objects.handoff import HandOff
 from copra.kernel.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -52,20 +53,6 @@ def decode_event_flags(raw: int) -> EventFlag:
     return EventFlag(raw)
 
 
-class _Reader:
-    """A blocked READ a WRITE may complete directly."""
-
-    __slots__ = ("deliver", "taken", "thread", "wake")
-
-    def __init__(self, thread: Thread, deliver: Callable[[bytes], None],
-                 wake: Callable[[Thread], None]) -> None:
-        self.thread = thread
-        self.deliver = deliver
-        self.wake = wake
-        #: A WRITE took it off ``readers`` (event lock held).
-        self.taken = False
-
-
 class Event(KernelObject):
     kind = ObjectKind.EVENT
 
@@ -76,7 +63,7 @@ class Event(KernelObject):
         self._value = 0
         self.queue = WaitQueue(Signal.WRITABLE)
         #: Blocked READs a WRITE completes directly, oldest first.
-        self.readers: deque[_Reader] = deque()
+        self.readers: deque[HandOff[bytes]] = deque()
 
     def wait_queue(self) -> WaitQueue:
         return self.queue
@@ -130,7 +117,7 @@ class Event(KernelObject):
     def offer(self, thread: Thread, deliver: Callable[[bytes], None],
               wake: Callable[[Thread], None]) -> Callable[[], int | None]:
         """``thread`` blocks in READ: a WRITE may complete it. Returns its ``withdraw``."""
-        reader = _Reader(thread, deliver, wake)
+        reader = HandOff(thread, deliver, wake)
         lock = self._lock
         with lock:
             self.readers.append(reader)
