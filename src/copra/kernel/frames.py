@@ -107,7 +107,7 @@ class PhysicalMemory:
                 i += 1
             off = start - base
             size = end + PAGE_SIZE - start
-            view[off : off + size] = _ZERO_RUN[:size] if size > PAGE_SIZE else _ZERO_PAGE
+            view[off : off + size] = _ZERO_RUN[:size]
 
 
 class FrameAllocator:

@@ -104,6 +104,13 @@ TIMER_MSRS: Final = frozenset({Msr.TSC_DEADLINE, Msr.LVT_TIMER, Msr.TIMER_INITIA
                                Msr.TIMER_DIVIDE, Msr.SVR, Msr.APIC_BASE})
 
 
+def _give_back(run: kvm.KvmRun) -> None:
+    """Mark the events in ``run`` dirty, for KVM to take back at the next KVM_RUN; their
+    flags cleared, so pending NMIs, the interrupt shadow and SMM stay as KVM has them."""
+    run.s.events.raw[_EVENTS_FLAGS : _EVENTS_FLAGS + 4] = (0, 0, 0, 0)
+    run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_EVENTS
+
+
 class VcpuState(Enum):
     RUNNING = "running"
     HALTED = "halted"  #: HLT with IF set: sleeps until an interrupt can be taken
@@ -369,8 +376,7 @@ class VcpuIrq:
             synced = run.s.events.raw
             if synced[_NMI_MASKED]:
                 synced[_NMI_MASKED] = 0
-                synced[_EVENTS_FLAGS : _EVENTS_FLAGS + 4] = (0, 0, 0, 0)  # pending NMIs
-                run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_EVENTS               # left alone
+                _give_back(run)
             return
         events = bytearray(KVM_VCPU_EVENTS_SIZE)
         fcntl.ioctl(self.cpu.vcpu.fd, KVM_GET_VCPU_EVENTS, events)
@@ -402,8 +408,7 @@ class VcpuIrq:
                 events[_EXC_INJECTED] | events[_EXC_PENDING] | events[_INT_INJECTED]
                 | events[_NMI_INJECTED]):  # nothing in flight KVM must deliver first
             events[_INT_INJECTED], events[_INT_NR], events[_INT_SOFT] = 1, vector, 0
-            events[_EVENTS_FLAGS : _EVENTS_FLAGS + 4] = (0, 0, 0, 0)
-            run.kvm_dirty_regs |= kvm.KVM_SYNC_X86_EVENTS
+            _give_back(run)
             self.counters["synced"] += 1
         else:
             self.cpu.vcpu.interrupt(vector)
