@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START, Entry
-from copra.hw import x86
+from copra.hw import kvm, x86
 from copra.kernel.cpu import (
     TRAP_HOLDS,
     Cpu,
@@ -61,6 +61,20 @@ def test_doorbell_exits_with_cpl3_registers(vm: SvsmVm, cpu: Cpu) -> None:
     # re-entry (the CPU completes it before a context switch).
     assert r.rip in (CODE, CODE + 2)
     assert cpu.run_page.s.sregs.cs.selector & 3 == 3
+
+
+def test_kvm_statistics_count_the_exits_of_a_cpu(vm: SvsmVm, cpu: Cpu) -> None:
+    """KVM_GET_STATS_FD (hw/kvm.py ``read_stats``): the vCPU's exit counter moves with
+    every doorbell, and the VM's statistics read too."""
+    ctx = user_program(vm, bytes([0x50, 0x58, 0xE6, DOORBELL_PORT, 0xEB, 0xFA]))
+    before = cpu.vcpu.stats()
+    for _ in range(3):
+        assert cpu.enter(ctx) == SyscallExit(Entry.DOORBELL)
+    after = cpu.vcpu.stats()
+    assert after["exits"] - before["exits"] >= 3
+    assert all(isinstance(v, int) and v >= 0 for v in after.values())
+    assert set(before) == set(after)
+    assert kvm.read_stats(vm.kvm_vm.fd)  # the VM's own counters (memory, MMU)
 
 
 def test_int80_is_reported_as_ud_or_gate_with_user_frame(vm: SvsmVm, cpu: Cpu) -> None:

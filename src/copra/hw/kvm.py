@@ -451,6 +451,7 @@ KVM_GET_XCRS: Final = _ior(0xA6, ctypes.sizeof(KvmXcrs))  # 4.44
 KVM_SET_XCRS: Final = _iow(0xA7, ctypes.sizeof(KvmXcrs))  # 4.45
 KVM_GET_XSAVE2: Final = _ior(0xCF, KVM_XSAVE_SIZE)  # 4.134
 KVM_X86_SET_MSR_FILTER: Final = _iow(0xC6, 392)  # 4.97 (struct kvm_msr_filter)
+KVM_GET_STATS_FD: Final = _io(0xCE)  # 4.133
 
 KVM_API_VERSION: Final = 12
 
@@ -477,6 +478,7 @@ KVM_CAP_DISABLE_QUIRKS2: Final = 213
 #: guest memory into the host vendor's instruction (api.rst 7.31).
 KVM_X86_QUIRK_FIX_HYPERCALL_INSN: Final = 1 << 5
 KVM_CAP_XSAVE2: Final = 208
+KVM_CAP_BINARY_STATS_FD: Final = 203
 
 # kvm_valid_regs / kvm_dirty_regs bits (arch/x86/include/uapi/asm/kvm.h).
 KVM_SYNC_X86_REGS: Final = 1 << 0
@@ -560,6 +562,37 @@ def _ioctl_ulong(fd: int, request: int, arg: int) -> int:
 
 def _ioctl_struct(fd: int, request: int, obj: ctypes.Structure) -> int:
     return _ioctl_ulong(fd, request, ctypes.addressof(obj))
+
+
+_STATS_HEADER = struct.Struct("<6I")  # struct kvm_stats_header (api.rst 4.133)
+_STATS_DESC = struct.Struct("<IhHII")  # struct kvm_stats_desc, before its name
+
+
+def read_stats(fd: int) -> dict[str, int]:
+    """KVM's binary statistics of a VM or vCPU file descriptor (api.rst 4.133
+    KVM_GET_STATS_FD): each counter's name and value; a statistic of several buckets
+    (a histogram) is given as the sum of its buckets. KvmError where KVM has no stats
+    file descriptor (before Linux 5.14)."""
+    try:
+        stats_fd = fcntl.ioctl(fd, KVM_GET_STATS_FD)
+    except OSError as e:
+        raise KvmError(f"KVM_GET_STATS_FD: {e.strerror}") from e
+    try:
+        _flags, name_size, count, _id_at, descs_at, data_at = _STATS_HEADER.unpack(
+            os.pread(stats_fd, _STATS_HEADER.size, 0))
+        size = _STATS_DESC.size + name_size
+        raw = os.pread(stats_fd, size * count, descs_at)
+        descs = []
+        for at in range(0, size * count, size):
+            _kind, _exponent, values, offset, _bucket = _STATS_DESC.unpack_from(raw, at)
+            name = raw[at + _STATS_DESC.size : at + size].split(b"\0", 1)[0].decode()
+            descs.append((name, values, offset))
+        end = max((offset + 8 * values for _, values, offset in descs), default=0)
+        data = os.pread(stats_fd, end, data_at)
+        return {name: sum(struct.unpack_from(f"<{values}Q", data, offset))
+                for name, values, offset in descs}
+    finally:
+        os.close(stats_fd)
 
 
 def kvm_unavailable_reason(path: str = "/dev/kvm") -> str | None:
@@ -884,6 +917,11 @@ class Vcpu:
             raise KvmError("KVM_CAP_SYNC_REGS is not available")
         self.run_page.kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | (
             KVM_SYNC_X86_EVENTS if events and self.sync_events else 0)
+
+    def stats(self) -> dict[str, int]:
+        """This vCPU's counters as KVM keeps them (``read_stats``): exits by kind,
+        page faults the MMU took (``pf_taken``), instructions emulated, ..."""
+        return read_stats(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
