@@ -32,12 +32,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
+from copra.abi.spec import DOORBELL_PORT
 from copra.hw import kvm
 from copra.hw.kvm import KvmFpu
 from copra.kernel.cpu import UserContext
-from copra.kernel.frames import FrameOwner
-from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm
 
 _LOOP = bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC])  # out DOORBELL_PORT, al; jmp -4
@@ -45,11 +43,7 @@ BATCH = 100
 
 
 def _context(vm: SvsmVm) -> UserContext:
-    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-    text = vm.frames.alloc(FrameOwner.USER)
-    vm.memory.write(text, _LOOP)
-    space.map(USER_START, text, writable=False, executable=True)
-    return UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
+    return vm.bare_program(_LOOP).context
 
 
 def _interleaved(n: int, *ops: Callable[[], None]) -> list[float]:

@@ -53,10 +53,7 @@ import time
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_STACK_TOP
 from copra.hw import kvm
-from copra.kernel.frames import FrameOwner
-from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm
-from copra.kernel.thread import UserContext
 from copra.kernel.wakeq import IdleWait
 from smp_throughput import _loaded, floors, handoff_floor
 
@@ -154,13 +151,7 @@ def first_entry_extra(n: int) -> tuple[float, float]:
         firsts: list[int] = []
         laters: list[int] = []
         for _ in range(n):
-            space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-            text = vm.frames.alloc(FrameOwner.USER)
-            vm.memory.write(text, _TOUCH_STACK)
-            space.map(_CODE_AT, text, writable=False, executable=True)
-            stack = vm.frames.alloc(FrameOwner.USER)
-            space.map(USER_STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
-            ctx = UserContext.initial(space.pml4, _CODE_AT, USER_STACK_TOP - 8)
+            ctx = vm.bare_program(_TOUCH_STACK, at=_CODE_AT, stack_top=USER_STACK_TOP).context
             for i in range(3):
                 del runs[:]
                 cpu.enter(ctx)

@@ -28,13 +28,11 @@ import threading
 import time
 from collections import defaultdict
 
-from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
+from copra.abi.spec import DOORBELL_PORT
 from copra.hw import kvm
 from copra.kernel import packit
-from copra.kernel.cpu import Cpu, UserContext
-from copra.kernel.frames import FrameOwner
+from copra.kernel.cpu import Cpu
 from copra.kernel.image import packaged_program
-from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm
 from copra.kernel.wakeq import IdleWait
 from harness import serve_observed
@@ -45,11 +43,7 @@ _PROLOGUE = 4
 
 
 def _loaded(vm: SvsmVm, cpu: Cpu) -> None:
-    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-    text = vm.frames.alloc(FrameOwner.USER)
-    vm.memory.write(text, _LOOP)
-    space.map(USER_START, text, writable=False, executable=True)
-    cpu.enter(UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE))
+    cpu.enter(vm.bare_program(_LOOP).context)
 
 
 def floors(n: int) -> tuple[float, float]:

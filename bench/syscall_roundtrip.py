@@ -27,13 +27,10 @@ import statistics
 import sys
 import time
 
-from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, USER_START
+from copra.abi.spec import DOORBELL_PORT
 from copra.hw import kvm
 from copra.kernel import packit
-from copra.kernel.cpu import UserContext
-from copra.kernel.frames import FrameOwner
 from copra.kernel.image import packaged_program
-from copra.kernel.pagetable import AddressSpace
 from copra.kernel.stats import RunStats
 from copra.kernel.svsm_vm import SvsmVm
 from copra.kernel.trace import Trace
@@ -47,12 +44,8 @@ def floor(n: int) -> float:
     """Seconds per bare KVM_RUN round trip of a CPL3 doorbell write."""
     vm = SvsmVm(16 << 20)
     try:
-        space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-        text = vm.frames.alloc(FrameOwner.USER)
-        vm.memory.write(text, bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC]))  # out; jmp -4
-        space.map(USER_START, text, writable=False, executable=True)
-        ctx = UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
-        vm.cpus[0].enter(ctx)  # load the context once
+        # out; jmp -4, its context loaded once
+        vm.cpus[0].enter(vm.bare_program(bytes([0xE6, DOORBELL_PORT, 0xEB, 0xFC])).context)
         fd, request, ioctl = vm.cpus[0].vcpu.fd, kvm.KVM_RUN, fcntl.ioctl
         start = clock()
         for _ in range(n):

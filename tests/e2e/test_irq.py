@@ -166,6 +166,31 @@ def test_a_periodic_timer_faster_than_its_handler_leaves_the_guests_own_code_run
     assert_no_leak(run)
 
 
+def demo_with_dying_models(boot: Any, guest_kernels: dict[str, bytes], conf: bytes) -> Any:
+    """The demo guest run by the vmm, whose device models die (#UD) at the accesses
+    /etc/vmm.conf names; it ends with its usual status all the same."""
+    run = boot("vmm", MODELS | {"/etc/vmm.conf": conf},
+               guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
+    assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
+    assert "vm0: bye" in run.task_lines("uart")
+    return run
+
+
+def assert_models_died(run: Any, ports: tuple[int, ...], programs: tuple[str, ...]) -> None:
+    """The vmm reported each dead model's ports and its end; nothing of the VM is left."""
+    vmm = run.task_lines("init")
+    for port in ports:
+        assert f"vmm: vm0: the device model of port {port:#x} is gone; the guest reads " \
+               "all ones" in vmm, "\n".join(run.lines)
+    for program in programs:
+        assert any(line.startswith(f"vmm: vm0: device model {program} (task ") and
+                   line.endswith(") killed by #UD (vector 6); its ports read all ones")
+                   for line in vmm), "\n".join(run.lines)
+    assert all(KernelObject.live[k] == 0 for k in (
+        ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
+    assert_no_leak(run)
+
+
 def test_demo_guest_whose_block_and_rtc_model_processes_die_at_once_reads_all_ones_and_runs_on(
         boot: Any, guest_kernels: dict[str, bytes]) -> None:
     # /etc/vmm.conf makes the blk model die (#UD) at its first access, the guest's
@@ -173,22 +198,10 @@ def test_demo_guest_whose_block_and_rtc_model_processes_die_at_once_reads_all_on
     # DEVICE_GONE exit and the process's end, and the guest skips its block requests.
     # The rtc model dies at its first access too (the guest's index write for D), so
     # register D reads all ones and the guest skips the RTC.
-    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash blk 1\ncrash rtc 1\n"},
-               guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
-    assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
+    run = demo_with_dying_models(boot, guest_kernels, b"crash blk 1\ncrash rtc 1\n")
     assert "vm0: block: no device (its ports read all ones)" in run.task_lines("uart")
     assert "vm0: rtc: no device (its ports read all ones)" in run.task_lines("uart")
-    assert "vm0: bye" in run.task_lines("uart")
-    vmm = run.task_lines("init")
-    assert "vmm: vm0: the device model of port 0x6fc is gone; the guest reads all ones" in vmm
-    assert "vmm: vm0: the device model of port 0x70 is gone; the guest reads all ones" in vmm
-    for program in ("/bin/blk", "/bin/rtc"):
-        assert any(line.startswith(f"vmm: vm0: device model {program} (task ") and
-                   line.endswith(") killed by #UD (vector 6); its ports read all ones")
-                   for line in vmm), "\n".join(run.lines)
-    assert all(KernelObject.live[k] == 0 for k in (
-        ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
-    assert_no_leak(run)
+    assert_models_died(run, (0x6FC, 0x70), ("/bin/blk", "/bin/rtc"))
 
 
 def test_demo_guest_whose_rtc_model_dies_mid_run_reads_all_ones_and_runs_on(
@@ -198,21 +211,11 @@ def test_demo_guest_whose_rtc_model_dies_mid_run_reads_all_ones_and_runs_on(
     # The model dies at access 30, inside the second (or first) handler: that read
     # gets all ones, no interrupt follows (the IRQ object went with the process), and
     # the guest gives up waiting after 1000 APIC timer ticks.
-    run = boot("vmm", MODELS | {"/etc/vmm.conf": b"crash rtc 30\n"},
-               guests=[GuestSpec("demo", guest_kernels["demo"], 4 << 20, 2)])
-    assert run_exit_status(run.result.status) == 0x2B, "\n".join(run.lines)
-    lines = run.task_lines("uart")
+    run = demo_with_dying_models(boot, guest_kernels, b"crash rtc 30\n")
     assert any(re.fullmatch(r"vm0: rtc: [12] periodic interrupts, then none; register C "
-                            r"reads 0xff", line) for line in lines), "\n".join(run.lines)
-    assert "vm0: bye" in lines
-    vmm = run.task_lines("init")
-    assert "vmm: vm0: the device model of port 0x71 is gone; the guest reads all ones" in vmm
-    assert any(line.startswith("vmm: vm0: device model /bin/rtc (task ") and
-               line.endswith(") killed by #UD (vector 6); its ports read all ones")
-               for line in vmm), "\n".join(run.lines)
-    assert all(KernelObject.live[k] == 0 for k in (
-        ObjectKind.VM, ObjectKind.VCPU, ObjectKind.IO_EVENT, ObjectKind.IRQ))
-    assert_no_leak(run)
+                            r"reads 0xff", line) for line in run.task_lines("uart")), \
+        "\n".join(run.lines)
+    assert_models_died(run, (0x71,), ("/bin/rtc",))
 
 
 def test_guest_writing_garbage_to_every_rtc_register_gets_the_defined_answers(

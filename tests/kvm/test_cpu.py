@@ -40,13 +40,7 @@ def cpu(vm: SvsmVm) -> Cpu:
 
 
 def user_program(vm: SvsmVm, code: bytes) -> UserContext:
-    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-    text = vm.frames.alloc(FrameOwner.USER)
-    vm.memory.write(text, code)
-    space.map(CODE, text, writable=False, executable=True)
-    stack = vm.frames.alloc(FrameOwner.USER)
-    space.map(STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
-    return UserContext.initial(space.pml4, CODE, STACK_TOP - 8)
+    return vm.bare_program(code, at=CODE, stack_top=STACK_TOP).context
 
 
 def test_doorbell_exits_with_cpl3_registers(vm: SvsmVm, cpu: Cpu) -> None:
@@ -184,12 +178,9 @@ def test_remapped_page_shows_new_frame_after_invalidate(vm: SvsmVm, cpu: Cpu) ->
     vm.memory.write(old, b"\x11")
     new = vm.frames.alloc(FrameOwner.USER)
     vm.memory.write(new, b"\x22")
-    ctx_space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-    text = vm.frames.alloc(FrameOwner.USER)
-    vm.memory.write(text, code)
-    ctx_space.map(USER_START, text, writable=False, executable=True)
+    program = vm.bare_program(code)
+    ctx_space, ctx = program.space, program.context
     ctx_space.map(USER_START + PAGE_SIZE, old, writable=False, executable=False)
-    ctx = UserContext.initial(ctx_space.pml4, USER_START, USER_START + PAGE_SIZE)
     assert isinstance(cpu.enter(ctx), SyscallExit)
     assert cpu.regs.rax & 0xFF == 0x11
     ctx_space.unmap(USER_START + PAGE_SIZE)
@@ -285,17 +276,15 @@ def test_zap_on_one_cpu_drops_a_host_cleared_entry_on_another(pages: int) -> Non
         data = USER_START + PAGE_SIZE
         code = b"\x8a\x04\x25" + data.to_bytes(4, "little") + \
             bytes([0xE6, DOORBELL_PORT]) + b"\xeb\xfe"
-        space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-        text, old, new = (vm.frames.alloc(FrameOwner.USER) for _ in range(3))
-        vm.memory.write(text, code)
+        program = vm.bare_program(code)
+        space, ctx = program.space, program.context
+        old, new = (vm.frames.alloc(FrameOwner.USER) for _ in range(2))
         vm.memory.write(old, b"\x11")
         vm.memory.write(new, b"\x22")
-        space.map(USER_START, text, writable=False, executable=True)
         space.map(data, old, writable=False, executable=False)
         for i in range(1, pages):
             space.map(data + i * PAGE_SIZE, vm.frames.alloc(FrameOwner.USER), writable=False,
                       executable=False)
-        ctx = UserContext.initial(space.pml4, USER_START, data)
         assert isinstance(reader.enter(ctx), SyscallExit)
         assert reader.regs.rax & 0xFF == 0x11
         cleared: list[int] = []

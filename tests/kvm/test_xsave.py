@@ -15,11 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from copra.abi.spec import PAGE_SIZE, USER_START, Entry
+from copra.abi.spec import USER_START, Entry
 from copra.hw import kvm, x86
 from copra.kernel.cpu import SyscallExit, UserContext
-from copra.kernel.frames import FrameOwner
-from copra.kernel.pagetable import AddressSpace
 from copra.kernel.svsm_vm import SvsmVm, xsave_cpuid
 
 STACK_TOP = USER_START + 0x10000
@@ -58,13 +56,7 @@ def vm() -> Iterator[SvsmVm]:
 
 
 def user_program(vm: SvsmVm, code: bytes) -> UserContext:
-    space = AddressSpace(vm.frames, vm.kernel_pml4_entries())
-    text = vm.frames.alloc(FrameOwner.USER)
-    vm.memory.write(text, code)
-    space.map(USER_START, text, writable=False, executable=True)
-    stack = vm.frames.alloc(FrameOwner.USER)
-    space.map(STACK_TOP - PAGE_SIZE, stack, writable=True, executable=False)
-    return UserContext.initial(space.pml4, USER_START, STACK_TOP - 8)
+    return vm.bare_program(code, stack_top=STACK_TOP).context
 
 
 def run_to_doorbell(vm: SvsmVm, ctx: UserContext) -> None:

@@ -15,6 +15,10 @@ VM-wide state lives here; each vCPU is a ``Cpu`` (kernel/cpu.py). The VM owns:
   those derived from some entries, from one CPU, the world running
   (``drop_translations``, a MUNMAP).
 
+``bare_program`` builds a CPL3 program with no process around it (a code page and
+maybe a stack page in an address space of its own): the probe at start, the
+benchmarks' floors and the KVM tests run such programs.
+
 Locking: construction and ``close`` run on one thread with no CPU running. The frame
 allocator locks itself; the image is written once, before any vCPU runs. The gate's
 lock (class "vm.gate") guards every CPU's GUEST state, the count of CPUs in guest
@@ -26,6 +30,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from copra.abi.spec import DOORBELL_PORT, PAGE_SIZE, SYSCALL_VECTOR, USER_START, Entry
@@ -129,6 +134,16 @@ class Gate:
             self._cond.notify_all()
 
 
+@dataclass(frozen=True)
+class BareProgram:
+    """A CPL3 program with no process around it (``SvsmVm.bare_program``)."""
+
+    space: AddressSpace
+    context: UserContext
+    #: Its code and stack frames (the table frames are ``space``'s).
+    pages: tuple[int, ...]
+
+
 class SvsmVm:
     """The SVSM's KVM VM: memory, frames, kernel image, invalidation, and its CPUs."""
 
@@ -228,26 +243,42 @@ class SvsmVm:
             self.memory.write(layout.IDT_PA + vector * 16, gate)
         self.memory.write(layout.ZAP_STUB_PA, layout.zap_code())
 
+    def bare_program(self, code: bytes, *, at: int = USER_START,
+                     stack_top: int | None = None) -> BareProgram:
+        """``code`` on a read-only page at ``at`` in an address space of its own and,
+        with ``stack_top``, one writable stack page below it; the context starts at
+        ``at`` with the stack pointer 8 bytes below ``stack_top`` (without a stack: at
+        the page after the code, unmapped). Its frames stay out of the pool until the
+        caller gives them back (after an invalidation, as the kernel does) or the VM
+        closes. OutOfMemory when the pool runs dry."""
+        space = AddressSpace(self.frames, self.kernel_pml4_entries())
+        text = self.frames.alloc(FrameOwner.USER)
+        self.memory.write(text, code)
+        space.map(at, text, writable=False, executable=True)
+        if stack_top is None:
+            return BareProgram(space, UserContext.initial(space.pml4, at, at + PAGE_SIZE),
+                               (text,))
+        stack = self.frames.alloc(FrameOwner.USER)
+        space.map(stack_top - PAGE_SIZE, stack, writable=True, executable=False)
+        return BareProgram(space, UserContext.initial(space.pml4, at, stack_top - 8),
+                           (text, stack))
+
     def probe_io_exits(self) -> bool:
         """Whether KVM reports a CPL3 ``out`` exit with RIP already past the instruction
         (PVM hosts do; VMX and SVM report it at the ``out`` and skip it on re-entry).
         Measured once, on CPU 0, with a two-instruction program; its frames go back to
         the pool after an invalidation, so the VM starts with nothing in quarantine."""
         cpu = self.cpus[0]
-        space = AddressSpace(self.frames, self.kernel_pml4_entries())
-        code = self.frames.alloc(FrameOwner.USER)
-        self.memory.write(code, bytes((0xE6, DOORBELL_PORT, 0xEB, 0xFE)))  # out; jmp $
-        space.map(USER_START, code, writable=False, executable=True)
-        ctx = UserContext.initial(space.pml4, USER_START, USER_START + PAGE_SIZE)
+        program = self.bare_program(bytes((0xE6, DOORBELL_PORT, 0xEB, 0xFE)))  # out; jmp $
         try:
-            past = cpu.enter(ctx) == SyscallExit(Entry.DOORBELL) \
+            past = cpu.enter(program.context) == SyscallExit(Entry.DOORBELL) \
                 and cpu.regs.rip == USER_START + 2
             cpu.io_done_at_exit = False
             cpu._io_pending = True  # complete it either way: the vCPU starts clean
             cpu.save()
         finally:
-            cpu.forget(ctx)
-            self.frames.retire([code, *space.table_frames()])
+            cpu.forget(program.context)
+            self.frames.retire([*program.pages, *program.space.table_frames()])
             self.invalidate_mappings()
         return past
 

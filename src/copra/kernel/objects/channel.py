@@ -68,7 +68,7 @@ from copra.abi.spec import CHANNEL_QUEUE_MAX, Errno, Signal
 from copra.kernel import lockdep
 from copra.kernel.budget import MetadataBudget
 from copra.kernel.errors import SyscallError
-from copra.kernel.objects import KernelObject, ObjectKind
+from copra.kernel.objects import KernelObject, ObjectKind, handoff
 from copra.kernel.objects.handoff import HandOff
 from copra.kernel.waitqueue import WaitQueue
 
@@ -214,20 +214,7 @@ class Endpoint(KernelObject):
               wake: Callable[[Thread], None]) -> Callable[[], int | None]:
         """``thread`` blocks in a receive on this endpoint: a SEND may deliver to it
         directly. Returns its ``withdraw`` (kernel/thread.py)."""
-        offer = HandOff(thread, deliver, wake)
-        lock = self._shared.lock
-        with lock:
-            self.receivers.append(offer)
-
-        def withdraw() -> int | None:
-            with lock:
-                if offer.taken:  # a SEND took it: it set the result
-                    result, thread.result = thread.result, None
-                    return result
-                self.receivers.remove(offer)
-                return None
-
-        return withdraw
+        return handoff.offer(self.receivers, self._shared.lock, thread, deliver, wake)
 
     def receive(self, deliver: Callable[[Message], None]) -> Message | None:
         """The oldest message, after ``deliver`` (called under the channel lock) put it

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from copra.abi.spec import EVENT_MAX, Errno, EventFlag, Signal
 from copra.kernel import lockdep
 from copra.kernel.errors import SyscallError
-from copra.kernel.objects import KernelObject, ObjectKind
+from copra.kernel.objects import KernelObject, ObjectKind, handoff
 from copra.kernel.objects.handoff import HandOff
 from copra.kernel.waitqueue import WaitQueue
 
@@ -117,20 +117,7 @@ class Event(KernelObject):
     def offer(self, thread: Thread, deliver: Callable[[bytes], None],
               wake: Callable[[Thread], None]) -> Callable[[], int | None]:
         """``thread`` blocks in READ: a WRITE may complete it. Returns its ``withdraw``."""
-        reader = HandOff(thread, deliver, wake)
-        lock = self._lock
-        with lock:
-            self.readers.append(reader)
-
-        def withdraw() -> int | None:
-            with lock:
-                if reader.taken:  # a WRITE took it: it set the result
-                    result, thread.result = thread.result, None
-                    return result
-                self.readers.remove(reader)
-                return None
-
-        return withdraw
+        return handoff.offer(self.readers, self._lock, thread, deliver, wake)
 
     def take(self, copy_out: Callable[[bytes], None]) -> int | None:
         """The value, reset to 0 after ``copy_out`` took its 8 bytes (if it raises,
