@@ -147,10 +147,25 @@ put_hex:
 
 /* put_dec: %eax in decimal. */
 put_dec:
+    push %esi
+    push %edi
+    sub $12, %esp                       /* 10 digits at most, and the NUL */
+    mov %esp, %edi
+    call fmt_dec
+    mov %esp, %esi
+    call puts
+    add $12, %esp
+    pop %edi
+    pop %esi
+    ret
+
+/* fmt_dec: %eax in decimal at %edi, NUL-terminated (at most 11 bytes). */
+fmt_dec:
     push %eax
     push %ebx
     push %ecx
     push %edx
+    push %edi
     mov $10, %ebx
     xor %ecx, %ecx
 1:  xor %edx, %edx
@@ -161,9 +176,12 @@ put_dec:
     jnz 1b
 2:  pop %eax
     add $'0', %al
-    call putc
+    movb %al, (%edi)
+    inc %edi
     dec %ecx
     jnz 2b
+    movb $0, (%edi)
+    pop %edi
     pop %edx
     pop %ecx
     pop %ebx

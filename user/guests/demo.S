@@ -277,7 +277,7 @@ rtc_gone:
     movl rtc_irqs, %eax
     push %edi
     mov $rtc_num, %edi
-    call rtc_dec
+    call fmt_dec
     mov $0x0c, %al
     mov $rtc_hex, %edi
     call rtc_field
@@ -606,35 +606,6 @@ rtc_field:
     and $0xf, %ebx
     movb hex_digits(%ebx), %bl
     movb %bl, 1(%edi)
-    pop %ebx
-    pop %eax
-    ret
-
-/* rtc_dec: %eax in decimal at %edi, NUL-terminated. */
-rtc_dec:
-    push %eax
-    push %ebx
-    push %ecx
-    push %edx
-    push %edi
-    mov $10, %ebx
-    xor %ecx, %ecx
-1:  xor %edx, %edx
-    div %ebx
-    push %edx
-    inc %ecx
-    test %eax, %eax
-    jnz 1b
-2:  pop %eax
-    add $'0', %al
-    movb %al, (%edi)
-    inc %edi
-    dec %ecx
-    jnz 2b
-    movb $0, (%edi)
-    pop %edi
-    pop %edx
-    pop %ecx
     pop %ebx
     pop %eax
     ret
