@@ -69,6 +69,16 @@ def test_stats_show_time_for_each_process_and_vcpu(stats_run: Any) -> None:
     assert "time per vCPU" in out.stderr
 
 
+def test_stats_show_kvms_own_count_of_the_exits(stats_run: Any) -> None:
+    # KVM counts every exit it took, those it handled itself (its MMU's page faults,
+    # host interrupts) as well as the KVM_RUN returns the kernel counted.
+    out, _ = stats_run
+    returned = int(_table_row(out.stderr, "total")[1])
+    section = out.stderr[out.stderr.index("KVM's own counters"):].splitlines()[2:]
+    counted = dict(row for row in (line.split() for line in section) if len(row) == 2)
+    assert int(counted["exits"]) >= returned > 0
+
+
 def test_trace_holds_the_same_syscalls_and_a_vcpu_track(stats_run: Any) -> None:
     out, trace = stats_run
     events = trace["traceEvents"]

@@ -120,6 +120,25 @@ def test_table_columns_are_aligned() -> None:
     assert len(header) == len(row)
 
 
+def test_report_keeps_the_kvm_counters_that_moved_during_the_run() -> None:
+    run = RunStats()
+    run.make_probes(1, 0, 0.0, {"exits": 10, "pf_taken": 3, "halt_exits": 0})
+    report = run.report(0, 0.0, {"exits": 25, "pf_taken": 3, "halt_exits": 0,
+                                 "vm.mmu_cache_miss": 2})
+    assert report.kvm_counters == {"exits": 15, "vm.mmu_cache_miss": 2}
+    lines = format_report(report).splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("KVM's own counters"))
+    assert [line.split() for line in lines[at + 2:]] == [["exits", "15"],
+                                                         ["vm.mmu_cache_miss", "2"]]
+
+
+def test_table_says_when_kvm_keeps_no_counters() -> None:
+    run = RunStats()
+    run.make_probes(1, 0, 0.0, None)
+    text = format_report(run.report(0, 0.0, None))
+    assert text.splitlines()[-1].strip().startswith("not kept by this host's KVM")
+
+
 # --- the trace ----------------------------------------------------------------------------
 
 

@@ -206,7 +206,8 @@ class Kernel:
         end of the next ``serve``, whose result carries the report. Call before
         ``serve``, while no CPU runs."""
         vm = self.vm
-        probes = run.make_probes(len(vm.cpus), vm.invalidations, vm.invalidation_seconds)
+        probes = run.make_probes(len(vm.cpus), vm.invalidations, vm.invalidation_seconds,
+                                 vm.kvm_counters())
         for cpu, call, probe in zip(vm.cpus, self._calls, probes, strict=True):
             cpu.probe = probe
             call.probe = probe
@@ -223,7 +224,7 @@ class Kernel:
             cpu.probe = None
             call.probe = None
         vm.on_invalidation = None
-        return run.report(vm.invalidations, vm.invalidation_seconds)
+        return run.report(vm.invalidations, vm.invalidation_seconds, vm.kvm_counters())
     def register_class(self, cls: SyscallClass, rows: dict[int, SyscallSpec], context: object,
                        vm_bitmap: Callable[[], int] | None = None) -> None:
         """Add a class of syscalls that lives in a higher layer (the VMM's, class 2),

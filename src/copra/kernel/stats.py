@@ -4,8 +4,10 @@ The table is the kind ``kvm_stat`` and ``perf kvm stat`` give, for copra's kerne
 KVM exits per reason, exits as the kernel decoded them, syscalls per number (count,
 errors, blocked dispatches, total and mean time in the kernel), faults per vector,
 scheduling (context switches, preemptions, blocks), stop-the-world invalidations
-(count and time) and time per process and per vCPU, split into guest time (inside
-KVM_RUN) and kernel time (Python handling exits while the thread is on the CPU).
+(count and time), time per process and per vCPU, split into guest time (inside
+KVM_RUN) and kernel time (Python handling exits while the thread is on the CPU), and
+what KVM's own counters of the SVSM's vCPUs moved by during the run (KVM_GET_STATS_FD:
+the exits KVM handled itself, such as its shadow MMU's page faults, are only there).
 docs/statistics.md explains every line.
 
 Nothing is counted unless a ``RunStats`` is attached (``Kernel.attach_stats``): each
@@ -237,6 +239,9 @@ class StatsReport:
     invalidation_seconds: float = 0.0
     processes: tuple[ProcessRow, ...] = ()
     cpus: tuple[CpuRow, ...] = ()
+    #: How much each of KVM's counters of the SVSM's vCPUs moved (those that did),
+    #: summed over the vCPUs; None where KVM keeps no binary statistics.
+    kvm_counters: dict[str, int] | None = None
 
     def syscall_count(self, name: str) -> int:
         return sum(row.count for row in self.syscalls if row.name == name)
@@ -250,17 +255,20 @@ class RunStats:
         self.probes: list[CpuProbe] = []
         self._invalidations_at_start = 0
         self._invalidation_seconds_at_start = 0.0
+        self._kvm_counters_at_start: dict[str, int] | None = None
 
-    def make_probes(self, cpus: int, invalidations: int,
-                    invalidation_seconds: float) -> list[CpuProbe]:
-        """A probe per CPU, counting from now; the VM's invalidation counters as they
-        stand now (the report shows the run's share)."""
+    def make_probes(self, cpus: int, invalidations: int, invalidation_seconds: float,
+                    kvm_counters: dict[str, int] | None = None) -> list[CpuProbe]:
+        """A probe per CPU, counting from now; the VM's invalidation counters and KVM's
+        own counters as they stand now (the report shows the run's share)."""
         self.probes = [CpuProbe(i, self.trace) for i in range(cpus)]
         self._invalidations_at_start = invalidations
         self._invalidation_seconds_at_start = invalidation_seconds
+        self._kvm_counters_at_start = kvm_counters
         return self.probes
 
-    def report(self, invalidations: int, invalidation_seconds: float) -> StatsReport:
+    def report(self, invalidations: int, invalidation_seconds: float,
+               kvm_counters: dict[str, int] | None = None) -> StatsReport:
         """The merged counts (after the run: the CPU threads have stopped)."""
         now = perf_counter()
         start = min((p.started for p in self.probes), default=now)
@@ -309,7 +317,16 @@ class RunStats:
                                        proc_busy[pid] - proc_guest.get(pid, 0.0))
                             for pid in sorted(proc_busy)),
             cpus=tuple(cpus),
+            kvm_counters=_moved(self._kvm_counters_at_start, kvm_counters),
         )
+
+
+def _moved(before: dict[str, int] | None, after: dict[str, int] | None) -> dict[str, int] | None:
+    """The counters that moved from ``before`` to ``after``, by name."""
+    if before is None or after is None:
+        return None
+    return {name: value - before.get(name, 0) for name, value in sorted(after.items())
+            if value != before.get(name, 0)}
 
 
 # --- the table --------------------------------------------------------------------------
@@ -374,4 +391,12 @@ def format_report(report: StatsReport) -> str:
     lines += _table("time per vCPU", ("vCPU", "guest ms", "kernel ms", "idle ms", "exits"),
                     [(str(c.index), _ms(c.guest), _ms(c.kernel), _ms(c.idle), str(c.exits))
                      for c in report.cpus])
+    lines.append("")
+    title = "KVM's own counters of the SVSM's VM and vCPUs (KVM_GET_STATS_FD), the run's part"
+    if report.kvm_counters is None:
+        lines += [title, "  not kept by this host's KVM (Linux 5.14 and later keep them)"]
+    else:
+        lines += _table(title, ("counter", "count"),
+                        [(name, str(n)) for name, n in report.kvm_counters.items()]
+                        or [("none moved", "0")])
     return "\n".join(lines)

@@ -289,6 +289,21 @@ class SvsmVm:
         """Exits to the kernel on every CPU."""
         return sum(cpu.exits for cpu in self.cpus)
 
+    def kvm_counters(self) -> dict[str, int] | None:
+        """KVM's own counters: every vCPU's, summed (``Vcpu.stats``), and the VM's, their
+        names prefixed with ``vm.`` (its MMU's work: shadow pages built and zapped, TLB
+        flushes). None where KVM keeps no binary statistics."""
+        total: dict[str, int] = {}
+        try:
+            for cpu in self.cpus:
+                for name, value in cpu.vcpu.stats().items():
+                    total[name] = total.get(name, 0) + value
+            for name, value in kvm.read_stats(self.kvm_vm.fd).items():
+                total[f"vm.{name}"] = value
+        except kvm.KvmError:
+            return None
+        return total
+
     @property
     def ring0_preemptions(self) -> int:
         return sum(cpu.ring0_preemptions for cpu in self.cpus)
