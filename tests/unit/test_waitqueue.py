@@ -10,9 +10,9 @@ from copra.kernel.waitqueue import NO_SIGNALS, Signal, WaitQueue
 
 class Recorder:
     def __init__(self) -> None:
-        self.seen: list[Signal] = []
+        self.seen: list[int] = []
 
-    def notify(self, queue: WaitQueue, signals: Signal) -> None:
+    def notify(self, queue: WaitQueue, signals: int) -> None:
         self.seen.append(signals)
 
 

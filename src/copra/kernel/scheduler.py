@@ -344,7 +344,7 @@ class Waiter:
             self._queues.append(queue)
         return ready
 
-    def notify(self, queue: WaitQueue, signals: Signal) -> None:
+    def notify(self, queue: WaitQueue, signals: int) -> None:
         self.fired.append(queue)
         self._wake(self.thread)
 

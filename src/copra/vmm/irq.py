@@ -318,11 +318,11 @@ class VcpuIrq:
             fcntl.ioctl(self.cpu.vcpu.fd, KVM_NMI)
             self._nmi_blocked = True
         ready, self._ready = self._ready, False
-        if apic.highest_pending() is None:
+        vector = apic.highest_pending()
+        if vector is None:
             run.request_interrupt_window = 0
         elif ready or (run.ready_for_interrupt_injection and run.if_flag):
-            vector = apic.ack()
-            assert vector is not None
+            apic.take(vector)  # ack: IRR -> ISR
             self._deliver(run, vector)
             self.counters["injected"] += 1
             self._chained = ready and not (run.ready_for_interrupt_injection and run.if_flag)

@@ -569,9 +569,14 @@ class X2Apic:
         """The vCPU takes the interrupt (the INTA cycle): IRR -> ISR; the vector, or None."""
         vector = self.highest_pending()
         if vector is not None:
-            self._irr &= ~(1 << vector)
-            self._isr |= 1 << vector
+            self.take(vector)
         return vector
+
+    def take(self, vector: int) -> None:
+        """``ack`` of the vector ``highest_pending`` just answered (the caller holds the
+        bus lock in between): IRR -> ISR, without looking for it again."""
+        self._irr &= ~(1 << vector)
+        self._isr |= 1 << vector
 
     def eoi(self) -> None:
         """End of interrupt (§11.8.5): clears the highest ISR bit; for a level-triggered
