@@ -161,6 +161,12 @@ class UserContext:
     #: ``xsave`` or by running it); they still hold it while that CPU's ``_fpu_owner``
     #: is this context. None: only ``xsave`` holds it.
     fpu_on: Cpu | None = None
+    #: ``regs`` as bytes: saving and loading copy through it (a memoryview copy runs
+    #: in C with the GIL held; ``ctypes.memmove`` is a foreign call, ten times dearer).
+    regs_bytes: memoryview = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.regs_bytes = memoryview(self.regs).cast("B")
 
     @classmethod
     def initial(cls, cr3: int, rip: int, rsp: int) -> UserContext:
@@ -282,6 +288,7 @@ class Cpu:
         ctypes.memmove(self._initial_xsave, x86.initial_xsave(self.vcpu.xsave_size),
                        self.vcpu.xsave_size)
         self._sregs = self._sregs_template(self.vcpu.get_sregs())
+        self._sregs_bytes = memoryview(self._sregs).cast("B")
         self._ring0_sregs = KvmSregs()
         ctypes.memmove(ctypes.addressof(self._ring0_sregs), ctypes.addressof(self._sregs),
                        ctypes.sizeof(KvmSregs))
@@ -306,6 +313,8 @@ class Cpu:
         self._context_lock = lockdep.lock("cpu.context")
         self._run_regs = self.run_page.s.regs
         self._run_sregs = self.run_page.s.sregs
+        self._run_regs_bytes = memoryview(self._run_regs).cast("B")
+        self._run_sregs_bytes = memoryview(self._run_sregs).cast("B")
         self._io = self.run_page.exit.io  # views into the run page, made once
         self._events = self.run_page.s.events.raw
         self._cs = self._run_sregs.cs
@@ -433,8 +442,7 @@ class Cpu:
             return
         if self._io_pending:
             self._complete_pending_io()
-        ctypes.memmove(ctypes.addressof(ctx.regs), ctypes.addressof(self._run_regs),
-                       ctypes.sizeof(KvmRegs))
+        ctx.regs_bytes[:] = self._run_regs_bytes
         ctx.fs_base = self._run_sregs.fs.base
         self._unsaved = False
 
@@ -471,8 +479,7 @@ class Cpu:
         if fpu_home is not None and fpu_home is not self and fpu_home is not home:
             fpu_home.fetch(ctx)
         with self._context_lock:
-            ctypes.memmove(ctypes.addressof(self._run_regs), ctypes.addressof(ctx.regs),
-                           ctypes.sizeof(KvmRegs))
+            self._run_regs_bytes[:] = ctx.regs_bytes
             self._sregs.cr3 = ctx.cr3
             self._sregs.fs.base = ctx.fs_base
             self._load_user_sregs()
@@ -481,8 +488,7 @@ class Cpu:
             self._unsaved = True
 
     def _load_user_sregs(self) -> None:
-        ctypes.memmove(ctypes.addressof(self._run_sregs), ctypes.addressof(self._sregs),
-                       ctypes.sizeof(KvmSregs))
+        self._run_sregs_bytes[:] = self._sregs_bytes
         self.run_page.kvm_dirty_regs |= kvm.KVM_SYNC_X86_REGS | kvm.KVM_SYNC_X86_SREGS
 
     def forget(self, ctx: UserContext) -> None:
