@@ -163,6 +163,7 @@ class UserContext:
     fpu_on: Cpu | None = None
     #: ``regs`` as bytes: saving and loading copy through it (a memoryview copy runs
     #: in C with the GIL held; ``ctypes.memmove`` is a foreign call, ten times dearer).
+    #: So ``regs`` is changed in place, never replaced.
     regs_bytes: memoryview = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
