@@ -223,27 +223,17 @@ blk_done:
     test $0x80, %al
     jnz 2b
     push %edi
-    mov $0x32, %al                      /* century */
-    mov $rtc_line + 5, %edi
+    push %ebx
+    mov $rtc_fields, %ebx               /* each: its register, its place in the line */
+rtc_next_field:
+    movb (%ebx), %al
+    movzbl 1(%ebx), %edi
+    add $rtc_line, %edi
     call rtc_field
-    mov $0x09, %al                      /* year */
-    mov $rtc_line + 7, %edi
-    call rtc_field
-    mov $0x08, %al                      /* month */
-    mov $rtc_line + 10, %edi
-    call rtc_field
-    mov $0x07, %al                      /* day */
-    mov $rtc_line + 13, %edi
-    call rtc_field
-    mov $0x04, %al                      /* hours */
-    mov $rtc_line + 16, %edi
-    call rtc_field
-    mov $0x02, %al                      /* minutes */
-    mov $rtc_line + 19, %edi
-    call rtc_field
-    mov $0x00, %al                      /* seconds */
-    mov $rtc_line + 22, %edi
-    call rtc_field
+    add $2, %ebx
+    cmp $rtc_fields_end, %ebx
+    jb rtc_next_field
+    pop %ebx
     pop %edi
     push %esi
     mov $rtc_line, %esi
@@ -759,6 +749,9 @@ rtc_irqs:
     .long 0
 rtc_line:
     .asciz "rtc: CCYY-MM-DD hh:mm:ss\n"
+rtc_fields:                             /* century, year, month, day, hours, minutes, seconds */
+    .byte 0x32, 5, 0x09, 7, 0x08, 10, 0x07, 13, 0x04, 16, 0x02, 19, 0x00, 22
+rtc_fields_end:
 rtc_hex:
     .asciz "ff"
 rtc_num:
