@@ -6,7 +6,7 @@ errors, blocked dispatches, total and mean time in the kernel), faults per vecto
 scheduling (context switches, preemptions, blocks), stop-the-world invalidations
 (count and time), time per process and per vCPU, split into guest time (inside
 KVM_RUN) and kernel time (Python handling exits while the thread is on the CPU), and
-what KVM's own counters of the SVSM's vCPUs moved by during the run (KVM_GET_STATS_FD:
+what KVM's own counters of the SVSM's VM and vCPUs moved by during the run (KVM_GET_STATS_FD:
 the exits KVM handled itself, such as its shadow MMU's page faults, are only there).
 docs/statistics.md explains every line.
 
@@ -239,8 +239,9 @@ class StatsReport:
     invalidation_seconds: float = 0.0
     processes: tuple[ProcessRow, ...] = ()
     cpus: tuple[CpuRow, ...] = ()
-    #: How much each of KVM's counters of the SVSM's vCPUs moved (those that did),
-    #: summed over the vCPUs; None where KVM keeps no binary statistics.
+    #: How much each of KVM's own counters moved (those that did): the SVSM's vCPUs'
+    #: summed, the VM's named ``vm.*`` (``SvsmVm.kvm_counters``); None where KVM keeps
+    #: no binary statistics.
     kvm_counters: dict[str, int] | None = None
 
     def syscall_count(self, name: str) -> int:
